@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Installs what the integration tests and `make demo` drive besides tollgate
+# itself: the Node.js MCP peers in tests/peers (official MCP SDK,
+# kubernetes-mcp-server binary from its npm package).
+#
+# Idempotent and quiet: the npm tree lives in a content-addressed cache,
+#   $TOLLGATE_CACHE/npm/<sha256 of tests/peers/package-lock.json>/node_modules
+# and tests/peers/node_modules is a symlink to it. When that tree is already
+# complete this script only checks node and the binary and prints nothing.
+#
+# Usage: scripts/test-deps.sh [-v]     (-v: say what is where)
+set -euo pipefail
+
+verbose=0
+[[ "${1:-}" == "-v" ]] && verbose=1
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+peers="$root/tests/peers"
+
+if [[ -f "$root/scripts/lib/cache.sh" ]]; then
+  # shellcheck source=/dev/null
+  source "$root/scripts/lib/cache.sh"
+fi
+TOLLGATE_CACHE="${TOLLGATE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/tollgate}"
+
+die() { echo "test-deps: $*" >&2; exit 1; }
+say() { echo "test-deps: $*" >&2; }
+
+# --- node >= 18 ------------------------------------------------------------
+command -v node >/dev/null 2>&1 || die "node not found (need Node.js >= 18; e.g. apt-get install nodejs npm)"
+node_major="$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)"
+[[ "$node_major" =~ ^[0-9]+$ ]] && (( node_major >= 18 )) \
+  || die "node $(node --version 2>/dev/null || echo '?') is too old (need >= 18)"
+
+# --- npm tree, keyed by the lock file --------------------------------------
+lock="$peers/package-lock.json"
+[[ -f "$lock" ]] || die "missing $lock"
+hash="$(sha256sum "$lock" | cut -d' ' -f1)"
+dest="$TOLLGATE_CACHE/npm/$hash"
+marker="$dest/.complete"
+
+if [[ ! -f "$marker" ]]; then
+  command -v npm >/dev/null 2>&1 || die "npm not found (needed once to install tests/peers)"
+  mkdir -p "$TOLLGATE_CACHE/npm"
+  tmp="$(mktemp -d "$TOLLGATE_CACHE/npm/.tmp.$hash.XXXXXX")"
+  trap 'rm -rf "$tmp"' EXIT
+  cp "$peers/package.json" "$lock" "$tmp/"
+  say "installing tests/peers npm packages into $dest (one time)"
+  if ! (cd "$tmp" && npm ci --no-audit --no-fund --loglevel=error >"$tmp/npm.log" 2>&1); then
+    cat "$tmp/npm.log" >&2
+    die "npm ci failed"
+  fi
+  rm -f "$tmp/npm.log"
+  touch "$tmp/.complete"
+  # Publish atomically. If a concurrent run won the race, keep its tree; an
+  # incomplete leftover (no marker) is moved aside first.
+  if [[ ! -f "$marker" ]]; then
+    if [[ -e "$dest" ]]; then
+      mv -T "$dest" "$dest.stale.$$" 2>/dev/null || true
+      rm -rf "$dest.stale.$$"
+    fi
+    mv -T "$tmp" "$dest" 2>/dev/null || true
+  fi
+  [[ -f "$marker" ]] || die "install into $dest did not complete"
+fi
+
+# --- tests/peers/node_modules -> cache ------------------------------------
+link="$peers/node_modules"
+target="$dest/node_modules"
+if [[ "$(readlink "$link" 2>/dev/null || true)" != "$target" ]]; then
+  if [[ -e "$link" && ! -L "$link" ]]; then
+    say "replacing directory $link with a symlink into the cache"
+    rm -rf "$link"
+  fi
+  ln -sfn "$target" "$link.tmp.$$"
+  mv -T "$link.tmp.$$" "$link"
+fi
+
+# --- kubernetes-mcp-server binary runs -------------------------------------
+kms="$target/kubernetes-mcp-server-linux-amd64/bin/kubernetes-mcp-server-linux-amd64"
+[[ -x "$kms" ]] || die "kubernetes-mcp-server binary missing at $kms"
+if ! kms_version="$("$kms" --version 2>&1)"; then
+  echo "$kms_version" >&2
+  die "kubernetes-mcp-server --version failed"
+fi
+
+if (( verbose )); then
+  say "node $(node --version)"
+  say "tests/peers/node_modules -> $target"
+  say "kubernetes-mcp-server: $kms ($kms_version)"
+fi
