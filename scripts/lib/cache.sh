@@ -1,0 +1,69 @@
+# shellcheck shell=bash
+# Shared helpers for tollgate's scripts. Source it; do not execute it.
+#
+#   . "$(dirname "${BASH_SOURCE[0]}")/../lib/cache.sh"
+#
+# It sets no shell options, so sourcing it leaves the caller's `set` flags alone.
+
+# Where tollgate keeps things that are expensive to make and safe to reuse
+# across checkouts (built control-plane binaries, ...). Override with
+# TOLLGATE_CACHE; otherwise it follows XDG_CACHE_HOME.
+TOLLGATE_CACHE="${TOLLGATE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/tollgate}"
+export TOLLGATE_CACHE
+
+# Root of the repository this file lives in (scripts/lib/ -> ../..).
+TOLLGATE_REPO_ROOT="${TOLLGATE_REPO_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}"
+
+# log MESSAGE... : one line on stderr, prefixed with the calling script's name,
+# so stdout stays free for machine-readable output.
+log() {
+    printf '[%s] %s\n' "${TOLLGATE_LOG_NAME:-$(basename "$0")}" "$*" >&2
+}
+
+# die MESSAGE... : log and exit 1.
+die() {
+    log "error: $*"
+    exit 1
+}
+
+# need CMD... : die unless every CMD is on PATH.
+need() {
+    local c
+    for c in "$@"; do
+        command -v "$c" >/dev/null 2>&1 || die "'$c' is required but not on PATH"
+    done
+}
+
+# now_s : seconds since the epoch, as an integer (bash builtin, no fork).
+now_s() {
+    printf '%(%s)T' -1
+}
+
+# proc_alive PID : PID exists and is not a zombie (works for any user's process,
+# unlike `kill -0`).
+proc_alive() {
+    local line="" rest
+    [[ "$1" =~ ^[0-9]+$ ]] || return 1
+    read -r line 2>/dev/null <"/proc/$1/stat" || return 1
+    rest="${line##*) }"
+    [[ "${rest%% *}" != Z ]]
+}
+
+# proc_group_members PGID MARKER : print the live processes of process group
+# PGID whose command line contains MARKER, one PID a line. Guards against
+# signalling an unrelated process that reused a recorded PID.
+proc_group_members() {
+    local f line rest state pgrp pid cmd
+    [[ "$1" =~ ^[0-9]+$ ]] || return 0
+    for f in /proc/[0-9]*/stat; do
+        read -r line 2>/dev/null <"$f" || continue
+        rest="${line##*) }"
+        read -r state _ pgrp _ <<<"$rest"
+        [[ "$pgrp" == "$1" && "$state" != Z ]] || continue
+        pid="${f#/proc/}"
+        pid="${pid%/stat}"
+        cmd="$(tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline")" || continue
+        if [[ "$cmd" == *"$2"* ]]; then printf '%s\n' "$pid"; fi
+    done
+    return 0
+}
