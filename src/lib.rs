@@ -1,0 +1,10 @@
+//! tollgate: a policy check in front of every MCP server.
+//!
+//! Rooms, each with one job (see docs/architecture.md):
+//! - [`policy`]: the `McpToolPolicy` model, `compile`, and the pure evaluator;
+//! - [`mcp`]: JSON-RPC and MCP wire formats, parsed strictly;
+//! - [`proxy`]: the sidecar data path that applies policies to live traffic.
+
+pub mod mcp;
+pub mod policy;
+pub mod proxy;

@@ -1,0 +1,270 @@
+//! `compile`: the one function that decides whether a policy is valid and
+//! turns it into what the evaluator runs.
+//!
+//! `tollgate check`, the sidecar's file mode, the controller and admission all
+//! call this, so the same YAML gets the same verdict everywhere. It collects
+//! every problem instead of stopping at the first, because a user fixing a
+//! policy wants the whole list in one go.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use super::condition::{Condition, check_pointer};
+use super::duration;
+use super::matcher::{ToolMatcher, compile_glob, is_glob};
+use super::problem::Problem;
+use super::ratelimit::{Limit, LimitId};
+use super::spec::{Action, DenyWith, McpToolPolicySpec, Mode, RateLimit, Rule};
+
+/// The most calls one window may admit; the in-memory store keeps one
+/// timestamp per admission per bucket.
+pub const MAX_REQUESTS: i64 = 100_000;
+
+/// The longest rule message, so a denial stays readable.
+pub const MAX_MESSAGE: usize = 1024;
+
+/// A policy, checked and ready to evaluate.
+#[derive(Debug, Clone)]
+pub struct CompiledPolicy {
+    /// `namespace/name`, or `name` for a file policy without a namespace.
+    pub name: Arc<str>,
+    /// Enforce or Audit.
+    pub mode: Mode,
+    /// What an unmatched call gets.
+    pub default_action: Action,
+    /// Whether statically denied tools vanish from `tools/list`.
+    pub hide_denied: bool,
+    pub(crate) rules: Vec<CompiledRule>,
+    pub(crate) matcher: ToolMatcher,
+}
+
+/// One rule, checked.
+#[derive(Debug, Clone)]
+pub struct CompiledRule {
+    /// The rule's name.
+    pub name: Arc<str>,
+    /// Allow or Deny.
+    pub action: Action,
+    /// The user's text for denials.
+    pub message: Option<String>,
+    /// All must hold.
+    pub conditions: Vec<Condition>,
+    /// All must have room.
+    pub limits: Vec<CompiledLimit>,
+    /// How a denial is delivered.
+    pub deny_with: DenyWith,
+}
+
+/// One rate limit of a rule.
+#[derive(Debug, Clone)]
+pub struct CompiledLimit {
+    /// The budget.
+    pub limit: Arc<Limit>,
+    /// Pointers whose values select the bucket.
+    pub key_arguments: Vec<String>,
+    /// Whether the session selects the bucket.
+    pub key_session: bool,
+}
+
+impl CompiledPolicy {
+    /// The compiled rules, in evaluation order.
+    pub fn rules(&self) -> &[CompiledRule] {
+        &self.rules
+    }
+}
+
+/// Checks `spec` and compiles it under the policy name `name`.
+pub fn compile(name: &str, spec: &McpToolPolicySpec) -> Result<CompiledPolicy, Vec<Problem>> {
+    let mut problems = Vec::new();
+    if name.is_empty() {
+        problems.push(Problem::at(
+            "metadata.name",
+            "a policy needs a name: add `metadata: {name: ...}`",
+        ));
+    }
+    let mut names = HashSet::new();
+    let mut rules = Vec::with_capacity(spec.rules.len());
+    for (i, rule) in spec.rules.iter().enumerate() {
+        let path = format!("spec.rules[{i}]");
+        if !names.insert(rule.name.as_str()) {
+            problems.push(Problem::at(
+                format!("{path}.name"),
+                format!(
+                    "rule name {:?} is used twice; give every rule a unique name",
+                    rule.name
+                ),
+            ));
+        }
+        match compile_rule(name, rule, &path) {
+            Ok(r) => rules.push(r),
+            Err(mut p) => problems.append(&mut p),
+        }
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    let patterns = spec
+        .rules
+        .iter()
+        .enumerate()
+        .flat_map(|(i, r)| r.tools.iter().map(move |t| (i as u32, t.as_str())));
+    let matcher = ToolMatcher::build(patterns).map_err(|e| {
+        // Every glob was validated one by one above; a failure here is a
+        // limit of the combined set (e.g. its size).
+        vec![Problem::at(
+            "spec.rules",
+            format!("the tool patterns cannot be combined: {e}"),
+        )]
+    })?;
+    Ok(CompiledPolicy {
+        name: name.into(),
+        mode: spec.mode,
+        default_action: spec.default_action,
+        hide_denied: spec.hide_denied,
+        rules,
+        matcher,
+    })
+}
+
+fn compile_rule(policy: &str, rule: &Rule, path: &str) -> Result<CompiledRule, Vec<Problem>> {
+    let mut problems = Vec::new();
+    if let Err(message) = check_rule_name(&rule.name) {
+        problems.push(Problem::at(format!("{path}.name"), message));
+    }
+    if rule.tools.is_empty() {
+        problems.push(Problem::at(
+            format!("{path}.tools"),
+            "list at least one tool name or glob, e.g. `tools: [vm_clone]` or `tools: [\"*\"]`",
+        ));
+    }
+    for (j, tool) in rule.tools.iter().enumerate() {
+        if tool.is_empty() {
+            problems.push(Problem::at(
+                format!("{path}.tools[{j}]"),
+                "a tool pattern cannot be empty",
+            ));
+        } else if is_glob(tool)
+            && let Err(e) = compile_glob(tool)
+        {
+            problems.push(Problem::at(
+                format!("{path}.tools[{j}]"),
+                format!("{tool:?} is not a valid glob ({}); use `*`, `?`, `[abc]` or `{{a,b}}`, or escape a literal with `\\`", e.kind()),
+            ));
+        }
+    }
+    if let Some(message) = &rule.message
+        && message.chars().count() > MAX_MESSAGE
+    {
+        problems.push(Problem::at(
+            format!("{path}.message"),
+            format!("the message is longer than {MAX_MESSAGE} characters; shorten it"),
+        ));
+    }
+    if rule.action == Action::Deny && !rule.rate_limits.is_empty() {
+        problems.push(Problem::at(
+            format!("{path}.rateLimits"),
+            "rate limits apply to calls a rule allows; a Deny rule denies every call it matches. Use `action: Allow` or remove `rateLimits`",
+        ));
+    }
+    let mut conditions = Vec::with_capacity(rule.arguments.len());
+    for (j, c) in rule.arguments.iter().enumerate() {
+        match Condition::compile(c, &format!("{path}.arguments[{j}]")) {
+            Ok(c) => conditions.push(c),
+            Err(mut p) => problems.append(&mut p),
+        }
+    }
+    let mut limits = Vec::with_capacity(rule.rate_limits.len());
+    for (j, l) in rule.rate_limits.iter().enumerate() {
+        match compile_limit(policy, &rule.name, j, l, &format!("{path}.rateLimits[{j}]")) {
+            Ok(l) => limits.push(l),
+            Err(mut p) => problems.append(&mut p),
+        }
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    Ok(CompiledRule {
+        name: rule.name.as_str().into(),
+        action: rule.action,
+        message: rule.message.clone(),
+        conditions,
+        limits,
+        deny_with: rule.deny_with.unwrap_or_default(),
+    })
+}
+
+fn compile_limit(
+    policy: &str,
+    rule: &str,
+    index: usize,
+    l: &RateLimit,
+    path: &str,
+) -> Result<CompiledLimit, Vec<Problem>> {
+    let mut problems = Vec::new();
+    if l.requests < 1 {
+        problems.push(Problem::at(
+            format!("{path}.requests"),
+            format!("{} admits nothing; a limit needs `requests: 1` or more (to refuse every call, use `action: Deny`)", l.requests),
+        ));
+    } else if l.requests > MAX_REQUESTS {
+        problems.push(Problem::at(
+            format!("{path}.requests"),
+            format!("{} is above the maximum of {MAX_REQUESTS} per window; use a shorter window with a smaller count", l.requests),
+        ));
+    }
+    let window = match duration::parse(&l.window) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            problems.push(Problem::at(format!("{path}.window"), e.to_string()));
+            None
+        }
+    };
+    let key = l.key.clone().unwrap_or_default();
+    let mut seen = HashSet::new();
+    for (k, pointer) in key.arguments.iter().enumerate() {
+        if let Err(message) = check_pointer(pointer) {
+            problems.push(Problem::at(format!("{path}.key.arguments[{k}]"), message));
+        } else if !seen.insert(pointer) {
+            problems.push(Problem::at(
+                format!("{path}.key.arguments[{k}]"),
+                format!("{pointer:?} is listed twice"),
+            ));
+        }
+    }
+    let (Some(window), true) = (window, problems.is_empty()) else {
+        return Err(problems);
+    };
+    // The identity covers what gives a bucket its meaning (policy, rule,
+    // position, key shape) but not the count or window: tightening a limit
+    // keeps the admissions already made.
+    let id = format!(
+        "{policy}/{rule}#{index}[{}{}]",
+        key.arguments.join(","),
+        if key.session { ";session" } else { "" }
+    );
+    Ok(CompiledLimit {
+        limit: Arc::new(Limit {
+            id: LimitId(id.into()),
+            requests: l.requests as u32,
+            window,
+        }),
+        key_arguments: key.arguments,
+        key_session: key.session,
+    })
+}
+
+/// Rule names appear in metrics labels and denials: keep them short and plain.
+fn check_rule_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name:?} is not a valid rule name; use 1-63 letters, digits, '-', '_' or '.', e.g. \"allow-reads\""
+        ))
+    }
+}

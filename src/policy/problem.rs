@@ -1,0 +1,64 @@
+//! What is wrong with a policy, said so a user can fix it.
+//!
+//! Every problem names where it is (file and document, or the Kubernetes
+//! object), the field path inside the policy, and what to write instead. The
+//! same type is printed by `tollgate check`, logged by the sidecar when a
+//! reload is refused, and written into a policy's `Accepted` condition.
+
+use std::fmt;
+
+/// One thing wrong with a policy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// The file (and document) or object the policy came from; empty when
+    /// the caller has not said yet.
+    pub source: String,
+    /// The field, as a path like `spec.rules[2].rateLimits[0].window`.
+    pub path: String,
+    /// What is wrong and what to write instead.
+    pub message: String,
+}
+
+impl Problem {
+    /// A problem at `path` with no source attached yet.
+    pub fn at(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Problem {
+            source: String::new(),
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+
+    /// The same problem, attributed to `source`.
+    pub fn in_source(mut self, source: &str) -> Self {
+        self.source = source.to_owned();
+        self
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.source.is_empty(), self.path.is_empty()) {
+            (false, false) => write!(f, "{}: {}: {}", self.source, self.path, self.message),
+            (false, true) => write!(f, "{}: {}", self.source, self.message),
+            (true, false) => write!(f, "{}: {}", self.path, self.message),
+            (true, true) => f.write_str(&self.message),
+        }
+    }
+}
+
+/// Several problems, displayed one per line.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub struct Problems(pub Vec<Problem>);
+
+impl fmt::Display for Problems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{p}")?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,594 @@
+//! Loading, compiling and evaluating together, from YAML as users write it.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use super::load::{compile_set, parse_text, read_paths};
+use super::ratelimit::MemoryCounter;
+use super::*;
+
+fn set(yaml: &str) -> PolicySet {
+    let (loaded, problems) = parse_text("test.yaml", yaml);
+    assert!(problems.is_empty(), "{}", Problems(problems));
+    compile_set(&loaded).unwrap_or_else(|p| panic!("{}", Problems(p)))
+}
+
+fn problems(yaml: &str) -> String {
+    let (loaded, mut problems) = parse_text("test.yaml", yaml);
+    if let Err(mut p) = compile_set(&loaded) {
+        problems.append(&mut p);
+    }
+    assert!(!problems.is_empty(), "expected problems");
+    Problems(problems).to_string()
+}
+
+fn call<'a>(tool: &'a str, args: &'a Value) -> ToolCall<'a> {
+    ToolCall {
+        tool,
+        arguments: args,
+        session: None,
+    }
+}
+
+fn decide(s: &PolicySet, tool: &str, args: Value) -> Decision {
+    s.decide(&call(tool, &args), &MemoryCounter::new(), Instant::now())
+}
+
+const CLONE_CAP: &str = r#"
+apiVersion: tollgate.dev/v1alpha1
+kind: McpToolPolicy
+metadata: {name: clone-cap, namespace: vms}
+spec:
+  defaultAction: Deny
+  hideDenied: true
+  rules:
+    - name: reads
+      tools: ["*_list", "*_get", pods_log]
+      action: Allow
+    - name: no-kube-system-reads
+      tools: ["*"]
+      action: Deny
+      message: Ask a cluster admin instead.
+      arguments:
+        - {pointer: /namespace, operator: Equals, value: kube-system}
+    - name: clone
+      tools: [vm_clone]
+      action: Allow
+      arguments:
+        - {pointer: /name, operator: Matches, value: "golden-.*"}
+      rateLimits:
+        - {requests: 3, window: 1m, key: {arguments: [/namespace]}}
+    - name: delete
+      tools: [resources_delete]
+      action: Deny
+      denyWith: JsonRpcError
+"#;
+
+#[test]
+fn the_decision_order_is_deny_then_conditions_then_limits_then_allow_then_default() {
+    let s = set(CLONE_CAP);
+    let counter = MemoryCounter::new();
+    let now = Instant::now();
+    let run = |tool: &str, args: Value| s.decide(&call(tool, &args), &counter, now);
+
+    let d = run("pods_list", json!({"namespace": "vms"}));
+    assert_eq!(
+        (d.effect, d.reason, d.rule.as_deref()),
+        (Effect::Allowed, Reason::Rule, Some("reads"))
+    );
+
+    // An explicit Deny outranks an earlier Allow naming the same tool.
+    let d = run("pods_list", json!({"namespace": "kube-system"}));
+    assert_eq!(
+        (d.effect, d.reason, d.rule.as_deref()),
+        (Effect::Denied, Reason::Rule, Some("no-kube-system-reads"))
+    );
+    assert_eq!(
+        d.message.as_deref(),
+        Some(
+            "Denied by tollgate policy \"vms/clone-cap\", rule \"no-kube-system-reads\": tool \"pods_list\" is denied. Ask a cluster admin instead."
+        )
+    );
+
+    // Conditions of the Allow rule.
+    let d = run("vm_clone", json!({"namespace": "vms", "name": "prod-db"}));
+    assert_eq!(
+        (d.effect, d.reason, d.rule.as_deref()),
+        (Effect::Denied, Reason::Arguments, Some("clone"))
+    );
+    assert!(
+        d.message
+            .as_deref()
+            .unwrap()
+            .contains("argument /name must match \"golden-.*\" (got \"prod-db\")")
+    );
+
+    // Rate limits, per namespace.
+    for _ in 0..3 {
+        assert_eq!(
+            run("vm_clone", json!({"namespace": "vms", "name": "golden-a"})).effect,
+            Effect::Allowed
+        );
+    }
+    let d = run("vm_clone", json!({"namespace": "vms", "name": "golden-a"}));
+    assert_eq!((d.effect, d.reason), (Effect::Denied, Reason::RateLimit));
+    assert_eq!(d.retry_after, Some(Duration::from_secs(60)));
+    assert!(
+        d.message
+            .as_deref()
+            .unwrap()
+            .contains("rate limit of 3 per 1m reached; retry after 1m"),
+        "{:?}",
+        d.message
+    );
+    assert_eq!(
+        run(
+            "vm_clone",
+            json!({"namespace": "other", "name": "golden-a"})
+        )
+        .effect,
+        Effect::Allowed
+    );
+
+    // Default.
+    let d = run("pods_exec", json!({}));
+    assert_eq!(
+        (d.effect, d.reason, d.rule),
+        (Effect::Denied, Reason::Default, None)
+    );
+
+    // Per-rule delivery.
+    assert_eq!(
+        run("resources_delete", json!({})).deny_with,
+        spec::DenyWith::JsonRpcError
+    );
+    assert_eq!(
+        run("pods_exec", json!({})).deny_with,
+        spec::DenyWith::ToolError
+    );
+}
+
+#[test]
+fn a_call_denied_for_its_arguments_spends_no_budget() {
+    let s = set(CLONE_CAP);
+    let counter = MemoryCounter::new();
+    let now = Instant::now();
+    let bad = json!({"namespace": "vms", "name": "nope"});
+    for _ in 0..10 {
+        assert_eq!(
+            s.decide(&call("vm_clone", &bad), &counter, now).reason,
+            Reason::Arguments
+        );
+    }
+    let good = json!({"namespace": "vms", "name": "golden-x"});
+    for _ in 0..3 {
+        assert_eq!(
+            s.decide(&call("vm_clone", &good), &counter, now).effect,
+            Effect::Allowed
+        );
+    }
+}
+
+#[test]
+fn a_later_allow_rule_can_accept_what_an_earlier_one_refused() {
+    let s = set(r#"
+apiVersion: tollgate.dev/v1alpha1
+kind: McpToolPolicy
+metadata: {name: p}
+spec:
+  defaultAction: Deny
+  rules:
+    - {name: dev, tools: [scale], action: Allow, arguments: [{pointer: /namespace, operator: Equals, value: dev}]}
+    - {name: prod-small, tools: [scale], action: Allow, arguments: [{pointer: /replicas, operator: Lte, value: 3}]}
+"#);
+    assert_eq!(
+        decide(&s, "scale", json!({"namespace": "dev", "replicas": 50}))
+            .rule
+            .as_deref(),
+        Some("dev")
+    );
+    assert_eq!(
+        decide(&s, "scale", json!({"namespace": "prod", "replicas": 2}))
+            .rule
+            .as_deref(),
+        Some("prod-small")
+    );
+    let d = decide(&s, "scale", json!({"namespace": "prod", "replicas": 9}));
+    // Explained by the first Allow rule's first failing condition.
+    assert_eq!(
+        (d.reason, d.rule.as_deref()),
+        (Reason::Arguments, Some("dev"))
+    );
+}
+
+#[test]
+fn policies_combine_and_deny_wins() {
+    let s = set(r#"
+apiVersion: tollgate.dev/v1alpha1
+kind: McpToolPolicy
+metadata: {name: baseline}
+spec:
+  defaultAction: Allow
+  rules:
+    - {name: no-deletes, tools: ["*_delete"], action: Deny}
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: McpToolPolicy
+metadata: {name: team}
+spec:
+  defaultAction: Deny
+  rules:
+    - {name: reads, tools: ["*_list", "*_delete"], action: Allow}
+"#);
+    assert_eq!(decide(&s, "pods_list", json!({})).effect, Effect::Allowed);
+    let d = decide(&s, "pods_delete", json!({}));
+    assert_eq!(
+        (d.effect, d.policy.as_deref(), d.rule.as_deref()),
+        (Effect::Denied, Some("baseline"), Some("no-deletes"))
+    );
+    let d = decide(&s, "vm_clone", json!({}));
+    assert_eq!(
+        (d.effect, d.policy.as_deref(), d.reason),
+        (Effect::Denied, Some("team"), Reason::Default)
+    );
+}
+
+#[test]
+fn a_limit_in_one_policy_is_not_spent_when_another_denies() {
+    let s = set(r#"
+apiVersion: tollgate.dev/v1alpha1
+kind: McpToolPolicy
+metadata: {name: a-limits}
+spec:
+  defaultAction: Allow
+  rules:
+    - {name: cap, tools: [t], action: Allow, rateLimits: [{requests: 2, window: 1h}]}
+---
+apiVersion: tollgate.dev/v1alpha1
+kind: McpToolPolicy
+metadata: {name: b-guard}
+spec:
+  defaultAction: Allow
+  rules:
+    - {name: only-x, tools: [t], action: Allow, arguments: [{pointer: /x, operator: Exists}]}
+"#);
+    let counter = MemoryCounter::new();
+    let now = Instant::now();
+    let (without, with) = (json!({}), json!({"x": 1}));
+    for _ in 0..5 {
+        assert_eq!(
+            s.decide(&call("t", &without), &counter, now)
+                .policy
+                .as_deref(),
+            Some("b-guard")
+        );
+    }
+    assert_eq!(
+        s.decide(&call("t", &with), &counter, now).effect,
+        Effect::Allowed
+    );
+    assert_eq!(
+        s.decide(&call("t", &with), &counter, now).effect,
+        Effect::Allowed
+    );
+    let d = s.decide(&call("t", &with), &counter, now);
+    assert_eq!(
+        (d.effect, d.reason, d.policy.as_deref()),
+        (Effect::Denied, Reason::RateLimit, Some("a-limits"))
+    );
+}
+
+#[test]
+fn audit_mode_records_but_never_blocks() {
+    let s = set(r#"
+apiVersion: tollgate.dev/v1alpha1
+kind: McpToolPolicy
+metadata: {name: watch}
+spec:
+  mode: Audit
+  defaultAction: Deny
+  hideDenied: true
+  rules:
+    - {name: reads, tools: ["*_list"], action: Allow, rateLimits: [{requests: 1, window: 1m}]}
+"#);
+    let counter = MemoryCounter::new();
+    let now = Instant::now();
+    let args = json!({});
+    let d = s.decide(&call("pods_delete", &args), &counter, now);
+    assert_eq!(
+        (d.effect, d.reason, d.policy.as_deref()),
+        (Effect::Audited, Reason::Default, Some("watch"))
+    );
+    assert!(d.forwards());
+    assert_eq!(
+        s.decide(&call("pods_list", &args), &counter, now).effect,
+        Effect::Allowed
+    );
+    let d = s.decide(&call("pods_list", &args), &counter, now);
+    assert_eq!((d.effect, d.reason), (Effect::Audited, Reason::RateLimit));
+    // An Audit policy hides nothing: hiding is blocking.
+    assert!(!s.hides("pods_delete"));
+}
+
+#[test]
+fn hide_denied_hides_exactly_the_tools_denied_whatever_the_arguments() {
+    let s = set(CLONE_CAP);
+    assert!(!s.hides("pods_list"), "allowed by a rule");
+    assert!(!s.hides("vm_clone"), "allowed for some arguments");
+    assert!(s.hides("resources_delete"), "unconditional Deny");
+    assert!(s.hides("pods_exec"), "no Allow rule and default Deny");
+    // `no-kube-system-reads` matches every tool but has a condition.
+    let open = set(r#"
+apiVersion: tollgate.dev/v1alpha1
+kind: McpToolPolicy
+metadata: {name: p}
+spec:
+  defaultAction: Allow
+  hideDenied: false
+  rules:
+    - {name: d, tools: [x], action: Deny}
+"#);
+    assert!(!open.hides("x"), "hideDenied is off");
+}
+
+#[test]
+fn no_policies_allow_everything_and_name_no_policy() {
+    let s = PolicySet::default();
+    let d = decide(&s, "anything", json!({}));
+    assert_eq!((d.effect, d.policy), (Effect::Allowed, None));
+}
+
+#[test]
+fn keys_split_budgets_by_argument_value_and_session() {
+    let s = set(r#"
+apiVersion: tollgate.dev/v1alpha1
+kind: McpToolPolicy
+metadata: {name: p}
+spec:
+  defaultAction: Deny
+  rules:
+    - name: t
+      tools: [t]
+      action: Allow
+      rateLimits:
+        - {requests: 1, window: 1m, key: {arguments: [/ns], session: true}}
+"#);
+    let counter = MemoryCounter::new();
+    let now = Instant::now();
+    let run = |args: Value, session: Option<&str>| {
+        s.decide(
+            &ToolCall {
+                tool: "t",
+                arguments: &args,
+                session,
+            },
+            &counter,
+            now,
+        )
+        .effect
+    };
+    assert_eq!(run(json!({"ns": "a"}), Some("s1")), Effect::Allowed);
+    assert_eq!(run(json!({"ns": "a"}), Some("s1")), Effect::Denied);
+    assert_eq!(run(json!({"ns": "a"}), Some("s2")), Effect::Allowed);
+    assert_eq!(run(json!({"ns": "b"}), Some("s1")), Effect::Allowed);
+    assert_eq!(run(json!({}), None), Effect::Allowed);
+    assert_eq!(
+        run(json!({}), None),
+        Effect::Denied,
+        "no namespace and no session share one budget"
+    );
+    // 5 and 5.0 are the same key.
+    assert_eq!(run(json!({"ns": 5}), Some("s1")), Effect::Allowed);
+    assert_eq!(run(json!({"ns": 5.0}), Some("s1")), Effect::Denied);
+}
+
+#[test]
+fn several_limits_on_one_rule_all_apply() {
+    let s = set(r#"
+apiVersion: tollgate.dev/v1alpha1
+kind: McpToolPolicy
+metadata: {name: p}
+spec:
+  defaultAction: Deny
+  rules:
+    - name: t
+      tools: [t]
+      action: Allow
+      rateLimits: [{requests: 2, window: 1m}, {requests: 3, window: 1d}]
+"#);
+    let counter = MemoryCounter::new();
+    let t0 = Instant::now();
+    let args = json!({});
+    let at = |secs: u64| s.decide(&call("t", &args), &counter, t0 + Duration::from_secs(secs));
+    assert_eq!(at(0).effect, Effect::Allowed);
+    assert_eq!(at(1).effect, Effect::Allowed);
+    let d = at(2);
+    assert!(d.message.unwrap().contains("2 per 1m"));
+    assert_eq!(at(61).effect, Effect::Allowed);
+    let d = at(122);
+    assert_eq!(d.effect, Effect::Denied);
+    assert!(
+        d.message.as_deref().unwrap().contains("3 per 1d"),
+        "{:?}",
+        d.message
+    );
+    assert_eq!(d.retry_after, Some(Duration::from_secs(86_400 - 122)));
+}
+
+#[test]
+fn strict_loading_names_file_path_and_fix() {
+    let cases = [
+        (
+            "spec: {defaultAction: Deny, rulez: []}",
+            "unknown field `rulez`",
+        ),
+        (
+            "spec: {defaultAction: deny}",
+            "spec.defaultAction: unknown variant `deny`, expected `Allow` or `Deny`",
+        ),
+        (
+            "spec: {}",
+            "missing field `defaultAction`: add `defaultAction: Deny`",
+        ),
+        (
+            "spec: {defaultAction: Deny, rules: [{name: a, tools: [x], action: Allow}, {name: a, tools: [z], action: Allow}]}",
+            "spec.rules[1].name: rule name \"a\" is used twice",
+        ),
+        (
+            "spec: {defaultAction: Deny, rules: [{name: a, tools: [x], action: Allow, arguments: [{pointer: /n, operator: Matches, value: '(x'}]}]}",
+            "spec.rules[0].arguments[0].value: \"(x\" is not a valid regex",
+        ),
+        (
+            "spec: {defaultAction: Deny, rules: [{name: a, tools: [x], action: Allow, rateLimits: [{requests: 30, window: 1 minute}]}]}",
+            "spec.rules[0].rateLimits[0].window: \"1 minute\" is not a duration; write whole numbers with a unit",
+        ),
+        (
+            "spec: {defaultAction: Deny, rules: [{name: a, tools: [x], action: Allow, rateLimits: [{requests: 0, window: 1m}]}]}",
+            "spec.rules[0].rateLimits[0].requests: 0 admits nothing",
+        ),
+        (
+            "spec: {defaultAction: Deny, rules: [{name: a, tools: [x], action: Allow, rateLimits: [{requests: -5, window: 1m}]}]}",
+            "-5 admits nothing",
+        ),
+        (
+            "spec: {defaultAction: Deny, rules: [{name: a, tools: [x], action: Deny, rateLimits: [{requests: 5, window: 1m}]}]}",
+            "spec.rules[0].rateLimits: rate limits apply to calls a rule allows",
+        ),
+        (
+            "spec: {defaultAction: Deny, rules: [{name: a, tools: [], action: Allow}]}",
+            "list at least one tool",
+        ),
+        (
+            "spec: {defaultAction: Deny, rules: [{name: a, tools: ['[x'], action: Allow}]}",
+            "is not a valid glob",
+        ),
+        (
+            "spec: {defaultAction: Deny, rules: [{name: 'a b', tools: [x], action: Allow}]}",
+            "not a valid rule name",
+        ),
+        (
+            "spec: {defaultAction: Deny, rules: [{name: a, tools: [x], action: Allow, rateLimit: []}]}",
+            "spec.rules[0].rateLimit: unknown field `rateLimit`, expected one of",
+        ),
+        (
+            "spec: {defaultAction: Deny, mode: enforce}",
+            "unknown variant `enforce`, expected `Enforce` or `Audit`",
+        ),
+    ];
+    for (spec, want) in cases {
+        let yaml = format!(
+            "apiVersion: tollgate.dev/v1alpha1\nkind: McpToolPolicy\nmetadata: {{name: p}}\n{spec}\n"
+        );
+        let got = problems(&yaml);
+        assert!(got.starts_with("test.yaml: "), "{got}");
+        assert!(got.contains(want), "for {spec}\n got: {got}\nwant: {want}");
+    }
+}
+
+#[test]
+fn every_problem_is_reported_not_only_the_first() {
+    let got = problems(
+        r#"
+apiVersion: tollgate.dev/v1alpha1
+kind: McpToolPolicy
+metadata: {name: p}
+spec:
+  defaultAction: Deny
+  rules:
+    - {name: a, tools: [x], action: Allow, rateLimits: [{requests: 0, window: 1x}]}
+    - {name: a, tools: ['{'], action: Allow}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: c}
+"#,
+    );
+    for want in [
+        "test.yaml (document 1, policy \"p\"): spec.rules[0].rateLimits[0].requests",
+        "spec.rules[0].rateLimits[0].window",
+        "spec.rules[1].name",
+        "spec.rules[1].tools[0]",
+        "test.yaml (document 2): expected `apiVersion: tollgate.dev/v1alpha1` and `kind: McpToolPolicy`, found v1 ConfigMap",
+    ] {
+        assert!(got.contains(want), "missing {want:?} in\n{got}");
+    }
+}
+
+#[test]
+fn yaml_duplicate_keys_and_syntax_errors_are_refused() {
+    let dup = "apiVersion: tollgate.dev/v1alpha1\nkind: McpToolPolicy\nmetadata: {name: p}\nspec:\n  defaultAction: Allow\n  defaultAction: Deny\n";
+    assert!(
+        problems(dup).contains("not valid YAML"),
+        "{}",
+        problems(dup)
+    );
+    let broken = "apiVersion: [\n";
+    assert!(problems(broken).contains("not valid YAML"));
+}
+
+#[test]
+fn files_directories_and_duplicate_policy_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let doc = |name: &str| {
+        format!(
+            "apiVersion: tollgate.dev/v1alpha1\nkind: McpToolPolicy\nmetadata: {{name: {name}}}\nspec: {{defaultAction: Deny}}\n"
+        )
+    };
+    std::fs::write(dir.path().join("a.yaml"), doc("one")).unwrap();
+    std::fs::write(
+        dir.path().join("b.yml"),
+        format!("{}---\n{}", doc("two"), doc("three")),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("notes.txt"), "not a policy").unwrap();
+    std::fs::write(dir.path().join(".hidden.yaml"), "garbage: [").unwrap();
+    let (loaded, problems) = read_paths(&[dir.path().to_owned()]);
+    assert!(problems.is_empty(), "{}", Problems(problems));
+    let names: Vec<&str> = loaded.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["one", "two", "three"]);
+
+    std::fs::write(dir.path().join("c.yaml"), doc("one")).unwrap();
+    let err = Problems(read_paths(&[dir.path().to_owned()]).1).to_string();
+    assert!(
+        err.contains("c.yaml: metadata.name: policy \"one\" is also defined in"),
+        "{err}"
+    );
+
+    let empty = tempfile::tempdir().unwrap();
+    let err = Problems(read_paths(&[empty.path().to_owned()]).1).to_string();
+    assert!(err.contains("no .yaml, .yml or .json files"), "{err}");
+    let err = Problems(read_paths(&[PathBuf::from("/nonexistent/p.yaml")]).1).to_string();
+    assert!(err.contains("/nonexistent/p.yaml: cannot read"), "{err}");
+}
+
+#[test]
+fn the_version_follows_content_not_layout() {
+    let a = set(CLONE_CAP);
+    let b = set(&CLONE_CAP.replace(
+        "message: Ask a cluster admin instead.",
+        "message:   Ask a cluster admin instead.",
+    ));
+    assert_eq!(a.version(), b.version());
+    let c = set(&CLONE_CAP.replace("requests: 3", "requests: 4"));
+    assert_ne!(a.version(), c.version());
+}
+
+#[test]
+fn the_shipped_examples_compile() {
+    let examples = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(&examples).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            files.push(path);
+        }
+    }
+    assert!(!files.is_empty());
+    for f in files {
+        if let Err(p) = load::load(std::slice::from_ref(&f)) {
+            panic!("{}: {}", f.display(), Problems(p));
+        }
+    }
+}
