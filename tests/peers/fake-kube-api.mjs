@@ -6,7 +6,7 @@
 //
 //   node fake-kube-api.mjs [--port 0] [--kubeconfig-out PATH]
 //        [--max-lifetime SECONDS] [--seed FILE.json] [--no-default-seed]
-//        [--log FILE] [--ignore-stdin]
+//        [--log FILE] [--ignore-stdin] [--deny-access-reviews]
 //
 // First stdout line: {"port":N}. Then nothing on stdout.
 // Test endpoints (not Kubernetes):
@@ -15,6 +15,9 @@
 //                     "accessReviews":[last 200 SelfSubjectAccessReview specs, all answered allowed]}
 //   POST /_reset  -> clears counters and the request ring (objects are kept)
 //   GET  /_objects -> every stored object
+//
+// --deny-access-reviews answers every SelfSubjectAccessReview with
+// allowed:false (other requests still succeed: there is no RBAC here).
 //
 // Discovery is served in the legacy form (APIVersions / APIGroupList /
 // APIResourceList, application/json), which client-go accepts even though it
@@ -31,7 +34,7 @@ import crypto from 'node:crypto';
 
 // ---------------------------------------------------------------- arguments
 function parseArgs(argv) {
-  const o = { port: 0, kubeconfigOut: null, maxLifetime: 600, seed: [], defaultSeed: true, log: null, ignoreStdin: false };
+  const o = { port: 0, kubeconfigOut: null, maxLifetime: 600, seed: [], defaultSeed: true, log: null, ignoreStdin: false, denyAccessReviews: false };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const val = () => {
@@ -46,6 +49,7 @@ function parseArgs(argv) {
       case '--no-default-seed': o.defaultSeed = false; break;
       case '--log': o.log = val(); break;
       case '--ignore-stdin': o.ignoreStdin = true; break;
+      case '--deny-access-reviews': o.denyAccessReviews = true; break;
       case '-h': case '--help':
         process.stdout.write(fs.readFileSync(new URL(import.meta.url)).toString().split('\n')
           .filter((l) => l.startsWith('//')).map((l) => l.slice(3)).join('\n') + '\n');
@@ -523,7 +527,9 @@ function resource(req, res, url, r, body) {
     }
     stats.accessReviews.push(o.spec || {});
     if (stats.accessReviews.length > 200) stats.accessReviews.splice(0, stats.accessReviews.length - 200);
-    return send(res, 201, { ...o, kind: info.kind, apiVersion: gvString(info.group, version), metadata: { creationTimestamp: null }, status: { allowed: true, reason: 'fake-kube-api allows everything' } });
+    return send(res, 201, { ...o, kind: info.kind, apiVersion: gvString(info.group, version), metadata: { creationTimestamp: null }, status: opts.denyAccessReviews
+      ? { allowed: false, denied: true, reason: 'fake-kube-api --deny-access-reviews' }
+      : { allowed: true, reason: 'fake-kube-api allows everything' } });
   }
   if (info.plural === 'selfsubjectrulesreviews' && req.method === 'POST') {
     let o = {};
