@@ -29,8 +29,9 @@ say() { echo "test-deps: $*" >&2; }
 # --- node >= 18 ------------------------------------------------------------
 command -v node >/dev/null 2>&1 || die "node not found (need Node.js >= 18; e.g. apt-get install nodejs npm)"
 node_major="$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)"
-[[ "$node_major" =~ ^[0-9]+$ ]] && (( node_major >= 18 )) \
-  || die "node $(node --version 2>/dev/null || echo '?') is too old (need >= 18)"
+if ! [[ "$node_major" =~ ^[0-9]+$ ]] || (( node_major < 18 )); then
+  die "node $(node --version 2>/dev/null || echo '?') is too old (need >= 18)"
+fi
 
 # --- npm tree, keyed by the lock file --------------------------------------
 lock="$peers/package-lock.json"
@@ -43,6 +44,7 @@ if [[ ! -f "$marker" ]]; then
   command -v npm >/dev/null 2>&1 || die "npm not found (needed once to install tests/peers)"
   mkdir -p "$TOLLGATE_CACHE/npm"
   tmp="$(mktemp -d "$TOLLGATE_CACHE/npm/.tmp.$hash.XXXXXX")"
+  chmod 755 "$tmp"
   trap 'rm -rf "$tmp"' EXIT
   cp "$peers/package.json" "$lock" "$tmp/"
   say "installing tests/peers npm packages into $dest (one time)"
