@@ -213,7 +213,7 @@ function seedDefaults() {
     status: { phase: 'Running', podIP: '10.0.0.' + (bucket('pods').size + 10), conditions: [{ type: 'Ready', status: 'True' }], containerStatuses: [{ name: 'main', ready: true, restartCount: 0, image, state: { running: { startedAt: new Date().toISOString() } } }] },
   }, { count: false });
   pod('default', 'nginx-7d9c5', 'nginx:1.27');
-  pod('kube-system', 'coredns-5d78c', 'registry.k8s.io/coredns/coredns:v1.11.1');
+  pod('kube-system', 'coredns-5d78c', 'coredns/coredns:1.11.1');
   pod('vms', 'virt-launcher-web-1-abcde', 'quay.io/kubevirt/virt-launcher:v1.5.0');
 }
 function seedFile(path) {
