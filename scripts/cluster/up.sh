@@ -440,7 +440,7 @@ launch kube-apiserver "$LIFETIME_S" "$BIN/kube-apiserver" "${APISERVER_ARGS[@]}"
 printf '%s\n' "${APISERVER_ARGS[@]}" "${EXTRA_ARGS[@]}" >"$DATA_DIR/kube-apiserver.args"
 
 if [[ -n "$PARENT_PID" ]]; then
-    launch watchdog "$((LIFETIME_S + 40))" "$0" __watchdog "$DATA_DIR" "$PARENT_PID"
+    launch watchdog "$((LIFETIME_S + 40))" "$HERE/up.sh" __watchdog "$DATA_DIR" "$PARENT_PID"
 fi
 
 until ready; do
