@@ -71,6 +71,11 @@ impl CompiledPolicy {
     pub fn rules(&self) -> &[CompiledRule] {
         &self.rules
     }
+
+    /// Whether a rule names `tool` literally (not through a glob).
+    pub fn names_tool_exactly(&self, tool: &str) -> bool {
+        self.matcher.names_exactly(tool)
+    }
 }
 
 /// Checks `spec` and compiles it under the policy name `name`.

@@ -1,1 +1,226 @@
-//! The sidecar data path.
+//! The sidecar data path: a reverse proxy in front of one MCP server that
+//! decides every `tools/call`, filters `tools/list`, and forwards everything
+//! else.
+//!
+//! Rooms: [`server`] accepts and routes; [`post`] handles client messages,
+//! [`stream`] server streams; [`gate`] is the only place calls meet policy;
+//! [`store`] holds the rules in force and [`reload`] feeds it from files;
+//! [`metrics`] and [`audit`] record what happened.
+
+pub mod admin;
+pub mod audit;
+pub mod body;
+pub mod catalog;
+pub mod config;
+pub mod gate;
+pub mod headers;
+pub mod metrics;
+pub mod post;
+pub mod relay;
+pub mod reload;
+pub mod server;
+pub mod sessions;
+pub mod store;
+pub mod stream;
+pub mod streams;
+pub mod upstream;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::mcp::{jsonrpc, sse, tools};
+
+pub use audit::{AuditConfig, AuditLevel};
+pub use config::{ProxyConfig, RuleSource};
+
+use gate::Gate;
+use metrics::Metrics;
+use sessions::Sessions;
+use store::RuleStore;
+use streams::Streams;
+use upstream::Upstream;
+
+/// Everything a request handler needs.
+pub struct Proxy {
+    /// Settings.
+    pub config: ProxyConfig,
+    /// Decisions, metrics, audit.
+    pub gate: Gate,
+    /// The MCP server behind.
+    pub upstream: Upstream,
+    /// Sessions the upstream issued.
+    pub sessions: Sessions,
+    /// Open server streams.
+    pub streams: Arc<Streams>,
+}
+
+/// A started proxy.
+pub struct Running {
+    /// Where agents connect.
+    pub listen: SocketAddr,
+    /// Where the admin endpoints are.
+    pub admin: SocketAddr,
+    /// The shared state.
+    pub proxy: Arc<Proxy>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stops accepting, lets in-flight requests finish (up to the grace
+    /// period), and returns.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+/// Loads the rules, binds both listeners and starts serving.
+pub async fn start(config: ProxyConfig, audit: AuditConfig) -> anyhow::Result<Running> {
+    let metrics = Metrics::new().context("registering metrics")?;
+    let store = Arc::new(RuleStore::new());
+    let RuleSource::Files(paths) = &config.rules;
+    if let reload::Outcome::Refused(problems) = reload::reload(paths, &store, &metrics) {
+        anyhow::bail!("the policy files are invalid:\n{problems}");
+    }
+    let upstream = Upstream::new(
+        config.upstream.clone(),
+        config.upstream_connect_timeout,
+        config.upstream_response_timeout,
+    )
+    .map_err(anyhow::Error::msg)?;
+    let listener = server::bind(config.listen, "--listen").await?;
+    let admin_listener = server::bind(config.admin_listen, "--admin-listen").await?;
+    let listen = listener.local_addr()?;
+    let admin = admin_listener.local_addr()?;
+
+    let proxy = Arc::new(Proxy {
+        gate: Gate::new(store.clone(), metrics.clone(), audit),
+        upstream,
+        sessions: Sessions::new(),
+        streams: Arc::new(Streams::default()),
+        config: config.clone(),
+    });
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+
+    let p = proxy.clone();
+    tasks.push(tokio::spawn(server::serve(
+        listener,
+        move |req| server::route(p.clone(), req),
+        config.max_connections,
+        config.header_read_timeout,
+        shutdown_rx.clone(),
+        config.shutdown_grace,
+        {
+            let gauge = metrics.connections.clone();
+            move |delta| gauge.add(delta)
+        },
+    )));
+    let p = proxy.clone();
+    tasks.push(tokio::spawn(server::serve(
+        admin_listener,
+        move |req| admin::route(p.clone(), req),
+        64,
+        config.header_read_timeout,
+        shutdown_rx.clone(),
+        Duration::from_secs(1),
+        |_| {},
+    )));
+    tasks.push(tokio::spawn(reload::watch_files(
+        paths.clone(),
+        store.clone(),
+        metrics.clone(),
+        config.reload_interval,
+        shutdown_rx.clone(),
+    )));
+    tasks.push(tokio::spawn(announce_changes(
+        proxy.clone(),
+        shutdown_rx.clone(),
+    )));
+    tasks.push(tokio::spawn(sweep(proxy.clone(), shutdown_rx)));
+
+    tracing::info!(
+        %listen,
+        %admin,
+        upstream = %config.upstream,
+        version = store.current().map(|r| r.set.version().to_owned()).unwrap_or_default(),
+        "tollgate proxy ready"
+    );
+    Ok(Running {
+        listen,
+        admin,
+        proxy,
+        shutdown,
+        tasks,
+    })
+}
+
+/// Runs until SIGTERM or Ctrl-C.
+pub async fn run(config: ProxyConfig, audit: AuditConfig) -> anyhow::Result<()> {
+    let running = start(config, audit).await?;
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    running.shutdown().await;
+    Ok(())
+}
+
+/// Tells clients with an open stream to re-list tools when the rules
+/// change, since what `tools/list` hides may have changed.
+async fn announce_changes(proxy: Arc<Proxy>, mut shutdown: watch::Receiver<bool>) {
+    let mut changes = proxy.gate.store.subscribe();
+    let event = sse::encode(
+        Some("message"),
+        None,
+        &jsonrpc::notification(tools::LIST_CHANGED).to_string(),
+    );
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            changed = changes.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                proxy.streams.broadcast(event.clone());
+            }
+        }
+    }
+}
+
+/// Drops idle rate-limit buckets once a minute.
+async fn sweep(proxy: Arc<Proxy>, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = tick.tick() => proxy.gate.counter.sweep(Instant::now()),
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}

@@ -1,0 +1,93 @@
+//! One structured line per decision, for whoever must answer "which agent
+//! tried what, and what did tollgate do?".
+//!
+//! Arguments can hold secrets, so by default only a digest is written: equal
+//! arguments give equal digests, which is enough to correlate repeated
+//! attempts without keeping their content. Session ids are bearer
+//! credentials for the session and are digested too.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::policy::Decision;
+
+/// Which decisions are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum AuditLevel {
+    /// Every decision.
+    #[default]
+    All,
+    /// Denied and audited calls only.
+    Denials,
+    /// None.
+    Off,
+}
+
+/// How the audit log is written.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AuditConfig {
+    /// Which decisions.
+    pub level: AuditLevel,
+    /// Write arguments in clear instead of their digest.
+    pub log_arguments: bool,
+}
+
+/// One decided call, as the audit line describes it.
+pub struct Entry<'a> {
+    /// The decision.
+    pub decision: &'a Decision,
+    /// The tool name as sent (not the metric label).
+    pub tool: &'a str,
+    /// The arguments as sent.
+    pub arguments: &'a Value,
+    /// The session, if one was known.
+    pub session: Option<&'a str>,
+    /// The JSON-RPC id.
+    pub request_id: &'a Value,
+    /// Time to decide.
+    pub elapsed: Duration,
+}
+
+impl AuditConfig {
+    /// Writes the line for `e`, if the level asks for it.
+    pub fn record(&self, e: &Entry<'_>) {
+        let d = e.decision;
+        match self.level {
+            AuditLevel::Off => return,
+            AuditLevel::Denials if d.effect == crate::policy::Effect::Allowed => return,
+            _ => {}
+        }
+        let arguments = if self.log_arguments {
+            e.arguments.to_string()
+        } else {
+            String::new()
+        };
+        tracing::info!(
+            target: "tollgate::audit",
+            decision = d.effect.as_str(),
+            reason = d.reason.as_str(),
+            policy = d.policy.as_deref().unwrap_or(""),
+            rule = d.rule.as_deref().unwrap_or(""),
+            tool = e.tool,
+            request_id = %e.request_id,
+            session = e.session.map(digest).unwrap_or_default(),
+            arguments_sha256 = digest(e.arguments.to_string()),
+            arguments = arguments,
+            retry_after_seconds = d.retry_after.map(|r| r.as_secs_f64().ceil() as u64),
+            decision_us = e.elapsed.as_micros() as u64,
+            message = d.message.as_deref().unwrap_or(""),
+            "tool call {}", d.effect.as_str()
+        );
+    }
+}
+
+/// The first 16 hex digits of SHA-256: enough to correlate, short to read.
+pub fn digest(text: impl AsRef<[u8]>) -> String {
+    Sha256::digest(text.as_ref())
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}

@@ -1,0 +1,76 @@
+//! Sidecar settings, with the defaults a production pod starts from.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use http::Uri;
+
+/// Where the sidecar's rules come from.
+#[derive(Clone, Debug)]
+pub enum RuleSource {
+    /// McpToolPolicy files or directories, watched for changes.
+    Files(Vec<PathBuf>),
+}
+
+/// Everything the proxy needs to run.
+#[derive(Clone, Debug)]
+pub struct ProxyConfig {
+    /// The rules.
+    pub rules: RuleSource,
+    /// The MCP server behind the proxy, e.g. `http://127.0.0.1:8080`.
+    pub upstream: Uri,
+    /// Where agents connect.
+    pub listen: SocketAddr,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served.
+    pub admin_listen: SocketAddr,
+    /// The largest client message body accepted.
+    pub max_body_bytes: usize,
+    /// The largest upstream JSON body the proxy reads to filter it.
+    pub max_upstream_body_bytes: usize,
+    /// How long a client may take to send request headers, and how long an
+    /// idle keep-alive connection stays open.
+    pub header_read_timeout: Duration,
+    /// How long a client may take to send a request body.
+    pub body_read_timeout: Duration,
+    /// How long connecting to the upstream may take.
+    pub upstream_connect_timeout: Duration,
+    /// How long the upstream may take to start answering a request.
+    pub upstream_response_timeout: Duration,
+    /// How often policy files are re-read even without a change
+    /// notification (a safety net for filesystems without inotify).
+    pub reload_interval: Duration,
+    /// Log tool arguments in the audit log instead of their digest.
+    pub log_arguments: bool,
+    /// The most client connections served at once.
+    pub max_connections: usize,
+    /// How long in-flight requests get to finish on shutdown.
+    pub shutdown_grace: Duration,
+}
+
+impl ProxyConfig {
+    /// A configuration with production defaults for the given endpoints.
+    pub fn new(
+        rules: RuleSource,
+        upstream: Uri,
+        listen: SocketAddr,
+        admin_listen: SocketAddr,
+    ) -> Self {
+        ProxyConfig {
+            rules,
+            upstream,
+            listen,
+            admin_listen,
+            max_body_bytes: 4 << 20,
+            max_upstream_body_bytes: 32 << 20,
+            header_read_timeout: Duration::from_secs(30),
+            body_read_timeout: Duration::from_secs(30),
+            upstream_connect_timeout: Duration::from_secs(5),
+            upstream_response_timeout: Duration::from_secs(300),
+            reload_interval: Duration::from_secs(10),
+            log_arguments: false,
+            max_connections: 4096,
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! The gate: where a parsed tool call meets the rules in force.
+//!
+//! Transports hand it calls and get back decisions; it runs the pure
+//! evaluator against the current rules and the rate-limit store, and counts
+//! and logs every decision. It holds no transport logic, and the transports
+//! hold no policy logic.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde_json::{Value, json};
+
+use crate::mcp::jsonrpc::{self, POLICY_DENIED, RATE_LIMITED};
+use crate::mcp::tools::CallParams;
+use crate::policy::ratelimit::{Counter, MemoryCounter};
+use crate::policy::spec::DenyWith;
+use crate::policy::{Decision, Effect, Reason, ToolCall};
+
+use super::audit::{AuditConfig, Entry};
+use super::catalog::Catalog;
+use super::metrics::{Metrics, UNPARSED_TOOL};
+use super::store::RuleStore;
+
+/// Decides tool calls against the rules in force.
+pub struct Gate {
+    /// The rules.
+    pub store: Arc<RuleStore>,
+    /// Rate-limit budgets.
+    pub counter: Arc<MemoryCounter>,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Tool names the upstream listed.
+    pub catalog: Catalog,
+    /// Audit log settings.
+    pub audit: AuditConfig,
+}
+
+impl Gate {
+    /// A gate over `store` with empty budgets.
+    pub fn new(store: Arc<RuleStore>, metrics: Metrics, audit: AuditConfig) -> Self {
+        Gate {
+            store,
+            counter: Arc::new(MemoryCounter::new()),
+            metrics,
+            catalog: Catalog::new(),
+            audit,
+        }
+    }
+
+    /// Decides one `tools/call`.
+    pub fn decide(
+        &self,
+        call: &CallParams<'_>,
+        session: Option<&str>,
+        request_id: &Value,
+    ) -> Decision {
+        let start = Instant::now();
+        let rules = self.store.current();
+        let decision = match &rules {
+            Some(rules) => rules.set.decide(
+                &ToolCall {
+                    tool: call.name,
+                    arguments: call.arguments,
+                    session,
+                },
+                self.counter.as_ref() as &dyn Counter,
+                start,
+            ),
+            None => no_rules(),
+        };
+        let elapsed = start.elapsed();
+        self.metrics.decision_seconds.observe(elapsed.as_secs_f64());
+        let label = self
+            .catalog
+            .label(call.name, rules.as_ref().map(|r| &r.set));
+        self.metrics.count_decision(&decision, label);
+        self.audit.record(&Entry {
+            decision: &decision,
+            tool: call.name,
+            arguments: call.arguments,
+            session,
+            request_id,
+            elapsed,
+        });
+        decision
+    }
+
+    /// Counts and logs a message refused because it could not be read as
+    /// one unambiguous tool call (or any message at all).
+    pub fn malformed(&self, detail: &str, request_id: &Value) {
+        let decision = Decision::malformed(detail);
+        self.metrics.count_decision(&decision, UNPARSED_TOOL);
+        self.audit.record(&Entry {
+            decision: &decision,
+            tool: "",
+            arguments: &Value::Null,
+            session: None,
+            request_id,
+            elapsed: Default::default(),
+        });
+    }
+
+    /// Whether `tools/list` should hide `tool`.
+    pub fn hides(&self, tool: &str) -> bool {
+        self.store.current().is_some_and(|r| r.set.hides(tool))
+    }
+
+    /// Whether any rules in force hide tools at all (else `tools/list`
+    /// responses need no rewriting).
+    pub fn may_hide(&self) -> bool {
+        self.store
+            .current()
+            .is_some_and(|r| r.set.policies().iter().any(|p| p.hide_denied))
+    }
+}
+
+/// The JSON-RPC response that carries a denial to the client.
+pub fn denial_response(id: &Value, d: &Decision) -> Value {
+    let text = d.message.as_deref().unwrap_or("Denied by tollgate.");
+    let details = json!({
+        "policy": d.policy.as_deref(),
+        "rule": d.rule.as_deref(),
+        "reason": d.reason.as_str(),
+        "retryAfterSeconds": d.retry_after.map(|r| r.as_secs_f64().ceil() as u64),
+    });
+    match d.deny_with {
+        DenyWith::ToolError => {
+            let mut response = jsonrpc::tool_error_result(id, text);
+            response["result"]["_meta"] = json!({ "dev.tollgate/denial": details });
+            response
+        }
+        DenyWith::JsonRpcError => {
+            let code = if d.reason == Reason::RateLimit {
+                RATE_LIMITED
+            } else {
+                POLICY_DENIED
+            };
+            jsonrpc::error_response(id, code, text, Some(details))
+        }
+    }
+}
+
+/// Before any rules arrive a sidecar refuses tool calls.
+fn no_rules() -> Decision {
+    Decision {
+        effect: Effect::Denied,
+        reason: Reason::Default,
+        policy: None,
+        rule: None,
+        message: Some(
+            "Denied by tollgate: no policy has been loaded yet, so tool calls are refused.".into(),
+        ),
+        retry_after: None,
+        deny_with: DenyWith::JsonRpcError,
+    }
+}
