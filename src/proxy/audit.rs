@@ -59,25 +59,21 @@ impl AuditConfig {
             AuditLevel::Denials if d.effect == crate::policy::Effect::Allowed => return,
             _ => {}
         }
-        let arguments = if self.log_arguments {
-            e.arguments.to_string()
-        } else {
-            String::new()
-        };
+        let arguments = self.log_arguments.then(|| e.arguments.to_string());
         tracing::info!(
             target: "tollgate::audit",
             decision = d.effect.as_str(),
             reason = d.reason.as_str(),
-            policy = d.policy.as_deref().unwrap_or(""),
-            rule = d.rule.as_deref().unwrap_or(""),
+            policy = d.policy.as_deref(),
+            rule = d.rule.as_deref(),
             tool = e.tool,
             request_id = %e.request_id,
-            session = e.session.map(digest).unwrap_or_default(),
+            session = e.session.map(digest),
             arguments_sha256 = digest(e.arguments.to_string()),
             arguments = arguments,
             retry_after_seconds = d.retry_after.map(|r| r.as_secs_f64().ceil() as u64),
             decision_us = e.elapsed.as_micros() as u64,
-            message = d.message.as_deref().unwrap_or(""),
+            denial = d.message.as_deref(),
             "tool call {}", d.effect.as_str()
         );
     }

@@ -1,0 +1,39 @@
+# tollgate — `make demo` shows it working, `make test` proves it.
+SHELL := bash
+CARGO ?= cargo
+
+.PHONY: all build demo test test-deps lint fmt clippy cluster-up cluster-down clean
+
+all: build
+
+build:
+	$(CARGO) build --locked --bin tollgate
+
+## demo: kubernetes-mcp-server behind tollgate with examples/vm-clone-cap.yaml, driven by a scripted agent
+demo: build
+	scripts/demo.sh
+
+## test: formatting, lints, unit and integration tests (installs the Node test peers first)
+test: test-deps lint
+	$(CARGO) test --locked --all-targets
+
+test-deps:
+	scripts/test-deps.sh
+
+lint: fmt clippy
+
+fmt:
+	$(CARGO) fmt --all -- --check
+
+clippy:
+	$(CARGO) clippy --locked --all-targets -- -D warnings
+
+## cluster-up / cluster-down: a real kube-apiserver + etcd on loopback (target/cluster/kubeconfig)
+cluster-up:
+	scripts/cluster/up.sh
+
+cluster-down:
+	scripts/cluster/down.sh
+
+clean:
+	$(CARGO) clean

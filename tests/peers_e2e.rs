@@ -1,0 +1,298 @@
+//! The tollgate binary between real MCP peers: the official TypeScript SDK
+//! as the agent, kubernetes-mcp-server (on a stand-in Kubernetes API that
+//! counts what gets created) and the SDK's own legacy HTTP+SSE server as
+//! upstreams.
+
+mod support;
+
+use std::process::Command;
+
+use serde_json::Value;
+use support::*;
+
+const CLONE: &str = r#"{"namespace":"vms","name":"golden-fedora","targetName":"copy"}"#;
+
+fn text(result: &Value) -> &str {
+    result["content"][0]["text"].as_str().unwrap_or("")
+}
+
+#[test]
+fn kubernetes_mcp_server_behind_tollgate_with_the_vm_clone_cap() {
+    let stack = KubeStack::start();
+    let example = repo_file("examples/vm-clone-cap.yaml");
+    let tg = tollgate(&[
+        "--policy",
+        example.to_str().unwrap(),
+        "--upstream",
+        &stack.upstream(),
+    ]);
+    let url = format!("http://{}/mcp", tg.listen);
+
+    // Initialize and list: the SDK does the handshake; hidden tools are gone.
+    let listed: Vec<String> = serde_json::from_value(agent(&url, &["list"])[0].clone()).unwrap();
+    let mut expected = vec![
+        "configuration_view",
+        "events_list",
+        "namespaces_list",
+        "nodes_log",
+        "nodes_stats_summary",
+        "nodes_top",
+        "pods_get",
+        "pods_list",
+        "pods_list_in_namespace",
+        "pods_log",
+        "pods_top",
+        "projects_list",
+        "resources_get",
+        "resources_list",
+        "vm_clone",
+        "vm_guest_info",
+        "vm_troubleshoot",
+    ];
+    expected.sort();
+    let mut listed_sorted = listed.clone();
+    listed_sorted.sort();
+    assert_eq!(listed_sorted, expected);
+
+    // An allowed read reaches the cluster and returns its answer.
+    let ns = &agent(&url, &["call", "namespaces_list", "{}"])[0];
+    assert!(ns["isError"].is_null(), "{ns}");
+    assert!(text(ns).contains("kube-system"), "{ns}");
+
+    // A denied call comes back as a tool error naming policy and reason.
+    let del = &agent(
+        &url,
+        &[
+            "call",
+            "pods_delete",
+            r#"{"namespace":"vms","name":"web-1"}"#,
+        ],
+    )[0];
+    assert_eq!(del["isError"], true);
+    assert_eq!(
+        text(del),
+        "Denied by tollgate policy \"vm-clone-cap\": no rule allows tool \"pods_delete\" and the default is Deny."
+    );
+    assert!(stack.stats()["deletes"].as_object().unwrap().is_empty());
+
+    // 100 clones from a looping agent: exactly 30 reach the Kubernetes API.
+    let summary = &agent(
+        &url,
+        &["repeat", "100", "vm_clone", CLONE, "--concurrency", "8"],
+    )[0];
+    assert_eq!(
+        (summary["ok"].as_u64(), summary["isError"].as_u64()),
+        (Some(30), Some(70)),
+        "{summary}"
+    );
+    let denied: Vec<&Value> = summary["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["isError"] == true)
+        .collect();
+    assert!(
+        denied
+            .iter()
+            .all(|r| text(r).contains("rate limit of 30 per 1m reached; retry after")),
+        "{denied:?}"
+    );
+    let stats = stack.stats();
+    assert_eq!(
+        stats["creates"]["virtualmachineclones.clone.kubevirt.io"], 30,
+        "{stats}"
+    );
+
+    // Another namespace has its own budget.
+    let other = &agent(
+        &url,
+        &[
+            "call",
+            "vm_clone",
+            r#"{"namespace":"dev","name":"golden-fedora","targetName":"x"}"#,
+        ],
+    )[0];
+    assert!(other["isError"].is_null(), "{other}");
+
+    let m = metrics_blocking(tg.admin);
+    assert_eq!(
+        sample(
+            &m,
+            &[
+                "tollgate_tool_calls_total{",
+                "decision=\"denied\"",
+                "reason=\"rate_limit\"",
+                "tool=\"vm_clone\""
+            ]
+        ),
+        Some(70.0)
+    );
+    assert_eq!(
+        sample(
+            &m,
+            &[
+                "tollgate_tool_calls_total{",
+                "decision=\"allowed\"",
+                "rule=\"vm-clone\"",
+                "tool=\"vm_clone\""
+            ]
+        ),
+        Some(31.0)
+    );
+
+    // The audit log has a line per decision, arguments only as a digest.
+    let lines = tg.proc.lines.lock().unwrap().clone();
+    let audits: Vec<Value> = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["target"] == "tollgate::audit")
+        .collect();
+    assert_eq!(
+        audits.iter().filter(|a| a["tool"] == "vm_clone").count(),
+        101
+    );
+    let one = audits.iter().find(|a| a["tool"] == "pods_delete").unwrap();
+    assert_eq!(
+        (one["decision"].as_str(), one["reason"].as_str()),
+        (Some("denied"), Some("default"))
+    );
+    assert_eq!(one["arguments_sha256"].as_str().map(str::len), Some(16));
+    assert!(
+        !lines.iter().any(|l| l.contains("web-1")),
+        "arguments must not be logged in clear"
+    );
+}
+
+#[test]
+fn a_legacy_sse_session_gets_its_denials_on_its_stream() {
+    let mut cmd = Command::new("node");
+    cmd.arg(peers().join("legacy-sse-server.mjs"))
+        .args(["--port", "0", "--max-lifetime", "300"]);
+    let (server, line) = Proc::spawn(cmd, |l| l.starts_with('{'));
+    let port = serde_json::from_str::<Value>(&line).unwrap()["port"]
+        .as_u64()
+        .unwrap();
+    let (_dir, path) = policy_file(
+        r#"
+apiVersion: tollgate.dev/v1alpha1
+kind: McpToolPolicy
+metadata: {name: legacy}
+spec:
+  defaultAction: Deny
+  hideDenied: true
+  rules:
+    - {name: echo, tools: [echo], action: Allow}
+    - name: clone
+      tools: [vm_clone]
+      action: Allow
+      rateLimits: [{requests: 2, window: 1m, key: {session: true}}]
+"#,
+    );
+    let tg = tollgate(&[
+        "--policy",
+        path.to_str().unwrap(),
+        "--upstream",
+        &format!("http://127.0.0.1:{port}"),
+    ]);
+    let url = format!("http://{}/sse", tg.listen);
+    let sse = |args: &[&str]| {
+        let mut all = vec!["--transport", "sse"];
+        all.extend_from_slice(args);
+        agent(&url, &all)
+    };
+
+    let mut listed: Vec<String> = serde_json::from_value(sse(&["list"])[0].clone()).unwrap();
+    listed.sort();
+    assert_eq!(listed, ["echo", "vm_clone"]);
+
+    let echo = &sse(&["call", "echo", r#"{"text":"hi"}"#])[0];
+    assert!(
+        echo["isError"].is_null() && text(echo).contains("hi"),
+        "{echo}"
+    );
+
+    let denied = &sse(&["call", "delete_everything", "{}"])[0];
+    assert_eq!(denied["isError"], true, "{denied}");
+    assert!(text(denied).contains("no rule allows tool \"delete_everything\""));
+
+    // Per-session budgets: each legacy session has its own.
+    for _ in 0..2 {
+        let s = &sse(&["repeat", "3", "vm_clone", CLONE])[0];
+        assert_eq!(
+            (s["ok"].as_u64(), s["isError"].as_u64()),
+            (Some(2), Some(1)),
+            "{s}"
+        );
+    }
+
+    let stats = http_get_json(port as u16, "/_stats");
+    assert_eq!(stats["calls"]["vm_clone"], 4, "{stats}");
+    assert!(stats["calls"]["delete_everything"].is_null(), "{stats}");
+    drop(server);
+}
+
+#[test]
+fn tollgate_check_reports_every_problem_and_exits_1() {
+    let ok = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["check"])
+        .arg(repo_file("examples/vm-clone-cap.yaml"))
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(String::from_utf8_lossy(&ok.stdout).starts_with("ok: 1 policy, 2 rules, version "));
+
+    let (_dir, path) = policy_file(
+        "apiVersion: tollgate.dev/v1alpha1\nkind: McpToolPolicy\nmetadata: {name: p}\nspec:\n  defaultAction: Deny\n  rules:\n    - {name: a, tools: [x], action: Allow, rateLimits: [{requests: 0, window: 1 minute}]}\n    - {name: a, tools: ['[x'], action: Allow}\n",
+    );
+    let bad = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .arg("check")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    for want in [
+        "spec.rules[0].rateLimits[0].requests: 0 admits nothing",
+        "spec.rules[0].rateLimits[0].window: \"1 minute\" is not a duration",
+        "spec.rules[1].name: rule name \"a\" is used twice",
+        "spec.rules[1].tools[0]: \"[x\" is not a valid glob",
+        "4 problems",
+    ] {
+        assert!(stderr.contains(want), "missing {want:?} in:\n{stderr}");
+    }
+    assert!(
+        stderr.contains(path.to_str().unwrap()),
+        "problems name the file"
+    );
+}
+
+fn metrics_blocking(admin: std::net::SocketAddr) -> String {
+    http_get_text(admin.port(), "/metrics")
+}
+
+fn http_get_text(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default()
+}
+
+fn http_get_json(port: u16, path: &str) -> Value {
+    let body = http_get_text(port, path);
+    // Chunked or not, the JSON object is the part between the outer braces.
+    let start = body.find('{').unwrap_or(0);
+    let end = body.rfind('}').map_or(body.len(), |e| e + 1);
+    serde_json::from_str(&body[start..end]).unwrap_or_else(|e| panic!("{e}: {body}"))
+}

@@ -1,0 +1,375 @@
+//! Shared test helpers: an in-process proxy, a raw HTTP/1.1 client (to send
+//! exactly the bytes a hostile client would), and child processes that die
+//! with the test.
+#![allow(dead_code)]
+
+pub mod upstream;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tollgate::proxy::{self, AuditConfig, ProxyConfig, RuleSource, Running};
+
+/// Writes `yaml` to a policy file in a fresh directory.
+pub fn policy_file(yaml: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("policy.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    (dir, path)
+}
+
+/// A proxy on a free port in front of `upstream`, with short timeouts.
+pub async fn start_proxy(paths: Vec<PathBuf>, upstream: &str) -> Running {
+    start_proxy_with(paths, upstream, |_| {}).await
+}
+
+/// Like [`start_proxy`], with settings changed by `tweak`.
+pub async fn start_proxy_with(
+    paths: Vec<PathBuf>,
+    upstream: &str,
+    tweak: impl FnOnce(&mut ProxyConfig),
+) -> Running {
+    let mut config = ProxyConfig::new(
+        RuleSource::Files(paths),
+        upstream.parse().unwrap(),
+        "127.0.0.1:0".parse().unwrap(),
+        "127.0.0.1:0".parse().unwrap(),
+    );
+    config.header_read_timeout = Duration::from_secs(2);
+    config.body_read_timeout = Duration::from_secs(2);
+    config.upstream_connect_timeout = Duration::from_secs(2);
+    config.upstream_response_timeout = Duration::from_secs(5);
+    config.reload_interval = Duration::from_millis(500);
+    config.shutdown_grace = Duration::from_secs(1);
+    tweak(&mut config);
+    proxy::start(config, AuditConfig::default()).await.unwrap()
+}
+
+/// A response read off the wire.
+#[derive(Debug)]
+pub struct Raw {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Raw {
+    /// The body as JSON (panics with the body text if it is not).
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    /// A header value.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Sends `request` (complete bytes) and reads the response until the
+/// server closes the connection.
+pub async fn raw(addr: SocketAddr, request: &[u8]) -> Raw {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut buf))
+        .await
+        .expect("response within 20 s")
+        .ok();
+    parse_response(&buf)
+}
+
+/// A POST with `Connection: close` and the given extra headers.
+pub async fn post(addr: SocketAddr, extra_headers: &[(&str, &str)], body: &[u8]) -> Raw {
+    let mut req = format!(
+        "POST /mcp HTTP/1.1\r\nHost: test\r\nConnection: close\r\nAccept: application/json, text/event-stream\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if !extra_headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+    {
+        req.push_str("Content-Type: application/json\r\n");
+    }
+    for (k, v) in extra_headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    let mut bytes = req.into_bytes();
+    bytes.extend_from_slice(body);
+    raw(addr, &bytes).await
+}
+
+/// POSTs a JSON value.
+pub async fn post_json(addr: SocketAddr, headers: &[(&str, &str)], body: &Value) -> Raw {
+    post(addr, headers, body.to_string().as_bytes()).await
+}
+
+/// A `tools/call` request.
+pub fn call(id: u64, name: &str, arguments: Value) -> Value {
+    serde_json::json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": name, "arguments": arguments}})
+}
+
+fn parse_response(buf: &[u8]) -> Raw {
+    let Some(split) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return Raw {
+            status: 0,
+            headers: Vec::new(),
+            body: buf.to_vec(),
+        };
+    };
+    let head = String::from_utf8_lossy(&buf[..split]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    let mut body = buf[split + 4..].to_vec();
+    let chunked = headers.iter().any(|(k, v)| {
+        k.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked")
+    });
+    if chunked {
+        body = dechunk(&body);
+    }
+    Raw {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(eol) = data.windows(2).position(|w| w == b"\r\n") {
+        let size =
+            usize::from_str_radix(String::from_utf8_lossy(&data[..eol]).trim(), 16).unwrap_or(0);
+        data = &data[eol + 2..];
+        if size == 0 || data.len() < size {
+            break;
+        }
+        out.extend_from_slice(&data[..size]);
+        data = &data[(size + 2).min(data.len())..];
+    }
+    out
+}
+
+/// Reads the proxy's `/metrics`.
+pub async fn metrics(admin: SocketAddr) -> String {
+    raw(
+        admin,
+        b"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .text()
+}
+
+/// The value of one sample, e.g. `tollgate_policy_reload_failing`, or
+/// one with labels `tollgate_tool_calls_total{...}` matched by substring.
+pub fn sample(metrics: &str, name_and_labels: &[&str]) -> Option<f64> {
+    metrics
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .find(|l| name_and_labels.iter().all(|p| l.contains(p)))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Polls `f` until it returns true or `timeout` passes.
+pub async fn eventually(timeout: Duration, mut f: impl AsyncFnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if f().await {
+            return true;
+        }
+        if tokio::time::Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+// ----- child processes -------------------------------------------------------
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The MCP test peers, installed by `scripts/test-deps.sh`.
+pub fn peers() -> PathBuf {
+    let dir = repo().join("tests/peers");
+    assert!(
+        dir.join("node_modules/@modelcontextprotocol/sdk").exists(),
+        "the Node test peers are not installed: run scripts/test-deps.sh (make test does)"
+    );
+    dir
+}
+
+/// A child process that is killed when dropped; its stdin is a pipe, so
+/// peers that exit on stdin EOF go away even if the test aborts.
+pub struct Proc {
+    child: Child,
+    /// Lines the child printed on stdout after the first one.
+    pub lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proc {
+    /// Spawns `cmd` and returns it with its first stdout line; later lines
+    /// are collected in [`Proc::lines`].
+    pub fn spawn(
+        mut cmd: Command,
+        first_line: impl Fn(&str) -> bool + Send + 'static,
+    ) -> (Proc, String) {
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+        let stdout = child.stdout.take().unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let collected = lines.clone();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if !sent && first_line(&line) {
+                    sent = true;
+                    let _ = tx.send(line.clone());
+                }
+                collected.lock().unwrap().push(line);
+            }
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("{cmd:?} printed no start line within 60 s"));
+        (Proc { child, lines }, line)
+    }
+}
+
+/// `tollgate proxy` as a separate process, with its addresses.
+pub struct TollgateProc {
+    pub proc: Proc,
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+/// Starts the tollgate binary with `args` plus loopback listeners on free ports.
+pub fn tollgate(args: &[&str]) -> TollgateProc {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tollgate"));
+    cmd.args([
+        "--log-format",
+        "json",
+        "proxy",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+    ]);
+    cmd.args(args);
+    let (proc, line) = Proc::spawn(cmd, |l| l.contains("tollgate proxy ready"));
+    let v: Value = serde_json::from_str(&line).unwrap();
+    TollgateProc {
+        proc,
+        listen: v["listen"].as_str().unwrap().parse().unwrap(),
+        admin: v["admin"].as_str().unwrap().parse().unwrap(),
+    }
+}
+
+/// kubernetes-mcp-server on the fake Kubernetes API (tests/peers/kube-stack.mjs).
+pub struct KubeStack {
+    pub proc: Proc,
+    pub info: Value,
+}
+
+impl KubeStack {
+    pub fn start() -> KubeStack {
+        let mut cmd = Command::new("node");
+        cmd.arg(peers().join("kube-stack.mjs"))
+            .args(["--max-lifetime", "600"]);
+        let (proc, line) = Proc::spawn(cmd, |l| l.starts_with('{'));
+        KubeStack {
+            proc,
+            info: serde_json::from_str(&line).unwrap(),
+        }
+    }
+
+    /// `http://127.0.0.1:PORT` of kubernetes-mcp-server.
+    pub fn upstream(&self) -> String {
+        format!("http://127.0.0.1:{}", self.info["mcpPort"])
+    }
+
+    /// What the fake Kubernetes API counted.
+    pub fn stats(&self) -> Value {
+        let url = self.info["stats"].as_str().unwrap();
+        let out = Command::new("node")
+            .arg("-e")
+            .arg(format!(
+                "fetch('{url}').then(r=>r.text()).then(t=>process.stdout.write(t))"
+            ))
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+}
+
+/// Runs tests/peers/agent.mjs (the MCP TypeScript SDK as the client) and
+/// returns every JSON line it printed.
+pub fn agent(url: &str, args: &[&str]) -> Vec<Value> {
+    let out = Command::new("node")
+        .arg(peers().join("agent.mjs"))
+        .args(["--url", url])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<Value> = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert!(
+        !lines.is_empty(),
+        "agent.mjs {args:?} printed nothing; stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    lines
+}
+
+/// A file under the repository.
+pub fn repo_file(rel: &str) -> PathBuf {
+    repo().join(rel)
+}
+
+/// Whether `path` exists.
+pub fn exists(path: &Path) -> bool {
+    path.exists()
+}
