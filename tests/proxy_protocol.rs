@@ -455,6 +455,10 @@ async fn oversized_slow_and_unknown_requests_get_clear_errors() {
     let resp = raw(proxy.listen, b"POST /mcp HTTP/1.1\r\nHost: t\r\n").await;
     assert!(resp.status == 0 || resp.status == 408, "{resp:?}");
 
+    // A connection that sends nothing at all is closed too (idle timeout).
+    let resp = raw(proxy.listen, b"").await;
+    assert_eq!(resp.status, 0, "{resp:?}");
+
     let resp = raw(
         proxy.listen,
         b"PUT /mcp HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{}",
@@ -589,6 +593,18 @@ spec:
         .await
         .json()["result"]["isError"],
         true
+    );
+    // DELETE ends the session upstream and in the proxy.
+    let resp = raw(
+        proxy.listen,
+        b"DELETE /mcp HTTP/1.1\r\nHost: t\r\nConnection: close\r\nMcp-Session-Id: session-from-upstream\r\n\r\n",
+    )
+    .await;
+    assert_eq!(resp.status, 204);
+    assert!(up.seen().iter().any(|s| s.method == "DELETE"));
+    assert_eq!(
+        sample(&metrics(proxy.admin).await, &["tollgate_sessions "]),
+        Some(0.0)
     );
     proxy.shutdown().await;
 }
