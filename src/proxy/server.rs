@@ -10,8 +10,8 @@ use std::time::Duration;
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use serde_json::Value;
 use tokio::net::TcpListener;
@@ -75,17 +75,15 @@ pub async fn serve<H, F>(
     H: Fn(Request<Incoming>) -> F + Send + Sync + Clone + 'static,
     F: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
 {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // HTTP/1.1 only: MCP clients speak it, and hyper's header timeout then
+    // runs from the first moment of a connection. (Protocol auto-detection
+    // would wait for the first bytes with no timeout at all, letting idle
+    // sockets pile up.)
+    let mut builder = http1::Builder::new();
     builder
-        .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(header_read_timeout)
         .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .keep_alive_interval(Duration::from_secs(20))
-        .keep_alive_timeout(Duration::from_secs(20));
     let graceful = GracefulShutdown::new();
     let permits = Arc::new(Semaphore::new(max_connections));
     loop {
@@ -111,8 +109,7 @@ pub async fn serve<H, F>(
         let _ = socket.set_nodelay(true);
         let handler = handler.clone();
         let conn = builder
-            .serve_connection(TokioIo::new(socket), service_fn(handler))
-            .into_owned();
+            .serve_connection(TokioIo::new(socket), service_fn(handler));
         let conn = graceful.watch(conn);
         let on_connection = on_connection.clone();
         tokio::spawn(async move {
