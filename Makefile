@@ -2,7 +2,7 @@
 SHELL := bash
 CARGO ?= cargo
 
-.PHONY: all build demo test test-deps lint fmt clippy cluster-up cluster-down clean
+.PHONY: all build demo test test-deps lint fmt clippy generate cluster-up cluster-down clean
 
 all: build
 
@@ -27,6 +27,10 @@ fmt:
 
 clippy:
 	$(CARGO) clippy --locked --all-targets -- -D warnings
+
+## generate: the CRD from the Rust types (a test fails when crds/ is stale)
+generate:
+	$(CARGO) run --locked --quiet --bin tollgate -- crdgen --out crds
 
 ## cluster-up / cluster-down: a real kube-apiserver + etcd on loopback (target/cluster/kubeconfig)
 cluster-up:

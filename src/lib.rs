@@ -3,8 +3,10 @@
 //! Rooms, each with one job (see docs/architecture.md):
 //! - [`policy`]: the `McpToolPolicy` model, `compile`, and the pure evaluator;
 //! - [`mcp`]: JSON-RPC and MCP wire formats, parsed strictly;
-//! - [`proxy`]: the sidecar data path that applies policies to live traffic.
+//! - [`proxy`]: the sidecar data path that applies policies to live traffic;
+//! - [`crd`]: the `McpToolPolicy` CRD, generated from the policy types.
 
+pub mod crd;
 pub mod mcp;
 pub mod policy;
 pub mod proxy;

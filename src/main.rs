@@ -41,6 +41,12 @@ enum Command {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
+    /// Print the McpToolPolicy CRD (YAML), or write it into a directory.
+    Crdgen {
+        /// Write `mcptoolpolicies.tollgate.dev.yaml` into this directory.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -100,6 +106,7 @@ fn main() -> ExitCode {
     let _log_guard = init_logging(cli.log_format, &cli.log);
     match cli.command {
         Command::Check { paths } => check(&paths),
+        Command::Crdgen { out } => crdgen(out.as_deref()),
         Command::Proxy(args) => {
             let config = ProxyConfig {
                 max_body_bytes: args.max_body_bytes,
@@ -145,6 +152,28 @@ fn check(paths: &[PathBuf]) -> ExitCode {
             let n = problems.len();
             eprintln!("{}", Problems(problems));
             eprintln!("{n} {}", if n == 1 { "problem" } else { "problems" });
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn crdgen(out: Option<&std::path::Path>) -> ExitCode {
+    let yaml = match tollgate::crd::crd_yaml() {
+        Ok(y) => y,
+        Err(e) => {
+            eprintln!("error: cannot render the CRD: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let Some(dir) = out else {
+        print!("{yaml}");
+        return ExitCode::SUCCESS;
+    };
+    let file = dir.join("mcptoolpolicies.tollgate.dev.yaml");
+    match std::fs::create_dir_all(dir).and_then(|()| std::fs::write(&file, yaml)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: cannot write {}: {e}", file.display());
             ExitCode::FAILURE
         }
     }

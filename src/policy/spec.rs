@@ -8,12 +8,35 @@
 //! as `rateLimit:` for `rateLimits:` must be an error, never a rule that
 //! silently does nothing.
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
+use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// What an MCP server's tool calls may do.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+/// The regex every rule name matches (also enforced by `compile`).
+pub const RULE_NAME_PATTERN: &str = "^[A-Za-z0-9._-]{1,63}$";
+
+/// What an MCP server's tool calls may do: which tools, with which
+/// arguments, how often. See docs/policy.md.
+#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "tollgate.dev",
+    version = "v1alpha1",
+    kind = "McpToolPolicy",
+    plural = "mcptoolpolicies",
+    singular = "mcptoolpolicy",
+    shortname = "mtp",
+    category = "tollgate",
+    namespaced,
+    status = "McpToolPolicyStatus",
+    doc = "Which tool calls the MCP servers selected by `spec.selector` may make, with which arguments and how often. Enforced by the tollgate sidecar next to each selected MCP server.",
+    printcolumn(name = "Mode", type_ = "string", json_path = ".spec.mode", description = "Enforce or Audit"),
+    printcolumn(name = "Default", type_ = "string", json_path = ".spec.defaultAction", description = "What calls no rule matches get"),
+    printcolumn(name = "Rules", type_ = "integer", json_path = ".status.rules", description = "Rules in the accepted spec"),
+    printcolumn(name = "Synced", type_ = "string", json_path = ".status.synced", description = "Selected sidecars enforcing the current generation / selected sidecars"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct McpToolPolicySpec {
     /// Which MCP server pods in the policy's namespace this policy governs
@@ -26,6 +49,7 @@ pub struct McpToolPolicySpec {
     /// `Enforce` blocks denied calls; `Audit` decides and records every call
     /// (metrics, audit log) but lets it through. Defaults to `Enforce`.
     #[serde(default)]
+    #[schemars(default = "Mode::default")]
     pub mode: Mode,
 
     /// What happens to a call that no rule matches by tool name.
@@ -39,34 +63,37 @@ pub struct McpToolPolicySpec {
 
     /// Rules, evaluated as described in docs/policy.md: every matching `Deny`
     /// rule first, then the first matching `Allow` rule whose argument
-    /// conditions hold, then its rate limits.
+    /// conditions hold, then its rate limits. Rule names are unique.
     #[serde(default)]
+    #[schemars(length(max = 2000), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub rules: Vec<Rule>,
 }
 
-/// A label selector over pods, as in every Kubernetes API.
+/// What the controller observed and the sidecars enforce.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct LabelSelector {
-    /// Labels that must all be present with these values.
-    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
-    pub match_labels: std::collections::BTreeMap<String, String>,
-    /// Set-based requirements; all must hold.
+#[serde(rename_all = "camelCase")]
+pub struct McpToolPolicyStatus {
+    /// The generation the conditions describe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Accepted`: the spec compiled (else the message lists every
+    /// problem, and the last accepted generation stays in force).
+    /// `Programmed`: every selected sidecar enforces this generation.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub match_expressions: Vec<LabelSelectorRequirement>,
-}
-
-/// One set-based label requirement.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct LabelSelectorRequirement {
-    /// The label key.
-    pub key: String,
-    /// `In`, `NotIn`, `Exists` or `DoesNotExist`.
-    pub operator: String,
-    /// Values for `In` and `NotIn`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub values: Vec<String>,
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    /// Rules in the accepted spec.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rules: Option<i64>,
+    /// Pods with a tollgate sidecar that the selector selects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selected_sidecars: Option<i64>,
+    /// Of those, how many enforce the current generation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synced_sidecars: Option<i64>,
+    /// `synced/selected`, for `kubectl get`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synced: Option<String>,
 }
 
 /// Whether a policy blocks or only records.
@@ -89,14 +116,18 @@ pub enum Action {
 }
 
 /// One named rule.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = Rule::new("self.action == 'Allow' || !has(self.rateLimits) || size(self.rateLimits) == 0").message("rate limits apply to calls a rule allows; use action: Allow or remove rateLimits"))]
 pub struct Rule {
     /// Unique within the policy; appears in denials, metrics and logs.
+    /// 1-63 letters, digits, `-`, `_` or `.`.
+    #[schemars(regex(pattern = r"^[A-Za-z0-9._-]{1,63}$"))]
     pub name: String,
 
     /// Tool names this rule matches: exact names or globs (`*`, `?`,
     /// `[abc]`), e.g. `vm_clone`, `*_list`, `pods_*`.
+    #[schemars(length(min = 1, max = 1000))]
     pub tools: Vec<String>,
 
     /// `Allow` or `Deny`.
@@ -104,6 +135,7 @@ pub struct Rule {
 
     /// Text added to a denial by this rule, shown to the model.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
     pub message: Option<String>,
 
     /// Conditions on the call's `arguments`; all must hold. On a `Deny` rule
@@ -111,10 +143,12 @@ pub struct Rule {
     /// a call that matches the rule's tools but fails them is denied (reason
     /// `arguments`) unless a later `Allow` rule for the same tool accepts it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
     pub arguments: Vec<ArgumentCondition>,
 
     /// Sliding-window limits on calls this rule allows; all must have room.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
     pub rate_limits: Vec<RateLimit>,
 
     /// How a denial by this rule reaches the client. Defaults to
@@ -136,11 +170,17 @@ pub enum DenyWith {
 }
 
 /// A condition on one value inside the call's `arguments`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(
+    validation = Rule::new("(self.operator in ['In', 'NotIn']) == has(self.values)").message("In and NotIn take a list in `values`; every other operator takes no `values`"),
+    validation = Rule::new("!(self.operator in ['In', 'NotIn', 'Exists', 'NotExists']) || !has(self.value)").message("In, NotIn, Exists and NotExists take no `value`"),
+    validation = Rule::new("self.operator in ['In', 'NotIn', 'Exists', 'NotExists'] || has(self.value)").message("this operator needs an operand in `value`")
+)]
 pub struct ArgumentCondition {
     /// A JSON pointer (RFC 6901) into `arguments`, e.g. `/namespace` or
     /// `/spec/replicas`; an empty string means the whole `arguments` object.
+    #[schemars(regex(pattern = "^(/.*)?$"))]
     pub pointer: String,
 
     /// How the value is compared.
@@ -152,7 +192,7 @@ pub struct ArgumentCondition {
     #[schemars(schema_with = "crate::policy::spec::any_json")]
     pub value: Option<Value>,
 
-    /// The operands of `In` and `NotIn`.
+    /// The operands of `In` and `NotIn` (at least one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "crate::policy::spec::any_json_list")]
     pub values: Option<Vec<Value>>,
@@ -193,10 +233,12 @@ pub enum Operator {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RateLimit {
     /// How many calls the window admits; at least 1.
+    #[schemars(range(min = 1, max = 100000))]
     pub requests: i64,
 
     /// The window length: whole numbers with a unit, `s`, `m`, `h` or `d`,
     /// e.g. `30s`, `1m`, `1h30m`, `1d`.
+    #[schemars(regex(pattern = r"^([0-9]+[smhd])+$"))]
     pub window: String,
 
     /// Separate budgets per argument value and/or per MCP session. Without
@@ -213,6 +255,7 @@ pub struct LimitKey {
     /// `["/namespace"]` for one budget per namespace. A missing value is a
     /// budget of its own.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
     pub arguments: Vec<String>,
 
     /// One budget per MCP session (the `Mcp-Session-Id` the upstream issued;
@@ -231,6 +274,8 @@ pub(crate) fn any_json(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
 pub(crate) fn any_json_list(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({
         "type": "array",
+        "minItems": 1,
+        "maxItems": 1000,
         "items": { "x-kubernetes-preserve-unknown-fields": true }
     })
 }
