@@ -136,14 +136,13 @@ fn check(paths: &[PathBuf]) -> ExitCode {
     match load::load(paths) {
         Ok((set, loaded)) => {
             let rules: usize = set.policies().iter().map(|p| p.rules().len()).sum();
+            let plural =
+                |n: usize, one: &'static str, many: &'static str| if n == 1 { one } else { many };
             println!(
-                "ok: {} {}, {rules} rules, version {}",
+                "ok: {} {}, {rules} {}, version {}",
                 loaded.len(),
-                if loaded.len() == 1 {
-                    "policy"
-                } else {
-                    "policies"
-                },
+                plural(loaded.len(), "policy", "policies"),
+                plural(rules, "rule", "rules"),
                 set.version()
             );
             ExitCode::SUCCESS

@@ -34,6 +34,8 @@ pub struct CompiledPolicy {
     pub default_action: Action,
     /// Whether statically denied tools vanish from `tools/list`.
     pub hide_denied: bool,
+    /// How denials without a rule of their own are delivered.
+    pub deny_with: DenyWith,
     pub(crate) rules: Vec<CompiledRule>,
     pub(crate) matcher: ToolMatcher,
 }
@@ -87,6 +89,18 @@ pub fn compile(name: &str, spec: &McpToolPolicySpec) -> Result<CompiledPolicy, V
             "a policy needs a name: add `metadata: {name: ...}`",
         ));
     }
+    if let Some(selector) = &spec.selector
+        && let Err(e) = kube::core::Selector::try_from(selector.clone())
+    {
+        problems.push(Problem::at(
+            "spec.selector",
+            format!(
+                "not a valid label selector ({}); operators are In, NotIn, Exists and DoesNotExist",
+                e.0
+            ),
+        ));
+    }
+    let policy_deny_with = spec.deny_with.unwrap_or_default();
     let mut names = HashSet::new();
     let mut rules = Vec::with_capacity(spec.rules.len());
     for (i, rule) in spec.rules.iter().enumerate() {
@@ -100,7 +114,7 @@ pub fn compile(name: &str, spec: &McpToolPolicySpec) -> Result<CompiledPolicy, V
                 ),
             ));
         }
-        match compile_rule(name, rule, &path) {
+        match compile_rule(name, rule, policy_deny_with, &path) {
             Ok(r) => rules.push(r),
             Err(mut p) => problems.append(&mut p),
         }
@@ -126,12 +140,18 @@ pub fn compile(name: &str, spec: &McpToolPolicySpec) -> Result<CompiledPolicy, V
         mode: spec.mode,
         default_action: spec.default_action,
         hide_denied: spec.hide_denied,
+        deny_with: policy_deny_with,
         rules,
         matcher,
     })
 }
 
-fn compile_rule(policy: &str, rule: &Rule, path: &str) -> Result<CompiledRule, Vec<Problem>> {
+fn compile_rule(
+    policy: &str,
+    rule: &Rule,
+    policy_deny_with: DenyWith,
+    path: &str,
+) -> Result<CompiledRule, Vec<Problem>> {
     let mut problems = Vec::new();
     if let Err(message) = check_rule_name(&rule.name) {
         problems.push(Problem::at(format!("{path}.name"), message));
@@ -178,9 +198,14 @@ fn compile_rule(policy: &str, rule: &Rule, path: &str) -> Result<CompiledRule, V
             Err(mut p) => problems.append(&mut p),
         }
     }
-    let mut limits = Vec::with_capacity(rule.rate_limits.len());
+    let mut limits: Vec<CompiledLimit> = Vec::with_capacity(rule.rate_limits.len());
     for (j, l) in rule.rate_limits.iter().enumerate() {
-        match compile_limit(policy, &rule.name, j, l, &format!("{path}.rateLimits[{j}]")) {
+        let at = format!("{path}.rateLimits[{j}]");
+        match compile_limit(policy, &rule.name, l, &at) {
+            Ok(l) if limits.iter().any(|o| o.limit.id == l.limit.id) => problems.push(Problem::at(
+                at,
+                "another limit of this rule has the same window and key; keep only the stricter one",
+            )),
             Ok(l) => limits.push(l),
             Err(mut p) => problems.append(&mut p),
         }
@@ -194,14 +219,13 @@ fn compile_rule(policy: &str, rule: &Rule, path: &str) -> Result<CompiledRule, V
         message: rule.message.clone(),
         conditions,
         limits,
-        deny_with: rule.deny_with.unwrap_or_default(),
+        deny_with: rule.deny_with.unwrap_or(policy_deny_with),
     })
 }
 
 fn compile_limit(
     policy: &str,
     rule: &str,
-    index: usize,
     l: &RateLimit,
     path: &str,
 ) -> Result<CompiledLimit, Vec<Problem>> {
@@ -224,7 +248,7 @@ fn compile_limit(
             None
         }
     };
-    let key = l.key.clone().unwrap_or_default();
+    let mut key = l.key.clone().unwrap_or_default();
     let mut seen = HashSet::new();
     for (k, pointer) in key.arguments.iter().enumerate() {
         if let Err(message) = check_pointer(pointer) {
@@ -239,11 +263,15 @@ fn compile_limit(
     let (Some(window), true) = (window, problems.is_empty()) else {
         return Err(problems);
     };
+    // Key order does not change what a budget means.
+    key.arguments.sort();
     // The identity covers what gives a bucket its meaning (policy, rule,
-    // position, key shape) but not the count or window: tightening a limit
-    // keeps the admissions already made.
+    // window, key shape) but not the count: tightening "30 per 1m" to "10
+    // per 1m" keeps the admissions already made; adding or reordering limits
+    // moves no history from one to another.
     let id = format!(
-        "{policy}/{rule}#{index}[{}{}]",
+        "{policy}/{rule}/{}[{}{}]",
+        duration::Human(window),
         key.arguments.join(","),
         if key.session { ";session" } else { "" }
     );

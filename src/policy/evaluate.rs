@@ -515,7 +515,7 @@ fn denial(
             rule.and_then(|r| r.message.as_deref()),
         )),
         retry_after: None,
-        deny_with: rule.map(|r| r.deny_with).unwrap_or_default(),
+        deny_with: rule.map_or(p.deny_with, |r| r.deny_with),
     }
 }
 

@@ -163,9 +163,23 @@ pub fn parse_text(label: &str, text: &str) -> (Vec<LoadedPolicy>, Vec<Problem>) 
                 continue;
             }
         };
+        let mut bad_metadata = false;
+        if let Err(message) = check_dns_name(&doc.metadata.name, 253, true) {
+            problems.push(Problem::at("metadata.name", message).in_source(&source));
+            bad_metadata = true;
+        }
+        if let Some(ns) = doc.metadata.namespace.as_deref()
+            && let Err(message) = check_dns_name(ns, 63, false)
+        {
+            problems.push(Problem::at("metadata.namespace", message).in_source(&source));
+            bad_metadata = true;
+        }
+        if bad_metadata {
+            continue;
+        }
         let name = match doc.metadata.namespace.as_deref() {
-            Some(ns) if !ns.is_empty() => format!("{ns}/{}", doc.metadata.name),
-            _ => doc.metadata.name.clone(),
+            Some(ns) => format!("{ns}/{}", doc.metadata.name),
+            None => doc.metadata.name.clone(),
         };
         let source = if many {
             format!("{label} (document {}, policy {name:?})", i + 1)
@@ -322,6 +336,34 @@ fn explain_serde(e: &serde_json::Error) -> String {
         return format!("missing field `{field}`: {hint}");
     }
     text
+}
+
+/// Kubernetes object names: lowercase RFC 1123 (a subdomain for names,
+/// dots allowed; a label for namespaces), so a file policy could be applied
+/// as is and `namespace/name` is never ambiguous.
+fn check_dns_name(value: &str, max: usize, dots: bool) -> Result<(), String> {
+    let what = if dots {
+        "metadata.name"
+    } else {
+        "metadata.namespace"
+    };
+    if value.is_empty() {
+        return Err(format!("{what} is required"));
+    }
+    let allowed =
+        |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || (dots && c == '.');
+    let edge_ok = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    if value.len() > max
+        || !value.chars().all(allowed)
+        || !edge_ok(value.chars().next())
+        || !edge_ok(value.chars().last())
+    {
+        return Err(format!(
+            "{value:?} is not a valid Kubernetes name; use at most {max} lowercase letters, digits, '-'{} starting and ending with a letter or digit, e.g. \"vm-clone-cap\"",
+            if dots { " or '.'" } else { "" }
+        ));
+    }
+    Ok(())
 }
 
 fn one_line(s: &str) -> String {

@@ -18,10 +18,11 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-/// The most buckets the in-memory store keeps. Keys come from call
-/// arguments, which the agent chooses; past this many live buckets new keys
-/// are refused rather than letting memory grow without bound.
-pub const MAX_BUCKETS: usize = 100_000;
+/// The most live buckets one limit keeps. Keys come from call arguments,
+/// which the agent chooses; past this many a limit refuses new keys rather
+/// than letting memory grow without bound. The cap is per limit, so an agent
+/// spraying one keyed argument cannot exhaust the buckets of other limits.
+pub const MAX_BUCKETS_PER_LIMIT: usize = 10_000;
 
 /// The stable identity of one compiled limit: policy, rule, position and key
 /// shape. Budgets survive a policy reload as long as this stays the same.
@@ -85,7 +86,7 @@ pub enum Refusal {
         /// How long until one slot frees up.
         retry_after: Duration,
     },
-    /// The store cannot take a new bucket (see [`MAX_BUCKETS`]).
+    /// The limit cannot take a new bucket (see [`MAX_BUCKETS_PER_LIMIT`]).
     TooManyBuckets {
         /// Index into the acquisitions passed in.
         index: usize,
@@ -142,11 +143,16 @@ pub struct MemoryCounter {
 
 #[derive(Debug, Default)]
 struct Buckets {
-    logs: HashMap<(LimitId, BucketKey), Log>,
-    /// Longest window seen per limit, for sweeping idle buckets.
-    windows: HashMap<LimitId, Duration>,
+    limits: HashMap<LimitId, LimitBuckets>,
     /// Admissions since the last sweep.
     since_sweep: usize,
+}
+
+#[derive(Debug, Default)]
+struct LimitBuckets {
+    logs: HashMap<BucketKey, Log>,
+    /// Longest window seen for this limit, for sweeping idle buckets.
+    window: Duration,
 }
 
 impl MemoryCounter {
@@ -157,7 +163,7 @@ impl MemoryCounter {
 
     /// Live buckets, for metrics and tests.
     pub fn buckets(&self) -> usize {
-        self.lock().logs.len()
+        self.lock().limits.values().map(|l| l.logs.len()).sum()
     }
 
     /// Drops buckets whose every admission has left the window.
@@ -176,13 +182,21 @@ impl MemoryCounter {
 
 impl Buckets {
     fn sweep(&mut self, now: Instant) {
-        let windows = &self.windows;
-        self.logs.retain(|(id, _), log| {
-            let window = windows.get(id).copied().unwrap_or_default();
+        for limit in self.limits.values_mut() {
+            limit.sweep(now);
+        }
+        self.limits.retain(|_, l| !l.logs.is_empty());
+        self.since_sweep = 0;
+    }
+}
+
+impl LimitBuckets {
+    fn sweep(&mut self, now: Instant) {
+        let window = self.window;
+        self.logs.retain(|_, log| {
             log.expire(window, now);
             !log.0.is_empty()
         });
-        self.since_sweep = 0;
     }
 }
 
@@ -190,31 +204,28 @@ impl Counter for MemoryCounter {
     fn try_acquire(&self, acquisitions: &[Acquire], now: Instant) -> Result<(), Refusal> {
         let mut b = self.lock();
         b.since_sweep += 1;
-        if b.since_sweep >= 4096 || b.logs.len() >= MAX_BUCKETS {
+        if b.since_sweep >= 4096 {
             b.sweep(now);
         }
-        let full = b.logs.len() >= MAX_BUCKETS;
         // Check every bucket before admitting into any.
         for (index, a) in acquisitions.iter().enumerate() {
-            let key = (a.limit.id.clone(), a.bucket);
-            match b.logs.get_mut(&key) {
-                Some(log) => {
-                    log.expire(a.limit.window, now);
-                    if let Some(retry_after) = log.wait(&a.limit, now) {
-                        return Err(Refusal::Exhausted { index, retry_after });
-                    }
+            let limit = b.limits.entry(a.limit.id.clone()).or_default();
+            if let Some(log) = limit.logs.get_mut(&a.bucket) {
+                log.expire(a.limit.window, now);
+                if let Some(retry_after) = log.wait(&a.limit, now) {
+                    return Err(Refusal::Exhausted { index, retry_after });
                 }
-                None if full => return Err(Refusal::TooManyBuckets { index }),
-                None => {}
+            } else if limit.logs.len() >= MAX_BUCKETS_PER_LIMIT {
+                limit.sweep(now);
+                if limit.logs.len() >= MAX_BUCKETS_PER_LIMIT {
+                    return Err(Refusal::TooManyBuckets { index });
+                }
             }
         }
         for a in acquisitions {
-            let window = b.windows.entry(a.limit.id.clone()).or_default();
-            *window = (*window).max(a.limit.window);
-            b.logs
-                .entry((a.limit.id.clone(), a.bucket))
-                .or_default()
-                .admit(&a.limit, now);
+            let limit = b.limits.entry(a.limit.id.clone()).or_default();
+            limit.window = limit.window.max(a.limit.window);
+            limit.logs.entry(a.bucket).or_default().admit(&a.limit, now);
         }
         Ok(())
     }
@@ -388,6 +399,27 @@ mod tests {
         assert_eq!(c.buckets(), 100);
         c.sweep(t0 + Duration::from_secs(2));
         assert_eq!(c.buckets(), 0);
+    }
+
+    #[test]
+    fn a_limit_full_of_keys_refuses_new_ones_without_touching_other_limits() {
+        let c = MemoryCounter::new();
+        let sprayed = limit("sprayed", 1, 3600);
+        let other = limit("other", 5, 3600);
+        let t0 = Instant::now();
+        for i in 0..MAX_BUCKETS_PER_LIMIT {
+            c.try_acquire(&[acq(&sprayed, &i.to_string())], t0).unwrap();
+        }
+        assert_eq!(
+            c.try_acquire(&[acq(&sprayed, "one-more")], t0),
+            Err(Refusal::TooManyBuckets { index: 0 })
+        );
+        assert_eq!(c.try_acquire(&[acq(&other, "fresh")], t0), Ok(()));
+        // Once the sprayed buckets age out, new keys are welcome again.
+        assert_eq!(
+            c.try_acquire(&[acq(&sprayed, "one-more")], t0 + Duration::from_secs(3600)),
+            Ok(())
+        );
     }
 
     #[test]

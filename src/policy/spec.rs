@@ -19,6 +19,9 @@ pub const RULE_NAME_PATTERN: &str = "^[A-Za-z0-9._-]{1,63}$";
 
 /// What an MCP server's tool calls may do: which tools, with which
 /// arguments, how often. See docs/policy.md.
+// clippy reads the repeated `printcolumn(...)` arguments of the kube derive
+// as duplicated attributes; they are distinct columns.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[kube(
     group = "tollgate.dev",
@@ -31,11 +34,35 @@ pub const RULE_NAME_PATTERN: &str = "^[A-Za-z0-9._-]{1,63}$";
     namespaced,
     status = "McpToolPolicyStatus",
     doc = "Which tool calls the MCP servers selected by `spec.selector` may make, with which arguments and how often. Enforced by the tollgate sidecar next to each selected MCP server.",
-    printcolumn(name = "Mode", type_ = "string", json_path = ".spec.mode", description = "Enforce or Audit"),
-    printcolumn(name = "Default", type_ = "string", json_path = ".spec.defaultAction", description = "What calls no rule matches get"),
-    printcolumn(name = "Rules", type_ = "integer", json_path = ".status.rules", description = "Rules in the accepted spec"),
-    printcolumn(name = "Synced", type_ = "string", json_path = ".status.synced", description = "Selected sidecars enforcing the current generation / selected sidecars"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Mode",
+        type_ = "string",
+        json_path = ".spec.mode",
+        description = "Enforce or Audit"
+    ),
+    printcolumn(
+        name = "Default",
+        type_ = "string",
+        json_path = ".spec.defaultAction",
+        description = "What calls no rule matches get"
+    ),
+    printcolumn(
+        name = "Rules",
+        type_ = "integer",
+        json_path = ".status.rules",
+        description = "Rules in the accepted spec"
+    ),
+    printcolumn(
+        name = "Synced",
+        type_ = "string",
+        json_path = ".status.synced",
+        description = "Selected sidecars enforcing the current generation / selected sidecars"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct McpToolPolicySpec {
@@ -54,6 +81,11 @@ pub struct McpToolPolicySpec {
 
     /// What happens to a call that no rule matches by tool name.
     pub default_action: Action,
+
+    /// How denials reach the client when the deciding rule does not say,
+    /// and for `defaultAction` denials. Defaults to `ToolError`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deny_with: Option<DenyWith>,
 
     /// Remove from `tools/list` the tools this policy denies whatever their
     /// arguments (a `Deny` rule without conditions, or — with
@@ -151,8 +183,9 @@ pub struct Rule {
     #[schemars(length(max = 16))]
     pub rate_limits: Vec<RateLimit>,
 
-    /// How a denial by this rule reaches the client. Defaults to
-    /// `ToolError`, a tool result with `isError: true` the model can read.
+    /// How a denial by this rule reaches the client. Defaults to the
+    /// policy's `denyWith`, else `ToolError`: a tool result with
+    /// `isError: true` the model can read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deny_with: Option<DenyWith>,
 }
@@ -188,7 +221,11 @@ pub struct ArgumentCondition {
 
     /// The operand of `Equals`, `NotEquals`, `Matches` (a regex that must
     /// match the whole string), `Lt`, `Lte`, `Gt`, `Gte` and `MaxLength`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schemars(schema_with = "crate::policy::spec::any_json")]
     pub value: Option<Value>,
 
@@ -262,6 +299,12 @@ pub struct LimitKey {
     /// calls outside a known session share one budget).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub session: bool,
+}
+
+/// Reads a field that is present as `Some`, even when it is `null`, so
+/// `value: null` compares with null instead of reading as "no operand".
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
 }
 
 /// Schema of a free-form JSON value: Kubernetes needs the

@@ -476,6 +476,14 @@ fn strict_loading_names_file_path_and_fix() {
             "spec: {defaultAction: Deny, mode: enforce}",
             "unknown variant `enforce`, expected `Enforce` or `Audit`",
         ),
+        (
+            "spec: {defaultAction: Deny, selector: {matchExpressions: [{key: app, operator: Equals, values: [x]}]}}",
+            "spec.selector: not a valid label selector",
+        ),
+        (
+            "spec: {defaultAction: Deny, rules: [{name: a, tools: [x], action: Allow, rateLimits: [{requests: 5, window: 1m}, {requests: 9, window: 60s}]}]}",
+            "spec.rules[0].rateLimits[1]: another limit of this rule has the same window and key",
+        ),
     ];
     for (spec, want) in cases {
         let yaml = format!(
@@ -485,6 +493,118 @@ fn strict_loading_names_file_path_and_fix() {
         assert!(got.starts_with("test.yaml: "), "{got}");
         assert!(got.contains(want), "for {spec}\n got: {got}\nwant: {want}");
     }
+}
+
+#[test]
+fn policies_need_kubernetes_names() {
+    let doc = |metadata: &str| {
+        format!(
+            "apiVersion: tollgate.dev/v1alpha1\nkind: McpToolPolicy\nmetadata: {metadata}\nspec: {{defaultAction: Deny}}\n"
+        )
+    };
+    assert!(
+        problems(&doc("{namespace: vms}")).contains("metadata.name: metadata.name is required")
+    );
+    assert!(problems(&doc("{name: a/b}")).contains("\"a/b\" is not a valid Kubernetes name"));
+    assert!(problems(&doc("{name: Caps}")).contains("not a valid Kubernetes name"));
+    assert!(
+        problems(&doc("{name: ok, namespace: a.b}"))
+            .contains("metadata.namespace: \"a.b\" is not a valid Kubernetes name")
+    );
+    assert_eq!(
+        set(&doc("{name: ok.v2, namespace: team-a}")).policies()[0]
+            .name
+            .as_ref(),
+        "team-a/ok.v2"
+    );
+}
+
+#[test]
+fn null_is_a_value_to_compare_with() {
+    let s = set(r#"
+apiVersion: tollgate.dev/v1alpha1
+kind: McpToolPolicy
+metadata: {name: p}
+spec:
+  defaultAction: Deny
+  rules:
+    - {name: a, tools: [t], action: Allow, arguments: [{pointer: /x, operator: Equals, value: null}]}
+"#);
+    assert_eq!(decide(&s, "t", json!({"x": null})).effect, Effect::Allowed);
+    assert_eq!(decide(&s, "t", json!({"x": 1})).effect, Effect::Denied);
+}
+
+#[test]
+fn limits_keep_their_budget_when_reordered_or_tightened() {
+    let counter = MemoryCounter::new();
+    let now = Instant::now();
+    let args = json!({"a": 1, "b": 2});
+    let before = set(r#"
+apiVersion: tollgate.dev/v1alpha1
+kind: McpToolPolicy
+metadata: {name: p}
+spec:
+  defaultAction: Deny
+  rules:
+    - name: t
+      tools: [t]
+      action: Allow
+      rateLimits: [{requests: 2, window: 1m, key: {arguments: [/a, /b]}}]
+"#);
+    for _ in 0..2 {
+        assert_eq!(
+            before.decide(&call("t", &args), &counter, now).effect,
+            Effect::Allowed
+        );
+    }
+    // A new limit in front, the key pointers swapped, the count raised by one.
+    let after = set(r#"
+apiVersion: tollgate.dev/v1alpha1
+kind: McpToolPolicy
+metadata: {name: p}
+spec:
+  defaultAction: Deny
+  rules:
+    - name: t
+      tools: [t]
+      action: Allow
+      rateLimits: [{requests: 100, window: 1d}, {requests: 3, window: 1m, key: {arguments: [/b, /a]}}]
+"#);
+    assert_eq!(
+        after.decide(&call("t", &args), &counter, now).effect,
+        Effect::Allowed
+    );
+    assert_eq!(
+        after.decide(&call("t", &args), &counter, now).reason,
+        Reason::RateLimit
+    );
+}
+
+#[test]
+fn a_policy_wide_deny_with_covers_default_denials() {
+    let s = set(r#"
+apiVersion: tollgate.dev/v1alpha1
+kind: McpToolPolicy
+metadata: {name: p}
+spec:
+  defaultAction: Deny
+  denyWith: JsonRpcError
+  rules:
+    - {name: a, tools: [a], action: Deny}
+    - {name: b, tools: [b], action: Deny, denyWith: ToolError}
+"#);
+    assert_eq!(
+        decide(&s, "zzz", json!({})).deny_with,
+        spec::DenyWith::JsonRpcError
+    );
+    assert_eq!(
+        decide(&s, "a", json!({})).deny_with,
+        spec::DenyWith::JsonRpcError
+    );
+    assert_eq!(
+        decide(&s, "b", json!({})).deny_with,
+        spec::DenyWith::ToolError
+    );
 }
 
 #[test]

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use serde_json::{Value, json};
 
-use crate::mcp::jsonrpc::{self, POLICY_DENIED, RATE_LIMITED};
+use crate::mcp::jsonrpc::{self, NO_POLICY, POLICY_DENIED, RATE_LIMITED};
 use crate::mcp::tools::CallParams;
 use crate::policy::ratelimit::{Counter, MemoryCounter};
 use crate::policy::spec::DenyWith;
@@ -130,10 +130,10 @@ pub fn denial_response(id: &Value, d: &Decision) -> Value {
             response
         }
         DenyWith::JsonRpcError => {
-            let code = if d.reason == Reason::RateLimit {
-                RATE_LIMITED
-            } else {
-                POLICY_DENIED
+            let code = match (d.reason, &d.policy) {
+                (Reason::RateLimit, _) => RATE_LIMITED,
+                (_, None) => NO_POLICY,
+                _ => POLICY_DENIED,
             };
             jsonrpc::error_response(id, code, text, Some(details))
         }

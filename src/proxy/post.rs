@@ -92,8 +92,10 @@ pub async fn handle(proxy: &Arc<Proxy>, parts: Parts, body: Incoming) -> Respons
     };
     let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let legacy = proxy.streams.legacy(path_and_query);
+    // Legacy sessions are keyed apart from Streamable HTTP ones, so a
+    // client cannot name one in an `Mcp-Session-Id` header.
     let session = match &legacy {
-        Some(l) => Some(l.endpoint.clone()),
+        Some(l) => Some(format!("legacy:{}", l.endpoint)),
         None => parts
             .headers
             .get(mcp_http::SESSION_ID)

@@ -62,7 +62,14 @@ pub async fn watch_files(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let (tx, mut rx) = mpsc::channel::<()>(1);
-    let watcher = notify::recommended_watcher(move |_event| {
+    let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        // Reading the files ourselves raises open/close events; only
+        // changes matter, or every reload would trigger the next one.
+        if let Ok(e) = &event
+            && matches!(e.kind, notify::EventKind::Access(_))
+        {
+            return;
+        }
         // Coalesce bursts: one pending wake-up is enough.
         let _ = tx.try_send(());
     });

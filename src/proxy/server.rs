@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
 use hyper::server::conn::http1;
+use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use serde_json::Value;
@@ -108,8 +108,7 @@ pub async fn serve<H, F>(
         };
         let _ = socket.set_nodelay(true);
         let handler = handler.clone();
-        let conn = builder
-            .serve_connection(TokioIo::new(socket), service_fn(handler));
+        let conn = builder.serve_connection(TokioIo::new(socket), service_fn(handler));
         let conn = graceful.watch(conn);
         let on_connection = on_connection.clone();
         tokio::spawn(async move {

@@ -40,12 +40,18 @@ impl Sessions {
         seen.insert(id.to_owned(), now);
     }
 
-    /// Whether `id` is a session the upstream issued; marks it used.
+    /// Whether `id` is a session the upstream issued and used within
+    /// [`IDLE`]; marks it used.
     pub fn touch(&self, id: &str, now: Instant) -> bool {
-        match self.lock().get_mut(id) {
-            Some(last) => {
+        let mut seen = self.lock();
+        match seen.get_mut(id) {
+            Some(last) if now.saturating_duration_since(*last) < IDLE => {
                 *last = now;
                 true
+            }
+            Some(_) => {
+                seen.remove(id);
+                false
             }
             None => false,
         }
@@ -84,5 +90,15 @@ mod tests {
         assert!(s.touch("issued", now));
         s.remove("issued");
         assert!(!s.touch("issued", now));
+    }
+
+    #[test]
+    fn idle_sessions_are_forgotten() {
+        let s = Sessions::new();
+        let t0 = Instant::now();
+        s.insert("a", t0);
+        assert!(s.touch("a", t0 + IDLE / 2));
+        assert!(!s.touch("a", t0 + IDLE / 2 + IDLE));
+        assert!(s.is_empty());
     }
 }

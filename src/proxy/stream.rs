@@ -99,9 +99,6 @@ impl super::relay::Hook for SessionHook {
                     endpoint.clone(),
                     inject,
                 ));
-                self.proxy
-                    .sessions
-                    .insert(&endpoint, std::time::Instant::now());
             }
             return rewritten
                 .then(|| sse::encode(Some("endpoint"), event.id.as_deref(), &endpoint));
