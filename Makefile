@@ -15,10 +15,11 @@ demo: build
 
 ## test: formatting, lints, unit and integration tests (installs the Node test peers first)
 test: test-deps lint
-	$(CARGO) test --locked --all-targets
+	$(CARGO) test --locked
 
 test-deps:
 	scripts/test-deps.sh
+	scripts/cluster/build.sh >/dev/null
 
 lint: fmt clippy
 

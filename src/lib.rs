@@ -6,7 +6,9 @@
 //! - [`proxy`]: the sidecar data path that applies policies to live traffic;
 //! - [`crd`]: the `McpToolPolicy` CRD, generated from the policy types.
 
+pub mod controller;
 pub mod crd;
 pub mod mcp;
 pub mod policy;
 pub mod proxy;
+pub mod push;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use tollgate::policy::{Problems, duration, load};
+use tollgate::proxy::config::ManagedConfig;
 use tollgate::proxy::{self, AuditConfig, AuditLevel, ProxyConfig, RuleSource};
 
 /// Policy checks in front of MCP servers.
@@ -41,6 +42,8 @@ enum Command {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
+    /// Watch McpToolPolicies and sidecar pods; push each pod's rules to its sidecar.
+    Controller(Box<ControllerArgs>),
     /// Print the McpToolPolicy CRD (YAML), or write it into a directory.
     Crdgen {
         /// Write `mcptoolpolicies.tollgate.dev.yaml` into this directory.
@@ -54,11 +57,33 @@ struct ProxyArgs {
     /// McpToolPolicy file or directory (repeatable); reloaded on change.
     #[arg(
         long = "policy",
-        required = true,
         env = "TOLLGATE_POLICY",
-        value_delimiter = ','
+        value_delimiter = ',',
+        required_unless_present = "controller",
+        conflicts_with = "controller"
     )]
     policies: Vec<PathBuf>,
+    /// Take rules from the tollgate controller at this URL instead of files.
+    #[arg(long, env = "TOLLGATE_CONTROLLER", requires = "token_file")]
+    controller: Option<http::Uri>,
+    /// The pod's projected ServiceAccount token (managed mode).
+    #[arg(long, env = "TOLLGATE_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+    /// This pod's name (managed mode; the Downward API sets it).
+    #[arg(long, env = "POD_NAME")]
+    pod_name: Option<String>,
+    /// This pod's namespace (managed mode; the Downward API sets it).
+    #[arg(long, env = "POD_NAMESPACE")]
+    pod_namespace: Option<String>,
+    /// Keep the last snapshot here so a restarted sidecar enforces it at once (managed mode).
+    #[arg(long, env = "TOLLGATE_SNAPSHOT_FILE")]
+    snapshot_file: Option<PathBuf>,
+    /// Allow tool calls before the first snapshot arrives (default: refuse them).
+    #[arg(long)]
+    fail_open: bool,
+    /// What a pod no policy selects does with tool calls (managed mode).
+    #[arg(long, value_enum, default_value_t = Unselected::Deny)]
+    unselected: Unselected,
     /// The MCP server, e.g. http://127.0.0.1:8081.
     #[arg(long, env = "TOLLGATE_UPSTREAM")]
     upstream: http::Uri,
@@ -97,6 +122,46 @@ struct ProxyArgs {
     log_arguments: bool,
 }
 
+#[derive(clap::Args)]
+struct ControllerArgs {
+    /// Address sidecars connect to.
+    #[arg(long, default_value = "0.0.0.0:9443", env = "TOLLGATE_PUSH_LISTEN")]
+    push_listen: SocketAddr,
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, default_value = "0.0.0.0:9902", env = "TOLLGATE_ADMIN_LISTEN")]
+    admin_listen: SocketAddr,
+    /// The controller's namespace: its Lease and acknowledgement ConfigMaps live here.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "tollgate-system")]
+    namespace: String,
+    /// Watch only this namespace's policies and pods (default: all namespaces).
+    #[arg(long)]
+    watch_namespace: Option<String>,
+    /// This replica's name (default: $POD_NAME, else the host name).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// Audience the sidecars' ServiceAccount tokens must be issued for.
+    #[arg(long, default_value = tollgate::push::DEFAULT_AUDIENCE)]
+    audience: String,
+    /// The Lease that elects the replica writing policy status.
+    #[arg(long, default_value = "tollgate-controller")]
+    lease_name: String,
+    /// A kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or in-cluster).
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// Heartbeat interval on quiet sidecar streams.
+    #[arg(long, default_value = "10s", value_parser = flag_duration)]
+    heartbeat: Duration,
+}
+
+/// What a managed sidecar does when no policy selects its pod.
+#[derive(Clone, Copy, ValueEnum)]
+enum Unselected {
+    /// Refuse every tool call until a policy selects the pod.
+    Deny,
+    /// Let every tool call through.
+    Allow,
+}
+
 fn flag_duration(s: &str) -> Result<Duration, String> {
     duration::parse(s).map_err(|e| e.to_string())
 }
@@ -107,7 +172,34 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check { paths } => check(&paths),
         Command::Crdgen { out } => crdgen(out.as_deref()),
+        Command::Controller(args) => {
+            let identity = args.identity.clone().unwrap_or_else(|| {
+                std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .map(|h| h.trim().to_owned())
+                    .unwrap_or_else(|_| format!("tollgate-controller-{}", std::process::id()))
+            });
+            run_async(tollgate::controller::run(
+                tollgate::controller::ControllerConfig {
+                    push_listen: args.push_listen,
+                    admin_listen: args.admin_listen,
+                    namespace: args.namespace,
+                    watch_namespace: args.watch_namespace,
+                    identity,
+                    audience: args.audience,
+                    lease_name: args.lease_name,
+                    kubeconfig: args.kubeconfig,
+                    heartbeat: args.heartbeat,
+                },
+            ))
+        }
         Command::Proxy(args) => {
+            let rules = match rule_source(&args) {
+                Ok(r) => r,
+                Err(message) => {
+                    eprintln!("error: {message}");
+                    return ExitCode::from(2);
+                }
+            };
             let config = ProxyConfig {
                 max_body_bytes: args.max_body_bytes,
                 header_read_timeout: args.header_read_timeout,
@@ -116,12 +208,7 @@ fn main() -> ExitCode {
                 upstream_response_timeout: args.upstream_timeout,
                 reload_interval: args.reload_interval,
                 max_connections: args.max_connections,
-                ..ProxyConfig::new(
-                    RuleSource::Files(args.policies),
-                    args.upstream,
-                    args.listen,
-                    args.admin_listen,
-                )
+                ..ProxyConfig::new(rules, args.upstream, args.listen, args.admin_listen)
             };
             let audit = AuditConfig {
                 level: args.audit_log,
@@ -130,6 +217,29 @@ fn main() -> ExitCode {
             run_async(proxy::run(config, audit))
         }
     }
+}
+
+fn rule_source(args: &ProxyArgs) -> Result<RuleSource, String> {
+    let Some(controller) = args.controller.clone() else {
+        return Ok(RuleSource::Files(args.policies.clone()));
+    };
+    let need = |v: &Option<String>, what: &str| {
+        v.clone().filter(|s| !s.is_empty()).ok_or_else(|| {
+            format!("--controller needs the pod's {what}: pass --pod-{what} or set POD_{} from the Downward API", what.to_uppercase())
+        })
+    };
+    Ok(RuleSource::Controller(ManagedConfig {
+        controller,
+        token_file: args
+            .token_file
+            .clone()
+            .ok_or("--controller needs --token-file")?,
+        namespace: need(&args.pod_namespace, "namespace")?,
+        pod: need(&args.pod_name, "name")?,
+        snapshot_file: args.snapshot_file.clone(),
+        fail_open: args.fail_open,
+        deny_unselected: matches!(args.unselected, Unselected::Deny),
+    }))
 }
 
 fn check(paths: &[PathBuf]) -> ExitCode {

@@ -70,7 +70,12 @@ impl Snapshot {
             h.update(serde_json::to_vec(&p.spec).unwrap_or_default());
             h.update([0]);
         }
-        let version = h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect();
+        let version = h
+            .finalize()
+            .iter()
+            .take(8)
+            .map(|b| format!("{b:02x}"))
+            .collect();
         Snapshot {
             version,
             namespace: namespace.to_owned(),

@@ -192,6 +192,13 @@ impl PolicySet {
         }
     }
 
+    /// The same policies under another version name (a controller snapshot
+    /// names its own versions).
+    pub fn with_version(mut self, version: impl Into<Arc<str>>) -> Self {
+        self.version = version.into();
+        self
+    }
+
     /// The policies, by name.
     pub fn policies(&self) -> &[Arc<CompiledPolicy>] {
         &self.policies

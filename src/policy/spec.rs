@@ -202,14 +202,11 @@ pub enum DenyWith {
     JsonRpcError,
 }
 
-/// A condition on one value inside the call's `arguments`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+/// A condition on one value inside the call's `arguments`. (Which operand
+/// each operator takes is checked by `compile`, not by the CRD schema: CEL
+/// cannot see the untyped `value` fields.)
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-#[x_kube(
-    validation = Rule::new("(self.operator in ['In', 'NotIn']) == has(self.values)").message("In and NotIn take a list in `values`; every other operator takes no `values`"),
-    validation = Rule::new("!(self.operator in ['In', 'NotIn', 'Exists', 'NotExists']) || !has(self.value)").message("In, NotIn, Exists and NotExists take no `value`"),
-    validation = Rule::new("self.operator in ['In', 'NotIn', 'Exists', 'NotExists'] || has(self.value)").message("this operator needs an operand in `value`")
-)]
 pub struct ArgumentCondition {
     /// A JSON pointer (RFC 6901) into `arguments`, e.g. `/namespace` or
     /// `/spec/replicas`; an empty string means the whole `arguments` object.
@@ -310,7 +307,9 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::E
 /// Schema of a free-form JSON value: Kubernetes needs the
 /// `x-kubernetes-preserve-unknown-fields` marker to accept it.
 pub(crate) fn any_json(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-    schemars::json_schema!({ "x-kubernetes-preserve-unknown-fields": true })
+    // `nullable` keeps an explicit `value: null` (compared with null) from
+    // being dropped by the apiserver.
+    schemars::json_schema!({ "x-kubernetes-preserve-unknown-fields": true, "nullable": true })
 }
 
 /// Schema of a list of free-form JSON values.

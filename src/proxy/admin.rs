@@ -32,9 +32,12 @@ pub async fn route(
                 StatusCode::OK,
                 &format!("ok: rules {}\n", rules.set.version()),
             ),
+            None if proxy.gate.fail_open => {
+                text(StatusCode::OK, "ok: no rules yet, failing open\n")
+            }
             None => text(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "not ready: no rules loaded\n",
+                "not ready: no rules received from the controller yet\n",
             ),
         },
         _ => text(StatusCode::NOT_FOUND, "try /metrics, /healthz or /readyz\n"),

@@ -11,6 +11,30 @@ use http::Uri;
 pub enum RuleSource {
     /// McpToolPolicy files or directories, watched for changes.
     Files(Vec<PathBuf>),
+    /// Snapshots pushed by the tollgate controller.
+    Controller(ManagedConfig),
+}
+
+/// A sidecar managed by the controller.
+#[derive(Clone, Debug)]
+pub struct ManagedConfig {
+    /// The controller's push endpoint, e.g. `http://tollgate.tollgate-system:9443`.
+    pub controller: Uri,
+    /// The pod's projected ServiceAccount token (re-read on every connect:
+    /// the kubelet rotates it).
+    pub token_file: PathBuf,
+    /// This pod's namespace.
+    pub namespace: String,
+    /// This pod's name.
+    pub pod: String,
+    /// Where the last snapshot is kept, so a restarted sidecar enforces it
+    /// before the controller answers.
+    pub snapshot_file: Option<PathBuf>,
+    /// Allow tool calls before the first snapshot (default: refuse them).
+    pub fail_open: bool,
+    /// What to do when no policy selects this pod: refuse every tool call
+    /// (the default) or allow them.
+    pub deny_unselected: bool,
 }
 
 /// Everything the proxy needs to run.

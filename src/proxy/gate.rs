@@ -33,6 +33,8 @@ pub struct Gate {
     pub catalog: Catalog,
     /// Audit log settings.
     pub audit: AuditConfig,
+    /// Allow calls while no rules are loaded (managed mode, `--fail-open`).
+    pub fail_open: bool,
 }
 
 impl Gate {
@@ -44,6 +46,7 @@ impl Gate {
             metrics,
             catalog: Catalog::new(),
             audit,
+            fail_open: false,
         }
     }
 
@@ -57,6 +60,7 @@ impl Gate {
         let start = Instant::now();
         let rules = self.store.current();
         let decision = match &rules {
+            Some(rules) if rules.deny_when_empty && rules.set.policies().is_empty() => unselected(),
             Some(rules) => rules.set.decide(
                 &ToolCall {
                     tool: call.name,
@@ -66,6 +70,15 @@ impl Gate {
                 self.counter.as_ref() as &dyn Counter,
                 start,
             ),
+            None if self.fail_open => Decision {
+                effect: Effect::Allowed,
+                reason: Reason::Default,
+                policy: None,
+                rule: None,
+                message: None,
+                retry_after: None,
+                deny_with: DenyWith::default(),
+            },
             None => no_rules(),
         };
         let elapsed = start.elapsed();
@@ -137,6 +150,23 @@ pub fn denial_response(id: &Value, d: &Decision) -> Value {
             };
             jsonrpc::error_response(id, code, text, Some(details))
         }
+    }
+}
+
+/// A managed sidecar no policy selects refuses tool calls (fail closed);
+/// the message tells the operator what is missing.
+fn unselected() -> Decision {
+    Decision {
+        effect: Effect::Denied,
+        reason: Reason::Default,
+        policy: None,
+        rule: None,
+        message: Some(
+            "Denied by tollgate: no McpToolPolicy selects this MCP server, so its tool calls are refused. Apply a policy whose selector matches this pod."
+                .into(),
+        ),
+        retry_after: None,
+        deny_with: DenyWith::ToolError,
     }
 }
 

@@ -64,6 +64,17 @@ pub struct Metrics {
     pub streams: IntGauge,
     /// `tollgate_connections`: open client connections.
     pub connections: IntGauge,
+    /// `tollgate_controller_connected`: 1 while the sidecar holds a stream
+    /// to the controller (managed mode).
+    pub controller_connected: IntGauge,
+    /// `tollgate_controller_last_contact_timestamp_seconds`: when the
+    /// controller was last heard from; alert on `time() - this`.
+    pub controller_last_contact: IntGauge,
+    /// `tollgate_controller_reconnects_total`.
+    pub controller_reconnects: IntCounter,
+    /// `tollgate_snapshots_rejected_total`: controller snapshots that did
+    /// not compile here (version skew).
+    pub snapshots_rejected: IntCounter,
 }
 
 impl Metrics {
@@ -136,6 +147,22 @@ impl Metrics {
         let sessions = IntGauge::new("tollgate_sessions", "MCP sessions the proxy knows of.")?;
         let streams = IntGauge::new("tollgate_streams", "Open server-to-client event streams.")?;
         let connections = IntGauge::new("tollgate_connections", "Open client connections.")?;
+        let controller_connected = IntGauge::new(
+            "tollgate_controller_connected",
+            "1 while the sidecar holds a stream to the controller.",
+        )?;
+        let controller_last_contact = IntGauge::new(
+            "tollgate_controller_last_contact_timestamp_seconds",
+            "When the controller was last heard from (Unix time).",
+        )?;
+        let controller_reconnects = IntCounter::new(
+            "tollgate_controller_reconnects_total",
+            "Connections to the controller that ended.",
+        )?;
+        let snapshots_rejected = IntCounter::new(
+            "tollgate_snapshots_rejected_total",
+            "Controller snapshots that did not compile in this sidecar.",
+        )?;
         for c in [
             Box::new(tool_calls.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(decision_seconds.clone()),
@@ -151,6 +178,10 @@ impl Metrics {
             Box::new(sessions.clone()),
             Box::new(streams.clone()),
             Box::new(connections.clone()),
+            Box::new(controller_connected.clone()),
+            Box::new(controller_last_contact.clone()),
+            Box::new(controller_reconnects.clone()),
+            Box::new(snapshots_rejected.clone()),
         ] {
             registry.register(c)?;
         }
@@ -174,6 +205,10 @@ impl Metrics {
             sessions,
             streams,
             connections,
+            controller_connected,
+            controller_last_contact,
+            controller_reconnects,
+            snapshots_rejected,
         })
     }
 

@@ -14,6 +14,7 @@ pub mod catalog;
 pub mod config;
 pub mod gate;
 pub mod headers;
+pub mod managed;
 pub mod metrics;
 pub mod post;
 pub mod relay;
@@ -86,10 +87,19 @@ impl Running {
 pub async fn start(config: ProxyConfig, audit: AuditConfig) -> anyhow::Result<Running> {
     let metrics = Metrics::new().context("registering metrics")?;
     let store = Arc::new(RuleStore::new());
-    let RuleSource::Files(paths) = &config.rules;
-    if let reload::Outcome::Refused(problems) = reload::reload(paths, &store, &metrics) {
-        anyhow::bail!("the policy files are invalid:\n{problems}");
-    }
+    let follower = match &config.rules {
+        RuleSource::Files(paths) => {
+            if let reload::Outcome::Refused(problems) = reload::reload(paths, &store, &metrics) {
+                anyhow::bail!("the policy files are invalid:\n{problems}");
+            }
+            None
+        }
+        RuleSource::Controller(managed) => {
+            let follower = managed::Follower::new(managed.clone(), store.clone(), metrics.clone());
+            follower.restore();
+            Some(follower)
+        }
+    };
     let upstream = Upstream::new(
         config.upstream.clone(),
         config.upstream_connect_timeout,
@@ -102,7 +112,10 @@ pub async fn start(config: ProxyConfig, audit: AuditConfig) -> anyhow::Result<Ru
     let admin = admin_listener.local_addr()?;
 
     let proxy = Arc::new(Proxy {
-        gate: Gate::new(store.clone(), metrics.clone(), audit),
+        gate: Gate {
+            fail_open: matches!(&config.rules, RuleSource::Controller(m) if m.fail_open),
+            ..Gate::new(store.clone(), metrics.clone(), audit)
+        },
         upstream,
         sessions: Sessions::new(),
         streams: Arc::new(Streams::default()),
@@ -134,13 +147,20 @@ pub async fn start(config: ProxyConfig, audit: AuditConfig) -> anyhow::Result<Ru
         Duration::from_secs(1),
         |_| {},
     )));
-    tasks.push(tokio::spawn(reload::watch_files(
-        paths.clone(),
-        store.clone(),
-        metrics.clone(),
-        config.reload_interval,
-        shutdown_rx.clone(),
-    )));
+    match (&config.rules, follower) {
+        (RuleSource::Files(paths), _) => tasks.push(tokio::spawn(reload::watch_files(
+            paths.clone(),
+            store.clone(),
+            metrics.clone(),
+            config.reload_interval,
+            shutdown_rx.clone(),
+        ))),
+        (RuleSource::Controller(_), Some(follower)) => {
+            tasks.push(tokio::spawn(follower.run(shutdown_rx.clone())))
+        }
+        (RuleSource::Controller(_), None) => {}
+    }
+
     tasks.push(tokio::spawn(announce_changes(
         proxy.clone(),
         shutdown_rx.clone(),
@@ -205,7 +225,8 @@ async fn sweep(proxy: Arc<Proxy>, mut shutdown: watch::Receiver<bool>) {
     }
 }
 
-async fn shutdown_signal() {
+/// Waits for SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
     #[cfg(unix)]
     {
         let mut term =

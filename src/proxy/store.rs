@@ -19,6 +19,9 @@ pub struct Rules {
     pub set: PolicySet,
     /// When they were loaded.
     pub loaded_at: SystemTime,
+    /// With no policies at all: refuse every call (a controller-managed
+    /// pod no policy selects) rather than allow it.
+    pub deny_when_empty: bool,
 }
 
 /// Holds the rules in force and tells listeners when they change.
@@ -51,6 +54,11 @@ impl RuleStore {
     /// Puts `set` in force. Returns false, changing nothing, if the same
     /// version is already in force.
     pub fn replace(&self, set: PolicySet) -> bool {
+        self.replace_with(set, false)
+    }
+
+    /// Like [`replace`](Self::replace), saying what an empty set means.
+    pub fn replace_with(&self, set: PolicySet, deny_when_empty: bool) -> bool {
         if self
             .current()
             .is_some_and(|r| r.set.version() == set.version())
@@ -60,7 +68,9 @@ impl RuleStore {
         self.current.store(Some(Arc::new(Rules {
             set,
             loaded_at: SystemTime::now(),
+            deny_when_empty,
         })));
+
         self.changed.send_modify(|n| *n += 1);
         true
     }

@@ -3,6 +3,7 @@
 //! with the test.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod upstream;
 
 use std::io::{BufRead, BufReader};
@@ -241,6 +242,21 @@ impl Drop for Proc {
 }
 
 impl Proc {
+    /// Sends SIGTERM and waits (bounded) for the process to exit.
+    pub fn terminate(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        for _ in 0..100 {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Spawns `cmd` and returns it with its first stdout line; later lines
     /// are collected in [`Proc::lines`].
     pub fn spawn(

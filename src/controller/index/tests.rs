@@ -1,0 +1,244 @@
+//! The index, driven like the watchers drive it, read like the push server
+//! and the status writer read it. No cluster, no async.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::{Value, json};
+
+use super::*;
+
+fn policy(ns: &str, name: &str, generation: i64, spec: Value) -> PolicyInput {
+    PolicyInput {
+        namespace: ns.into(),
+        name: name.into(),
+        generation,
+        spec,
+    }
+}
+
+fn pod(ns: &str, name: &str, uid: &str, labels: &[(&str, &str)]) -> PodInput {
+    PodInput {
+        namespace: ns.into(),
+        name: name.into(),
+        uid: uid.into(),
+        labels: labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<BTreeMap<_, _>>(),
+    }
+}
+
+fn allow(tool: &str, app: Option<&str>) -> Value {
+    let mut spec = json!({"defaultAction": "Deny", "rules": [{"name": "r", "tools": [tool], "action": "Allow"}]});
+    if let Some(app) = app {
+        spec["selector"] = json!({"matchLabels": {"app": app}});
+    }
+    spec
+}
+
+fn names(index: &Index, ns: &str, pod: &str) -> Vec<String> {
+    index
+        .snapshot(ns, pod)
+        .unwrap()
+        .snapshot
+        .policies
+        .iter()
+        .map(|p| format!("{}@{}", p.name, p.generation))
+        .collect()
+}
+
+#[test]
+fn each_pod_gets_exactly_the_policies_that_select_it() {
+    let mut index = Index::new();
+    index.apply_pod(pod("a", "kms", "u1", &[("app", "kms")]));
+    index.apply_pod(pod("a", "other", "u2", &[("app", "other")]));
+    index.apply_pod(pod("b", "kms", "u3", &[("app", "kms")]));
+    index.apply_policy(policy("a", "for-kms", 1, allow("vm_clone", Some("kms"))));
+    index.apply_policy(policy("a", "everyone", 1, allow("pods_list", None)));
+    assert_eq!(names(&index, "a", "kms"), ["a/everyone@1", "a/for-kms@1"]);
+    assert_eq!(names(&index, "a", "other"), ["a/everyone@1"]);
+    // Policies never cross namespaces.
+    assert!(names(&index, "b", "kms").is_empty());
+}
+
+#[test]
+fn identical_recomputes_send_nothing() {
+    let mut index = Index::new();
+    index.apply_pod(pod("a", "p", "u", &[("app", "x")]));
+    index.apply_policy(policy("a", "pol", 1, allow("t", None)));
+    let mut sub = index.subscribe("a", "p").unwrap();
+    sub.rx.borrow_and_update();
+    // The same generation again (a status or label change on the policy).
+    index.apply_policy(policy("a", "pol", 1, allow("t", None)));
+    // An unrelated pod and an unrelated policy in another namespace.
+    index.apply_pod(pod("a", "q", "u2", &[("app", "y")]));
+    index.apply_policy(policy("b", "pol", 1, allow("t", None)));
+    // The same pod again.
+    index.apply_pod(pod("a", "p", "u", &[("app", "x")]));
+    assert!(!sub.rx.has_changed().unwrap());
+    // A new generation does send.
+    index.apply_policy(policy("a", "pol", 2, allow("t2", None)));
+    assert!(sub.rx.has_changed().unwrap());
+    assert_eq!(
+        sub.rx.borrow_and_update().snapshot.policies[0].generation,
+        2
+    );
+}
+
+#[test]
+fn an_invalid_generation_keeps_the_last_accepted_one_in_force() {
+    let mut index = Index::new();
+    index.apply_pod(pod("a", "p", "u", &[]));
+    index.apply_policy(policy("a", "pol", 1, allow("vm_clone", None)));
+    let before = index.snapshot("a", "p").unwrap().snapshot.clone();
+    let broken = json!({"defaultAction": "Deny", "rules": [{"name": "r", "tools": ["x"], "action": "Allow", "rateLimits": [{"requests": 5, "window": "1 minute"}]}]});
+    index.apply_policy(policy("a", "pol", 2, broken));
+    assert_eq!(
+        index.snapshot("a", "p").unwrap().snapshot,
+        before,
+        "the sidecar keeps generation 1"
+    );
+    let report = index.report("a", "pol").unwrap();
+    assert_eq!(
+        (report.generation, report.accepted_generation),
+        (2, Some(1))
+    );
+    assert_eq!(report.problems.len(), 1);
+    assert!(
+        report.problems[0]
+            .to_string()
+            .starts_with("spec.rules[0].rateLimits[0].window: \"1 minute\" is not a duration")
+    );
+    // Unknown fields too: the watcher reads the spec leniently, the index strictly.
+    index.apply_policy(policy(
+        "a",
+        "pol",
+        3,
+        json!({"defaultAction": "Deny", "rulez": []}),
+    ));
+    let report = index.report("a", "pol").unwrap();
+    assert!(
+        report.problems[0]
+            .to_string()
+            .contains("unknown field `rulez`"),
+        "{:?}",
+        report.problems
+    );
+    // Fixed: generation 4 is in force.
+    index.apply_policy(policy("a", "pol", 4, allow("pods_list", None)));
+    assert_eq!(names(&index, "a", "p"), ["a/pol@4"]);
+    assert!(index.report("a", "pol").unwrap().problems.is_empty());
+}
+
+#[test]
+fn a_policy_that_was_never_valid_is_in_force_nowhere() {
+    let mut index = Index::new();
+    index.apply_pod(pod("a", "p", "u", &[("app", "x")]));
+    index.apply_policy(policy(
+        "a",
+        "pol",
+        1,
+        json!({"defaultAction": "Maybe", "selector": {"matchLabels": {"app": "x"}}}),
+    ));
+    assert!(names(&index, "a", "p").is_empty());
+    let report = index.report("a", "pol").unwrap();
+    assert_eq!(report.accepted_generation, None);
+    // Its selector still tells how many sidecars it is meant for.
+    assert_eq!(report.selected.len(), 1);
+}
+
+#[test]
+fn deleting_a_policy_takes_its_rules_away() {
+    let mut index = Index::new();
+    index.apply_pod(pod("a", "p", "u", &[]));
+    index.apply_policy(policy("a", "pol", 1, allow("t", None)));
+    let mut sub = index.subscribe("a", "p").unwrap();
+    sub.rx.borrow_and_update();
+    index.delete_policy("a", "pol");
+    assert!(sub.rx.has_changed().unwrap());
+    assert!(sub.rx.borrow_and_update().snapshot.policies.is_empty());
+}
+
+#[test]
+fn relabelling_a_pod_changes_what_it_gets() {
+    let mut index = Index::new();
+    index.apply_policy(policy("a", "pol", 1, allow("t", Some("kms"))));
+    index.apply_pod(pod("a", "p", "u", &[("app", "other")]));
+    assert!(names(&index, "a", "p").is_empty());
+    index.apply_pod(pod("a", "p", "u", &[("app", "kms")]));
+    assert_eq!(names(&index, "a", "p"), ["a/pol@1"]);
+}
+
+#[test]
+fn a_recreated_pod_ends_the_old_pods_streams() {
+    let mut index = Index::new();
+    index.apply_pod(pod("a", "p", "old-uid", &[]));
+    let mut old = index.subscribe("a", "p").unwrap();
+    index.apply_pod(pod("a", "p", "new-uid", &[]));
+    assert!(old.rx.changed().now_or_never_closed());
+    assert_eq!(index.subscribe("a", "p").unwrap().uid, "new-uid");
+    index.delete_pod("a", "p");
+    assert!(index.subscribe("a", "p").is_none());
+}
+
+#[test]
+fn a_relist_forgets_what_is_gone() {
+    let mut index = Index::new();
+    index.apply_pod(pod("a", "p", "u", &[]));
+    index.apply_pod(pod("a", "q", "u2", &[]));
+    index.apply_policy(policy("a", "keep", 1, allow("t", None)));
+    index.apply_policy(policy("a", "gone", 1, allow("t", None)));
+    index.retain_policies(&BTreeSet::from([("a".to_owned(), "keep".to_owned())]));
+    index.retain_pods(&BTreeSet::from([("a".to_owned(), "p".to_owned())]));
+    assert_eq!(names(&index, "a", "p"), ["a/keep@1"]);
+    assert!(index.subscribe("a", "q").is_none());
+    assert_eq!(index.policy_counts(), (1, 0));
+}
+
+#[test]
+fn reports_list_selected_pods_with_their_versions() {
+    let mut index = Index::new();
+    index.apply_pod(pod("a", "p1", "u1", &[("app", "kms")]));
+    index.apply_pod(pod("a", "p2", "u2", &[("app", "kms")]));
+    index.apply_pod(pod("a", "p3", "u3", &[("app", "web")]));
+    index.apply_policy(policy("a", "pol", 1, allow("t", Some("kms"))));
+    let report = index.report("a", "pol").unwrap();
+    let selected: Vec<(&str, &str)> = report
+        .selected
+        .iter()
+        .map(|s| (s.key.1.as_str(), s.uid.as_str()))
+        .collect();
+    assert_eq!(selected, [("p1", "u1"), ("p2", "u2")]);
+    assert_eq!(
+        report.selected[0].version,
+        index.snapshot("a", "p1").unwrap().snapshot.version
+    );
+    assert_eq!(report.rules, Some(1));
+}
+
+#[test]
+fn pods_without_the_sidecar_label_are_not_indexed() {
+    let mut p = Pod::default();
+    p.metadata.namespace = Some("a".into());
+    p.metadata.name = Some("x".into());
+    assert!(PodInput::from_pod(&p).is_none());
+    p.metadata.labels = Some(BTreeMap::from([(
+        SIDECAR_LABEL.to_owned(),
+        "true".to_owned(),
+    )]));
+    assert_eq!(PodInput::from_pod(&p).unwrap().name, "x");
+}
+
+trait Closed {
+    fn now_or_never_closed(self) -> bool;
+}
+
+impl<F: std::future::Future<Output = Result<(), watch::error::RecvError>>> Closed for F {
+    /// Polls once: true if the channel reports closed.
+    fn now_or_never_closed(self) -> bool {
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        let mut fut = std::pin::pin!(self);
+        matches!(fut.as_mut().poll(&mut cx), std::task::Poll::Ready(Err(_)))
+    }
+}

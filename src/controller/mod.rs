@@ -1,0 +1,425 @@
+//! The controller: watches `McpToolPolicy` objects and the pods that run a
+//! tollgate sidecar, compiles each pod's rules in the [`index`], pushes them
+//! to the sidecars ([`serve`]), and reports in each policy's status how many
+//! selected sidecars enforce it ([`status`], leader only, see [`lease`]).
+//!
+//! Rooms: [`object`] reads policies leniently, [`index`] judges them
+//! strictly; [`auth`] checks sidecar tokens; [`acks`] shares what sidecars
+//! acknowledged between replicas; [`metrics`] counts it all.
+
+pub mod acks;
+pub mod auth;
+pub mod index;
+pub mod lease;
+pub mod metrics;
+pub mod object;
+pub mod serve;
+pub mod status;
+
+use std::collections::BTreeSet;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use futures_util::StreamExt;
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use kube::api::Api;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::proxy::body::{self, Body};
+use crate::proxy::server;
+use crate::push::SIDECAR_LABEL;
+
+use index::{Index, Key, PodInput, PolicyInput};
+use metrics::ControllerMetrics;
+use object::PolicyObject;
+use status::Observed;
+
+/// Controller settings.
+#[derive(Clone, Debug)]
+pub struct ControllerConfig {
+    /// Where sidecars connect.
+    pub push_listen: SocketAddr,
+    /// Where `/metrics`, `/healthz`, `/readyz` are served.
+    pub admin_listen: SocketAddr,
+    /// The controller's own namespace (its Lease and ack ConfigMaps).
+    pub namespace: String,
+    /// Only this namespace's policies and pods, or all.
+    pub watch_namespace: Option<String>,
+    /// This replica's name (its pod name in a cluster).
+    pub identity: String,
+    /// The audience sidecar tokens must be issued for.
+    pub audience: String,
+    /// The Lease that elects the status writer.
+    pub lease_name: String,
+    /// A kubeconfig file; otherwise `KUBECONFIG`, `~/.kube/config` or the
+    /// in-cluster ServiceAccount.
+    pub kubeconfig: Option<PathBuf>,
+    /// How often a quiet sidecar stream carries a heartbeat.
+    pub heartbeat: Duration,
+}
+
+/// A started controller.
+pub struct Running {
+    /// The push listener.
+    pub push: SocketAddr,
+    /// The admin listener.
+    pub admin: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stops everything, releasing the lease if held.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+/// Connects to the cluster, starts the watches and both listeners.
+pub async fn start(config: ControllerConfig) -> anyhow::Result<Running> {
+    let client = client(config.kubeconfig.as_deref()).await?;
+    let metrics = ControllerMetrics::new().context("registering metrics")?;
+    let index = Arc::new(Mutex::new(Index::new()));
+    let observed = Arc::new(Observed::default());
+    let acks = Arc::new(acks::AckBook::new(&config.identity));
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let (policies_ready, policies_ready_rx) = watch::channel(false);
+    let (pods_ready, pods_ready_rx) = watch::channel(false);
+    let (leader, leader_rx) = watch::channel(false);
+
+    let (policy_api, pod_api): (Api<PolicyObject>, Api<Pod>) = match &config.watch_namespace {
+        Some(ns) => (
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+        ),
+        None => (Api::all(client.clone()), Api::all(client.clone())),
+    };
+    let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), &config.namespace);
+    let push_listener = server::bind(config.push_listen, "--push-listen").await?;
+    let admin_listener = server::bind(config.admin_listen, "--admin-listen").await?;
+    let push = push_listener.local_addr()?;
+    let admin = admin_listener.local_addr()?;
+
+    let mut tasks = vec![
+        tokio::spawn(watch_policies(
+            policy_api,
+            index.clone(),
+            observed.clone(),
+            metrics.clone(),
+            policies_ready,
+            shutdown_rx.clone(),
+        )),
+        tokio::spawn(watch_pods(
+            pod_api,
+            index.clone(),
+            acks.clone(),
+            metrics.clone(),
+            pods_ready,
+            shutdown_rx.clone(),
+        )),
+        tokio::spawn(acks::publish(
+            acks.clone(),
+            configmaps.clone(),
+            shutdown_rx.clone(),
+        )),
+        tokio::spawn(acks::collect(acks.clone(), configmaps, shutdown_rx.clone())),
+        tokio::spawn(
+            lease::Elector {
+                api: Api::<Lease>::namespaced(client.clone(), &config.namespace),
+                name: config.lease_name.clone(),
+                identity: config.identity.clone(),
+                duration: Duration::from_secs(15),
+            }
+            .run(leader, metrics.clone(), shutdown_rx.clone()),
+        ),
+    ];
+    let writer = status::Writer {
+        client: client.clone(),
+        index: index.clone(),
+        observed,
+        acks: acks.clone(),
+        metrics: metrics.clone(),
+        recorder: Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "tollgate-controller".into(),
+                instance: Some(config.identity.clone()),
+            },
+        ),
+    };
+    tasks.push(tokio::spawn(writer.run(leader_rx, shutdown_rx.clone())));
+
+    let service = Arc::new(serve::PushService {
+        index: index.clone(),
+        auth: auth::Authenticator::new(client, &config.audience),
+        acks,
+        metrics: metrics.clone(),
+        heartbeat: config.heartbeat,
+    });
+    tasks.push(tokio::spawn(server::serve(
+        push_listener,
+        move |req| serve::route(service.clone(), req),
+        65_536,
+        Duration::from_secs(30),
+        shutdown_rx.clone(),
+        Duration::from_secs(1),
+        |_| {},
+    )));
+    let admin_state = Arc::new(Admin {
+        metrics: metrics.clone(),
+        ready: [policies_ready_rx, pods_ready_rx],
+    });
+    tasks.push(tokio::spawn(server::serve(
+        admin_listener,
+        move |req| admin_route(admin_state.clone(), req),
+        64,
+        Duration::from_secs(30),
+        shutdown_rx,
+        Duration::from_secs(1),
+        |_| {},
+    )));
+    tracing::info!(%push, %admin, identity = %config.identity, watch_namespace = ?config.watch_namespace, "tollgate controller started");
+    Ok(Running {
+        push,
+        admin,
+        shutdown,
+        tasks,
+    })
+}
+
+/// Runs until SIGTERM or Ctrl-C.
+pub async fn run(config: ControllerConfig) -> anyhow::Result<()> {
+    let running = start(config).await?;
+    crate::proxy::shutdown_signal().await;
+    tracing::info!("shutting down");
+    running.shutdown().await;
+    Ok(())
+}
+
+async fn client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<Client> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path).with_context(|| format!("reading kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?
+        }
+        None => kube::Config::infer().await.context(
+            "no Kubernetes configuration: pass --kubeconfig, set KUBECONFIG, or run in a pod with a ServiceAccount",
+        )?,
+    };
+    Client::try_from(config).context("building the Kubernetes client")
+}
+
+async fn watch_policies(
+    api: Api<PolicyObject>,
+    index: Arc<Mutex<Index>>,
+    observed: Arc<Observed>,
+    metrics: ControllerMetrics,
+    ready: watch::Sender<bool>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut events = std::pin::pin!(watcher(api, watcher::Config::default()).default_backoff());
+    let mut listing: Option<BTreeSet<Key>> = None;
+    loop {
+        let event = tokio::select! {
+            _ = shutdown.changed() => return,
+            e = events.next() => e,
+        };
+        let Some(event) = event else { return };
+        let event = match event {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(error = %e, "watching McpToolPolicies failed; retrying");
+                continue;
+            }
+        };
+        let mut index = index.lock().unwrap_or_else(|e| e.into_inner());
+        match event {
+            watcher::Event::Init => listing = Some(BTreeSet::new()),
+            watcher::Event::InitApply(obj) | watcher::Event::Apply(obj) => {
+                let Some(key) = key_of(&obj.metadata) else {
+                    continue;
+                };
+                metrics
+                    .watch_events
+                    .with_label_values(&["policy", "apply"])
+                    .inc();
+                let generation = obj.metadata.generation.unwrap_or(0);
+                let started = Instant::now();
+                index.apply_policy(PolicyInput {
+                    namespace: key.0.clone(),
+                    name: key.1.clone(),
+                    generation,
+                    spec: obj.spec.clone(),
+                });
+                if let Some(report) = index
+                    .report(&key.0, &key.1)
+                    .filter(|r| !r.problems.is_empty())
+                {
+                    tracing::warn!(
+                        policy = %format!("{}/{}", key.0, key.1),
+                        generation,
+                        problems = %crate::policy::Problems(report.problems),
+                        "policy refused; its last accepted generation stays in force"
+                    );
+                }
+                tracing::debug!(policy = %format!("{}/{}", key.0, key.1), elapsed = ?started.elapsed(), "policy indexed");
+                observed.set(key.clone(), obj.object_ref(&()), obj.status.clone());
+                if let Some(seen) = listing.as_mut() {
+                    seen.insert(key);
+                }
+            }
+            watcher::Event::Delete(obj) => {
+                let Some(key) = key_of(&obj.metadata) else {
+                    continue;
+                };
+                metrics
+                    .watch_events
+                    .with_label_values(&["policy", "delete"])
+                    .inc();
+                index.delete_policy(&key.0, &key.1);
+                observed.remove(&key);
+            }
+            watcher::Event::InitDone => {
+                if let Some(seen) = listing.take() {
+                    index.retain_policies(&seen);
+                }
+                let _ = ready.send(true);
+            }
+        }
+        let (accepted, invalid) = index.policy_counts();
+        metrics
+            .policies
+            .with_label_values(&["accepted"])
+            .set(accepted as i64);
+        metrics
+            .policies
+            .with_label_values(&["invalid"])
+            .set(invalid as i64);
+    }
+}
+
+async fn watch_pods(
+    api: Api<Pod>,
+    index: Arc<Mutex<Index>>,
+    acks: Arc<acks::AckBook>,
+    metrics: ControllerMetrics,
+    ready: watch::Sender<bool>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let config = watcher::Config::default().labels(&format!("{SIDECAR_LABEL}=true"));
+    let mut events = std::pin::pin!(watcher(api, config).default_backoff());
+    let mut listing: Option<BTreeSet<Key>> = None;
+    loop {
+        let event = tokio::select! {
+            _ = shutdown.changed() => return,
+            e = events.next() => e,
+        };
+        let Some(event) = event else { return };
+        let event = match event {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(error = %e, "watching sidecar pods failed; retrying");
+                continue;
+            }
+        };
+        let mut index = index.lock().unwrap_or_else(|e| e.into_inner());
+        match event {
+            watcher::Event::Init => listing = Some(BTreeSet::new()),
+            watcher::Event::InitApply(pod) | watcher::Event::Apply(pod) => {
+                metrics
+                    .watch_events
+                    .with_label_values(&["pod", "apply"])
+                    .inc();
+                match PodInput::from_pod(&pod) {
+                    Some(input) => {
+                        if let Some(seen) = listing.as_mut() {
+                            seen.insert((input.namespace.clone(), input.name.clone()));
+                        }
+                        index.apply_pod(input);
+                    }
+                    None => {
+                        if let Some(key) = key_of(&pod.metadata) {
+                            index.delete_pod(&key.0, &key.1);
+                        }
+                    }
+                }
+            }
+            watcher::Event::Delete(pod) => {
+                metrics
+                    .watch_events
+                    .with_label_values(&["pod", "delete"])
+                    .inc();
+                if let Some(key) = key_of(&pod.metadata) {
+                    index.delete_pod(&key.0, &key.1);
+                    acks.retain(|k| *k != key);
+                }
+            }
+            watcher::Event::InitDone => {
+                if let Some(seen) = listing.take() {
+                    index.retain_pods(&seen);
+                    acks.retain(|k| seen.contains(k));
+                }
+                let _ = ready.send(true);
+            }
+        }
+        metrics.sidecar_pods.set(index.pod_count() as i64);
+    }
+}
+
+fn key_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Option<Key> {
+    Some((meta.namespace.clone()?, meta.name.clone()?))
+}
+
+struct Admin {
+    metrics: ControllerMetrics,
+    ready: [watch::Receiver<bool>; 2],
+}
+
+async fn admin_route(
+    admin: Arc<Admin>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let ready = admin.ready.iter().all(|r| *r.borrow());
+    admin.metrics.ready.set(i64::from(ready));
+    let text = |status: StatusCode, s: &str| {
+        let mut r = Response::new(body::full(s.to_owned()));
+        *r.status_mut() = status;
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        r
+    };
+    let resp = match req.uri().path() {
+        "/metrics" => {
+            let mut r = Response::new(body::full(admin.metrics.encode()));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            r
+        }
+        "/healthz" => text(StatusCode::OK, "ok\n"),
+        "/readyz" if ready => text(StatusCode::OK, "ok\n"),
+        "/readyz" => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: the policy and pod watches have not listed yet\n",
+        ),
+        _ => text(StatusCode::NOT_FOUND, "try /metrics, /healthz or /readyz\n"),
+    };
+    Ok(resp)
+}

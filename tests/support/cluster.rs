@@ -1,0 +1,258 @@
+//! A real kube-apiserver + etcd for tests (scripts/cluster/up.sh), one per
+//! test binary, with `kubectl` and helpers to create namespaces, pods and
+//! pod-bound ServiceAccount tokens. Each test works in its own namespace;
+//! the cluster stops when the test process exits (`--parent-pid`).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use serde_json::Value;
+
+use super::{Proc, repo};
+
+/// The cluster of this test process.
+pub struct Cluster {
+    pub kubeconfig: PathBuf,
+    pub bin: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Cluster {
+    /// Starts the cluster on first use (building the binaries the first
+    /// time on a machine, which takes minutes; see scripts/cluster/README.md).
+    pub fn get() -> &'static Cluster {
+        CLUSTER.get_or_init(|| {
+            let dir = tempfile::Builder::new()
+                .prefix("tollgate-cluster-")
+                .tempdir()
+                .unwrap();
+            let out = Command::new(repo().join("scripts/cluster/build.sh"))
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "building the control plane failed:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let bin = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+            let mut last_error = String::new();
+            // Ports are picked free and then handed over, so another process
+            // can take one in between: try a few times.
+            for _ in 0..3 {
+                let out = Command::new(repo().join("scripts/cluster/up.sh"))
+                    .arg("--data-dir")
+                    .arg(dir.path())
+                    .args(["--etcd-client-port", &free_port().to_string()])
+                    .args(["--etcd-peer-port", &free_port().to_string()])
+                    .args(["--apiserver-port", &free_port().to_string()])
+                    .args([
+                        "--parent-pid",
+                        &std::process::id().to_string(),
+                        "--lifetime",
+                        "60m",
+                    ])
+                    .output()
+                    .unwrap();
+                if out.status.success() {
+                    let kubeconfig = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+                    let cluster = Cluster {
+                        kubeconfig,
+                        bin,
+                        _dir: dir,
+                    };
+                    cluster
+                        .kubectl(&["apply", "-f", repo().join("crds").to_str().unwrap()])
+                        .ok();
+                    cluster
+                        .kubectl(&[
+                            "wait",
+                            "--for=condition=Established",
+                            "crd/mcptoolpolicies.tollgate.dev",
+                            "--timeout=30s",
+                        ])
+                        .ok();
+                    return cluster;
+                }
+                last_error = String::from_utf8_lossy(&out.stderr).into_owned();
+            }
+            panic!("the test control plane did not start:\n{last_error}");
+        })
+    }
+
+    /// Runs kubectl; Ok(stdout) or Err(stderr).
+    pub fn kubectl(&self, args: &[&str]) -> Result<String, String> {
+        self.kubectl_stdin(args, None)
+    }
+
+    /// Runs kubectl with `stdin`.
+    pub fn kubectl_stdin(&self, args: &[&str], stdin: Option<&str>) -> Result<String, String> {
+        let mut cmd = Command::new(self.bin.join("kubectl"));
+        cmd.env("KUBECONFIG", &self.kubeconfig).args(args);
+        cmd.stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        if let Some(input) = stdin {
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(input.as_bytes())
+                .unwrap();
+        }
+        let out = child.wait_with_output().unwrap();
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
+    /// `kubectl apply -f -`.
+    pub fn apply(&self, yaml: &str) -> Result<String, String> {
+        self.kubectl_stdin(&["apply", "-f", "-"], Some(yaml))
+    }
+
+    /// `kubectl get ... -o json`.
+    pub fn get_json(&self, args: &[&str]) -> Value {
+        let mut all = vec!["get"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["-o", "json"]);
+        serde_json::from_str(
+            &self
+                .kubectl(&all)
+                .unwrap_or_else(|e| panic!("kubectl {all:?}: {e}")),
+        )
+        .unwrap()
+    }
+
+    /// A fresh namespace for one test.
+    pub fn namespace(&self, prefix: &str) -> String {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let ns = format!(
+            "{prefix}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        self.kubectl(&["create", "namespace", &ns]).unwrap();
+        ns
+    }
+
+    /// A ServiceAccount and a Pending pod running a (pretend) tollgate
+    /// sidecar, with `labels`; returns the pod's uid.
+    pub fn sidecar_pod(&self, ns: &str, name: &str, labels: &[(&str, &str)]) -> String {
+        let _ = self.kubectl(&["-n", ns, "create", "serviceaccount", "mcp"]);
+        let mut label_lines = String::from("    tollgate.dev/sidecar: \"true\"\n");
+        for (k, v) in labels {
+            label_lines.push_str(&format!("    {k}: \"{v}\"\n"));
+        }
+        let pod = format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: {ns}\n  labels:\n{label_lines}spec:\n  serviceAccountName: mcp\n  containers: [{{name: mcp, image: example.invalid/mcp}}]\n"
+        );
+        self.apply(&pod).unwrap();
+        self.get_json(&["-n", ns, "pod", name])["metadata"]["uid"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// A token for the pod's ServiceAccount, bound to the pod, for the
+    /// tollgate audience — what the injected projected volume holds.
+    pub fn pod_token(&self, ns: &str, pod: &str) -> String {
+        self.kubectl(&[
+            "-n",
+            ns,
+            "create",
+            "token",
+            "mcp",
+            "--audience",
+            "tollgate",
+            "--bound-object-kind",
+            "Pod",
+            "--bound-object-name",
+            pod,
+            "--duration",
+            "1h",
+        ])
+        .unwrap()
+        .trim()
+        .to_owned()
+    }
+
+    /// The policy object as JSON.
+    pub fn policy(&self, ns: &str, name: &str) -> Value {
+        self.get_json(&["-n", ns, "mcptoolpolicy", name])
+    }
+}
+
+/// A `tollgate controller` process scoped to one namespace.
+pub struct ControllerProc {
+    pub proc: Proc,
+    pub push: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+impl ControllerProc {
+    /// Starts a replica named `identity` on free ports.
+    pub fn start(cluster: &Cluster, ns: &str, identity: &str) -> ControllerProc {
+        Self::start_on(cluster, ns, identity, "127.0.0.1:0")
+    }
+
+    /// Starts a replica on a given push address (to restart "the same"
+    /// controller where its sidecars expect it).
+    pub fn start_on(cluster: &Cluster, ns: &str, identity: &str, push: &str) -> ControllerProc {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tollgate"));
+        cmd.args([
+            "--log-format",
+            "json",
+            "controller",
+            "--push-listen",
+            push,
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .args([
+            "--namespace",
+            ns,
+            "--watch-namespace",
+            ns,
+            "--identity",
+            identity,
+            "--heartbeat",
+            "1s",
+        ])
+        .arg("--kubeconfig")
+        .arg(&cluster.kubeconfig);
+        let (proc, line) = Proc::spawn(cmd, |l| l.contains("tollgate controller started"));
+        let v: Value = serde_json::from_str(&line).unwrap();
+        ControllerProc {
+            proc,
+            push: v["push"].as_str().unwrap().parse().unwrap(),
+            admin: v["admin"].as_str().unwrap().parse().unwrap(),
+        }
+    }
+}
+
+/// Writes a token to a file for `--token-file`.
+pub fn token_file(dir: &Path, token: &str) -> PathBuf {
+    let path = dir.join("token");
+    std::fs::write(&path, token).unwrap();
+    path
+}
