@@ -38,6 +38,38 @@ mod tests {
         );
     }
 
+    /// The schema's bounds and `compile`'s are the same numbers.
+    #[test]
+    fn schema_bounds_match_what_compile_enforces() {
+        use crate::policy::compile::{MAX_MESSAGE, MAX_REQUESTS, caps};
+        let crd = serde_json::to_value(crd()).unwrap();
+        let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"];
+        let rule = &spec["rules"]["items"]["properties"];
+        let condition = &rule["arguments"]["items"]["properties"];
+        let limit = &rule["rateLimits"]["items"]["properties"];
+        let checks = [
+            (&spec["rules"]["maxItems"], caps::RULES as f64),
+            (&rule["tools"]["maxItems"], caps::TOOLS as f64),
+            (&rule["arguments"]["maxItems"], caps::ARGUMENTS as f64),
+            (&rule["rateLimits"]["maxItems"], caps::RATE_LIMITS as f64),
+            (
+                &limit["key"]["properties"]["arguments"]["maxItems"],
+                caps::KEY_ARGUMENTS as f64,
+            ),
+            (&condition["values"]["maxItems"], caps::VALUES as f64),
+            (&limit["requests"]["maximum"], MAX_REQUESTS as f64),
+            (&rule["message"]["maxLength"], MAX_MESSAGE as f64),
+        ];
+        for (i, (schema, want)) in checks.iter().enumerate() {
+            assert_eq!(schema.as_f64(), Some(*want), "bound #{i}");
+        }
+        assert_eq!(limit["window"]["pattern"], crate::policy::duration::PATTERN);
+        assert_eq!(
+            rule["name"]["pattern"],
+            crate::policy::spec::RULE_NAME_PATTERN
+        );
+    }
+
     #[test]
     fn the_crd_names_and_columns() {
         let crd = crd();

@@ -17,6 +17,7 @@ use kube::core::{Selector, SelectorExt};
 use serde_json::Value;
 use tokio::sync::watch;
 
+use crate::policy::parse::parse_spec;
 use crate::policy::spec::McpToolPolicySpec;
 use crate::policy::{Problem, compile};
 use crate::push::{SIDECAR_LABEL, Snapshot, SnapshotPolicy};
@@ -421,18 +422,9 @@ fn check(
             .ok()
         })
         .and_then(|s| Selector::try_from(s).ok());
-    let spec: McpToolPolicySpec = match serde_path_to_error::deserialize(spec) {
+    let spec: McpToolPolicySpec = match parse_spec(spec) {
         Ok(s) => s,
-        Err(e) => {
-            let path = match e.path().to_string() {
-                p if p == "." => "spec".to_owned(),
-                p => format!("spec.{p}"),
-            };
-            return (
-                selector_only,
-                Err(vec![Problem::at(path, e.inner().to_string())]),
-            );
-        }
+        Err(problem) => return (selector_only, Err(vec![problem])),
     };
     match compile(name, &spec) {
         Ok(compiled) => {

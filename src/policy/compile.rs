@@ -23,6 +23,33 @@ pub const MAX_REQUESTS: i64 = 100_000;
 /// The longest rule message, so a denial stays readable.
 pub const MAX_MESSAGE: usize = 1024;
 
+/// List sizes, the same as the CRD schema's `maxItems` (a test keeps them
+/// equal), so a file and a cluster policy are judged alike.
+pub mod caps {
+    /// Rules per policy.
+    pub const RULES: usize = 2000;
+    /// Tool patterns per rule.
+    pub const TOOLS: usize = 1000;
+    /// Argument conditions per rule.
+    pub const ARGUMENTS: usize = 64;
+    /// Rate limits per rule.
+    pub const RATE_LIMITS: usize = 16;
+    /// Key pointers per limit.
+    pub const KEY_ARGUMENTS: usize = 8;
+    /// Operands of `In`/`NotIn`.
+    pub const VALUES: usize = 1000;
+}
+
+/// A problem when `list` is longer than `max`.
+fn too_long<T>(list: &[T], max: usize, path: String, what: &str, hint: &str) -> Option<Problem> {
+    (list.len() > max).then(|| {
+        Problem::at(
+            path,
+            format!("{} {what}; at most {max} are allowed. {hint}", list.len()),
+        )
+    })
+}
+
 /// A policy, checked and ready to evaluate.
 #[derive(Debug, Clone)]
 pub struct CompiledPolicy {
@@ -83,12 +110,13 @@ impl CompiledPolicy {
 /// Checks `spec` and compiles it under the policy name `name`.
 pub fn compile(name: &str, spec: &McpToolPolicySpec) -> Result<CompiledPolicy, Vec<Problem>> {
     let mut problems = Vec::new();
-    if name.is_empty() {
-        problems.push(Problem::at(
-            "metadata.name",
-            "a policy needs a name: add `metadata: {name: ...}`",
-        ));
-    }
+    problems.extend(too_long(
+        &spec.rules,
+        caps::RULES,
+        "spec.rules".into(),
+        "rules",
+        "Split the policy into several.",
+    ));
     if let Some(selector) = &spec.selector
         && let Err(e) = kube::core::Selector::try_from(selector.clone())
     {
@@ -156,6 +184,27 @@ fn compile_rule(
     if let Err(message) = check_rule_name(&rule.name) {
         problems.push(Problem::at(format!("{path}.name"), message));
     }
+    problems.extend(too_long(
+        &rule.tools,
+        caps::TOOLS,
+        format!("{path}.tools"),
+        "tool patterns",
+        "Use globs.",
+    ));
+    problems.extend(too_long(
+        &rule.arguments,
+        caps::ARGUMENTS,
+        format!("{path}.arguments"),
+        "conditions",
+        "Split the rule.",
+    ));
+    problems.extend(too_long(
+        &rule.rate_limits,
+        caps::RATE_LIMITS,
+        format!("{path}.rateLimits"),
+        "rate limits",
+        "Split the rule.",
+    ));
     if rule.tools.is_empty() {
         problems.push(Problem::at(
             format!("{path}.tools"),
@@ -249,6 +298,13 @@ fn compile_limit(
         }
     };
     let mut key = l.key.clone().unwrap_or_default();
+    problems.extend(too_long(
+        &key.arguments,
+        caps::KEY_ARGUMENTS,
+        format!("{path}.key.arguments"),
+        "key pointers",
+        "",
+    ));
     let mut seen = HashSet::new();
     for (k, pointer) in key.arguments.iter().enumerate() {
         if let Err(message) = check_pointer(pointer) {
@@ -269,11 +325,12 @@ fn compile_limit(
     // window, key shape) but not the count: tightening "30 per 1m" to "10
     // per 1m" keeps the admissions already made; adding or reordering limits
     // moves no history from one to another.
+    // JSON-encoded pointers: a pointer may itself contain ',' or ']'.
     let id = format!(
-        "{policy}/{rule}/{}[{}{}]",
+        "{policy}/{rule}/{}{}{}",
         duration::Human(window),
-        key.arguments.join(","),
-        if key.session { ";session" } else { "" }
+        serde_json::to_string(&key.arguments).unwrap_or_default(),
+        if key.session { "+session" } else { "" }
     );
     Ok(CompiledLimit {
         limit: Arc::new(Limit {

@@ -97,6 +97,10 @@ impl Condition {
                     format!("{path}.values"),
                     format!("{op:?} needs a list of operands: add `values: [...]`"),
                 )),
+                Some(values) if values.len() > super::compile::caps::VALUES => Err(Problem::at(
+                    format!("{path}.values"),
+                    format!("{} operands; at most {} are allowed", values.len(), super::compile::caps::VALUES),
+                )),
                 Some(values) if values.is_empty() => Err(Problem::at(
                     format!("{path}.values"),
                     format!("{op:?} with an empty list is always {}; list at least one value", op == Operator::NotIn),

@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 
 use super::compile::compile;
 use super::evaluate::PolicySet;
+use super::parse::{explain, parse_spec};
 use super::problem::Problem;
 use super::spec::McpToolPolicySpec;
 
@@ -43,7 +44,8 @@ struct Document {
     api_version: String,
     kind: String,
     metadata: Metadata,
-    spec: McpToolPolicySpec,
+    /// Parsed by [`parse_spec`], like a policy from the cluster.
+    spec: serde_json::Value,
     /// Tolerated so `kubectl get -o yaml` output can be checked; ignored.
     #[serde(default)]
     #[allow(dead_code)]
@@ -159,7 +161,14 @@ pub fn parse_text(label: &str, text: &str) -> (Vec<LoadedPolicy>, Vec<Problem>) 
             Err(e) => {
                 let path = e.path().to_string();
                 let path = if path == "." { String::new() } else { path };
-                problems.push(Problem::at(path, explain_serde(e.inner())).in_source(&source));
+                problems.push(Problem::at(path, explain(e.inner())).in_source(&source));
+                continue;
+            }
+        };
+        let spec = match parse_spec(doc.spec) {
+            Ok(spec) => spec,
+            Err(p) => {
+                problems.push(p.in_source(&source));
                 continue;
             }
         };
@@ -188,11 +197,7 @@ pub fn parse_text(label: &str, text: &str) -> (Vec<LoadedPolicy>, Vec<Problem>) 
         };
         debug_assert_eq!(doc.api_version, API_VERSION);
         debug_assert_eq!(doc.kind, KIND);
-        policies.push(LoadedPolicy {
-            source,
-            name,
-            spec: doc.spec,
-        });
+        policies.push(LoadedPolicy { source, name, spec });
     }
     (policies, problems)
 }
@@ -310,34 +315,6 @@ fn read_file(path: &Path) -> Result<String, Problem> {
     })
 }
 
-/// serde's messages already say what was expected ("unknown field `x`,
-/// expected one of ..."); this only adds the fix where serde cannot.
-fn explain_serde(e: &serde_json::Error) -> String {
-    let text = e.to_string();
-    if let Some(field) = text
-        .strip_prefix("missing field `")
-        .and_then(|r| r.split('`').next())
-    {
-        let hint = match field {
-            "defaultAction" => "add `defaultAction: Deny` (or `Allow`)",
-            "name" => "add `name:` with a unique rule name",
-            "tools" => "add `tools: [...]` with tool names or globs",
-            "action" => "add `action: Allow` or `action: Deny`",
-            "pointer" => "add `pointer: /argumentName`",
-            "operator" => {
-                "add `operator:` (Equals, NotEquals, In, NotIn, Matches, Exists, NotExists, Lt, Lte, Gt, Gte, MaxLength)"
-            }
-            "requests" => "add `requests:` with the number of calls per window",
-            "window" => "add `window:` such as `1m`",
-            "spec" => "add a `spec:` with at least `defaultAction`",
-            "metadata" => "add `metadata: {name: ...}`",
-            _ => "add it",
-        };
-        return format!("missing field `{field}`: {hint}");
-    }
-    text
-}
-
 /// Kubernetes object names: lowercase RFC 1123 (a subdomain for names,
 /// dots allowed; a label for namespaces), so a file policy could be applied
 /// as is and `namespace/name` is never ambiguous.
@@ -348,16 +325,28 @@ fn check_dns_name(value: &str, max: usize, dots: bool) -> Result<(), String> {
         "metadata.namespace"
     };
     if value.is_empty() {
-        return Err(format!("{what} is required"));
+        return Err(if dots {
+            format!("{what} is required")
+        } else {
+            format!("{what} must not be empty; leave it out or name a namespace")
+        });
     }
-    let allowed =
-        |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || (dots && c == '.');
-    let edge_ok = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
-    if value.len() > max
-        || !value.chars().all(allowed)
-        || !edge_ok(value.chars().next())
-        || !edge_ok(value.chars().last())
-    {
+    // Each dot-separated label is a DNS label: alphanumerics and '-', not
+    // starting or ending with '-'.
+    let label_ok = |label: &str| {
+        !label.is_empty()
+            && label
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+    };
+    let labels_ok = if dots {
+        value.split('.').all(label_ok)
+    } else {
+        label_ok(value)
+    };
+    if value.len() > max || !labels_ok {
         return Err(format!(
             "{value:?} is not a valid Kubernetes name; use at most {max} lowercase letters, digits, '-'{} starting and ending with a letter or digit, e.g. \"vm-clone-cap\"",
             if dots { " or '.'" } else { "" }

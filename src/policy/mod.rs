@@ -12,6 +12,7 @@ pub mod duration;
 pub mod evaluate;
 pub mod load;
 pub mod matcher;
+pub mod parse;
 pub mod problem;
 pub mod ratelimit;
 pub mod spec;

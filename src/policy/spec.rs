@@ -190,7 +190,7 @@ pub struct Rule {
     pub deny_with: Option<DenyWith>,
 }
 
-/// How a denial is delivered.
+/// The two shapes a denial can take.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 pub enum DenyWith {
     /// A `tools/call` result with `isError: true`: the model sees the reason

@@ -517,6 +517,33 @@ fn policies_need_kubernetes_names() {
             .as_ref(),
         "team-a/ok.v2"
     );
+    for bad in ["a..b", "a-.b", "-a", "a.", "a_b"] {
+        assert!(
+            problems(&doc(&format!("{{name: \"{bad}\"}}")))
+                .contains("is not a valid Kubernetes name"),
+            "{bad}"
+        );
+    }
+    assert!(
+        problems(&doc("{name: ok, namespace: \"\"}")).contains("must not be empty; leave it out")
+    );
+}
+
+#[test]
+fn list_sizes_are_bounded_like_the_crd() {
+    let limits: Vec<String> = (1..=17)
+        .map(|i| format!("{{requests: 5, window: {i}m}}"))
+        .collect();
+    let yaml = format!(
+        "apiVersion: tollgate.dev/v1alpha1\nkind: McpToolPolicy\nmetadata: {{name: p}}\nspec:\n  defaultAction: Deny\n  rules:\n    - {{name: a, tools: [x], action: Allow, rateLimits: [{}]}}\n",
+        limits.join(", ")
+    );
+    assert!(
+        problems(&yaml)
+            .contains("spec.rules[0].rateLimits: 17 rate limits; at most 16 are allowed"),
+        "{}",
+        problems(&yaml)
+    );
 }
 
 #[test]

@@ -100,7 +100,14 @@ pub async fn handle(proxy: &Arc<Proxy>, parts: Parts, body: Incoming) -> Respons
             .headers
             .get(mcp_http::SESSION_ID)
             .and_then(|v| v.to_str().ok())
-            .filter(|id| proxy.sessions.touch(id, Instant::now()))
+            .filter(|id| {
+                let known = proxy.sessions.touch(id, Instant::now());
+                if !known {
+                    // An expired session may just have been forgotten.
+                    proxy.gate.metrics.sessions.set(proxy.sessions.len() as i64);
+                }
+                known
+            })
             .map(str::to_owned),
     };
 
