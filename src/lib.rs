@@ -12,3 +12,4 @@ pub mod mcp;
 pub mod policy;
 pub mod proxy;
 pub mod push;
+pub mod webhook;

@@ -151,6 +151,49 @@ struct ControllerArgs {
     /// Heartbeat interval on quiet sidecar streams.
     #[arg(long, default_value = "10s", value_parser = flag_duration)]
     heartbeat: Duration,
+    /// Serve the sidecar injection webhook (HTTPS) on this address.
+    #[arg(long, env = "TOLLGATE_WEBHOOK_LISTEN")]
+    webhook_listen: Option<SocketAddr>,
+    /// The MutatingWebhookConfiguration whose caBundle the controller keeps.
+    #[arg(long, default_value = "tollgate")]
+    webhook_configuration: String,
+    /// The webhook's Service name (its DNS names go into the certificate).
+    #[arg(long, default_value = "tollgate-webhook")]
+    webhook_service: String,
+    /// The Secret (in --namespace) holding the webhook CA and certificate.
+    #[arg(long, default_value = "tollgate-webhook-tls")]
+    webhook_secret: String,
+    /// Read the webhook's tls.crt/tls.key from this directory (cert-manager) instead.
+    #[arg(long)]
+    webhook_cert_dir: Option<PathBuf>,
+    /// Another name (DNS or IP) for the webhook certificate (repeatable).
+    #[arg(long = "webhook-dns-name")]
+    webhook_dns_names: Vec<String>,
+    /// The sidecar image the webhook injects.
+    #[arg(long, default_value = "tollgate:0.1.0", env = "TOLLGATE_SIDECAR_IMAGE")]
+    sidecar_image: String,
+    /// The injected sidecar's imagePullPolicy.
+    #[arg(long)]
+    sidecar_pull_policy: Option<String>,
+    /// Where injected sidecars find the controller (default http://tollgate.<namespace>.svc:9443).
+    #[arg(long)]
+    sidecar_controller_url: Option<String>,
+    /// Inject native sidecars (init containers with restartPolicy Always).
+    #[arg(long, value_enum, default_value_t = Native::Auto)]
+    native_sidecars: Native,
+    /// app.kubernetes.io/name of the controller's own pods (never injected).
+    #[arg(long, default_value = "tollgate-controller")]
+    controller_name: String,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Native {
+    /// If the apiserver is 1.29 or newer.
+    Auto,
+    /// Always.
+    Always,
+    /// Never.
+    Never,
 }
 
 /// What a managed sidecar does when no policy selects its pod.
@@ -182,13 +225,38 @@ fn main() -> ExitCode {
                 tollgate::controller::ControllerConfig {
                     push_listen: args.push_listen,
                     admin_listen: args.admin_listen,
-                    namespace: args.namespace,
+                    namespace: args.namespace.clone(),
                     watch_namespace: args.watch_namespace,
                     identity,
-                    audience: args.audience,
+                    audience: args.audience.clone(),
                     lease_name: args.lease_name,
                     kubeconfig: args.kubeconfig,
                     heartbeat: args.heartbeat,
+                    webhook: args.webhook_listen.map(|listen| {
+                        tollgate::controller::WebhookConfig {
+                            listen,
+                            configuration: args.webhook_configuration.clone(),
+                            service: args.webhook_service.clone(),
+                            secret: args.webhook_secret.clone(),
+                            cert_dir: args.webhook_cert_dir.clone(),
+                            extra_names: args.webhook_dns_names.clone(),
+                            native_sidecars: match args.native_sidecars {
+                                Native::Auto => tollgate::controller::NativeSidecars::Auto,
+                                Native::Always => tollgate::controller::NativeSidecars::Always,
+                                Native::Never => tollgate::controller::NativeSidecars::Never,
+                            },
+                            inject: tollgate::webhook::inject::InjectConfig {
+                                image: args.sidecar_image.clone(),
+                                pull_policy: args.sidecar_pull_policy.clone(),
+                                controller_url: args.sidecar_controller_url.clone().unwrap_or_else(
+                                    || format!("http://tollgate.{}.svc:9443", args.namespace),
+                                ),
+                                audience: args.audience.clone(),
+                                native_sidecars: false,
+                                controller_name: args.controller_name.clone(),
+                            },
+                        }
+                    }),
                 },
             ))
         }

@@ -39,6 +39,9 @@ pub struct ControllerMetrics {
     pub leader: IntGauge,
     /// `tollgate_controller_ready`: 1 once the watches have listed everything.
     pub ready: IntGauge,
+    /// `tollgate_webhook_requests_total{route,result}`: admission reviews
+    /// answered (`injected`, `skipped`, `denied`, `error`).
+    pub webhook_requests: IntCounterVec,
 }
 
 impl ControllerMetrics {
@@ -109,6 +112,13 @@ impl ControllerMetrics {
                 "tollgate_controller_ready",
                 "1 once the watches have listed everything.",
             )?,
+            webhook_requests: IntCounterVec::new(
+                Opts::new(
+                    "tollgate_webhook_requests_total",
+                    "Pod admission reviews answered, by webhook and result.",
+                ),
+                &["route", "result"],
+            )?,
             registry,
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
@@ -124,6 +134,7 @@ impl ControllerMetrics {
             Box::new(m.status_writes.clone()),
             Box::new(m.leader.clone()),
             Box::new(m.ready.clone()),
+            Box::new(m.webhook_requests.clone()),
         ];
         for c in collectors {
             m.registry.register(c)?;

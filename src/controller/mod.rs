@@ -67,6 +67,42 @@ pub struct ControllerConfig {
     pub kubeconfig: Option<PathBuf>,
     /// How often a quiet sidecar stream carries a heartbeat.
     pub heartbeat: Duration,
+    /// The sidecar injection webhook, if served.
+    pub webhook: Option<WebhookConfig>,
+}
+
+/// Whether injected sidecars are native (init containers with
+/// `restartPolicy: Always`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NativeSidecars {
+    /// If the apiserver is 1.29 or newer.
+    Auto,
+    /// Always.
+    Always,
+    /// Never: a regular container.
+    Never,
+}
+
+/// Settings of the injection webhook.
+#[derive(Clone, Debug)]
+pub struct WebhookConfig {
+    /// Where the apiserver connects (HTTPS).
+    pub listen: SocketAddr,
+    /// The MutatingWebhookConfiguration whose `caBundle` the controller keeps.
+    pub configuration: String,
+    /// The webhook Service (its DNS names go into the certificate).
+    pub service: String,
+    /// The Secret holding the CA and serving certificate.
+    pub secret: String,
+    /// Read `tls.crt`/`tls.key` from here instead (cert-manager).
+    pub cert_dir: Option<PathBuf>,
+    /// More names for the certificate (e.g. `127.0.0.1` for local tests).
+    pub extra_names: Vec<String>,
+    /// Native sidecars or not.
+    pub native_sidecars: NativeSidecars,
+    /// The injected sidecar: image, pull policy, controller URL, and the
+    /// controller's own app name (never injected).
+    pub inject: crate::webhook::inject::InjectConfig,
 }
 
 /// A started controller.
@@ -109,12 +145,32 @@ pub async fn start(config: ControllerConfig) -> anyhow::Result<Running> {
         None => (Api::all(client.clone()), Api::all(client.clone())),
     };
     let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), &config.namespace);
+    let webhook_listener = match &config.webhook {
+        Some(w) => Some(server::bind(w.listen, "--webhook-listen").await?),
+        None => None,
+    };
     let push_listener = server::bind(config.push_listen, "--push-listen").await?;
     let admin_listener = server::bind(config.admin_listen, "--admin-listen").await?;
     let push = push_listener.local_addr()?;
     let admin = admin_listener.local_addr()?;
 
-    let mut tasks = vec![
+    let mut webhook_addr = None;
+    let mut tasks = Vec::new();
+    if let (Some(w), Some(listener)) = (&config.webhook, webhook_listener) {
+        webhook_addr = Some(listener.local_addr()?);
+        tasks.extend(
+            start_webhook(
+                &client,
+                &config.namespace,
+                w,
+                listener,
+                &metrics,
+                &shutdown_rx,
+            )
+            .await?,
+        );
+    }
+    tasks.extend([
         tokio::spawn(watch_policies(
             policy_api,
             index.clone(),
@@ -146,7 +202,7 @@ pub async fn start(config: ControllerConfig) -> anyhow::Result<Running> {
             }
             .run(leader, metrics.clone(), shutdown_rx.clone()),
         ),
-    ];
+    ]);
     let writer = status::Writer {
         client: client.clone(),
         index: index.clone(),
@@ -192,7 +248,8 @@ pub async fn start(config: ControllerConfig) -> anyhow::Result<Running> {
         Duration::from_secs(1),
         |_| {},
     )));
-    tracing::info!(%push, %admin, identity = %config.identity, watch_namespace = ?config.watch_namespace, "tollgate controller started");
+    let webhook_addr = webhook_addr.map(|a| a.to_string()).unwrap_or_default();
+    tracing::info!(%push, %admin, webhook = %webhook_addr, identity = %config.identity, watch_namespace = ?config.watch_namespace, "tollgate controller started");
     Ok(Running {
         push,
         admin,
@@ -208,6 +265,96 @@ pub async fn run(config: ControllerConfig) -> anyhow::Result<()> {
     tracing::info!("shutting down");
     running.shutdown().await;
     Ok(())
+}
+
+/// Sets up the webhook's certificate and starts serving it.
+async fn start_webhook(
+    client: &Client,
+    namespace: &str,
+    w: &WebhookConfig,
+    listener: tokio::net::TcpListener,
+    metrics: &ControllerMetrics,
+    shutdown: &watch::Receiver<bool>,
+) -> anyhow::Result<Vec<JoinHandle<()>>> {
+    use crate::webhook::{certs, server as webhook_server};
+    let mut tasks = Vec::new();
+    let resolver = match &w.cert_dir {
+        Some(dir) => {
+            let cert = std::fs::read_to_string(dir.join("tls.crt"))
+                .with_context(|| format!("reading {}/tls.crt", dir.display()))?;
+            let key = std::fs::read_to_string(dir.join("tls.key"))
+                .with_context(|| format!("reading {}/tls.key", dir.display()))?;
+            let resolver = Arc::new(certs::Resolver::new(&cert, &key)?);
+            tasks.push(tokio::spawn(certs::follow_files(
+                dir.clone(),
+                resolver.clone(),
+                shutdown.clone(),
+            )));
+            resolver
+        }
+        None => {
+            let mut names = vec![
+                w.service.clone(),
+                format!("{}.{namespace}", w.service),
+                format!("{}.{namespace}.svc", w.service),
+                format!("{}.{namespace}.svc.cluster.local", w.service),
+            ];
+            names.extend(w.extra_names.iter().cloned());
+            let keeper = certs::Keeper {
+                secrets: Api::namespaced(client.clone(), namespace),
+                webhooks: Api::all(client.clone()),
+                secret: w.secret.clone(),
+                configuration: w.configuration.clone(),
+                names,
+            };
+            let bundle = keeper.ensure().await.with_context(|| {
+                format!(
+                    "preparing the webhook certificate in Secret {namespace}/{}",
+                    w.secret
+                )
+            })?;
+            if let Err(e) = keeper.publish_ca(&bundle.ca_cert).await {
+                tracing::warn!(error = %e, "cannot publish the webhook CA yet; retrying");
+            }
+            let resolver = Arc::new(certs::Resolver::new(&bundle.cert, &bundle.key)?);
+            tasks.push(tokio::spawn(keeper.run(
+                resolver.clone(),
+                bundle,
+                Duration::from_secs(60),
+                shutdown.clone(),
+            )));
+            resolver
+        }
+    };
+    let native = match w.native_sidecars {
+        NativeSidecars::Always => true,
+        NativeSidecars::Never => false,
+        NativeSidecars::Auto => match client.apiserver_version().await {
+            Ok(v) => {
+                let minor: u32 = v.minor.trim_end_matches('+').parse().unwrap_or(0);
+                v.major == "1" && minor >= 29
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the apiserver version; injecting regular sidecar containers");
+                false
+            }
+        },
+    };
+    let webhook = Arc::new(webhook_server::Webhook {
+        config: crate::webhook::inject::InjectConfig {
+            native_sidecars: native,
+            ..w.inject.clone()
+        },
+        requests: metrics.webhook_requests.clone(),
+    });
+    tracing::info!(native_sidecars = native, image = %w.inject.image, "injection webhook ready");
+    tasks.push(tokio::spawn(webhook_server::serve(
+        listener,
+        resolver,
+        webhook,
+        shutdown.clone(),
+    )));
+    Ok(tasks)
 }
 
 async fn client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<Client> {

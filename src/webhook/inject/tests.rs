@@ -1,0 +1,238 @@
+//! Injection decisions and the patch, applied to real pod objects.
+
+use serde_json::json;
+
+use super::*;
+
+fn cfg(native: bool) -> InjectConfig {
+    InjectConfig {
+        image: "tollgate:0.1.0".into(),
+        pull_policy: None,
+        controller_url: "http://tollgate.tollgate-system.svc:9443".into(),
+        audience: "tollgate".into(),
+        native_sidecars: native,
+        controller_name: "tollgate-controller".into(),
+    }
+}
+
+fn pod(v: Value) -> Pod {
+    serde_json::from_value(v).unwrap()
+}
+
+fn server_pod() -> Value {
+    json!({
+        "metadata": {"name": "kms", "labels": {"app": "kms"}},
+        "spec": {"containers": [{"name": "kubernetes-mcp-server", "image": "kms", "ports": [{"containerPort": 8081, "name": "http"}]}]}
+    })
+}
+
+/// Applies the patch the way the apiserver will.
+fn injected(route: Route, v: Value, native: bool) -> Value {
+    let Outcome::Inject(patch) = decide(route, &pod(v.clone()), &cfg(native)).unwrap() else {
+        panic!("expected an injection for {v}")
+    };
+    let mut doc = v;
+    json_patch::patch(&mut doc, &patch).unwrap();
+    doc
+}
+
+#[test]
+fn a_native_sidecar_with_everything_it_needs() {
+    let out = injected(Route::Namespace, server_pod(), true);
+    assert_eq!(out["metadata"]["labels"]["tollgate.dev/sidecar"], "true");
+    let c = &out["spec"]["initContainers"][0];
+    assert_eq!(
+        (c["name"].as_str(), c["restartPolicy"].as_str()),
+        (Some("tollgate"), Some("Always"))
+    );
+    assert_eq!(
+        out["spec"]["containers"].as_array().unwrap().len(),
+        1,
+        "the server container is untouched"
+    );
+    let args: Vec<&str> = c["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        args,
+        [
+            "proxy",
+            "--controller",
+            "http://tollgate.tollgate-system.svc:9443",
+            "--token-file",
+            "/var/run/secrets/tollgate/token",
+            "--snapshot-file",
+            "/var/run/tollgate/snapshot.json",
+            "--upstream",
+            "http://127.0.0.1:8081",
+            "--listen",
+            "0.0.0.0:8080",
+            "--admin-listen",
+            "0.0.0.0:9901"
+        ]
+    );
+    let sc = &c["securityContext"];
+    assert_eq!(sc["runAsNonRoot"], true);
+    assert_eq!(sc["readOnlyRootFilesystem"], true);
+    assert_eq!(sc["allowPrivilegeEscalation"], false);
+    assert_eq!(sc["seccompProfile"]["type"], "RuntimeDefault");
+    assert_eq!(sc["capabilities"]["drop"], json!(["ALL"]));
+    assert_eq!(
+        c["env"][0]["valueFrom"]["fieldRef"]["fieldPath"],
+        "metadata.name"
+    );
+    assert_eq!(
+        c["env"][1]["valueFrom"]["fieldRef"]["fieldPath"],
+        "metadata.namespace"
+    );
+    assert_eq!(
+        c["ports"][0],
+        json!({"name": "mcp", "containerPort": 8080, "protocol": "TCP"})
+    );
+    assert_eq!(c["startupProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
+    let token = &out["spec"]["volumes"][0]["projected"]["sources"][0]["serviceAccountToken"];
+    assert_eq!(
+        (token["audience"].as_str(), token["path"].as_str()),
+        (Some("tollgate"), Some("token"))
+    );
+    assert_eq!(out["spec"]["volumes"][1]["emptyDir"]["sizeLimit"], "4Mi");
+}
+
+#[test]
+fn a_regular_container_where_native_sidecars_are_unavailable() {
+    let out = injected(Route::Namespace, server_pod(), false);
+    assert!(out["spec"]["initContainers"].is_null());
+    let c = &out["spec"]["containers"][1];
+    assert_eq!(c["name"], "tollgate");
+    assert!(c["restartPolicy"].is_null());
+}
+
+#[test]
+fn annotations_set_ports_path_resources_and_fail_open() {
+    let mut v = server_pod();
+    v["metadata"]["annotations"] = json!({
+        "tollgate.dev/listen-port": "9000", "tollgate.dev/upstream-port": "3000", "tollgate.dev/upstream-path": "/api",
+        "tollgate.dev/fail-open": "true", "tollgate.dev/sidecar-cpu": "100m", "tollgate.dev/sidecar-memory": "128Mi"
+    });
+    let out = injected(Route::Namespace, v, true);
+    let c = &out["spec"]["initContainers"][0];
+    let args = c["args"].to_string();
+    assert!(
+        args.contains("\"http://127.0.0.1:3000/api\"")
+            && args.contains("\"0.0.0.0:9000\"")
+            && args.ends_with(",\"--fail-open\"]"),
+        "{args}"
+    );
+    assert_eq!(
+        c["resources"]["requests"],
+        json!({"cpu": "100m", "memory": "128Mi"})
+    );
+    assert_eq!(c["resources"]["limits"], json!({"memory": "128Mi"}));
+}
+
+#[test]
+fn bad_annotations_refuse_the_pod_with_a_reason() {
+    for (k, v, want) in [
+        ("tollgate.dev/listen-port", "http", "is not a port"),
+        ("tollgate.dev/upstream-port", "70000", "is not a port"),
+        ("tollgate.dev/upstream-path", "mcp", "must be a path"),
+        (
+            "tollgate.dev/fail-open",
+            "yes",
+            "must be \"true\" or \"false\"",
+        ),
+        (
+            "tollgate.dev/sidecar-memory",
+            "lots",
+            "is not a Kubernetes quantity",
+        ),
+        ("tollgate.dev/listen-port", "8081", "must differ"),
+    ] {
+        let mut p = server_pod();
+        p["metadata"]["annotations"] = json!({ k: v });
+        let err = decide(Route::Namespace, &pod(p), &cfg(true)).unwrap_err();
+        assert!(err.contains(want), "{k}={v}: {err}");
+    }
+}
+
+#[test]
+fn port_clashes_are_refused() {
+    let mut p = server_pod();
+    p["spec"]["containers"][0]["ports"] = json!([{"containerPort": 8081, "name": "mcp"}]);
+    assert!(
+        decide(Route::Namespace, &pod(p), &cfg(true))
+            .unwrap_err()
+            .contains("declares a port named \"mcp\"")
+    );
+    let mut p = server_pod();
+    p["spec"]["containers"][0]["ports"] = json!([{"containerPort": 8080}]);
+    assert!(
+        decide(Route::Namespace, &pod(p), &cfg(true))
+            .unwrap_err()
+            .contains("uses port 8080")
+    );
+}
+
+#[test]
+fn who_is_injected() {
+    let with_label = |labels: Value| {
+        let mut p = server_pod();
+        p["metadata"]["labels"] = labels;
+        pod(p)
+    };
+    let c = cfg(true);
+    // Opted out: the pod label wins over the namespace.
+    assert!(matches!(
+        decide(
+            Route::Namespace,
+            &with_label(json!({"tollgate.dev/inject": "disabled"})),
+            &c
+        ),
+        Ok(Outcome::Skip(_))
+    ));
+    // The pod webhook only injects pods labelled enabled.
+    assert!(matches!(
+        decide(Route::Pod, &with_label(json!({"app": "x"})), &c),
+        Ok(Outcome::Skip(_))
+    ));
+    assert!(matches!(
+        decide(
+            Route::Pod,
+            &with_label(json!({"tollgate.dev/inject": "enabled"})),
+            &c
+        ),
+        Ok(Outcome::Inject(_))
+    ));
+    // Never the controller itself.
+    assert!(matches!(
+        decide(
+            Route::Namespace,
+            &with_label(json!({"app.kubernetes.io/name": "tollgate-controller"})),
+            &c
+        ),
+        Ok(Outcome::Skip(_))
+    ));
+    // Never twice: a pod patched once (or carrying the container) is left alone.
+    let once = injected(Route::Namespace, server_pod(), true);
+    assert!(matches!(
+        decide(Route::Namespace, &pod(once.clone()), &c),
+        Ok(Outcome::Skip("the sidecar is already there"))
+    ));
+    let mut only_container = once;
+    only_container["metadata"]["labels"] = json!({"app": "kms"});
+    assert!(matches!(
+        decide(Route::Namespace, &pod(only_container), &c),
+        Ok(Outcome::Skip("the sidecar is already there"))
+    ));
+    // A pod without any labels still gets the sidecar label.
+    let mut bare = server_pod();
+    bare["metadata"] = json!({"name": "bare"});
+    assert_eq!(
+        injected(Route::Namespace, bare, true)["metadata"]["labels"],
+        json!({"tollgate.dev/sidecar": "true"})
+    );
+}

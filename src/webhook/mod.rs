@@ -1,0 +1,9 @@
+//! The sidecar injection webhook, served by the controller over TLS.
+//!
+//! Rooms: [`inject`] decides and builds the patch (pure); [`server`] speaks
+//! AdmissionReview over HTTPS; [`certs`] keeps the serving certificate and
+//! the `caBundle` the apiserver trusts it by.
+
+pub mod certs;
+pub mod inject;
+pub mod server;
