@@ -12,8 +12,17 @@
 # nothing on success. HELM=/path/to/helm overrides the pinned helm (a
 # different helm version may format the output differently).
 #
-# Usage: scripts/render-manifests.sh
+# Usage: scripts/render-manifests.sh           write the files
+#        scripts/render-manifests.sh --check   write nothing; exit 1 and name
+#                                              each stale file (for drift tests)
 set -euo pipefail
+
+check=false
+case "${1:-}" in
+    "") ;;
+    --check) check=true ;;
+    *) echo "usage: $0 [--check]" >&2; exit 2 ;;
+esac
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 chart=$root/charts/tollgate
@@ -22,10 +31,17 @@ namespace=tollgate-system
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
-# Replaces $2 with $1 only when they differ, so mtimes stay put.
+stale=0
+# Replaces $2 with $1 only when they differ, so mtimes stay put; with
+# --check, only reports the difference.
 install_if_changed() {
     if ! cmp -s "$1" "$2"; then
-        cp "$1" "$2"
+        if $check; then
+            echo "stale: ${2#"$root"/} (run scripts/render-manifests.sh)" >&2
+            stale=1
+        else
+            cp "$1" "$2"
+        fi
     fi
 }
 
@@ -41,13 +57,20 @@ else
 fi
 
 # 1. The chart's CRDs are exact copies of crds/ (which `tollgate crdgen` writes).
-mkdir -p "$chart/crds"
+$check || mkdir -p "$chart/crds"
 shopt -s nullglob
 for src in "$root"/crds/*.yaml; do
     install_if_changed "$src" "$chart/crds/$(basename "$src")"
 done
 for dst in "$chart"/crds/*.yaml; do
-    [[ -e $root/crds/$(basename "$dst") ]] || rm -f "$dst"
+    if [[ ! -e $root/crds/$(basename "$dst") ]]; then
+        if $check; then
+            echo "stale: ${dst#"$root"/} has no source in crds/" >&2
+            stale=1
+        else
+            rm -f "$dst"
+        fi
+    fi
 done
 shopt -u nullglob
 
@@ -68,5 +91,6 @@ EOF
     "$helm" template tollgate "$chart" --namespace "$namespace" --include-crds
 } >"$tmp/install.yaml"
 
-mkdir -p "$root/manifests"
+$check || mkdir -p "$root/manifests"
 install_if_changed "$tmp/install.yaml" "$root/manifests/install.yaml"
+exit "$stale"
