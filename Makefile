@@ -32,6 +32,7 @@ clippy:
 ## generate: the CRD from the Rust types (a test fails when crds/ is stale)
 generate:
 	$(CARGO) run --locked --quiet --bin tollgate -- crdgen --out crds
+	scripts/render-manifests.sh
 
 ## cluster-up / cluster-down: a real kube-apiserver + etcd on loopback (target/cluster/kubeconfig)
 cluster-up:

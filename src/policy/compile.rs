@@ -14,6 +14,11 @@ use super::duration;
 use super::matcher::{ToolMatcher, compile_glob, is_glob};
 use super::problem::Problem;
 use super::ratelimit::{Limit, LimitId};
+use super::resource_rules::{
+    CloneTest, CompiledSelector, InFlightCap, NamespaceTest, compile_mappings,
+    compile_resource_parts,
+};
+use super::resources::Mapping;
 use super::spec::{Action, DenyWith, McpToolPolicySpec, Mode, RateLimit, Rule};
 
 /// The most calls one window may admit; the in-memory store keeps one
@@ -65,6 +70,12 @@ pub struct CompiledPolicy {
     pub deny_with: DenyWith,
     pub(crate) rules: Vec<CompiledRule>,
     pub(crate) matcher: ToolMatcher,
+    /// Rules with `resources`, in order.
+    pub(crate) resource_rules: Vec<u32>,
+    /// How undescribed tools create objects.
+    pub(crate) mappings: Vec<Mapping>,
+    /// Where objects without a namespace land.
+    pub(crate) default_namespace: String,
 }
 
 /// One rule, checked.
@@ -82,6 +93,16 @@ pub struct CompiledRule {
     pub limits: Vec<CompiledLimit>,
     /// How a denial is delivered.
     pub deny_with: DenyWith,
+    /// Whether the rule names tools (else it is a pure resource rule).
+    pub has_tools: bool,
+    /// The objects it matches.
+    pub resources: Vec<CompiledSelector>,
+    /// Where they may be.
+    pub namespaces: Option<NamespaceTest>,
+    /// Which clones.
+    pub clone: Option<CloneTest>,
+    /// How many may be in flight.
+    pub in_flight: Vec<InFlightCap>,
 }
 
 /// One rate limit of a rule.
@@ -93,6 +114,10 @@ pub struct CompiledLimit {
     pub key_arguments: Vec<String>,
     /// Whether the session selects the bucket.
     pub key_session: bool,
+    /// Whether the object's namespace selects the bucket.
+    pub key_namespace: bool,
+    /// Whether the clone's source VM selects the bucket.
+    pub key_source: bool,
 }
 
 impl CompiledPolicy {
@@ -147,9 +172,34 @@ pub fn compile(name: &str, spec: &McpToolPolicySpec) -> Result<CompiledPolicy, V
             Err(mut p) => problems.append(&mut p),
         }
     }
+    let mappings = compile_mappings(&spec.resource_mappings).unwrap_or_else(|mut p| {
+        problems.append(&mut p);
+        Vec::new()
+    });
+    let default_namespace = spec
+        .default_namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    if default_namespace.is_empty()
+        || default_namespace.len() > 63
+        || !default_namespace
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    {
+        problems.push(Problem::at(
+            "spec.defaultNamespace",
+            format!("{default_namespace:?} is not a namespace name"),
+        ));
+    }
     if !problems.is_empty() {
         return Err(problems);
     }
+    let resource_rules = rules
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| !r.resources.is_empty())
+        .map(|(i, _)| i as u32)
+        .collect();
     let patterns = spec
         .rules
         .iter()
@@ -171,6 +221,9 @@ pub fn compile(name: &str, spec: &McpToolPolicySpec) -> Result<CompiledPolicy, V
         deny_with: policy_deny_with,
         rules,
         matcher,
+        resource_rules,
+        mappings,
+        default_namespace,
     })
 }
 
@@ -205,12 +258,22 @@ fn compile_rule(
         "rate limits",
         "Split the rule.",
     ));
-    if rule.tools.is_empty() {
+    if rule.tools.is_empty() && rule.resources.is_empty() {
         problems.push(Problem::at(
             format!("{path}.tools"),
-            "list at least one tool name or glob, e.g. `tools: [vm_clone]` or `tools: [\"*\"]`",
+            "list at least one tool name or glob, e.g. `tools: [vm_clone]` or `tools: [\"*\"]`, or the objects it governs in `resources`",
         ));
     }
+    let resource_parts = compile_resource_parts(
+        &rule.resources,
+        rule.namespaces.as_ref(),
+        rule.clone.as_ref(),
+        &rule.in_flight,
+        rule.action,
+        path,
+    )
+    .map_err(|mut p| problems.append(&mut p))
+    .ok();
     for (j, tool) in rule.tools.iter().enumerate() {
         if tool.is_empty() {
             problems.push(Problem::at(
@@ -259,9 +322,20 @@ fn compile_rule(
             Err(mut p) => problems.append(&mut p),
         }
     }
-    if !problems.is_empty() {
-        return Err(problems);
+    for (j, l) in rule.rate_limits.iter().enumerate() {
+        let key = l.key.clone().unwrap_or_default();
+        if (key.namespace || key.source) && rule.resources.is_empty() {
+            problems.push(Problem::at(
+                format!("{path}.rateLimits[{j}].key"),
+                "`namespace` and `source` keys count the objects a call creates; add `resources:` to the rule (or key tool calls by `arguments`)",
+            ));
+        }
     }
+    let (Some((resources, namespaces, clone, in_flight)), true) =
+        (resource_parts, problems.is_empty())
+    else {
+        return Err(problems);
+    };
     Ok(CompiledRule {
         name: rule.name.as_str().into(),
         action: rule.action,
@@ -269,6 +343,11 @@ fn compile_rule(
         conditions,
         limits,
         deny_with: rule.deny_with.unwrap_or(policy_deny_with),
+        has_tools: !rule.tools.is_empty(),
+        resources,
+        namespaces,
+        clone,
+        in_flight,
     })
 }
 
@@ -327,10 +406,12 @@ fn compile_limit(
     // moves no history from one to another.
     // JSON-encoded pointers: a pointer may itself contain ',' or ']'.
     let id = format!(
-        "{policy}/{rule}/{}{}{}",
+        "{policy}/{rule}/{}{}{}{}{}",
         duration::Human(window),
         serde_json::to_string(&key.arguments).unwrap_or_default(),
-        if key.session { "+session" } else { "" }
+        if key.session { "+session" } else { "" },
+        if key.namespace { "+namespace" } else { "" },
+        if key.source { "+source" } else { "" }
     );
     Ok(CompiledLimit {
         limit: Arc::new(Limit {
@@ -340,6 +421,8 @@ fn compile_limit(
         }),
         key_arguments: key.arguments,
         key_session: key.session,
+        key_namespace: key.namespace,
+        key_source: key.source,
     })
 }
 

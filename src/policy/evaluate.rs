@@ -1,30 +1,41 @@
 //! Deciding one `tools/call` against every policy on a server. Pure: no
-//! clock, no I/O; rate-limit budgets are spent through a [`Counter`] the
-//! caller passes in.
+//! clock, no I/O; rate-limit budgets and in-flight counts are spent through
+//! stores the caller passes in.
 //!
-//! Order inside one policy, first match wins:
-//! 1. a `Deny` rule naming the tool whose conditions all hold → denied (`rule`);
-//! 2. no `Allow` rule names the tool → `defaultAction` (`default`);
-//! 3. the first `Allow` rule naming the tool whose conditions hold is the
-//!    allowing rule; if none holds → denied (`arguments`), explained by the
-//!    first `Allow` rule's first failing condition;
-//! 4. the allowing rule's rate limits → denied (`rate_limit`) if any is full;
-//! 5. allowed.
+//! A call is judged by its tool name and arguments, and — for policies with
+//! `resources` rules — by the Kubernetes objects it would create or change
+//! (see [`super::resources`]). Order inside one policy, first match wins:
+//! 1. a `Deny` tool rule naming the tool whose conditions all hold → denied
+//!    (`rule`);
+//! 2. a `Deny` resource rule matching an object of the call → denied (`rule`);
+//! 3. each object matched by `Allow` resource rules must satisfy one of them
+//!    (arguments, namespaces, clone conditions) → else denied (`arguments`);
+//! 4. the first `Allow` tool rule naming the tool whose conditions hold
+//!    allows the call; failing that, a call all of whose objects are allowed
+//!    by resource rules is allowed; failing that, if `Allow` tool rules name
+//!    the tool → denied (`arguments`), else `defaultAction` (`default`);
+//! 5. the allowing rules' in-flight caps (`in_flight`) and rate limits
+//!    (`rate_limit`), counted per object for resource rules;
+//! 6. allowed.
 //!
 //! Across policies deny wins: every `Enforce` policy must allow the call.
-//! Steps 1–3 run for all policies before any budget is spent, so a call
+//! Steps 1–4 run for all policies before any budget is spent, so a call
 //! another policy denies never uses up a rate limit. An `Audit` policy's
 //! denial is recorded (`audited`) and the call goes on.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::Value;
 
 use super::compile::{CompiledPolicy, CompiledRule};
 use super::duration::Human;
+use super::inflight::{Claim, Full, InFlight};
 use super::ratelimit::{Acquire, BucketKey, Counter, Refusal};
-use super::spec::{Action, DenyWith, Mode};
+use super::resource_rules::ClusterView;
+use super::resources::{Op, ToolMeta, extract};
+use super::spec::{Action, DenyWith, InFlightScope, Mode};
 
 /// A tool call as the engine sees it.
 #[derive(Clone, Copy, Debug)]
@@ -35,6 +46,20 @@ pub struct ToolCall<'a> {
     pub arguments: &'a Value,
     /// The MCP session the upstream issued, if the call is in one.
     pub session: Option<&'a str>,
+    /// What the upstream said about this tool in its own `tools/list`.
+    pub meta: Option<&'a ToolMeta>,
+}
+
+impl<'a> ToolCall<'a> {
+    /// A call with no session and no upstream description.
+    pub fn new(tool: &'a str, arguments: &'a Value) -> Self {
+        ToolCall {
+            tool,
+            arguments,
+            session: None,
+            meta: None,
+        }
+    }
 }
 
 /// What happened to a call.
@@ -62,12 +87,14 @@ impl Effect {
 /// Why: which step of the order decided.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Reason {
-    /// A rule decided by tool name (and conditions, for `Deny` rules).
+    /// A rule decided by tool name or object (and conditions, for `Deny` rules).
     Rule,
-    /// An `Allow` rule's argument conditions failed.
+    /// An `Allow` rule's conditions on arguments or objects failed.
     Arguments,
     /// A rate limit was full.
     RateLimit,
+    /// An in-flight cap was reached.
+    InFlight,
     /// `defaultAction` decided.
     Default,
     /// The message could not be read unambiguously.
@@ -81,6 +108,7 @@ impl Reason {
             Reason::Rule => "rule",
             Reason::Arguments => "arguments",
             Reason::RateLimit => "rate_limit",
+            Reason::InFlight => "in_flight",
             Reason::Default => "default",
             Reason::Malformed => "malformed",
         }
@@ -127,6 +155,16 @@ impl Decision {
     }
 }
 
+/// The stores a decision spends from and reads.
+pub struct Stores<'a> {
+    /// Rate-limit budgets.
+    pub counter: &'a dyn Counter,
+    /// In-flight counts.
+    pub in_flight: &'a dyn InFlight,
+    /// What the cluster knows (VM labels).
+    pub view: &'a dyn ClusterView,
+}
+
 /// The policies that govern one server, in a fixed order.
 #[derive(Debug, Clone, Default)]
 pub struct PolicySet {
@@ -136,7 +174,11 @@ pub struct PolicySet {
 
 /// One policy's own verdict, before budgets.
 enum Verdict<'p> {
-    Allow(Option<&'p CompiledRule>),
+    Allow {
+        rule: Option<&'p CompiledRule>,
+        /// Objects and the resource rule allowing each.
+        objects: Vec<(Op, &'p CompiledRule)>,
+    },
     Deny {
         rule: Option<&'p CompiledRule>,
         reason: Reason,
@@ -144,7 +186,7 @@ enum Verdict<'p> {
     },
 }
 
-/// A call judged by every policy, waiting for its rate-limit budgets.
+/// A call judged by every policy, waiting for its budgets.
 #[derive(Debug)]
 pub struct Evaluation {
     state: State,
@@ -155,31 +197,37 @@ enum State {
     /// Decided without budgets.
     Done(Decision),
     /// Allowed by every `Enforce` policy if the budgets have room.
-    Pending {
-        allowed: Decision,
-        enforce: Budgets,
-        /// An `Audit` policy's denial before budgets, if any.
-        audit_denial: Option<Decision>,
-        audit: Budgets,
-    },
+    Pending(Box<Pending>),
 }
 
-/// Acquisitions and, for each, who asked for it.
+/// A call allowed by every `Enforce` policy if the budgets have room.
+#[derive(Debug)]
+struct Pending {
+    allowed: Decision,
+    enforce: Budgets,
+    /// An `Audit` policy's denial before budgets, if any.
+    audit_denial: Option<Decision>,
+    audit: Budgets,
+}
+
+/// Who asked for a budget, to say so when it is full.
+#[derive(Debug)]
+struct Owner {
+    policy: Arc<str>,
+    rule: Arc<str>,
+    message: Option<String>,
+    deny_with: DenyWith,
+    /// `"30 per 1m"`, or `"5 VirtualMachineClones in flight per namespace"`.
+    describe: String,
+}
+
+/// Acquisitions and in-flight claims, each with its owner.
 #[derive(Debug, Default)]
 struct Budgets {
     acquire: Vec<Acquire>,
-    /// Policy, rule and limit index behind each acquisition.
-    owner: Vec<(Arc<str>, Arc<CompiledRuleRef>, usize)>,
-}
-
-/// What a rate-limit denial needs to know about its rule.
-#[derive(Debug)]
-struct CompiledRuleRef {
-    name: Arc<str>,
-    message: Option<String>,
-    deny_with: DenyWith,
-    /// `"30 per 1m"` for each limit of the rule, by limit index.
-    describe: Vec<String>,
+    acquire_owner: Vec<Arc<Owner>>,
+    claims: Vec<Claim>,
+    claim_owner: Vec<Arc<Owner>>,
 }
 
 impl PolicySet {
@@ -210,38 +258,43 @@ impl PolicySet {
     }
 
     /// Whether `tool` should vanish from `tools/list`: some `Enforce` policy
-    /// with `hideDenied` denies it whatever the arguments.
-    pub fn hides(&self, tool: &str) -> bool {
+    /// with `hideDenied` denies it whatever the arguments — and no resource
+    /// rule could allow anything the tool creates (`meta` is what the
+    /// upstream says the tool does).
+    pub fn hides(&self, tool: &str, meta: Option<&ToolMeta>) -> bool {
         let mut matched = Vec::new();
         self.policies.iter().any(|p| {
             if p.mode != Mode::Enforce || !p.hide_denied {
                 return false;
             }
             p.matcher.rules_for(tool, &mut matched);
-            let rules = matched.iter().map(|&i| &p.rules[i as usize]);
             let mut any_allow = false;
-            for r in rules {
+            for r in matched.iter().map(|&i| &p.rules[i as usize]) {
                 match r.action {
-                    Action::Deny if r.conditions.is_empty() => return true,
+                    Action::Deny if r.conditions.is_empty() && r.resources.is_empty() => {
+                        return true;
+                    }
                     Action::Deny => {}
-                    Action::Allow => any_allow = true,
+                    Action::Allow if r.resources.is_empty() => any_allow = true,
+                    Action::Allow => {}
                 }
             }
-            !any_allow && p.default_action == Action::Deny
+            !any_allow
+                && p.default_action == Action::Deny
+                && !may_create_allowed(p, tool, meta, &matched)
         })
     }
 
     /// Judges `call` against every policy; budgets are spent by
     /// [`Evaluation::finish`].
-    pub fn evaluate(&self, call: &ToolCall<'_>) -> Evaluation {
+    pub fn evaluate(&self, call: &ToolCall<'_>, view: &dyn ClusterView) -> Evaluation {
         let mut matched = Vec::new();
         let mut allowed: Option<Decision> = None;
         let mut enforce = Budgets::default();
         let mut audit = Budgets::default();
         let mut audit_denial: Option<Decision> = None;
         for p in &self.policies {
-            let verdict = judge(p, call, &mut matched);
-            match (p.mode, verdict) {
+            match (p.mode, judge(p, call, view, &mut matched)) {
                 (
                     Mode::Enforce,
                     Verdict::Deny {
@@ -266,30 +319,32 @@ impl PolicySet {
                         audit_denial = Some(denial(p, rule, reason, &detail, Effect::Audited));
                     }
                 }
-                (mode, Verdict::Allow(rule)) => {
+                (mode, Verdict::Allow { rule, objects }) => {
+                    let deciding = rule.or(objects.first().map(|(_, r)| *r));
                     if mode == Mode::Enforce && allowed.is_none() {
                         allowed = Some(Decision {
                             effect: Effect::Allowed,
-                            reason: if rule.is_some() {
+                            reason: if deciding.is_some() {
                                 Reason::Rule
                             } else {
                                 Reason::Default
                             },
                             policy: Some(p.name.clone()),
-                            rule: rule.map(|r| r.name.clone()),
+                            rule: deciding.map(|r| r.name.clone()),
                             message: None,
                             retry_after: None,
                             deny_with: DenyWith::default(),
                         });
                     }
-                    if let Some(rule) = rule.filter(|r| !r.limits.is_empty()) {
-                        let budgets = if mode == Mode::Enforce {
-                            &mut enforce
-                        } else {
-                            &mut audit
-                        };
-                        budgets.add(p, rule, call);
+                    let budgets = if mode == Mode::Enforce {
+                        &mut enforce
+                    } else {
+                        &mut audit
+                    };
+                    if let Some(rule) = rule {
+                        budgets.add_call(p, rule, call);
                     }
+                    budgets.add_objects(p, &objects, call);
                 }
             }
         }
@@ -304,109 +359,274 @@ impl PolicySet {
             deny_with: DenyWith::default(),
         });
         Evaluation {
-            state: State::Pending {
+            state: State::Pending(Box::new(Pending {
                 allowed,
                 enforce,
                 audit_denial,
                 audit,
-            },
+            })),
         }
     }
 
-    /// [`evaluate`](Self::evaluate) and [`Evaluation::finish`] with a
-    /// synchronous counter.
-    pub fn decide(&self, call: &ToolCall<'_>, counter: &dyn Counter, now: Instant) -> Decision {
-        let eval = self.evaluate(call);
-        let enforce = counter.try_acquire(eval.acquisitions(), now);
+    /// [`evaluate`](Self::evaluate), then the stores, then
+    /// [`Evaluation::finish`]: in-flight caps first, then rate limits; an
+    /// in-flight admission is taken back if a rate limit then refuses.
+    pub fn decide(
+        &self,
+        call: &ToolCall<'_>,
+        stores: &Stores<'_>,
+        now: Instant,
+        wall: SystemTime,
+    ) -> Decision {
+        let eval = self.evaluate(call, stores.view);
+        let ticket = match stores.in_flight.try_claim(eval.claims(), wall) {
+            Ok(t) => t,
+            Err(full) => return eval.in_flight_refusal(&full),
+        };
+        let enforce = stores.counter.try_acquire(eval.acquisitions(), now);
+        if enforce.is_err() {
+            stores.in_flight.release(ticket);
+        }
         let audit = enforce
             .is_ok()
-            .then(|| counter.try_acquire(eval.audit_acquisitions(), now));
+            .then(|| stores.counter.try_acquire(eval.audit_acquisitions(), now));
         eval.finish(enforce, audit)
     }
 }
 
+/// Whether a resource `Allow` rule of `p` could allow something `tool`
+/// creates, going by what the upstream and the policy's mappings say the
+/// tool does. `matched` holds the rules naming the tool.
+fn may_create_allowed(
+    p: &CompiledPolicy,
+    tool: &str,
+    meta: Option<&ToolMeta>,
+    matched: &[u32],
+) -> bool {
+    let applicable: Vec<&CompiledRule> = p
+        .resource_rules
+        .iter()
+        .filter(|&&i| {
+            let r = &p.rules[i as usize];
+            r.action == Action::Allow && (!r.has_tools || matched.contains(&i))
+        })
+        .map(|&i| &p.rules[i as usize])
+        .collect();
+    if applicable.is_empty() {
+        return false;
+    }
+    if meta.is_some_and(ToolMeta::carries_manifests)
+        || p.mappings
+            .iter()
+            .any(|m| m.tools.is_match(tool) && m.manifest.is_some())
+    {
+        return true;
+    }
+    let mut potential = meta.map(|m| m.potential_ops()).unwrap_or_default();
+    potential.extend(
+        p.mappings
+            .iter()
+            .filter(|m| m.tools.is_match(tool))
+            .map(|m| Op {
+                group: m.group.clone(),
+                kind: m.kind.clone(),
+                verbs: vec![m.verb.clone()],
+                ..Default::default()
+            }),
+    );
+    potential.iter().any(|op| {
+        applicable
+            .iter()
+            .any(|r| r.resources.iter().any(|s| s.matches(op)))
+    })
+}
+
 impl Budgets {
-    fn add(&mut self, p: &CompiledPolicy, rule: &CompiledRule, call: &ToolCall<'_>) {
-        let owner = Arc::new(CompiledRuleRef {
-            name: rule.name.clone(),
-            message: rule.message.clone(),
-            deny_with: rule.deny_with,
-            describe: rule
-                .limits
-                .iter()
-                .map(|l| format!("{} per {}", l.limit.requests, Human(l.limit.window)))
-                .collect(),
-        });
-        for (i, l) in rule.limits.iter().enumerate() {
-            let mut parts: Vec<Vec<u8>> = Vec::with_capacity(l.key_arguments.len() + 1);
-            for pointer in &l.key_arguments {
-                parts.push(match call.arguments.pointer(pointer) {
-                    Some(v) => canonical(v),
-                    // Distinct from every JSON encoding.
-                    None => b"\0missing".to_vec(),
-                });
-            }
-            if l.key_session {
-                parts.push(match call.session {
-                    Some(s) => s.as_bytes().to_vec(),
-                    None => b"\0no-session".to_vec(),
-                });
-            }
+    /// The rate limits of the rule that allowed the call by its tool name.
+    fn add_call(&mut self, p: &CompiledPolicy, rule: &CompiledRule, call: &ToolCall<'_>) {
+        for l in &rule.limits {
+            let parts = key_parts(l, call, None);
             self.acquire.push(Acquire {
                 limit: l.limit.clone(),
                 bucket: BucketKey::of(parts.iter().map(Vec::as_slice)),
+                cost: 1,
             });
-            self.owner.push((p.name.clone(), owner.clone(), i));
+            self.acquire_owner.push(owner(
+                p,
+                rule,
+                format!("{} per {}", l.limit.requests, Human(l.limit.window)),
+            ));
+        }
+    }
+
+    /// The rate limits and in-flight caps of the resource rules that
+    /// allowed the call's objects, one unit per object.
+    fn add_objects(
+        &mut self,
+        p: &CompiledPolicy,
+        objects: &[(Op, &CompiledRule)],
+        call: &ToolCall<'_>,
+    ) {
+        for (op, rule) in objects {
+            let what = rule
+                .resources
+                .first()
+                .map(|s| s.describe())
+                .unwrap_or_else(|| "object".into());
+            for l in &rule.limits {
+                let bucket = BucketKey::of(key_parts(l, call, Some(op)).iter().map(Vec::as_slice));
+                match self
+                    .acquire
+                    .iter()
+                    .position(|a| a.limit.id == l.limit.id && a.bucket == bucket)
+                {
+                    Some(i) => self.acquire[i].cost += 1,
+                    None => {
+                        self.acquire.push(Acquire {
+                            limit: l.limit.clone(),
+                            bucket,
+                            cost: 1,
+                        });
+                        self.acquire_owner.push(owner(
+                            p,
+                            rule,
+                            format!(
+                                "{} {what}s per {}{}",
+                                l.limit.requests,
+                                Human(l.limit.window),
+                                key_scope(l)
+                            ),
+                        ));
+                    }
+                }
+            }
+            for cap in &rule.in_flight {
+                // Checked in judge: every object of an allowing rule has a key.
+                let Ok(key) = cap.key(op) else { continue };
+                match self
+                    .claims
+                    .iter()
+                    .position(|c| c.scope == cap.scope && c.key == key && c.max == cap.max)
+                {
+                    Some(i) => self.claims[i].cost += 1,
+                    None => {
+                        let per = match cap.scope {
+                            InFlightScope::Namespace => format!(" per namespace (in {key:?})"),
+                            InFlightScope::Source => format!(" per source VM (of {key:?})"),
+                            InFlightScope::Cluster => String::new(),
+                        };
+                        self.claims.push(Claim {
+                            scope: cap.scope,
+                            key,
+                            max: cap.max,
+                            cost: 1,
+                        });
+                        self.claim_owner.push(owner(
+                            p,
+                            rule,
+                            format!("{} {what}s in flight{per}", cap.max),
+                        ));
+                    }
+                }
+            }
         }
     }
 
     fn refusal(&self, refusal: &Refusal, effect: Effect) -> Decision {
         let (index, retry_after, detail) = match refusal {
-            Refusal::Exhausted { index, retry_after } => {
-                let (_, rule, limit) = &self.owner[*index];
-                let describe = rule
-                    .describe
-                    .get(*limit)
-                    .map(String::as_str)
-                    .unwrap_or("its limit");
-                (
-                    *index,
-                    Some(*retry_after),
-                    format!(
-                        "rate limit of {describe} reached; retry after {}",
-                        Human(*retry_after)
-                    ),
-                )
-            }
+            Refusal::Exhausted { index, retry_after } => (
+                *index,
+                Some(*retry_after),
+                format!(
+                    "rate limit of {} reached; retry after {}",
+                    self.acquire_owner[*index].describe,
+                    Human(*retry_after)
+                ),
+            ),
             Refusal::TooManyBuckets { index } => (
                 *index,
                 None,
                 "too many distinct rate-limit keys are in use; retry later".to_owned(),
             ),
         };
-        let (policy, rule, _) = &self.owner[index];
+        let o = &self.acquire_owner[index];
         Decision {
             effect,
             reason: Reason::RateLimit,
-            policy: Some(policy.clone()),
-            rule: Some(rule.name.clone()),
+            policy: Some(o.policy.clone()),
+            rule: Some(o.rule.clone()),
             message: Some(render(
-                policy,
-                Some(&rule.name),
+                &o.policy,
+                Some(&o.rule),
                 &detail,
-                rule.message.as_deref(),
+                o.message.as_deref(),
             )),
             retry_after,
-            deny_with: rule.deny_with,
+            deny_with: o.deny_with,
         }
     }
+}
+
+fn owner(p: &CompiledPolicy, rule: &CompiledRule, describe: String) -> Arc<Owner> {
+    Arc::new(Owner {
+        policy: p.name.clone(),
+        rule: rule.name.clone(),
+        message: rule.message.clone(),
+        deny_with: rule.deny_with,
+        describe,
+    })
+}
+
+fn key_scope(l: &super::compile::CompiledLimit) -> &'static str {
+    match (l.key_namespace, l.key_source) {
+        (true, true) => " per namespace and source VM",
+        (true, false) => " per namespace",
+        (false, true) => " per source VM",
+        (false, false) => "",
+    }
+}
+
+/// The parts selecting a limit's bucket, each distinct from every other
+/// kind of part.
+fn key_parts(
+    l: &super::compile::CompiledLimit,
+    call: &ToolCall<'_>,
+    op: Option<&Op>,
+) -> Vec<Vec<u8>> {
+    let mut parts: Vec<Vec<u8>> = Vec::with_capacity(l.key_arguments.len() + 3);
+    for pointer in &l.key_arguments {
+        parts.push(match call.arguments.pointer(pointer) {
+            Some(v) => canonical(v),
+            // Distinct from every JSON encoding.
+            None => b"\0missing".to_vec(),
+        });
+    }
+    if l.key_session {
+        parts.push(match call.session {
+            Some(s) => s.as_bytes().to_vec(),
+            None => b"\0no-session".to_vec(),
+        });
+    }
+    if l.key_namespace {
+        parts.push(
+            op.and_then(|o| o.namespace.as_deref())
+                .map_or(b"\0no-namespace".to_vec(), |n| n.as_bytes().to_vec()),
+        );
+    }
+    if l.key_source {
+        let source = op
+            .and_then(|o| o.clone.as_ref())
+            .and_then(|c| c.source.as_deref());
+        parts.push(source.map_or(b"\0no-source".to_vec(), |s| s.as_bytes().to_vec()));
+    }
+    parts
 }
 
 impl Evaluation {
     /// The admissions the call needs from `Enforce` policies' limits.
     pub fn acquisitions(&self) -> &[Acquire] {
         match &self.state {
-            State::Pending { enforce, .. } => &enforce.acquire,
+            State::Pending(p) => &p.enforce.acquire,
             State::Done(_) => &[],
         }
     }
@@ -415,8 +635,43 @@ impl Evaluation {
     /// once the call is known to go through.
     pub fn audit_acquisitions(&self) -> &[Acquire] {
         match &self.state {
-            State::Pending { audit, .. } => &audit.acquire,
+            State::Pending(p) => &p.audit.acquire,
             State::Done(_) => &[],
+        }
+    }
+
+    /// The in-flight claims of `Enforce` policies.
+    pub fn claims(&self) -> &[Claim] {
+        match &self.state {
+            State::Pending(p) => &p.enforce.claims,
+            State::Done(_) => &[],
+        }
+    }
+
+    /// The denial for a full in-flight cap.
+    pub fn in_flight_refusal(self, full: &Full) -> Decision {
+        let enforce = match self.state {
+            State::Done(d) => return d,
+            State::Pending(p) => p.enforce,
+        };
+        let o = &enforce.claim_owner[full.index];
+        let detail = format!(
+            "the cap of {} is reached ({} in flight); retry when one finishes",
+            o.describe, full.current
+        );
+        Decision {
+            effect: Effect::Denied,
+            reason: Reason::InFlight,
+            policy: Some(o.policy.clone()),
+            rule: Some(o.rule.clone()),
+            message: Some(render(
+                &o.policy,
+                Some(&o.rule),
+                &detail,
+                o.message.as_deref(),
+            )),
+            retry_after: None,
+            deny_with: o.deny_with,
         }
     }
 
@@ -430,22 +685,17 @@ impl Evaluation {
     ) -> Decision {
         match self.state {
             State::Done(d) => d,
-            State::Pending {
-                allowed,
-                enforce: budgets,
-                audit_denial,
-                audit: audit_budgets,
-            } => {
+            State::Pending(p) => {
                 if let Err(refusal) = enforce {
-                    return budgets.refusal(&refusal, Effect::Denied);
+                    return p.enforce.refusal(&refusal, Effect::Denied);
                 }
-                if let Some(d) = audit_denial {
+                if let Some(d) = p.audit_denial {
                     return d;
                 }
                 if let Some(Err(refusal)) = audit {
-                    return audit_budgets.refusal(&refusal, Effect::Audited);
+                    return p.audit.refusal(&refusal, Effect::Audited);
                 }
-                allowed
+                p.allowed
             }
         }
     }
@@ -454,16 +704,26 @@ impl Evaluation {
     pub fn decided(&self) -> Option<&Decision> {
         match &self.state {
             State::Done(d) => Some(d),
-            State::Pending { .. } => None,
+            State::Pending(_) => None,
         }
     }
 }
 
-/// One policy's verdict on a call, steps 1–3 of the order.
-fn judge<'p>(p: &'p CompiledPolicy, call: &ToolCall<'_>, matched: &mut Vec<u32>) -> Verdict<'p> {
+/// One policy's verdict on a call, steps 1–4 of the order.
+fn judge<'p>(
+    p: &'p CompiledPolicy,
+    call: &ToolCall<'_>,
+    view: &dyn ClusterView,
+    matched: &mut Vec<u32>,
+) -> Verdict<'p> {
     p.matcher.rules_for(call.tool, matched);
-    let rules = || matched.iter().map(|&i| &p.rules[i as usize]);
-    for r in rules().filter(|r| r.action == Action::Deny) {
+    let tool_rules = || {
+        matched
+            .iter()
+            .map(|&i| &p.rules[i as usize])
+            .filter(|r| r.resources.is_empty())
+    };
+    for r in tool_rules().filter(|r| r.action == Action::Deny) {
         if r.conditions.iter().all(|c| c.holds(call.arguments)) {
             return Verdict::Deny {
                 rule: Some(r),
@@ -472,12 +732,94 @@ fn judge<'p>(p: &'p CompiledPolicy, call: &ToolCall<'_>, matched: &mut Vec<u32>)
             };
         }
     }
+
+    // The objects, if any resource rule could care.
+    let applicable: Vec<&CompiledRule> = p
+        .resource_rules
+        .iter()
+        .filter(|&&i| !p.rules[i as usize].has_tools || matched.contains(&i))
+        .map(|&i| &p.rules[i as usize])
+        .collect();
+    let ops = if applicable.is_empty() {
+        Vec::new()
+    } else {
+        match extract(
+            call.tool,
+            call.arguments,
+            call.meta,
+            &p.mappings,
+            &p.default_namespace,
+        ) {
+            Ok(ops) => ops,
+            Err(e) => {
+                return Verdict::Deny {
+                    rule: None,
+                    reason: Reason::Arguments,
+                    detail: format!("cannot tell which Kubernetes objects this call creates: {e}"),
+                };
+            }
+        }
+    };
+    for op in &ops {
+        for r in applicable.iter().filter(|r| r.action == Action::Deny) {
+            if r.resources.iter().any(|s| s.matches(op))
+                && object_conditions(r, op, call, view).is_ok()
+            {
+                return Verdict::Deny {
+                    rule: Some(r),
+                    reason: Reason::Rule,
+                    detail: format!("{} is denied", describe(op)),
+                };
+            }
+        }
+    }
+    let mut objects = Vec::new();
+    let mut uncovered = 0;
+    for op in ops {
+        let mut first: Option<(&CompiledRule, String)> = None;
+        let mut allowing = None;
+        for r in applicable
+            .iter()
+            .filter(|r| r.action == Action::Allow && r.resources.iter().any(|s| s.matches(&op)))
+        {
+            match object_conditions(r, &op, call, view) {
+                Ok(()) => {
+                    allowing = Some(*r);
+                    break;
+                }
+                Err(why) => {
+                    first.get_or_insert((r, why));
+                }
+            }
+        }
+        match (allowing, first) {
+            (Some(r), _) => objects.push((op, r)),
+            (None, Some((r, why))) => {
+                return Verdict::Deny {
+                    rule: Some(r),
+                    reason: Reason::Arguments,
+                    detail: format!("{}: {why}", describe(&op)),
+                };
+            }
+            (None, None) => uncovered += 1,
+        }
+    }
+
     let mut first_allow = None;
-    for r in rules().filter(|r| r.action == Action::Allow) {
+    for r in tool_rules().filter(|r| r.action == Action::Allow) {
         first_allow.get_or_insert(r);
         if r.conditions.iter().all(|c| c.holds(call.arguments)) {
-            return Verdict::Allow(Some(r));
+            return Verdict::Allow {
+                rule: Some(r),
+                objects,
+            };
         }
+    }
+    if !objects.is_empty() && uncovered == 0 {
+        return Verdict::Allow {
+            rule: None,
+            objects,
+        };
     }
     match first_allow {
         Some(r) => {
@@ -491,7 +833,10 @@ fn judge<'p>(p: &'p CompiledPolicy, call: &ToolCall<'_>, matched: &mut Vec<u32>)
                 ),
             }
         }
-        None if p.default_action == Action::Allow => Verdict::Allow(None),
+        None if p.default_action == Action::Allow => Verdict::Allow {
+            rule: None,
+            objects,
+        },
         None => Verdict::Deny {
             rule: None,
             reason: Reason::Default,
@@ -501,6 +846,54 @@ fn judge<'p>(p: &'p CompiledPolicy, call: &ToolCall<'_>, matched: &mut Vec<u32>)
             ),
         },
     }
+}
+
+/// Whether `op` meets a resource rule's conditions; `Err` says why not.
+fn object_conditions(
+    r: &CompiledRule,
+    op: &Op,
+    call: &ToolCall<'_>,
+    view: &dyn ClusterView,
+) -> Result<(), String> {
+    if let Some(c) = r.conditions.iter().find(|c| !c.holds(call.arguments)) {
+        return Err(c.explain(call.arguments));
+    }
+    if let Some(ns) = &r.namespaces {
+        ns.check(op.namespace.as_deref())?;
+    }
+    if op.is_clone()
+        && let Some(clone) = &r.clone
+    {
+        clone.check(op, view)?;
+    }
+    for cap in &r.in_flight {
+        cap.key(op)
+            .map_err(|why| format!("{why}, so its in-flight cap cannot be counted"))?;
+    }
+    Ok(())
+}
+
+/// `VirtualMachineClone in namespace "vms" (from golden-1 to copy)`.
+fn describe(op: &Op) -> String {
+    let what = op
+        .kind
+        .clone()
+        .or_else(|| op.resource.clone())
+        .unwrap_or_else(|| "object".into());
+    let verb = op.verbs.first().map(String::as_str).unwrap_or("touch");
+    let mut text = format!("{verb} {what}");
+    match &op.namespace {
+        Some(ns) => text.push_str(&format!(" in namespace {ns:?}")),
+        None => text.push_str(" (namespace unknown)"),
+    }
+    if let Some(c) = &op.clone {
+        text.push_str(&format!(
+            " from {:?} to {:?}",
+            c.source.as_deref().unwrap_or("?"),
+            c.target.as_deref().unwrap_or("?")
+        ));
+    }
+    text
 }
 
 fn denial(
@@ -561,16 +954,15 @@ fn canonical(v: &Value) -> Vec<u8> {
                 out.push(b']');
             }
             Value::Object(map) => {
-                let mut keys: Vec<&String> = map.keys().collect();
-                keys.sort();
+                let sorted: BTreeMap<&String, &Value> = map.iter().collect();
                 out.push(b'{');
-                for (i, k) in keys.into_iter().enumerate() {
+                for (i, (k, v)) in sorted.into_iter().enumerate() {
                     if i > 0 {
                         out.push(b',');
                     }
                     out.extend_from_slice(Value::String(k.clone()).to_string().as_bytes());
                     out.push(b':');
-                    write(&map[k], out);
+                    write(v, out);
                 }
                 out.push(b'}');
             }

@@ -10,13 +10,18 @@ pub mod compile;
 pub mod condition;
 pub mod duration;
 pub mod evaluate;
+pub mod inflight;
 pub mod load;
 pub mod matcher;
 pub mod parse;
 pub mod problem;
 pub mod ratelimit;
+pub mod resource_rules;
+pub mod resources;
 pub mod spec;
 
+#[cfg(test)]
+mod resource_tests;
 #[cfg(test)]
 mod tests;
 

@@ -66,13 +66,16 @@ impl BucketKey {
     }
 }
 
-/// One admission a call needs: a limit and the bucket it draws on.
+/// Admissions a call needs from one bucket of a limit.
 #[derive(Clone, Debug)]
 pub struct Acquire {
     /// The limit.
     pub limit: Arc<Limit>,
     /// The bucket within it.
     pub bucket: BucketKey,
+    /// How many: 1 per call, or per object for resource rules (a call
+    /// creating 10 clones draws 10).
+    pub cost: u32,
 }
 
 /// Why an acquisition failed.
@@ -116,19 +119,26 @@ impl Log {
         }
     }
 
-    /// How long until this bucket has room, or `None` if it has now.
-    fn wait(&self, limit: &Limit, now: Instant) -> Option<Duration> {
-        let n = limit.requests as usize;
-        if self.0.len() < n {
+    /// How long until this bucket has room for `cost` more, or `None` if it
+    /// has now. More than the limit ever admits at once waits a window and
+    /// is refused again.
+    fn wait(&self, limit: &Limit, cost: u32, now: Instant) -> Option<Duration> {
+        let (n, cost) = (limit.requests as usize, cost as usize);
+        if self.0.len() + cost <= n {
             return None;
         }
-        // The n-th most recent admission must leave the window first.
-        let pivot = self.0[self.0.len() - n];
+        if cost > n {
+            return Some(limit.window);
+        }
+        // Enough of the oldest admissions must leave the window first.
+        let pivot = self.0[self.0.len() + cost - n - 1];
         Some((pivot + limit.window).saturating_duration_since(now))
     }
 
-    fn admit(&mut self, limit: &Limit, now: Instant) {
-        self.0.push_back(now);
+    fn admit(&mut self, limit: &Limit, cost: u32, now: Instant) {
+        for _ in 0..cost {
+            self.0.push_back(now);
+        }
         while self.0.len() > limit.requests as usize {
             self.0.pop_front();
         }
@@ -212,9 +222,14 @@ impl Counter for MemoryCounter {
             let limit = b.limits.entry(a.limit.id.clone()).or_default();
             if let Some(log) = limit.logs.get_mut(&a.bucket) {
                 log.expire(a.limit.window, now);
-                if let Some(retry_after) = log.wait(&a.limit, now) {
+                if let Some(retry_after) = log.wait(&a.limit, a.cost, now) {
                     return Err(Refusal::Exhausted { index, retry_after });
                 }
+            } else if a.cost > a.limit.requests {
+                return Err(Refusal::Exhausted {
+                    index,
+                    retry_after: a.limit.window,
+                });
             } else if limit.logs.len() >= MAX_BUCKETS_PER_LIMIT {
                 limit.sweep(now);
                 if limit.logs.len() >= MAX_BUCKETS_PER_LIMIT {
@@ -225,7 +240,11 @@ impl Counter for MemoryCounter {
         for a in acquisitions {
             let limit = b.limits.entry(a.limit.id.clone()).or_default();
             limit.window = limit.window.max(a.limit.window);
-            limit.logs.entry(a.bucket).or_default().admit(&a.limit, now);
+            limit
+                .logs
+                .entry(a.bucket)
+                .or_default()
+                .admit(&a.limit, a.cost, now);
         }
         Ok(())
     }
@@ -244,10 +263,32 @@ mod tests {
     }
 
     fn acq(l: &Arc<Limit>, key: &str) -> Acquire {
+        acq_n(l, key, 1)
+    }
+
+    fn acq_n(l: &Arc<Limit>, key: &str, cost: u32) -> Acquire {
         Acquire {
             limit: l.clone(),
             bucket: BucketKey::of([key.as_bytes()]),
+            cost,
         }
+    }
+
+    #[test]
+    fn a_call_creating_several_objects_draws_them_all_or_none() {
+        let c = MemoryCounter::new();
+        let l = limit("objects", 30, 60);
+        let t0 = Instant::now();
+        assert_eq!(c.try_acquire(&[acq_n(&l, "k", 25)], t0), Ok(()));
+        // 10 more do not fit in the 5 left: nothing is drawn.
+        assert!(matches!(
+            c.try_acquire(&[acq_n(&l, "k", 10)], t0),
+            Err(Refusal::Exhausted { .. })
+        ));
+        assert_eq!(c.try_acquire(&[acq_n(&l, "k", 5)], t0), Ok(()));
+        assert!(c.try_acquire(&[acq(&l, "k")], t0).is_err());
+        // More than a window ever admits.
+        assert!(c.try_acquire(&[acq_n(&l, "other", 31)], t0).is_err());
     }
 
     #[test]

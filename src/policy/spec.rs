@@ -99,6 +99,17 @@ pub struct McpToolPolicySpec {
     #[serde(default)]
     #[schemars(length(max = 2000), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub rules: Vec<Rule>,
+
+    /// How tools of servers that do not describe themselves create
+    /// Kubernetes objects (see `resources` on rules).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub resource_mappings: Vec<ResourceMapping>,
+
+    /// The namespace an object without one lands in (the MCP server's
+    /// default namespace). Defaults to `default`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_namespace: Option<String>,
 }
 
 /// What the controller observed and the sidecars enforce.
@@ -150,7 +161,11 @@ pub enum Action {
 /// One named rule.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-#[x_kube(validation = Rule::new("self.action == 'Allow' || !has(self.rateLimits) || size(self.rateLimits) == 0").message("rate limits apply to calls a rule allows; use action: Allow or remove rateLimits"))]
+#[x_kube(
+    validation = Rule::new("self.action == 'Allow' || !has(self.rateLimits) || size(self.rateLimits) == 0").message("rate limits apply to calls a rule allows; use action: Allow or remove rateLimits"),
+    validation = Rule::new("self.action == 'Allow' || !has(self.inFlight) || size(self.inFlight) == 0").message("in-flight limits apply to what a rule allows; use action: Allow or remove inFlight"),
+    validation = Rule::new("(has(self.tools) && size(self.tools) > 0) || (has(self.resources) && size(self.resources) > 0)").message("a rule needs `tools`, `resources`, or both")
+)]
 pub struct Rule {
     /// Unique within the policy; appears in denials, metrics and logs.
     /// 1-63 letters, digits, `-`, `_` or `.`.
@@ -158,9 +173,35 @@ pub struct Rule {
     pub name: String,
 
     /// Tool names this rule matches: exact names or globs (`*`, `?`,
-    /// `[abc]`), e.g. `vm_clone`, `*_list`, `pods_*`.
-    #[schemars(length(min = 1, max = 1000))]
+    /// `[abc]`), e.g. `vm_clone`, `*_list`, `pods_*`. With `resources`, it
+    /// narrows them to calls of these tools; without, the rule needs
+    /// `resources`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 1000))]
     pub tools: Vec<String>,
+
+    /// Kubernetes objects a call would create or change that this rule
+    /// matches, whichever tool the call uses (see docs/resources.md). A call
+    /// creating several objects is judged object by object.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub resources: Vec<ResourceSelector>,
+
+    /// For `resources` rules: the namespaces the objects may (or may not)
+    /// be in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespaces: Option<NamespaceCondition>,
+
+    /// For `resources` rules on KubeVirt `VirtualMachineClone`: conditions
+    /// on the source and target virtual machines.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clone: Option<CloneCondition>,
+
+    /// For `resources` rules on `VirtualMachineClone`: how many clones may
+    /// be in flight (exist, and not `Succeeded` or `Failed`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 4))]
+    pub in_flight: Vec<InFlightLimit>,
 
     /// `Allow` or `Deny`.
     pub action: Action,
@@ -296,6 +337,14 @@ pub struct LimitKey {
     /// calls outside a known session share one budget).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub session: bool,
+
+    /// For `resources` rules: one budget per namespace of the objects.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub namespace: bool,
+
+    /// For `resources` rules on clones: one budget per source VM.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub source: bool,
 }
 
 /// Reads a field that is present as `Some`, even when it is `null`, so
@@ -320,4 +369,142 @@ pub(crate) fn any_json_list(_: &mut schemars::SchemaGenerator) -> schemars::Sche
         "maxItems": 1000,
         "items": { "x-kubernetes-preserve-unknown-fields": true }
     })
+}
+
+/// Which Kubernetes objects a resource rule matches.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ResourceSelector {
+    /// The API group, `""` for the core group, e.g. `clone.kubevirt.io`.
+    pub group: String,
+    /// The kind, e.g. `VirtualMachineClone` (or give `resource`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// The plural resource name, e.g. `virtualmachineclones` (or give `kind`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
+    /// The verbs: `create`, `update`, `patch`, `delete`, `get`, `list`, ...
+    /// Defaults to `[create]`. A server-side apply counts as `create`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub verbs: Vec<String>,
+}
+
+/// Namespaces the objects of a call may be in: in `include` (if given) and
+/// not in `exclude`. Globs allowed (`openshift-*`). An object whose
+/// namespace cannot be known fails both.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NamespaceCondition {
+    /// Allowed namespaces.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256))]
+    pub include: Vec<String>,
+    /// Refused namespaces.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256))]
+    pub exclude: Vec<String>,
+}
+
+/// Conditions on a `VirtualMachineClone`'s source and target.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CloneCondition {
+    /// Source VM names that may be cloned (globs, e.g. `golden-*`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256))]
+    pub source_names: Vec<String>,
+    /// Source VM names that must not be cloned (globs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256))]
+    pub exclude_source_names: Vec<String>,
+    /// Labels the source VM must carry. The controller knows the VMs'
+    /// labels; see `whenSourceUnknown`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_labels: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>,
+    /// What `sourceLabels` decides when the source VM's labels are not known
+    /// (no controller, or the VM does not exist): `Deny` (default) or `Allow`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when_source_unknown: Option<Action>,
+    /// Names the clone may be given (globs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256))]
+    pub target_names: Vec<String>,
+    /// The target must not be the source VM itself.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub target_differs_from_source: bool,
+}
+
+/// A cap on objects in flight.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct InFlightLimit {
+    /// At most this many in flight.
+    #[schemars(range(min = 1, max = 100000))]
+    pub max: i64,
+    /// Counted per `Namespace`, per source VM (`Source`), or over the whole
+    /// `Cluster`.
+    pub per: InFlightScope,
+}
+
+/// What an in-flight cap is counted over.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+pub enum InFlightScope {
+    /// Each namespace.
+    Namespace,
+    /// Each source virtual machine (fan-out).
+    Source,
+    /// Everything the sidecar's server can reach.
+    Cluster,
+}
+
+/// How a server's tool creates objects, for servers that do not describe
+/// their tools (kubernetes-mcp-server does, in `_meta`): e.g. TrueNAS's one
+/// `truenas` tool clones a VM when its `action` argument is `vm_clone`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ResourceMapping {
+    /// The tools (names or globs).
+    #[schemars(length(min = 1, max = 100))]
+    pub tools: Vec<String>,
+    /// When the call's arguments meet these conditions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub arguments: Vec<ArgumentCondition>,
+    /// The object's API group.
+    #[serde(default)]
+    pub group: String,
+    /// The object's kind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// The verb. Defaults to `create`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verb: Option<String>,
+    /// Where the namespace is: an argument, or a fixed value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<ValueFrom>,
+    /// Where a clone's source VM name is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<ValueFrom>,
+    /// Where a clone's target name is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<ValueFrom>,
+    /// Instead of one object: the argument holding Kubernetes manifests
+    /// (YAML or JSON, several documents allowed), one object per document.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest: Option<String>,
+}
+
+/// A value taken from the call's arguments, or given.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ValueFrom {
+    /// A JSON pointer into `arguments`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pointer: Option<String>,
+    /// A fixed value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
 }

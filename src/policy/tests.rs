@@ -1,12 +1,15 @@
 //! Loading, compiling and evaluating together, from YAML as users write it.
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{Value, json};
 
+use super::evaluate::Stores;
+use super::inflight::MemoryInFlight;
 use super::load::{compile_set, parse_text, read_paths};
 use super::ratelimit::MemoryCounter;
+use super::resource_rules::NoCluster;
 use super::*;
 
 fn set(yaml: &str) -> PolicySet {
@@ -25,15 +28,22 @@ fn problems(yaml: &str) -> String {
 }
 
 fn call<'a>(tool: &'a str, args: &'a Value) -> ToolCall<'a> {
-    ToolCall {
-        tool,
-        arguments: args,
-        session: None,
-    }
+    ToolCall::new(tool, args)
+}
+
+/// Decides with fresh in-flight counts and no cluster knowledge.
+fn run(s: &PolicySet, call: &ToolCall<'_>, counter: &MemoryCounter, now: Instant) -> Decision {
+    let in_flight = MemoryInFlight::default();
+    let stores = Stores {
+        counter,
+        in_flight: &in_flight,
+        view: &NoCluster,
+    };
+    s.decide(call, &stores, now, SystemTime::now())
 }
 
 fn decide(s: &PolicySet, tool: &str, args: Value) -> Decision {
-    s.decide(&call(tool, &args), &MemoryCounter::new(), Instant::now())
+    run(s, &call(tool, &args), &MemoryCounter::new(), Instant::now())
 }
 
 const CLONE_CAP: &str = r#"
@@ -71,7 +81,7 @@ fn the_decision_order_is_deny_then_conditions_then_limits_then_allow_then_defaul
     let s = set(CLONE_CAP);
     let counter = MemoryCounter::new();
     let now = Instant::now();
-    let run = |tool: &str, args: Value| s.decide(&call(tool, &args), &counter, now);
+    let run = |tool: &str, args: Value| run(&s, &call(tool, &args), &counter, now);
 
     let d = run("pods_list", json!({"namespace": "vms"}));
     assert_eq!(
@@ -158,14 +168,14 @@ fn a_call_denied_for_its_arguments_spends_no_budget() {
     let bad = json!({"namespace": "vms", "name": "nope"});
     for _ in 0..10 {
         assert_eq!(
-            s.decide(&call("vm_clone", &bad), &counter, now).reason,
+            run(&s, &call("vm_clone", &bad), &counter, now).reason,
             Reason::Arguments
         );
     }
     let good = json!({"namespace": "vms", "name": "golden-x"});
     for _ in 0..3 {
         assert_eq!(
-            s.decide(&call("vm_clone", &good), &counter, now).effect,
+            run(&s, &call("vm_clone", &good), &counter, now).effect,
             Effect::Allowed
         );
     }
@@ -259,21 +269,21 @@ spec:
     let (without, with) = (json!({}), json!({"x": 1}));
     for _ in 0..5 {
         assert_eq!(
-            s.decide(&call("t", &without), &counter, now)
+            run(&s, &call("t", &without), &counter, now)
                 .policy
                 .as_deref(),
             Some("b-guard")
         );
     }
     assert_eq!(
-        s.decide(&call("t", &with), &counter, now).effect,
+        run(&s, &call("t", &with), &counter, now).effect,
         Effect::Allowed
     );
     assert_eq!(
-        s.decide(&call("t", &with), &counter, now).effect,
+        run(&s, &call("t", &with), &counter, now).effect,
         Effect::Allowed
     );
-    let d = s.decide(&call("t", &with), &counter, now);
+    let d = run(&s, &call("t", &with), &counter, now);
     assert_eq!(
         (d.effect, d.reason, d.policy.as_deref()),
         (Effect::Denied, Reason::RateLimit, Some("a-limits"))
@@ -296,29 +306,29 @@ spec:
     let counter = MemoryCounter::new();
     let now = Instant::now();
     let args = json!({});
-    let d = s.decide(&call("pods_delete", &args), &counter, now);
+    let d = run(&s, &call("pods_delete", &args), &counter, now);
     assert_eq!(
         (d.effect, d.reason, d.policy.as_deref()),
         (Effect::Audited, Reason::Default, Some("watch"))
     );
     assert!(d.forwards());
     assert_eq!(
-        s.decide(&call("pods_list", &args), &counter, now).effect,
+        run(&s, &call("pods_list", &args), &counter, now).effect,
         Effect::Allowed
     );
-    let d = s.decide(&call("pods_list", &args), &counter, now);
+    let d = run(&s, &call("pods_list", &args), &counter, now);
     assert_eq!((d.effect, d.reason), (Effect::Audited, Reason::RateLimit));
     // An Audit policy hides nothing: hiding is blocking.
-    assert!(!s.hides("pods_delete"));
+    assert!(!s.hides("pods_delete", None));
 }
 
 #[test]
 fn hide_denied_hides_exactly_the_tools_denied_whatever_the_arguments() {
     let s = set(CLONE_CAP);
-    assert!(!s.hides("pods_list"), "allowed by a rule");
-    assert!(!s.hides("vm_clone"), "allowed for some arguments");
-    assert!(s.hides("resources_delete"), "unconditional Deny");
-    assert!(s.hides("pods_exec"), "no Allow rule and default Deny");
+    assert!(!s.hides("pods_list", None), "allowed by a rule");
+    assert!(!s.hides("vm_clone", None), "allowed for some arguments");
+    assert!(s.hides("resources_delete", None), "unconditional Deny");
+    assert!(s.hides("pods_exec", None), "no Allow rule and default Deny");
     // `no-kube-system-reads` matches every tool but has a condition.
     let open = set(r#"
 apiVersion: tollgate.dev/v1alpha1
@@ -330,7 +340,7 @@ spec:
   rules:
     - {name: d, tools: [x], action: Deny}
 "#);
-    assert!(!open.hides("x"), "hideDenied is off");
+    assert!(!open.hides("x", None), "hideDenied is off");
 }
 
 #[test]
@@ -358,11 +368,13 @@ spec:
     let counter = MemoryCounter::new();
     let now = Instant::now();
     let run = |args: Value, session: Option<&str>| {
-        s.decide(
+        run(
+            &s,
             &ToolCall {
                 tool: "t",
                 arguments: &args,
                 session,
+                meta: None,
             },
             &counter,
             now,
@@ -401,7 +413,14 @@ spec:
     let counter = MemoryCounter::new();
     let t0 = Instant::now();
     let args = json!({});
-    let at = |secs: u64| s.decide(&call("t", &args), &counter, t0 + Duration::from_secs(secs));
+    let at = |secs: u64| {
+        run(
+            &s,
+            &call("t", &args),
+            &counter,
+            t0 + Duration::from_secs(secs),
+        )
+    };
     assert_eq!(at(0).effect, Effect::Allowed);
     assert_eq!(at(1).effect, Effect::Allowed);
     let d = at(2);
@@ -580,7 +599,7 @@ spec:
 "#);
     for _ in 0..2 {
         assert_eq!(
-            before.decide(&call("t", &args), &counter, now).effect,
+            run(&before, &call("t", &args), &counter, now).effect,
             Effect::Allowed
         );
     }
@@ -598,11 +617,11 @@ spec:
       rateLimits: [{requests: 100, window: 1d}, {requests: 3, window: 1m, key: {arguments: [/b, /a]}}]
 "#);
     assert_eq!(
-        after.decide(&call("t", &args), &counter, now).effect,
+        run(&after, &call("t", &args), &counter, now).effect,
         Effect::Allowed
     );
     assert_eq!(
-        after.decide(&call("t", &args), &counter, now).reason,
+        run(&after, &call("t", &args), &counter, now).reason,
         Reason::RateLimit
     );
 }

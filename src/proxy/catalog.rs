@@ -1,24 +1,30 @@
-//! What the upstream says it offers: the tool names from its own
-//! `tools/list` responses (never from the client).
+//! What the upstream says it offers: the tools of its own `tools/list`
+//! responses (never the client's word) — their names, and for servers that
+//! describe them (kubernetes-mcp-server's `_meta` RBAC block) which
+//! Kubernetes objects each tool touches.
 //!
-//! Metrics use it to keep the `tool` label bounded: a name the upstream
-//! listed, or a policy names exactly, is its own series; any other name an
-//! agent makes up is counted as `(unlisted)`.
+//! Metrics use the names to keep the `tool` label bounded: a name the
+//! upstream listed, or a policy names exactly, is its own series; any other
+//! name an agent makes up is counted as `(unlisted)`.
 
-use std::collections::HashSet;
-use std::sync::RwLock;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 
+use serde_json::Value;
+
+use crate::mcp::tools;
 use crate::policy::PolicySet;
+use crate::policy::resources::ToolMeta;
 
 use super::metrics::UNLISTED_TOOL;
 
-/// The most tool names remembered; past it, new names stay `(unlisted)`.
+/// The most tools remembered; past it, new names stay `(unlisted)`.
 pub const MAX_TOOLS: usize = 4096;
 
-/// Tool names the upstream listed.
+/// Tools the upstream listed.
 #[derive(Debug, Default)]
 pub struct Catalog {
-    names: RwLock<HashSet<String>>,
+    tools: RwLock<HashMap<String, Option<Arc<ToolMeta>>>>,
 }
 
 impl Catalog {
@@ -27,25 +33,28 @@ impl Catalog {
         Self::default()
     }
 
-    /// Remembers the names of a `tools/list` result.
-    pub fn learn<'a>(&self, names: impl IntoIterator<Item = &'a str>) {
-        let mut known = self.names.write().unwrap_or_else(|e| e.into_inner());
-        for name in names {
-            if known.len() >= MAX_TOOLS {
+    /// Remembers the tools of a `tools/list` result.
+    pub fn learn(&self, listed: &[Value]) {
+        let mut known = self.tools.write().unwrap_or_else(|e| e.into_inner());
+        for tool in listed {
+            let Some(name) = tools::tool_name(tool) else {
+                continue;
+            };
+            if known.len() >= MAX_TOOLS && !known.contains_key(name) {
                 break;
             }
-            if !known.contains(name) {
-                known.insert(name.to_owned());
-            }
+            known.insert(name.to_owned(), ToolMeta::from_tool(tool).map(Arc::new));
         }
     }
 
     /// Whether the upstream listed `tool`.
     pub fn lists(&self, tool: &str) -> bool {
-        self.names
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains(tool)
+        self.read().contains_key(tool)
+    }
+
+    /// What the upstream said `tool` touches, if it said.
+    pub fn meta(&self, tool: &str) -> Option<Arc<ToolMeta>> {
+        self.read().get(tool).cloned().flatten()
     }
 
     /// The metric label for `tool`.
@@ -56,5 +65,9 @@ impl Catalog {
         } else {
             UNLISTED_TOOL
         }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Option<Arc<ToolMeta>>>> {
+        self.tools.read().unwrap_or_else(|e| e.into_inner())
     }
 }

@@ -6,18 +6,21 @@
 //! hold no policy logic.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use serde_json::{Value, json};
 
 use crate::mcp::jsonrpc::{self, NO_POLICY, POLICY_DENIED, RATE_LIMITED};
 use crate::mcp::tools::CallParams;
-use crate::policy::ratelimit::{Counter, MemoryCounter};
+use crate::policy::evaluate::Stores;
+use crate::policy::inflight::MemoryInFlight;
+use crate::policy::ratelimit::MemoryCounter;
 use crate::policy::spec::DenyWith;
 use crate::policy::{Decision, Effect, Reason, ToolCall};
 
 use super::audit::{AuditConfig, Entry};
 use super::catalog::Catalog;
+use super::cluster::ClusterState;
 use super::metrics::{Metrics, UNPARSED_TOOL};
 use super::store::RuleStore;
 
@@ -27,6 +30,10 @@ pub struct Gate {
     pub store: Arc<RuleStore>,
     /// Rate-limit budgets.
     pub counter: Arc<MemoryCounter>,
+    /// VirtualMachineClones in flight.
+    pub in_flight: Arc<MemoryInFlight>,
+    /// What the controller says about the cluster.
+    pub cluster: Arc<ClusterState>,
     /// Metrics.
     pub metrics: Metrics,
     /// Tool names the upstream listed.
@@ -43,6 +50,8 @@ impl Gate {
         Gate {
             store,
             counter: Arc::new(MemoryCounter::new()),
+            in_flight: Arc::new(MemoryInFlight::default()),
+            cluster: Arc::new(ClusterState::default()),
             metrics,
             catalog: Catalog::new(),
             audit,
@@ -61,15 +70,21 @@ impl Gate {
         let rules = self.store.current();
         let decision = match &rules {
             Some(rules) if rules.deny_when_empty && rules.set.policies().is_empty() => unselected(),
-            Some(rules) => rules.set.decide(
-                &ToolCall {
+            Some(rules) => {
+                let meta = self.catalog.meta(call.name);
+                let stores = Stores {
+                    counter: self.counter.as_ref(),
+                    in_flight: self.in_flight.as_ref(),
+                    view: self.cluster.as_ref(),
+                };
+                let call = ToolCall {
                     tool: call.name,
                     arguments: call.arguments,
                     session,
-                },
-                self.counter.as_ref() as &dyn Counter,
-                start,
-            ),
+                    meta: meta.as_deref(),
+                };
+                rules.set.decide(&call, &stores, start, SystemTime::now())
+            }
             None if self.fail_open => Decision {
                 effect: Effect::Allowed,
                 reason: Reason::Default,
@@ -115,7 +130,9 @@ impl Gate {
 
     /// Whether `tools/list` should hide `tool`.
     pub fn hides(&self, tool: &str) -> bool {
-        self.store.current().is_some_and(|r| r.set.hides(tool))
+        self.store
+            .current()
+            .is_some_and(|r| r.set.hides(tool, self.catalog.meta(tool).as_deref()))
     }
 
     /// Whether any rules in force hide tools at all (else `tools/list`

@@ -11,6 +11,7 @@ pub mod admin;
 pub mod audit;
 pub mod body;
 pub mod catalog;
+pub mod cluster;
 pub mod config;
 pub mod gate;
 pub mod headers;

@@ -463,10 +463,7 @@ pub fn rewrite_lists(
             continue;
         };
         if let Some(listed) = tools::listed(result) {
-            proxy
-                .gate
-                .catalog
-                .learn(listed.iter().filter_map(tools::tool_name));
+            proxy.gate.catalog.learn(listed);
         }
         if proxy.gate.may_hide() {
             let removed = tools::filter_list(result, |name| proxy.gate.hides(name));

@@ -73,9 +73,11 @@ impl Cluster {
                         bin,
                         _dir: dir,
                     };
-                    cluster
-                        .kubectl(&["apply", "-f", repo().join("crds").to_str().unwrap()])
-                        .ok();
+                    if let Err(e) =
+                        cluster.kubectl(&["apply", "-f", repo().join("crds").to_str().unwrap()])
+                    {
+                        panic!("the apiserver refused crds/: {e}");
+                    }
                     cluster
                         .kubectl(&[
                             "wait",
@@ -83,7 +85,7 @@ impl Cluster {
                             "crd/mcptoolpolicies.tollgate.dev",
                             "--timeout=30s",
                         ])
-                        .ok();
+                        .unwrap();
                     return cluster;
                 }
                 last_error = String::from_utf8_lossy(&out.stderr).into_owned();
