@@ -26,6 +26,8 @@ use crate::policy::spec::McpToolPolicySpec;
 pub const SNAPSHOT_EVENT: &str = "snapshot";
 /// The SSE event name of a heartbeat.
 pub const HEARTBEAT_EVENT: &str = "heartbeat";
+/// The SSE event name of cluster state (KubeVirt counts and labels).
+pub const STATE_EVENT: &str = "state";
 /// The audience sidecar tokens are issued for (`--audience` changes it).
 pub const DEFAULT_AUDIENCE: &str = "tollgate";
 /// The label that marks a pod as running a tollgate sidecar.
@@ -96,6 +98,24 @@ impl Snapshot {
             })
             .collect()
     }
+}
+
+/// What the controller sees of KubeVirt, for in-flight caps and source-VM
+/// label conditions. Sent on connect and whenever it changes; not acked.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterState {
+    /// Whether the controller watches VirtualMachineClones (the KubeVirt
+    /// CRDs exist and the watch has listed). Until then `clones` means
+    /// nothing and sidecars keep counting their own admissions.
+    #[serde(default)]
+    pub clones_observed: bool,
+    /// VirtualMachineClones in flight.
+    pub clones: crate::policy::resources::CloneCounts,
+    /// VirtualMachine labels by `namespace/name`.
+    pub vms: std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>,
+    /// When the controller computed this (RFC 3339).
+    pub observed_at: String,
 }
 
 /// A heartbeat: the version the controller last sent this sidecar.

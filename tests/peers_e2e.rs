@@ -296,3 +296,111 @@ fn http_get_json(port: u16, path: &str) -> Value {
     let end = body.rfind('}').map_or(body.len(), |e| e + 1);
     serde_json::from_str(&body[start..end]).unwrap_or_else(|e| panic!("{e}: {body}"))
 }
+
+/// The KubeVirt example in file mode, against the Kubernetes API stand-in:
+/// the cap holds whichever tool creates the clones.
+#[test]
+fn the_kubevirt_example_caps_clones_from_every_tool() {
+    let stack = KubeStack::start();
+    let example = repo_file("examples/kubevirt/clone-guard.yaml");
+    let tg = tollgate(&[
+        "--policy",
+        example.to_str().unwrap(),
+        "--upstream",
+        &stack.upstream(),
+    ]);
+    let url = format!("http://{}/mcp", tg.listen);
+    let created = |stack: &KubeStack| {
+        stack.stats()["creates"]["virtualmachineclones.clone.kubevirt.io"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+
+    // Hidden: what can create nothing allowed. Visible: the two clone routes.
+    let listed: Vec<String> = serde_json::from_value(agent(&url, &["list"])[0].clone()).unwrap();
+    assert!(
+        listed.iter().any(|t| t == "vm_clone")
+            && listed.iter().any(|t| t == "resources_create_or_update"),
+        "{listed:?}"
+    );
+    assert!(
+        !listed
+            .iter()
+            .any(|t| t == "pods_delete" || t == "vm_create"),
+        "{listed:?}"
+    );
+
+    let no = &agent(
+        &url,
+        &[
+            "call",
+            "vm_clone",
+            r#"{"namespace":"kube-system","name":"golden-fedora","targetName":"x"}"#,
+        ],
+    )[0];
+    assert!(text(no).contains("rule \"no-system-clones\""), "{no}");
+    let no = &agent(
+        &url,
+        &[
+            "call",
+            "vm_clone",
+            r#"{"namespace":"vms","name":"web-1","targetName":"x"}"#,
+        ],
+    )[0];
+    assert!(
+        text(no).contains("source VM \"web-1\" must match \"golden-*\""),
+        "{no}"
+    );
+
+    // A looping agent: 5 in flight per namespace, exactly.
+    let summary = &agent(
+        &url,
+        &[
+            "repeat",
+            "100",
+            "vm_clone",
+            CLONE,
+            "--concurrency",
+            "8",
+            "--no-results",
+        ],
+    )[0];
+    assert_eq!(
+        (summary["ok"].as_u64(), summary["isError"].as_u64()),
+        (Some(5), Some(95)),
+        "{summary}"
+    );
+    assert_eq!(created(&stack), 5);
+
+    // The same clones through the generic tool: 10 documents, both API versions.
+    let docs: Vec<String> = (0..10)
+        .map(|i| {
+            format!(
+                "apiVersion: clone.kubevirt.io/{}\nkind: VirtualMachineClone\nmetadata: {{name: bulk-{i}, namespace: vms}}\nspec:\n  source: {{apiGroup: kubevirt.io, kind: VirtualMachine, name: golden-fedora}}\n  target: {{apiGroup: kubevirt.io, kind: VirtualMachine, name: bulk-copy-{i}}}\n",
+                if i % 2 == 0 { "v1beta1" } else { "v1alpha1" }
+            )
+        })
+        .collect();
+    let args = serde_json::json!({ "resource": docs.join("---\n") }).to_string();
+    let bulk = &agent(&url, &["call", "resources_create_or_update", &args])[0];
+    assert_eq!(bulk["isError"], true, "{bulk}");
+    assert!(
+        text(bulk).contains("5 VirtualMachineClones in flight per namespace"),
+        "{bulk}"
+    );
+    assert_eq!(created(&stack), 5, "nothing more got through");
+
+    let m = metrics_blocking(tg.admin);
+    assert_eq!(
+        sample(
+            &m,
+            &[
+                "tollgate_tool_calls_total{",
+                "decision=\"denied\"",
+                "reason=\"in_flight\"",
+                "tool=\"vm_clone\""
+            ]
+        ),
+        Some(95.0)
+    );
+}

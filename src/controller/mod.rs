@@ -10,6 +10,7 @@
 pub mod acks;
 pub mod auth;
 pub mod index;
+pub mod kubevirt;
 pub mod lease;
 pub mod metrics;
 pub mod object;
@@ -219,7 +220,15 @@ pub async fn start(config: ControllerConfig) -> anyhow::Result<Running> {
     };
     tasks.push(tokio::spawn(writer.run(leader_rx, shutdown_rx.clone())));
 
+    let (cluster_tx, cluster_rx) = watch::channel(Arc::new(crate::push::ClusterState::default()));
+    tasks.push(tokio::spawn(kubevirt::run(
+        client.clone(),
+        config.watch_namespace.clone(),
+        cluster_tx,
+        shutdown_rx.clone(),
+    )));
     let service = Arc::new(serve::PushService {
+        cluster: cluster_rx,
         index: index.clone(),
         auth: auth::Authenticator::new(client, &config.audience),
         acks,

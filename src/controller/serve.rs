@@ -14,7 +14,9 @@ use tokio::sync::watch;
 
 use crate::mcp::sse;
 use crate::proxy::body::{self, Body, BoxError};
-use crate::push::{Ack, HEARTBEAT_EVENT, Heartbeat, SIDECAR_LABEL, SNAPSHOT_EVENT};
+use crate::push::{
+    Ack, ClusterState, HEARTBEAT_EVENT, Heartbeat, SIDECAR_LABEL, SNAPSHOT_EVENT, STATE_EVENT,
+};
 
 use super::acks::AckBook;
 use super::auth::{AuthError, Authenticator, Identity, authorize};
@@ -36,6 +38,8 @@ pub struct PushService {
     pub metrics: ControllerMetrics,
     /// How often a quiet stream carries a heartbeat.
     pub heartbeat: Duration,
+    /// KubeVirt state for the sidecars.
+    pub cluster: watch::Receiver<Arc<ClusterState>>,
 }
 
 /// Routes one request.
@@ -128,8 +132,10 @@ async fn snapshots(
     tracing::info!(pod = %format!("{ns}/{pod}"), "sidecar connected");
     let stream = SnapshotStream {
         rx: sub.rx,
+        cluster: svc.cluster.clone(),
         heartbeat: tokio::time::interval(svc.heartbeat),
         first: true,
+        queued: None,
         guard: Connected::new(svc.metrics.clone()),
     };
     let frames = futures_util::stream::unfold(stream, |mut s| async move {
@@ -195,8 +201,10 @@ async fn ack(
 
 struct SnapshotStream {
     rx: watch::Receiver<Arc<Published>>,
+    cluster: watch::Receiver<Arc<ClusterState>>,
     heartbeat: tokio::time::Interval,
     first: bool,
+    queued: Option<Bytes>,
     guard: Connected,
 }
 
@@ -207,16 +215,32 @@ impl SnapshotStream {
             self.first = false;
             // The interval's first tick is immediate; skip it.
             self.heartbeat.tick().await;
+            if !self.cluster.borrow().observed_at.is_empty() {
+                self.queued = Some(self.state());
+            }
             return Some(self.snapshot());
+        }
+        if let Some(queued) = self.queued.take() {
+            return Some(queued);
         }
         tokio::select! {
             changed = self.rx.changed() => changed.ok().map(|()| self.snapshot()),
+            Ok(()) = self.cluster.changed() => Some(self.state()),
             _ = self.heartbeat.tick() => {
                 let version = self.rx.borrow().snapshot.version.clone();
                 let data = serde_json::to_string(&Heartbeat { version }).unwrap_or_default();
                 Some(sse::encode(Some(HEARTBEAT_EVENT), None, &data))
             }
         }
+    }
+
+    fn state(&mut self) -> Bytes {
+        let state = self.cluster.borrow_and_update().clone();
+        sse::encode(
+            Some(STATE_EVENT),
+            None,
+            &serde_json::to_string(&*state).unwrap_or_default(),
+        )
     }
 
     fn snapshot(&mut self) -> Bytes {

@@ -8,7 +8,9 @@
 //! name an agent makes up is counted as `(unlisted)`.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::Instant;
 
 use serde_json::Value;
 
@@ -25,6 +27,10 @@ pub const MAX_TOOLS: usize = 4096;
 #[derive(Debug, Default)]
 pub struct Catalog {
     tools: RwLock<HashMap<String, Option<Arc<ToolMeta>>>>,
+    /// Whether a complete `tools/list` has been seen.
+    loaded: AtomicBool,
+    /// Serialises the sidecar's own discovery; when it last tried.
+    pub(crate) discovery: tokio::sync::Mutex<Option<Instant>>,
 }
 
 impl Catalog {
@@ -33,8 +39,14 @@ impl Catalog {
         Self::default()
     }
 
+    /// Whether the upstream's tools are known.
+    pub fn loaded(&self) -> bool {
+        self.loaded.load(Ordering::Acquire)
+    }
+
     /// Remembers the tools of a `tools/list` result.
     pub fn learn(&self, listed: &[Value]) {
+        self.loaded.store(true, Ordering::Release);
         let mut known = self.tools.write().unwrap_or_else(|e| e.into_inner());
         for tool in listed {
             let Some(name) = tools::tool_name(tool) else {

@@ -20,11 +20,14 @@ use hyper_util::rt::TokioExecutor;
 use tokio::sync::watch;
 
 use crate::mcp::sse;
+use crate::policy::inflight::MemoryInFlight;
 use crate::policy::{Problems, load};
 use crate::push::{
-    Ack, HEARTBEAT_EVENT, Heartbeat, SNAPSHOT_EVENT, Snapshot, acks_path, snapshots_path,
+    Ack, ClusterState as ClusterStateMsg, HEARTBEAT_EVENT, Heartbeat, SNAPSHOT_EVENT, STATE_EVENT,
+    Snapshot, acks_path, snapshots_path,
 };
 
+use super::cluster::ClusterState;
 use super::config::ManagedConfig;
 use super::metrics::Metrics;
 use super::store::RuleStore;
@@ -44,13 +47,23 @@ pub struct Follower {
     /// Reconnect when the stream is silent this long (heartbeats come every
     /// 10 s by default).
     pub silence_timeout: Duration,
+    /// Where the controller's in-flight clone counts go.
+    pub in_flight: Arc<MemoryInFlight>,
+    /// Where the controller's VM labels go.
+    pub cluster: Arc<ClusterState>,
     client: Client<HttpConnector, Full<Bytes>>,
     acked: Option<String>,
 }
 
 impl Follower {
     /// A follower for `config`.
-    pub fn new(config: ManagedConfig, store: Arc<RuleStore>, metrics: Metrics) -> Self {
+    pub fn new(
+        config: ManagedConfig,
+        store: Arc<RuleStore>,
+        metrics: Metrics,
+        in_flight: Arc<MemoryInFlight>,
+        cluster: Arc<ClusterState>,
+    ) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(Duration::from_secs(5)));
         connector.set_nodelay(true);
@@ -59,6 +72,8 @@ impl Follower {
             store,
             metrics,
             silence_timeout: Duration::from_secs(35),
+            in_flight,
+            cluster,
             client: Client::builder(TokioExecutor::new()).build(connector),
             acked: None,
         }
@@ -167,6 +182,7 @@ impl Follower {
                         delivered = true;
                         self.on_snapshot(&event.data).await;
                     }
+                    Some(STATE_EVENT) => self.on_state(&event.data),
                     Some(HEARTBEAT_EVENT) => {
                         // Re-send an ack that did not get through.
                         let current = serde_json::from_str::<Heartbeat>(&event.data)
@@ -204,6 +220,27 @@ impl Follower {
         tracing::info!(version = %snapshot.version, policies = snapshot.policies.len(), "rules from the controller in force");
         self.persist(data);
         self.ack(&snapshot.version).await;
+    }
+
+    fn on_state(&self, data: &str) {
+        let state: ClusterStateMsg = match serde_json::from_str(data) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "ignoring cluster state this sidecar cannot read");
+                return;
+            }
+        };
+        let observed = state
+            .observed_at
+            .parse::<k8s_openapi::jiff::Timestamp>()
+            .ok()
+            .and_then(|t| u64::try_from(t.as_millisecond()).ok())
+            .map(|ms| UNIX_EPOCH + Duration::from_millis(ms))
+            .unwrap_or_else(SystemTime::now);
+        if state.clones_observed {
+            self.in_flight.set_cluster(state.clones, observed);
+        }
+        self.cluster.set_vms(state.vms.into_iter().collect());
     }
 
     /// Compiles and puts a snapshot in force.

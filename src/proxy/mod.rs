@@ -13,6 +13,7 @@ pub mod body;
 pub mod catalog;
 pub mod cluster;
 pub mod config;
+pub mod discover;
 pub mod gate;
 pub mod headers;
 pub mod managed;
@@ -61,6 +62,32 @@ pub struct Proxy {
     pub streams: Arc<Streams>,
 }
 
+impl Proxy {
+    /// Learns the upstream's tools from the upstream itself, unless known
+    /// already or tried less than 5 s ago (a slow or broken upstream must
+    /// not slow every call).
+    pub async fn ensure_catalog(&self, path: &str) {
+        if self.gate.catalog.loaded() {
+            return;
+        }
+        let mut last = self.gate.catalog.discovery.lock().await;
+        if self.gate.catalog.loaded() || last.is_some_and(|t| t.elapsed() < Duration::from_secs(5))
+        {
+            return;
+        }
+        *last = Some(Instant::now());
+        match discover::list_tools(&self.upstream, path, Duration::from_secs(5)).await {
+            Ok(tools) => {
+                self.gate.catalog.learn(&tools);
+                tracing::info!(tools = tools.len(), path, "learned the upstream's tools");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, path, "cannot list the upstream's tools yet; rules on what tools create will fail closed")
+            }
+        }
+    }
+}
+
 /// A started proxy.
 pub struct Running {
     /// Where agents connect.
@@ -88,6 +115,9 @@ impl Running {
 pub async fn start(config: ProxyConfig, audit: AuditConfig) -> anyhow::Result<Running> {
     let metrics = Metrics::new().context("registering metrics")?;
     let store = Arc::new(RuleStore::new());
+    // Shared by the gate and, in managed mode, fed by the controller.
+    let in_flight = Arc::new(crate::policy::inflight::MemoryInFlight::default());
+    let cluster = Arc::new(cluster::ClusterState::default());
     let follower = match &config.rules {
         RuleSource::Files(paths) => {
             if let reload::Outcome::Refused(problems) = reload::reload(paths, &store, &metrics) {
@@ -96,7 +126,13 @@ pub async fn start(config: ProxyConfig, audit: AuditConfig) -> anyhow::Result<Ru
             None
         }
         RuleSource::Controller(managed) => {
-            let follower = managed::Follower::new(managed.clone(), store.clone(), metrics.clone());
+            let follower = managed::Follower::new(
+                managed.clone(),
+                store.clone(),
+                metrics.clone(),
+                in_flight.clone(),
+                cluster.clone(),
+            );
             follower.restore();
             Some(follower)
         }
@@ -115,6 +151,8 @@ pub async fn start(config: ProxyConfig, audit: AuditConfig) -> anyhow::Result<Ru
     let proxy = Arc::new(Proxy {
         gate: Gate {
             fail_open: matches!(&config.rules, RuleSource::Controller(m) if m.fail_open),
+            in_flight,
+            cluster,
             ..Gate::new(store.clone(), metrics.clone(), audit)
         },
         upstream,
@@ -167,6 +205,16 @@ pub async fn start(config: ProxyConfig, audit: AuditConfig) -> anyhow::Result<Ru
         shutdown_rx.clone(),
     )));
     tasks.push(tokio::spawn(sweep(proxy.clone(), shutdown_rx)));
+    let p = proxy.clone();
+    tokio::spawn(async move {
+        let base = p.upstream.uri_for(None);
+        let path = if base.path().trim_end_matches('/').is_empty() {
+            "/mcp"
+        } else {
+            "/"
+        };
+        p.ensure_catalog(path).await;
+    });
 
     tracing::info!(
         %listen,

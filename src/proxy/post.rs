@@ -134,6 +134,12 @@ pub async fn handle(proxy: &Arc<Proxy>, parts: Parts, body: Incoming) -> Respons
         );
     }
 
+    if messages
+        .iter()
+        .any(|m| m.get("method").and_then(Value::as_str) == Some(tools::CALL))
+    {
+        proxy.ensure_catalog(parts.uri.path()).await;
+    }
     let mut plan = Plan::default();
     let method_label = if batch {
         "batch"

@@ -98,9 +98,31 @@ impl Upstream {
         format!("http://{}", self.addr)
     }
 
-    /// Every request so far.
+    /// Every request from clients so far (not the sidecar's own discovery).
     pub fn seen(&self) -> Vec<Seen> {
-        self.seen.lock().unwrap().clone()
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| {
+                !s.headers
+                    .get("user-agent")
+                    .is_some_and(|ua| ua.as_bytes().starts_with(b"tollgate-discovery/"))
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// The sidecar's own discovery requests so far.
+    pub fn discovery(&self) -> Vec<Seen> {
+        let all = self.seen.lock().unwrap().clone();
+        all.into_iter()
+            .filter(|s| {
+                s.headers
+                    .get("user-agent")
+                    .is_some_and(|ua| ua.as_bytes().starts_with(b"tollgate-discovery/"))
+            })
+            .collect()
     }
 
     /// The POSTed messages so far, flattened out of batches.

@@ -1,0 +1,191 @@
+//! The motivating case end to end on a real kube-apiserver: the MCP
+//! TypeScript SDK as the agent, the tollgate sidecar (managed by the
+//! controller) in front of kubernetes-mcp-server, which creates real
+//! VirtualMachineClone objects; the KubeVirt CRDs without KubeVirt.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+use support::cluster::{Cluster, ControllerProc, token_file};
+use support::*;
+
+const PATIENCE: Duration = Duration::from_secs(30);
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// kubernetes-mcp-server against the test cluster, as cluster admin.
+fn kubernetes_mcp_server(cluster: &Cluster) -> (Proc, u16) {
+    let port = free_port();
+    let bin = peers().join(
+        "node_modules/kubernetes-mcp-server-linux-amd64/bin/kubernetes-mcp-server-linux-amd64",
+    );
+    let mut cmd = Command::new("sh");
+    // It prints nothing on readiness; `echo` gives Proc its first line once
+    // the process runs, and the port is polled below.
+    cmd.arg("-c").arg(format!(
+        "echo started; exec {} --port {port} --bind-address 127.0.0.1 --toolsets core,config,kubevirt --kubeconfig {} >/dev/null 2>&1",
+        bin.display(),
+        cluster.kubeconfig.display()
+    ));
+    let (proc, _) = Proc::spawn(cmd, |l| l == "started");
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    for _ in 0..300 {
+        if std::net::TcpStream::connect(addr).is_ok() {
+            return (proc, port);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("kubernetes-mcp-server did not listen on {addr}");
+}
+
+fn clones(cluster: &Cluster, ns: &str) -> Vec<Value> {
+    cluster.get_json(&["-n", ns, "virtualmachineclones.clone.kubevirt.io"])["items"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn clones_stay_capped_on_a_real_cluster_and_finished_ones_free_slots() {
+    let cluster = Cluster::get();
+    cluster
+        .kubectl(&[
+            "apply",
+            "-f",
+            repo_file("tests/fixtures/kubevirt-crds.yaml")
+                .to_str()
+                .unwrap(),
+        ])
+        .unwrap();
+    cluster
+        .kubectl(&[
+            "wait",
+            "--for=condition=Established",
+            "crd/virtualmachineclones.clone.kubevirt.io",
+            "--timeout=30s",
+        ])
+        .unwrap();
+    let ns = cluster.namespace("kubevirt");
+    cluster
+        .apply(&format!("apiVersion: kubevirt.io/v1\nkind: VirtualMachine\nmetadata: {{name: golden-fedora, namespace: {ns}, labels: {{golden: \"true\"}}}}\nspec: {{runStrategy: Halted}}\n"))
+        .unwrap();
+
+    let (_kms, kms_port) = kubernetes_mcp_server(cluster);
+    cluster.sidecar_pod(
+        &ns,
+        "kms-0",
+        &[("app.kubernetes.io/name", "kubernetes-mcp-server")],
+    );
+    let controller = ControllerProc::start(cluster, &ns, "c1");
+    let dir = tempfile::tempdir().unwrap();
+    let token = token_file(dir.path(), &cluster.pod_token(&ns, "kms-0"));
+    let sidecar = tollgate(&[
+        "--controller",
+        &format!("http://{}", controller.push),
+        "--token-file",
+        token.to_str().unwrap(),
+        "--pod-name",
+        "kms-0",
+        "--pod-namespace",
+        &ns,
+        "--upstream",
+        &format!("http://127.0.0.1:{kms_port}"),
+    ]);
+    cluster
+        .kubectl(&[
+            "-n",
+            &ns,
+            "apply",
+            "-f",
+            repo_file("examples/kubevirt/clone-guard.yaml")
+                .to_str()
+                .unwrap(),
+        ])
+        .unwrap();
+    assert!(
+        eventually(
+            PATIENCE,
+            async || cluster.policy(&ns, "clone-guard")["status"]["synced"] == "1/1"
+        )
+        .await,
+        "the sidecar never enforced the policy"
+    );
+    let url = format!("http://{}/mcp", sidecar.listen);
+    let args = format!(r#"{{"namespace":"{ns}","name":"golden-fedora","targetName":"copy"}}"#);
+
+    // 100 clones from a looping agent: exactly 5 objects exist.
+    let summary = &agent(
+        &url,
+        &[
+            "repeat",
+            "100",
+            "vm_clone",
+            &args,
+            "--concurrency",
+            "8",
+            "--no-results",
+        ],
+    )[0];
+    assert_eq!(
+        (summary["ok"].as_u64(), summary["isError"].as_u64()),
+        (Some(5), Some(95)),
+        "{summary}"
+    );
+    assert_eq!(clones(cluster, &ns).len(), 5);
+
+    // Ten more in one multi-document manifest: none get through.
+    let docs: Vec<String> = (0..10)
+        .map(|i| {
+            format!(
+                "apiVersion: clone.kubevirt.io/{}\nkind: VirtualMachineClone\nmetadata: {{name: bulk-{i}, namespace: {ns}}}\nspec:\n  source: {{apiGroup: kubevirt.io, kind: VirtualMachine, name: golden-fedora}}\n  target: {{apiGroup: kubevirt.io, kind: VirtualMachine, name: bulk-copy-{i}}}\n",
+                if i % 2 == 0 { "v1beta1" } else { "v1alpha1" }
+            )
+        })
+        .collect();
+    let bulk_args = serde_json::json!({ "resource": docs.join("---\n") }).to_string();
+    let bulk = &agent(&url, &["call", "resources_create_or_update", &bulk_args])[0];
+    assert_eq!(bulk["isError"], true, "{bulk}");
+    assert_eq!(clones(cluster, &ns).len(), 5);
+
+    // Two clones finish: exactly two slots free up.
+    for c in clones(cluster, &ns).iter().take(2) {
+        let name = c["metadata"]["name"].as_str().unwrap();
+        cluster
+            .kubectl(&[
+                "-n",
+                &ns,
+                "patch",
+                "virtualmachineclones.clone.kubevirt.io",
+                name,
+                "--subresource=status",
+                "--type=merge",
+                "-p",
+                r#"{"status":{"phase":"Succeeded"}}"#,
+            ])
+            .unwrap();
+    }
+    let mut admitted = 0;
+    assert!(
+        eventually(PATIENCE, async || {
+            let s = &agent(&url, &["repeat", "3", "vm_clone", &args, "--no-results"])[0];
+            admitted += s["ok"].as_u64().unwrap_or(0);
+            admitted >= 2
+        })
+        .await,
+        "finished clones never freed their slots"
+    );
+    assert_eq!(admitted, 2, "exactly the freed slots");
+    assert_eq!(clones(cluster, &ns).len(), 7);
+    let last = &agent(&url, &["call", "vm_clone", &args])[0];
+    assert_eq!(last["isError"], true, "{last}");
+}
