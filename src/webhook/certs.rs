@@ -222,9 +222,12 @@ impl Keeper {
         };
         fill(&mut secret, &bundle);
         let result = match existing {
-            // Present but unreadable: replace it.
+            // Present but empty or unreadable (e.g. created empty by the
+            // Helm chart): fill it, keeping its type (immutable) and labels.
             Some(old) => {
                 secret.metadata.resource_version = old.metadata.resource_version;
+                secret.metadata.labels = old.metadata.labels;
+                secret.type_ = old.type_;
                 self.secrets
                     .replace(&self.secret, &PostParams::default(), &secret)
                     .await

@@ -1,0 +1,391 @@
+//! The Helm chart installed for real on a kube-apiserver, the controller run
+//! as a local process with exactly the chart's ServiceAccount permissions
+//! (impersonation) and the chart's own arguments, and the apiserver calling
+//! its webhook.
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::cluster::{Cluster, token_file};
+use support::*;
+
+const PATIENCE: Duration = Duration::from_secs(30);
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn helm(cluster: &Cluster, args: &[&str]) -> Result<String, String> {
+    let out = Command::new(cluster.bin.join("helm"))
+        .env("KUBECONFIG", &cluster.kubeconfig)
+        .env(
+            "HELM_CACHE_HOME",
+            std::env::temp_dir().join("tollgate-helm-cache"),
+        )
+        .env(
+            "HELM_CONFIG_HOME",
+            std::env::temp_dir().join("tollgate-helm-config"),
+        )
+        .args(args)
+        .output()
+        .unwrap();
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// The cluster's kubeconfig, acting as the chart's ServiceAccount.
+fn impersonating(cluster: &Cluster, dir: &Path, ns: &str, sa: &str) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(&cluster.kubeconfig).unwrap();
+    let mut kc: Value = serde_saphyr::from_str(&text).unwrap();
+    for user in kc["users"].as_array_mut().unwrap() {
+        user["user"]["as"] = json!(format!("system:serviceaccount:{ns}:{sa}"));
+        user["user"]["as-groups"] = json!([
+            "system:serviceaccounts",
+            format!("system:serviceaccounts:{ns}"),
+            "system:authenticated"
+        ]);
+    }
+    let path = dir.join("kubeconfig-as-controller.json");
+    std::fs::write(&path, kc.to_string()).unwrap();
+    path
+}
+
+/// Starts the controller with the chart Deployment's own arguments, only
+/// the listen addresses moved to loopback.
+fn controller_as_chart(cluster: &Cluster, ns: &str, kubeconfig: &Path, webhook_port: u16) -> Proc {
+    let deploy = cluster.get_json(&["-n", ns, "deployment", "tollgate"]);
+    let container = &deploy["spec"]["template"]["spec"]["containers"][0];
+    let args: Vec<String> = container["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            let a = a.as_str().unwrap();
+            match a.split_once('=') {
+                Some(("--push-listen", _)) => "--push-listen=127.0.0.1:0".to_owned(),
+                Some(("--admin-listen", _)) => "--admin-listen=127.0.0.1:0".to_owned(),
+                Some(("--webhook-listen", _)) => {
+                    format!("--webhook-listen=127.0.0.1:{webhook_port}")
+                }
+                _ => a
+                    .replace("$(POD_NAMESPACE)", ns)
+                    .replace("$(POD_NAME)", "tollgate-test-0"),
+            }
+        })
+        .collect();
+    assert!(
+        args.iter()
+            .any(|a| a.starts_with("--webhook-configuration=")),
+        "{args:?}"
+    );
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tollgate"));
+    cmd.args(["--log-format", "json"])
+        .args(&args)
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .env("POD_NAMESPACE", ns);
+    Proc::spawn(cmd, |l| l.contains("tollgate controller started")).0
+}
+
+fn create_pod(cluster: &Cluster, ns: &str, name: &str, labels: &str) -> Result<Value, String> {
+    let _ = cluster.kubectl(&["-n", ns, "create", "serviceaccount", "default"]);
+    cluster.apply(&format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: {ns}, labels: {{{labels}}}}}\nspec:\n  containers: [{{name: server, image: example.invalid/mcp, ports: [{{containerPort: 8081}}]}}]\n"
+    ))?;
+    Ok(cluster.get_json(&["-n", ns, "pod", name]))
+}
+
+fn has_sidecar(pod: &Value) -> bool {
+    pod["spec"]["initContainers"]
+        .as_array()
+        .is_some_and(|c| c.iter().any(|c| c["name"] == "tollgate"))
+        && pod["metadata"]["labels"]["tollgate.dev/sidecar"] == "true"
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn helm_install_rbac_webhook_upgrade_uninstall() {
+    let cluster = Cluster::get();
+    cluster
+        .kubectl(&[
+            "apply",
+            "-f",
+            repo_file("tests/fixtures/kubevirt-crds.yaml")
+                .to_str()
+                .unwrap(),
+        ])
+        .unwrap();
+    let ns = format!("tollgate-system-{}", std::process::id());
+    let webhook_port = free_port();
+    let webhook_url = format!("https://127.0.0.1:{webhook_port}");
+    let chart = repo_file("charts/tollgate");
+    let chart = chart.to_str().unwrap();
+    helm(
+        cluster,
+        &[
+            "install",
+            "tollgate",
+            chart,
+            "-n",
+            &ns,
+            "--create-namespace",
+            "--set",
+            &format!("webhook.url={webhook_url}"),
+            "--wait=false",
+        ],
+    )
+    .expect("helm install");
+
+    // The chart's ServiceAccount may do exactly what the controller needs.
+    let as_controller = format!("system:serviceaccount:{ns}:tollgate");
+    let can = |args: &[&str]| {
+        let mut all = vec!["auth", "can-i", "--as", &as_controller];
+        all.extend_from_slice(args);
+        let out = Command::new(cluster.bin.join("kubectl"))
+            .env("KUBECONFIG", &cluster.kubeconfig)
+            .args(&all)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim() == "yes"
+    };
+    for allowed in [
+        vec!["watch", "mcptoolpolicies.tollgate.dev", "-A"],
+        vec![
+            "patch",
+            "mcptoolpolicies.tollgate.dev",
+            "--subresource=status",
+            "-A",
+        ],
+        vec!["watch", "pods", "-A"],
+        vec!["create", "tokenreviews.authentication.k8s.io"],
+        vec!["watch", "virtualmachineclones.clone.kubevirt.io", "-A"],
+        vec![
+            "update",
+            "leases.coordination.k8s.io/tollgate-controller",
+            "-n",
+            &ns,
+        ],
+        vec!["update", "secrets/tollgate-webhook-tls", "-n", &ns],
+        vec![
+            "patch",
+            "mutatingwebhookconfigurations.admissionregistration.k8s.io/tollgate",
+        ],
+    ] {
+        assert!(can(&allowed), "the controller needs: {allowed:?}");
+    }
+    for denied in [
+        vec!["get", "secrets", "-n", "default"],
+        vec!["list", "secrets", "-A"],
+        vec!["get", "secrets/sh.helm.release.v1.tollgate.v1", "-n", &ns],
+        vec!["create", "secrets", "-n", &ns],
+        vec!["create", "leases.coordination.k8s.io", "-n", &ns],
+        vec!["delete", "pods", "-A"],
+        vec!["create", "mcptoolpolicies.tollgate.dev", "-A"],
+        vec![
+            "patch",
+            "mutatingwebhookconfigurations.admissionregistration.k8s.io/other",
+        ],
+        vec!["*", "*"],
+    ] {
+        assert!(!can(&denied), "the controller must not: {denied:?}");
+    }
+
+    // The controller as a local process with exactly those permissions.
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = impersonating(cluster, dir.path(), &ns, "tollgate");
+    let mut controller = controller_as_chart(cluster, &ns, &kubeconfig, webhook_port);
+    let ca_published = eventually(PATIENCE, async || {
+        let config = cluster.get_json(&["mutatingwebhookconfiguration", "tollgate"]);
+        config["webhooks"].as_array().unwrap().iter().all(|w| {
+            w["clientConfig"]["caBundle"]
+                .as_str()
+                .is_some_and(|b| !b.is_empty())
+        })
+    })
+    .await;
+    assert!(ca_published, "the controller never published caBundle");
+
+    // The real apiserver calls the webhook.
+    let labelled = format!("mcp-{}", std::process::id());
+    cluster
+        .kubectl(&["create", "namespace", &labelled])
+        .unwrap();
+    cluster
+        .kubectl(&[
+            "label",
+            "namespace",
+            &labelled,
+            "tollgate.dev/inject=enabled",
+        ])
+        .unwrap();
+    let plain = format!("plain-{}", std::process::id());
+    cluster.kubectl(&["create", "namespace", &plain]).unwrap();
+    let injected = create_pod(cluster, &labelled, "kms-0", "app: kms").unwrap();
+    assert!(has_sidecar(&injected), "{injected:#}");
+    let sidecar = &injected["spec"]["initContainers"][0];
+    assert_eq!(
+        sidecar["restartPolicy"], "Always",
+        "a native sidecar on Kubernetes 1.35"
+    );
+    assert_eq!(sidecar["image"], "tollgate:0.1.0");
+    assert!(!has_sidecar(
+        &create_pod(cluster, &plain, "other", "app: other").unwrap()
+    ));
+    assert!(has_sidecar(
+        &create_pod(cluster, &plain, "opted-in", "tollgate.dev/inject: enabled").unwrap()
+    ));
+    assert!(!has_sidecar(
+        &create_pod(
+            cluster,
+            &labelled,
+            "opted-out",
+            "tollgate.dev/inject: disabled"
+        )
+        .unwrap()
+    ));
+
+    // The injected pod's sidecar connects with its pod-bound token, which the
+    // controller reviews with its own (impersonated) permissions.
+    let up = support::upstream::Upstream::start(support::upstream::Framing::Json).await;
+    let token = token_file(dir.path(), &{
+        let _ = cluster.kubectl(&["-n", &labelled, "create", "serviceaccount", "default"]);
+        cluster
+            .kubectl(&[
+                "-n",
+                &labelled,
+                "create",
+                "token",
+                "default",
+                "--audience",
+                "tollgate",
+                "--bound-object-kind",
+                "Pod",
+                "--bound-object-name",
+                "kms-0",
+            ])
+            .unwrap()
+            .trim()
+            .to_owned()
+    });
+    let push: Value = serde_json::from_str(
+        &controller
+            .lines
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|l| l.contains("tollgate controller started"))
+            .cloned()
+            .unwrap_or_default(),
+    )
+    .unwrap_or_default();
+    let push_addr = push["push"]
+        .as_str()
+        .expect("the controller's push address");
+    let tg = tollgate(&[
+        "--controller",
+        &format!("http://{push_addr}"),
+        "--token-file",
+        token.to_str().unwrap(),
+        "--pod-name",
+        "kms-0",
+        "--pod-namespace",
+        &labelled,
+        "--upstream",
+        &up.url(),
+    ]);
+    cluster
+        .apply(&format!(
+            "apiVersion: tollgate.dev/v1alpha1\nkind: McpToolPolicy\nmetadata: {{name: p, namespace: {labelled}}}\nspec:\n  defaultAction: Deny\n  rules: [{{name: r, tools: [pods_list], action: Allow}}]\n"
+        ))
+        .unwrap();
+    assert!(
+        eventually(PATIENCE, async || cluster.policy(&labelled, "p")["status"]
+            ["synced"]
+            == "1/1")
+        .await,
+        "status: {:#}",
+        cluster.policy(&labelled, "p")["status"]
+    );
+    assert!(
+        post_json(tg.listen, &[], &call(1, "pods_list", json!({})))
+            .await
+            .json()["result"]["isError"]
+            .is_null()
+    );
+    let log = controller.lines.lock().unwrap().join("\n");
+    assert!(
+        !log.contains("forbidden"),
+        "the chart's RBAC refused something:\n{log}"
+    );
+
+    // Webhook unreachable: failurePolicy Fail refuses pods that need it...
+    controller.terminate();
+    let err =
+        create_pod(cluster, &labelled, "while-down", "app: kms").expect_err("failurePolicy Fail");
+    assert!(err.contains("inject.tollgate.dev"), "{err}");
+    // ... Ignore admits them without the sidecar; helm upgrade applies it.
+    helm(
+        cluster,
+        &[
+            "upgrade",
+            "tollgate",
+            chart,
+            "-n",
+            &ns,
+            "--set",
+            &format!("webhook.url={webhook_url}"),
+            "--set",
+            "webhook.failurePolicy=Ignore",
+        ],
+    )
+    .expect("helm upgrade");
+    let admitted =
+        create_pod(cluster, &labelled, "while-down-2", "app: kms").expect("failurePolicy Ignore");
+    assert!(!has_sidecar(&admitted));
+
+    // Uninstall leaves the CRD, nothing else of the release.
+    helm(cluster, &["uninstall", "tollgate", "-n", &ns]).expect("helm uninstall");
+    let leftovers = cluster
+        .kubectl(&[
+            "get",
+            "all,cm,secret,sa,role,rolebinding,lease,networkpolicy,pdb",
+            "-n",
+            &ns,
+            "-o",
+            "name",
+        ])
+        .unwrap();
+    let leftovers: Vec<&str> = leftovers
+        .lines()
+        .filter(|l| !l.ends_with("/kube-root-ca.crt") && !l.is_empty())
+        .collect();
+    assert!(leftovers.is_empty(), "left behind: {leftovers:?}");
+    let cluster_wide = cluster
+        .kubectl(&[
+            "get",
+            "clusterrole,clusterrolebinding,mutatingwebhookconfiguration",
+            "-o",
+            "name",
+        ])
+        .unwrap();
+    assert!(
+        !cluster_wide.contains("tollgate"),
+        "left behind: {cluster_wide}"
+    );
+    assert!(
+        cluster
+            .kubectl(&["get", "crd", "mcptoolpolicies.tollgate.dev"])
+            .is_ok(),
+        "the CRD stays"
+    );
+}
