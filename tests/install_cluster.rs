@@ -254,6 +254,61 @@ async fn helm_install_rbac_webhook_upgrade_uninstall() {
         .unwrap()
     ));
 
+    // The shipped example: its pod gets the sidecar, which owns the port the
+    // Service targets; the server container keeps only loopback.
+    cluster
+        .kubectl(&[
+            "apply",
+            "-f",
+            repo_file("examples/kubernetes-mcp-server")
+                .to_str()
+                .unwrap(),
+        ])
+        .unwrap();
+    let deployment = cluster.get_json(&["-n", "mcp", "deployment", "kubernetes-mcp-server"]);
+    let mut pod = deployment["spec"]["template"].clone();
+    pod["apiVersion"] = json!("v1");
+    pod["kind"] = json!("Pod");
+    pod["metadata"]["name"] = json!("kubernetes-mcp-server-0");
+    pod["metadata"]["namespace"] = json!("mcp");
+    let _ = cluster.kubectl(&["-n", "mcp", "create", "serviceaccount", "default"]);
+    cluster
+        .apply(&pod.to_string())
+        .expect("the example's pod is admitted");
+    let pod = cluster.get_json(&["-n", "mcp", "pod", "kubernetes-mcp-server-0"]);
+    assert!(has_sidecar(&pod), "{pod:#}");
+    let service = cluster.get_json(&["-n", "mcp", "service", "kubernetes-mcp-server"]);
+    let target = service["spec"]["ports"][0]["targetPort"].as_str().unwrap();
+    let owner: Vec<&str> = pod["spec"]["initContainers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(pod["spec"]["containers"].as_array().unwrap())
+        .filter(|c| {
+            c["ports"]
+                .as_array()
+                .is_some_and(|ps| ps.iter().any(|p| p["name"] == target))
+        })
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        owner,
+        ["tollgate"],
+        "the Service's target port belongs to the sidecar"
+    );
+    assert!(
+        eventually(PATIENCE, async || {
+            let s = cluster.policy("mcp", "clone-guard")["status"].clone();
+            s["conditions"].as_array().is_some_and(|c| {
+                c.iter()
+                    .any(|c| c["type"] == "Accepted" && c["status"] == "True")
+            }) && s["selectedSidecars"] == 1
+        })
+        .await,
+        "{:#}",
+        cluster.policy("mcp", "clone-guard")["status"]
+    );
+
     // The injected pod's sidecar connects with its pod-bound token, which the
     // controller reviews with its own (impersonated) permissions.
     let up = support::upstream::Upstream::start(support::upstream::Framing::Json).await;
