@@ -14,6 +14,7 @@
 #   --no-sse       skip the fast upstream in SSE mode
 #   --no-kube      skip kubernetes-mcp-server
 #   --out DIR      results directory (default target/bench; BENCH_OUT)
+#   BENCH_KEEP=1   keep the work directory (proxy logs, audit lines, Intercept's events)
 #   --no-build     use the binaries already built (target/release/tollgate and
 #                  the newest target/release/deps/{mcp_load,fast_upstream}-*)
 #
@@ -139,6 +140,8 @@ cleanup() {
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
     exec 9>&-
+    # Audit logs and Intercept's event files reach hundreds of MB per run.
+    if [[ -n "${BENCH_KEEP:-}" ]]; then log "kept $WORK"; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
