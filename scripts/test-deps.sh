@@ -91,3 +91,6 @@ if (( verbose )); then
   say "tests/peers/node_modules -> $target"
   say "kubernetes-mcp-server: $kms ($kms_version)"
 fi
+
+# --- redis-server for shared rate limits (Debian package, unpacked) --------
+"$root/scripts/redis.sh" $( (( verbose )) && echo -v )

@@ -8,7 +8,9 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 use tollgate::policy::{Problems, duration, load};
 use tollgate::proxy::config::ManagedConfig;
-use tollgate::proxy::{self, AuditConfig, AuditLevel, ProxyConfig, RuleSource};
+use tollgate::proxy::{
+    self, AuditConfig, AuditLevel, IdentitySource, ProxyConfig, RuleSource, SharedStoreConfig,
+};
 
 /// Policy checks in front of MCP servers.
 #[derive(Parser)]
@@ -120,6 +122,48 @@ struct ProxyArgs {
     /// Write tool arguments to the audit log in clear (default: a digest).
     #[arg(long)]
     log_arguments: bool,
+    /// Redis for `scope: Shared` rate limits, e.g. redis://redis.tollgate-system:6379/0.
+    #[arg(long, env = "TOLLGATE_REDIS_URL")]
+    redis_url: Option<String>,
+    /// How long one Redis operation may take before shared limits follow their onStoreError.
+    #[arg(long, default_value = "250ms", value_parser = flag_duration)]
+    redis_timeout: Duration,
+    /// How callers are identified, for rules' `subjects` and `key.subject` budgets.
+    #[arg(long, value_enum, default_value_t = IdentityKind::None, env = "TOLLGATE_IDENTITY")]
+    identity: IdentityKind,
+    /// The JWKS (RFC 7517 JSON file) that signs callers' JWTs (--identity jwt).
+    #[arg(long, env = "TOLLGATE_JWKS_FILE")]
+    jwks_file: Option<PathBuf>,
+    /// The `iss` callers' JWTs must carry (--identity jwt).
+    #[arg(long, env = "TOLLGATE_JWT_ISSUER")]
+    jwt_issuer: Option<String>,
+    /// The `aud` callers' JWTs must carry (--identity jwt).
+    #[arg(long, env = "TOLLGATE_JWT_AUDIENCE")]
+    jwt_audience: Option<String>,
+    /// The audience callers' ServiceAccount tokens must be issued for (--identity kubernetes).
+    #[arg(
+        long,
+        default_value = "tollgate-agents",
+        env = "TOLLGATE_TOKEN_AUDIENCE"
+    )]
+    token_audience: String,
+    /// A kubeconfig for TokenReviews (--identity kubernetes; default: $KUBECONFIG or in-cluster).
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// Refuse requests without a bearer token (default: such callers have no subject).
+    #[arg(long, env = "TOLLGATE_REQUIRE_IDENTITY")]
+    require_identity: bool,
+}
+
+/// How `tollgate proxy` identifies callers.
+#[derive(Clone, Copy, ValueEnum)]
+enum IdentityKind {
+    /// Do not read tokens.
+    None,
+    /// Bearer JWTs signed by a key in --jwks-file.
+    Jwt,
+    /// Kubernetes ServiceAccount tokens, checked with TokenReview (needs `create tokenreviews`).
+    Kubernetes,
 }
 
 #[derive(clap::Args)]
@@ -184,6 +228,10 @@ struct ControllerArgs {
     /// app.kubernetes.io/name of the controller's own pods (never injected).
     #[arg(long, default_value = "tollgate-controller")]
     controller_name: String,
+    /// One more `tollgate proxy` flag for injected sidecars, e.g.
+    /// --sidecar-arg=--redis-url=redis://tollgate-redis:6379/0 (repeatable).
+    #[arg(long = "sidecar-arg", allow_hyphen_values = true)]
+    sidecar_args: Vec<String>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -205,8 +253,14 @@ enum Unselected {
     Allow,
 }
 
+/// Durations of flags: those of policies (`30s`, `1m`), plus `250ms`.
 fn flag_duration(s: &str) -> Result<Duration, String> {
-    duration::parse(s).map_err(|e| e.to_string())
+    if let Some(ms) = s.strip_suffix("ms")
+        && let Ok(ms) = ms.parse::<u64>()
+    {
+        return Ok(Duration::from_millis(ms));
+    }
+    duration::parse(s).map_err(|e| format!("{e}, or milliseconds like \"250ms\""))
 }
 
 fn main() -> ExitCode {
@@ -254,6 +308,7 @@ fn main() -> ExitCode {
                                 audience: args.audience.clone(),
                                 native_sidecars: false,
                                 controller_name: args.controller_name.clone(),
+                                extra_args: args.sidecar_args.clone(),
                             },
                         }
                     }),
@@ -261,13 +316,14 @@ fn main() -> ExitCode {
             ))
         }
         Command::Proxy(args) => {
-            let rules = match rule_source(&args) {
-                Ok(r) => r,
-                Err(message) => {
-                    eprintln!("error: {message}");
-                    return ExitCode::from(2);
-                }
-            };
+            let (rules, identity) =
+                match rule_source(&args).and_then(|r| Ok((r, identity_source(&args)?))) {
+                    Ok(r) => r,
+                    Err(message) => {
+                        eprintln!("error: {message}");
+                        return ExitCode::from(2);
+                    }
+                };
             let config = ProxyConfig {
                 max_body_bytes: args.max_body_bytes,
                 header_read_timeout: args.header_read_timeout,
@@ -276,6 +332,12 @@ fn main() -> ExitCode {
                 upstream_response_timeout: args.upstream_timeout,
                 reload_interval: args.reload_interval,
                 max_connections: args.max_connections,
+                identity,
+                require_identity: args.require_identity,
+                shared_store: args.redis_url.map(|url| SharedStoreConfig {
+                    url,
+                    timeout: args.redis_timeout,
+                }),
                 ..ProxyConfig::new(rules, args.upstream, args.listen, args.admin_listen)
             };
             let audit = AuditConfig {
@@ -308,6 +370,23 @@ fn rule_source(args: &ProxyArgs) -> Result<RuleSource, String> {
         fail_open: args.fail_open,
         deny_unselected: matches!(args.unselected, Unselected::Deny),
     }))
+}
+
+fn identity_source(args: &ProxyArgs) -> Result<IdentitySource, String> {
+    Ok(match args.identity {
+        IdentityKind::None => IdentitySource::None,
+        IdentityKind::Jwt => IdentitySource::Jwt {
+            jwks_file: args.jwks_file.clone().ok_or(
+                "--identity jwt needs --jwks-file: the key set that signs your agents' tokens",
+            )?,
+            issuer: args.jwt_issuer.clone(),
+            audience: args.jwt_audience.clone(),
+        },
+        IdentityKind::Kubernetes => IdentitySource::Kubernetes {
+            audience: args.token_audience.clone(),
+            kubeconfig: args.kubeconfig.clone(),
+        },
+    })
 }
 
 fn check(paths: &[PathBuf]) -> ExitCode {

@@ -67,7 +67,7 @@ impl AuthError {
 }
 
 /// Reviews by token digest: when, and what came back.
-type Cache = HashMap<[u8; 32], (Instant, Result<Identity, AuthError>)>;
+type Cache = HashMap<[u8; 32], (Instant, Result<TokenReviewStatus, AuthError>)>;
 
 /// Reviews tokens, with a cache.
 pub struct Authenticator {
@@ -86,8 +86,35 @@ impl Authenticator {
         }
     }
 
-    /// The identity behind `token`.
+    /// The pod identity behind a sidecar's `token`.
     pub async fn authenticate(&self, token: &str) -> Result<Identity, AuthError> {
+        let status = self.review(token).await?;
+        identity(Some(&status), &self.audience)
+    }
+
+    /// The ServiceAccount user behind `token` (any ServiceAccount token for
+    /// the audience, pod-bound or not) — how a sidecar identifies agents.
+    pub async fn service_account(&self, token: &str) -> Result<String, AuthError> {
+        let status = self.review(token).await?;
+        if !status
+            .audiences
+            .as_ref()
+            .is_some_and(|a| a.contains(&self.audience))
+        {
+            return Err(AuthError::Refused(format!(
+                "the token is not issued for audience {:?}",
+                self.audience
+            )));
+        }
+        status
+            .user
+            .and_then(|u| u.username)
+            .filter(|u| !u.is_empty())
+            .ok_or_else(|| AuthError::Refused("no user in the review".into()))
+    }
+
+    /// An authenticated TokenReview status for `token`, cached.
+    async fn review(&self, token: &str) -> Result<TokenReviewStatus, AuthError> {
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let now = Instant::now();
         if let Some((at, result)) = self.lock().get(&digest)
@@ -108,7 +135,13 @@ impl Authenticator {
             ..Default::default()
         };
         let result = match self.api.create(&PostParams::default(), &review).await {
-            Ok(r) => identity(r.status.as_ref(), &self.audience),
+            Ok(r) => match r.status {
+                Some(s) if s.authenticated == Some(true) => Ok(s),
+                Some(s) => Err(AuthError::Refused(
+                    s.error.unwrap_or_else(|| "not authenticated".into()),
+                )),
+                None => Err(AuthError::Refused("the TokenReview has no status".into())),
+            },
             // Not cached: the next request asks again.
             Err(e) => return Err(AuthError::Unavailable(e.to_string())),
         };

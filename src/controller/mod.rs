@@ -366,7 +366,9 @@ async fn start_webhook(
     Ok(tasks)
 }
 
-async fn client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<Client> {
+/// A client from `kubeconfig`, else the usual places (KUBECONFIG, ~/.kube/config,
+/// in-cluster).
+pub(crate) async fn client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<Client> {
     let config = match kubeconfig {
         Some(path) => {
             let kc = kube::config::Kubeconfig::read_from(path).with_context(|| format!("reading kubeconfig {}", path.display()))?;

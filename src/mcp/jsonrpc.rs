@@ -19,6 +19,8 @@ pub const RATE_LIMITED: i64 = -31002;
 pub const UPSTREAM_UNAVAILABLE: i64 = -31003;
 /// The sidecar has no rules yet and fails closed.
 pub const NO_POLICY: i64 = -31004;
+/// The caller's bearer token is missing, invalid or cannot be checked.
+pub const IDENTITY_REFUSED: i64 = -31005;
 
 /// The three kinds of JSON-RPC message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

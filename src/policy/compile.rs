@@ -19,7 +19,9 @@ use super::resource_rules::{
     compile_resource_parts,
 };
 use super::resources::Mapping;
-use super::spec::{Action, DenyWith, McpToolPolicySpec, Mode, RateLimit, Rule};
+use super::spec::{
+    Action, DenyWith, LimitScope, McpToolPolicySpec, Mode, OnStoreError, RateLimit, Rule,
+};
 
 /// The most calls one window may admit; the in-memory store keeps one
 /// timestamp per admission per bucket.
@@ -103,6 +105,32 @@ pub struct CompiledRule {
     pub clone: Option<CloneTest>,
     /// How many may be in flight.
     pub in_flight: Vec<InFlightCap>,
+    /// Callers it applies to (globs), if restricted.
+    pub subjects: Option<SubjectTest>,
+}
+
+/// `subjects`, checked.
+#[derive(Debug, Clone)]
+pub struct SubjectTest {
+    set: globset::GlobSet,
+    patterns: Vec<String>,
+}
+
+impl SubjectTest {
+    /// `Err` says why the caller `subject` is not one of these.
+    pub fn check(&self, subject: Option<&str>) -> Result<(), String> {
+        match subject {
+            Some(s) if self.set.is_match(s) => Ok(()),
+            Some(s) => Err(format!(
+                "caller {s:?} is not one of {}",
+                self.patterns.join(", ")
+            )),
+            None => Err(format!(
+                "this rule is for callers {}, and the call carries no verified identity",
+                self.patterns.join(", ")
+            )),
+        }
+    }
 }
 
 /// One rate limit of a rule.
@@ -118,6 +146,8 @@ pub struct CompiledLimit {
     pub key_namespace: bool,
     /// Whether the clone's source VM selects the bucket.
     pub key_source: bool,
+    /// Whether the caller's subject selects the bucket.
+    pub key_subject: bool,
 }
 
 impl CompiledPolicy {
@@ -331,6 +361,30 @@ fn compile_rule(
             ));
         }
     }
+    let subjects = if rule.subjects.is_empty() {
+        None
+    } else {
+        let mut builder = globset::GlobSetBuilder::new();
+        for (j, s) in rule.subjects.iter().enumerate() {
+            match compile_glob(s) {
+                Ok(g) if !s.is_empty() => {
+                    builder.add(g);
+                }
+                Ok(_) => problems.push(Problem::at(
+                    format!("{path}.subjects[{j}]"),
+                    "a subject cannot be empty",
+                )),
+                Err(e) => problems.push(Problem::at(
+                    format!("{path}.subjects[{j}]"),
+                    format!("{s:?} is not a valid glob ({})", e.kind()),
+                )),
+            }
+        }
+        builder.build().ok().map(|set| SubjectTest {
+            set,
+            patterns: rule.subjects.iter().map(|s| format!("{s:?}")).collect(),
+        })
+    };
     let (Some((resources, namespaces, clone, in_flight)), true) =
         (resource_parts, problems.is_empty())
     else {
@@ -348,6 +402,7 @@ fn compile_rule(
         namespaces,
         clone,
         in_flight,
+        subjects,
     })
 }
 
@@ -405,24 +460,36 @@ fn compile_limit(
     // per 1m" keeps the admissions already made; adding or reordering limits
     // moves no history from one to another.
     // JSON-encoded pointers: a pointer may itself contain ',' or ']'.
+    let shared = l.scope == Some(LimitScope::Shared);
+    if l.on_store_error.is_some() && !shared {
+        problems.push(Problem::at(
+            format!("{path}.onStoreError"),
+            "onStoreError applies to limits with `scope: Shared` (a Pod limit has no store to lose)",
+        ));
+        return Err(problems);
+    }
     let id = format!(
-        "{policy}/{rule}/{}{}{}{}{}",
+        "{policy}/{rule}/{}{}{}{}{}{}",
         duration::Human(window),
         serde_json::to_string(&key.arguments).unwrap_or_default(),
         if key.session { "+session" } else { "" },
         if key.namespace { "+namespace" } else { "" },
-        if key.source { "+source" } else { "" }
+        if key.source { "+source" } else { "" },
+        if key.subject { "+subject" } else { "" }
     );
     Ok(CompiledLimit {
         limit: Arc::new(Limit {
             id: LimitId(id.into()),
             requests: l.requests as u32,
             window,
+            shared,
+            local_fallback: l.on_store_error == Some(OnStoreError::LocalFallback),
         }),
         key_arguments: key.arguments,
         key_session: key.session,
         key_namespace: key.namespace,
         key_source: key.source,
+        key_subject: key.subject,
     })
 }
 

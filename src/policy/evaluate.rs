@@ -48,6 +48,8 @@ pub struct ToolCall<'a> {
     pub session: Option<&'a str>,
     /// What the upstream said about this tool in its own `tools/list`.
     pub meta: Option<&'a ToolMeta>,
+    /// The caller, from a verified token (see `subjects` on rules).
+    pub subject: Option<&'a str>,
 }
 
 impl<'a> ToolCall<'a> {
@@ -58,6 +60,7 @@ impl<'a> ToolCall<'a> {
             arguments,
             session: None,
             meta: None,
+            subject: None,
         }
     }
 }
@@ -257,11 +260,12 @@ impl PolicySet {
         &self.version
     }
 
-    /// Whether `tool` should vanish from `tools/list`: some `Enforce` policy
-    /// with `hideDenied` denies it whatever the arguments — and no resource
-    /// rule could allow anything the tool creates (`meta` is what the
-    /// upstream says the tool does).
-    pub fn hides(&self, tool: &str, meta: Option<&ToolMeta>) -> bool {
+    /// Whether `tool` should vanish from the `tools/list` of the caller
+    /// `subject`: some `Enforce` policy with `hideDenied` denies it to that
+    /// caller whatever the arguments — and no resource rule could allow
+    /// anything the tool creates (`meta` is what the upstream says the tool
+    /// does).
+    pub fn hides(&self, tool: &str, meta: Option<&ToolMeta>, subject: Option<&str>) -> bool {
         let mut matched = Vec::new();
         self.policies.iter().any(|p| {
             if p.mode != Mode::Enforce || !p.hide_denied {
@@ -269,13 +273,17 @@ impl PolicySet {
             }
             p.matcher.rules_for(tool, &mut matched);
             let mut any_allow = false;
+            let for_caller =
+                |r: &CompiledRule| r.subjects.as_ref().is_none_or(|s| s.check(subject).is_ok());
             for r in matched.iter().map(|&i| &p.rules[i as usize]) {
                 match r.action {
-                    Action::Deny if r.conditions.is_empty() && r.resources.is_empty() => {
+                    Action::Deny
+                        if r.conditions.is_empty() && r.resources.is_empty() && for_caller(r) =>
+                    {
                         return true;
                     }
                     Action::Deny => {}
-                    Action::Allow if r.resources.is_empty() => any_allow = true,
+                    Action::Allow if r.resources.is_empty() && for_caller(r) => any_allow = true,
                     Action::Allow => {}
                 }
             }
@@ -543,6 +551,14 @@ impl Budgets {
                     Human(*retry_after)
                 ),
             ),
+            Refusal::StoreUnavailable { index } => (
+                *index,
+                None,
+                format!(
+                    "the shared store of the limit of {} cannot be reached, and the limit fails closed (onStoreError: Deny); retry shortly",
+                    self.acquire_owner[*index].describe
+                ),
+            ),
             Refusal::TooManyBuckets { index } => (
                 *index,
                 None,
@@ -618,6 +634,12 @@ fn key_parts(
             .and_then(|o| o.clone.as_ref())
             .and_then(|c| c.source.as_deref());
         parts.push(source.map_or(b"\0no-source".to_vec(), |s| s.as_bytes().to_vec()));
+    }
+    if l.key_subject {
+        parts.push(
+            call.subject
+                .map_or(b"\0anonymous".to_vec(), |s| s.as_bytes().to_vec()),
+        );
     }
     parts
 }
@@ -724,7 +746,7 @@ fn judge<'p>(
             .filter(|r| r.resources.is_empty())
     };
     for r in tool_rules().filter(|r| r.action == Action::Deny) {
-        if r.conditions.iter().all(|c| c.holds(call.arguments)) {
+        if rule_holds(r, call).is_ok() {
             return Verdict::Deny {
                 rule: Some(r),
                 reason: Reason::Rule,
@@ -808,7 +830,7 @@ fn judge<'p>(
     let mut first_allow = None;
     for r in tool_rules().filter(|r| r.action == Action::Allow) {
         first_allow.get_or_insert(r);
-        if r.conditions.iter().all(|c| c.holds(call.arguments)) {
+        if rule_holds(r, call).is_ok() {
             return Verdict::Allow {
                 rule: Some(r),
                 objects,
@@ -822,17 +844,13 @@ fn judge<'p>(
         };
     }
     match first_allow {
-        Some(r) => {
-            let failed = r.conditions.iter().find(|c| !c.holds(call.arguments));
-            Verdict::Deny {
-                rule: Some(r),
-                reason: Reason::Arguments,
-                detail: failed.map_or_else(
-                    || "arguments not allowed".to_owned(),
-                    |c| c.explain(call.arguments),
-                ),
-            }
-        }
+        Some(r) => Verdict::Deny {
+            rule: Some(r),
+            reason: Reason::Arguments,
+            detail: rule_holds(r, call)
+                .err()
+                .unwrap_or_else(|| "arguments not allowed".to_owned()),
+        },
         None if p.default_action == Action::Allow => Verdict::Allow {
             rule: None,
             objects,
@@ -848,6 +866,17 @@ fn judge<'p>(
     }
 }
 
+/// Whether a rule's caller and argument conditions hold; `Err` says why not.
+fn rule_holds(r: &CompiledRule, call: &ToolCall<'_>) -> Result<(), String> {
+    if let Some(subjects) = &r.subjects {
+        subjects.check(call.subject)?;
+    }
+    match r.conditions.iter().find(|c| !c.holds(call.arguments)) {
+        Some(c) => Err(c.explain(call.arguments)),
+        None => Ok(()),
+    }
+}
+
 /// Whether `op` meets a resource rule's conditions; `Err` says why not.
 fn object_conditions(
     r: &CompiledRule,
@@ -855,9 +884,7 @@ fn object_conditions(
     call: &ToolCall<'_>,
     view: &dyn ClusterView,
 ) -> Result<(), String> {
-    if let Some(c) = r.conditions.iter().find(|c| !c.holds(call.arguments)) {
-        return Err(c.explain(call.arguments));
-    }
+    rule_holds(r, call)?;
     if let Some(ns) = &r.namespaces {
         ns.check(op.namespace.as_deref())?;
     }

@@ -38,6 +38,10 @@ pub struct Limit {
     pub requests: u32,
     /// Window length.
     pub window: Duration,
+    /// Kept in the shared store (Redis), not in the sidecar.
+    pub shared: bool,
+    /// Without the shared store: count in the sidecar instead of denying.
+    pub local_fallback: bool,
 }
 
 /// Which budget of a limit a call draws on: a digest of the key values,
@@ -88,6 +92,11 @@ pub enum Refusal {
         index: usize,
         /// How long until one slot frees up.
         retry_after: Duration,
+    },
+    /// The shared store cannot be reached and the limit fails closed.
+    StoreUnavailable {
+        /// Index into the acquisitions passed in.
+        index: usize,
     },
     /// The limit cannot take a new bucket (see [`MAX_BUCKETS_PER_LIMIT`]).
     TooManyBuckets {
@@ -259,6 +268,8 @@ mod tests {
             id: LimitId(id.into()),
             requests,
             window: Duration::from_secs(secs),
+            shared: false,
+            local_fallback: false,
         })
     }
 

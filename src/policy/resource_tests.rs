@@ -82,6 +82,7 @@ impl Sidecar {
             arguments: &args,
             session: None,
             meta: self.metas.get(tool),
+            subject: None,
         };
         let stores = Stores {
             counter: &self.counter,
@@ -422,7 +423,7 @@ spec:
 #[test]
 fn tools_that_can_create_allowed_objects_are_not_hidden() {
     let s = Sidecar::new(CAP);
-    let hides = |tool: &str| s.set.hides(tool, s.metas.get(tool));
+    let hides = |tool: &str| s.set.hides(tool, s.metas.get(tool), None);
     assert!(!hides("namespaces_list"));
     assert!(!hides("vm_clone"), "creates VirtualMachineClones");
     assert!(!hides("resources_create_or_update"), "carries manifests");

@@ -211,6 +211,15 @@ pub struct Rule {
     #[schemars(length(max = 1024))]
     pub message: Option<String>,
 
+    /// Callers this rule applies to: subjects of verified tokens (a JWT's
+    /// `sub`, or `system:serviceaccount:<ns>:<name>` for Kubernetes
+    /// ServiceAccount tokens), exact or globs. On an `Allow` rule, other
+    /// callers (and callers without a token) are not allowed by it; on a
+    /// `Deny` rule, only these callers are denied.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256))]
+    pub subjects: Vec<String>,
+
     /// Conditions on the call's `arguments`; all must hold. On a `Deny` rule
     /// they narrow what is denied; on an `Allow` rule they are requirements —
     /// a call that matches the rule's tools but fails them is denied (reason
@@ -304,8 +313,11 @@ pub enum Operator {
 }
 
 /// At most `requests` calls in any `window`-long span.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(
+    validation = Rule::new("!has(self.onStoreError) || (has(self.scope) && self.scope == 'Shared')").message("onStoreError applies to limits with scope: Shared (a Pod limit has no store to lose)")
+)]
 pub struct RateLimit {
     /// How many calls the window admits; at least 1.
     #[schemars(range(min = 1, max = 100000))]
@@ -320,6 +332,38 @@ pub struct RateLimit {
     /// a key the whole rule shares one budget.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<LimitKey>,
+
+    /// `Pod` (default): the budget lives in each sidecar. `Shared`: one
+    /// budget for every sidecar of the policy (all replicas of a server),
+    /// kept in Redis (`tollgate proxy --redis-url`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<LimitScope>,
+
+    /// For `Shared` limits, when Redis cannot be reached: `Deny` the calls
+    /// the limit covers (the default), or `LocalFallback` to a per-sidecar
+    /// budget until Redis is back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_store_error: Option<OnStoreError>,
+}
+
+/// Where a rate limit's budget lives.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum LimitScope {
+    /// In each sidecar's memory.
+    #[default]
+    Pod,
+    /// In Redis, shared by every sidecar enforcing the policy.
+    Shared,
+}
+
+/// What a shared limit does without its store.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum OnStoreError {
+    /// Deny the calls (fail closed).
+    #[default]
+    Deny,
+    /// Count in the sidecar's memory instead (each replica its own budget).
+    LocalFallback,
 }
 
 /// What splits a rate limit into separate budgets.
@@ -345,6 +389,11 @@ pub struct LimitKey {
     /// For `resources` rules on clones: one budget per source VM.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub source: bool,
+
+    /// One budget per caller (the subject of the caller's verified token;
+    /// calls without one share a budget).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub subject: bool,
 }
 
 /// Reads a field that is present as `Some`, even when it is `null`, so

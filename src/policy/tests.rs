@@ -319,16 +319,25 @@ spec:
     let d = run(&s, &call("pods_list", &args), &counter, now);
     assert_eq!((d.effect, d.reason), (Effect::Audited, Reason::RateLimit));
     // An Audit policy hides nothing: hiding is blocking.
-    assert!(!s.hides("pods_delete", None));
+    assert!(!s.hides("pods_delete", None, None));
 }
 
 #[test]
 fn hide_denied_hides_exactly_the_tools_denied_whatever_the_arguments() {
     let s = set(CLONE_CAP);
-    assert!(!s.hides("pods_list", None), "allowed by a rule");
-    assert!(!s.hides("vm_clone", None), "allowed for some arguments");
-    assert!(s.hides("resources_delete", None), "unconditional Deny");
-    assert!(s.hides("pods_exec", None), "no Allow rule and default Deny");
+    assert!(!s.hides("pods_list", None, None), "allowed by a rule");
+    assert!(
+        !s.hides("vm_clone", None, None),
+        "allowed for some arguments"
+    );
+    assert!(
+        s.hides("resources_delete", None, None),
+        "unconditional Deny"
+    );
+    assert!(
+        s.hides("pods_exec", None, None),
+        "no Allow rule and default Deny"
+    );
     // `no-kube-system-reads` matches every tool but has a condition.
     let open = set(r#"
 apiVersion: tollgate.dev/v1alpha1
@@ -340,7 +349,7 @@ spec:
   rules:
     - {name: d, tools: [x], action: Deny}
 "#);
-    assert!(!open.hides("x", None), "hideDenied is off");
+    assert!(!open.hides("x", None, None), "hideDenied is off");
 }
 
 #[test]
@@ -375,6 +384,7 @@ spec:
                 arguments: &args,
                 session,
                 meta: None,
+                subject: None,
             },
             &counter,
             now,
@@ -769,4 +779,159 @@ fn the_shipped_examples_compile() {
             panic!("{}: {}", f.display(), Problems(p));
         }
     }
+}
+
+const PER_CALLER: &str = r#"
+apiVersion: tollgate.dev/v1alpha1
+kind: McpToolPolicy
+metadata: {name: agents, namespace: vms}
+spec:
+  defaultAction: Deny
+  hideDenied: true
+  rules:
+    - name: no-ci-deletes
+      tools: [pods_delete]
+      subjects: ["system:serviceaccount:ci:*"]
+      action: Deny
+    - name: ops-deletes
+      tools: [pods_delete]
+      subjects: [ops-*]
+      action: Allow
+    - name: clones
+      tools: [vm_clone]
+      action: Allow
+      rateLimits:
+        - {requests: 1, window: 1m, key: {subject: true}}
+"#;
+
+fn as_caller<'a>(tool: &'a str, args: &'a Value, subject: Option<&'a str>) -> ToolCall<'a> {
+    ToolCall {
+        subject,
+        ..ToolCall::new(tool, args)
+    }
+}
+
+#[test]
+fn subjects_restrict_rules_to_callers() {
+    let s = set(PER_CALLER);
+    let args = json!({});
+    let d = |subject| {
+        run(
+            &s,
+            &as_caller("pods_delete", &args, subject),
+            &MemoryCounter::new(),
+            Instant::now(),
+        )
+    };
+    assert_eq!(d(Some("ops-alice")).effect, Effect::Allowed);
+    let ci = d(Some("system:serviceaccount:ci:runner"));
+    assert_eq!(
+        (ci.effect, ci.rule.as_deref()),
+        (Effect::Denied, Some("no-ci-deletes"))
+    );
+    // Neither rule is for a caller without a token: the Allow rule's
+    // requirement fails, and the message says why.
+    let anonymous = d(None);
+    assert_eq!(
+        (anonymous.effect, anonymous.reason),
+        (Effect::Denied, Reason::Arguments)
+    );
+    assert!(
+        anonymous
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("carries no verified identity"),
+        "{anonymous:?}"
+    );
+    let other = d(Some("dev-bob"));
+    assert!(
+        other
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("\"dev-bob\" is not one of \"ops-*\""),
+        "{other:?}"
+    );
+}
+
+#[test]
+fn a_subject_key_gives_each_caller_its_own_budget() {
+    let s = set(PER_CALLER);
+    let counter = MemoryCounter::new();
+    let now = Instant::now();
+    let args = json!({});
+    let clone = |subject| run(&s, &as_caller("vm_clone", &args, subject), &counter, now).effect;
+    assert_eq!(clone(Some("a")), Effect::Allowed);
+    assert_eq!(clone(Some("a")), Effect::Denied);
+    assert_eq!(clone(Some("b")), Effect::Allowed, "b has its own budget");
+    assert_eq!(clone(None), Effect::Allowed, "anonymous callers share one");
+    assert_eq!(clone(None), Effect::Denied);
+}
+
+#[test]
+fn tools_list_hides_per_caller() {
+    let s = set(PER_CALLER);
+    assert!(!s.hides("pods_delete", None, Some("ops-alice")));
+    assert!(s.hides("pods_delete", None, Some("system:serviceaccount:ci:runner")));
+    assert!(
+        s.hides("pods_delete", None, Some("dev-bob")),
+        "no rule allows bob"
+    );
+    assert!(s.hides("pods_delete", None, None));
+    assert!(!s.hides("vm_clone", None, None));
+}
+
+/// A policy named `p` (default Deny) with these rules (YAML list items).
+fn with_rules(rules: &str) -> String {
+    format!(
+        "apiVersion: tollgate.dev/v1alpha1\nkind: McpToolPolicy\nmetadata: {{name: p}}\nspec:\n  defaultAction: Deny\n  rules:\n{rules}"
+    )
+}
+
+#[test]
+fn store_settings_are_checked() {
+    let p = problems(&with_rules(
+        r#"
+    - name: r
+      tools: [t]
+      action: Allow
+      subjects: ["", "a["]
+      rateLimits:
+        - {requests: 1, window: 1m, onStoreError: LocalFallback}
+"#,
+    ));
+    assert!(p.contains("rules[0].rateLimits[0].onStoreError"), "{p}");
+    assert!(p.contains("scope: Shared"), "{p}");
+    assert!(
+        p.contains("rules[0].subjects[0]") && p.contains("cannot be empty"),
+        "{p}"
+    );
+    assert!(p.contains("rules[0].subjects[1]"), "{p}");
+    let p = problems(&with_rules(
+        r#"
+    - {name: r, tools: [t], action: Allow, rateLimits: [{requests: 1, window: 1h, scope: Everywhere}]}
+"#,
+    ));
+    assert!(
+        p.contains("rateLimits[0].scope") && p.contains("expected `Pod` or `Shared`"),
+        "{p}"
+    );
+    let ok = set(&with_rules(
+        r#"
+    - name: r
+      tools: [t]
+      action: Allow
+      rateLimits:
+        - {requests: 5, window: 1m, scope: Shared, onStoreError: LocalFallback}
+        - {requests: 50, window: 1h, scope: Shared}
+        - {requests: 9, window: 1d}
+"#,
+    ));
+    let limits: Vec<(bool, bool)> = ok.policies()[0].rules()[0]
+        .limits
+        .iter()
+        .map(|l| (l.limit.shared, l.limit.local_fallback))
+        .collect();
+    assert_eq!(limits, [(true, true), (true, false), (false, false)]);
 }

@@ -44,6 +44,8 @@ pub struct Entry<'a> {
     pub arguments: &'a Value,
     /// The session, if one was known.
     pub session: Option<&'a str>,
+    /// The caller's verified subject, if any.
+    pub subject: Option<&'a str>,
     /// The JSON-RPC id.
     pub request_id: &'a Value,
     /// Time to decide.
@@ -69,6 +71,7 @@ impl AuditConfig {
             tool = e.tool,
             request_id = %e.request_id,
             session = e.session.map(digest),
+            subject = e.subject,
             arguments_sha256 = digest(e.arguments.to_string()),
             arguments = arguments,
             retry_after_seconds = d.retry_after.map(|r| r.as_secs_f64().ceil() as u64),

@@ -37,6 +37,40 @@ pub struct ManagedConfig {
     pub deny_unselected: bool,
 }
 
+/// How the sidecar tells callers apart (see `proxy::identity`).
+#[derive(Clone, Debug, Default)]
+pub enum IdentitySource {
+    /// Tokens are not read; calls have no subject.
+    #[default]
+    None,
+    /// Bearer JWTs verified against a JWKS file.
+    Jwt {
+        /// The key set (RFC 7517 JSON).
+        jwks_file: PathBuf,
+        /// The required `iss`, if any.
+        issuer: Option<String>,
+        /// The required `aud`, if any.
+        audience: Option<String>,
+    },
+    /// Kubernetes ServiceAccount tokens, verified with TokenReview.
+    Kubernetes {
+        /// The audience tokens must be issued for.
+        audience: String,
+        /// The kubeconfig to reach the API with (default: in-cluster).
+        kubeconfig: Option<PathBuf>,
+    },
+}
+
+/// Where `scope: Shared` budgets live.
+#[derive(Clone, Debug)]
+pub struct SharedStoreConfig {
+    /// `redis://host:port/db`.
+    pub url: String,
+    /// How long one Redis operation may take before the limit follows its
+    /// `onStoreError`.
+    pub timeout: Duration,
+}
+
 /// Everything the proxy needs to run.
 #[derive(Clone, Debug)]
 pub struct ProxyConfig {
@@ -70,6 +104,12 @@ pub struct ProxyConfig {
     pub max_connections: usize,
     /// How long in-flight requests get to finish on shutdown.
     pub shutdown_grace: Duration,
+    /// How callers are identified.
+    pub identity: IdentitySource,
+    /// Refuse requests that carry no bearer token.
+    pub require_identity: bool,
+    /// The Redis for shared budgets, if any.
+    pub shared_store: Option<SharedStoreConfig>,
 }
 
 impl ProxyConfig {
@@ -95,6 +135,9 @@ impl ProxyConfig {
             log_arguments: false,
             max_connections: 4096,
             shutdown_grace: Duration::from_secs(10),
+            identity: IdentitySource::None,
+            require_identity: false,
+            shared_store: None,
         }
     }
 }

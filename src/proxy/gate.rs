@@ -12,9 +12,10 @@ use serde_json::{Value, json};
 
 use crate::mcp::jsonrpc::{self, NO_POLICY, POLICY_DENIED, RATE_LIMITED};
 use crate::mcp::tools::CallParams;
-use crate::policy::evaluate::Stores;
-use crate::policy::inflight::MemoryInFlight;
+use crate::policy::PolicySet;
+use crate::policy::inflight::{InFlight, MemoryInFlight};
 use crate::policy::ratelimit::MemoryCounter;
+use crate::policy::ratelimit::{Acquire, Counter, Refusal};
 use crate::policy::spec::DenyWith;
 use crate::policy::{Decision, Effect, Reason, ToolCall};
 
@@ -22,6 +23,7 @@ use super::audit::{AuditConfig, Entry};
 use super::catalog::Catalog;
 use super::cluster::ClusterState;
 use super::metrics::{Metrics, UNPARSED_TOOL};
+use super::shared::{Outcome, SharedStore};
 use super::store::RuleStore;
 
 /// Decides tool calls against the rules in force.
@@ -42,6 +44,17 @@ pub struct Gate {
     pub audit: AuditConfig,
     /// Allow calls while no rules are loaded (managed mode, `--fail-open`).
     pub fail_open: bool,
+    /// The shared budgets of `scope: Shared` limits, if configured.
+    pub shared: Option<Arc<SharedStore>>,
+}
+
+/// Who is calling, for decisions and the audit log.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Caller<'a> {
+    /// The MCP session the upstream issued.
+    pub session: Option<&'a str>,
+    /// The verified subject of the caller's token.
+    pub subject: Option<&'a str>,
 }
 
 impl Gate {
@@ -56,14 +69,15 @@ impl Gate {
             catalog: Catalog::new(),
             audit,
             fail_open: false,
+            shared: None,
         }
     }
 
     /// Decides one `tools/call`.
-    pub fn decide(
+    pub async fn decide(
         &self,
         call: &CallParams<'_>,
-        session: Option<&str>,
+        caller: Caller<'_>,
         request_id: &Value,
     ) -> Decision {
         let start = Instant::now();
@@ -72,18 +86,14 @@ impl Gate {
             Some(rules) if rules.deny_when_empty && rules.set.policies().is_empty() => unselected(),
             Some(rules) => {
                 let meta = self.catalog.meta(call.name);
-                let stores = Stores {
-                    counter: self.counter.as_ref(),
-                    in_flight: self.in_flight.as_ref(),
-                    view: self.cluster.as_ref(),
-                };
                 let call = ToolCall {
                     tool: call.name,
                     arguments: call.arguments,
-                    session,
+                    session: caller.session,
                     meta: meta.as_deref(),
+                    subject: caller.subject,
                 };
-                rules.set.decide(&call, &stores, start, SystemTime::now())
+                self.judge(&rules.set, &call, start).await
             }
             None if self.fail_open => Decision {
                 effect: Effect::Allowed,
@@ -106,11 +116,82 @@ impl Gate {
             decision: &decision,
             tool: call.name,
             arguments: call.arguments,
-            session,
+            session: caller.session,
+            subject: caller.subject,
             request_id,
             elapsed,
         });
         decision
+    }
+
+    /// The pure evaluation, then the budgets: in-flight caps, then rate
+    /// limits — shared ones in Redis, the rest in memory, all or nothing.
+    async fn judge(&self, set: &PolicySet, call: &ToolCall<'_>, now: Instant) -> Decision {
+        let eval = set.evaluate(call, self.cluster.as_ref());
+        if let Some(d) = eval.decided() {
+            return d.clone();
+        }
+        let ticket = match self.in_flight.try_claim(eval.claims(), SystemTime::now()) {
+            Ok(t) => t,
+            Err(full) => return eval.in_flight_refusal(&full),
+        };
+        let enforce = self.acquire(eval.acquisitions(), now).await;
+        if enforce.is_err() {
+            self.in_flight.release(ticket);
+        }
+        let audit = match enforce {
+            Ok(()) => Some(self.acquire(eval.audit_acquisitions(), now).await),
+            Err(_) => None,
+        };
+        eval.finish(enforce, audit)
+    }
+
+    /// Admits every acquisition or none, spanning Redis and memory.
+    async fn acquire(&self, all: &[Acquire], now: Instant) -> Result<(), Refusal> {
+        let shared_idx: Vec<usize> = (0..all.len()).filter(|&i| all[i].limit.shared).collect();
+        if shared_idx.is_empty() {
+            return self.counter.try_acquire(all, now);
+        }
+        let mut local_idx: Vec<usize> = (0..all.len()).filter(|&i| !all[i].limit.shared).collect();
+        let mut taken = None;
+        match &self.shared {
+            Some(store) => {
+                let shared: Vec<&Acquire> = shared_idx.iter().map(|&i| &all[i]).collect();
+                match store.try_acquire(&shared).await {
+                    Ok(Outcome::Admitted { last }) => taken = Some((store, shared, last)),
+                    Ok(Outcome::Full { index, retry_after }) => {
+                        return Err(Refusal::Exhausted {
+                            index: shared_idx[index.min(shared_idx.len() - 1)],
+                            retry_after,
+                        });
+                    }
+                    Err(_) => fall_back(all, &shared_idx, &mut local_idx)?,
+                }
+            }
+            // No --redis-url: as if Redis were down.
+            None => fall_back(all, &shared_idx, &mut local_idx)?,
+        }
+        let local: Vec<Acquire> = local_idx.iter().map(|&i| all[i].clone()).collect();
+        match self.counter.try_acquire(&local, now) {
+            Ok(()) => Ok(()),
+            Err(refusal) => {
+                if let Some((store, shared, last)) = taken {
+                    store.release(&shared, last).await;
+                }
+                Err(match refusal {
+                    Refusal::Exhausted { index, retry_after } => Refusal::Exhausted {
+                        index: local_idx[index],
+                        retry_after,
+                    },
+                    Refusal::TooManyBuckets { index } => Refusal::TooManyBuckets {
+                        index: local_idx[index],
+                    },
+                    Refusal::StoreUnavailable { index } => Refusal::StoreUnavailable {
+                        index: local_idx[index],
+                    },
+                })
+            }
+        }
     }
 
     /// Counts and logs a message refused because it could not be read as
@@ -123,16 +204,18 @@ impl Gate {
             tool: "",
             arguments: &Value::Null,
             session: None,
+            subject: None,
             request_id,
             elapsed: Default::default(),
         });
     }
 
-    /// Whether `tools/list` should hide `tool`.
-    pub fn hides(&self, tool: &str) -> bool {
-        self.store
-            .current()
-            .is_some_and(|r| r.set.hides(tool, self.catalog.meta(tool).as_deref()))
+    /// Whether `tools/list` should hide `tool` from the caller `subject`.
+    pub fn hides(&self, tool: &str, subject: Option<&str>) -> bool {
+        self.store.current().is_some_and(|r| {
+            r.set
+                .hides(tool, self.catalog.meta(tool).as_deref(), subject)
+        })
     }
 
     /// Whether any rules in force hide tools at all (else `tools/list`
@@ -142,6 +225,17 @@ impl Gate {
             .current()
             .is_some_and(|r| r.set.policies().iter().any(|p| p.hide_denied))
     }
+}
+
+/// Without the shared store, each shared limit either fails closed or
+/// counts in memory (`onStoreError: LocalFallback`).
+fn fall_back(all: &[Acquire], shared: &[usize], local: &mut Vec<usize>) -> Result<(), Refusal> {
+    if let Some(&index) = shared.iter().find(|&&i| !all[i].limit.local_fallback) {
+        return Err(Refusal::StoreUnavailable { index });
+    }
+    local.extend_from_slice(shared);
+    local.sort_unstable();
+    Ok(())
 }
 
 /// The JSON-RPC response that carries a denial to the client.

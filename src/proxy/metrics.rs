@@ -75,9 +75,23 @@ pub struct Metrics {
     /// `tollgate_snapshots_rejected_total`: controller snapshots that did
     /// not compile here (version skew).
     pub snapshots_rejected: IntCounter,
+    /// `tollgate_ratelimit_store_up`: 1 while Redis answers (shared limits).
+    pub store_up: IntGauge,
+    /// `tollgate_ratelimit_store_errors_total`: Redis operations that failed.
+    pub store_errors: IntCounter,
+    /// `tollgate_identity_failures_total{reason}`: tokens refused.
+    pub identity_failures: IntCounterVec,
 }
 
 impl Metrics {
+    /// Registers the shared-store metrics. Only sidecars with a Redis have
+    /// them, so `tollgate_ratelimit_store_up == 0` always means a Redis that
+    /// does not answer, never one that was not configured.
+    pub fn register_store(&self) {
+        let _ = self.registry.register(Box::new(self.store_up.clone()));
+        let _ = self.registry.register(Box::new(self.store_errors.clone()));
+    }
+
     /// Registers every metric in a fresh registry.
     pub fn new() -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
@@ -159,6 +173,21 @@ impl Metrics {
             "tollgate_controller_reconnects_total",
             "Connections to the controller that ended.",
         )?;
+        let store_up = IntGauge::new(
+            "tollgate_ratelimit_store_up",
+            "1 while the shared rate-limit store (Redis) answers.",
+        )?;
+        let store_errors = IntCounter::new(
+            "tollgate_ratelimit_store_errors_total",
+            "Shared rate-limit store operations that failed.",
+        )?;
+        let identity_failures = IntCounterVec::new(
+            Opts::new(
+                "tollgate_identity_failures_total",
+                "Caller tokens refused, by reason.",
+            ),
+            &["reason"],
+        )?;
         let snapshots_rejected = IntCounter::new(
             "tollgate_snapshots_rejected_total",
             "Controller snapshots that did not compile in this sidecar.",
@@ -182,6 +211,7 @@ impl Metrics {
             Box::new(controller_last_contact.clone()),
             Box::new(controller_reconnects.clone()),
             Box::new(snapshots_rejected.clone()),
+            Box::new(identity_failures.clone()),
         ] {
             registry.register(c)?;
         }
@@ -209,6 +239,9 @@ impl Metrics {
             controller_last_contact,
             controller_reconnects,
             snapshots_rejected,
+            store_up,
+            store_errors,
+            identity_failures,
         })
     }
 

@@ -16,6 +16,7 @@ pub mod config;
 pub mod discover;
 pub mod gate;
 pub mod headers;
+pub mod identity;
 pub mod managed;
 pub mod metrics;
 pub mod post;
@@ -23,6 +24,7 @@ pub mod relay;
 pub mod reload;
 pub mod server;
 pub mod sessions;
+pub mod shared;
 pub mod store;
 pub mod stream;
 pub mod streams;
@@ -39,7 +41,7 @@ use tokio::task::JoinHandle;
 use crate::mcp::{jsonrpc, sse, tools};
 
 pub use audit::{AuditConfig, AuditLevel};
-pub use config::{ProxyConfig, RuleSource};
+pub use config::{IdentitySource, ProxyConfig, RuleSource, SharedStoreConfig};
 
 use gate::Gate;
 use metrics::Metrics;
@@ -60,6 +62,8 @@ pub struct Proxy {
     pub sessions: Sessions,
     /// Open server streams.
     pub streams: Arc<Streams>,
+    /// Who is calling.
+    pub identities: identity::Identities,
 }
 
 impl Proxy {
@@ -143,6 +147,14 @@ pub async fn start(config: ProxyConfig, audit: AuditConfig) -> anyhow::Result<Ru
         config.upstream_response_timeout,
     )
     .map_err(anyhow::Error::msg)?;
+    let identities = identities(&config).await?;
+    let shared = match &config.shared_store {
+        Some(s) => Some(
+            shared::SharedStore::connect(&s.url, s.timeout, metrics.clone())
+                .map_err(anyhow::Error::msg)?,
+        ),
+        None => None,
+    };
     let listener = server::bind(config.listen, "--listen").await?;
     let admin_listener = server::bind(config.admin_listen, "--admin-listen").await?;
     let listen = listener.local_addr()?;
@@ -153,8 +165,10 @@ pub async fn start(config: ProxyConfig, audit: AuditConfig) -> anyhow::Result<Ru
             fail_open: matches!(&config.rules, RuleSource::Controller(m) if m.fail_open),
             in_flight,
             cluster,
+            shared,
             ..Gate::new(store.clone(), metrics.clone(), audit)
         },
+        identities,
         upstream,
         sessions: Sessions::new(),
         streams: Arc::new(Streams::default()),
@@ -229,6 +243,39 @@ pub async fn start(config: ProxyConfig, audit: AuditConfig) -> anyhow::Result<Ru
         proxy,
         shutdown,
         tasks,
+    })
+}
+
+/// The configured caller verification.
+async fn identities(config: &ProxyConfig) -> anyhow::Result<identity::Identities> {
+    let verifier = match &config.identity {
+        IdentitySource::None => None,
+        IdentitySource::Jwt {
+            jwks_file,
+            issuer,
+            audience,
+        } => Some(identity::Verifier::Jwt(
+            identity::JwtVerifier::from_file(jwks_file, issuer.clone(), audience.clone())
+                .map_err(anyhow::Error::msg)?,
+        )),
+        IdentitySource::Kubernetes {
+            audience,
+            kubeconfig,
+        } => {
+            let client = crate::controller::client(kubeconfig.as_deref())
+                .await
+                .context("--identity kubernetes reviews tokens with the Kubernetes API")?;
+            Some(identity::Verifier::Kubernetes(Box::new(
+                crate::controller::auth::Authenticator::new(client, audience),
+            )))
+        }
+    };
+    if config.require_identity && verifier.is_none() {
+        anyhow::bail!("--require-identity needs --identity jwt or --identity kubernetes");
+    }
+    Ok(identity::Identities {
+        verifier,
+        required: config.require_identity,
     })
 }
 

@@ -23,7 +23,7 @@ use crate::mcp::{sse, tools};
 
 use super::Proxy;
 use super::body::{self, Body, ReadError};
-use super::gate::denial_response;
+use super::gate::{Caller, denial_response};
 use super::headers;
 use super::relay::{Hook, Relay};
 use super::streams::LegacySession;
@@ -45,7 +45,12 @@ struct Plan {
 }
 
 /// Handles one POST.
-pub async fn handle(proxy: &Arc<Proxy>, parts: Parts, body: Incoming) -> Response<Body> {
+pub async fn handle(
+    proxy: &Arc<Proxy>,
+    parts: Parts,
+    body: Incoming,
+    subject: Option<String>,
+) -> Response<Body> {
     if let Some(refused) = check_content_headers(proxy, &parts.headers) {
         return refused;
     }
@@ -146,21 +151,18 @@ pub async fn handle(proxy: &Arc<Proxy>, parts: Parts, body: Incoming) -> Respons
     } else {
         method_label(&messages[0])
     };
+    let caller = Caller {
+        session: session.as_deref(),
+        subject: subject.as_deref(),
+    };
     for message in messages {
-        if let Err(mismatch) = plan_one(
-            proxy,
-            &mut plan,
-            message,
-            batch,
-            &mirrored,
-            session.as_deref(),
-        ) {
+        if let Err(mismatch) = plan_one(proxy, &mut plan, message, batch, &mirrored, caller).await {
             return body::json(StatusCode::BAD_REQUEST, &mismatch.to_response());
         }
     }
     if let Some(l) = &legacy {
         for id in &plan.list_ids {
-            l.expect_list(id);
+            l.expect_list(id, caller.subject);
         }
     }
 
@@ -195,18 +197,18 @@ pub async fn handle(proxy: &Arc<Proxy>, parts: Parts, body: Incoming) -> Respons
         .upstream_seconds
         .with_label_values(&[method_label])
         .observe(started.elapsed().as_secs_f64());
-    respond(proxy, upstream, plan, batch, legacy).await
+    respond(proxy, upstream, plan, batch, legacy, subject).await
 }
 
 /// Decides one message and records what to do with it. An error is a
 /// header/body mismatch, which refuses the whole request.
-fn plan_one(
+async fn plan_one(
     proxy: &Proxy,
     plan: &mut Plan,
     message: Value,
     batch: bool,
     mirrored: &Mirrored<'_>,
-    session: Option<&str>,
+    caller: Caller<'_>,
 ) -> Result<(), RpcError> {
     let envelope = match jsonrpc::inspect(&message) {
         Ok(e) => e,
@@ -245,7 +247,7 @@ fn plan_one(
                     return Ok(());
                 }
             };
-            let decision = proxy.gate.decide(&params, session, &id);
+            let decision = proxy.gate.decide(&params, caller, &id).await;
             if decision.forwards() {
                 plan.forward.push(message);
             } else {
@@ -312,6 +314,7 @@ async fn respond(
     plan: Plan,
     batch: bool,
     legacy: Option<Arc<LegacySession>>,
+    subject: Option<String>,
 ) -> Response<Body> {
     let (mut parts, incoming) = upstream.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);
@@ -348,6 +351,7 @@ async fn respond(
     let hook = ListHook {
         proxy: proxy.clone(),
         ids: plan.list_ids,
+        subject,
     };
     if headers::is_event_stream(&parts.headers) {
         parts.headers.remove(header::CONTENT_LENGTH);
@@ -422,13 +426,17 @@ pub struct ListHook {
     pub proxy: Arc<Proxy>,
     /// Ids of the `tools/list` requests whose responses to rewrite.
     pub ids: Vec<Value>,
+    /// Who asked: what a caller may see depends on who it is.
+    pub subject: Option<String>,
 }
 
 impl ListHook {
     /// Rewrites `value` (a response or a batch of them); true if it changed.
     pub fn rewrite(&mut self, value: &mut Value) -> bool {
-        let ids = &self.ids;
-        rewrite_lists(&self.proxy, value, &mut |id| ids.contains(id))
+        let (ids, subject) = (&self.ids, &self.subject);
+        rewrite_lists(&self.proxy, value, &mut |id| {
+            ids.contains(id).then(|| subject.clone())
+        })
     }
 }
 
@@ -448,12 +456,13 @@ impl Hook for ListHook {
     }
 }
 
-/// For each response in `value` whose id `is_list` accepts: learns the tool
-/// names and removes hidden tools. True if anything was removed.
+/// For each response in `value` whose id `is_list` accepts (giving the
+/// subject who asked): learns the tool names and removes the tools hidden
+/// from that caller. True if anything was removed.
 pub fn rewrite_lists(
     proxy: &Proxy,
     value: &mut Value,
-    is_list: &mut dyn FnMut(&Value) -> bool,
+    is_list: &mut dyn FnMut(&Value) -> Option<Option<String>>,
 ) -> bool {
     let items: Vec<&mut Value> = match value {
         Value::Array(items) => items.iter_mut().collect(),
@@ -462,9 +471,9 @@ pub fn rewrite_lists(
     let mut changed = false;
     for item in items {
         let Some(id) = item.get("id") else { continue };
-        if !is_list(id) {
+        let Some(subject) = is_list(id) else {
             continue;
-        }
+        };
         let Some(result) = item.get_mut("result") else {
             continue;
         };
@@ -472,7 +481,8 @@ pub fn rewrite_lists(
             proxy.gate.catalog.learn(listed);
         }
         if proxy.gate.may_hide() {
-            let removed = tools::filter_list(result, |name| proxy.gate.hides(name));
+            let removed =
+                tools::filter_list(result, |name| proxy.gate.hides(name, subject.as_deref()));
             if removed > 0 {
                 proxy.gate.metrics.tools_hidden.inc_by(removed as u64);
                 changed = true;

@@ -21,6 +21,7 @@ use crate::mcp::jsonrpc;
 
 use super::Proxy;
 use super::body::{self, Body};
+use super::identity::IdentityError;
 use super::{post, stream};
 
 /// Routes one client request.
@@ -29,8 +30,18 @@ pub async fn route(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let (parts, incoming) = req.into_parts();
+    // A CORS preflight carries no credentials; everything else is
+    // identified before it goes anywhere.
+    let subject = if parts.method == Method::OPTIONS {
+        None
+    } else {
+        match proxy.identities.identify(&parts.headers).await {
+            Ok(subject) => subject,
+            Err(e) => return Ok(identity_refused(&proxy, &e)),
+        }
+    };
     let resp = match parts.method {
-        Method::POST => post::handle(&proxy, parts, incoming).await,
+        Method::POST => post::handle(&proxy, parts, incoming, subject).await,
         Method::GET | Method::DELETE | Method::HEAD | Method::OPTIONS => {
             stream::handle(&proxy, parts).await
         }
@@ -59,6 +70,45 @@ pub async fn route(
         }
     };
     Ok(resp)
+}
+
+/// A request whose caller could not be identified: 401 for a missing or
+/// refused token (RFC 6750), 503 while the verifier cannot be asked.
+fn identity_refused(proxy: &Proxy, e: &IdentityError) -> Response<Body> {
+    proxy
+        .gate
+        .metrics
+        .identity_failures
+        .with_label_values(&[e.reason()])
+        .inc();
+    tracing::info!(reason = e.reason(), error = %e, "request refused: caller not identified");
+    let (status, challenge) = match e {
+        IdentityError::Missing => (StatusCode::UNAUTHORIZED, "Bearer"),
+        IdentityError::Invalid(_) => (StatusCode::UNAUTHORIZED, "Bearer error=\"invalid_token\""),
+        IdentityError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, ""),
+    };
+    let mut resp = body::json(
+        status,
+        &jsonrpc::error_response(
+            &Value::Null,
+            jsonrpc::IDENTITY_REFUSED,
+            &e.to_string(),
+            None,
+        ),
+    );
+    let headers = resp.headers_mut();
+    if challenge.is_empty() {
+        headers.insert(
+            http::header::RETRY_AFTER,
+            http::HeaderValue::from_static("1"),
+        );
+    } else {
+        headers.insert(
+            http::header::WWW_AUTHENTICATE,
+            http::HeaderValue::from_static(challenge),
+        );
+    }
+    resp
 }
 
 /// Serves `handler` on `listener` until `shutdown` fires, then gives

@@ -6,7 +6,7 @@
 //! each legacy session is registered here under the endpoint URL the
 //! upstream announced, with the sender that feeds its stream.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -34,21 +34,23 @@ pub struct LegacySession {
     pub endpoint: String,
     /// Feeds the session's SSE stream.
     pub inject: mpsc::Sender<Bytes>,
-    pending_lists: Mutex<HashSet<String>>,
+    pending_lists: Mutex<HashMap<String, Option<String>>>,
 }
 
 impl LegacySession {
-    /// Notes that the response to request `id` is a `tools/list` result.
-    pub fn expect_list(&self, id: &serde_json::Value) {
-        self.lock().insert(id.to_string());
+    /// Notes that the response to request `id` is a `tools/list` result,
+    /// asked for by `subject` (what it may see depends on who asks).
+    pub fn expect_list(&self, id: &serde_json::Value, subject: Option<&str>) {
+        self.lock()
+            .insert(id.to_string(), subject.map(str::to_owned));
     }
 
-    /// Whether `id` answers a pending `tools/list`; forgets it.
-    pub fn take_list(&self, id: &serde_json::Value) -> bool {
+    /// If `id` answers a pending `tools/list`, who asked; forgets it.
+    pub fn take_list(&self, id: &serde_json::Value) -> Option<Option<String>> {
         self.lock().remove(&id.to_string())
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Option<String>>> {
         self.pending_lists.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -101,7 +103,7 @@ impl Streams {
         let session = Arc::new(LegacySession {
             endpoint: endpoint.clone(),
             inject,
-            pending_lists: Mutex::new(HashSet::new()),
+            pending_lists: Mutex::new(HashMap::new()),
         });
         self.lock_legacy().insert(endpoint.clone(), session.clone());
         guard.legacy = Some(endpoint);

@@ -1,0 +1,402 @@
+//! Who is calling: the subject of the bearer token an agent sends, verified,
+//! for rules' `subjects` and `key.subject` budgets.
+//!
+//! - `jwt`: a JWT whose signature checks against a JWKS (`--jwks-file`),
+//!   with `exp` required and `iss`/`aud` checked when configured; the subject
+//!   is its `sub`.
+//! - `kubernetes`: a ServiceAccount token, checked with a TokenReview for the
+//!   configured audience (cached); the subject is
+//!   `system:serviceaccount:<namespace>:<name>`.
+//!
+//! A token that is present and fails verification (forged, expired, wrong
+//! issuer or audience) refuses the request outright — it is never
+//! forwarded. A request without a token has no subject (anonymous) unless
+//! `--require-identity` refuses it too. The token is forwarded unchanged:
+//! the MCP server may need it for its own authorization.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use http::{HeaderMap, header};
+use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, JwkSet, KeyAlgorithm};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
+use sha2::{Digest, Sha256};
+
+use crate::controller::auth::{AuthError, Authenticator};
+
+/// How long a verified JWT's subject is remembered (never past `exp`).
+const JWT_CACHE: Duration = Duration::from_secs(60);
+
+/// Why a caller was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum IdentityError {
+    /// No token, and one is required.
+    #[error("a bearer token is required: send `Authorization: Bearer <token>`")]
+    Missing,
+    /// The token does not verify.
+    #[error("the bearer token was refused: {0}")]
+    Invalid(String),
+    /// The verifier could not be asked (TokenReview unavailable).
+    #[error("the bearer token cannot be checked right now: {0}")]
+    Unavailable(String),
+}
+
+impl IdentityError {
+    /// The metric label value.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            IdentityError::Missing => "missing",
+            IdentityError::Invalid(_) => "invalid",
+            IdentityError::Unavailable(_) => "unavailable",
+        }
+    }
+}
+
+/// Verifies JWTs against a key set.
+pub struct JwtVerifier {
+    keys: JwkSet,
+    issuer: Option<String>,
+    audience: Option<String>,
+    cache: Mutex<HashMap<[u8; 32], (Instant, String)>>,
+}
+
+impl JwtVerifier {
+    /// Reads the JWKS (RFC 7517 JSON) at `path`.
+    pub fn from_file(
+        path: &Path,
+        issuer: Option<String>,
+        audience: Option<String>,
+    ) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read the JWKS {}: {e}", path.display()))?;
+        let keys: JwkSet = serde_json::from_str(&text)
+            .map_err(|e| format!("{} is not a JWKS: {e}", path.display()))?;
+        if keys.keys.is_empty() {
+            return Err(format!("the JWKS {} has no keys", path.display()));
+        }
+        Ok(JwtVerifier {
+            keys,
+            issuer,
+            audience,
+            cache: Mutex::default(),
+        })
+    }
+
+    /// The verified subject of `token`.
+    pub fn verify(&self, token: &str) -> Result<String, String> {
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        if let Some((until, sub)) = self
+            .cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&digest)
+            && Instant::now() < *until
+        {
+            return Ok(sub.clone());
+        }
+        let header = decode_header(token).map_err(|e| format!("not a JWT ({e})"))?;
+        let jwk = match &header.kid {
+            Some(kid) => self
+                .keys
+                .find(kid)
+                .ok_or_else(|| format!("no key {kid:?} in the JWKS"))?,
+            None if self.keys.keys.len() == 1 => &self.keys.keys[0],
+            None => return Err("the JWT names no key (kid) and the JWKS has several".into()),
+        };
+        check_algorithm(jwk, header.alg)?;
+        let key =
+            DecodingKey::from_jwk(jwk).map_err(|e| format!("unusable key in the JWKS ({e})"))?;
+        let mut validation = Validation::new(header.alg);
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        match &self.audience {
+            Some(aud) => validation.set_audience(&[aud]),
+            None => validation.validate_aud = false,
+        }
+        if let Some(iss) = &self.issuer {
+            validation.set_issuer(&[iss]);
+        }
+        let data =
+            decode::<serde_json::Value>(token, &key, &validation).map_err(|e| e.to_string())?;
+        let sub = data
+            .claims
+            .get("sub")
+            .and_then(|s| s.as_str())
+            .filter(|s| !s.is_empty())
+            .ok_or("the JWT has no subject")?
+            .to_owned();
+        let exp = data.claims.get("exp").and_then(|e| e.as_i64()).unwrap_or(0);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        let keep = JWT_CACHE.min(Duration::from_secs(exp.saturating_sub(now).max(0) as u64));
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() > 16_384 {
+            cache.clear();
+        }
+        cache.insert(digest, (Instant::now() + keep, sub.clone()));
+        Ok(sub)
+    }
+}
+
+/// The token's `alg` header is the sender's claim: it must be what the key
+/// is for (no RSA public key used as an HMAC secret, no algorithm the key
+/// does not name).
+fn check_algorithm(jwk: &Jwk, alg: Algorithm) -> Result<(), String> {
+    use Algorithm::*;
+    let fits = match &jwk.algorithm {
+        AlgorithmParameters::EllipticCurve(_) => matches!(alg, ES256 | ES384),
+        AlgorithmParameters::RSA(_) => matches!(alg, RS256 | RS384 | RS512 | PS256 | PS384 | PS512),
+        AlgorithmParameters::OctetKeyPair(_) => alg == EdDSA,
+        AlgorithmParameters::OctetKey(_) => matches!(alg, HS256 | HS384 | HS512),
+        _ => return Err("the JWKS key has an unsupported type".into()),
+    };
+    if !fits {
+        return Err(format!(
+            "the JWT is signed with {alg:?}, which its key is not for"
+        ));
+    }
+    match jwk.common.key_algorithm {
+        Some(named) if KeyAlgorithm::from(alg) != named => {
+            Err(format!("the key is for {named}, the JWT says {alg:?}"))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The configured verifier, if any.
+pub enum Verifier {
+    /// JWTs against a JWKS.
+    Jwt(JwtVerifier),
+    /// Kubernetes ServiceAccount tokens via TokenReview.
+    Kubernetes(Box<Authenticator>),
+}
+
+/// Identifies callers.
+pub struct Identities {
+    /// How tokens are verified; `None` ignores tokens.
+    pub verifier: Option<Verifier>,
+    /// Refuse calls without a token.
+    pub required: bool,
+}
+
+impl Identities {
+    /// Nobody is identified; tokens pass through unread.
+    pub fn none() -> Self {
+        Identities {
+            verifier: None,
+            required: false,
+        }
+    }
+
+    /// The caller's subject, `None` for anonymous.
+    pub async fn identify(&self, headers: &HeaderMap) -> Result<Option<String>, IdentityError> {
+        let Some(verifier) = &self.verifier else {
+            return Ok(None);
+        };
+        let token = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .filter(|t| !t.is_empty());
+        let Some(token) = token else {
+            return if self.required {
+                Err(IdentityError::Missing)
+            } else {
+                Ok(None)
+            };
+        };
+        match verifier {
+            Verifier::Jwt(v) => v.verify(token).map(Some).map_err(IdentityError::Invalid),
+            Verifier::Kubernetes(a) => match a.service_account(token).await {
+                Ok(user) => Ok(Some(user)),
+                Err(AuthError::Unavailable(e)) => Err(IdentityError::Unavailable(e)),
+                Err(e) => Err(IdentityError::Invalid(e.to_string())),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use jsonwebtoken::{EncodingKey, Header, encode};
+    use serde_json::json;
+
+    use super::*;
+
+    struct Issuer {
+        key: EncodingKey,
+        _dir: tempfile::TempDir,
+        verifier: JwtVerifier,
+    }
+
+    fn now() -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64
+    }
+
+    fn ec_key() -> EncodingKey {
+        let pair = rcgen::KeyPair::generate().unwrap();
+        EncodingKey::from_ec_pem(pair.serialize_pem().as_bytes()).unwrap()
+    }
+
+    /// A key, its JWKS on disk, and a verifier requiring `iss`/`aud`.
+    fn issuer() -> Issuer {
+        let key = ec_key();
+        let mut jwk = Jwk::from_encoding_key(&key, Algorithm::ES256).unwrap();
+        jwk.common.key_id = Some("k1".into());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jwks.json");
+        std::fs::write(
+            &path,
+            serde_json::to_string(&JwkSet { keys: vec![jwk] }).unwrap(),
+        )
+        .unwrap();
+        let verifier =
+            JwtVerifier::from_file(&path, Some("https://idp".into()), Some("tollgate".into()))
+                .unwrap();
+        Issuer {
+            key,
+            _dir: dir,
+            verifier,
+        }
+    }
+
+    fn sign(key: &EncodingKey, claims: serde_json::Value) -> String {
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some("k1".into());
+        encode(&header, &claims, key).unwrap()
+    }
+
+    fn claims(sub: &str) -> serde_json::Value {
+        json!({"sub": sub, "iss": "https://idp", "aud": "tollgate", "exp": now() + 300})
+    }
+
+    #[test]
+    fn a_valid_token_yields_its_subject() {
+        let i = issuer();
+        assert_eq!(
+            i.verifier.verify(&sign(&i.key, claims("agent-a"))),
+            Ok("agent-a".into())
+        );
+    }
+
+    #[test]
+    fn a_token_signed_by_another_key_is_refused() {
+        let i = issuer();
+        let forged = sign(&ec_key(), claims("agent-a"));
+        let err = i.verifier.verify(&forged).unwrap_err();
+        assert!(err.contains("InvalidSignature"), "{err}");
+    }
+
+    #[test]
+    fn expired_wrong_issuer_wrong_audience_and_no_expiry_are_refused() {
+        let i = issuer();
+        let mut expired = claims("a");
+        expired["exp"] = json!(now() - 3600);
+        let mut issuer = claims("a");
+        issuer["iss"] = json!("https://elsewhere");
+        let mut audience = claims("a");
+        audience["aud"] = json!("someone-else");
+        let mut forever = claims("a");
+        forever.as_object_mut().unwrap().remove("exp");
+        let mut nobody = claims("");
+        nobody["sub"] = json!("");
+        for (what, c) in [
+            ("expired", expired),
+            ("issuer", issuer),
+            ("audience", audience),
+            ("no exp", forever),
+            ("empty sub", nobody),
+        ] {
+            assert!(
+                i.verifier.verify(&sign(&i.key, c)).is_err(),
+                "{what} was accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn the_algorithm_must_be_the_keys() {
+        let i = issuer();
+        // An HMAC token "signed" with some secret: the EC key is not an
+        // HMAC key, whatever the header claims.
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some("k1".into());
+        let token = encode(&header, &claims("a"), &EncodingKey::from_secret(b"guess")).unwrap();
+        let err = i.verifier.verify(&token).unwrap_err();
+        assert!(err.contains("HS256"), "{err}");
+        // alg "none" is no JWT the proxy reads.
+        let none = format!(
+            "{}.{}.",
+            base64url(br#"{"alg":"none","kid":"k1"}"#),
+            base64url(claims("a").to_string().as_bytes())
+        );
+        assert!(i.verifier.verify(&none).is_err());
+    }
+
+    #[test]
+    fn an_unknown_key_id_is_refused() {
+        let i = issuer();
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some("other".into());
+        let token = encode(&header, &claims("a"), &i.key).unwrap();
+        assert!(i.verifier.verify(&token).unwrap_err().contains("no key"));
+    }
+
+    #[tokio::test]
+    async fn identify_reads_bearer_tokens_and_requires_them_when_asked() {
+        let i = issuer();
+        let token = sign(&i.key, claims("agent-b"));
+        let mut ids = Identities {
+            verifier: Some(Verifier::Jwt(i.verifier)),
+            required: false,
+        };
+        let headers = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::AUTHORIZATION, v.parse().unwrap());
+            h
+        };
+        assert_eq!(
+            ids.identify(&headers(&format!("Bearer {token}"))).await,
+            Ok(Some("agent-b".into()))
+        );
+        assert_eq!(ids.identify(&HeaderMap::new()).await, Ok(None));
+        assert!(matches!(
+            ids.identify(&headers("Bearer x.y.z")).await,
+            Err(IdentityError::Invalid(_))
+        ));
+        ids.required = true;
+        assert_eq!(
+            ids.identify(&HeaderMap::new()).await,
+            Err(IdentityError::Missing)
+        );
+        assert_eq!(
+            ids.identify(&headers("Basic dXNlcjpwYXNz")).await,
+            Err(IdentityError::Missing)
+        );
+    }
+
+    fn base64url(bytes: &[u8]) -> String {
+        const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let mut out = String::new();
+        for chunk in bytes.chunks(3) {
+            let n = chunk
+                .iter()
+                .enumerate()
+                .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+            for i in 0..=chunk.len() {
+                out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+            }
+        }
+        out
+    }
+}
