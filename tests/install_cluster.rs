@@ -141,6 +141,8 @@ async fn helm_install_rbac_webhook_upgrade_uninstall() {
             "--create-namespace",
             "--set",
             &format!("webhook.url={webhook_url}"),
+            "--set",
+            "redis.enabled=true",
             "--wait=false",
         ],
     )
@@ -238,6 +240,28 @@ async fn helm_install_rbac_webhook_upgrade_uninstall() {
         "a native sidecar on Kubernetes 1.35"
     );
     assert_eq!(sidecar["image"], "tollgate:0.1.0");
+    // redis.enabled: the chart runs a Redis only sidecars may reach, and
+    // every injected sidecar keeps its shared budgets there.
+    let redis_url = format!("--redis-url=redis://tollgate-redis.{ns}.svc:6379/0");
+    assert!(
+        sidecar["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a == redis_url.as_str()),
+        "{:#}",
+        sidecar["args"]
+    );
+    let redis = cluster.get_json(&["-n", &ns, "deployment", "tollgate-redis"]);
+    assert_eq!(
+        redis["spec"]["template"]["spec"]["containers"][0]["image"],
+        "redis:7.2-alpine"
+    );
+    let netpol = cluster.get_json(&["-n", &ns, "networkpolicy", "tollgate-redis"]);
+    assert_eq!(
+        netpol["spec"]["ingress"][0]["from"][0]["podSelector"]["matchLabels"]["tollgate.dev/sidecar"],
+        "true"
+    );
     assert!(!has_sidecar(
         &create_pod(cluster, &plain, "other", "app: other").unwrap()
     ));

@@ -74,6 +74,9 @@ pub struct InjectConfig {
     pub native_sidecars: bool,
     /// `app.kubernetes.io/name` of the controller's own pods.
     pub controller_name: String,
+    /// More `tollgate proxy` flags for every injected sidecar (e.g.
+    /// `--redis-url=…` for shared budgets, `--identity=kubernetes`).
+    pub extra_args: Vec<String>,
 }
 
 /// The webhook's answer for one pod.
@@ -314,6 +317,7 @@ fn container(cfg: &InjectConfig, s: &Settings) -> Container {
     if s.fail_open {
         args.push("--fail-open".into());
     }
+    args.extend(cfg.extra_args.iter().cloned());
     Container {
         name: CONTAINER.into(),
         image: Some(cfg.image.clone()),

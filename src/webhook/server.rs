@@ -186,6 +186,7 @@ mod tests {
                 audience: "tollgate".into(),
                 native_sidecars: true,
                 controller_name: "tollgate-controller".into(),
+                extra_args: Vec::new(),
             },
             requests: IntCounterVec::new(prometheus::Opts::new("t", "t"), &["route", "result"])
                 .unwrap(),

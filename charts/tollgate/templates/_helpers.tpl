@@ -141,3 +141,35 @@ service:
   port: 443
 {{- end }}
 {{- end }}
+
+{{/*
+The Redis that shared budgets live in: redis.url, else the chart's own
+(redis.enabled), else none ("").
+*/}}
+{{- define "tollgate.redisName" -}}
+{{- include "tollgate.fullname" . }}-redis
+{{- end }}
+
+{{- define "tollgate.redisUrl" -}}
+{{- if .Values.redis.url }}
+{{- .Values.redis.url }}
+{{- else if .Values.redis.enabled }}
+{{- printf "redis://%s.%s.svc:6379/0" (include "tollgate.redisName" .) .Release.Namespace }}
+{{- end }}
+{{- end }}
+
+{{/*
+Labels of the chart's Redis; redisSelectorLabels select its pods.
+*/}}
+{{- define "tollgate.redisSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "tollgate.name" . }}-redis
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "tollgate.redisLabels" -}}
+helm.sh/chart: {{ include "tollgate.chart" . }}
+{{ include "tollgate.redisSelectorLabels" . }}
+app.kubernetes.io/component: redis
+app.kubernetes.io/part-of: tollgate
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}

@@ -12,6 +12,7 @@ fn cfg(native: bool) -> InjectConfig {
         audience: "tollgate".into(),
         native_sidecars: native,
         controller_name: "tollgate-controller".into(),
+        extra_args: vec!["--redis-url=redis://redis:6379/0".into()],
     }
 }
 
@@ -71,7 +72,8 @@ fn a_native_sidecar_with_everything_it_needs() {
             "--listen",
             "0.0.0.0:8080",
             "--admin-listen",
-            "0.0.0.0:9901"
+            "0.0.0.0:9901",
+            "--redis-url=redis://redis:6379/0"
         ]
     );
     let sc = &c["securityContext"];
@@ -124,7 +126,7 @@ fn annotations_set_ports_path_resources_and_fail_open() {
     assert!(
         args.contains("\"http://127.0.0.1:3000/api\"")
             && args.contains("\"0.0.0.0:9000\"")
-            && args.ends_with(",\"--fail-open\"]"),
+            && args.ends_with(",\"--fail-open\",\"--redis-url=redis://redis:6379/0\"]"),
         "{args}"
     );
     assert_eq!(
