@@ -42,6 +42,8 @@ pub struct ControllerMetrics {
     /// `tollgate_webhook_requests_total{route,result}`: admission reviews
     /// answered (`injected`, `skipped`, `denied`, `error`).
     pub webhook_requests: IntCounterVec,
+    /// `tollgate_log_lines_dropped_total`.
+    log_lines_dropped: IntCounter,
 }
 
 impl ControllerMetrics {
@@ -119,6 +121,7 @@ impl ControllerMetrics {
                 ),
                 &["route", "result"],
             )?,
+            log_lines_dropped: crate::logging::dropped_lines_counter()?,
             registry,
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
@@ -135,6 +138,7 @@ impl ControllerMetrics {
             Box::new(m.leader.clone()),
             Box::new(m.ready.clone()),
             Box::new(m.webhook_requests.clone()),
+            Box::new(m.log_lines_dropped.clone()),
         ];
         for c in collectors {
             m.registry.register(c)?;
@@ -148,6 +152,7 @@ impl ControllerMetrics {
 
     /// The Prometheus text exposition.
     pub fn encode(&self) -> Vec<u8> {
+        crate::logging::sync_dropped_lines(&self.log_lines_dropped);
         let mut out = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         out

@@ -72,7 +72,7 @@ impl AuditConfig {
             request_id = %e.request_id,
             session = e.session.map(digest),
             subject = e.subject,
-            arguments_sha256 = digest(e.arguments.to_string()),
+            arguments_sha256 = json_digest(e.arguments),
             arguments = arguments,
             retry_after_seconds = d.retry_after.map(|r| r.as_secs_f64().ceil() as u64),
             decision_us = e.elapsed.as_micros() as u64,
@@ -84,9 +84,50 @@ impl AuditConfig {
 
 /// The first 16 hex digits of SHA-256: enough to correlate, short to read.
 pub fn digest(text: impl AsRef<[u8]>) -> String {
-    Sha256::digest(text.as_ref())
-        .iter()
-        .take(8)
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    short_hex(&Sha256::digest(text.as_ref()))
+}
+
+/// [`digest`] of `value`'s compact JSON, hashed as it is written rather
+/// than built as a string first.
+fn json_digest(value: &Value) -> String {
+    struct Hashing(Sha256);
+    impl std::io::Write for Hashing {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.update(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut h = Hashing(Sha256::new());
+    // Writing a Value cannot fail, and this writer never does.
+    let _ = serde_json::to_writer(&mut h, value);
+    short_hex(&h.0.finalize())
+}
+
+fn short_hex(hash: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(16);
+    for b in &hash[..8] {
+        out.push(HEX[usize::from(b >> 4)] as char);
+        out.push(HEX[usize::from(b & 15)] as char);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn digests_are_the_sha256_prefix_of_the_compact_json() {
+        // SHA-256("abc") = ba7816bf8f01cfea414140de5dae2223...
+        assert_eq!(digest("abc"), "ba7816bf8f01cfea");
+        let args = json!({"namespace": "vms", "name": "vm-1", "n": [1, 2.5, null]});
+        assert_eq!(json_digest(&args), digest(args.to_string()));
+        assert_eq!(json_digest(&json!({})), digest("{}"));
+    }
 }

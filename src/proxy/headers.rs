@@ -21,13 +21,7 @@ const HOP_BY_HOP: &[HeaderName] = &[
 
 /// Removes hop-by-hop headers, including those named in `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
+    let named = connection_named(headers);
     for name in HOP_BY_HOP.iter().chain(named.iter()) {
         headers.remove(name);
     }
@@ -35,18 +29,42 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove("proxy-connection");
 }
 
-/// The request the upstream gets for a client request.
+/// Headers a `Connection` header names as hop-by-hop (usually none).
+fn connection_named(headers: &HeaderMap) -> Vec<HeaderName> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect()
+}
+
+/// The request the upstream gets for a client request: the client's
+/// headers minus hop-by-hop ones, `Host` (the upstream's own is set from the
+/// URI), `Content-Length` (the body is the proxy's re-serialisation) and
+/// `Accept-Encoding`. Built by copying what passes rather than cloning and
+/// pruning: this runs on every call.
 pub fn upstream_request(
     method: Method,
     uri: Uri,
     client: &HeaderMap,
     body: Bytes,
 ) -> Request<Full<Bytes>> {
-    let mut headers = client.clone();
-    strip_hop_by_hop(&mut headers);
-    headers.remove(header::HOST);
-    headers.remove(header::CONTENT_LENGTH);
-    headers.remove(header::ACCEPT_ENCODING);
+    let named = connection_named(client);
+    let mut headers = HeaderMap::with_capacity(client.len());
+    for (name, value) in client {
+        let dropped = HOP_BY_HOP.contains(name)
+            || name == header::HOST
+            || name == header::CONTENT_LENGTH
+            || name == header::ACCEPT_ENCODING
+            || name.as_str() == "keep-alive"
+            || name.as_str() == "proxy-connection"
+            || named.contains(name);
+        if !dropped {
+            headers.append(name.clone(), value.clone());
+        }
+    }
     let mut req = Request::new(Full::new(body));
     *req.method_mut() = method;
     *req.uri_mut() = uri;
@@ -122,8 +140,45 @@ mod tests {
         h.insert("keep-alive", "timeout=5".parse().unwrap());
         h.insert(header::TRANSFER_ENCODING, "chunked".parse().unwrap());
         h.insert("mcp-session-id", "abc".parse().unwrap());
+        let upstream = upstream_request(
+            Method::POST,
+            Uri::from_static("http://up/mcp"),
+            &h,
+            Bytes::new(),
+        );
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("mcp-session-id"));
+        assert_eq!(
+            upstream.headers(),
+            &h,
+            "requests and responses drop the same"
+        );
+    }
+
+    #[test]
+    fn upstream_requests_keep_end_to_end_headers_in_order() {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, "proxy:8080".parse().unwrap());
+        h.insert(header::CONTENT_LENGTH, "12".parse().unwrap());
+        h.insert(header::ACCEPT_ENCODING, "gzip".parse().unwrap());
+        h.append("x-multi", "a".parse().unwrap());
+        h.append("x-multi", "b".parse().unwrap());
+        h.insert(header::AUTHORIZATION, "Bearer t".parse().unwrap());
+        let req = upstream_request(
+            Method::POST,
+            Uri::from_static("http://up/mcp"),
+            &h,
+            Bytes::new(),
+        );
+        let names: Vec<&str> = req.headers().keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["x-multi", "authorization"]);
+        let multi: Vec<&str> = req
+            .headers()
+            .get_all("x-multi")
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        assert_eq!(multi, ["a", "b"]);
     }
 }

@@ -81,6 +81,8 @@ pub struct Metrics {
     pub store_errors: IntCounter,
     /// `tollgate_identity_failures_total{reason}`: tokens refused.
     pub identity_failures: IntCounterVec,
+    /// `tollgate_log_lines_dropped_total`: audit and log lines lost.
+    log_lines_dropped: IntCounter,
 }
 
 impl Metrics {
@@ -188,6 +190,7 @@ impl Metrics {
             ),
             &["reason"],
         )?;
+        let log_lines_dropped = crate::logging::dropped_lines_counter()?;
         let snapshots_rejected = IntCounter::new(
             "tollgate_snapshots_rejected_total",
             "Controller snapshots that did not compile in this sidecar.",
@@ -212,6 +215,7 @@ impl Metrics {
             Box::new(controller_reconnects.clone()),
             Box::new(snapshots_rejected.clone()),
             Box::new(identity_failures.clone()),
+            Box::new(log_lines_dropped.clone()),
         ] {
             registry.register(c)?;
         }
@@ -242,6 +246,7 @@ impl Metrics {
             store_up,
             store_errors,
             identity_failures,
+            log_lines_dropped,
         })
     }
 
@@ -272,6 +277,7 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric.
     pub fn encode(&self) -> Vec<u8> {
+        crate::logging::sync_dropped_lines(&self.log_lines_dropped);
         let mut out = Vec::new();
         // Encoding into a Vec cannot fail on I/O; a failure would be a
         // metric with invalid content, which registration already rules out.
