@@ -106,6 +106,50 @@ fn create_pod(cluster: &Cluster, ns: &str, name: &str, labels: &str) -> Result<V
     Ok(cluster.get_json(&["-n", ns, "pod", name]))
 }
 
+/// The leaf certificate (DER) the webhook on `port` serves, verified
+/// against `ca_pem` for 127.0.0.1; empty if the handshake fails.
+async fn served_certificate(port: u16, ca_pem: &str) -> Vec<u8> {
+    use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()).flatten() {
+        let _ = roots.add(cert);
+    }
+    let Ok(config) = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions() else {
+        return Vec::new();
+    };
+    let config = config.with_root_certificates(roots).with_no_client_auth();
+    let Ok(tcp) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
+        return Vec::new();
+    };
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    match connector
+        .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
+        .await
+    {
+        Ok(tls) => tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|c| c.to_vec())
+            .unwrap_or_default(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// The first certificate of a PEM text, as DER.
+fn pem_der(pem: &str) -> Vec<u8> {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    CertificateDer::pem_slice_iter(pem.as_bytes())
+        .next()
+        .and_then(Result::ok)
+        .map(|c| c.to_vec())
+        .unwrap_or_default()
+}
+
 fn has_sidecar(pod: &Value) -> bool {
     pod["spec"]["initContainers"]
         .as_array()
@@ -406,6 +450,67 @@ async fn helm_install_rbac_webhook_upgrade_uninstall() {
         !log.contains("forbidden"),
         "the chart's RBAC refused something:\n{log}"
     );
+
+    // Renewal: a serving certificate near its end is renewed at start-up
+    // under the same CA, so the caBundle the apiserver holds stays valid.
+    let secret = |key: &str| {
+        cluster
+            .kubectl(&[
+                "-n",
+                &ns,
+                "get",
+                "secret",
+                "tollgate-webhook-tls",
+                "-o",
+                &format!("go-template={{{{index .data \"{key}\" | base64decode}}}}"),
+            ])
+            .unwrap()
+    };
+    let (old_cert, old_ca) = (secret("tls.crt"), secret("ca.crt"));
+    controller.terminate();
+    let soon = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 86_400;
+    cluster
+        .kubectl(&[
+            "-n",
+            &ns,
+            "annotate",
+            "secret",
+            "tollgate-webhook-tls",
+            &format!("tollgate.dev/not-after={soon}"),
+            "--overwrite",
+        ])
+        .unwrap();
+    let mut controller = controller_as_chart(cluster, &ns, &kubeconfig, webhook_port);
+    assert!(
+        eventually(PATIENCE, async || secret("tls.crt") != old_cert).await,
+        "the certificate was not renewed"
+    );
+    assert_eq!(secret("ca.crt"), old_ca, "renewed under the same CA");
+    let renewed = cluster.get_json(&["-n", &ns, "secret", "tollgate-webhook-tls"]);
+    let not_after: u64 = renewed["metadata"]["annotations"]["tollgate.dev/not-after"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        not_after > soon + 300 * 86_400,
+        "a fresh year-long certificate"
+    );
+    // The webhook serves the new certificate, and the apiserver still trusts it.
+    assert!(
+        eventually(PATIENCE, async || served_certificate(webhook_port, &old_ca)
+            .await
+            == pem_der(&secret("tls.crt")))
+        .await,
+        "the webhook does not serve the renewed certificate"
+    );
+    assert!(has_sidecar(
+        &create_pod(cluster, &labelled, "after-renewal", "app: kms").unwrap()
+    ));
 
     // Webhook unreachable: failurePolicy Fail refuses pods that need it...
     controller.terminate();
