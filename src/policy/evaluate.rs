@@ -395,10 +395,13 @@ impl PolicySet {
         if enforce.is_err() {
             stores.in_flight.release(ticket);
         }
+        let audit_in_flight = enforce
+            .is_ok()
+            .then(|| stores.in_flight.check(eval.audit_claims(), wall));
         let audit = enforce
             .is_ok()
             .then(|| stores.counter.try_acquire(eval.audit_acquisitions(), now));
-        eval.finish(enforce, audit)
+        eval.finish(enforce, audit_in_flight, audit)
     }
 }
 
@@ -540,6 +543,29 @@ impl Budgets {
         }
     }
 
+    /// The decision for a full in-flight cap of these budgets.
+    fn in_flight_refusal(&self, full: &Full, effect: Effect) -> Decision {
+        let o = &self.claim_owner[full.index];
+        let detail = format!(
+            "the cap of {} is reached ({} in flight); retry when one finishes",
+            o.describe, full.current
+        );
+        Decision {
+            effect,
+            reason: Reason::InFlight,
+            policy: Some(o.policy.clone()),
+            rule: Some(o.rule.clone()),
+            message: Some(render(
+                &o.policy,
+                Some(&o.rule),
+                &detail,
+                o.message.as_deref(),
+            )),
+            retry_after: None,
+            deny_with: o.deny_with,
+        }
+    }
+
     fn refusal(&self, refusal: &Refusal, effect: Effect) -> Decision {
         let (index, retry_after, detail) = match refusal {
             Refusal::Exhausted { index, retry_after } => (
@@ -670,39 +696,31 @@ impl Evaluation {
         }
     }
 
+    /// The in-flight claims of `Audit` policies: checked, never taken
+    /// (an audited call blocks nothing, so it holds no slot).
+    pub fn audit_claims(&self) -> &[Claim] {
+        match &self.state {
+            State::Pending(p) => &p.audit.claims,
+            State::Done(_) => &[],
+        }
+    }
+
     /// The denial for a full in-flight cap.
     pub fn in_flight_refusal(self, full: &Full) -> Decision {
-        let enforce = match self.state {
-            State::Done(d) => return d,
-            State::Pending(p) => p.enforce,
-        };
-        let o = &enforce.claim_owner[full.index];
-        let detail = format!(
-            "the cap of {} is reached ({} in flight); retry when one finishes",
-            o.describe, full.current
-        );
-        Decision {
-            effect: Effect::Denied,
-            reason: Reason::InFlight,
-            policy: Some(o.policy.clone()),
-            rule: Some(o.rule.clone()),
-            message: Some(render(
-                &o.policy,
-                Some(&o.rule),
-                &detail,
-                o.message.as_deref(),
-            )),
-            retry_after: None,
-            deny_with: o.deny_with,
+        match self.state {
+            State::Done(d) => d,
+            State::Pending(p) => p.enforce.in_flight_refusal(full, Effect::Denied),
         }
     }
 
     /// The final decision, given the outcome of
     /// [`acquisitions`](Self::acquisitions) and, if those succeeded, of
+    /// checking [`audit_claims`](Self::audit_claims) and of
     /// [`audit_acquisitions`](Self::audit_acquisitions).
     pub fn finish(
         self,
         enforce: Result<(), Refusal>,
+        audit_in_flight: Option<Result<(), Full>>,
         audit: Option<Result<(), Refusal>>,
     ) -> Decision {
         match self.state {
@@ -713,6 +731,9 @@ impl Evaluation {
                 }
                 if let Some(d) = p.audit_denial {
                     return d;
+                }
+                if let Some(Err(full)) = audit_in_flight {
+                    return p.audit.in_flight_refusal(&full, Effect::Audited);
                 }
                 if let Some(Err(refusal)) = audit {
                     return p.audit.refusal(&refusal, Effect::Audited);

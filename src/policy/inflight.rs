@@ -56,6 +56,9 @@ pub trait InFlight: Send + Sync {
     fn try_claim(&self, claims: &[Claim], now: SystemTime) -> Result<Ticket, Full>;
     /// Takes back an admission (the call was refused after all).
     fn release(&self, ticket: Ticket);
+    /// Whether every claim would be admitted, taking nothing (for `Audit`
+    /// policies, which report but never block).
+    fn check(&self, claims: &[Claim], now: SystemTime) -> Result<(), Full>;
 }
 
 #[derive(Debug)]
@@ -146,12 +149,7 @@ impl InFlight for MemoryInFlight {
         }
         let mut s = self.lock();
         self.forget_settled(&mut s, now);
-        for (index, c) in claims.iter().enumerate() {
-            let current = current(&s, c.scope, &c.key);
-            if current + c.cost > c.max {
-                return Err(Full { index, current });
-            }
-        }
+        fits(&s, claims)?;
         s.next += 1;
         let ticket = s.next;
         for c in claims {
@@ -171,6 +169,26 @@ impl InFlight for MemoryInFlight {
             self.lock().pending.retain(|p| p.ticket != ticket.0);
         }
     }
+
+    fn check(&self, claims: &[Claim], now: SystemTime) -> Result<(), Full> {
+        if claims.is_empty() {
+            return Ok(());
+        }
+        let mut s = self.lock();
+        self.forget_settled(&mut s, now);
+        fits(&s, claims)
+    }
+}
+
+/// The first claim that does not fit, if any.
+fn fits(s: &State, claims: &[Claim]) -> Result<(), Full> {
+    for (index, c) in claims.iter().enumerate() {
+        let current = current(s, c.scope, &c.key);
+        if current + c.cost > c.max {
+            return Err(Full { index, current });
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

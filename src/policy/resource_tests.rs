@@ -297,6 +297,32 @@ fn in_flight_caps_count_the_cluster_and_the_sidecars_own_admissions() {
 }
 
 #[test]
+fn an_audit_policy_reports_a_full_in_flight_cap_without_holding_slots() {
+    let audit = IN_FLIGHT
+        .replace("name: flight}", "name: flight-audit}")
+        .replace("defaultAction: Deny", "defaultAction: Deny\n  mode: Audit");
+    let s = Sidecar::new(&audit);
+    s.in_flight
+        .set_cluster(CloneCounts::default(), SystemTime::now());
+    // Nothing enforces, so every call goes through; the third on one source
+    // is reported as what the cap of 2 would have stopped.
+    assert_eq!(s.clone("vms", "a", "a1").effect, Effect::Allowed);
+    assert_eq!(
+        s.in_flight
+            .count(spec::InFlightScope::Source, "vms/a", SystemTime::now()),
+        0,
+        "an audited admission holds no slot"
+    );
+    let mut counts = CloneCounts::default();
+    counts.by_source.insert("vms/a".into(), 2);
+    s.in_flight.set_cluster(counts, SystemTime::now());
+    let d = s.clone("vms", "a", "a3");
+    assert_eq!((d.effect, d.reason), (Effect::Audited, Reason::InFlight));
+    assert_eq!(d.policy.as_deref(), Some("flight-audit"));
+    assert!(d.message.unwrap().contains("(2 in flight)"));
+}
+
+#[test]
 fn a_rate_limit_refusal_takes_back_the_in_flight_admission() {
     let s = Sidecar::new(&IN_FLIGHT.replace("requests: 100", "requests: 1"));
     assert_eq!(s.clone("vms", "a", "1").effect, Effect::Allowed);

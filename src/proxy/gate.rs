@@ -139,11 +139,14 @@ impl Gate {
         if enforce.is_err() {
             self.in_flight.release(ticket);
         }
-        let audit = match enforce {
-            Ok(()) => Some(self.acquire(eval.audit_acquisitions(), now).await),
-            Err(_) => None,
+        let (audit_in_flight, audit) = match enforce {
+            Ok(()) => (
+                Some(self.in_flight.check(eval.audit_claims(), SystemTime::now())),
+                Some(self.acquire(eval.audit_acquisitions(), now).await),
+            ),
+            Err(_) => (None, None),
         };
-        eval.finish(enforce, audit)
+        eval.finish(enforce, audit_in_flight, audit)
     }
 
     /// Admits every acquisition or none, spanning Redis and memory.
