@@ -147,11 +147,19 @@ impl<'de> Visitor<'de> for StrictVisitor {
         let depth = self.deeper()?;
         let mut out = Map::new();
         while let Some(key) = map.next_key::<String>()? {
-            if out.contains_key(&key) {
-                return Err(de::Error::custom(format_args!("{DUPLICATE_PREFIX}{key:?}")));
-            }
             let value = map.next_value_seed(StrictSeed { depth })?;
-            out.insert(key, value);
+            // One hash per key: the entry says whether it was already there.
+            match out.entry(key) {
+                serde_json::map::Entry::Vacant(slot) => {
+                    slot.insert(value);
+                }
+                serde_json::map::Entry::Occupied(seen) => {
+                    return Err(de::Error::custom(format_args!(
+                        "{DUPLICATE_PREFIX}{:?}",
+                        seen.key()
+                    )));
+                }
+            }
         }
         Ok(Value::Object(out))
     }

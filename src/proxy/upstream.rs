@@ -74,9 +74,16 @@ impl Upstream {
     /// The upstream URL for a client request's path and query.
     pub fn uri_for(&self, path_and_query: Option<&PathAndQuery>) -> Uri {
         let prefix = self.base.path().trim_end_matches('/');
-        let pq = path_and_query.map_or("/", PathAndQuery::as_str);
         let mut parts = self.base.clone().into_parts();
-        parts.path_and_query = format!("{prefix}{pq}").parse().ok();
+        parts.path_and_query = match path_and_query {
+            // The common case, on every call: no prefix to add, and the
+            // client's path and query were validated when the request was
+            // parsed, so they are reused rather than formatted and re-parsed.
+            Some(pq) if prefix.is_empty() => Some(pq.clone()),
+            pq => format!("{prefix}{}", pq.map_or("/", PathAndQuery::as_str))
+                .parse()
+                .ok(),
+        };
         Uri::from_parts(parts).unwrap_or_else(|_| self.base.clone())
     }
 
@@ -105,4 +112,53 @@ fn source_text(e: &(dyn std::error::Error + 'static)) -> String {
         cur = s.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn uri(base: &str, pq: Option<&str>) -> String {
+        let up = Upstream::new(
+            base.parse().unwrap(),
+            Duration::from_secs(1),
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        let pq: Option<PathAndQuery> = pq.map(|p| p.parse().unwrap());
+        up.uri_for(pq.as_ref()).to_string()
+    }
+
+    #[test]
+    fn request_paths_go_under_the_upstream_prefix() {
+        assert_eq!(
+            uri("http://127.0.0.1:8081", Some("/mcp?x=1")),
+            "http://127.0.0.1:8081/mcp?x=1"
+        );
+        assert_eq!(
+            uri("http://127.0.0.1:8081/", Some("/mcp")),
+            "http://127.0.0.1:8081/mcp"
+        );
+        assert_eq!(
+            uri("http://h:1/api/", Some("/mcp?s=a%20b")),
+            "http://h:1/api/mcp?s=a%20b"
+        );
+        assert_eq!(uri("http://h:1/api", None), "http://h:1/api/");
+        assert_eq!(uri("http://h:1", None), "http://h:1/");
+    }
+
+    #[test]
+    fn only_http_upstreams_with_a_host() {
+        for bad in ["https://h:1", "/mcp", "ftp://h"] {
+            assert!(
+                Upstream::new(
+                    bad.parse().unwrap(),
+                    Duration::from_secs(1),
+                    Duration::from_secs(1)
+                )
+                .is_err(),
+                "{bad}"
+            );
+        }
+    }
 }
