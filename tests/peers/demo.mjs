@@ -1,9 +1,12 @@
 // The scripted agent of `make demo`: an MCP client on the official SDK that
 // behaves like an agent stuck in a clone loop, and prints what tollgate let
-// through, what it refused and why, and the denial metrics.
+// through, what it refused and why, what reached the Kubernetes API (read
+// back with kubectl from the real kube-apiserver) and the denial metrics.
 //
-//   node tests/peers/demo.mjs --url http://127.0.0.1:P/mcp --metrics http://127.0.0.1:A/metrics --stats http://127.0.0.1:K/_stats
+//   node tests/peers/demo.mjs --url http://127.0.0.1:P/mcp --metrics http://127.0.0.1:A/metrics \
+//        --kubectl PATH --kubeconfig PATH [--clones 40]
 
+import { execFileSync } from "node:child_process";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 
@@ -40,11 +43,14 @@ const denied = results.filter((r) => r.isError);
 console.log(`   ${green(`${results.length - denied.length} allowed`)}, ${red(`${denied.length} denied`)}`);
 if (denied.length) console.log(`   first denial: ${firstText(denied[0])}`);
 
-if (args.stats) {
-  const stats = await (await fetch(args.stats)).json();
-  console.log(bold("\n5. what reached the Kubernetes API"));
-  console.log(`   VirtualMachineClones created: ${stats.creates["virtualmachineclones.clone.kubevirt.io"] ?? 0}`);
-  console.log(`   pods deleted: ${stats.deletes.pods ?? 0}`);
+if (args.kubectl) {
+  const kubeconfig = args.kubeconfig ? ["--kubeconfig", args.kubeconfig] : [];
+  const kubectl = (...a) => execFileSync(args.kubectl, [...kubeconfig, "--request-timeout=20s", "-n", "vms", ...a], { encoding: "utf8" });
+  const vmClones = kubectl("get", "virtualmachineclones.clone.kubevirt.io", "-o", "name").split("\n").filter(Boolean);
+  const pod = kubectl("get", "pod", "web-1", "--ignore-not-found", "-o", "name").trim();
+  console.log(bold("\n5. what reached the Kubernetes API (kubectl -n vms get ...)"));
+  console.log(`   VirtualMachineClone objects: ${vmClones.length}`);
+  console.log(`   pod web-1: ${pod ? "still there" : red("deleted")}`);
 }
 
 if (args.metrics) {
