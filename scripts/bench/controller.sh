@@ -93,8 +93,7 @@ else
         if [[ -z "$BENCH" || "$f" -nt "$BENCH" ]]; then BENCH="$f"; fi
     done
 fi
-TOLLGATE="$PWD/target/release/tollgate"
-[[ -x "$TOLLGATE" && -n "$BENCH" && -x "$BENCH" ]] || die "the build did not produce tollgate and controller_push"
+[[ -x target/release/tollgate && -n "$BENCH" && -x "$BENCH" ]] || die "the build did not produce tollgate and controller_push"
 
 # --- file descriptors: each sidecar holds a stream and an ack connection, at
 # both ends, plus the controller's connections to the apiserver.
@@ -133,6 +132,12 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+# Private copies: target/ is shared, and a rebuild by someone else during the
+# run must not change what is measured halfway.
+cp target/release/tollgate "$WORK/tollgate"
+cp "$BENCH" "$WORK/controller_push"
+TOLLGATE="$WORK/tollgate"
+BENCH="$WORK/controller_push"
 
 free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
