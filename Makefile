@@ -2,7 +2,7 @@
 SHELL := bash
 CARGO ?= cargo
 
-.PHONY: all build demo test test-deps lint fmt clippy generate cluster-up cluster-down clean
+.PHONY: all build demo test test-deps lint fmt clippy generate bench bench-data-path bench-policy bench-controller cluster-up cluster-down clean
 
 all: build
 
@@ -33,6 +33,22 @@ clippy:
 generate:
 	$(CARGO) run --locked --quiet --bin tollgate -- crdgen --out crds
 	scripts/render-manifests.sh
+
+## bench: data path vs direct/nginx/Intercept, policy engine, controller push (not part of `make test`).
+## Results: target/bench/*.jsonl and *.md; summarised in docs/benchmarks.md.
+BENCH_ROUNDS ?= 2
+bench: bench-policy bench-controller bench-data-path
+
+bench-data-path:
+	scripts/bench/setup.sh
+	scripts/bench/run.sh --rounds $(BENCH_ROUNDS)
+
+bench-policy:
+	$(CARGO) bench --locked --bench policy_engine
+
+bench-controller:
+	scripts/cluster/build.sh >/dev/null
+	scripts/bench/controller.sh
 
 ## cluster-up / cluster-down: a real kube-apiserver + etcd on loopback (target/cluster/kubeconfig)
 cluster-up:
