@@ -16,6 +16,7 @@ use tollgate::policy::{Problems, duration, load};
 use tollgate::proxy::config::ManagedConfig;
 use tollgate::proxy::{
     self, AuditConfig, AuditLevel, IdentitySource, ProxyConfig, RuleSource, SharedStoreConfig,
+    SharedStoreTls,
 };
 
 /// Policy checks in front of MCP servers.
@@ -131,6 +132,24 @@ struct ProxyArgs {
     /// Redis for `scope: Shared` rate limits, e.g. redis://redis.tollgate-system:6379/0.
     #[arg(long, env = "TOLLGATE_REDIS_URL")]
     redis_url: Option<String>,
+    /// PEM CA certificates that sign the Redis server's certificate (rediss:// URLs); without
+    /// it, public roots (Mozilla's, built in).
+    #[arg(long, env = "TOLLGATE_REDIS_CA_FILE")]
+    redis_ca_file: Option<PathBuf>,
+    /// PEM client certificate chain for Redis with `tls-auth-clients yes` (with --redis-client-key).
+    #[arg(
+        long,
+        env = "TOLLGATE_REDIS_CLIENT_CERT",
+        requires = "redis_client_key"
+    )]
+    redis_client_cert: Option<PathBuf>,
+    /// PEM private key of --redis-client-cert.
+    #[arg(
+        long,
+        env = "TOLLGATE_REDIS_CLIENT_KEY",
+        requires = "redis_client_cert"
+    )]
+    redis_client_key: Option<PathBuf>,
     /// How long one Redis operation may take before shared limits follow their onStoreError.
     #[arg(long, default_value = "250ms", value_parser = flag_duration)]
     redis_timeout: Duration,
@@ -352,9 +371,14 @@ fn main() -> ExitCode {
                 max_connections: args.max_connections,
                 identity,
                 require_identity: args.require_identity,
-                shared_store: args.redis_url.map(|url| SharedStoreConfig {
+                shared_store: args.redis_url.clone().map(|url| SharedStoreConfig {
                     url,
                     timeout: args.redis_timeout,
+                    tls: SharedStoreTls {
+                        ca_file: args.redis_ca_file.clone(),
+                        client_cert_file: args.redis_client_cert.clone(),
+                        client_key_file: args.redis_client_key.clone(),
+                    },
                 }),
                 ..ProxyConfig::new(rules, args.upstream, args.listen, args.admin_listen)
             };

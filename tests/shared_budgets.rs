@@ -202,6 +202,207 @@ async fn redis_down_fails_closed_then_recovers() {
     );
 }
 
+/// A sidecar on Redis over TLS (`rediss://`) with `extra` TLS flags.
+fn tls_sidecar(policy: &Path, upstream: &Upstream, redis: &Redis, extra: &[&str]) -> TollgateProc {
+    let (upstream, url) = (upstream.url(), redis.tls_url());
+    let mut args = vec![
+        "--policy",
+        policy.to_str().unwrap(),
+        "--upstream",
+        &upstream,
+        "--redis-url",
+        &url,
+        "--redis-timeout",
+        "500ms",
+    ];
+    args.extend_from_slice(extra);
+    tollgate(&args)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shared_budget_over_tls_with_a_client_certificate() {
+    let redis = Redis::start_tls(true);
+    let tls = redis.tls.as_ref().unwrap();
+    let (ca, cert, key) = (tls.ca(), tls.client_cert(), tls.client_key());
+    let flags = [
+        "--redis-ca-file",
+        ca.to_str().unwrap(),
+        "--redis-client-cert",
+        cert.to_str().unwrap(),
+        "--redis-client-key",
+        key.to_str().unwrap(),
+    ];
+    let upstream = Upstream::start(Framing::Json).await;
+    let (_dir, policy) = policy_file(&shared_policy(4, "Deny"));
+    let sidecars = [
+        tls_sidecar(&policy, &upstream, &redis, &flags),
+        tls_sidecar(&policy, &upstream, &redis, &flags),
+    ];
+    let mut allowed = 0;
+    for id in 0..10u64 {
+        let (ok, v) = admitted(sidecars[(id % 2) as usize].listen, id, "vm_clone", &[]).await;
+        if ok {
+            allowed += 1;
+        } else {
+            let text = v["result"]["content"][0]["text"].as_str().unwrap();
+            assert!(text.contains("rate limit"), "denied for the budget: {text}");
+        }
+    }
+    assert_eq!(allowed, 4, "one budget of 4 across both sidecars, over TLS");
+    assert_eq!(upstream_calls(&upstream, "vm_clone"), 4);
+    for s in &sidecars {
+        let m = metrics(s.admin).await;
+        assert_eq!(sample(&m, &["tollgate_ratelimit_store_up"]), Some(1.0));
+    }
+    // The budget is in this Redis (read back over its plain port).
+    assert_eq!(redis.keys("{tollgate}:rl:*").len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_tls_that_cannot_be_verified_fails_closed() {
+    let redis = Redis::start_tls(true);
+    let tls = redis.tls.as_ref().unwrap();
+    let (ca, cert, key) = (tls.ca(), tls.client_cert(), tls.client_key());
+    let stranger = support::redis::Tls::generate(0, false);
+    let stranger_ca = stranger.ca();
+    let upstream = Upstream::start(Framing::Json).await;
+    let (_dir, policy) = policy_file(&shared_policy(1000, "Deny"));
+    let cases: [(&str, Vec<&str>); 3] = [
+        (
+            "a CA that did not sign the server's certificate",
+            vec![
+                "--redis-ca-file",
+                stranger_ca.to_str().unwrap(),
+                "--redis-client-cert",
+                cert.to_str().unwrap(),
+                "--redis-client-key",
+                key.to_str().unwrap(),
+            ],
+        ),
+        (
+            "the public roots only (a private CA is not among them)",
+            vec![
+                "--redis-client-cert",
+                cert.to_str().unwrap(),
+                "--redis-client-key",
+                key.to_str().unwrap(),
+            ],
+        ),
+        (
+            "no client certificate where Redis requires one",
+            vec!["--redis-ca-file", ca.to_str().unwrap()],
+        ),
+    ];
+    for (case, flags) in cases {
+        let s = tls_sidecar(&policy, &upstream, &redis, &flags);
+        for id in 1..4 {
+            let (ok, v) = admitted(s.listen, id, "vm_clone", &[]).await;
+            assert!(
+                !ok,
+                "{case}: a shared limit without its store must deny: {v}"
+            );
+            let text = v["result"]["content"][0]["text"].as_str().unwrap();
+            assert!(text.contains("cannot be reached"), "{case}: {text}");
+        }
+        let m = metrics(s.admin).await;
+        assert_eq!(
+            sample(&m, &["tollgate_ratelimit_store_up"]),
+            Some(0.0),
+            "{case}"
+        );
+    }
+    assert_eq!(
+        upstream_calls(&upstream, "vm_clone"),
+        0,
+        "nothing got through"
+    );
+    assert!(redis.keys("{tollgate}:rl:*").is_empty());
+}
+
+/// Runs `tollgate proxy` with `base` and `args`, expecting it to refuse to start.
+fn refused_at_start(base: &[&str], args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args([
+            "proxy",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .args(base)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{args:?} started");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn redis_tls_settings_are_checked_at_start() {
+    let (_dir, policy) = policy_file(&shared_policy(3, "Deny"));
+    let policy = policy.to_str().unwrap();
+    let tls = support::redis::Tls::generate(0, false);
+    let ca = tls.ca();
+    let ca = ca.to_str().unwrap();
+    let base = ["--policy", policy, "--upstream", "http://127.0.0.1:9"];
+
+    let err = refused_at_start(
+        &base,
+        &[
+            "--redis-url",
+            "redis://127.0.0.1:6379/0",
+            "--redis-ca-file",
+            ca,
+        ],
+    );
+    assert!(err.contains("write rediss://"), "{err}");
+    let err = refused_at_start(
+        &base,
+        &[
+            "--redis-url",
+            "rediss://127.0.0.1:6379/0",
+            "--redis-ca-file",
+            "/nonexistent/ca.pem",
+        ],
+    );
+    assert!(
+        err.contains("cannot read --redis-ca-file /nonexistent/ca.pem"),
+        "{err}"
+    );
+    let err = refused_at_start(
+        &base,
+        &[
+            "--redis-url",
+            "rediss://127.0.0.1:6379/0",
+            "--redis-ca-file",
+            policy,
+        ],
+    );
+    assert!(err.contains("holds no PEM certificate"), "{err}");
+    let cert = tls.client_cert();
+    let err = refused_at_start(
+        &base,
+        &[
+            "--redis-url",
+            "rediss://127.0.0.1:6379/0",
+            "--redis-client-cert",
+            cert.to_str().unwrap(),
+        ],
+    );
+    assert!(err.contains("--redis-client-key"), "{err}");
+    // A password in the URL never shows in the message.
+    let err = refused_at_start(
+        &base,
+        &[
+            "--redis-url",
+            "redis://:hunter2@127.0.0.1:6379/0",
+            "--redis-ca-file",
+            ca,
+        ],
+    );
+    assert!(!err.contains("hunter2") && err.contains(":***@"), "{err}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn local_fallback_counts_in_the_sidecar_while_redis_is_down() {
     let mut redis = Redis::start();

@@ -64,11 +64,27 @@ pub enum IdentitySource {
 /// Where `scope: Shared` budgets live.
 #[derive(Clone, Debug)]
 pub struct SharedStoreConfig {
-    /// `redis://host:port/db`.
+    /// `redis://host:port/db`, or `rediss://` for TLS.
     pub url: String,
     /// How long one Redis operation may take before the limit follows its
     /// `onStoreError`.
     pub timeout: Duration,
+    /// TLS settings for a `rediss://` URL.
+    pub tls: SharedStoreTls,
+}
+
+/// TLS to Redis (`rediss://`). Without a CA file the server certificate must
+/// chain to a public root: the image has no system trust store, so tollgate
+/// carries Mozilla's roots (managed Redis services use public CAs).
+#[derive(Clone, Debug, Default)]
+pub struct SharedStoreTls {
+    /// PEM file of the CAs that sign the server's certificate, replacing the
+    /// public roots.
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate chain and key, for Redis with
+    /// `tls-auth-clients yes`: both or neither.
+    pub client_cert_file: Option<PathBuf>,
+    pub client_key_file: Option<PathBuf>,
 }
 
 /// Everything the proxy needs to run.

@@ -41,7 +41,7 @@ use tokio::task::JoinHandle;
 use crate::mcp::{jsonrpc, sse, tools};
 
 pub use audit::{AuditConfig, AuditLevel};
-pub use config::{IdentitySource, ProxyConfig, RuleSource, SharedStoreConfig};
+pub use config::{IdentitySource, ProxyConfig, RuleSource, SharedStoreConfig, SharedStoreTls};
 
 use gate::Gate;
 use metrics::Metrics;
@@ -149,10 +149,9 @@ pub async fn start(config: ProxyConfig, audit: AuditConfig) -> anyhow::Result<Ru
     .map_err(anyhow::Error::msg)?;
     let identities = identities(&config).await?;
     let shared = match &config.shared_store {
-        Some(s) => Some(
-            shared::SharedStore::connect(&s.url, s.timeout, metrics.clone())
-                .map_err(anyhow::Error::msg)?,
-        ),
+        Some(s) => {
+            Some(shared::SharedStore::connect(s, metrics.clone()).map_err(anyhow::Error::msg)?)
+        }
         None => None,
     };
     let listener = server::bind(config.listen, "--listen").await?;

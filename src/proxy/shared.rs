@@ -10,6 +10,7 @@
 //! `{tollgate}` hash tag: every key lives in one slot, as a multi-key
 //! script on a Redis Cluster requires.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -20,6 +21,7 @@ use sha2::{Digest, Sha256};
 
 use crate::policy::ratelimit::Acquire;
 
+use super::config::SharedStoreConfig;
 use super::metrics::Metrics;
 
 /// Admits every acquisition or none. KEYS: one bucket per acquisition.
@@ -77,6 +79,77 @@ return 0
 /// dead Redis costs one timeout per interval, not one per call.
 const BACKOFF: Duration = Duration::from_millis(500);
 
+/// The Redis client for `config`: plain for `redis://`, TLS for `rediss://`
+/// (with the CA and client certificate files read now, so a wrong path fails
+/// at start-up, not on the first call).
+fn client(config: &SharedStoreConfig) -> Result<redis::Client, String> {
+    let url = redacted(&config.url);
+    let tls = &config.tls;
+    let wants_tls = config.url.starts_with("rediss://");
+    if !wants_tls {
+        if tls.ca_file.is_some() || tls.client_cert_file.is_some() || tls.client_key_file.is_some()
+        {
+            return Err(format!(
+                "--redis-ca-file, --redis-client-cert and --redis-client-key need a TLS URL: \
+                 write rediss://... instead of {url}"
+            ));
+        }
+        return redis::Client::open(config.url.as_str())
+            .map_err(|e| format!("bad --redis-url {url}: {e}"));
+    }
+    let read = |flag: &str, path: &PathBuf| {
+        std::fs::read(path).map_err(|e| format!("cannot read {flag} {}: {e}", path.display()))
+    };
+    let root_cert = match &tls.ca_file {
+        Some(path) => {
+            let pem = read("--redis-ca-file", path)?;
+            if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+                return Err(format!(
+                    "--redis-ca-file {} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+                    path.display()
+                ));
+            }
+            Some(pem)
+        }
+        None => None,
+    };
+    let client_tls = match (&tls.client_cert_file, &tls.client_key_file) {
+        (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
+            client_cert: read("--redis-client-cert", cert)?,
+            client_key: read("--redis-client-key", key)?,
+        }),
+        (None, None) => None,
+        _ => {
+            return Err(
+                "--redis-client-cert and --redis-client-key go together: give both or neither"
+                    .into(),
+            );
+        }
+    };
+    redis::Client::build_with_tls(
+        config.url.as_str(),
+        redis::TlsCertificates {
+            client_tls,
+            root_cert,
+        },
+    )
+    .map_err(|e| format!("bad Redis TLS settings for {url}: {e}"))
+}
+
+/// `url` without its password, for messages and logs.
+fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
 /// What happened in Redis.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -117,11 +190,12 @@ impl SharedStore {
     /// Connects to `url` (`redis://host:port/db`). The connection manager
     /// reconnects by itself after failures.
     pub fn connect(
-        url: &str,
-        timeout: Duration,
+        config: &SharedStoreConfig,
         metrics: Metrics,
     ) -> Result<Arc<SharedStore>, String> {
-        let client = redis::Client::open(url).map_err(|e| format!("bad --redis-url {url}: {e}"))?;
+        let url = redacted(&config.url);
+        let timeout = config.timeout;
+        let client = client(config)?;
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(Some(timeout));
@@ -240,5 +314,28 @@ impl SharedStore {
                 None => tracing::info!("the shared rate-limit store is reachable again"),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redacted;
+
+    #[test]
+    fn passwords_never_reach_messages() {
+        assert_eq!(
+            redacted("rediss://app:s3cret@redis.example:6380/2"),
+            "rediss://app:***@redis.example:6380/2"
+        );
+        assert_eq!(
+            redacted("redis://:s3cret@10.0.0.7:6379/0"),
+            "redis://:***@10.0.0.7:6379/0"
+        );
+        // An '@' in the password: everything up to the last '@' is userinfo.
+        assert_eq!(
+            redacted("redis://:p@ss@host:6379/0"),
+            "redis://:***@host:6379/0"
+        );
+        assert_eq!(redacted("redis://host:6379/0"), "redis://host:6379/0");
     }
 }

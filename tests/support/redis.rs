@@ -9,8 +9,94 @@ use std::time::{Duration, Instant};
 
 /// A running (or stopped) redis-server.
 pub struct Redis {
+    /// The plain port (the tests' own inspection goes through it).
     pub port: u16,
+    /// With TLS: the TLS port and the files the server was started with.
+    pub tls: Option<Tls>,
     child: Option<Child>,
+}
+
+/// A test PKI for Redis over TLS: one CA, a server certificate for
+/// 127.0.0.1 and a client certificate, as PEM files in a temporary directory.
+pub struct Tls {
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    /// Whether the server requires a client certificate.
+    pub require_client_cert: bool,
+}
+
+impl Tls {
+    pub fn ca(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+    pub fn client_cert(&self) -> PathBuf {
+        self.dir.path().join("client.pem")
+    }
+    pub fn client_key(&self) -> PathBuf {
+        self.dir.path().join("client-key.pem")
+    }
+    fn server_cert(&self) -> PathBuf {
+        self.dir.path().join("server.pem")
+    }
+    fn server_key(&self) -> PathBuf {
+        self.dir.path().join("server-key.pem")
+    }
+
+    /// A fresh PKI (nothing listens on `port` until a Redis uses it).
+    pub fn generate(port: u16, require_client_cert: bool) -> Tls {
+        use rcgen::{
+            BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+            KeyPair,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "tollgate test Redis CA");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_key = KeyPair::generate().unwrap();
+        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+        std::fs::write(dir.path().join("ca.pem"), ca_cert.pem()).unwrap();
+        let issuer = Issuer::new(ca_params, ca_key);
+        let leaf = |names: Vec<String>, cn: &str, usage: ExtendedKeyUsagePurpose, file: &str| {
+            let mut params = CertificateParams::new(names).unwrap();
+            params.distinguished_name.push(DnType::CommonName, cn);
+            params.extended_key_usages = vec![usage];
+            let key = KeyPair::generate().unwrap();
+            let cert = params.signed_by(&key, &issuer).unwrap();
+            std::fs::write(dir.path().join(format!("{file}.pem")), cert.pem()).unwrap();
+            std::fs::write(
+                dir.path().join(format!("{file}-key.pem")),
+                key.serialize_pem(),
+            )
+            .unwrap();
+        };
+        leaf(
+            vec!["127.0.0.1".into(), "localhost".into()],
+            "redis",
+            ExtendedKeyUsagePurpose::ServerAuth,
+            "server",
+        );
+        leaf(
+            vec![],
+            "tollgate-sidecar",
+            ExtendedKeyUsagePurpose::ClientAuth,
+            "client",
+        );
+        Tls {
+            port,
+            dir,
+            require_client_cert,
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn binary() -> PathBuf {
@@ -34,14 +120,31 @@ fn binary() -> PathBuf {
 impl Redis {
     /// Starts on a free loopback port, without persistence.
     pub fn start() -> Redis {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut r = Redis { port, child: None };
+        let mut r = Redis {
+            port: free_port(),
+            tls: None,
+            child: None,
+        };
         r.restart();
         r
+    }
+
+    /// Starts with a TLS port besides the plain one, its certificates signed
+    /// by a fresh CA (`tls.ca()`); `require_client_cert` turns on
+    /// `tls-auth-clients yes`.
+    pub fn start_tls(require_client_cert: bool) -> Redis {
+        let mut r = Redis {
+            port: free_port(),
+            tls: Some(Tls::generate(free_port(), require_client_cert)),
+            child: None,
+        };
+        r.restart();
+        r
+    }
+
+    /// `rediss://127.0.0.1:<tls port>/0`.
+    pub fn tls_url(&self) -> String {
+        format!("rediss://127.0.0.1:{}/0", self.tls.as_ref().unwrap().port)
     }
 
     /// `redis://127.0.0.1:<port>/0`.
@@ -72,6 +175,20 @@ impl Redis {
             .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
             .args(["--loglevel", "warning"])
+            .args(self.tls.iter().flat_map(|t| {
+                [
+                    "--tls-port".to_owned(),
+                    t.port.to_string(),
+                    "--tls-cert-file".to_owned(),
+                    t.server_cert().display().to_string(),
+                    "--tls-key-file".to_owned(),
+                    t.server_key().display().to_string(),
+                    "--tls-ca-cert-file".to_owned(),
+                    t.ca().display().to_string(),
+                    "--tls-auth-clients".to_owned(),
+                    if t.require_client_cert { "yes" } else { "no" }.to_owned(),
+                ]
+            }))
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
