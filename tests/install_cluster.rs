@@ -322,6 +322,40 @@ async fn helm_install_rbac_webhook_upgrade_uninstall() {
         .unwrap()
     ));
 
+    // Per-pod JWT identity: the apiserver stores the pod with the JWKS
+    // ConfigMap mounted into the sidecar; a bad annotation is refused with
+    // the webhook's reason.
+    let _ = cluster.kubectl(&["-n", &plain, "create", "serviceaccount", "default"]);
+    cluster
+        .apply(&format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: jwt-0\n  namespace: {plain}\n  labels: {{tollgate.dev/inject: enabled}}\n  annotations: {{tollgate.dev/jwks-configmap: agents-idp, tollgate.dev/jwt-issuer: 'https://idp.example'}}\nspec:\n  containers: [{{name: server, image: example.invalid/mcp}}]\n"
+        ))
+        .unwrap();
+    let jwt_pod = cluster.get_json(&["-n", &plain, "pod", "jwt-0"]);
+    let volumes = jwt_pod["spec"]["volumes"].as_array().unwrap();
+    assert!(
+        volumes
+            .iter()
+            .any(|v| v["name"] == "tollgate-jwks" && v["configMap"]["name"] == "agents-idp"),
+        "{volumes:#?}"
+    );
+    let args = jwt_pod["spec"]["initContainers"][0]["args"].to_string();
+    assert!(
+        args.contains("\"--identity=jwt\"")
+            && args.contains("\"--jwks-file=/etc/tollgate/jwks/jwks.json\"")
+            && args.contains("\"--jwt-issuer=https://idp.example\""),
+        "{args}"
+    );
+    let refused = cluster
+        .apply(&format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: jwt-bad\n  namespace: {plain}\n  labels: {{tollgate.dev/inject: enabled}}\n  annotations: {{tollgate.dev/jwt-audience: kms}}\nspec:\n  containers: [{{name: server, image: example.invalid/mcp}}]\n"
+        ))
+        .expect_err("a JWT annotation without its ConfigMap is refused");
+    assert!(
+        refused.contains("needs tollgate.dev/jwks-configmap"),
+        "{refused}"
+    );
+
     // The shipped example: its pod gets the sidecar, which owns the port the
     // Service targets; the server container keeps only loopback.
     cluster

@@ -646,3 +646,109 @@ async fn forged_expired_and_missing_tokens_are_refused_before_the_upstream() {
             .0
     );
 }
+
+/// Writes `keys` as the JWKS of a ConfigMap-style mount: `dir/jwks.json` is
+/// a symlink into `..data`, itself a symlink to a versioned directory that
+/// the kubelet swaps atomically on every update.
+fn configmap_jwks(dir: &Path, version: u32, key: &EncodingKey) {
+    let mut jwk = Jwk::from_encoding_key(key, Algorithm::ES256).unwrap();
+    jwk.common.key_id = Some("test-key".into());
+    let data = dir.join(format!("..v{version}"));
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(
+        data.join("jwks.json"),
+        serde_json::to_string(&JwkSet { keys: vec![jwk] }).unwrap(),
+    )
+    .unwrap();
+    let tmp = dir.join("..data_tmp");
+    std::os::unix::fs::symlink(format!("..v{version}"), &tmp).unwrap();
+    std::fs::rename(&tmp, dir.join("..data")).unwrap();
+    let link = dir.join("jwks.json");
+    if !link.exists() {
+        std::os::unix::fs::symlink("..data/jwks.json", &link).unwrap();
+    }
+}
+
+fn ec_key() -> EncodingKey {
+    let pair = rcgen::KeyPair::generate().unwrap();
+    EncodingKey::from_ec_pem(pair.serialize_pem().as_bytes()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rotated_jwks_configmap_takes_effect_without_a_restart() {
+    let redis = Redis::start();
+    let upstream = Upstream::start(Framing::Json).await;
+    let (_dir, policy) = policy_file(PER_AGENT);
+    let mount = tempfile::tempdir().unwrap();
+    let (old_key, new_key) = (ec_key(), ec_key());
+    configmap_jwks(mount.path(), 1, &old_key);
+    let jwks = mount.path().join("jwks.json");
+    let s = sidecar(
+        &policy,
+        &upstream,
+        &redis,
+        &[
+            "--identity",
+            "jwt",
+            "--jwks-file",
+            jwks.to_str().unwrap(),
+            "--require-identity",
+            "--reload-interval",
+            "100ms",
+        ],
+    );
+    let status = |key: &EncodingKey, id: u64| {
+        let auth = format!("Bearer {}", token(key, "agent-alice", 300));
+        let addr = s.listen;
+        async move {
+            post_json(
+                addr,
+                &[("Authorization", &auth)],
+                &call(id, "vm_clone", json!({})),
+            )
+            .await
+            .status
+        }
+    };
+    assert_eq!(status(&old_key, 1).await, 200);
+    assert_eq!(status(&new_key, 2).await, 401, "not yet trusted");
+
+    configmap_jwks(mount.path(), 2, &new_key);
+    let mut id = 10;
+    assert!(
+        eventually(Duration::from_secs(10), async || {
+            id += 1;
+            status(&new_key, id).await == 200
+        })
+        .await,
+        "the rotated key is trusted without a restart"
+    );
+    assert_eq!(status(&old_key, 100).await, 401, "the old key is not");
+    let m = metrics(s.admin).await;
+    assert_eq!(sample(&m, &["tollgate_jwks_reload_failing"]), Some(0.0));
+
+    // A broken update keeps the keys in force, loudly.
+    let broken = mount.path().join("..v3");
+    std::fs::create_dir(&broken).unwrap();
+    std::fs::write(broken.join("jwks.json"), "{\"keys\": [").unwrap();
+    let tmp = mount.path().join("..data_tmp");
+    std::os::unix::fs::symlink("..v3", &tmp).unwrap();
+    std::fs::rename(&tmp, mount.path().join("..data")).unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), async || {
+            sample(&metrics(s.admin).await, &["tollgate_jwks_reload_failing"]) == Some(1.0)
+        })
+        .await
+    );
+    assert_eq!(status(&new_key, 200).await, 200, "the last good keys stay");
+    assert_eq!(status(&old_key, 201).await, 401);
+    let lines = s.proc.lines.lock().unwrap().clone();
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l.contains("JWKS change refused"))
+            .count(),
+        1,
+        "reported once, not on every check: {lines:#?}"
+    );
+}

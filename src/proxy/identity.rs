@@ -3,7 +3,9 @@
 //!
 //! - `jwt`: a JWT whose signature checks against a JWKS (`--jwks-file`),
 //!   with `exp` required and `iss`/`aud` checked when configured; the subject
-//!   is its `sub`.
+//!   is its `sub`. The file is re-read when it changes (a mounted ConfigMap
+//!   or Secret updated for a key rotation); a new file that is not a usable
+//!   JWKS keeps the previous keys in force.
 //! - `kubernetes`: a ServiceAccount token, checked with a TokenReview for the
 //!   configured audience (cached); the subject is
 //!   `system:serviceaccount:<namespace>:<name>`.
@@ -15,10 +17,11 @@
 //! the MCP server may need it for its own authorization.
 
 use std::collections::HashMap;
-use std::path::Path;
-use std::sync::Mutex;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use http::{HeaderMap, header};
 use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, JwkSet, KeyAlgorithm};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
@@ -56,10 +59,42 @@ impl IdentityError {
 
 /// Verifies JWTs against a key set.
 pub struct JwtVerifier {
-    keys: JwkSet,
+    path: PathBuf,
+    keys: ArcSwap<JwkSet>,
+    /// Digest of the file content last read (in force or refused), so an
+    /// unchanged file is neither parsed again nor reported again.
+    seen: Mutex<[u8; 32]>,
     issuer: Option<String>,
     audience: Option<String>,
     cache: Mutex<HashMap<[u8; 32], (Instant, String)>>,
+}
+
+/// What a [`JwtVerifier::reload`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum JwksReload {
+    /// The file is as last read.
+    Unchanged,
+    /// New keys are in force (how many).
+    Replaced(usize),
+    /// The file changed but cannot be used; the previous keys stay.
+    Refused(String),
+}
+
+/// Reads and checks the JWKS at `path`: its bytes' digest and the key set.
+fn read_jwks(path: &Path) -> Result<([u8; 32], Result<JwkSet, String>), String> {
+    let text =
+        std::fs::read(path).map_err(|e| format!("cannot read the JWKS {}: {e}", path.display()))?;
+    let digest: [u8; 32] = Sha256::digest(&text).into();
+    let keys = serde_json::from_slice::<JwkSet>(&text)
+        .map_err(|e| format!("{} is not a JWKS: {e}", path.display()))
+        .and_then(|keys| {
+            if keys.keys.is_empty() {
+                Err(format!("the JWKS {} has no keys", path.display()))
+            } else {
+                Ok(keys)
+            }
+        });
+    Ok((digest, keys))
 }
 
 impl JwtVerifier {
@@ -69,19 +104,49 @@ impl JwtVerifier {
         issuer: Option<String>,
         audience: Option<String>,
     ) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read the JWKS {}: {e}", path.display()))?;
-        let keys: JwkSet = serde_json::from_str(&text)
-            .map_err(|e| format!("{} is not a JWKS: {e}", path.display()))?;
-        if keys.keys.is_empty() {
-            return Err(format!("the JWKS {} has no keys", path.display()));
-        }
+        let (digest, keys) = read_jwks(path)?;
         Ok(JwtVerifier {
-            keys,
+            path: path.to_owned(),
+            keys: ArcSwap::from_pointee(keys?),
+            seen: Mutex::new(digest),
             issuer,
             audience,
             cache: Mutex::default(),
         })
+    }
+
+    /// Re-reads the JWKS file. New keys take effect at once, and subjects
+    /// remembered from tokens of the old keys are forgotten (a key removed
+    /// from the set must stop admitting its tokens now, not in a minute).
+    pub fn reload(&self) -> JwksReload {
+        let (digest, keys) = match read_jwks(&self.path) {
+            Ok(read) => read,
+            // Mid-swap (a ConfigMap's symlink flip) or gone: keep the keys;
+            // report it once per distinct problem.
+            Err(e) => {
+                let digest: [u8; 32] = Sha256::digest(e.as_bytes()).into();
+                let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+                if *seen == digest {
+                    return JwksReload::Unchanged;
+                }
+                *seen = digest;
+                return JwksReload::Refused(e);
+            }
+        };
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if *seen == digest {
+            return JwksReload::Unchanged;
+        }
+        *seen = digest;
+        match keys {
+            Ok(keys) => {
+                let n = keys.keys.len();
+                self.keys.store(Arc::new(keys));
+                self.cache.lock().unwrap_or_else(|p| p.into_inner()).clear();
+                JwksReload::Replaced(n)
+            }
+            Err(e) => JwksReload::Refused(e),
+        }
     }
 
     /// The verified subject of `token`.
@@ -97,12 +162,12 @@ impl JwtVerifier {
             return Ok(sub.clone());
         }
         let header = decode_header(token).map_err(|e| format!("not a JWT ({e})"))?;
+        let keys = self.keys.load();
         let jwk = match &header.kid {
-            Some(kid) => self
-                .keys
+            Some(kid) => keys
                 .find(kid)
                 .ok_or_else(|| format!("no key {kid:?} in the JWKS"))?,
-            None if self.keys.keys.len() == 1 => &self.keys.keys[0],
+            None if keys.keys.len() == 1 => &keys.keys[0],
             None => return Err("the JWT names no key (kid) and the JWKS has several".into()),
         };
         check_algorithm(jwk, header.alg)?;
@@ -141,6 +206,38 @@ impl JwtVerifier {
     }
 }
 
+/// Re-reads the JWKS file every `interval` until shutdown, so a rotated key
+/// set (a mounted ConfigMap or Secret, updated by a symlink swap) takes effect
+/// without a restart. A refused file is logged once and flagged in
+/// `tollgate_jwks_reload_failing`; the keys in force stay.
+pub async fn watch_jwks(
+    verifier: Arc<JwtVerifier>,
+    failing: prometheus::IntGauge,
+    interval: Duration,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        // Reading a small file: blocking for microseconds is fine here.
+        match verifier.reload() {
+            JwksReload::Unchanged => {}
+            JwksReload::Replaced(keys) => {
+                failing.set(0);
+                tracing::info!(path = %verifier.path.display(), keys, "JWKS reloaded: new keys in force");
+            }
+            JwksReload::Refused(problem) => {
+                failing.set(1);
+                tracing::error!(path = %verifier.path.display(), %problem, "JWKS change refused: the previous keys stay in force");
+            }
+        }
+    }
+}
+
 /// The token's `alg` header is the sender's claim: it must be what the key
 /// is for (no RSA public key used as an HMAC secret, no algorithm the key
 /// does not name).
@@ -168,8 +265,8 @@ fn check_algorithm(jwk: &Jwk, alg: Algorithm) -> Result<(), String> {
 
 /// The configured verifier, if any.
 pub enum Verifier {
-    /// JWTs against a JWKS.
-    Jwt(JwtVerifier),
+    /// JWTs against a JWKS (shared with the task that reloads it).
+    Jwt(Arc<JwtVerifier>),
     /// Kubernetes ServiceAccount tokens via TokenReview.
     Kubernetes(Box<Authenticator>),
 }
@@ -290,6 +387,49 @@ mod tests {
     }
 
     #[test]
+    fn a_rotated_jwks_takes_effect_and_a_bad_one_keeps_the_old_keys() {
+        let i = issuer();
+        let path = i._dir.path().join("jwks.json");
+        let old_token = sign(&i.key, claims("agent-a"));
+        assert_eq!(i.verifier.verify(&old_token), Ok("agent-a".into()));
+        assert_eq!(i.verifier.reload(), JwksReload::Unchanged);
+
+        // Rotation: a new key under the same kid. Tokens of the old key,
+        // even one verified (and remembered) a moment ago, stop working.
+        let new_key = ec_key();
+        let mut jwk = Jwk::from_encoding_key(&new_key, Algorithm::ES256).unwrap();
+        jwk.common.key_id = Some("k1".into());
+        let jwks = serde_json::to_string(&JwkSet { keys: vec![jwk] }).unwrap();
+        std::fs::write(&path, &jwks).unwrap();
+        assert_eq!(i.verifier.reload(), JwksReload::Replaced(1));
+        let err = i.verifier.verify(&old_token).unwrap_err();
+        assert!(err.contains("InvalidSignature"), "{err}");
+        let new_token = sign(&new_key, claims("agent-b"));
+        assert_eq!(i.verifier.verify(&new_token), Ok("agent-b".into()));
+
+        // Unusable files are refused once each; the new keys stay.
+        for (content, problem) in [
+            (Some("{not json"), "is not a JWKS"),
+            (Some(r#"{"keys": []}"#), "has no keys"),
+            (None, "cannot read the JWKS"),
+        ] {
+            match content {
+                Some(c) => std::fs::write(&path, c).unwrap(),
+                None => std::fs::remove_file(&path).unwrap(),
+            }
+            match i.verifier.reload() {
+                JwksReload::Refused(e) => assert!(e.contains(problem), "{e}"),
+                other => panic!("{problem}: {other:?}"),
+            }
+            assert_eq!(i.verifier.reload(), JwksReload::Unchanged, "{problem}");
+            assert_eq!(i.verifier.verify(&new_token), Ok("agent-b".into()));
+        }
+        // And the good file again is taken back.
+        std::fs::write(&path, &jwks).unwrap();
+        assert_eq!(i.verifier.reload(), JwksReload::Replaced(1));
+    }
+
+    #[test]
     fn a_token_signed_by_another_key_is_refused() {
         let i = issuer();
         let forged = sign(&ec_key(), claims("agent-a"));
@@ -357,7 +497,7 @@ mod tests {
         let i = issuer();
         let token = sign(&i.key, claims("agent-b"));
         let mut ids = Identities {
-            verifier: Some(Verifier::Jwt(i.verifier)),
+            verifier: Some(Verifier::Jwt(Arc::new(i.verifier))),
             required: false,
         };
         let headers = |v: &str| {

@@ -81,6 +81,9 @@ pub struct Metrics {
     pub store_errors: IntCounter,
     /// `tollgate_identity_failures_total{reason}`: tokens refused.
     pub identity_failures: IntCounterVec,
+    /// `tollgate_jwks_reload_failing`: 1 while a changed JWKS file is
+    /// refused and the previous keys stay in force (`--identity jwt`).
+    pub jwks_reload_failing: IntGauge,
     /// `tollgate_log_lines_dropped_total`: audit and log lines lost.
     log_lines_dropped: IntCounter,
 }
@@ -92,6 +95,13 @@ impl Metrics {
     pub fn register_store(&self) {
         let _ = self.registry.register(Box::new(self.store_up.clone()));
         let _ = self.registry.register(Box::new(self.store_errors.clone()));
+    }
+
+    /// Registers the JWKS metric: only sidecars with `--identity jwt` have it.
+    pub fn register_jwks(&self) {
+        let _ = self
+            .registry
+            .register(Box::new(self.jwks_reload_failing.clone()));
     }
 
     /// Registers every metric in a fresh registry.
@@ -175,6 +185,10 @@ impl Metrics {
             "tollgate_controller_reconnects_total",
             "Connections to the controller that ended.",
         )?;
+        let jwks_reload_failing = IntGauge::new(
+            "tollgate_jwks_reload_failing",
+            "1 while a changed JWKS file is refused and the previous keys stay in force.",
+        )?;
         let store_up = IntGauge::new(
             "tollgate_ratelimit_store_up",
             "1 while the shared rate-limit store (Redis) answers.",
@@ -244,6 +258,7 @@ impl Metrics {
             controller_reconnects,
             snapshots_rejected,
             store_up,
+            jwks_reload_failing,
             store_errors,
             identity_failures,
             log_lines_dropped,

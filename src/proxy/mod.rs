@@ -217,6 +217,15 @@ pub async fn start(config: ProxyConfig, audit: AuditConfig) -> anyhow::Result<Ru
         proxy.clone(),
         shutdown_rx.clone(),
     )));
+    if let Some(identity::Verifier::Jwt(jwt)) = &proxy.identities.verifier {
+        metrics.register_jwks();
+        tasks.push(tokio::spawn(identity::watch_jwks(
+            jwt.clone(),
+            metrics.jwks_reload_failing.clone(),
+            config.reload_interval,
+            shutdown_rx.clone(),
+        )));
+    }
     tasks.push(tokio::spawn(sweep(proxy.clone(), shutdown_rx)));
     let p = proxy.clone();
     tokio::spawn(async move {
@@ -253,10 +262,10 @@ async fn identities(config: &ProxyConfig) -> anyhow::Result<identity::Identities
             jwks_file,
             issuer,
             audience,
-        } => Some(identity::Verifier::Jwt(
+        } => Some(identity::Verifier::Jwt(Arc::new(
             identity::JwtVerifier::from_file(jwks_file, issuer.clone(), audience.clone())
                 .map_err(anyhow::Error::msg)?,
-        )),
+        ))),
         IdentitySource::Kubernetes {
             audience,
             kubeconfig,

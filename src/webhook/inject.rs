@@ -12,10 +12,10 @@ use std::collections::BTreeMap;
 
 use json_patch::Patch;
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
-    HTTPGetAction, ObjectFieldSelector, Pod, Probe, ProjectedVolumeSource, ResourceRequirements,
-    SeccompProfile, SecurityContext, ServiceAccountTokenProjection, Volume, VolumeMount,
-    VolumeProjection,
+    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
+    EnvVarSource, HTTPGetAction, KeyToPath, ObjectFieldSelector, Pod, Probe, ProjectedVolumeSource,
+    ResourceRequirements, SeccompProfile, SecurityContext, ServiceAccountTokenProjection, Volume,
+    VolumeMount, VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -39,6 +39,16 @@ pub const FAIL_OPEN: &str = "tollgate.dev/fail-open";
 pub const SIDECAR_CPU: &str = "tollgate.dev/sidecar-cpu";
 /// The sidecar's memory request and limit.
 pub const SIDECAR_MEMORY: &str = "tollgate.dev/sidecar-memory";
+/// A ConfigMap in the pod's namespace whose key `jwks.json` holds the JWKS
+/// that signs agents' JWTs: the sidecar runs with `--identity jwt` and
+/// re-reads it when the ConfigMap changes (key rotation without restarts).
+pub const JWKS_CONFIGMAP: &str = "tollgate.dev/jwks-configmap";
+/// The `iss` agents' JWTs must carry (with [`JWKS_CONFIGMAP`]).
+pub const JWT_ISSUER: &str = "tollgate.dev/jwt-issuer";
+/// The `aud` agents' JWTs must carry (with [`JWKS_CONFIGMAP`]).
+pub const JWT_AUDIENCE: &str = "tollgate.dev/jwt-audience";
+/// `"true"` refuses requests without a bearer token (with [`JWKS_CONFIGMAP`]).
+pub const REQUIRE_IDENTITY: &str = "tollgate.dev/require-identity";
 /// The name of the port the sidecar owns; Services target it.
 pub const PORT_NAME: &str = "mcp";
 /// The sidecar's admin port (metrics, probes).
@@ -46,7 +56,9 @@ pub const ADMIN_PORT: i32 = 9901;
 
 const TOKEN_VOLUME: &str = "tollgate-token";
 const STATE_VOLUME: &str = "tollgate-state";
+const JWKS_VOLUME: &str = "tollgate-jwks";
 const TOKEN_DIR: &str = "/var/run/secrets/tollgate";
+const JWKS_DIR: &str = "/etc/tollgate/jwks";
 const STATE_DIR: &str = "/var/run/tollgate";
 
 /// Which webhook asked.
@@ -114,7 +126,7 @@ pub fn decide(route: Route, pod: &Pod, cfg: &InjectConfig) -> Result<Outcome, St
     if label(SIDECAR_LABEL) == Some("true") || all_containers.clone().any(|c| c.name == CONTAINER) {
         return Ok(Outcome::Skip("the sidecar is already there"));
     }
-    let settings = Settings::read(pod)?;
+    let settings = Settings::read(pod, cfg)?;
     for c in all_containers {
         for p in c.ports.iter().flatten() {
             if p.name.as_deref() == Some(PORT_NAME) {
@@ -142,10 +154,19 @@ struct Settings {
     fail_open: bool,
     cpu: String,
     memory: String,
+    jwt: Option<JwtSettings>,
+}
+
+/// Per-pod JWT identity, from [`JWKS_CONFIGMAP`] and its companions.
+struct JwtSettings {
+    configmap: String,
+    issuer: Option<String>,
+    audience: Option<String>,
+    required: bool,
 }
 
 impl Settings {
-    fn read(pod: &Pod) -> Result<Settings, String> {
+    fn read(pod: &Pod, cfg: &InjectConfig) -> Result<Settings, String> {
         let annotations = pod.metadata.annotations.clone().unwrap_or_default();
         let get = |k: &str| annotations.get(k).map(String::as_str);
         let port = |k: &str, default: i32| -> Result<i32, String> {
@@ -186,6 +207,7 @@ impl Settings {
             },
             cpu: quantity(SIDECAR_CPU, "20m")?,
             memory: quantity(SIDECAR_MEMORY, "64Mi")?,
+            jwt: jwt_settings(&get, cfg)?,
         };
         if !(settings.upstream_path.is_empty() || settings.upstream_path.starts_with('/'))
             || settings
@@ -209,6 +231,61 @@ impl Settings {
     }
 }
 
+/// Reads the JWT annotations; companions without [`JWKS_CONFIGMAP`] are
+/// refused rather than ignored (the user meant something by them).
+fn jwt_settings<'a>(
+    get: &impl Fn(&str) -> Option<&'a str>,
+    cfg: &InjectConfig,
+) -> Result<Option<JwtSettings>, String> {
+    let Some(configmap) = get(JWKS_CONFIGMAP) else {
+        for k in [JWT_ISSUER, JWT_AUDIENCE, REQUIRE_IDENTITY] {
+            if get(k).is_some() {
+                return Err(format!(
+                    "annotation {k} needs {JWKS_CONFIGMAP}: the name of a ConfigMap in this namespace whose key jwks.json holds the JWKS"
+                ));
+            }
+        }
+        return Ok(None);
+    };
+    let dns_name =
+        regex::Regex::new(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+            .map(|re| re.is_match(configmap) && configmap.len() <= 253)
+            .unwrap_or(false);
+    if !dns_name {
+        return Err(format!(
+            "annotation {JWKS_CONFIGMAP}: {configmap:?} is not a ConfigMap name (lower-case letters, digits, '-' and '.')"
+        ));
+    }
+    if let Some(flag) = cfg.extra_args.iter().find(|a| a.starts_with("--identity")) {
+        return Err(format!(
+            "annotation {JWKS_CONFIGMAP} asks for JWT identity, but every sidecar already runs with {flag} (Helm value sidecar.identity.mode): use one or the other"
+        ));
+    }
+    let text = |k: &str| -> Result<Option<String>, String> {
+        match get(k) {
+            None => Ok(None),
+            Some(v) if !v.trim().is_empty() && !v.chars().any(char::is_control) => {
+                Ok(Some(v.to_owned()))
+            }
+            Some(v) => Err(format!("annotation {k}: {v:?} must be a non-empty string")),
+        }
+    };
+    Ok(Some(JwtSettings {
+        configmap: configmap.to_owned(),
+        issuer: text(JWT_ISSUER)?,
+        audience: text(JWT_AUDIENCE)?,
+        required: match get(REQUIRE_IDENTITY) {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(v) => {
+                return Err(format!(
+                    "annotation {REQUIRE_IDENTITY}: {v:?} must be \"true\" or \"false\""
+                ));
+            }
+        },
+    }))
+}
+
 fn patch(pod: &Pod, cfg: &InjectConfig, s: &Settings) -> Patch {
     let spec = pod.spec.clone().unwrap_or_default();
     let mut ops: Vec<Value> = Vec::new();
@@ -226,7 +303,7 @@ fn patch(pod: &Pod, cfg: &InjectConfig, s: &Settings) -> Patch {
             serde_json::json!({ SIDECAR_LABEL: "true" }),
         ),
     }
-    let volumes = [
+    let mut volumes = vec![
         Volume {
             name: TOKEN_VOLUME.into(),
             projected: Some(ProjectedVolumeSource {
@@ -251,6 +328,21 @@ fn patch(pod: &Pod, cfg: &InjectConfig, s: &Settings) -> Patch {
             ..Default::default()
         },
     ];
+    if let Some(jwt) = &s.jwt {
+        volumes.push(Volume {
+            name: JWKS_VOLUME.into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: jwt.configmap.clone(),
+                items: Some(vec![KeyToPath {
+                    key: "jwks.json".into(),
+                    path: "jwks.json".into(),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
     if spec.volumes.is_none() {
         add("/spec/volumes", Value::Array(Vec::new()));
     }
@@ -317,6 +409,36 @@ fn container(cfg: &InjectConfig, s: &Settings) -> Container {
     if s.fail_open {
         args.push("--fail-open".into());
     }
+    let mut volume_mounts = vec![
+        VolumeMount {
+            name: TOKEN_VOLUME.into(),
+            mount_path: TOKEN_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        },
+        VolumeMount {
+            name: STATE_VOLUME.into(),
+            mount_path: STATE_DIR.into(),
+            ..Default::default()
+        },
+    ];
+    if let Some(jwt) = &s.jwt {
+        args.push("--identity=jwt".into());
+        args.push(format!("--jwks-file={JWKS_DIR}/jwks.json"));
+        args.extend(jwt.issuer.iter().map(|i| format!("--jwt-issuer={i}")));
+        args.extend(jwt.audience.iter().map(|a| format!("--jwt-audience={a}")));
+        if jwt.required {
+            args.push("--require-identity".into());
+        }
+        // The whole directory, not a subPath: the kubelet updates it in
+        // place when the ConfigMap changes, and the sidecar re-reads it.
+        volume_mounts.push(VolumeMount {
+            name: JWKS_VOLUME.into(),
+            mount_path: JWKS_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        });
+    }
     args.extend(cfg.extra_args.iter().cloned());
     Container {
         name: CONTAINER.into(),
@@ -375,19 +497,7 @@ fn container(cfg: &InjectConfig, s: &Settings) -> Container {
             }),
             ..Default::default()
         }),
-        volume_mounts: Some(vec![
-            VolumeMount {
-                name: TOKEN_VOLUME.into(),
-                mount_path: TOKEN_DIR.into(),
-                read_only: Some(true),
-                ..Default::default()
-            },
-            VolumeMount {
-                name: STATE_VOLUME.into(),
-                mount_path: STATE_DIR.into(),
-                ..Default::default()
-            },
-        ]),
+        volume_mounts: Some(volume_mounts),
         ..Default::default()
     }
 }

@@ -27,6 +27,16 @@ fn server_pod() -> Value {
     })
 }
 
+/// The injected container's arguments.
+fn args_of(c: &Value) -> Vec<&str> {
+    c["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect()
+}
+
 /// Applies the patch the way the apiserver will.
 fn injected(route: Route, v: Value, native: bool) -> Value {
     let Outcome::Inject(patch) = decide(route, &pod(v.clone()), &cfg(native)).unwrap() else {
@@ -51,12 +61,7 @@ fn a_native_sidecar_with_everything_it_needs() {
         1,
         "the server container is untouched"
     );
-    let args: Vec<&str> = c["args"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_str().unwrap())
-        .collect();
+    let args = args_of(c);
     assert_eq!(
         args,
         [
@@ -159,6 +164,92 @@ fn bad_annotations_refuse_the_pod_with_a_reason() {
         let err = decide(Route::Namespace, &pod(p), &cfg(true)).unwrap_err();
         assert!(err.contains(want), "{k}={v}: {err}");
     }
+}
+
+#[test]
+fn a_jwks_configmap_gives_the_sidecar_jwt_identity() {
+    let mut v = server_pod();
+    v["metadata"]["annotations"] = json!({
+        "tollgate.dev/jwks-configmap": "agents-idp",
+        "tollgate.dev/jwt-issuer": "https://idp.example",
+        "tollgate.dev/jwt-audience": "kms",
+        "tollgate.dev/require-identity": "true"
+    });
+    let out = injected(Route::Namespace, v, true);
+    let c = &out["spec"]["initContainers"][0];
+    let args = args_of(c);
+    for want in [
+        "--identity=jwt",
+        "--jwks-file=/etc/tollgate/jwks/jwks.json",
+        "--jwt-issuer=https://idp.example",
+        "--jwt-audience=kms",
+        "--require-identity",
+    ] {
+        assert!(args.contains(&want), "{want} in {args:?}");
+    }
+    // The ConfigMap, from the pod's own namespace, mounted as a directory
+    // (so the kubelet's updates reach the sidecar), read-only.
+    let volume = out["spec"]["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "tollgate-jwks")
+        .unwrap();
+    assert_eq!(
+        volume["configMap"],
+        json!({"name": "agents-idp", "items": [{"key": "jwks.json", "path": "jwks.json"}]})
+    );
+    let mount = c["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "tollgate-jwks")
+        .unwrap();
+    assert_eq!(
+        mount,
+        &json!({"name": "tollgate-jwks", "mountPath": "/etc/tollgate/jwks", "readOnly": true})
+    );
+    assert!(mount.get("subPath").is_none());
+
+    // Without the annotation: no identity flags, no extra volume.
+    let plain = injected(Route::Namespace, server_pod(), true);
+    assert!(!plain.to_string().contains("jwks"));
+}
+
+#[test]
+fn bad_jwt_annotations_refuse_the_pod_with_a_reason() {
+    for (annotations, want) in [
+        (
+            json!({"tollgate.dev/jwt-issuer": "https://idp"}),
+            "needs tollgate.dev/jwks-configmap",
+        ),
+        (
+            json!({"tollgate.dev/jwks-configmap": "Agents_IdP"}),
+            "is not a ConfigMap name",
+        ),
+        (
+            json!({"tollgate.dev/jwks-configmap": "idp", "tollgate.dev/jwt-audience": " "}),
+            "must be a non-empty string",
+        ),
+        (
+            json!({"tollgate.dev/jwks-configmap": "idp", "tollgate.dev/require-identity": "yes"}),
+            "must be \"true\" or \"false\"",
+        ),
+    ] {
+        let mut p = server_pod();
+        p["metadata"]["annotations"] = annotations.clone();
+        let err = decide(Route::Namespace, &pod(p), &cfg(true)).unwrap_err();
+        assert!(err.contains(want), "{annotations}: {err}");
+    }
+    // Two identity modes at once would crash the sidecar: refused up front.
+    let mut with_kubernetes = cfg(true);
+    with_kubernetes
+        .extra_args
+        .push("--identity=kubernetes".into());
+    let mut p = server_pod();
+    p["metadata"]["annotations"] = json!({"tollgate.dev/jwks-configmap": "idp"});
+    let err = decide(Route::Namespace, &pod(p), &with_kubernetes).unwrap_err();
+    assert!(err.contains("sidecar.identity.mode"), "{err}");
 }
 
 #[test]
