@@ -174,6 +174,18 @@ async fn helm_install_rbac_webhook_upgrade_uninstall() {
     let webhook_url = format!("https://127.0.0.1:{webhook_port}");
     let chart = repo_file("charts/tollgate");
     let chart = chart.to_str().unwrap();
+    // `helm lint --strict`: warnings fail too, with the default values and
+    // with every optional part switched on.
+    for extra in [
+        &[][..],
+        &[
+            "--set",
+            "redis.enabled=true,networkPolicy.enabled=true,metrics.serviceMonitor.enabled=true,metrics.podMonitor.enabled=true,metrics.prometheusRule.enabled=true,webhook.certManager.enabled=true",
+        ][..],
+    ] {
+        let lint = helm(cluster, &[&["lint", "--strict", chart][..], extra].concat());
+        assert!(lint.is_ok(), "helm lint {extra:?}: {lint:?}");
+    }
     helm(
         cluster,
         &[
