@@ -134,8 +134,17 @@ struct ProxyArgs {
     redis_url: Option<String>,
     /// PEM CA certificates that sign the Redis server's certificate (rediss:// URLs); without
     /// it, public roots (Mozilla's, built in).
-    #[arg(long, env = "TOLLGATE_REDIS_CA_FILE")]
+    #[arg(long, env = "TOLLGATE_REDIS_CA_FILE", conflicts_with = "redis_ca_pem")]
     redis_ca_file: Option<PathBuf>,
+    /// The same CA certificates as PEM text instead of a file (how the chart passes
+    /// redis.tls.caCert to injected sidecars).
+    #[arg(
+        long,
+        env = "TOLLGATE_REDIS_CA_PEM",
+        hide_env_values = true,
+        allow_hyphen_values = true
+    )]
+    redis_ca_pem: Option<String>,
     /// PEM client certificate chain for Redis with `tls-auth-clients yes` (with --redis-client-key).
     #[arg(
         long,
@@ -262,6 +271,26 @@ struct ControllerArgs {
     /// --sidecar-arg=--redis-url=redis://tollgate-redis:6379/0 (repeatable).
     #[arg(long = "sidecar-arg", allow_hyphen_values = true)]
     sidecar_args: Vec<String>,
+    /// One more environment variable for injected sidecars, NAME=VALUE, e.g.
+    /// --sidecar-env=TOLLGATE_REDIS_CA_PEM="$(cat ca.crt)" (repeatable).
+    #[arg(long = "sidecar-env", value_parser = env_pair)]
+    sidecar_env: Vec<(String, String)>,
+}
+
+/// `NAME=VALUE` with a valid environment variable name.
+fn env_pair(s: &str) -> Result<(String, String), String> {
+    let (name, value) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not NAME=VALUE"))?;
+    let valid = !name.is_empty()
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !valid {
+        return Err(format!(
+            "{name:?} is not an environment variable name (letters, digits, '_'; not starting with a digit)"
+        ));
+    }
+    Ok((name.to_owned(), value.to_owned()))
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -346,6 +375,7 @@ fn main() -> ExitCode {
                                 native_sidecars: false,
                                 controller_name: args.controller_name.clone(),
                                 extra_args: args.sidecar_args.clone(),
+                                extra_env: args.sidecar_env.clone(),
                             },
                         }
                     }),
@@ -376,6 +406,7 @@ fn main() -> ExitCode {
                     timeout: args.redis_timeout,
                     tls: SharedStoreTls {
                         ca_file: args.redis_ca_file.clone(),
+                        ca_pem: args.redis_ca_pem.clone(),
                         client_cert_file: args.redis_client_cert.clone(),
                         client_key_file: args.redis_client_key.clone(),
                     },

@@ -186,6 +186,53 @@ async fn helm_install_rbac_webhook_upgrade_uninstall() {
         let lint = helm(cluster, &[&["lint", "--strict", chart][..], extra].concat());
         assert!(lint.is_ok(), "helm lint {extra:?}: {lint:?}");
     }
+    // redis.tls.caCert reaches injected sidecars as TOLLGATE_REDIS_CA_PEM,
+    // through the controller's --sidecar-env; without a rediss:// URL the
+    // chart refuses to render.
+    let ca_file = tempfile::NamedTempFile::new().unwrap();
+    let ca = ca_file.path();
+    std::fs::write(
+        ca,
+        "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    let ca_arg = format!("redis.tls.caCert={}", ca.display());
+    let rendered = helm(
+        cluster,
+        &[
+            "template",
+            "t",
+            chart,
+            "--set",
+            "redis.url=rediss://redis.shared:6380/0",
+            "--set-file",
+            &ca_arg,
+        ],
+    )
+    .unwrap();
+    assert!(
+        rendered.contains(
+            r#"- "--sidecar-env=TOLLGATE_REDIS_CA_PEM=-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n""#
+        ),
+        "{rendered}"
+    );
+    let refused = helm(
+        cluster,
+        &[
+            "template",
+            "t",
+            chart,
+            "--set",
+            "redis.enabled=true",
+            "--set-file",
+            &ca_arg,
+        ],
+    )
+    .unwrap_err();
+    assert!(
+        refused.contains("redis.tls.caCert needs a TLS Redis"),
+        "{refused}"
+    );
     helm(
         cluster,
         &[
@@ -564,24 +611,49 @@ async fn helm_install_rbac_webhook_upgrade_uninstall() {
         create_pod(cluster, &labelled, "while-down", "app: kms").expect_err("failurePolicy Fail");
     assert!(err.contains("inject.tollgate.dev"), "{err}");
     // ... Ignore admits them without the sidecar; helm upgrade applies it.
-    helm(
-        cluster,
-        &[
-            "upgrade",
-            "tollgate",
-            chart,
-            "-n",
-            &ns,
-            "--set",
-            &format!("webhook.url={webhook_url}"),
-            "--set",
-            "webhook.failurePolicy=Ignore",
-        ],
-    )
-    .expect("helm upgrade");
+    let upgrade = |extra: &[&str]| {
+        let url = format!("webhook.url={webhook_url}");
+        let base = ["upgrade", "tollgate", chart, "-n", &ns, "--set", &url];
+        helm(cluster, &[&base[..], extra].concat())
+    };
+    upgrade(&["--set", "webhook.failurePolicy=Ignore"]).expect("helm upgrade");
     let admitted =
         create_pod(cluster, &labelled, "while-down-2", "app: kms").expect("failurePolicy Ignore");
     assert!(!has_sidecar(&admitted));
+
+    // A TLS Redis under a private CA: the chart hands the CA to the
+    // controller, whose webhook gives it to every injected sidecar.
+    upgrade(&[
+        "--set",
+        "redis.url=rediss://redis.shared:6380/0",
+        "--set-file",
+        &ca_arg,
+    ])
+    .expect("helm upgrade with a TLS Redis");
+    let mut controller = controller_as_chart(cluster, &ns, &kubeconfig, webhook_port);
+    let tls_pod = create_pod(cluster, &labelled, "tls-redis", "app: kms").unwrap();
+    let sidecar = &tls_pod["spec"]["initContainers"][0];
+    assert!(
+        sidecar["env"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!({
+                "name": "TOLLGATE_REDIS_CA_PEM",
+                "value": std::fs::read_to_string(ca).unwrap()
+            })),
+        "{:#}",
+        sidecar["env"]
+    );
+    assert!(
+        sidecar["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a == "--redis-url=rediss://redis.shared:6380/0"),
+        "{:#}",
+        sidecar["args"]
+    );
+    controller.terminate();
 
     // Uninstall leaves the CRD, nothing else of the release.
     helm(cluster, &["uninstall", "tollgate", "-n", &ns]).expect("helm uninstall");

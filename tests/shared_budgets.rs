@@ -234,9 +234,20 @@ async fn shared_budget_over_tls_with_a_client_certificate() {
     ];
     let upstream = Upstream::start(Framing::Json).await;
     let (_dir, policy) = policy_file(&shared_policy(4, "Deny"));
+    // The second sidecar gets the CA as PEM text, as injected sidecars do
+    // (TOLLGATE_REDIS_CA_PEM from the chart's redis.tls.caCert).
+    let ca_pem = std::fs::read_to_string(&ca).unwrap();
+    let pem_flags = [
+        "--redis-ca-pem",
+        &ca_pem,
+        "--redis-client-cert",
+        cert.to_str().unwrap(),
+        "--redis-client-key",
+        key.to_str().unwrap(),
+    ];
     let sidecars = [
         tls_sidecar(&policy, &upstream, &redis, &flags),
-        tls_sidecar(&policy, &upstream, &redis, &flags),
+        tls_sidecar(&policy, &upstream, &redis, &pem_flags),
     ];
     let mut allowed = 0;
     for id in 0..10u64 {
@@ -342,65 +353,75 @@ fn redis_tls_settings_are_checked_at_start() {
     let (_dir, policy) = policy_file(&shared_policy(3, "Deny"));
     let policy = policy.to_str().unwrap();
     let tls = support::redis::Tls::generate(0, false);
-    let ca = tls.ca();
-    let ca = ca.to_str().unwrap();
+    let (ca, cert) = (tls.ca(), tls.client_cert());
+    let (ca, cert) = (ca.to_str().unwrap(), cert.to_str().unwrap());
     let base = ["--policy", policy, "--upstream", "http://127.0.0.1:9"];
-
-    let err = refused_at_start(
-        &base,
-        &[
-            "--redis-url",
-            "redis://127.0.0.1:6379/0",
-            "--redis-ca-file",
-            ca,
-        ],
-    );
-    assert!(err.contains("write rediss://"), "{err}");
-    let err = refused_at_start(
-        &base,
-        &[
-            "--redis-url",
-            "rediss://127.0.0.1:6379/0",
-            "--redis-ca-file",
-            "/nonexistent/ca.pem",
-        ],
-    );
-    assert!(
-        err.contains("cannot read --redis-ca-file /nonexistent/ca.pem"),
-        "{err}"
-    );
-    let err = refused_at_start(
-        &base,
-        &[
-            "--redis-url",
-            "rediss://127.0.0.1:6379/0",
-            "--redis-ca-file",
-            policy,
-        ],
-    );
-    assert!(err.contains("holds no PEM certificate"), "{err}");
-    let cert = tls.client_cert();
-    let err = refused_at_start(
-        &base,
-        &[
-            "--redis-url",
-            "rediss://127.0.0.1:6379/0",
-            "--redis-client-cert",
-            cert.to_str().unwrap(),
-        ],
-    );
-    assert!(err.contains("--redis-client-key"), "{err}");
-    // A password in the URL never shows in the message.
-    let err = refused_at_start(
-        &base,
-        &[
-            "--redis-url",
-            "redis://:hunter2@127.0.0.1:6379/0",
-            "--redis-ca-file",
-            ca,
-        ],
-    );
-    assert!(!err.contains("hunter2") && err.contains(":***@"), "{err}");
+    const TLS_URL: &str = "rediss://127.0.0.1:6379/0";
+    let cases: [(&[&str], &str); 7] = [
+        (
+            &[
+                "--redis-url",
+                "redis://127.0.0.1:6379/0",
+                "--redis-ca-file",
+                ca,
+            ],
+            "write rediss://",
+        ),
+        (
+            &[
+                "--redis-url",
+                TLS_URL,
+                "--redis-ca-file",
+                "/nonexistent/ca.pem",
+            ],
+            "cannot read --redis-ca-file /nonexistent/ca.pem",
+        ),
+        (
+            &["--redis-url", TLS_URL, "--redis-ca-file", policy],
+            "holds no PEM certificate",
+        ),
+        (
+            &[
+                "--redis-url",
+                TLS_URL,
+                "--redis-ca-pem",
+                "not a certificate",
+            ],
+            "--redis-ca-pem holds no PEM certificate",
+        ),
+        (
+            &[
+                "--redis-url",
+                TLS_URL,
+                "--redis-ca-file",
+                ca,
+                "--redis-ca-pem",
+                "x",
+            ],
+            "cannot be used with",
+        ),
+        (
+            &["--redis-url", TLS_URL, "--redis-client-cert", cert],
+            "--redis-client-key",
+        ),
+        // A password in the URL never shows in the message.
+        (
+            &[
+                "--redis-url",
+                "redis://:hunter2@127.0.0.1:6379/0",
+                "--redis-ca-file",
+                ca,
+            ],
+            ":***@",
+        ),
+    ];
+    for (args, want) in cases {
+        let err = refused_at_start(&base, args);
+        assert!(
+            err.contains(want) && !err.contains("hunter2"),
+            "{args:?}: {err}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -81,6 +81,8 @@ pub struct SharedStoreTls {
     /// PEM file of the CAs that sign the server's certificate, replacing the
     /// public roots.
     pub ca_file: Option<PathBuf>,
+    /// The same as PEM text (from the environment, for injected sidecars).
+    pub ca_pem: Option<String>,
     /// PEM client certificate chain and key, for Redis with
     /// `tls-auth-clients yes`: both or neither.
     pub client_cert_file: Option<PathBuf>,

@@ -87,11 +87,14 @@ fn client(config: &SharedStoreConfig) -> Result<redis::Client, String> {
     let tls = &config.tls;
     let wants_tls = config.url.starts_with("rediss://");
     if !wants_tls {
-        if tls.ca_file.is_some() || tls.client_cert_file.is_some() || tls.client_key_file.is_some()
+        if tls.ca_file.is_some()
+            || tls.ca_pem.is_some()
+            || tls.client_cert_file.is_some()
+            || tls.client_key_file.is_some()
         {
             return Err(format!(
-                "--redis-ca-file, --redis-client-cert and --redis-client-key need a TLS URL: \
-                 write rediss://... instead of {url}"
+                "--redis-ca-file, --redis-ca-pem, --redis-client-cert and --redis-client-key \
+                 need a TLS URL: write rediss://... instead of {url}"
             ));
         }
         return redis::Client::open(config.url.as_str())
@@ -100,19 +103,22 @@ fn client(config: &SharedStoreConfig) -> Result<redis::Client, String> {
     let read = |flag: &str, path: &PathBuf| {
         std::fs::read(path).map_err(|e| format!("cannot read {flag} {}: {e}", path.display()))
     };
-    let root_cert = match &tls.ca_file {
-        Some(path) => {
-            let pem = read("--redis-ca-file", path)?;
-            if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
-                return Err(format!(
-                    "--redis-ca-file {} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
-                    path.display()
-                ));
-            }
-            Some(pem)
-        }
-        None => None,
+    let root_cert = match (&tls.ca_file, &tls.ca_pem) {
+        (Some(path), _) => Some((
+            read("--redis-ca-file", path)?,
+            format!("--redis-ca-file {}", path.display()),
+        )),
+        (None, Some(pem)) => Some((pem.clone().into_bytes(), "--redis-ca-pem".to_owned())),
+        (None, None) => None,
     };
+    if let Some((pem, source)) = &root_cert
+        && !String::from_utf8_lossy(pem).contains("-----BEGIN CERTIFICATE-----")
+    {
+        return Err(format!(
+            "{source} holds no PEM certificate (-----BEGIN CERTIFICATE-----)"
+        ));
+    }
+    let root_cert = root_cert.map(|(pem, _)| pem);
     let client_tls = match (&tls.client_cert_file, &tls.client_key_file) {
         (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
             client_cert: read("--redis-client-cert", cert)?,

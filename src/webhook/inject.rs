@@ -89,6 +89,9 @@ pub struct InjectConfig {
     /// More `tollgate proxy` flags for every injected sidecar (e.g.
     /// `--redis-url=…` for shared budgets, `--identity=kubernetes`).
     pub extra_args: Vec<String>,
+    /// More environment variables for every injected sidecar (e.g.
+    /// `TOLLGATE_REDIS_CA_PEM`: text a flag would carry awkwardly).
+    pub extra_env: Vec<(String, String)>,
 }
 
 /// The webhook's answer for one pod.
@@ -445,10 +448,19 @@ fn container(cfg: &InjectConfig, s: &Settings) -> Container {
         image: Some(cfg.image.clone()),
         image_pull_policy: cfg.pull_policy.clone(),
         args: Some(args),
-        env: Some(vec![
-            env_from("POD_NAME", "metadata.name"),
-            env_from("POD_NAMESPACE", "metadata.namespace"),
-        ]),
+        env: Some(
+            [
+                env_from("POD_NAME", "metadata.name"),
+                env_from("POD_NAMESPACE", "metadata.namespace"),
+            ]
+            .into_iter()
+            .chain(cfg.extra_env.iter().map(|(name, value)| EnvVar {
+                name: name.clone(),
+                value: Some(value.clone()),
+                ..Default::default()
+            }))
+            .collect(),
+        ),
         ports: Some(vec![
             ContainerPort {
                 name: Some(PORT_NAME.into()),

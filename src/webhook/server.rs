@@ -187,6 +187,7 @@ mod tests {
                 native_sidecars: true,
                 controller_name: "tollgate-controller".into(),
                 extra_args: Vec::new(),
+                extra_env: Vec::new(),
             },
             requests: IntCounterVec::new(prometheus::Opts::new("t", "t"), &["route", "result"])
                 .unwrap(),

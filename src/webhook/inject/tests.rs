@@ -13,6 +13,10 @@ fn cfg(native: bool) -> InjectConfig {
         native_sidecars: native,
         controller_name: "tollgate-controller".into(),
         extra_args: vec!["--redis-url=redis://redis:6379/0".into()],
+        extra_env: vec![(
+            "TOLLGATE_REDIS_CA_PEM".into(),
+            "-----BEGIN CERTIFICATE-----\n...".into(),
+        )],
     }
 }
 
@@ -94,6 +98,11 @@ fn a_native_sidecar_with_everything_it_needs() {
     assert_eq!(
         c["env"][1]["valueFrom"]["fieldRef"]["fieldPath"],
         "metadata.namespace"
+    );
+    assert_eq!(
+        c["env"][2],
+        json!({"name": "TOLLGATE_REDIS_CA_PEM", "value": "-----BEGIN CERTIFICATE-----\n..."}),
+        "the controller's --sidecar-env values follow the Downward API ones"
     );
     assert_eq!(
         c["ports"][0],
