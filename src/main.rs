@@ -15,8 +15,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use tollgate::policy::{Problems, duration, load};
 use tollgate::proxy::config::ManagedConfig;
 use tollgate::proxy::{
-    self, AuditConfig, AuditLevel, IdentitySource, ProxyConfig, RuleSource, SharedStoreConfig,
-    SharedStoreTls,
+    self, AuditConfig, AuditLevel, IdentitySource, JwksSource, ProxyConfig, RuleSource,
+    SharedStoreConfig, SharedStoreTls,
 };
 
 /// Policy checks in front of MCP servers.
@@ -165,9 +165,20 @@ struct ProxyArgs {
     /// How callers are identified, for rules' `subjects` and `key.subject` budgets.
     #[arg(long, value_enum, default_value_t = IdentityKind::None, env = "TOLLGATE_IDENTITY")]
     identity: IdentityKind,
-    /// The JWKS (RFC 7517 JSON file) that signs callers' JWTs (--identity jwt).
-    #[arg(long, env = "TOLLGATE_JWKS_FILE")]
+    /// The JWKS (RFC 7517 JSON file) that signs callers' JWTs (--identity jwt); re-read when
+    /// it changes.
+    #[arg(long, env = "TOLLGATE_JWKS_FILE", conflicts_with = "jwks_url")]
     jwks_file: Option<PathBuf>,
+    /// Fetch the JWKS from this https:// URL instead (--identity jwt). Without --jwks-file and
+    /// --jwks-url, it is discovered from --jwt-issuer (OpenID Connect discovery).
+    #[arg(long, env = "TOLLGATE_JWKS_URL")]
+    jwks_url: Option<String>,
+    /// PEM CA certificates of the identity provider serving the JWKS (default: public roots).
+    #[arg(long, env = "TOLLGATE_JWKS_CA_FILE")]
+    jwks_ca_file: Option<PathBuf>,
+    /// How often a fetched JWKS is fetched again (also soon after a token names an unknown key).
+    #[arg(long, default_value = "5m", value_parser = flag_duration)]
+    jwks_refresh: Duration,
     /// The `iss` callers' JWTs must carry (--identity jwt).
     #[arg(long, env = "TOLLGATE_JWT_ISSUER")]
     jwt_issuer: Option<String>,
@@ -452,9 +463,21 @@ fn identity_source(args: &ProxyArgs) -> Result<IdentitySource, String> {
     Ok(match args.identity {
         IdentityKind::None => IdentitySource::None,
         IdentityKind::Jwt => IdentitySource::Jwt {
-            jwks_file: args.jwks_file.clone().ok_or(
-                "--identity jwt needs --jwks-file: the key set that signs your agents' tokens",
-            )?,
+            keys: match (&args.jwks_file, &args.jwks_url, &args.jwt_issuer) {
+                (Some(path), _, _) => JwksSource::File(path.clone()),
+                (None, url @ Some(_), _) | (None, url @ None, Some(_)) => JwksSource::Https {
+                    url: url.clone(),
+                    ca_file: args.jwks_ca_file.clone(),
+                    refresh: args.jwks_refresh,
+                },
+                (None, None, None) => {
+                    return Err(
+                        "--identity jwt needs the key set that signs your agents' tokens: \
+                         --jwks-file, --jwks-url, or --jwt-issuer to discover it"
+                            .into(),
+                    );
+                }
+            },
             issuer: args.jwt_issuer.clone(),
             audience: args.jwt_audience.clone(),
         },

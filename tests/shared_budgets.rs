@@ -10,6 +10,7 @@ use std::time::Duration;
 use jsonwebtoken::jwk::{Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use serde_json::{Value, json};
+use support::idp::{OidcProvider, SigningKey};
 use support::redis::Redis;
 use support::upstream::{Framing, Upstream};
 use support::{TollgateProc, call, eventually, metrics, policy_file, post_json, sample, tollgate};
@@ -772,4 +773,200 @@ async fn a_rotated_jwks_configmap_takes_effect_without_a_restart() {
         1,
         "reported once, not on every check: {lines:#?}"
     );
+}
+
+/// A sidecar that learns its JWT keys from `idp` by OpenID discovery.
+fn oidc_sidecar(
+    idp: &OidcProvider,
+    ca: &Path,
+    refresh: &str,
+    policy: &Path,
+    upstream: &Upstream,
+    redis: &Redis,
+) -> TollgateProc {
+    let issuer = idp.issuer();
+    sidecar(
+        policy,
+        upstream,
+        redis,
+        &[
+            "--identity",
+            "jwt",
+            "--jwt-issuer",
+            &issuer,
+            "--jwt-audience",
+            "tollgate",
+            "--jwks-ca-file",
+            ca.to_str().unwrap(),
+            "--jwks-refresh",
+            refresh,
+            "--require-identity",
+        ],
+    )
+}
+
+/// Whether calls carrying `token` come to be admitted within 10 s.
+async fn admitted_within_10s(addr: SocketAddr, token: &str) -> bool {
+    let mut id = 1000;
+    eventually(Duration::from_secs(10), async || {
+        id += 1;
+        status_with(addr, token, id).await == 200
+    })
+    .await
+}
+
+/// The HTTP status of one vm_clone call carrying `token`.
+async fn status_with(addr: SocketAddr, token: &str, id: u64) -> u16 {
+    let auth = format!("Bearer {token}");
+    post_json(
+        addr,
+        &[("Authorization", &auth)],
+        &call(id, "vm_clone", json!({})),
+    )
+    .await
+    .status
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn jwt_keys_are_discovered_from_the_issuer_and_follow_its_rotation() {
+    let redis = Redis::start();
+    let upstream = Upstream::start(Framing::Json).await;
+    let (_dir, policy) = policy_file(PER_AGENT);
+    let (a, b) = (SigningKey::new("a"), SigningKey::new("b"));
+    let idp = OidcProvider::start(&[&a]).await;
+    let issuer = idp.issuer();
+    let s = oidc_sidecar(&idp, &idp.ca(), "1s", &policy, &upstream, &redis);
+
+    assert!(
+        admitted_within_10s(s.listen, &a.token(&issuer, "agent-a")).await,
+        "keys discovered via {issuer}/.well-known/openid-configuration"
+    );
+    assert_eq!(
+        status_with(s.listen, &b.token(&issuer, "agent-b"), 100).await,
+        401,
+        "b is not published yet"
+    );
+    assert_eq!(
+        status_with(s.listen, &b.token("https://elsewhere", "agent-b"), 101).await,
+        401
+    );
+
+    // The IdP rotates: b in, a out. The sidecar follows without a restart.
+    idp.serve_keys(&[&b]);
+    assert!(
+        admitted_within_10s(s.listen, &b.token(&issuer, "agent-b")).await,
+        "the rotated key is fetched"
+    );
+    assert_eq!(
+        status_with(s.listen, &a.token(&issuer, "agent-a"), 200).await,
+        401
+    );
+
+    // An outage, then garbage: the keys in force stay, the metric says so.
+    idp.fail();
+    assert!(
+        eventually(Duration::from_secs(10), async || sample(
+            &metrics(s.admin).await,
+            &["tollgate_jwks_reload_failing"]
+        ) == Some(1.0))
+        .await
+    );
+    assert_eq!(
+        status_with(s.listen, &b.token(&issuer, "agent-b"), 300).await,
+        200
+    );
+    let lines = s.proc.lines.lock().unwrap().clone();
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l.contains("cannot fetch the JWKS"))
+            .count(),
+        1,
+        "one line per distinct problem: {lines:#?}"
+    );
+    assert!(upstream_calls(&upstream, "vm_clone") >= 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_jwks_that_cannot_be_trusted_refuses_tokens_as_unavailable() {
+    let redis = Redis::start();
+    let upstream = Upstream::start(Framing::Json).await;
+    let (_dir, policy) = policy_file(PER_AGENT);
+    let a = SigningKey::new("a");
+    let idp = OidcProvider::start(&[&a]).await;
+    let issuer = idp.issuer();
+    let token = a.token(&issuer, "agent-a");
+
+    // A CA that did not sign the IdP's certificate: the keys are never
+    // fetched, so no token can be checked — 503, never let through.
+    let stranger = support::redis::Tls::generate(0, false);
+    let s = oidc_sidecar(&idp, &stranger.ca(), "1s", &policy, &upstream, &redis);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(status_with(s.listen, &token, 1).await, 503);
+    let m = metrics(s.admin).await;
+    assert_eq!(sample(&m, &["tollgate_jwks_reload_failing"]), Some(1.0));
+    assert!(
+        sample(
+            &m,
+            &["tollgate_identity_failures_total", "reason=\"unavailable\""]
+        )
+        .unwrap()
+            >= 1.0
+    );
+    assert!(
+        s.proc
+            .lines
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("cannot fetch the JWKS") && l.contains("invalid peer certificate")),
+        "the log says why: {:#?}",
+        s.proc.lines.lock().unwrap()
+    );
+
+    // A discovery document naming another issuer is not believed.
+    idp.claim_issuer("https://impostor.example");
+    let s2 = oidc_sidecar(&idp, &idp.ca(), "1s", &policy, &upstream, &redis);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(status_with(s2.listen, &token, 2).await, 503);
+    assert_eq!(idp.jwks_requests(), 0, "the keys were never fetched");
+    assert!(upstream.seen().is_empty(), "nothing reached the MCP server");
+}
+
+#[test]
+fn jwt_identity_settings_are_checked_at_start() {
+    let (_dir, policy) = policy_file(PER_AGENT);
+    let policy = policy.to_str().unwrap();
+    let base = [
+        "--policy",
+        policy,
+        "--upstream",
+        "http://127.0.0.1:9",
+        "--identity",
+        "jwt",
+    ];
+    let cases: [(&[&str], &str); 4] = [
+        (&[], "--jwks-file, --jwks-url, or --jwt-issuer"),
+        (
+            &["--jwks-url", "http://idp.example/keys"],
+            "must be an https:// URL",
+        ),
+        (
+            &["--jwt-issuer", "http://idp.example"],
+            "must be an https:// URL",
+        ),
+        (
+            &[
+                "--jwt-issuer",
+                "https://idp.example",
+                "--jwks-ca-file",
+                "/nonexistent.pem",
+            ],
+            "cannot read --jwks-ca-file /nonexistent.pem",
+        ),
+    ];
+    for (args, want) in cases {
+        let err = refused_at_start(&base, args);
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
 }

@@ -45,8 +45,8 @@ pub enum IdentitySource {
     None,
     /// Bearer JWTs verified against a JWKS file.
     Jwt {
-        /// The key set (RFC 7517 JSON).
-        jwks_file: PathBuf,
+        /// Where the key set (RFC 7517 JSON) comes from.
+        keys: JwksSource,
         /// The required `iss`, if any.
         issuer: Option<String>,
         /// The required `aud`, if any.
@@ -58,6 +58,23 @@ pub enum IdentitySource {
         audience: String,
         /// The kubeconfig to reach the API with (default: in-cluster).
         kubeconfig: Option<PathBuf>,
+    },
+}
+
+/// Where the keys that sign agents' JWTs come from.
+#[derive(Clone, Debug)]
+pub enum JwksSource {
+    /// A file, re-read when it changes.
+    File(PathBuf),
+    /// Fetched over HTTPS and refreshed.
+    Https {
+        /// A JWKS URL; `None` discovers it from the issuer
+        /// (`{iss}/.well-known/openid-configuration`).
+        url: Option<String>,
+        /// CAs of the identity provider's certificate (default: public roots).
+        ca_file: Option<PathBuf>,
+        /// How often the keys are fetched again.
+        refresh: Duration,
     },
 }
 

@@ -26,6 +26,7 @@ use http::{HeaderMap, header};
 use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, JwkSet, KeyAlgorithm};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
 use sha2::{Digest, Sha256};
+use tokio::sync::Notify;
 
 use crate::controller::auth::{AuthError, Authenticator};
 
@@ -59,42 +60,43 @@ impl IdentityError {
 
 /// Verifies JWTs against a key set.
 pub struct JwtVerifier {
-    path: PathBuf,
+    /// The JWKS file; `None` when the keys are fetched ([`super::jwks`]).
+    path: Option<PathBuf>,
     keys: ArcSwap<JwkSet>,
-    /// Digest of the file content last read (in force or refused), so an
-    /// unchanged file is neither parsed again nor reported again.
+    /// Digest of the JWKS last seen (in force or refused), so an unchanged
+    /// one is neither parsed again nor reported again.
     seen: Mutex<[u8; 32]>,
     issuer: Option<String>,
     audience: Option<String>,
     cache: Mutex<HashMap<[u8; 32], (Instant, String)>>,
+    /// Woken when a token names a key the fetched set lacks: the IdP may
+    /// have rotated, and the fetcher looks again.
+    pub wanted: Arc<Notify>,
 }
 
-/// What a [`JwtVerifier::reload`] found.
+/// What a [`JwtVerifier::reload`] or [`JwtVerifier::install`] found.
 #[derive(Debug, PartialEq, Eq)]
 pub enum JwksReload {
-    /// The file is as last read.
+    /// The key set is as last seen.
     Unchanged,
     /// New keys are in force (how many).
     Replaced(usize),
-    /// The file changed but cannot be used; the previous keys stay.
+    /// It changed but cannot be used; the previous keys stay.
     Refused(String),
 }
 
-/// Reads and checks the JWKS at `path`: its bytes' digest and the key set.
-fn read_jwks(path: &Path) -> Result<([u8; 32], Result<JwkSet, String>), String> {
-    let text =
-        std::fs::read(path).map_err(|e| format!("cannot read the JWKS {}: {e}", path.display()))?;
-    let digest: [u8; 32] = Sha256::digest(&text).into();
-    let keys = serde_json::from_slice::<JwkSet>(&text)
-        .map_err(|e| format!("{} is not a JWKS: {e}", path.display()))
-        .and_then(|keys| {
-            if keys.keys.is_empty() {
-                Err(format!("the JWKS {} has no keys", path.display()))
-            } else {
-                Ok(keys)
-            }
-        });
-    Ok((digest, keys))
+/// `bytes` as a key set with at least one key; `source` names it in errors.
+fn parse_jwks(bytes: &[u8], source: &str) -> Result<JwkSet, String> {
+    let keys = serde_json::from_slice::<JwkSet>(bytes)
+        .map_err(|e| format!("{source} is not a JWKS: {e}"))?;
+    if keys.keys.is_empty() {
+        return Err(format!("the JWKS {source} has no keys"));
+    }
+    Ok(keys)
+}
+
+fn read_jwks(path: &Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("cannot read the JWKS {}: {e}", path.display()))
 }
 
 impl JwtVerifier {
@@ -104,23 +106,40 @@ impl JwtVerifier {
         issuer: Option<String>,
         audience: Option<String>,
     ) -> Result<Self, String> {
-        let (digest, keys) = read_jwks(path)?;
+        let bytes = read_jwks(path)?;
+        let keys = parse_jwks(&bytes, &path.display().to_string())?;
         Ok(JwtVerifier {
-            path: path.to_owned(),
-            keys: ArcSwap::from_pointee(keys?),
-            seen: Mutex::new(digest),
+            path: Some(path.to_owned()),
+            keys: ArcSwap::from_pointee(keys),
+            seen: Mutex::new(Sha256::digest(&bytes).into()),
             issuer,
             audience,
             cache: Mutex::default(),
+            wanted: Arc::default(),
         })
     }
 
-    /// Re-reads the JWKS file. New keys take effect at once, and subjects
-    /// remembered from tokens of the old keys are forgotten (a key removed
-    /// from the set must stop admitting its tokens now, not in a minute).
+    /// A verifier whose keys arrive later through [`Self::install`]; until
+    /// then tokens cannot be checked (refused as unavailable, not invalid).
+    pub fn awaiting_keys(issuer: Option<String>, audience: Option<String>) -> Self {
+        JwtVerifier {
+            path: None,
+            keys: ArcSwap::from_pointee(JwkSet { keys: Vec::new() }),
+            seen: Mutex::new([0; 32]),
+            issuer,
+            audience,
+            cache: Mutex::default(),
+            wanted: Arc::default(),
+        }
+    }
+
+    /// Re-reads the JWKS file (nothing for fetched keys).
     pub fn reload(&self) -> JwksReload {
-        let (digest, keys) = match read_jwks(&self.path) {
-            Ok(read) => read,
+        let Some(path) = &self.path else {
+            return JwksReload::Unchanged;
+        };
+        match read_jwks(path) {
+            Ok(bytes) => self.install(&bytes, &path.display().to_string()),
             // Mid-swap (a ConfigMap's symlink flip) or gone: keep the keys;
             // report it once per distinct problem.
             Err(e) => {
@@ -130,15 +149,23 @@ impl JwtVerifier {
                     return JwksReload::Unchanged;
                 }
                 *seen = digest;
-                return JwksReload::Refused(e);
+                JwksReload::Refused(e)
             }
-        };
+        }
+    }
+
+    /// Puts the JWKS `bytes` in force if they changed and are usable. New
+    /// keys take effect at once, and subjects remembered from tokens of the
+    /// old keys are forgotten (a key removed from the set must stop
+    /// admitting its tokens now, not in a minute).
+    pub fn install(&self, bytes: &[u8], source: &str) -> JwksReload {
+        let digest: [u8; 32] = Sha256::digest(bytes).into();
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         if *seen == digest {
             return JwksReload::Unchanged;
         }
         *seen = digest;
-        match keys {
+        match parse_jwks(bytes, source) {
             Ok(keys) => {
                 let n = keys.keys.len();
                 self.keys.store(Arc::new(keys));
@@ -150,7 +177,18 @@ impl JwtVerifier {
     }
 
     /// The verified subject of `token`.
-    pub fn verify(&self, token: &str) -> Result<String, String> {
+    pub fn verify(&self, token: &str) -> Result<String, IdentityError> {
+        let keys = self.keys.load();
+        if keys.keys.is_empty() {
+            return Err(IdentityError::Unavailable(
+                "the keys that sign agents' tokens have not been fetched yet".into(),
+            ));
+        }
+        self.verify_with(&keys, token)
+            .map_err(IdentityError::Invalid)
+    }
+
+    fn verify_with(&self, keys: &JwkSet, token: &str) -> Result<String, String> {
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         if let Some((until, sub)) = self
             .cache
@@ -162,11 +200,13 @@ impl JwtVerifier {
             return Ok(sub.clone());
         }
         let header = decode_header(token).map_err(|e| format!("not a JWT ({e})"))?;
-        let keys = self.keys.load();
         let jwk = match &header.kid {
-            Some(kid) => keys
-                .find(kid)
-                .ok_or_else(|| format!("no key {kid:?} in the JWKS"))?,
+            Some(kid) => keys.find(kid).ok_or_else(|| {
+                if self.path.is_none() {
+                    self.wanted.notify_one();
+                }
+                format!("no key {kid:?} in the JWKS")
+            })?,
             None if keys.keys.len() == 1 => &keys.keys[0],
             None => return Err("the JWT names no key (kid) and the JWKS has several".into()),
         };
@@ -175,6 +215,8 @@ impl JwtVerifier {
             DecodingKey::from_jwk(jwk).map_err(|e| format!("unusable key in the JWKS ({e})"))?;
         let mut validation = Validation::new(header.alg);
         validation.set_required_spec_claims(&["exp", "sub"]);
+        // A token whose `nbf` lies ahead is not valid yet.
+        validation.validate_nbf = true;
         match &self.audience {
             Some(aud) => validation.set_audience(&[aud]),
             None => validation.validate_aud = false,
@@ -216,6 +258,11 @@ pub async fn watch_jwks(
     interval: Duration,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
+    let path = verifier
+        .path
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -228,11 +275,11 @@ pub async fn watch_jwks(
             JwksReload::Unchanged => {}
             JwksReload::Replaced(keys) => {
                 failing.set(0);
-                tracing::info!(path = %verifier.path.display(), keys, "JWKS reloaded: new keys in force");
+                tracing::info!(%path, keys, "JWKS reloaded: new keys in force");
             }
             JwksReload::Refused(problem) => {
                 failing.set(1);
-                tracing::error!(path = %verifier.path.display(), %problem, "JWKS change refused: the previous keys stay in force");
+                tracing::error!(%path, %problem, "JWKS change refused: the previous keys stay in force");
             }
         }
     }
@@ -310,7 +357,7 @@ impl Identities {
             };
         };
         match verifier {
-            Verifier::Jwt(v) => v.verify(token).map(Some).map_err(IdentityError::Invalid),
+            Verifier::Jwt(v) => v.verify(token).map(Some),
             Verifier::Kubernetes(a) => match a.service_account(token).await {
                 Ok(user) => Ok(Some(user)),
                 Err(AuthError::Unavailable(e)) => Err(IdentityError::Unavailable(e)),
@@ -402,7 +449,7 @@ mod tests {
         let jwks = serde_json::to_string(&JwkSet { keys: vec![jwk] }).unwrap();
         std::fs::write(&path, &jwks).unwrap();
         assert_eq!(i.verifier.reload(), JwksReload::Replaced(1));
-        let err = i.verifier.verify(&old_token).unwrap_err();
+        let err = i.verifier.verify(&old_token).unwrap_err().to_string();
         assert!(err.contains("InvalidSignature"), "{err}");
         let new_token = sign(&new_key, claims("agent-b"));
         assert_eq!(i.verifier.verify(&new_token), Ok("agent-b".into()));
@@ -429,17 +476,71 @@ mod tests {
         assert_eq!(i.verifier.reload(), JwksReload::Replaced(1));
     }
 
+    #[tokio::test]
+    async fn fetched_keys_arrive_later_and_an_unknown_kid_asks_for_them() {
+        let key = ec_key();
+        let mut jwk = Jwk::from_encoding_key(&key, Algorithm::ES256).unwrap();
+        jwk.common.key_id = Some("k1".into());
+        let jwks = serde_json::to_vec(&JwkSet { keys: vec![jwk] }).unwrap();
+        let v = JwtVerifier::awaiting_keys(Some("https://idp".into()), Some("tollgate".into()));
+        let token = sign(&key, claims("agent-a"));
+        // Before the first fetch nothing can be checked: unavailable, not invalid.
+        assert!(matches!(
+            v.verify(&token),
+            Err(IdentityError::Unavailable(_))
+        ));
+        assert!(matches!(
+            v.install(b"{}", "https://idp/keys"),
+            JwksReload::Refused(e) if e.contains("https://idp/keys is not a JWKS")
+        ));
+        assert_eq!(
+            v.install(&jwks, "https://idp/keys"),
+            JwksReload::Replaced(1)
+        );
+        assert_eq!(v.install(&jwks, "https://idp/keys"), JwksReload::Unchanged);
+        assert_eq!(v.verify(&token), Ok("agent-a".into()));
+
+        // A kid the set lacks wakes the fetcher (fetched keys only).
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some("k2".into());
+        let rotated = encode(&header, &claims("agent-a"), &ec_key()).unwrap();
+        let woken = v.wanted.notified();
+        assert!(v.verify(&rotated).is_err());
+        tokio::time::timeout(std::time::Duration::from_secs(1), woken)
+            .await
+            .expect("the fetcher was asked for the new key");
+
+        let from_file = issuer();
+        let woken = from_file.verifier.wanted.notified();
+        assert!(from_file.verifier.verify(&rotated).is_err());
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_millis(50), woken)
+                .await
+                .is_err(),
+            "a file is re-read on its own schedule"
+        );
+    }
+
     #[test]
     fn a_token_signed_by_another_key_is_refused() {
         let i = issuer();
         let forged = sign(&ec_key(), claims("agent-a"));
-        let err = i.verifier.verify(&forged).unwrap_err();
+        let err = i.verifier.verify(&forged).unwrap_err().to_string();
         assert!(err.contains("InvalidSignature"), "{err}");
     }
 
     #[test]
     fn expired_wrong_issuer_wrong_audience_and_no_expiry_are_refused() {
         let i = issuer();
+        let mut early = claims("a");
+        early["nbf"] = json!(now() + 600);
+        assert!(
+            i.verifier
+                .verify(&sign(&i.key, early))
+                .unwrap_err()
+                .to_string()
+                .contains("ImmatureSignature")
+        );
         let mut expired = claims("a");
         expired["exp"] = json!(now() - 3600);
         let mut issuer = claims("a");
@@ -472,7 +573,7 @@ mod tests {
         let mut header = Header::new(Algorithm::HS256);
         header.kid = Some("k1".into());
         let token = encode(&header, &claims("a"), &EncodingKey::from_secret(b"guess")).unwrap();
-        let err = i.verifier.verify(&token).unwrap_err();
+        let err = i.verifier.verify(&token).unwrap_err().to_string();
         assert!(err.contains("HS256"), "{err}");
         // alg "none" is no JWT the proxy reads.
         let none = format!(
@@ -489,7 +590,13 @@ mod tests {
         let mut header = Header::new(Algorithm::ES256);
         header.kid = Some("other".into());
         let token = encode(&header, &claims("a"), &i.key).unwrap();
-        assert!(i.verifier.verify(&token).unwrap_err().contains("no key"));
+        assert!(
+            i.verifier
+                .verify(&token)
+                .unwrap_err()
+                .to_string()
+                .contains("no key")
+        );
     }
 
     #[tokio::test]

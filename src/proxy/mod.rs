@@ -17,6 +17,7 @@ pub mod discover;
 pub mod gate;
 pub mod headers;
 pub mod identity;
+pub mod jwks;
 pub mod managed;
 pub mod metrics;
 pub mod post;
@@ -41,7 +42,9 @@ use tokio::task::JoinHandle;
 use crate::mcp::{jsonrpc, sse, tools};
 
 pub use audit::{AuditConfig, AuditLevel};
-pub use config::{IdentitySource, ProxyConfig, RuleSource, SharedStoreConfig, SharedStoreTls};
+pub use config::{
+    IdentitySource, JwksSource, ProxyConfig, RuleSource, SharedStoreConfig, SharedStoreTls,
+};
 
 use gate::Gate;
 use metrics::Metrics;
@@ -217,14 +220,47 @@ pub async fn start(config: ProxyConfig, audit: AuditConfig) -> anyhow::Result<Ru
         proxy.clone(),
         shutdown_rx.clone(),
     )));
-    if let Some(identity::Verifier::Jwt(jwt)) = &proxy.identities.verifier {
+    if let (Some(identity::Verifier::Jwt(jwt)), IdentitySource::Jwt { keys, issuer, .. }) =
+        (&proxy.identities.verifier, &config.identity)
+    {
         metrics.register_jwks();
-        tasks.push(tokio::spawn(identity::watch_jwks(
-            jwt.clone(),
-            metrics.jwks_reload_failing.clone(),
-            config.reload_interval,
-            shutdown_rx.clone(),
-        )));
+        let failing = metrics.jwks_reload_failing.clone();
+        tasks.push(match keys {
+            JwksSource::File(_) => tokio::spawn(identity::watch_jwks(
+                jwt.clone(),
+                failing,
+                config.reload_interval,
+                shutdown_rx.clone(),
+            )),
+            JwksSource::Https {
+                url,
+                ca_file,
+                refresh,
+            } => {
+                let location = match (url, issuer) {
+                    (Some(url), _) => jwks::Location::Url(
+                        url.parse()
+                            .map_err(|e| anyhow::anyhow!("--jwks-url {url:?}: {e}"))?,
+                    ),
+                    (None, Some(issuer)) => jwks::Location::Discovered {
+                        issuer: issuer.clone(),
+                    },
+                    (None, None) => anyhow::bail!(
+                        "--identity jwt needs --jwks-file, --jwks-url or --jwt-issuer"
+                    ),
+                };
+                let fetcher =
+                    jwks::Fetcher::new(location, ca_file.as_deref()).map_err(anyhow::Error::msg)?;
+                tokio::spawn(jwks::watch(
+                    jwt.clone(),
+                    fetcher,
+                    *refresh,
+                    jwt.wanted.clone(),
+                    failing,
+                    shutdown_rx.clone(),
+                ))
+            }
+        });
     }
     tasks.push(tokio::spawn(sweep(proxy.clone(), shutdown_rx)));
     let p = proxy.clone();
@@ -259,13 +295,18 @@ async fn identities(config: &ProxyConfig) -> anyhow::Result<identity::Identities
     let verifier = match &config.identity {
         IdentitySource::None => None,
         IdentitySource::Jwt {
-            jwks_file,
+            keys,
             issuer,
             audience,
-        } => Some(identity::Verifier::Jwt(Arc::new(
-            identity::JwtVerifier::from_file(jwks_file, issuer.clone(), audience.clone())
-                .map_err(anyhow::Error::msg)?,
-        ))),
+        } => Some(identity::Verifier::Jwt(Arc::new(match keys {
+            JwksSource::File(path) => {
+                identity::JwtVerifier::from_file(path, issuer.clone(), audience.clone())
+                    .map_err(anyhow::Error::msg)?
+            }
+            JwksSource::Https { .. } => {
+                identity::JwtVerifier::awaiting_keys(issuer.clone(), audience.clone())
+            }
+        }))),
         IdentitySource::Kubernetes {
             audience,
             kubeconfig,

@@ -43,11 +43,12 @@ pub const SIDECAR_MEMORY: &str = "tollgate.dev/sidecar-memory";
 /// that signs agents' JWTs: the sidecar runs with `--identity jwt` and
 /// re-reads it when the ConfigMap changes (key rotation without restarts).
 pub const JWKS_CONFIGMAP: &str = "tollgate.dev/jwks-configmap";
-/// The `iss` agents' JWTs must carry (with [`JWKS_CONFIGMAP`]).
+/// The `iss` agents' JWTs must carry; alone (without [`JWKS_CONFIGMAP`]) the
+/// sidecar discovers the issuer's keys over HTTPS (OpenID Connect).
 pub const JWT_ISSUER: &str = "tollgate.dev/jwt-issuer";
-/// The `aud` agents' JWTs must carry (with [`JWKS_CONFIGMAP`]).
+/// The `aud` agents' JWTs must carry (with [`JWKS_CONFIGMAP`] or [`JWT_ISSUER`]).
 pub const JWT_AUDIENCE: &str = "tollgate.dev/jwt-audience";
-/// `"true"` refuses requests without a bearer token (with [`JWKS_CONFIGMAP`]).
+/// `"true"` refuses requests without a bearer token (with [`JWKS_CONFIGMAP`] or [`JWT_ISSUER`]).
 pub const REQUIRE_IDENTITY: &str = "tollgate.dev/require-identity";
 /// The name of the port the sidecar owns; Services target it.
 pub const PORT_NAME: &str = "mcp";
@@ -162,7 +163,8 @@ struct Settings {
 
 /// Per-pod JWT identity, from [`JWKS_CONFIGMAP`] and its companions.
 struct JwtSettings {
-    configmap: String,
+    /// The JWKS ConfigMap; `None` discovers the keys from the issuer.
+    configmap: Option<String>,
     issuer: Option<String>,
     audience: Option<String>,
     required: bool,
@@ -240,28 +242,31 @@ fn jwt_settings<'a>(
     get: &impl Fn(&str) -> Option<&'a str>,
     cfg: &InjectConfig,
 ) -> Result<Option<JwtSettings>, String> {
-    let Some(configmap) = get(JWKS_CONFIGMAP) else {
-        for k in [JWT_ISSUER, JWT_AUDIENCE, REQUIRE_IDENTITY] {
+    let configmap = get(JWKS_CONFIGMAP);
+    if configmap.is_none() && get(JWT_ISSUER).is_none() {
+        for k in [JWT_AUDIENCE, REQUIRE_IDENTITY] {
             if get(k).is_some() {
                 return Err(format!(
-                    "annotation {k} needs {JWKS_CONFIGMAP}: the name of a ConfigMap in this namespace whose key jwks.json holds the JWKS"
+                    "annotation {k} needs {JWKS_CONFIGMAP} (a ConfigMap in this namespace whose key jwks.json holds the JWKS) or {JWT_ISSUER} (an https issuer whose keys are discovered)"
                 ));
             }
         }
         return Ok(None);
-    };
-    let dns_name =
-        regex::Regex::new(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-            .map(|re| re.is_match(configmap) && configmap.len() <= 253)
-            .unwrap_or(false);
-    if !dns_name {
-        return Err(format!(
-            "annotation {JWKS_CONFIGMAP}: {configmap:?} is not a ConfigMap name (lower-case letters, digits, '-' and '.')"
-        ));
+    }
+    if let Some(configmap) = configmap {
+        let dns_name =
+            regex::Regex::new(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+                .map(|re| re.is_match(configmap) && configmap.len() <= 253)
+                .unwrap_or(false);
+        if !dns_name {
+            return Err(format!(
+                "annotation {JWKS_CONFIGMAP}: {configmap:?} is not a ConfigMap name (lower-case letters, digits, '-' and '.')"
+            ));
+        }
     }
     if let Some(flag) = cfg.extra_args.iter().find(|a| a.starts_with("--identity")) {
         return Err(format!(
-            "annotation {JWKS_CONFIGMAP} asks for JWT identity, but every sidecar already runs with {flag} (Helm value sidecar.identity.mode): use one or the other"
+            "annotations {JWKS_CONFIGMAP}/{JWT_ISSUER} ask for JWT identity, but every sidecar already runs with {flag} (Helm value sidecar.identity.mode): use one or the other"
         ));
     }
     let text = |k: &str| -> Result<Option<String>, String> {
@@ -273,9 +278,15 @@ fn jwt_settings<'a>(
             Some(v) => Err(format!("annotation {k}: {v:?} must be a non-empty string")),
         }
     };
+    let issuer = text(JWT_ISSUER)?;
+    if configmap.is_none() && !issuer.as_deref().is_some_and(|i| i.starts_with("https://")) {
+        return Err(format!(
+            "annotation {JWT_ISSUER}: without {JWKS_CONFIGMAP} the keys are discovered from the issuer, which must be an https:// URL"
+        ));
+    }
     Ok(Some(JwtSettings {
-        configmap: configmap.to_owned(),
-        issuer: text(JWT_ISSUER)?,
+        configmap: configmap.map(str::to_owned),
+        issuer,
         audience: text(JWT_AUDIENCE)?,
         required: match get(REQUIRE_IDENTITY) {
             None | Some("false") => false,
@@ -331,11 +342,11 @@ fn patch(pod: &Pod, cfg: &InjectConfig, s: &Settings) -> Patch {
             ..Default::default()
         },
     ];
-    if let Some(jwt) = &s.jwt {
+    if let Some(configmap) = s.jwt.as_ref().and_then(|j| j.configmap.as_ref()) {
         volumes.push(Volume {
             name: JWKS_VOLUME.into(),
             config_map: Some(ConfigMapVolumeSource {
-                name: jwt.configmap.clone(),
+                name: configmap.clone(),
                 items: Some(vec![KeyToPath {
                     key: "jwks.json".into(),
                     path: "jwks.json".into(),
@@ -427,20 +438,22 @@ fn container(cfg: &InjectConfig, s: &Settings) -> Container {
     ];
     if let Some(jwt) = &s.jwt {
         args.push("--identity=jwt".into());
-        args.push(format!("--jwks-file={JWKS_DIR}/jwks.json"));
+        if jwt.configmap.is_some() {
+            args.push(format!("--jwks-file={JWKS_DIR}/jwks.json"));
+            // The whole directory, not a subPath: the kubelet updates it in
+            // place when the ConfigMap changes, and the sidecar re-reads it.
+            volume_mounts.push(VolumeMount {
+                name: JWKS_VOLUME.into(),
+                mount_path: JWKS_DIR.into(),
+                read_only: Some(true),
+                ..Default::default()
+            });
+        }
         args.extend(jwt.issuer.iter().map(|i| format!("--jwt-issuer={i}")));
         args.extend(jwt.audience.iter().map(|a| format!("--jwt-audience={a}")));
         if jwt.required {
             args.push("--require-identity".into());
         }
-        // The whole directory, not a subPath: the kubelet updates it in
-        // place when the ConfigMap changes, and the sidecar re-reads it.
-        volume_mounts.push(VolumeMount {
-            name: JWKS_VOLUME.into(),
-            mount_path: JWKS_DIR.into(),
-            read_only: Some(true),
-            ..Default::default()
-        });
     }
     args.extend(cfg.extra_args.iter().cloned());
     Container {

@@ -35,10 +35,10 @@ impl Tls {
     pub fn client_key(&self) -> PathBuf {
         self.dir.path().join("client-key.pem")
     }
-    fn server_cert(&self) -> PathBuf {
+    pub fn server_cert(&self) -> PathBuf {
         self.dir.path().join("server.pem")
     }
-    fn server_key(&self) -> PathBuf {
+    pub fn server_key(&self) -> PathBuf {
         self.dir.path().join("server-key.pem")
     }
 

@@ -220,6 +220,21 @@ fn a_jwks_configmap_gives_the_sidecar_jwt_identity() {
     );
     assert!(mount.get("subPath").is_none());
 
+    // An issuer alone: its keys are discovered, nothing is mounted.
+    let mut v = server_pod();
+    v["metadata"]["annotations"] =
+        json!({"tollgate.dev/jwt-issuer": "https://idp.example/realms/agents"});
+    let out = injected(Route::Namespace, v, true);
+    let c = &out["spec"]["initContainers"][0];
+    let args = args_of(c);
+    assert!(
+        args.contains(&"--identity=jwt")
+            && args.contains(&"--jwt-issuer=https://idp.example/realms/agents")
+            && !args.iter().any(|a| a.starts_with("--jwks-file")),
+        "{args:?}"
+    );
+    assert!(!out.to_string().contains("tollgate-jwks"));
+
     // Without the annotation: no identity flags, no extra volume.
     let plain = injected(Route::Namespace, server_pod(), true);
     assert!(!plain.to_string().contains("jwks"));
@@ -229,8 +244,12 @@ fn a_jwks_configmap_gives_the_sidecar_jwt_identity() {
 fn bad_jwt_annotations_refuse_the_pod_with_a_reason() {
     for (annotations, want) in [
         (
-            json!({"tollgate.dev/jwt-issuer": "https://idp"}),
+            json!({"tollgate.dev/jwt-audience": "kms"}),
             "needs tollgate.dev/jwks-configmap",
+        ),
+        (
+            json!({"tollgate.dev/jwt-issuer": "http://idp.example"}),
+            "must be an https:// URL",
         ),
         (
             json!({"tollgate.dev/jwks-configmap": "Agents_IdP"}),
