@@ -30,6 +30,7 @@ use rustls::pki_types::pem::PemObject;
 use tokio::sync::{Notify, watch as shutdown_watch};
 
 use super::identity::{JwksReload, JwtVerifier};
+use super::upstream::source_text;
 
 /// Largest JWKS or discovery document accepted.
 const MAX_BYTES: usize = 1 << 20;
@@ -161,7 +162,7 @@ impl Fetcher {
                 .client
                 .request(request)
                 .await
-                .map_err(|e| format!("GET {uri}: {}", error_chain(&e)))?;
+                .map_err(|e| format!("GET {uri}: {}", source_text(&e)))?;
             let status = response.status();
             if !status.is_success() {
                 return Err(format!("GET {uri}: HTTP {status}"));
@@ -188,18 +189,6 @@ fn https(url: &str, what: &str) -> Result<Uri, String> {
         ));
     }
     Ok(uri)
-}
-
-/// An error and its sources, e.g. "client error (Connect): invalid peer certificate: UnknownIssuer".
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 /// Keeps `verifier`'s keys current from `fetcher`: now, every `refresh`,

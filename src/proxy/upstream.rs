@@ -103,7 +103,8 @@ impl Upstream {
     }
 }
 
-fn source_text(e: &(dyn std::error::Error + 'static)) -> String {
+/// An error and its sources, e.g. "client error (Connect): connection refused".
+pub(crate) fn source_text(e: &(dyn std::error::Error + 'static)) -> String {
     let mut text = e.to_string();
     let mut cur = e.source();
     while let Some(s) = cur {
