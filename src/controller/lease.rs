@@ -142,3 +142,248 @@ fn conflict_is_no<T>(result: Result<T, kube::Error>) -> Result<bool, kube::Error
         Err(e) => Err(e),
     }
 }
+
+/// The elector against a mocked Kubernetes API (`tower_test`): each scenario
+/// scripts the apiserver's answers and checks what the elector sends.
+#[cfg(test)]
+mod tests {
+    use http::{Method, Request, Response, StatusCode};
+    use kube::client::Body;
+    use serde_json::{Value, json};
+    use tower_test::mock::{self, Handle};
+
+    use super::*;
+
+    const DURATION: Duration = Duration::from_secs(15);
+
+    fn elector() -> (Elector, Handle<Request<Body>, Response<Body>>) {
+        let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+        let client = kube::Client::new(service, "tollgate-system");
+        let elector = Elector {
+            api: Api::namespaced(client, "tollgate-system"),
+            name: "tollgate-controller".into(),
+            identity: "replica-a".into(),
+            duration: DURATION,
+        };
+        (elector, handle)
+    }
+
+    fn lease(holder: Option<&str>, renewed_secs_ago: i64, transitions: i32) -> Value {
+        let renewed = Timestamp::now() - std::time::Duration::from_secs(renewed_secs_ago as u64);
+        json!({
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": "tollgate-controller", "namespace": "tollgate-system", "resourceVersion": "41"},
+            "spec": {
+                "holderIdentity": holder,
+                "leaseDurationSeconds": 15,
+                "renewTime": MicroTime(renewed),
+                "acquireTime": MicroTime(renewed),
+                "leaseTransitions": transitions,
+            }
+        })
+    }
+
+    fn respond(status: StatusCode, body: Value) -> Response<Body> {
+        Response::builder()
+            .status(status)
+            .body(Body::from(serde_json::to_vec(&body).unwrap()))
+            .unwrap()
+    }
+
+    fn status(code: u16, reason: &str) -> Value {
+        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": reason, "reason": reason, "code": code})
+    }
+
+    /// Answers the next request with `answer`, returning its method and body.
+    async fn expect(
+        handle: &mut Handle<Request<Body>, Response<Body>>,
+        method: Method,
+        answer: Response<Body>,
+    ) -> Value {
+        let (request, send) = handle.next_request().await.expect("a request");
+        assert_eq!(request.method(), method, "{}", request.uri());
+        assert!(
+            request
+                .uri()
+                .path()
+                .starts_with("/apis/coordination.k8s.io/v1/namespaces/tollgate-system/leases"),
+            "{}",
+            request.uri()
+        );
+        let body = request.into_body().collect_bytes().await.unwrap();
+        send.send_response(answer);
+        if body.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&body).unwrap()
+        }
+    }
+
+    /// One `acquire_or_renew` against a scripted apiserver: answers the
+    /// requests in order (checking each method), then refuses any more (so a
+    /// request the script did not expect fails the call instead of hanging).
+    /// Returns the outcome and the bodies the elector sent.
+    async fn scenario(
+        script: Vec<(Method, Response<Body>)>,
+    ) -> (Result<bool, kube::Error>, Vec<Value>) {
+        let (e, mut api) = elector();
+        let run = tokio::spawn(async move { e.acquire_or_renew().await });
+        let mut sent = Vec::new();
+        for (method, answer) in script {
+            sent.push(expect(&mut api, method, answer).await);
+        }
+        drop(api);
+        (run.await.unwrap(), sent)
+    }
+
+    fn not_found() -> Response<Body> {
+        respond(StatusCode::NOT_FOUND, status(404, "NotFound"))
+    }
+
+    #[tokio::test]
+    async fn no_lease_yet_creates_one_held_by_us() {
+        let (led, sent) = scenario(vec![
+            (Method::GET, not_found()),
+            (
+                Method::POST,
+                respond(StatusCode::CREATED, lease(Some("replica-a"), 0, 0)),
+            ),
+        ])
+        .await;
+        assert!(led.unwrap(), "we lead");
+        assert_eq!(sent[1]["spec"]["holderIdentity"], "replica-a");
+        assert_eq!(sent[1]["spec"]["leaseDurationSeconds"], 15);
+    }
+
+    #[tokio::test]
+    async fn a_lease_another_replica_renews_is_left_alone() {
+        let (led, _) = scenario(vec![(
+            Method::GET,
+            respond(StatusCode::OK, lease(Some("replica-b"), 3, 4)),
+        )])
+        .await;
+        assert!(!led.unwrap(), "b leads; nothing is written");
+    }
+
+    #[tokio::test]
+    async fn an_expired_lease_is_taken_over_with_a_compare_and_swap() {
+        let (led, sent) = scenario(vec![
+            (
+                Method::GET,
+                respond(StatusCode::OK, lease(Some("replica-b"), 60, 4)),
+            ),
+            (
+                Method::PUT,
+                respond(StatusCode::OK, lease(Some("replica-a"), 0, 5)),
+            ),
+        ])
+        .await;
+        assert!(led.unwrap());
+        assert_eq!(sent[1]["spec"]["holderIdentity"], "replica-a");
+        assert_eq!(sent[1]["spec"]["leaseTransitions"], 5);
+        assert_eq!(
+            sent[1]["metadata"]["resourceVersion"], "41",
+            "the write is conditional on the version read"
+        );
+    }
+
+    #[tokio::test]
+    async fn losing_the_race_for_an_expired_lease_is_not_an_error() {
+        let (led, _) = scenario(vec![
+            (
+                Method::GET,
+                respond(StatusCode::OK, lease(Some("replica-b"), 60, 4)),
+            ),
+            (
+                Method::PUT,
+                respond(StatusCode::CONFLICT, status(409, "Conflict")),
+            ),
+        ])
+        .await;
+        assert!(!led.unwrap(), "another replica won");
+    }
+
+    #[tokio::test]
+    async fn the_leader_renews_without_counting_a_transition() {
+        let (led, sent) = scenario(vec![
+            (
+                Method::GET,
+                respond(StatusCode::OK, lease(Some("replica-a"), 5, 2)),
+            ),
+            (
+                Method::PUT,
+                respond(StatusCode::OK, lease(Some("replica-a"), 0, 2)),
+            ),
+        ])
+        .await;
+        assert!(led.unwrap());
+        assert_eq!(sent[1]["spec"]["leaseTransitions"], 2);
+        let renew_time: Timestamp = sent[1]["spec"]["renewTime"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(
+            Timestamp::now().as_millisecond() - renew_time.as_millisecond() < 2_000,
+            "renewed now, not 5 s ago: {renew_time}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_api_failure_is_an_error_so_the_leader_steps_down() {
+        let (led, _) = scenario(vec![(
+            Method::GET,
+            respond(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                status(500, "InternalError"),
+            ),
+        )])
+        .await;
+        assert!(led.is_err());
+    }
+
+    #[tokio::test]
+    async fn run_reports_leadership_and_releases_the_lease_on_shutdown() {
+        let (e, mut api) = elector();
+        let (leader_tx, mut leader_rx) = watch::channel(false);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let metrics = ControllerMetrics::new().unwrap();
+        let gauge = metrics.leader.clone();
+        let run = tokio::spawn(e.run(leader_tx, metrics, stop_rx));
+        expect(
+            &mut api,
+            Method::GET,
+            respond(StatusCode::NOT_FOUND, status(404, "NotFound")),
+        )
+        .await;
+        expect(
+            &mut api,
+            Method::POST,
+            respond(StatusCode::CREATED, lease(Some("replica-a"), 0, 0)),
+        )
+        .await;
+        leader_rx.changed().await.unwrap();
+        assert!(*leader_rx.borrow());
+        assert_eq!(gauge.get(), 1);
+
+        stop_tx.send(true).unwrap();
+        expect(
+            &mut api,
+            Method::GET,
+            respond(StatusCode::OK, lease(Some("replica-a"), 0, 0)),
+        )
+        .await;
+        let released = expect(
+            &mut api,
+            Method::PUT,
+            respond(StatusCode::OK, lease(None, 0, 0)),
+        )
+        .await;
+        assert_eq!(released["spec"]["holderIdentity"], Value::Null);
+        drop(api);
+        run.await.unwrap();
+        assert!(!*leader_rx.borrow());
+        assert_eq!(gauge.get(), 0);
+    }
+}
