@@ -233,6 +233,35 @@ async fn helm_install_rbac_webhook_upgrade_uninstall() {
         refused.contains("redis.tls.caCert needs a TLS Redis"),
         "{refused}"
     );
+    // sidecar.identity.mode=jwt: every sidecar discovers the issuer's keys.
+    let jwt = helm(
+        cluster,
+        &[
+            "template",
+            "t",
+            chart,
+            "--set",
+            "sidecar.identity.mode=jwt,sidecar.identity.jwt.issuer=https://idp.example,sidecar.identity.jwt.audience=kms,sidecar.identity.required=true",
+        ],
+    )
+    .unwrap();
+    for arg in [
+        "--sidecar-arg=--identity=jwt",
+        "--sidecar-arg=--jwt-issuer=https://idp.example",
+        "--sidecar-arg=--jwt-audience=kms",
+        "--sidecar-arg=--require-identity",
+    ] {
+        assert!(jwt.contains(arg), "{arg} missing from\n{jwt}");
+    }
+    let refused = helm(
+        cluster,
+        &["template", "t", chart, "--set", "sidecar.identity.mode=jwt"],
+    )
+    .unwrap_err();
+    assert!(
+        refused.contains("sidecar.identity.mode jwt needs"),
+        "{refused}"
+    );
     helm(
         cluster,
         &[
