@@ -12,7 +12,6 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DynamicObject};
 use kube::core::{ApiResource, GroupVersionKind};
@@ -176,19 +175,7 @@ async fn follow(
     };
     let mut events = std::pin::pin!(watcher(api, watcher::Config::default()).default_backoff());
     let mut listing: Option<BTreeMap<String, ()>> = None;
-    loop {
-        let event = tokio::select! {
-            _ = shutdown.changed() => return,
-            e = events.next() => e,
-        };
-        let Some(event) = event else { return };
-        let event = match event {
-            Ok(e) => e,
-            Err(e) => {
-                tracing::warn!(error = %e, resource = %resource.plural, "watch failed; retrying");
-                continue;
-            }
-        };
+    while let Some(event) = super::next_event(&mut events, &mut shutdown, &resource.plural).await {
         {
             let mut s = seen.lock().unwrap_or_else(|e| e.into_inner());
             match event {

@@ -381,6 +381,26 @@ pub(crate) async fn client(kubeconfig: Option<&std::path::Path>) -> anyhow::Resu
     Client::try_from(config).context("building the Kubernetes client")
 }
 
+/// The next event of a watch, or `None` once `shutdown` fires or the stream
+/// ends. A failed watch call is logged (naming `what` is watched) and
+/// skipped: the watcher backs off and relists by itself.
+pub(crate) async fn next_event<K>(
+    events: &mut (impl futures_util::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Unpin),
+    shutdown: &mut watch::Receiver<bool>,
+    what: &str,
+) -> Option<watcher::Event<K>> {
+    loop {
+        let event = tokio::select! {
+            _ = shutdown.changed() => return None,
+            e = events.next() => e?,
+        };
+        match event {
+            Ok(e) => return Some(e),
+            Err(e) => tracing::warn!(error = %e, "watching {what} failed; retrying"),
+        }
+    }
+}
+
 async fn watch_policies(
     api: Api<PolicyObject>,
     index: Arc<Mutex<Index>>,
@@ -391,19 +411,7 @@ async fn watch_policies(
 ) {
     let mut events = std::pin::pin!(watcher(api, watcher::Config::default()).default_backoff());
     let mut listing: Option<BTreeSet<Key>> = None;
-    loop {
-        let event = tokio::select! {
-            _ = shutdown.changed() => return,
-            e = events.next() => e,
-        };
-        let Some(event) = event else { return };
-        let event = match event {
-            Ok(e) => e,
-            Err(e) => {
-                tracing::warn!(error = %e, "watching McpToolPolicies failed; retrying");
-                continue;
-            }
-        };
+    while let Some(event) = next_event(&mut events, &mut shutdown, "McpToolPolicies").await {
         let mut index = index.lock().unwrap_or_else(|e| e.into_inner());
         match event {
             watcher::Event::Init => listing = Some(BTreeSet::new()),
@@ -481,19 +489,7 @@ async fn watch_pods(
     let config = watcher::Config::default().labels(&format!("{SIDECAR_LABEL}=true"));
     let mut events = std::pin::pin!(watcher(api, config).default_backoff());
     let mut listing: Option<BTreeSet<Key>> = None;
-    loop {
-        let event = tokio::select! {
-            _ = shutdown.changed() => return,
-            e = events.next() => e,
-        };
-        let Some(event) = event else { return };
-        let event = match event {
-            Ok(e) => e,
-            Err(e) => {
-                tracing::warn!(error = %e, "watching sidecar pods failed; retrying");
-                continue;
-            }
-        };
+    while let Some(event) = next_event(&mut events, &mut shutdown, "sidecar pods").await {
         let mut index = index.lock().unwrap_or_else(|e| e.into_inner());
         match event {
             watcher::Event::Init => listing = Some(BTreeSet::new()),
