@@ -671,38 +671,34 @@ fn key_parts(
 }
 
 impl Evaluation {
+    /// What is left to decide once budgets answer; `None` when decided.
+    fn pending(&self) -> Option<&Pending> {
+        match &self.state {
+            State::Pending(p) => Some(p),
+            State::Done(_) => None,
+        }
+    }
+
     /// The admissions the call needs from `Enforce` policies' limits.
     pub fn acquisitions(&self) -> &[Acquire] {
-        match &self.state {
-            State::Pending(p) => &p.enforce.acquire,
-            State::Done(_) => &[],
-        }
+        self.pending().map_or(&[], |p| &p.enforce.acquire)
     }
 
     /// The admissions `Audit` policies' limits would need. Spend them only
     /// once the call is known to go through.
     pub fn audit_acquisitions(&self) -> &[Acquire] {
-        match &self.state {
-            State::Pending(p) => &p.audit.acquire,
-            State::Done(_) => &[],
-        }
+        self.pending().map_or(&[], |p| &p.audit.acquire)
     }
 
     /// The in-flight claims of `Enforce` policies.
     pub fn claims(&self) -> &[Claim] {
-        match &self.state {
-            State::Pending(p) => &p.enforce.claims,
-            State::Done(_) => &[],
-        }
+        self.pending().map_or(&[], |p| &p.enforce.claims)
     }
 
     /// The in-flight claims of `Audit` policies: checked, never taken
     /// (an audited call blocks nothing, so it holds no slot).
     pub fn audit_claims(&self) -> &[Claim] {
-        match &self.state {
-            State::Pending(p) => &p.audit.claims,
-            State::Done(_) => &[],
-        }
+        self.pending().map_or(&[], |p| &p.audit.claims)
     }
 
     /// The denial for a full in-flight cap.
