@@ -21,6 +21,9 @@
 //!   seconds, or on SIGTERM/SIGINT.
 //! - The first stdout line is the JSON above; nothing else goes to stdout.
 
+#[path = "common/cargo_bench.rs"]
+mod cargo_bench;
+
 use std::collections::HashSet;
 use std::convert::Infallible;
 use std::io::Read as _;
@@ -76,7 +79,7 @@ struct State {
 const SESSION_HEADER: &str = "mcp-session-id";
 
 fn main() {
-    if run_by_cargo_bench_suite::<Args>() {
+    if cargo_bench::run_by_cargo_bench_suite::<Args>() {
         eprintln!(
             "fast_upstream: not a micro-benchmark; give it flags (cargo bench --bench fast_upstream -- --help) \
              or run scripts/bench/run.sh. Nothing to do."
@@ -327,36 +330,4 @@ fn plain(status: StatusCode, text: &'static str) -> Response<Full<Bytes>> {
             .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     }
     r
-}
-
-/// `cargo bench` runs every bench target with `--bench`, plus whatever filter
-/// or flags were meant for other (criterion) benchmarks. This is a program
-/// driven by its own flags, not a suite: run that way, with none of its own
-/// flags, it says so and exits 0 instead of failing the whole `cargo bench`.
-fn run_by_cargo_bench_suite<C: clap::CommandFactory>() -> bool {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if !args.iter().any(|a| a == "--bench") {
-        return false;
-    }
-    let command = C::command();
-    let own = |a: &str| {
-        if a == "-h" || a == "--help" {
-            return true;
-        }
-        if let Some(long) = a.strip_prefix("--") {
-            let name = long.split('=').next().unwrap_or("");
-            return name != "bench"
-                && command
-                    .get_arguments()
-                    .any(|arg| arg.get_long() == Some(name));
-        }
-        a.strip_prefix('-')
-            .and_then(|s| s.chars().next())
-            .is_some_and(|c| {
-                command
-                    .get_arguments()
-                    .any(|arg| arg.get_short() == Some(c))
-            })
-    };
-    !args.iter().any(|a| own(a))
 }

@@ -23,6 +23,9 @@
 //! `application/json` or SSE (`text/event-stream`; the event whose data has
 //! the call's id is the response, others are skipped).
 
+#[path = "common/cargo_bench.rs"]
+mod cargo_bench;
+
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -199,7 +202,7 @@ struct Target {
 }
 
 fn main() {
-    if run_by_cargo_bench_suite::<Args>() {
+    if cargo_bench::run_by_cargo_bench_suite::<Args>() {
         eprintln!(
             "mcp_load: not a micro-benchmark; give it flags (cargo bench --bench mcp_load -- --help) \
              or run scripts/bench/run.sh. Nothing to do."
@@ -743,36 +746,4 @@ fn clock_ticks_per_sec() -> f64 {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(100.0)
-}
-
-/// `cargo bench` runs every bench target with `--bench`, plus whatever filter
-/// or flags were meant for other (criterion) benchmarks. This is a program
-/// driven by its own flags, not a suite: run that way, with none of its own
-/// flags, it says so and exits 0 instead of failing the whole `cargo bench`.
-fn run_by_cargo_bench_suite<C: clap::CommandFactory>() -> bool {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if !args.iter().any(|a| a == "--bench") {
-        return false;
-    }
-    let command = C::command();
-    let own = |a: &str| {
-        if a == "-h" || a == "--help" {
-            return true;
-        }
-        if let Some(long) = a.strip_prefix("--") {
-            let name = long.split('=').next().unwrap_or("");
-            return name != "bench"
-                && command
-                    .get_arguments()
-                    .any(|arg| arg.get_long() == Some(name));
-        }
-        a.strip_prefix('-')
-            .and_then(|s| s.chars().next())
-            .is_some_and(|c| {
-                command
-                    .get_arguments()
-                    .any(|arg| arg.get_short() == Some(c))
-            })
-    };
-    !args.iter().any(|a| own(a))
 }
