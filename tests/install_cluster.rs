@@ -15,14 +15,6 @@ use support::*;
 
 const PATIENCE: Duration = Duration::from_secs(30);
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn helm(cluster: &Cluster, args: &[&str]) -> Result<String, String> {
     let out = Command::new(cluster.bin.join("helm"))
         .env("KUBECONFIG", &cluster.kubeconfig)

@@ -15,14 +15,6 @@ use support::*;
 
 const PATIENCE: Duration = Duration::from_secs(30);
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// kubernetes-mcp-server against the test cluster, as cluster admin.
 fn kubernetes_mcp_server(cluster: &Cluster) -> (Proc, u16) {
     let port = free_port();

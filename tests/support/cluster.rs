@@ -22,14 +22,6 @@ pub struct Cluster {
 
 static CLUSTER: OnceLock<Cluster> = OnceLock::new();
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl Cluster {
     /// Starts the cluster on first use (building the binaries the first
     /// time on a machine, which takes minutes; see scripts/cluster/README.md).
@@ -55,9 +47,9 @@ impl Cluster {
                 let out = Command::new(repo().join("scripts/cluster/up.sh"))
                     .arg("--data-dir")
                     .arg(dir.path())
-                    .args(["--etcd-client-port", &free_port().to_string()])
-                    .args(["--etcd-peer-port", &free_port().to_string()])
-                    .args(["--apiserver-port", &free_port().to_string()])
+                    .args(["--etcd-client-port", &super::free_port().to_string()])
+                    .args(["--etcd-peer-port", &super::free_port().to_string()])
+                    .args(["--apiserver-port", &super::free_port().to_string()])
                     .args([
                         "--parent-pid",
                         &std::process::id().to_string(),

@@ -20,6 +20,16 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tollgate::proxy::{self, AuditConfig, ProxyConfig, RuleSource, Running};
 
+/// A port nothing listens on right now, on 127.0.0.1 (for servers that
+/// must be told their port before they start).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// Writes `yaml` to a policy file in a fresh directory.
 pub fn policy_file(yaml: &str) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();

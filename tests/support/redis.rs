@@ -2,7 +2,6 @@
 //! wrapper `scripts/redis.sh` puts in the cache (or PATH). It can be killed
 //! and restarted on the same port, to test what sidecars do meanwhile.
 
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -91,14 +90,6 @@ impl Tls {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn binary() -> PathBuf {
     let cache = std::env::var_os("TOLLGATE_CACHE")
         .map(PathBuf::from)
@@ -121,7 +112,7 @@ impl Redis {
     /// Starts on a free loopback port, without persistence.
     pub fn start() -> Redis {
         let mut r = Redis {
-            port: free_port(),
+            port: super::free_port(),
             tls: None,
             child: None,
         };
@@ -134,8 +125,8 @@ impl Redis {
     /// `tls-auth-clients yes`.
     pub fn start_tls(require_client_cert: bool) -> Redis {
         let mut r = Redis {
-            port: free_port(),
-            tls: Some(Tls::generate(free_port(), require_client_cert)),
+            port: super::free_port(),
+            tls: Some(Tls::generate(super::free_port(), require_client_cert)),
             child: None,
         };
         r.restart();
