@@ -144,6 +144,19 @@ impl Decision {
         self.effect != Effect::Denied
     }
 
+    /// An allowance no policy or rule made: nothing restricts the call.
+    pub fn allowed_by_default() -> Decision {
+        Decision {
+            effect: Effect::Allowed,
+            reason: Reason::Default,
+            policy: None,
+            rule: None,
+            message: None,
+            retry_after: None,
+            deny_with: DenyWith::default(),
+        }
+    }
+
     /// A denial of a message the proxy could not read.
     pub fn malformed(detail: impl Into<String>) -> Decision {
         Decision {
@@ -356,16 +369,8 @@ impl PolicySet {
                 }
             }
         }
-        let allowed = allowed.unwrap_or_else(|| Decision {
-            // No Enforce policy at all: nothing restricts the call.
-            effect: Effect::Allowed,
-            reason: Reason::Default,
-            policy: None,
-            rule: None,
-            message: None,
-            retry_after: None,
-            deny_with: DenyWith::default(),
-        });
+        // No Enforce policy at all: nothing restricts the call.
+        let allowed = allowed.unwrap_or_else(Decision::allowed_by_default);
         Evaluation {
             state: State::Pending(Box::new(Pending {
                 allowed,

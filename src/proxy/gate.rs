@@ -95,15 +95,7 @@ impl Gate {
                 };
                 self.judge(&rules.set, &call, start).await
             }
-            None if self.fail_open => Decision {
-                effect: Effect::Allowed,
-                reason: Reason::Default,
-                policy: None,
-                rule: None,
-                message: None,
-                retry_after: None,
-                deny_with: DenyWith::default(),
-            },
+            None if self.fail_open => Decision::allowed_by_default(),
             None => no_rules(),
         };
         let elapsed = start.elapsed();
