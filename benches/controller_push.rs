@@ -74,15 +74,15 @@ use kube::{Client, Resource};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 
-use tollgate::controller::object::PolicyObject;
-use tollgate::policy::PolicySet;
-use tollgate::policy::inflight::MemoryInFlight;
-use tollgate::proxy::cluster::ClusterState;
-use tollgate::proxy::config::ManagedConfig;
-use tollgate::proxy::managed::Follower;
-use tollgate::proxy::metrics::Metrics;
-use tollgate::proxy::store::RuleStore;
-use tollgate::push::{DEFAULT_AUDIENCE, SIDECAR_LABEL};
+use tollgate_controller::object::PolicyObject;
+use tollgate_policy::PolicySet;
+use tollgate_policy::budget::inflight::MemoryInFlight;
+use tollgate_policy::snapshot::{DEFAULT_AUDIENCE, SIDECAR_LABEL};
+use tollgate_sidecar::config::ManagedConfig;
+use tollgate_sidecar::metrics::Metrics;
+use tollgate_sidecar::rules::cluster::ClusterState;
+use tollgate_sidecar::rules::controller::Follower;
+use tollgate_sidecar::rules::store::RuleStore;
 
 /// The label every benchmark pod carries (the all-pods selector).
 const APP_LABEL: (&str, &str) = ("app", "tollgate-bench");
@@ -576,7 +576,7 @@ impl<'a> Bench<'a> {
                     pod: pod.clone(),
                     snapshot_file: None,
                     fail_open: false,
-                    deny_unselected: true,
+                    unselected: tollgate_sidecar::Unselected::Deny,
                 },
                 store.clone(),
                 metrics.clone(),

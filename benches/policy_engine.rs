@@ -1,4 +1,4 @@
-//! Micro-benchmarks of the policy engine: how long `PolicySet::decide` takes
+//! Micro-benchmarks of the policy engine: how long `budget::decide` takes
 //! for one `tools/call` at 10, 1,000 and 10,000 rules, how long a policy takes
 //! to compile, and what a rate limit adds — so the target "decision p99 ≤ 5 µs
 //! at 10,000 rules" can be checked and regressions in the matcher, the
@@ -15,7 +15,9 @@
 //!
 //! Policy sets are built from YAML once, before any timing
 //! (`load::parse_text` + `load::compile_set`, the sidecar's file mode); the
-//! decision benchmarks time `PolicySet::decide` alone — matcher lookup, rule
+//! decision benchmarks time `budget::decide` alone — the sequence the
+//! sidecar's gate runs, with the gate's own budget type (`Tiered<SharedStore>`,
+//! no Redis): matcher lookup, rule
 //! conditions, the in-memory in-flight and rate-limit stores, building the
 //! `Decision` (and its denial message) and dropping it — with
 //! `std::hint::black_box` around the call and its result.
@@ -86,13 +88,17 @@ use std::time::{Duration, Instant, SystemTime};
 use criterion::{BenchmarkId, Criterion};
 use regex::Regex;
 use serde_json::{Value, json};
-use tollgate::policy::compile::caps;
-use tollgate::policy::evaluate::Stores;
-use tollgate::policy::inflight::MemoryInFlight;
-use tollgate::policy::load::{API_VERSION, KIND, compile_set, parse_text};
-use tollgate::policy::ratelimit::MemoryCounter;
-use tollgate::policy::resource_rules::NoCluster;
-use tollgate::policy::{Decision, Effect, PolicySet, Problems, Reason, ToolCall};
+use tollgate_policy::budget::inflight::MemoryInFlight;
+use tollgate_policy::budget::{self, Stores, Tiered};
+use tollgate_policy::compile::caps;
+use tollgate_policy::compile::resource_rules::NoCluster;
+use tollgate_policy::load::{API_VERSION, KIND, compile_set, parse_text};
+use tollgate_sidecar::gate::redis::SharedStore;
+
+#[path = "common/block_on.rs"]
+mod block_on;
+use block_on::block_on;
+use tollgate_policy::{Decision, Effect, PolicySet, Problems, Reason, ToolCall};
 
 /// The rule counts measured.
 const SIZES: [usize; 3] = [10, 1_000, 10_000];
@@ -298,7 +304,8 @@ struct Workload<'a> {
     step: Duration,
     now: Instant,
     wall: SystemTime,
-    counter: MemoryCounter,
+    /// What a sidecar without Redis spends from: the gate's own type.
+    budgets: Tiered<SharedStore>,
     in_flight: MemoryInFlight,
 }
 
@@ -318,7 +325,7 @@ impl<'a> Workload<'a> {
             },
             now: Instant::now(),
             wall: SystemTime::now(),
-            counter: MemoryCounter::new(),
+            budgets: Tiered::new(None),
             in_flight: MemoryInFlight::default(),
         }
     }
@@ -330,16 +337,17 @@ impl<'a> Workload<'a> {
         self.next = (self.next + 1) % self.arguments.len();
         self.now += self.step;
         let stores = Stores {
-            counter: &self.counter,
+            budgets: &self.budgets,
             in_flight: &self.in_flight,
             view: &NoCluster,
         };
-        self.set.decide(
+        block_on(budget::decide(
+            self.set,
             black_box(&ToolCall::new(&self.tool, arguments)),
-            &stores,
+            stores,
             self.now,
             self.wall,
-        )
+        ))
     }
 }
 

@@ -34,7 +34,7 @@ spec:
       denyWith: JsonRpcError
 "#;
 
-async fn setup(framing: Framing) -> (Upstream, tollgate::proxy::Running, tempfile::TempDir) {
+async fn setup(framing: Framing) -> (Upstream, tollgate_sidecar::Running, tempfile::TempDir) {
     let up = Upstream::start(framing).await;
     let (dir, path) = policy_file(POLICY);
     let proxy = start_proxy(vec![path], &up.url()).await;

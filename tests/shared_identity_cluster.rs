@@ -7,7 +7,7 @@ use serde_json::json;
 use support::cluster::Cluster;
 use support::upstream::{Framing, Upstream};
 use support::{call, metrics, policy_file, post_json, sample, start_proxy_with};
-use tollgate::proxy::IdentitySource;
+use tollgate_sidecar::IdentitySource;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn service_account_tokens_identify_agents() {

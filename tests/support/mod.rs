@@ -18,7 +18,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tollgate::proxy::{self, AuditConfig, ProxyConfig, RuleSource, Running};
+use tollgate_sidecar::{self as proxy, AuditConfig, ProxyConfig, RuleSource, Running};
 
 /// A port nothing listens on right now, on 127.0.0.1 (for servers that
 /// must be told their port before they start).

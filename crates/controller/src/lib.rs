@@ -1,0 +1,26 @@
+//! The controller: watches `McpToolPolicy` objects and the pods that run a
+//! tollgate sidecar ([`watch`]), compiles each pod's rules in the [`index`],
+//! pushes them to the sidecars ([`push`]), and reports in each policy's
+//! status how many selected sidecars enforce it ([`status`], leader only,
+//! see [`lease`]). It also serves the injection [`webhook`].
+//!
+//! Rooms: [`object`] reads policies leniently, [`index`] judges them
+//! strictly; [`acks`] shares what sidecars acknowledged between replicas;
+//! [`kubevirt`] watches what resource rules need from the cluster;
+//! [`metrics`] counts it all; [`config`] and [`run`] start it.
+
+pub mod acks;
+pub mod config;
+pub mod index;
+pub mod kubevirt;
+pub mod lease;
+pub mod metrics;
+pub mod object;
+pub mod push;
+pub mod run;
+pub mod status;
+pub mod watch;
+pub mod webhook;
+
+pub use config::{ControllerConfig, NativeSidecars, WebhookConfig};
+pub use run::{Running, StartError, run, start};

@@ -1,0 +1,357 @@
+//! Starting a controller: connect, start the watches, the lease, the status
+//! writer, the KubeVirt view, and the push, admin and webhook listeners.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use kube::Client;
+use kube::api::Api;
+use kube::runtime::events::{Recorder, Reporter};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use tollgate_runtime::admin::{AdminState, Readiness};
+use tollgate_runtime::serve;
+use tollgate_runtime::token_review::Authenticator;
+
+use crate::acks;
+use crate::config::{ControllerConfig, NativeSidecars, WebhookConfig};
+use crate::index::Index;
+use crate::metrics::ControllerMetrics;
+use crate::object::PolicyObject;
+use crate::status::{self, Observed};
+use crate::watch::{watch_pods, watch_policies};
+use crate::webhook::{certs, server as webhook_server};
+use crate::{kubevirt, lease, push};
+
+/// Why a controller could not start, said so the operator knows what to change.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// No Kubernetes client.
+    #[error(transparent)]
+    Client(#[from] tollgate_runtime::kube_client::ClientError),
+    /// The metrics could not be registered (a bug, not a setting).
+    #[error("registering metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    /// A listener could not be opened.
+    #[error(transparent)]
+    Bind(#[from] serve::BindError),
+    /// The address of a bound listener could not be read.
+    #[error("reading a listener's address: {0}")]
+    LocalAddr(#[source] std::io::Error),
+    /// The webhook's certificate files (cert-manager) cannot be read.
+    #[error("reading {}: {source}", path.display())]
+    CertFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The webhook's certificate is unusable or cannot be kept.
+    #[error("preparing the webhook certificate{context}: {source}")]
+    Certificate {
+        /// Where, e.g. ` in Secret tollgate-system/tollgate-webhook-tls`.
+        context: String,
+        /// Why.
+        source: certs::CertError,
+    },
+}
+
+/// A started controller.
+pub struct Running {
+    /// The push listener.
+    pub push: SocketAddr,
+    /// The admin listener.
+    pub admin: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stops everything, releasing the lease if held.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+/// Connects to the cluster, starts the watches and both listeners.
+pub async fn start(config: ControllerConfig) -> Result<Running, StartError> {
+    let client = tollgate_runtime::kube_client::client(config.kubeconfig.as_deref()).await?;
+    let metrics = ControllerMetrics::new()?;
+    let index = Arc::new(Mutex::new(Index::new()));
+    let observed = Arc::new(Observed::default());
+    let acks = Arc::new(acks::AckBook::new(&config.identity));
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let (policies_ready, policies_ready_rx) = watch::channel(false);
+    let (pods_ready, pods_ready_rx) = watch::channel(false);
+    let (leader, leader_rx) = watch::channel(false);
+
+    let (policy_api, pod_api): (Api<PolicyObject>, Api<Pod>) = match &config.watch_namespace {
+        Some(ns) => (
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+        ),
+        None => (Api::all(client.clone()), Api::all(client.clone())),
+    };
+    let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), &config.namespace);
+    let webhook_listener = match &config.webhook {
+        Some(w) => Some(serve::bind(w.listen, "--webhook-listen").await?),
+        None => None,
+    };
+    let push_listener = serve::bind(config.push_listen, "--push-listen").await?;
+    let admin_listener = serve::bind(config.admin_listen, "--admin-listen").await?;
+    let push = push_listener.local_addr().map_err(StartError::LocalAddr)?;
+    let admin = admin_listener.local_addr().map_err(StartError::LocalAddr)?;
+
+    let mut webhook_addr = None;
+    let mut tasks = Vec::new();
+    if let (Some(w), Some(listener)) = (&config.webhook, webhook_listener) {
+        webhook_addr = Some(listener.local_addr().map_err(StartError::LocalAddr)?);
+        tasks.extend(
+            start_webhook(
+                &client,
+                &config.namespace,
+                w,
+                listener,
+                &metrics,
+                &shutdown_rx,
+            )
+            .await?,
+        );
+    }
+    tasks.extend([
+        tokio::spawn(watch_policies(
+            policy_api,
+            index.clone(),
+            observed.clone(),
+            metrics.clone(),
+            policies_ready,
+            shutdown_rx.clone(),
+        )),
+        tokio::spawn(watch_pods(
+            pod_api,
+            index.clone(),
+            acks.clone(),
+            metrics.clone(),
+            pods_ready,
+            shutdown_rx.clone(),
+        )),
+        tokio::spawn(acks::publish(
+            acks.clone(),
+            configmaps.clone(),
+            shutdown_rx.clone(),
+        )),
+        tokio::spawn(acks::collect(acks.clone(), configmaps, shutdown_rx.clone())),
+        tokio::spawn(
+            lease::Elector {
+                api: Api::<Lease>::namespaced(client.clone(), &config.namespace),
+                name: config.lease_name.clone(),
+                identity: config.identity.clone(),
+                duration: Duration::from_secs(15),
+            }
+            .run(leader, metrics.clone(), shutdown_rx.clone()),
+        ),
+    ]);
+    let writer = status::Writer {
+        client: client.clone(),
+        index: index.clone(),
+        observed,
+        acks: acks.clone(),
+        metrics: metrics.clone(),
+        recorder: Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "tollgate-controller".into(),
+                instance: Some(config.identity.clone()),
+            },
+        ),
+    };
+    tasks.push(tokio::spawn(writer.run(leader_rx, shutdown_rx.clone())));
+
+    let (cluster_tx, cluster_rx) =
+        watch::channel(Arc::new(tollgate_policy::snapshot::ClusterState::default()));
+    tasks.push(tokio::spawn(kubevirt::run(
+        client.clone(),
+        config.watch_namespace.clone(),
+        cluster_tx,
+        shutdown_rx.clone(),
+    )));
+    let service = Arc::new(push::PushService {
+        cluster: cluster_rx,
+        index: index.clone(),
+        auth: Authenticator::new(client, &config.audience),
+        acks,
+        metrics: metrics.clone(),
+        heartbeat: config.heartbeat,
+    });
+    tasks.push(tokio::spawn(serve::serve(
+        push_listener,
+        move |req| push::route(service.clone(), req),
+        65_536,
+        Duration::from_secs(30),
+        shutdown_rx.clone(),
+        Duration::from_secs(1),
+        |_| {},
+    )));
+    let admin_state = Arc::new(Admin {
+        metrics: metrics.clone(),
+        ready: [policies_ready_rx, pods_ready_rx],
+    });
+    tasks.push(tokio::spawn(serve::serve(
+        admin_listener,
+        move |req| tollgate_runtime::admin::route(admin_state.clone(), req),
+        64,
+        Duration::from_secs(30),
+        shutdown_rx,
+        Duration::from_secs(1),
+        |_| {},
+    )));
+    let webhook_addr = webhook_addr.map(|a| a.to_string()).unwrap_or_default();
+    tracing::info!(%push, %admin, webhook = %webhook_addr, identity = %config.identity, watch_namespace = ?config.watch_namespace, "tollgate controller started");
+    Ok(Running {
+        push,
+        admin,
+        shutdown,
+        tasks,
+    })
+}
+
+/// Runs until SIGTERM or Ctrl-C.
+pub async fn run(config: ControllerConfig) -> Result<(), StartError> {
+    let running = start(config).await?;
+    tollgate_runtime::shutdown::signal().await;
+    tracing::info!("shutting down");
+    running.shutdown().await;
+    Ok(())
+}
+
+/// Sets up the webhook's certificate and starts serving it.
+async fn start_webhook(
+    client: &Client,
+    namespace: &str,
+    w: &WebhookConfig,
+    listener: tokio::net::TcpListener,
+    metrics: &ControllerMetrics,
+    shutdown: &watch::Receiver<bool>,
+) -> Result<Vec<JoinHandle<()>>, StartError> {
+    let mut tasks = Vec::new();
+    let resolver = match &w.cert_dir {
+        Some(dir) => {
+            let read = |file: &str| {
+                let path = dir.join(file);
+                std::fs::read_to_string(&path)
+                    .map_err(|source| StartError::CertFile { path, source })
+            };
+            let (cert, key) = (read("tls.crt")?, read("tls.key")?);
+            let resolver = Arc::new(certs::Resolver::new(&cert, &key).map_err(|source| {
+                StartError::Certificate {
+                    context: format!(" from {}", dir.display()),
+                    source,
+                }
+            })?);
+            tasks.push(tokio::spawn(certs::follow_files(
+                dir.clone(),
+                resolver.clone(),
+                shutdown.clone(),
+            )));
+            resolver
+        }
+        None => {
+            let mut names = vec![
+                w.service.clone(),
+                format!("{}.{namespace}", w.service),
+                format!("{}.{namespace}.svc", w.service),
+                format!("{}.{namespace}.svc.cluster.local", w.service),
+            ];
+            names.extend(w.extra_names.iter().cloned());
+            let keeper = certs::Keeper {
+                secrets: Api::namespaced(client.clone(), namespace),
+                webhooks: Api::all(client.clone()),
+                secret: w.secret.clone(),
+                configuration: w.configuration.clone(),
+                names,
+            };
+            let in_secret = || format!(" in Secret {namespace}/{}", w.secret);
+            let bundle = keeper
+                .ensure()
+                .await
+                .map_err(|source| StartError::Certificate {
+                    context: in_secret(),
+                    source,
+                })?;
+            if let Err(e) = keeper.publish_ca(&bundle.ca_cert).await {
+                tracing::warn!(error = %e, "cannot publish the webhook CA yet; retrying");
+            }
+            let resolver = Arc::new(certs::Resolver::new(&bundle.cert, &bundle.key).map_err(
+                |source| StartError::Certificate {
+                    context: in_secret(),
+                    source,
+                },
+            )?);
+            tasks.push(tokio::spawn(keeper.run(
+                resolver.clone(),
+                bundle,
+                Duration::from_secs(60),
+                shutdown.clone(),
+            )));
+            resolver
+        }
+    };
+    let native = match w.native_sidecars {
+        NativeSidecars::Always => true,
+        NativeSidecars::Never => false,
+        NativeSidecars::Auto => match client.apiserver_version().await {
+            Ok(v) => {
+                let minor: u32 = v.minor.trim_end_matches('+').parse().unwrap_or(0);
+                v.major == "1" && minor >= 29
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the apiserver version; injecting regular sidecar containers");
+                false
+            }
+        },
+    };
+    let webhook = Arc::new(webhook_server::Webhook {
+        config: crate::webhook::inject::InjectConfig {
+            native_sidecars: native,
+            ..w.inject.clone()
+        },
+        requests: metrics.webhook_requests.clone(),
+    });
+    tracing::info!(native_sidecars = native, image = %w.inject.image, "injection webhook ready");
+    tasks.push(tokio::spawn(webhook_server::serve(
+        listener,
+        resolver,
+        webhook,
+        shutdown.clone(),
+    )));
+    Ok(tasks)
+}
+
+/// What the controller's admin listener reports.
+struct Admin {
+    metrics: ControllerMetrics,
+    ready: [watch::Receiver<bool>; 2],
+}
+
+impl AdminState for Admin {
+    fn metrics(&self) -> Vec<u8> {
+        self.metrics.encode()
+    }
+
+    fn readiness(&self) -> Readiness {
+        let ready = self.ready.iter().all(|r| *r.borrow());
+        self.metrics.ready.set(i64::from(ready));
+        if ready {
+            Readiness::Ready("policies and pods listed".into())
+        } else {
+            Readiness::NotReady("the policy and pod watches have not listed yet".into())
+        }
+    }
+}

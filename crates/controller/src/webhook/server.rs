@@ -1,0 +1,314 @@
+//! The HTTPS endpoint the apiserver calls: `/mutate/namespace` and
+//! `/mutate/pod`, each an AdmissionReview in and out.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use k8s_openapi::api::core::v1::Pod;
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
+use prometheus::IntCounterVec;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+use tollgate_runtime::body::{self, Body};
+
+use super::certs::Resolver;
+use super::inject::{InjectConfig, Outcome, Route, decide};
+
+/// The largest AdmissionReview accepted (pods with big specs included).
+const MAX_REVIEW_BYTES: usize = 8 << 20;
+
+/// What the handler needs.
+pub struct Webhook {
+    /// Injection settings.
+    pub config: InjectConfig,
+    /// `tollgate_webhook_requests_total{route,result}`.
+    pub requests: IntCounterVec,
+}
+
+/// Serves TLS on `listener` with the certificate `resolver` holds, until
+/// `shutdown`.
+pub async fn serve(
+    listener: TcpListener,
+    resolver: Arc<Resolver>,
+    webhook: Arc<Webhook>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = match rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+    {
+        Ok(builder) => builder.with_no_client_auth().with_cert_resolver(resolver),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot configure TLS for the webhook");
+            return;
+        }
+    };
+    let acceptor = TlsAcceptor::from(Arc::new(tls));
+    loop {
+        let (socket, peer) = tokio::select! {
+            _ = shutdown.changed() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "webhook accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let (acceptor, webhook) = (acceptor.clone(), webhook.clone());
+        tokio::spawn(async move {
+            let stream = match tokio::time::timeout(
+                Duration::from_secs(10),
+                acceptor.accept(socket),
+            )
+            .await
+            {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "webhook TLS handshake failed");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let service = service_fn(move |req| route(webhook.clone(), req));
+            let conn = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), service);
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, error = %e, "webhook connection ended with an error");
+            }
+        });
+    }
+}
+
+async fn route(
+    webhook: Arc<Webhook>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let route = match (req.method(), req.uri().path()) {
+        (&Method::POST, "/mutate/namespace") => Route::Namespace,
+        (&Method::POST, "/mutate/pod") => Route::Pod,
+        _ => return Ok(body::status(StatusCode::NOT_FOUND)),
+    };
+    let bytes = match body::read(req.into_body(), MAX_REVIEW_BYTES, Duration::from_secs(10)).await {
+        Ok(b) => b,
+        Err(e) => {
+            return Ok(body::json(
+                StatusCode::BAD_REQUEST,
+                &serde_json::json!({"error": e.to_string()}),
+            ));
+        }
+    };
+    Ok(body::json(StatusCode::OK, &admit(&webhook, route, &bytes)))
+}
+
+/// Answers one AdmissionReview.
+pub fn admit(webhook: &Webhook, route: Route, body: &[u8]) -> serde_json::Value {
+    let label = match route {
+        Route::Namespace => "namespace",
+        Route::Pod => "pod",
+    };
+    let count = |result: &str| webhook.requests.with_label_values(&[label, result]).inc();
+    let review: AdmissionReview<Pod> = match serde_json::from_slice(body) {
+        Ok(r) => r,
+        Err(e) => {
+            count("error");
+            return serde_json::to_value(
+                AdmissionResponse::invalid(format!("not an AdmissionReview: {e}")).into_review(),
+            )
+            .unwrap_or_default();
+        }
+    };
+    let request: AdmissionRequest<Pod> = match review.try_into() {
+        Ok(r) => r,
+        Err(e) => {
+            count("error");
+            return serde_json::to_value(AdmissionResponse::invalid(e.to_string()).into_review())
+                .unwrap_or_default();
+        }
+    };
+    let response = AdmissionResponse::from(&request);
+    let response = match (&request.operation, &request.object) {
+        (Operation::Create, Some(pod)) => match decide(route, pod, &webhook.config) {
+            Ok(Outcome::Inject(patch)) => match response.clone().with_patch(patch) {
+                Ok(r) => {
+                    count("injected");
+                    tracing::info!(namespace = %request.namespace.as_deref().unwrap_or(""), pod = %pod.metadata.name.as_deref().or(pod.metadata.generate_name.as_deref()).unwrap_or(""), "injected the tollgate sidecar");
+                    r
+                }
+                Err(e) => {
+                    count("error");
+                    response.deny(format!("tollgate could not build the sidecar patch: {e}"))
+                }
+            },
+            Ok(Outcome::Skip(reason)) => {
+                count("skipped");
+                tracing::debug!(reason, "no injection");
+                response
+            }
+            Err(message) => {
+                count("denied");
+                response.deny(format!("tollgate sidecar injection: {message}"))
+            }
+        },
+        _ => {
+            count("skipped");
+            response
+        }
+    };
+    serde_json::to_value(response.into_review()).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::webhook::certs;
+    use http_body_util::{BodyExt, Full};
+    use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
+    use serde_json::{Value, json};
+
+    fn webhook() -> Arc<Webhook> {
+        Arc::new(Webhook {
+            config: InjectConfig {
+                image: "tollgate:test".into(),
+                pull_policy: None,
+                controller_url: "http://tollgate:9443".into(),
+                audience: "tollgate".into(),
+                native_sidecars: true,
+                controller_name: "tollgate-controller".into(),
+                extra_args: Vec::new(),
+                extra_env: Vec::new(),
+            },
+            requests: IntCounterVec::new(prometheus::Opts::new("t", "t"), &["route", "result"])
+                .unwrap(),
+        })
+    }
+
+    fn review(pod: Value) -> Vec<u8> {
+        serde_json::to_vec(&json!({
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": "705ab4f5-6393-11e8-b7cc-42010a800002",
+                "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                "resource": {"group": "", "version": "v1", "resource": "pods"},
+                "namespace": "team",
+                "operation": "CREATE",
+                "userInfo": {"username": "alice"},
+                "object": pod,
+                "dryRun": false
+            }
+        }))
+        .unwrap()
+    }
+
+    fn pod(labels: Value) -> Value {
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"generateName": "kms-", "labels": labels}, "spec": {"containers": [{"name": "s", "image": "s"}]}})
+    }
+
+    #[test]
+    fn reviews_come_back_with_the_uid_and_a_patch_a_skip_or_a_denial() {
+        let w = webhook();
+        let injected = admit(&w, Route::Namespace, &review(pod(json!({"app": "kms"}))));
+        let response = &injected["response"];
+        assert_eq!(response["uid"], "705ab4f5-6393-11e8-b7cc-42010a800002");
+        assert_eq!(
+            (
+                response["allowed"].as_bool(),
+                response["patchType"].as_str()
+            ),
+            (Some(true), Some("JSONPatch"))
+        );
+        // kube serialises the patch bytes as a JSON array of numbers, which
+        // the apiserver decodes like the base64 form.
+        let bytes: Vec<u8> = serde_json::from_value(response["patch"].clone()).unwrap();
+        let patch: Value = serde_json::from_slice(&bytes).unwrap();
+        assert!(
+            patch
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|op| op["path"] == "/spec/initContainers/0")
+        );
+
+        let skipped = admit(&w, Route::Pod, &review(pod(json!({"app": "kms"}))));
+        assert_eq!(skipped["response"]["allowed"], true);
+        assert!(skipped["response"]["patch"].is_null());
+
+        let mut bad = pod(json!({}));
+        bad["metadata"]["annotations"] = json!({"tollgate.dev/listen-port": "x"});
+        let denied = admit(&w, Route::Namespace, &review(bad));
+        assert_eq!(denied["response"]["allowed"], false);
+        assert!(
+            denied["response"]["status"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("tollgate.dev/listen-port")
+        );
+
+        let garbage = admit(&w, Route::Namespace, b"{\"kind\": 5}");
+        assert_eq!(garbage["response"]["allowed"], false);
+        let m = |r: &str| w.requests.with_label_values(&["namespace", r]).get();
+        assert_eq!((m("injected"), m("denied"), m("error")), (1, 1, 1));
+    }
+
+    /// The apiserver's view: TLS verified against the CA that goes into
+    /// caBundle, then an AdmissionReview over HTTP/1.1.
+    #[tokio::test]
+    async fn serves_reviews_over_tls_trusted_by_the_generated_ca() {
+        let bundle = certs::generate(&[
+            "tollgate-webhook.tollgate-system.svc".into(),
+            "127.0.0.1".into(),
+        ])
+        .unwrap();
+        let resolver = Arc::new(certs::Resolver::new(&bundle.cert, &bundle.key).unwrap());
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stop_rx) = watch::channel(false);
+        let server = tokio::spawn(serve(listener, resolver, webhook(), stop_rx));
+
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(bundle.ca_cert.as_bytes()) {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let client = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(client))
+            .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
+            .await
+            .expect("the certificate is valid for 127.0.0.1 under the generated CA");
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let req = Request::post("/mutate/namespace")
+            .header("content-type", "application/json")
+            .body(Full::new(bytes::Bytes::from(review(pod(
+                json!({"app": "kms"}),
+            )))))
+            .unwrap();
+        let resp = sender.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let body: Value =
+            serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+        assert_eq!(body["response"]["patchType"], "JSONPatch");
+        let _ = stop.send(true);
+        server.await.unwrap();
+    }
+}

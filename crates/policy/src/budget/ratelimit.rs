@@ -1,0 +1,524 @@
+//! Sliding-window rate limits.
+//!
+//! A limit of N per window W admits a call at time `t` only if fewer than N
+//! calls were admitted in `(t - W, t]`. That is the promise operators read in
+//! "30 per minute": no 60-second span ever holds 31 admissions, including
+//! spans that straddle what a fixed-window counter would call a window edge.
+//! Approximations (fixed windows, token buckets, the weighted two-window
+//! counter) all break that promise by up to 2×, so the in-memory store keeps
+//! the exact log: the last N admission times per bucket, which is all the
+//! rule needs to look back at.
+//!
+//! Admission is all-or-nothing across every limit a call is subject to, so a
+//! call refused by one limit never spends another's budget.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+/// The most live buckets one limit keeps. Keys come from call arguments,
+/// which the agent chooses; past this many a limit refuses new keys rather
+/// than letting memory grow without bound. The cap is per limit, so an agent
+/// spraying one keyed argument cannot exhaust the buckets of other limits.
+pub const MAX_BUCKETS_PER_LIMIT: usize = 10_000;
+
+/// The stable identity of one compiled limit: policy, rule, position and key
+/// shape. Budgets survive a policy reload as long as this stays the same.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LimitId(pub Arc<str>);
+
+/// One compiled limit.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Limit {
+    /// Identity of the budget.
+    pub id: LimitId,
+    /// Calls admitted per window.
+    pub requests: u32,
+    /// Window length.
+    pub window: Duration,
+    /// Kept in the shared store (Redis), not in the sidecar.
+    pub shared: bool,
+    /// Without the shared store: count in the sidecar instead of denying.
+    pub local_fallback: bool,
+}
+
+/// Which budget of a limit a call draws on: a digest of the key values,
+/// stable across processes so that a shared store sees the same bucket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct BucketKey(pub [u8; 16]);
+
+impl BucketKey {
+    /// Digests the key parts; parts are length-prefixed so `("ab","c")` and
+    /// `("a","bc")` differ.
+    pub fn of<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> BucketKey {
+        let mut h = Sha256::new();
+        for part in parts {
+            h.update((part.len() as u64).to_le_bytes());
+            h.update(part);
+        }
+        let digest = h.finalize();
+        let mut key = [0u8; 16];
+        key.copy_from_slice(&digest[..16]);
+        BucketKey(key)
+    }
+
+    /// Hex form, for shared-store keys.
+    pub fn hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// Admissions a call needs from one bucket of a limit.
+#[derive(Clone, Debug)]
+pub struct Acquire {
+    /// The limit.
+    pub limit: Arc<Limit>,
+    /// The bucket within it.
+    pub bucket: BucketKey,
+    /// How many: 1 per call, or per object for resource rules (a call
+    /// creating 10 clones draws 10).
+    pub cost: u32,
+}
+
+/// Why an acquisition failed.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Refusal {
+    /// The limit at this index of the request list has no room; the earliest
+    /// moment it will is `retry_after` from now.
+    Exhausted {
+        /// Index into the acquisitions passed in.
+        index: usize,
+        /// How long until one slot frees up.
+        retry_after: Duration,
+    },
+    /// The shared store cannot be reached and the limit fails closed.
+    StoreUnavailable {
+        /// Index into the acquisitions passed in.
+        index: usize,
+    },
+    /// The limit cannot take a new bucket (see [`MAX_BUCKETS_PER_LIMIT`]).
+    TooManyBuckets {
+        /// Index into the acquisitions passed in.
+        index: usize,
+    },
+}
+
+impl Refusal {
+    /// The same refusal for a list that was a subset of another: `indices`
+    /// maps positions in the subset to positions in the whole.
+    pub fn reindexed(self, indices: &[usize]) -> Refusal {
+        match self {
+            Refusal::Exhausted { index, retry_after } => Refusal::Exhausted {
+                index: indices[index],
+                retry_after,
+            },
+            Refusal::TooManyBuckets { index } => Refusal::TooManyBuckets {
+                index: indices[index],
+            },
+            Refusal::StoreUnavailable { index } => Refusal::StoreUnavailable {
+                index: indices[index],
+            },
+        }
+    }
+}
+
+/// The last admission times of one bucket, oldest first, at most `requests`
+/// long.
+#[derive(Debug, Default)]
+struct Log(VecDeque<Instant>);
+
+impl Log {
+    /// Forgets admissions that left the window ending at `now`.
+    fn expire(&mut self, window: Duration, now: Instant) {
+        while let Some(&t) = self.0.front() {
+            if now.saturating_duration_since(t) >= window {
+                self.0.pop_front();
+            } else {
+                break;
+            }
+        }
+    }
+
+    /// How long until this bucket has room for `cost` more, or `None` if it
+    /// has now. More than the limit ever admits at once waits a window and
+    /// is refused again.
+    fn wait(&self, limit: &Limit, cost: u32, now: Instant) -> Option<Duration> {
+        let (n, cost) = (limit.requests as usize, cost as usize);
+        if self.0.len() + cost <= n {
+            return None;
+        }
+        if cost > n {
+            return Some(limit.window);
+        }
+        // Enough of the oldest admissions must leave the window first.
+        let pivot = self.0[self.0.len() + cost - n - 1];
+        Some((pivot + limit.window).saturating_duration_since(now))
+    }
+
+    fn admit(&mut self, limit: &Limit, cost: u32, now: Instant) {
+        for _ in 0..cost {
+            self.0.push_back(now);
+        }
+        while self.0.len() > limit.requests as usize {
+            self.0.pop_front();
+        }
+    }
+}
+
+/// The in-memory store: exact, per process, behind one short lock.
+#[derive(Debug, Default)]
+pub struct MemoryCounter {
+    buckets: Mutex<Buckets>,
+}
+
+#[derive(Debug, Default)]
+struct Buckets {
+    limits: HashMap<LimitId, LimitBuckets>,
+    /// Admissions since the last sweep.
+    since_sweep: usize,
+}
+
+#[derive(Debug, Default)]
+struct LimitBuckets {
+    logs: HashMap<BucketKey, Log>,
+    /// Longest window seen for this limit, for sweeping idle buckets.
+    window: Duration,
+}
+
+impl MemoryCounter {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Live buckets, for metrics and tests.
+    pub fn buckets(&self) -> usize {
+        self.lock().limits.values().map(|l| l.logs.len()).sum()
+    }
+
+    /// Drops buckets whose every admission has left the window.
+    pub fn sweep(&self, now: Instant) {
+        let mut b = self.lock();
+        b.sweep(now);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Buckets> {
+        // A panic while holding this lock cannot leave a log half-written
+        // (every mutation is a single push/pop), so a poisoned lock is safe
+        // to keep using.
+        self.buckets.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Buckets {
+    fn sweep(&mut self, now: Instant) {
+        for limit in self.limits.values_mut() {
+            limit.sweep(now);
+        }
+        self.limits.retain(|_, l| !l.logs.is_empty());
+        self.since_sweep = 0;
+    }
+}
+
+impl LimitBuckets {
+    fn sweep(&mut self, now: Instant) {
+        let window = self.window;
+        self.logs.retain(|_, log| {
+            log.expire(window, now);
+            !log.0.is_empty()
+        });
+    }
+}
+
+impl MemoryCounter {
+    /// Admits one call in every acquisition, or in none of them.
+    pub fn try_acquire(&self, acquisitions: &[Acquire], now: Instant) -> Result<(), Refusal> {
+        let mut b = self.lock();
+        b.since_sweep += 1;
+        if b.since_sweep >= 4096 {
+            b.sweep(now);
+        }
+        // Check every bucket before admitting into any.
+        for (index, a) in acquisitions.iter().enumerate() {
+            let limit = b.limits.entry(a.limit.id.clone()).or_default();
+            if let Some(log) = limit.logs.get_mut(&a.bucket) {
+                log.expire(a.limit.window, now);
+                if let Some(retry_after) = log.wait(&a.limit, a.cost, now) {
+                    return Err(Refusal::Exhausted { index, retry_after });
+                }
+            } else if a.cost > a.limit.requests {
+                return Err(Refusal::Exhausted {
+                    index,
+                    retry_after: a.limit.window,
+                });
+            } else if limit.logs.len() >= MAX_BUCKETS_PER_LIMIT {
+                limit.sweep(now);
+                if limit.logs.len() >= MAX_BUCKETS_PER_LIMIT {
+                    return Err(Refusal::TooManyBuckets { index });
+                }
+            }
+        }
+        for a in acquisitions {
+            let limit = b.limits.entry(a.limit.id.clone()).or_default();
+            limit.window = limit.window.max(a.limit.window);
+            limit
+                .logs
+                .entry(a.bucket)
+                .or_default()
+                .admit(&a.limit, a.cost, now);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limit(id: &str, requests: u32, secs: u64) -> Arc<Limit> {
+        Arc::new(Limit {
+            id: LimitId(id.into()),
+            requests,
+            window: Duration::from_secs(secs),
+            shared: false,
+            local_fallback: false,
+        })
+    }
+
+    fn acq(l: &Arc<Limit>, key: &str) -> Acquire {
+        acq_n(l, key, 1)
+    }
+
+    fn acq_n(l: &Arc<Limit>, key: &str, cost: u32) -> Acquire {
+        Acquire {
+            limit: l.clone(),
+            bucket: BucketKey::of([key.as_bytes()]),
+            cost,
+        }
+    }
+
+    #[test]
+    fn a_call_creating_several_objects_draws_them_all_or_none() {
+        let c = MemoryCounter::new();
+        let l = limit("objects", 30, 60);
+        let t0 = Instant::now();
+        assert_eq!(c.try_acquire(&[acq_n(&l, "k", 25)], t0), Ok(()));
+        // 10 more do not fit in the 5 left: nothing is drawn.
+        assert!(matches!(
+            c.try_acquire(&[acq_n(&l, "k", 10)], t0),
+            Err(Refusal::Exhausted { .. })
+        ));
+        assert_eq!(c.try_acquire(&[acq_n(&l, "k", 5)], t0), Ok(()));
+        assert!(c.try_acquire(&[acq(&l, "k")], t0).is_err());
+        // More than a window ever admits.
+        assert!(c.try_acquire(&[acq_n(&l, "other", 31)], t0).is_err());
+    }
+
+    #[test]
+    fn admits_n_then_refuses_with_the_time_until_a_slot_frees() {
+        let c = MemoryCounter::new();
+        let l = limit("p/r#0", 3, 60);
+        let t0 = Instant::now();
+        for i in 0..3 {
+            assert_eq!(
+                c.try_acquire(&[acq(&l, "a")], t0 + Duration::from_secs(i)),
+                Ok(())
+            );
+        }
+        assert_eq!(
+            c.try_acquire(&[acq(&l, "a")], t0 + Duration::from_secs(10)),
+            Err(Refusal::Exhausted {
+                index: 0,
+                retry_after: Duration::from_secs(50)
+            })
+        );
+        // Another bucket of the same limit has its own budget.
+        assert_eq!(
+            c.try_acquire(&[acq(&l, "b")], t0 + Duration::from_secs(10)),
+            Ok(())
+        );
+        // At exactly t0+60s the first admission has left (t0+60-60, t0+60].
+        assert_eq!(
+            c.try_acquire(&[acq(&l, "a")], t0 + Duration::from_secs(60)),
+            Ok(())
+        );
+        assert!(
+            c.try_acquire(&[acq(&l, "a")], t0 + Duration::from_secs(60))
+                .is_err()
+        );
+    }
+
+    /// The window-edge case a fixed-window counter gets wrong: N calls at the
+    /// end of one minute and N at the start of the next would be 2N within a
+    /// few seconds.
+    #[test]
+    fn no_span_of_one_window_ever_holds_more_than_n_across_an_edge() {
+        let c = MemoryCounter::new();
+        let l = limit("edge", 30, 60);
+        let t0 = Instant::now();
+        let late = t0 + Duration::from_secs(59);
+        let mut admitted = Vec::new();
+        for _ in 0..30 {
+            if c.try_acquire(&[acq(&l, "k")], late).is_ok() {
+                admitted.push(late);
+            }
+        }
+        // One second later a fixed window would have reset.
+        let next = t0 + Duration::from_secs(61);
+        for _ in 0..30 {
+            assert!(c.try_acquire(&[acq(&l, "k")], next).is_err());
+        }
+        // The budget returns only once the first 30 are a full window old.
+        assert!(
+            c.try_acquire(&[acq(&l, "k")], late + Duration::from_millis(59_999))
+                .is_err()
+        );
+        assert!(
+            c.try_acquire(&[acq(&l, "k")], late + Duration::from_secs(60))
+                .is_ok()
+        );
+        assert_eq!(admitted.len(), 30);
+    }
+
+    /// Simulates a minute of traffic at irregular times and checks the
+    /// defining property over every 60 s span.
+    #[test]
+    fn every_window_long_span_holds_at_most_n_admissions() {
+        let c = MemoryCounter::new();
+        let l = limit("prop", 7, 10);
+        let t0 = Instant::now();
+        let mut admitted: Vec<Duration> = Vec::new();
+        // A deterministic, irregular schedule: bursts and gaps.
+        let mut t = Duration::ZERO;
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        for _ in 0..2000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            t += Duration::from_millis(x % 400);
+            if c.try_acquire(&[acq(&l, "k")], t0 + t).is_ok() {
+                admitted.push(t);
+            }
+        }
+        assert!(
+            admitted.len() > 100,
+            "schedule should admit plenty: {}",
+            admitted.len()
+        );
+        for (i, start) in admitted.iter().enumerate() {
+            let within = admitted[i..]
+                .iter()
+                .take_while(|&&a| a < *start + l.window)
+                .count();
+            assert!(
+                within <= 7,
+                "{within} admissions in the 10 s after {start:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_refused_call_spends_no_budget_of_its_other_limits() {
+        let c = MemoryCounter::new();
+        let per_minute = limit("m", 5, 60);
+        let per_day = limit("d", 1, 86_400);
+        let t0 = Instant::now();
+        assert_eq!(
+            c.try_acquire(&[acq(&per_minute, "k"), acq(&per_day, "k")], t0),
+            Ok(())
+        );
+        for _ in 0..10 {
+            assert!(matches!(
+                c.try_acquire(&[acq(&per_minute, "k"), acq(&per_day, "k")], t0),
+                Err(Refusal::Exhausted { index: 1, .. })
+            ));
+        }
+        // The per-minute budget still has 4 left.
+        for _ in 0..4 {
+            assert_eq!(c.try_acquire(&[acq(&per_minute, "k")], t0), Ok(()));
+        }
+        assert!(c.try_acquire(&[acq(&per_minute, "k")], t0).is_err());
+    }
+
+    #[test]
+    fn lowering_a_limit_keeps_the_history() {
+        let c = MemoryCounter::new();
+        let t0 = Instant::now();
+        let wide = limit("same", 10, 60);
+        for _ in 0..5 {
+            c.try_acquire(&[acq(&wide, "k")], t0).unwrap();
+        }
+        let narrow = limit("same", 3, 60);
+        assert!(c.try_acquire(&[acq(&narrow, "k")], t0).is_err());
+    }
+
+    #[test]
+    fn idle_buckets_are_swept() {
+        let c = MemoryCounter::new();
+        let l = limit("s", 1, 1);
+        let t0 = Instant::now();
+        for i in 0..100u32 {
+            c.try_acquire(&[acq(&l, &i.to_string())], t0).unwrap();
+        }
+        assert_eq!(c.buckets(), 100);
+        c.sweep(t0 + Duration::from_secs(2));
+        assert_eq!(c.buckets(), 0);
+    }
+
+    #[test]
+    fn a_limit_full_of_keys_refuses_new_ones_without_touching_other_limits() {
+        let c = MemoryCounter::new();
+        let sprayed = limit("sprayed", 1, 3600);
+        let other = limit("other", 5, 3600);
+        let t0 = Instant::now();
+        for i in 0..MAX_BUCKETS_PER_LIMIT {
+            c.try_acquire(&[acq(&sprayed, &i.to_string())], t0).unwrap();
+        }
+        assert_eq!(
+            c.try_acquire(&[acq(&sprayed, "one-more")], t0),
+            Err(Refusal::TooManyBuckets { index: 0 })
+        );
+        assert_eq!(c.try_acquire(&[acq(&other, "fresh")], t0), Ok(()));
+        // Once the sprayed buckets age out, new keys are welcome again.
+        assert_eq!(
+            c.try_acquire(&[acq(&sprayed, "one-more")], t0 + Duration::from_secs(3600)),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn bucket_keys_separate_parts() {
+        assert_ne!(
+            BucketKey::of([b"ab".as_slice(), b"c"]),
+            BucketKey::of([b"a".as_slice(), b"bc"])
+        );
+        assert_eq!(
+            BucketKey::of([b"x".as_slice()]),
+            BucketKey::of([b"x".as_slice()])
+        );
+    }
+
+    /// N of M simultaneous callers get through, exactly.
+    #[test]
+    fn concurrent_callers_admit_exactly_n() {
+        let c = Arc::new(MemoryCounter::new());
+        let l = limit("conc", 30, 60);
+        let now = Instant::now();
+        let barrier = Arc::new(std::sync::Barrier::new(16));
+        let handles: Vec<_> = (0..16)
+            .map(|_| {
+                let (c, l, barrier) = (c.clone(), l.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    (0..25)
+                        .filter(|_| c.try_acquire(&[acq(&l, "k")], now).is_ok())
+                        .count()
+                })
+            })
+            .collect();
+        let admitted: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
+        assert_eq!(admitted, 30);
+    }
+}

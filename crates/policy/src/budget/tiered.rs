@@ -1,0 +1,123 @@
+//! Rate limits in two tiers: `scope: Shared` limits in a store every replica
+//! sees (Redis, in the sidecar), the rest in this process's memory — admitted
+//! together, all or nothing.
+//!
+//! The shared tier is asked first (one round trip for all of a call's shared
+//! limits). If it admits and a local limit then refuses, the shared admission
+//! is taken back, so a refused call never spends a shared budget. When the
+//! shared store cannot be reached, each shared limit follows its
+//! `onStoreError`: `Deny` refuses the call, `LocalFallback` counts it in
+//! memory instead (a per-replica budget for the outage).
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use super::Budgets;
+use super::ratelimit::{Acquire, MemoryCounter, Refusal};
+
+/// What the shared store said.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SharedOutcome {
+    /// Every acquisition was admitted; `last` identifies the admissions so
+    /// they can be taken back.
+    Admitted {
+        /// The store's sequence number of the last admission.
+        last: i64,
+    },
+    /// The acquisition at `index` (into those passed) has no room.
+    Full {
+        /// Which acquisition.
+        index: usize,
+        /// When it will have room.
+        retry_after: Duration,
+    },
+}
+
+/// The shared store did not answer; the text says why, for logs.
+#[derive(Debug, thiserror::Error)]
+#[error("the shared rate-limit store is unavailable: {0}")]
+pub struct StoreDown(pub String);
+
+/// A store of rate-limit budgets shared by every replica.
+pub trait Shared: Sync {
+    /// Admits every acquisition, or none.
+    fn try_acquire(
+        &self,
+        all: &[&Acquire],
+        now: Instant,
+    ) -> impl Future<Output = Result<SharedOutcome, StoreDown>> + Send;
+    /// Takes back what [`try_acquire`](Self::try_acquire) admitted as `last`.
+    fn release(&self, all: &[&Acquire], last: i64) -> impl Future<Output = ()> + Send;
+}
+
+/// Local budgets, and shared ones when a shared store is configured.
+#[derive(Debug, Default)]
+pub struct Tiered<S> {
+    local: MemoryCounter,
+    pub(super) shared: Option<S>,
+}
+
+impl<S: Shared> Tiered<S> {
+    /// Budgets in memory, beside `shared` if there is one (without it,
+    /// shared limits behave as if the store were down).
+    pub fn new(shared: Option<S>) -> Self {
+        Tiered {
+            local: MemoryCounter::new(),
+            shared,
+        }
+    }
+
+    /// The in-memory tier (for sweeping idle buckets, and for metrics).
+    pub fn local(&self) -> &MemoryCounter {
+        &self.local
+    }
+}
+
+impl<S: Shared> Budgets for Tiered<S> {
+    async fn acquire(&self, all: &[Acquire], now: Instant) -> Result<(), Refusal> {
+        let shared_idx: Vec<usize> = (0..all.len()).filter(|&i| all[i].limit.shared).collect();
+        if shared_idx.is_empty() {
+            return self.local.try_acquire(all, now);
+        }
+        let mut local_idx: Vec<usize> = (0..all.len()).filter(|&i| !all[i].limit.shared).collect();
+        let mut taken = None;
+        match &self.shared {
+            Some(store) => {
+                let shared: Vec<&Acquire> = shared_idx.iter().map(|&i| &all[i]).collect();
+                match store.try_acquire(&shared, now).await {
+                    Ok(SharedOutcome::Admitted { last }) => taken = Some((store, shared, last)),
+                    Ok(SharedOutcome::Full { index, retry_after }) => {
+                        return Err(Refusal::Exhausted {
+                            index: shared_idx[index.min(shared_idx.len() - 1)],
+                            retry_after,
+                        });
+                    }
+                    Err(_) => fall_back(all, &shared_idx, &mut local_idx)?,
+                }
+            }
+            // No shared store configured: as if it were down.
+            None => fall_back(all, &shared_idx, &mut local_idx)?,
+        }
+        let local: Vec<Acquire> = local_idx.iter().map(|&i| all[i].clone()).collect();
+        match self.local.try_acquire(&local, now) {
+            Ok(()) => Ok(()),
+            Err(refusal) => {
+                if let Some((store, shared, last)) = taken {
+                    store.release(&shared, last).await;
+                }
+                Err(refusal.reindexed(&local_idx))
+            }
+        }
+    }
+}
+
+/// Without the shared store, each shared limit either fails closed or
+/// counts in memory (`onStoreError: LocalFallback`).
+fn fall_back(all: &[Acquire], shared: &[usize], local: &mut Vec<usize>) -> Result<(), Refusal> {
+    if let Some(&index) = shared.iter().find(|&&i| !all[i].limit.local_fallback) {
+        return Err(Refusal::StoreUnavailable { index });
+    }
+    local.extend_from_slice(shared);
+    local.sort_unstable();
+    Ok(())
+}

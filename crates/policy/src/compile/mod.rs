@@ -1,0 +1,493 @@
+//! `compile`: the one function that decides whether a policy is valid and
+//! turns it into what the evaluator runs.
+//!
+//! `tollgate check`, the sidecar's file mode, the controller and admission all
+//! call this, so the same YAML gets the same verdict everywhere. It collects
+//! every problem instead of stopping at the first, because a user fixing a
+//! policy wants the whole list in one go.
+
+pub mod caps;
+pub mod condition;
+pub mod matcher;
+pub mod resource_rules;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use caps::{MAX_MESSAGE, MAX_REQUESTS};
+
+use crate::budget::ratelimit::{Limit, LimitId};
+use crate::compile::condition::{Condition, check_pointer};
+use crate::compile::matcher::{ToolMatcher, compile_glob, is_glob};
+use crate::compile::resource_rules::{
+    CloneTest, CompiledSelector, InFlightCap, NamespaceTest, compile_mappings,
+    compile_resource_parts,
+};
+use crate::duration;
+use crate::problem::Problem;
+use crate::resources::Mapping;
+use crate::spec::{
+    Action, DenyWith, LimitScope, McpToolPolicySpec, Mode, OnStoreError, RateLimit, Rule,
+};
+
+/// A problem when `list` is longer than `max`.
+fn too_long<T>(list: &[T], max: usize, path: String, what: &str, hint: &str) -> Option<Problem> {
+    (list.len() > max).then(|| {
+        Problem::at(
+            path,
+            format!("{} {what}; at most {max} are allowed. {hint}", list.len()),
+        )
+    })
+}
+
+/// A policy, checked and ready to evaluate.
+#[derive(Debug, Clone)]
+pub struct CompiledPolicy {
+    /// `namespace/name`, or `name` for a file policy without a namespace.
+    pub name: Arc<str>,
+    /// Enforce or Audit.
+    pub mode: Mode,
+    /// What an unmatched call gets.
+    pub default_action: Action,
+    /// Whether statically denied tools vanish from `tools/list`.
+    pub hide_denied: bool,
+    /// How denials without a rule of their own are delivered.
+    pub deny_with: DenyWith,
+    pub(crate) rules: Vec<CompiledRule>,
+    pub(crate) matcher: ToolMatcher,
+    /// Rules with `resources`, in order.
+    pub(crate) resource_rules: Vec<u32>,
+    /// How undescribed tools create objects.
+    pub(crate) mappings: Vec<Mapping>,
+    /// Where objects without a namespace land.
+    pub(crate) default_namespace: String,
+}
+
+/// One rule, checked.
+#[derive(Debug, Clone)]
+pub struct CompiledRule {
+    /// The rule's name.
+    pub name: Arc<str>,
+    /// Allow or Deny.
+    pub action: Action,
+    /// The user's text for denials.
+    pub message: Option<String>,
+    /// All must hold.
+    pub conditions: Vec<Condition>,
+    /// All must have room.
+    pub limits: Vec<CompiledLimit>,
+    /// How a denial is delivered.
+    pub deny_with: DenyWith,
+    /// Whether the rule names tools (else it is a pure resource rule).
+    pub has_tools: bool,
+    /// The objects it matches.
+    pub resources: Vec<CompiledSelector>,
+    /// Where they may be.
+    pub namespaces: Option<NamespaceTest>,
+    /// Which clones.
+    pub clone: Option<CloneTest>,
+    /// How many may be in flight.
+    pub in_flight: Vec<InFlightCap>,
+    /// Callers it applies to (globs), if restricted.
+    pub subjects: Option<SubjectTest>,
+}
+
+/// `subjects`, checked.
+#[derive(Debug, Clone)]
+pub struct SubjectTest {
+    set: globset::GlobSet,
+    patterns: Vec<String>,
+}
+
+impl SubjectTest {
+    /// `Err` says why the caller `subject` is not one of these.
+    pub fn check(&self, subject: Option<&str>) -> Result<(), String> {
+        match subject {
+            Some(s) if self.set.is_match(s) => Ok(()),
+            Some(s) => Err(format!(
+                "caller {s:?} is not one of {}",
+                self.patterns.join(", ")
+            )),
+            None => Err(format!(
+                "this rule is for callers {}, and the call carries no verified identity",
+                self.patterns.join(", ")
+            )),
+        }
+    }
+}
+
+/// One rate limit of a rule.
+#[derive(Debug, Clone)]
+pub struct CompiledLimit {
+    /// The budget.
+    pub limit: Arc<Limit>,
+    /// Pointers whose values select the bucket.
+    pub key_arguments: Vec<String>,
+    /// Whether the session selects the bucket.
+    pub key_session: bool,
+    /// Whether the object's namespace selects the bucket.
+    pub key_namespace: bool,
+    /// Whether the clone's source VM selects the bucket.
+    pub key_source: bool,
+    /// Whether the caller's subject selects the bucket.
+    pub key_subject: bool,
+}
+
+impl CompiledPolicy {
+    /// The compiled rules, in evaluation order.
+    pub fn rules(&self) -> &[CompiledRule] {
+        &self.rules
+    }
+
+    /// Whether a rule names `tool` literally (not through a glob).
+    pub fn names_tool_exactly(&self, tool: &str) -> bool {
+        self.matcher.names_exactly(tool)
+    }
+}
+
+/// Checks `spec` and compiles it under the policy name `name`.
+pub fn compile(name: &str, spec: &McpToolPolicySpec) -> Result<CompiledPolicy, Vec<Problem>> {
+    let mut problems = Vec::new();
+    problems.extend(too_long(
+        &spec.rules,
+        caps::RULES,
+        "spec.rules".into(),
+        "rules",
+        "Split the policy into several.",
+    ));
+    if let Some(selector) = &spec.selector
+        && let Err(e) = kube::core::Selector::try_from(selector.clone())
+    {
+        problems.push(Problem::at(
+            "spec.selector",
+            format!(
+                "not a valid label selector ({}); operators are In, NotIn, Exists and DoesNotExist",
+                e.0
+            ),
+        ));
+    }
+    let policy_deny_with = spec.deny_with.unwrap_or_default();
+    let mut names = HashSet::new();
+    let mut rules = Vec::with_capacity(spec.rules.len());
+    for (i, rule) in spec.rules.iter().enumerate() {
+        let path = format!("spec.rules[{i}]");
+        if !names.insert(rule.name.as_str()) {
+            problems.push(Problem::at(
+                format!("{path}.name"),
+                format!(
+                    "rule name {:?} is used twice; give every rule a unique name",
+                    rule.name
+                ),
+            ));
+        }
+        match compile_rule(name, rule, policy_deny_with, &path) {
+            Ok(r) => rules.push(r),
+            Err(mut p) => problems.append(&mut p),
+        }
+    }
+    let mappings = compile_mappings(&spec.resource_mappings).unwrap_or_else(|mut p| {
+        problems.append(&mut p);
+        Vec::new()
+    });
+    let default_namespace = spec
+        .default_namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    if default_namespace.is_empty()
+        || default_namespace.len() > 63
+        || !default_namespace
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    {
+        problems.push(Problem::at(
+            "spec.defaultNamespace",
+            format!("{default_namespace:?} is not a namespace name"),
+        ));
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    let resource_rules = rules
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| !r.resources.is_empty())
+        .map(|(i, _)| i as u32)
+        .collect();
+    let patterns = spec
+        .rules
+        .iter()
+        .enumerate()
+        .flat_map(|(i, r)| r.tools.iter().map(move |t| (i as u32, t.as_str())));
+    let matcher = ToolMatcher::build(patterns).map_err(|e| {
+        // Every glob was validated one by one above; a failure here is a
+        // limit of the combined set (e.g. its size).
+        vec![Problem::at(
+            "spec.rules",
+            format!("the tool patterns cannot be combined: {e}"),
+        )]
+    })?;
+    Ok(CompiledPolicy {
+        name: name.into(),
+        mode: spec.mode,
+        default_action: spec.default_action,
+        hide_denied: spec.hide_denied,
+        deny_with: policy_deny_with,
+        rules,
+        matcher,
+        resource_rules,
+        mappings,
+        default_namespace,
+    })
+}
+
+fn compile_rule(
+    policy: &str,
+    rule: &Rule,
+    policy_deny_with: DenyWith,
+    path: &str,
+) -> Result<CompiledRule, Vec<Problem>> {
+    let mut problems = Vec::new();
+    if let Err(message) = check_rule_name(&rule.name) {
+        problems.push(Problem::at(format!("{path}.name"), message));
+    }
+    problems.extend(too_long(
+        &rule.tools,
+        caps::TOOLS,
+        format!("{path}.tools"),
+        "tool patterns",
+        "Use globs.",
+    ));
+    problems.extend(too_long(
+        &rule.arguments,
+        caps::ARGUMENTS,
+        format!("{path}.arguments"),
+        "conditions",
+        "Split the rule.",
+    ));
+    problems.extend(too_long(
+        &rule.rate_limits,
+        caps::RATE_LIMITS,
+        format!("{path}.rateLimits"),
+        "rate limits",
+        "Split the rule.",
+    ));
+    if rule.tools.is_empty() && rule.resources.is_empty() {
+        problems.push(Problem::at(
+            format!("{path}.tools"),
+            "list at least one tool name or glob, e.g. `tools: [vm_clone]` or `tools: [\"*\"]`, or the objects it governs in `resources`",
+        ));
+    }
+    let resource_parts = compile_resource_parts(
+        &rule.resources,
+        rule.namespaces.as_ref(),
+        rule.clone.as_ref(),
+        &rule.in_flight,
+        rule.action,
+        path,
+    )
+    .map_err(|mut p| problems.append(&mut p))
+    .ok();
+    for (j, tool) in rule.tools.iter().enumerate() {
+        if tool.is_empty() {
+            problems.push(Problem::at(
+                format!("{path}.tools[{j}]"),
+                "a tool pattern cannot be empty",
+            ));
+        } else if is_glob(tool)
+            && let Err(e) = compile_glob(tool)
+        {
+            problems.push(Problem::at(
+                format!("{path}.tools[{j}]"),
+                format!("{tool:?} is not a valid glob ({}); use `*`, `?`, `[abc]` or `{{a,b}}`, or escape a literal with `\\`", e.kind()),
+            ));
+        }
+    }
+    if let Some(message) = &rule.message
+        && message.chars().count() > MAX_MESSAGE
+    {
+        problems.push(Problem::at(
+            format!("{path}.message"),
+            format!("the message is longer than {MAX_MESSAGE} characters; shorten it"),
+        ));
+    }
+    if rule.action == Action::Deny && !rule.rate_limits.is_empty() {
+        problems.push(Problem::at(
+            format!("{path}.rateLimits"),
+            "rate limits apply to calls a rule allows; a Deny rule denies every call it matches. Use `action: Allow` or remove `rateLimits`",
+        ));
+    }
+    let mut conditions = Vec::with_capacity(rule.arguments.len());
+    for (j, c) in rule.arguments.iter().enumerate() {
+        match Condition::compile(c, &format!("{path}.arguments[{j}]")) {
+            Ok(c) => conditions.push(c),
+            Err(mut p) => problems.append(&mut p),
+        }
+    }
+    let mut limits: Vec<CompiledLimit> = Vec::with_capacity(rule.rate_limits.len());
+    for (j, l) in rule.rate_limits.iter().enumerate() {
+        let at = format!("{path}.rateLimits[{j}]");
+        match compile_limit(policy, &rule.name, l, &at) {
+            Ok(l) if limits.iter().any(|o| o.limit.id == l.limit.id) => problems.push(Problem::at(
+                at,
+                "another limit of this rule has the same window and key; keep only the stricter one",
+            )),
+            Ok(l) => limits.push(l),
+            Err(mut p) => problems.append(&mut p),
+        }
+    }
+    for (j, l) in rule.rate_limits.iter().enumerate() {
+        let key = l.key.clone().unwrap_or_default();
+        if (key.namespace || key.source) && rule.resources.is_empty() {
+            problems.push(Problem::at(
+                format!("{path}.rateLimits[{j}].key"),
+                "`namespace` and `source` keys count the objects a call creates; add `resources:` to the rule (or key tool calls by `arguments`)",
+            ));
+        }
+    }
+    let subjects = if rule.subjects.is_empty() {
+        None
+    } else {
+        let mut builder = globset::GlobSetBuilder::new();
+        for (j, s) in rule.subjects.iter().enumerate() {
+            match compile_glob(s) {
+                Ok(g) if !s.is_empty() => {
+                    builder.add(g);
+                }
+                Ok(_) => problems.push(Problem::at(
+                    format!("{path}.subjects[{j}]"),
+                    "a subject cannot be empty",
+                )),
+                Err(e) => problems.push(Problem::at(
+                    format!("{path}.subjects[{j}]"),
+                    format!("{s:?} is not a valid glob ({})", e.kind()),
+                )),
+            }
+        }
+        builder.build().ok().map(|set| SubjectTest {
+            set,
+            patterns: rule.subjects.iter().map(|s| format!("{s:?}")).collect(),
+        })
+    };
+    let (Some((resources, namespaces, clone, in_flight)), true) =
+        (resource_parts, problems.is_empty())
+    else {
+        return Err(problems);
+    };
+    Ok(CompiledRule {
+        name: rule.name.as_str().into(),
+        action: rule.action,
+        message: rule.message.clone(),
+        conditions,
+        limits,
+        deny_with: rule.deny_with.unwrap_or(policy_deny_with),
+        has_tools: !rule.tools.is_empty(),
+        resources,
+        namespaces,
+        clone,
+        in_flight,
+        subjects,
+    })
+}
+
+fn compile_limit(
+    policy: &str,
+    rule: &str,
+    l: &RateLimit,
+    path: &str,
+) -> Result<CompiledLimit, Vec<Problem>> {
+    let mut problems = Vec::new();
+    if l.requests < 1 {
+        problems.push(Problem::at(
+            format!("{path}.requests"),
+            format!("{} admits nothing; a limit needs `requests: 1` or more (to refuse every call, use `action: Deny`)", l.requests),
+        ));
+    } else if l.requests > MAX_REQUESTS {
+        problems.push(Problem::at(
+            format!("{path}.requests"),
+            format!("{} is above the maximum of {MAX_REQUESTS} per window; use a shorter window with a smaller count", l.requests),
+        ));
+    }
+    let window = match duration::parse(&l.window) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            problems.push(Problem::at(format!("{path}.window"), e.to_string()));
+            None
+        }
+    };
+    let mut key = l.key.clone().unwrap_or_default();
+    problems.extend(too_long(
+        &key.arguments,
+        caps::KEY_ARGUMENTS,
+        format!("{path}.key.arguments"),
+        "key pointers",
+        "",
+    ));
+    let mut seen = HashSet::new();
+    for (k, pointer) in key.arguments.iter().enumerate() {
+        if let Err(message) = check_pointer(pointer) {
+            problems.push(Problem::at(format!("{path}.key.arguments[{k}]"), message));
+        } else if !seen.insert(pointer) {
+            problems.push(Problem::at(
+                format!("{path}.key.arguments[{k}]"),
+                format!("{pointer:?} is listed twice"),
+            ));
+        }
+    }
+    let (Some(window), true) = (window, problems.is_empty()) else {
+        return Err(problems);
+    };
+    // Key order does not change what a budget means.
+    key.arguments.sort();
+    // The identity covers what gives a bucket its meaning (policy, rule,
+    // window, key shape) but not the count: tightening "30 per 1m" to "10
+    // per 1m" keeps the admissions already made; adding or reordering limits
+    // moves no history from one to another.
+    // JSON-encoded pointers: a pointer may itself contain ',' or ']'.
+    let shared = l.scope == Some(LimitScope::Shared);
+    if l.on_store_error.is_some() && !shared {
+        problems.push(Problem::at(
+            format!("{path}.onStoreError"),
+            "onStoreError applies to limits with `scope: Shared` (a Pod limit has no store to lose)",
+        ));
+        return Err(problems);
+    }
+    let id = format!(
+        "{policy}/{rule}/{}{}{}{}{}{}",
+        duration::Human(window),
+        serde_json::to_string(&key.arguments).unwrap_or_default(),
+        if key.session { "+session" } else { "" },
+        if key.namespace { "+namespace" } else { "" },
+        if key.source { "+source" } else { "" },
+        if key.subject { "+subject" } else { "" }
+    );
+    Ok(CompiledLimit {
+        limit: Arc::new(Limit {
+            id: LimitId(id.into()),
+            requests: l.requests as u32,
+            window,
+            shared,
+            local_fallback: l.on_store_error == Some(OnStoreError::LocalFallback),
+        }),
+        key_arguments: key.arguments,
+        key_session: key.session,
+        key_namespace: key.namespace,
+        key_source: key.source,
+        key_subject: key.subject,
+    })
+}
+
+/// Rule names appear in metrics labels and denials: keep them short and plain.
+fn check_rule_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name:?} is not a valid rule name; use 1-63 letters, digits, '-', '_' or '.', e.g. \"allow-reads\""
+        ))
+    }
+}

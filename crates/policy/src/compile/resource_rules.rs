@@ -1,0 +1,473 @@
+//! The parts of a rule that judge Kubernetes objects rather than tool
+//! names: which objects (`resources`), where (`namespaces`), which clones
+//! (`clone`), and how many at once (`inFlight`). Compiled here, checked
+//! against each [`Op`] a call would perform.
+
+use std::collections::BTreeMap;
+
+use globset::{GlobSet, GlobSetBuilder};
+use kube::core::{Selector, SelectorExt};
+
+use crate::compile::condition::{Condition, check_pointer};
+use crate::compile::matcher::compile_glob;
+use crate::problem::Problem;
+use crate::resources::{CLONE_GROUP, CLONE_KIND, CLONE_RESOURCE, From, Mapping, Op, plural};
+use crate::spec::{
+    Action, CloneCondition, InFlightLimit, InFlightScope, NamespaceCondition, ResourceMapping,
+    ResourceSelector,
+};
+
+/// What the cluster knows that rules may ask about.
+pub trait ClusterView: Sync {
+    /// The labels of VirtualMachine `namespace/name`, if known.
+    fn vm_labels(&self, namespace: &str, name: &str) -> Option<BTreeMap<String, String>>;
+}
+
+/// A view that knows nothing (file mode without a controller).
+pub struct NoCluster;
+
+impl ClusterView for NoCluster {
+    fn vm_labels(&self, _: &str, _: &str) -> Option<BTreeMap<String, String>> {
+        None
+    }
+}
+
+/// A `resources` entry, checked.
+#[derive(Clone, Debug)]
+pub struct CompiledSelector {
+    group: String,
+    /// The plural resource this selector names (from `resource`, or
+    /// derived from `kind`).
+    resource: String,
+    kind: Option<String>,
+    verbs: Vec<String>,
+}
+
+impl CompiledSelector {
+    /// Whether `op` is one of the objects this selector names.
+    pub fn matches(&self, op: &Op) -> bool {
+        if op.group != self.group || op.subresource.is_some() {
+            return false;
+        }
+        let same_kind = match (&op.kind, &op.resource) {
+            (Some(kind), _)
+                if self
+                    .kind
+                    .as_deref()
+                    .is_some_and(|k| k.eq_ignore_ascii_case(kind)) =>
+            {
+                true
+            }
+            (Some(kind), _) => plural(kind) == self.resource,
+            (None, Some(resource)) => resource.eq_ignore_ascii_case(&self.resource),
+            (None, None) => false,
+        };
+        same_kind
+            && op
+                .verbs
+                .iter()
+                .any(|v| self.verbs.iter().any(|w| w == v || w == "*"))
+    }
+
+    /// Whether this selector names VirtualMachineClones.
+    pub fn is_clone(&self) -> bool {
+        self.group == CLONE_GROUP && self.resource == CLONE_RESOURCE
+    }
+
+    /// `VirtualMachineClone` (or the resource), for messages.
+    pub fn describe(&self) -> String {
+        self.kind.clone().unwrap_or_else(|| self.resource.clone())
+    }
+}
+
+/// `namespaces`, checked.
+#[derive(Clone, Debug)]
+pub struct NamespaceTest {
+    include: Option<(GlobSet, Vec<String>)>,
+    exclude: Option<(GlobSet, Vec<String>)>,
+}
+
+impl NamespaceTest {
+    /// `Err` says why `namespace` is refused.
+    pub fn check(&self, namespace: Option<&str>) -> Result<(), String> {
+        let Some(ns) = namespace else {
+            return Err("its namespace cannot be known (cluster-wide or all namespaces), and this rule only allows some namespaces".into());
+        };
+        if let Some((set, patterns)) = &self.exclude
+            && set.is_match(ns)
+        {
+            return Err(format!(
+                "namespace {ns:?} is excluded ({})",
+                patterns.join(", ")
+            ));
+        }
+        if let Some((set, patterns)) = &self.include
+            && !set.is_match(ns)
+        {
+            return Err(format!(
+                "namespace {ns:?} is not one of {}",
+                patterns.join(", ")
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `clone`, checked.
+#[derive(Clone, Debug)]
+pub struct CloneTest {
+    sources: Option<(GlobSet, Vec<String>)>,
+    exclude_sources: Option<(GlobSet, Vec<String>)>,
+    source_labels: Option<Selector>,
+    unknown_allowed: bool,
+    targets: Option<(GlobSet, Vec<String>)>,
+    differs: bool,
+}
+
+impl CloneTest {
+    /// `Err` says why the clone `op` is refused.
+    pub fn check(&self, op: &Op, view: &dyn ClusterView) -> Result<(), String> {
+        let clone = op.clone.clone().unwrap_or_default();
+        let source = clone.source.as_deref();
+        if self.sources.is_some()
+            || self.exclude_sources.is_some()
+            || self.source_labels.is_some()
+            || self.differs
+        {
+            let Some(source) = source else {
+                return Err("its source VM cannot be known".into());
+            };
+            if let Some((set, patterns)) = &self.exclude_sources
+                && set.is_match(source)
+            {
+                return Err(format!(
+                    "source VM {source:?} may not be cloned ({})",
+                    patterns.join(", ")
+                ));
+            }
+            if let Some((set, patterns)) = &self.sources
+                && !set.is_match(source)
+            {
+                return Err(format!(
+                    "source VM {source:?} must match {}",
+                    patterns.join(", ")
+                ));
+            }
+            if let Some(selector) = &self.source_labels {
+                let ns = op.namespace.as_deref().unwrap_or("");
+                match view.vm_labels(ns, source) {
+                    Some(labels) if selector.matches(&labels) => {}
+                    Some(_) => {
+                        return Err(format!(
+                            "source VM {ns}/{source} does not carry the required labels"
+                        ));
+                    }
+                    None if self.unknown_allowed => {}
+                    None => {
+                        return Err(format!(
+                            "the labels of source VM {ns}/{source} are not known, so it cannot be checked"
+                        ));
+                    }
+                }
+            }
+        }
+        let target = clone.target.as_deref();
+        if let Some((set, patterns)) = &self.targets {
+            match target {
+                Some(t) if set.is_match(t) => {}
+                Some(t) => {
+                    return Err(format!(
+                        "target name {t:?} must match {}",
+                        patterns.join(", ")
+                    ));
+                }
+                None => {
+                    return Err(format!(
+                        "the clone needs a target name matching {}",
+                        patterns.join(", ")
+                    ));
+                }
+            }
+        }
+        if self.differs && target.is_some() && target == source {
+            return Err("the target must not be the source VM itself".into());
+        }
+        Ok(())
+    }
+}
+
+/// One `inFlight` entry, checked.
+#[derive(Clone, Debug, PartialEq)]
+pub struct InFlightCap {
+    /// At most this many.
+    pub max: u32,
+    /// Counted over.
+    pub scope: InFlightScope,
+}
+
+impl InFlightCap {
+    /// The counter key of `op` under this cap, or why there is none.
+    pub fn key(&self, op: &Op) -> Result<String, String> {
+        match self.scope {
+            InFlightScope::Cluster => Ok(String::new()),
+            InFlightScope::Namespace => op
+                .namespace
+                .clone()
+                .ok_or_else(|| "its namespace cannot be known".to_owned()),
+            InFlightScope::Source => match (
+                &op.namespace,
+                op.clone.as_ref().and_then(|c| c.source.as_ref()),
+            ) {
+                (Some(ns), Some(source)) => Ok(format!("{ns}/{source}")),
+                _ => Err("its source VM cannot be known".to_owned()),
+            },
+        }
+    }
+}
+
+fn globs(
+    patterns: &[String],
+    path: &str,
+    problems: &mut Vec<Problem>,
+) -> Option<(GlobSet, Vec<String>)> {
+    if patterns.is_empty() {
+        return None;
+    }
+    let mut builder = GlobSetBuilder::new();
+    for (i, p) in patterns.iter().enumerate() {
+        match compile_glob(p) {
+            Ok(g) => {
+                builder.add(g);
+            }
+            Err(e) => problems.push(Problem::at(
+                format!("{path}[{i}]"),
+                format!("{p:?} is not a valid glob ({})", e.kind()),
+            )),
+        }
+    }
+    builder
+        .build()
+        .ok()
+        .map(|set| (set, patterns.iter().map(|p| format!("{p:?}")).collect()))
+}
+
+/// Compiles the resource parts of a rule at `path`.
+#[allow(clippy::type_complexity)]
+pub fn compile_resource_parts(
+    resources: &[ResourceSelector],
+    namespaces: Option<&NamespaceCondition>,
+    clone: Option<&CloneCondition>,
+    in_flight: &[InFlightLimit],
+    action: Action,
+    path: &str,
+) -> Result<
+    (
+        Vec<CompiledSelector>,
+        Option<NamespaceTest>,
+        Option<CloneTest>,
+        Vec<InFlightCap>,
+    ),
+    Vec<Problem>,
+> {
+    let mut problems = Vec::new();
+    let mut selectors = Vec::new();
+    for (i, r) in resources.iter().enumerate() {
+        let at = format!("{path}.resources[{i}]");
+        let resource = match (&r.kind, &r.resource) {
+            (_, Some(res)) if res.is_empty() || res.chars().any(|c| c.is_ascii_uppercase()) => {
+                problems.push(Problem::at(
+                    format!("{at}.resource"),
+                    format!(
+                        "{res:?} is not a plural resource name such as \"virtualmachineclones\""
+                    ),
+                ));
+                continue;
+            }
+            (_, Some(res)) => res.clone(),
+            (Some(kind), None) if !kind.is_empty() => plural(kind),
+            _ => {
+                problems.push(Problem::at(at, "name the objects with `kind:` (e.g. VirtualMachineClone) or `resource:` (e.g. virtualmachineclones)"));
+                continue;
+            }
+        };
+        let verbs = if r.verbs.is_empty() {
+            vec!["create".to_owned()]
+        } else {
+            r.verbs.clone()
+        };
+        if let Some(v) = verbs
+            .iter()
+            .find(|v| v.is_empty() || v.chars().any(|c| !c.is_ascii_lowercase() && c != '*'))
+        {
+            problems.push(Problem::at(
+                format!("{at}.verbs"),
+                format!("{v:?} is not a verb; use create, update, patch, delete, get, list, ..."),
+            ));
+        }
+        selectors.push(CompiledSelector {
+            group: r.group.clone(),
+            resource,
+            kind: r.kind.clone(),
+            verbs,
+        });
+    }
+    let needs_resources = |what: &str, problems: &mut Vec<Problem>| {
+        if resources.is_empty() {
+            problems.push(Problem::at(
+                format!("{path}.{what}"),
+                format!("`{what}` judges the objects a call creates; add `resources:` to the rule"),
+            ));
+        }
+    };
+    let namespaces = namespaces.map(|n| {
+        needs_resources("namespaces", &mut problems);
+        NamespaceTest {
+            include: globs(
+                &n.include,
+                &format!("{path}.namespaces.include"),
+                &mut problems,
+            ),
+            exclude: globs(
+                &n.exclude,
+                &format!("{path}.namespaces.exclude"),
+                &mut problems,
+            ),
+        }
+    });
+    let all_clones = !selectors.is_empty() && selectors.iter().all(CompiledSelector::is_clone);
+    let clone = clone.map(|c| {
+        needs_resources("clone", &mut problems);
+        if !resources.is_empty() && !selectors.iter().any(CompiledSelector::is_clone) {
+            problems.push(Problem::at(format!("{path}.clone"), format!("`clone` conditions apply to {CLONE_KIND} resources ({CLONE_GROUP}); add one to `resources`")));
+        }
+        let source_labels = c.source_labels.clone().and_then(|s| match Selector::try_from(s) {
+            Ok(sel) => Some(sel),
+            Err(e) => {
+                problems.push(Problem::at(format!("{path}.clone.sourceLabels"), format!("not a valid label selector ({})", e.0)));
+                None
+            }
+        });
+        CloneTest {
+            sources: globs(&c.source_names, &format!("{path}.clone.sourceNames"), &mut problems),
+            exclude_sources: globs(&c.exclude_source_names, &format!("{path}.clone.excludeSourceNames"), &mut problems),
+            source_labels,
+            unknown_allowed: c.when_source_unknown == Some(Action::Allow),
+            targets: globs(&c.target_names, &format!("{path}.clone.targetNames"), &mut problems),
+            differs: c.target_differs_from_source,
+        }
+    });
+    let mut caps = Vec::new();
+    for (i, f) in in_flight.iter().enumerate() {
+        let at = format!("{path}.inFlight[{i}]");
+        if action == Action::Deny {
+            problems.push(Problem::at(at.clone(), "in-flight limits apply to what a rule allows; use `action: Allow` or remove `inFlight`"));
+        }
+        if !all_clones {
+            problems.push(Problem::at(at.clone(), format!("in-flight counts are kept for {CLONE_KIND}s only; make `resources` exactly {CLONE_KIND}")));
+        }
+        if !(1..=100_000).contains(&f.max) {
+            problems.push(Problem::at(
+                format!("{at}.max"),
+                format!("{} is not between 1 and 100000", f.max),
+            ));
+            continue;
+        }
+        if caps.iter().any(|c: &InFlightCap| c.scope == f.per) {
+            problems.push(Problem::at(
+                at,
+                format!(
+                    "another in-flight limit of this rule is per {:?}; keep only the stricter one",
+                    f.per
+                ),
+            ));
+            continue;
+        }
+        caps.push(InFlightCap {
+            max: f.max as u32,
+            scope: f.per,
+        });
+    }
+    if problems.is_empty() {
+        Ok((selectors, namespaces, clone, caps))
+    } else {
+        Err(problems)
+    }
+}
+
+/// Compiles the policy's `resourceMappings`.
+pub fn compile_mappings(mappings: &[ResourceMapping]) -> Result<Vec<Mapping>, Vec<Problem>> {
+    let mut problems = Vec::new();
+    let mut out = Vec::new();
+    for (i, m) in mappings.iter().enumerate() {
+        let path = format!("spec.resourceMappings[{i}]");
+        let tools = globs(&m.tools, &format!("{path}.tools"), &mut problems);
+        if m.tools.is_empty() {
+            problems.push(Problem::at(
+                format!("{path}.tools"),
+                "list the tools this mapping describes",
+            ));
+        }
+        let mut conditions = Vec::new();
+        for (j, c) in m.arguments.iter().enumerate() {
+            match Condition::compile(c, &format!("{path}.arguments[{j}]")) {
+                Ok(c) => conditions.push(c),
+                Err(mut p) => problems.append(&mut p),
+            }
+        }
+        let from = |v: &Option<crate::spec::ValueFrom>,
+                    field: &str,
+                    problems: &mut Vec<Problem>|
+         -> Option<From> {
+            let v = v.as_ref()?;
+            match (&v.pointer, &v.value) {
+                (Some(p), None) => match check_pointer(p) {
+                    Ok(()) => Some(From::Pointer(p.clone())),
+                    Err(e) => {
+                        problems.push(Problem::at(format!("{path}.{field}.pointer"), e));
+                        None
+                    }
+                },
+                (None, Some(value)) => Some(From::Value(value.clone())),
+                _ => {
+                    problems.push(Problem::at(
+                        format!("{path}.{field}"),
+                        "give exactly one of `pointer` and `value`",
+                    ));
+                    None
+                }
+            }
+        };
+        let namespace = from(&m.namespace, "namespace", &mut problems);
+        let source = from(&m.source, "source", &mut problems);
+        let target = from(&m.target, "target", &mut problems);
+        if m.manifest.is_none() && m.kind.as_deref().is_none_or(str::is_empty) {
+            problems.push(Problem::at(path.clone(), "give the object's `kind` (and `group`), or `manifest:` naming the argument that holds manifests"));
+        }
+        if let Some(manifest) = &m.manifest
+            && manifest.is_empty()
+        {
+            problems.push(Problem::at(
+                format!("{path}.manifest"),
+                "name the argument holding the manifests",
+            ));
+        }
+        if let Some((tools, _)) = tools {
+            out.push(Mapping {
+                tools,
+                conditions,
+                group: m.group.clone(),
+                kind: m.kind.clone(),
+                verb: m.verb.clone().unwrap_or_else(|| "create".into()),
+                namespace,
+                source,
+                target,
+                manifest: m.manifest.clone(),
+            });
+        }
+    }
+    if problems.is_empty() {
+        Ok(out)
+    } else {
+        Err(problems)
+    }
+}

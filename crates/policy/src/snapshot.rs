@@ -1,0 +1,143 @@
+//! The contract between the controller and its sidecars.
+//!
+//! Each sidecar holds one long-lived HTTP request to the controller,
+//! `GET /v1/snapshots/{namespace}/{pod}`, answered as a stream of
+//! server-sent events (over HTTP/1.1 or HTTP/2): a `snapshot` event with
+//! exactly that pod's policies on connect and on every change, and a
+//! `heartbeat` event every few seconds so the sidecar can tell a quiet
+//! controller from a lost one. The sidecar compiles the snapshot with the
+//! same `compile` function the controller used to accept it, enforces it,
+//! and acknowledges with `POST /v1/acks/{namespace}/{pod}`. Both requests
+//! carry the pod's projected ServiceAccount token as a bearer token; the
+//! controller checks it with a TokenReview and serves a pod's rules only to a
+//! token bound to that pod.
+//!
+//! SSE over plain HTTP was chosen over gRPC: it needs no code generation,
+//! passes through any HTTP proxy, can be read with `curl`, and the sidecar
+//! already parses SSE for MCP.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::load::LoadedPolicy;
+use crate::spec::McpToolPolicySpec;
+
+/// The SSE event name of a snapshot.
+pub const SNAPSHOT_EVENT: &str = "snapshot";
+/// The SSE event name of a heartbeat.
+pub const HEARTBEAT_EVENT: &str = "heartbeat";
+/// The SSE event name of cluster state (KubeVirt counts and labels).
+pub const STATE_EVENT: &str = "state";
+/// The audience sidecar tokens are issued for (`--audience` changes it).
+pub const DEFAULT_AUDIENCE: &str = "tollgate";
+/// The label that marks a pod as running a tollgate sidecar.
+pub const SIDECAR_LABEL: &str = "tollgate.dev/sidecar";
+
+/// Everything one sidecar enforces.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Snapshot {
+    /// Names this exact content; what the sidecar acknowledges.
+    pub version: String,
+    /// The pod's namespace.
+    pub namespace: String,
+    /// The pod's name.
+    pub pod: String,
+    /// The accepted policies that select the pod, by name. Empty when no
+    /// policy selects it.
+    pub policies: Vec<SnapshotPolicy>,
+}
+
+/// One policy in a snapshot, at the generation the controller accepted.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotPolicy {
+    /// `namespace/name`.
+    pub name: String,
+    /// The accepted generation.
+    pub generation: i64,
+    /// The spec at that generation.
+    pub spec: McpToolPolicySpec,
+}
+
+impl Snapshot {
+    /// A snapshot whose version is computed from its content: the same
+    /// policies at the same generations always give the same version.
+    pub fn new(namespace: &str, pod: &str, policies: Vec<SnapshotPolicy>) -> Snapshot {
+        let mut h = Sha256::new();
+        for p in &policies {
+            h.update(p.name.as_bytes());
+            h.update([0]);
+            h.update(p.generation.to_le_bytes());
+            h.update(serde_json::to_vec(&p.spec).unwrap_or_default());
+            h.update([0]);
+        }
+        let version = h
+            .finalize()
+            .iter()
+            .take(8)
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        Snapshot {
+            version,
+            namespace: namespace.to_owned(),
+            pod: pod.to_owned(),
+            policies,
+        }
+    }
+
+    /// The policies as the loader would have read them from files, ready
+    /// for [`crate::load::compile_set`].
+    pub fn loaded(&self) -> Vec<LoadedPolicy> {
+        self.policies
+            .iter()
+            .map(|p| LoadedPolicy {
+                source: format!("McpToolPolicy {} (generation {})", p.name, p.generation),
+                name: p.name.clone(),
+                spec: p.spec.clone(),
+            })
+            .collect()
+    }
+}
+
+/// What the controller sees of KubeVirt, for in-flight caps and source-VM
+/// label conditions. Sent on connect and whenever it changes; not acked.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterState {
+    /// Whether the controller watches VirtualMachineClones (the KubeVirt
+    /// CRDs exist and the watch has listed). Until then `clones` means
+    /// nothing and sidecars keep counting their own admissions.
+    #[serde(default)]
+    pub clones_observed: bool,
+    /// VirtualMachineClones in flight.
+    pub clones: crate::resources::CloneCounts,
+    /// VirtualMachine labels by `namespace/name`.
+    pub vms: std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>,
+    /// When the controller computed this (RFC 3339).
+    pub observed_at: String,
+}
+
+/// A heartbeat: the version the controller last sent this sidecar.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// The current snapshot version.
+    pub version: String,
+}
+
+/// A sidecar's acknowledgement of the version it enforces.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Ack {
+    /// The snapshot version now in force.
+    pub version: String,
+}
+
+/// The path of a pod's snapshot stream.
+pub fn snapshots_path(namespace: &str, pod: &str) -> String {
+    format!("/v1/snapshots/{namespace}/{pod}")
+}
+
+/// The path a pod acknowledges on.
+pub fn acks_path(namespace: &str, pod: &str) -> String {
+    format!("/v1/acks/{namespace}/{pod}")
+}

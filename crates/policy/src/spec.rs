@@ -1,0 +1,563 @@
+//! The `McpToolPolicy` spec: the one set of types behind policy files, the
+//! CRD schema and `tollgate check`.
+//!
+//! These structs only describe what a user wrote. They are deliberately dumb:
+//! every rule about what is *valid* lives in [`crate::compile`], so a policy
+//! read from a file, from the apiserver or from an admission request is judged
+//! by the same code. Every struct rejects unknown fields, because a typo such
+//! as `rateLimit:` for `rateLimits:` must be an error, never a rule that
+//! silently does nothing.
+
+// `KubeSchema` re-emits `Rule` and `RateLimit` in a private scope to derive
+// their schemas; `unreachable_pub` fires on those copies, not on these types.
+#![allow(unreachable_pub)]
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The regex every rule name matches (also enforced by `compile`).
+pub const RULE_NAME_PATTERN: &str = "^[A-Za-z0-9._-]{1,63}$";
+
+/// What an MCP server's tool calls may do: which tools, with which
+/// arguments, how often. See docs/policy.md.
+// clippy reads the repeated `printcolumn(...)` arguments of the kube derive
+// as duplicated attributes; they are distinct columns.
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "tollgate.dev",
+    version = "v1alpha1",
+    kind = "McpToolPolicy",
+    plural = "mcptoolpolicies",
+    singular = "mcptoolpolicy",
+    shortname = "mtp",
+    category = "tollgate",
+    namespaced,
+    status = "McpToolPolicyStatus",
+    doc = "Which tool calls the MCP servers selected by `spec.selector` may make, with which arguments and how often. Enforced by the tollgate sidecar next to each selected MCP server.",
+    printcolumn(
+        name = "Mode",
+        type_ = "string",
+        json_path = ".spec.mode",
+        description = "Enforce or Audit"
+    ),
+    printcolumn(
+        name = "Default",
+        type_ = "string",
+        json_path = ".spec.defaultAction",
+        description = "What calls no rule matches get"
+    ),
+    printcolumn(
+        name = "Rules",
+        type_ = "integer",
+        json_path = ".status.rules",
+        description = "Rules in the accepted spec"
+    ),
+    printcolumn(
+        name = "Synced",
+        type_ = "string",
+        json_path = ".status.synced",
+        description = "Selected sidecars enforcing the current generation / selected sidecars"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct McpToolPolicySpec {
+    /// Which MCP server pods in the policy's namespace this policy governs
+    /// (Kubernetes only; a policy file read by `tollgate proxy --policy`
+    /// applies to the one upstream that proxy fronts and ignores it). An
+    /// empty selector selects every pod that runs a tollgate sidecar.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<LabelSelector>,
+
+    /// `Enforce` blocks denied calls; `Audit` decides and records every call
+    /// (metrics, audit log) but lets it through. Defaults to `Enforce`.
+    #[serde(default)]
+    #[schemars(default = "Mode::default")]
+    pub mode: Mode,
+
+    /// What happens to a call that no rule matches by tool name.
+    pub default_action: Action,
+
+    /// How denials reach the client when the deciding rule does not say,
+    /// and for `defaultAction` denials. Defaults to `ToolError`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deny_with: Option<DenyWith>,
+
+    /// Remove from `tools/list` the tools this policy denies whatever their
+    /// arguments (a `Deny` rule without conditions, or — with
+    /// `defaultAction: Deny` — a tool no `Allow` rule names).
+    #[serde(default)]
+    pub hide_denied: bool,
+
+    /// Rules, evaluated as described in docs/policy.md: every matching `Deny`
+    /// rule first, then the first matching `Allow` rule whose argument
+    /// conditions hold, then its rate limits. Rule names are unique.
+    #[serde(default)]
+    #[schemars(length(max = 2000), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub rules: Vec<Rule>,
+
+    /// How tools of servers that do not describe themselves create
+    /// Kubernetes objects (see `resources` on rules).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub resource_mappings: Vec<ResourceMapping>,
+
+    /// The namespace an object without one lands in (the MCP server's
+    /// default namespace). Defaults to `default`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_namespace: Option<String>,
+}
+
+/// What the controller observed and the sidecars enforce.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct McpToolPolicyStatus {
+    /// The generation the conditions describe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Accepted`: the spec compiled (else the message lists every
+    /// problem, and the last accepted generation stays in force).
+    /// `Programmed`: every selected sidecar enforces this generation.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    /// Rules in the accepted spec.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rules: Option<i64>,
+    /// Pods with a tollgate sidecar that the selector selects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selected_sidecars: Option<i64>,
+    /// Of those, how many enforce the current generation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synced_sidecars: Option<i64>,
+    /// `synced/selected`, for `kubectl get`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synced: Option<String>,
+}
+
+/// Whether a policy blocks or only records.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum Mode {
+    /// Denied calls are refused.
+    #[default]
+    Enforce,
+    /// Denied calls are recorded as `audited` and forwarded anyway.
+    Audit,
+}
+
+/// Allow or deny.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum Action {
+    /// Let the call through (subject to the rule's conditions and limits).
+    Allow,
+    /// Refuse the call.
+    Deny,
+}
+
+/// One named rule.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(
+    validation = Rule::new("self.action == 'Allow' || !has(self.rateLimits) || size(self.rateLimits) == 0").message("rate limits apply to calls a rule allows; use action: Allow or remove rateLimits"),
+    validation = Rule::new("self.action == 'Allow' || !has(self.inFlight) || size(self.inFlight) == 0").message("in-flight limits apply to what a rule allows; use action: Allow or remove inFlight"),
+    validation = Rule::new("(has(self.tools) && size(self.tools) > 0) || (has(self.resources) && size(self.resources) > 0)").message("a rule needs `tools`, `resources`, or both")
+)]
+pub struct Rule {
+    /// Unique within the policy; appears in denials, metrics and logs.
+    /// 1-63 letters, digits, `-`, `_` or `.`.
+    #[schemars(regex(pattern = r"^[A-Za-z0-9._-]{1,63}$"))]
+    pub name: String,
+
+    /// Tool names this rule matches: exact names or globs (`*`, `?`,
+    /// `[abc]`), e.g. `vm_clone`, `*_list`, `pods_*`. With `resources`, it
+    /// narrows them to calls of these tools; without, the rule needs
+    /// `resources`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 1000))]
+    pub tools: Vec<String>,
+
+    /// Kubernetes objects a call would create or change that this rule
+    /// matches, whichever tool the call uses (see docs/resources.md). A call
+    /// creating several objects is judged object by object.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub resources: Vec<ResourceSelector>,
+
+    /// For `resources` rules: the namespaces the objects may (or may not)
+    /// be in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespaces: Option<NamespaceCondition>,
+
+    /// For `resources` rules on KubeVirt `VirtualMachineClone`: conditions
+    /// on the source and target virtual machines.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clone: Option<CloneCondition>,
+
+    /// For `resources` rules on `VirtualMachineClone`: how many clones may
+    /// be in flight (exist, and not `Succeeded` or `Failed`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 4))]
+    pub in_flight: Vec<InFlightLimit>,
+
+    /// `Allow` or `Deny`.
+    pub action: Action,
+
+    /// Text added to a denial by this rule, shown to the model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    pub message: Option<String>,
+
+    /// Callers this rule applies to: subjects of verified tokens (a JWT's
+    /// `sub`, or `system:serviceaccount:<ns>:<name>` for Kubernetes
+    /// ServiceAccount tokens), exact or globs. On an `Allow` rule, other
+    /// callers (and callers without a token) are not allowed by it; on a
+    /// `Deny` rule, only these callers are denied.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256))]
+    pub subjects: Vec<String>,
+
+    /// Conditions on the call's `arguments`; all must hold. On a `Deny` rule
+    /// they narrow what is denied; on an `Allow` rule they are requirements —
+    /// a call that matches the rule's tools but fails them is denied (reason
+    /// `arguments`) unless a later `Allow` rule for the same tool accepts it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub arguments: Vec<ArgumentCondition>,
+
+    /// Sliding-window limits on calls this rule allows; all must have room.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub rate_limits: Vec<RateLimit>,
+
+    /// How a denial by this rule reaches the client. Defaults to the
+    /// policy's `denyWith`, else `ToolError`: a tool result with
+    /// `isError: true` the model can read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deny_with: Option<DenyWith>,
+}
+
+/// The two shapes a denial can take.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum DenyWith {
+    /// A `tools/call` result with `isError: true`: the model sees the reason
+    /// and can correct itself.
+    #[default]
+    ToolError,
+    /// A JSON-RPC error response: the client library raises it; the model
+    /// usually does not see the text.
+    JsonRpcError,
+}
+
+/// A condition on one value inside the call's `arguments`. (Which operand
+/// each operator takes is checked by `compile`, not by the CRD schema: CEL
+/// cannot see the untyped `value` fields.)
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ArgumentCondition {
+    /// A JSON pointer (RFC 6901) into `arguments`, e.g. `/namespace` or
+    /// `/spec/replicas`; an empty string means the whole `arguments` object.
+    #[schemars(regex(pattern = "^(/.*)?$"))]
+    pub pointer: String,
+
+    /// How the value is compared.
+    pub operator: Operator,
+
+    /// The operand of `Equals`, `NotEquals`, `Matches` (a regex that must
+    /// match the whole string), `Lt`, `Lte`, `Gt`, `Gte` and `MaxLength`.
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(schema_with = "crate::spec::any_json")]
+    pub value: Option<Value>,
+
+    /// The operands of `In` and `NotIn` (at least one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::spec::any_json_list")]
+    pub values: Option<Vec<Value>>,
+}
+
+/// Comparison operators of [`ArgumentCondition`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum Operator {
+    /// The value equals `value` (JSON equality: `"5"` is not `5`).
+    Equals,
+    /// The value exists and differs from `value`.
+    NotEquals,
+    /// The value equals one of `values`.
+    In,
+    /// The value exists and equals none of `values`.
+    NotIn,
+    /// The value is a string that `value` (a regex) matches entirely.
+    Matches,
+    /// The pointer resolves to a value (any, including `null`).
+    Exists,
+    /// The pointer resolves to nothing.
+    NotExists,
+    /// The value is a number less than `value`.
+    Lt,
+    /// The value is a number less than or equal to `value`.
+    Lte,
+    /// The value is a number greater than `value`.
+    Gt,
+    /// The value is a number greater than or equal to `value`.
+    Gte,
+    /// The value is a string of at most `value` characters, or an array of
+    /// at most `value` elements.
+    MaxLength,
+}
+
+/// At most `requests` calls in any `window`-long span.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(
+    validation = Rule::new("!has(self.onStoreError) || (has(self.scope) && self.scope == 'Shared')").message("onStoreError applies to limits with scope: Shared (a Pod limit has no store to lose)")
+)]
+pub struct RateLimit {
+    /// How many calls the window admits; at least 1.
+    #[schemars(range(min = 1, max = 100000))]
+    pub requests: i64,
+
+    /// The window length: whole numbers with a unit, `s`, `m`, `h` or `d`,
+    /// e.g. `30s`, `1m`, `1h30m`, `1d`.
+    #[schemars(regex(pattern = r"^([0-9]+[smhd])+$"))]
+    pub window: String,
+
+    /// Separate budgets per argument value and/or per MCP session. Without
+    /// a key the whole rule shares one budget.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<LimitKey>,
+
+    /// `Pod` (default): the budget lives in each sidecar. `Shared`: one
+    /// budget for every sidecar of the policy (all replicas of a server),
+    /// kept in Redis (`tollgate proxy --redis-url`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<LimitScope>,
+
+    /// For `Shared` limits, when Redis cannot be reached: `Deny` the calls
+    /// the limit covers (the default), or `LocalFallback` to a per-sidecar
+    /// budget until Redis is back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_store_error: Option<OnStoreError>,
+}
+
+/// Where a rate limit's budget lives.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum LimitScope {
+    /// In each sidecar's memory.
+    #[default]
+    Pod,
+    /// In Redis, shared by every sidecar enforcing the policy.
+    Shared,
+}
+
+/// What a shared limit does without its store.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum OnStoreError {
+    /// Deny the calls (fail closed).
+    #[default]
+    Deny,
+    /// Count in the sidecar's memory instead (each replica its own budget).
+    LocalFallback,
+}
+
+/// What splits a rate limit into separate budgets.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LimitKey {
+    /// JSON pointers into `arguments` whose values select the budget, e.g.
+    /// `["/namespace"]` for one budget per namespace. A missing value is a
+    /// budget of its own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    pub arguments: Vec<String>,
+
+    /// One budget per MCP session (the `Mcp-Session-Id` the upstream issued;
+    /// calls outside a known session share one budget).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub session: bool,
+
+    /// For `resources` rules: one budget per namespace of the objects.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub namespace: bool,
+
+    /// For `resources` rules on clones: one budget per source VM.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub source: bool,
+
+    /// One budget per caller (the subject of the caller's verified token;
+    /// calls without one share a budget).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub subject: bool,
+}
+
+/// Reads a field that is present as `Some`, even when it is `null`, so
+/// `value: null` compares with null instead of reading as "no operand".
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
+}
+
+/// Schema of a free-form JSON value: Kubernetes needs the
+/// `x-kubernetes-preserve-unknown-fields` marker to accept it.
+pub(crate) fn any_json(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    // `nullable` keeps an explicit `value: null` (compared with null) from
+    // being dropped by the apiserver.
+    schemars::json_schema!({ "x-kubernetes-preserve-unknown-fields": true, "nullable": true })
+}
+
+/// Schema of a list of free-form JSON values.
+pub(crate) fn any_json_list(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "array",
+        "minItems": 1,
+        "maxItems": 1000,
+        "items": { "x-kubernetes-preserve-unknown-fields": true }
+    })
+}
+
+/// Which Kubernetes objects a resource rule matches.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ResourceSelector {
+    /// The API group, `""` for the core group, e.g. `clone.kubevirt.io`.
+    pub group: String,
+    /// The kind, e.g. `VirtualMachineClone` (or give `resource`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// The plural resource name, e.g. `virtualmachineclones` (or give `kind`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
+    /// The verbs: `create`, `update`, `patch`, `delete`, `get`, `list`, ...
+    /// Defaults to `[create]`. A server-side apply counts as `create`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub verbs: Vec<String>,
+}
+
+/// Namespaces the objects of a call may be in: in `include` (if given) and
+/// not in `exclude`. Globs allowed (`openshift-*`). An object whose
+/// namespace cannot be known fails both.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NamespaceCondition {
+    /// Allowed namespaces.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256))]
+    pub include: Vec<String>,
+    /// Refused namespaces.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256))]
+    pub exclude: Vec<String>,
+}
+
+/// Conditions on a `VirtualMachineClone`'s source and target.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CloneCondition {
+    /// Source VM names that may be cloned (globs, e.g. `golden-*`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256))]
+    pub source_names: Vec<String>,
+    /// Source VM names that must not be cloned (globs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256))]
+    pub exclude_source_names: Vec<String>,
+    /// Labels the source VM must carry. The controller knows the VMs'
+    /// labels; see `whenSourceUnknown`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_labels: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>,
+    /// What `sourceLabels` decides when the source VM's labels are not known
+    /// (no controller, or the VM does not exist): `Deny` (default) or `Allow`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when_source_unknown: Option<Action>,
+    /// Names the clone may be given (globs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256))]
+    pub target_names: Vec<String>,
+    /// The target must not be the source VM itself.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub target_differs_from_source: bool,
+}
+
+/// A cap on objects in flight.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct InFlightLimit {
+    /// At most this many in flight.
+    #[schemars(range(min = 1, max = 100000))]
+    pub max: i64,
+    /// Counted per `Namespace`, per source VM (`Source`), or over the whole
+    /// `Cluster`.
+    pub per: InFlightScope,
+}
+
+/// What an in-flight cap is counted over.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+pub enum InFlightScope {
+    /// Each namespace.
+    Namespace,
+    /// Each source virtual machine (fan-out).
+    Source,
+    /// Everything the sidecar's server can reach.
+    Cluster,
+}
+
+/// How a server's tool creates objects, for servers that do not describe
+/// their tools (kubernetes-mcp-server does, in `_meta`): e.g. TrueNAS's one
+/// `truenas` tool clones a VM when its `action` argument is `vm_clone`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ResourceMapping {
+    /// The tools (names or globs).
+    #[schemars(length(min = 1, max = 100))]
+    pub tools: Vec<String>,
+    /// When the call's arguments meet these conditions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub arguments: Vec<ArgumentCondition>,
+    /// The object's API group.
+    #[serde(default)]
+    pub group: String,
+    /// The object's kind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// The verb. Defaults to `create`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verb: Option<String>,
+    /// Where the namespace is: an argument, or a fixed value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<ValueFrom>,
+    /// Where a clone's source VM name is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<ValueFrom>,
+    /// Where a clone's target name is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<ValueFrom>,
+    /// Instead of one object: the argument holding Kubernetes manifests
+    /// (YAML or JSON, several documents allowed), one object per document.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest: Option<String>,
+}
+
+/// A value taken from the call's arguments, or given.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ValueFrom {
+    /// A JSON pointer into `arguments`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pointer: Option<String>,
+    /// A fixed value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+}

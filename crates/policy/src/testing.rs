@@ -1,0 +1,72 @@
+//! Test support: running the async decision sequence on the test's thread,
+//! and a shared store that lives in memory and can be switched off.
+
+use std::future::Future;
+use std::pin::pin;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::task::{Context, Poll, Waker};
+use std::time::Instant;
+
+use crate::budget::ratelimit::{Acquire, MemoryCounter, Refusal};
+use crate::budget::{Shared, SharedOutcome, StoreDown};
+
+/// Runs `f` to completion. Every budget in these tests answers at once, so
+/// a future that is still pending after many polls is a bug in the test.
+pub(crate) fn block_on<F: Future>(f: F) -> F::Output {
+    let mut f = pin!(f);
+    let mut cx = Context::from_waker(Waker::noop());
+    for _ in 0..1000 {
+        if let Poll::Ready(out) = f.as_mut().poll(&mut cx) {
+            return out;
+        }
+    }
+    panic!("a budget future never completed");
+}
+
+/// A shared store in memory: the same exact sliding log as the local tier,
+/// a switch to make it unreachable, and a record of what was taken back.
+#[derive(Debug, Default)]
+pub(crate) struct FakeShared {
+    counter: MemoryCounter,
+    pub(crate) down: AtomicBool,
+    seq: AtomicI64,
+    /// Every release: the limit ids and costs taken back, and `last`.
+    pub(crate) released: Mutex<Vec<(Vec<(String, u32)>, i64)>>,
+}
+
+impl Shared for FakeShared {
+    async fn try_acquire(
+        &self,
+        all: &[&Acquire],
+        now: Instant,
+    ) -> Result<SharedOutcome, StoreDown> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(StoreDown("switched off by the test".into()));
+        }
+        let owned: Vec<Acquire> = all.iter().map(|a| (*a).clone()).collect();
+        match self.counter.try_acquire(&owned, now) {
+            Ok(()) => {
+                let cost: i64 = all.iter().map(|a| i64::from(a.cost)).sum();
+                Ok(SharedOutcome::Admitted {
+                    last: self.seq.fetch_add(cost, Ordering::SeqCst) + cost,
+                })
+            }
+            Err(Refusal::Exhausted { index, retry_after }) => {
+                Ok(SharedOutcome::Full { index, retry_after })
+            }
+            Err(other) => Err(StoreDown(format!("{other:?}"))),
+        }
+    }
+
+    async fn release(&self, all: &[&Acquire], last: i64) {
+        let what = all
+            .iter()
+            .map(|a| (a.limit.id.0.to_string(), a.cost))
+            .collect();
+        self.released
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((what, last));
+    }
+}

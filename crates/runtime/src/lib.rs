@@ -1,0 +1,15 @@
+//! What both tollgate processes run on: serving HTTP with bounded resources
+//! ([`serve`]), bodies ([`body`]), the admin listener ([`admin`]), shutdown
+//! ([`shutdown`]), structured logs ([`logging`]), a Kubernetes client
+//! ([`kube_client`]) and the TokenReview authenticator ([`token_review`]).
+//!
+//! Nothing here knows about policies or MCP: the sidecar and the controller
+//! both depend on this crate, and it on neither.
+
+pub mod admin;
+pub mod body;
+pub mod kube_client;
+pub mod logging;
+pub mod serve;
+pub mod shutdown;
+pub mod token_review;

@@ -1,0 +1,373 @@
+//! Fetching the key set that signs agents' JWTs over HTTPS: from
+//! `--jwks-url`, or discovered from the issuer the way OpenID Connect
+//! clients do (`{iss}/.well-known/openid-configuration` → `jwks_uri`).
+//!
+//! Identity providers rotate signing keys on their own schedule and publish
+//! the new set at the same URL, so a sidecar that read its keys once would
+//! start refusing every agent on the day of the rotation. The verifier
+//! (`identity.rs`) stays pure; this module only moves bytes, and
+//! [`watch`] decides when: at start, every `refresh`, and soon after a token
+//! names a key the set does not have yet.
+//!
+//! HTTPS only (a JWKS fetched over plain HTTP could be swapped by anyone on
+//! the path, and with it every identity); public roots are built in, a
+//! private IdP CA comes from `--jwks-ca-file`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::Uri;
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use rustls::RootCertStore;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+use tokio::sync::{Notify, watch as shutdown_watch};
+
+use crate::identity::{JwksReload, JwtVerifier};
+use crate::transport::upstream::source_text;
+
+/// Largest JWKS or discovery document accepted.
+const MAX_BYTES: usize = 1 << 20;
+/// After a failed fetch, the next try comes this soon.
+const RETRY: Duration = Duration::from_secs(10);
+/// An unknown `kid` triggers a fetch at most this often (an attacker
+/// sending made-up key ids must not turn the sidecar into a load generator
+/// against the identity provider).
+const UNKNOWN_KID_MIN_INTERVAL: Duration = Duration::from_secs(30);
+
+/// A JWKS location or CA file that cannot be used, found at start-up.
+#[derive(Debug, thiserror::Error)]
+pub enum FetcherError {
+    /// `--jwks-ca-file` cannot be read.
+    #[error("cannot read --jwks-ca-file {}: {source}", path.display())]
+    ReadCa {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// `--jwks-ca-file` holds bad PEM or an unusable certificate.
+    #[error("--jwks-ca-file {}: {problem}", path.display())]
+    BadCa {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        problem: String,
+    },
+    /// TLS could not be set up (a bug in the crypto provider's settings).
+    #[error("TLS setup for the JWKS: {0}")]
+    Tls(#[from] rustls::Error),
+    /// The URL is not an https:// URL.
+    #[error(transparent)]
+    Url(#[from] UrlError),
+}
+
+/// A URL that keys must not be fetched from.
+#[derive(Debug, thiserror::Error)]
+pub enum UrlError {
+    /// Not a URL at all.
+    #[error("{what} {url:?} is not a URL: {source}")]
+    Invalid {
+        /// The flag or field that named it.
+        what: &'static str,
+        /// The text.
+        url: String,
+        /// Why.
+        source: http::uri::InvalidUri,
+    },
+    /// Not https://.
+    #[error(
+        "{what} {url:?} must be an https:// URL: keys fetched over plain HTTP could be replaced on the way"
+    )]
+    NotHttps {
+        /// The flag or field that named it.
+        what: &'static str,
+        /// The text.
+        url: String,
+    },
+}
+
+/// Why one fetch of the keys failed; the previous keys stay in force.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// The discovery document or `jwks_uri` is unusable.
+    #[error("{0}")]
+    Discovery(String),
+    /// A URL named by the discovery document is unusable.
+    #[error(transparent)]
+    Url(#[from] UrlError),
+    /// The GET failed.
+    #[error("GET {uri}: {problem}")]
+    Get {
+        /// What was fetched.
+        uri: Uri,
+        /// What went wrong.
+        problem: String,
+    },
+}
+
+/// Where the keys come from.
+#[derive(Clone, Debug)]
+pub enum Location {
+    /// A JWKS URL (checked to be https:// by [`Fetcher::new`]).
+    Url(String),
+    /// The issuer's OpenID configuration names it.
+    Discovered {
+        /// The `iss` value, e.g. `https://idp.example/realms/agents`.
+        issuer: String,
+    },
+}
+
+/// Fetches a JWKS over HTTPS.
+pub struct Fetcher {
+    client: Client<HttpsConnector<HttpConnector>, Empty<Bytes>>,
+    location: Location,
+    timeout: Duration,
+}
+
+impl Fetcher {
+    /// A fetcher trusting the public roots, or only the CAs in `ca_file`.
+    pub fn new(location: Location, ca_file: Option<&Path>) -> Result<Self, FetcherError> {
+        let mut roots = RootCertStore::empty();
+        match ca_file {
+            Some(path) => {
+                let bad = |problem: String| FetcherError::BadCa {
+                    path: path.to_owned(),
+                    problem,
+                };
+                let pem = std::fs::read(path).map_err(|source| FetcherError::ReadCa {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                for cert in CertificateDer::pem_slice_iter(&pem) {
+                    let cert = cert.map_err(|e| bad(format!("bad PEM ({e})")))?;
+                    roots
+                        .add(cert)
+                        .map_err(|e| bad(format!("unusable CA ({e})")))?;
+                }
+                if roots.is_empty() {
+                    return Err(bad(
+                        "holds no PEM certificate (-----BEGIN CERTIFICATE-----)".into(),
+                    ));
+                }
+            }
+            None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+        }
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_only()
+            .enable_http1()
+            .build();
+        let location = match location {
+            Location::Url(url) => {
+                https(&url, "--jwks-url")?;
+                Location::Url(url)
+            }
+            Location::Discovered { issuer } => {
+                https(&issuer, "--jwt-issuer")?;
+                Location::Discovered { issuer }
+            }
+        };
+        Ok(Fetcher {
+            client: Client::builder(TokioExecutor::new()).build(connector),
+            location,
+            timeout: Duration::from_secs(5),
+        })
+    }
+
+    /// Where the keys are read from, for logs.
+    pub fn describe(&self) -> String {
+        match &self.location {
+            Location::Url(url) => url.clone(),
+            Location::Discovered { issuer } => format!("{issuer} (OpenID discovery)"),
+        }
+    }
+
+    /// The JWKS document, as bytes for [`JwtVerifier::install`].
+    pub async fn fetch(&self) -> Result<Bytes, FetchError> {
+        let jwks_uri = match &self.location {
+            Location::Url(url) => https(url, "--jwks-url")?,
+            Location::Discovered { issuer } => self.discover(issuer).await?,
+        };
+        self.get(&jwks_uri).await
+    }
+
+    /// `jwks_uri` from the issuer's OpenID configuration, whose `issuer`
+    /// must be the configured one (OpenID Connect Discovery §4.3: otherwise
+    /// a document from elsewhere could name its own keys).
+    async fn discover(&self, issuer: &str) -> Result<Uri, FetchError> {
+        let url = format!(
+            "{}/.well-known/openid-configuration",
+            issuer.trim_end_matches('/')
+        );
+        let doc = self.get(&https(&url, "--jwt-issuer")?).await?;
+        let doc: serde_json::Value = serde_json::from_slice(&doc).map_err(|e| {
+            FetchError::Discovery(format!("{url} is not an OpenID configuration: {e}"))
+        })?;
+        if doc.get("issuer").and_then(|i| i.as_str()) != Some(issuer) {
+            return Err(FetchError::Discovery(format!(
+                "{url} names issuer {}, not {issuer:?}",
+                doc.get("issuer").unwrap_or(&serde_json::Value::Null)
+            )));
+        }
+        let jwks_uri = doc
+            .get("jwks_uri")
+            .and_then(|u| u.as_str())
+            .ok_or_else(|| FetchError::Discovery(format!("{url} has no jwks_uri")))?;
+        Ok(https(jwks_uri, "jwks_uri")?)
+    }
+
+    async fn get(&self, uri: &Uri) -> Result<Bytes, FetchError> {
+        let failed = |problem: String| FetchError::Get {
+            uri: uri.clone(),
+            problem,
+        };
+        let request = http::Request::get(uri.clone())
+            .header(http::header::ACCEPT, "application/json")
+            .header(http::header::USER_AGENT, "tollgate")
+            .body(Empty::new())
+            .map_err(|e| failed(e.to_string()))?;
+        tokio::time::timeout(self.timeout, async {
+            let response = self
+                .client
+                .request(request)
+                .await
+                .map_err(|e| failed(source_text(&e)))?;
+            let status = response.status();
+            if !status.is_success() {
+                return Err(failed(format!("HTTP {status}")));
+            }
+            Limited::new(response.into_body(), MAX_BYTES)
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .map_err(|e| failed(format!("{e} (at most {MAX_BYTES} bytes)")))
+        })
+        .await
+        .map_err(|_| failed(format!("no answer within {:?}", self.timeout)))?
+    }
+}
+
+/// `url` parsed, if it is an https URL with a host.
+fn https(url: &str, what: &'static str) -> Result<Uri, UrlError> {
+    let uri: Uri = url.parse().map_err(|source| UrlError::Invalid {
+        what,
+        url: url.to_owned(),
+        source,
+    })?;
+    if uri.scheme_str() != Some("https") || uri.host().is_none() {
+        return Err(UrlError::NotHttps {
+            what,
+            url: url.to_owned(),
+        });
+    }
+    Ok(uri)
+}
+
+/// Keeps `verifier`'s keys current from `fetcher`: now, every `refresh`,
+/// after a failure every 10 s, and when a token names an unknown key
+/// (`wanted`, at most every 30 s). A failure keeps the keys in force, is
+/// logged once per distinct problem and raises `failing`.
+pub async fn watch(
+    verifier: Arc<JwtVerifier>,
+    fetcher: Fetcher,
+    refresh: Duration,
+    wanted: Arc<Notify>,
+    failing: prometheus::IntGauge,
+    mut shutdown: shutdown_watch::Receiver<bool>,
+) {
+    let source = fetcher.describe();
+    let mut last_problem: Option<String> = None;
+    loop {
+        // Attempts, not successes, pace the unknown-kid trigger: a stream
+        // of made-up key ids during an IdP outage must not become a stream
+        // of requests to it.
+        let attempted = Instant::now();
+        let wait = match fetcher.fetch().await {
+            Ok(bytes) => match verifier.install(&bytes, &source) {
+                JwksReload::Replaced(keys) => {
+                    failing.set(0);
+                    last_problem = None;
+                    tracing::info!(%source, keys, "JWKS fetched: new keys in force");
+                    refresh
+                }
+                JwksReload::Unchanged => {
+                    failing.set(0);
+                    last_problem = None;
+                    refresh
+                }
+                JwksReload::Refused(problem) => {
+                    let problem = problem.to_string();
+                    failing.set(1);
+                    if last_problem.as_deref() != Some(problem.as_str()) {
+                        tracing::error!(%source, %problem, "JWKS refused: the previous keys stay in force");
+                        last_problem = Some(problem);
+                    }
+                    RETRY
+                }
+            },
+            Err(problem) => {
+                let problem = problem.to_string();
+                failing.set(1);
+                if last_problem.as_deref() != Some(problem.as_str()) {
+                    tracing::error!(%source, %problem, "cannot fetch the JWKS; the previous keys (if any) stay in force");
+                    last_problem = Some(problem);
+                }
+                RETRY
+            }
+        };
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => break,
+                _ = wanted.notified() => {
+                    if attempted.elapsed() >= UNKNOWN_KID_MIN_INTERVAL {
+                        break;
+                    }
+                }
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_https_urls_are_accepted() {
+        for bad in [
+            "http://idp.example/jwks.json",
+            "idp.example/jwks.json",
+            "https:///jwks.json",
+        ] {
+            assert!(https(bad, "--jwks-url").is_err(), "{bad}");
+        }
+        assert!(https("https://idp.example:8443/jwks.json", "--jwks-url").is_ok());
+        let err = Fetcher::new(
+            Location::Discovered {
+                issuer: "http://idp.example".into(),
+            },
+            None,
+        )
+        .err()
+        .unwrap();
+        assert!(
+            matches!(err, FetcherError::Url(UrlError::NotHttps { .. })),
+            "{err}"
+        );
+    }
+}

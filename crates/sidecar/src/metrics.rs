@@ -1,0 +1,302 @@
+//! The sidecar's Prometheus metrics.
+//!
+//! Every label value comes from a bounded set: policy and rule names are the
+//! operator's, decisions and reasons are enums, and tool names are only
+//! used when the upstream listed them or a policy names them exactly (see
+//! [`crate::rules::catalog`]); anything else is counted as `(unlisted)`. Arguments,
+//! ids and sessions never become labels.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use tollgate_policy::Decision;
+
+/// Label value for a decision no policy made (no policies, or malformed).
+pub const NO_POLICY: &str = "(none)";
+/// Label value for a decision made by `defaultAction`, not a rule.
+pub const NO_RULE: &str = "(default)";
+/// Label value for a tool name outside the bounded set.
+pub const UNLISTED_TOOL: &str = "(unlisted)";
+/// Label value for a message too broken to have a tool name.
+pub const UNPARSED_TOOL: &str = "(unparsed)";
+
+/// Decision latencies are microseconds; upstream ones milliseconds to minutes.
+const DECISION_BUCKETS: &[f64] = &[
+    1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 1e-3, 1e-2,
+];
+const UPSTREAM_BUCKETS: &[f64] = &[
+    1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+    10.0, 30.0, 60.0,
+];
+
+/// Handles to every metric the proxy updates.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// `tollgate_tool_calls_total{policy,rule,tool,decision,reason}`.
+    pub tool_calls: IntCounterVec,
+    /// `tollgate_decision_duration_seconds`.
+    pub decision_seconds: Histogram,
+    /// `tollgate_upstream_request_duration_seconds{method}`.
+    pub upstream_seconds: HistogramVec,
+    /// `tollgate_upstream_errors_total{kind}`.
+    pub upstream_errors: IntCounterVec,
+    /// `tollgate_requests_rejected_total{reason}`.
+    pub rejected: IntCounterVec,
+    /// `tollgate_tools_hidden_total`.
+    pub tools_hidden: IntCounter,
+    /// `tollgate_policy_reloads_total{result}`.
+    pub reloads: IntCounterVec,
+    /// `tollgate_policy_reload_failing`: 1 while the newest policy files are
+    /// refused and older rules stay in force.
+    pub reload_failing: IntGauge,
+    /// `tollgate_policy_info{version}`: 1 for the rules in force.
+    pub policy_info: IntGaugeVec,
+    /// `tollgate_policy_rules`: rules in force, over all policies.
+    pub policy_rules: IntGauge,
+    /// `tollgate_policy_last_reload_timestamp_seconds`.
+    pub last_reload: IntGauge,
+    /// `tollgate_sessions`: MCP sessions the proxy knows of.
+    pub sessions: IntGauge,
+    /// `tollgate_streams`: open server-to-client event streams.
+    pub streams: IntGauge,
+    /// `tollgate_connections`: open client connections.
+    pub connections: IntGauge,
+    /// `tollgate_controller_connected`: 1 while the sidecar holds a stream
+    /// to the controller (managed mode).
+    pub controller_connected: IntGauge,
+    /// `tollgate_controller_last_contact_timestamp_seconds`: when the
+    /// controller was last heard from; alert on `time() - this`.
+    pub controller_last_contact: IntGauge,
+    /// `tollgate_controller_reconnects_total`.
+    pub controller_reconnects: IntCounter,
+    /// `tollgate_snapshots_rejected_total`: controller snapshots that did
+    /// not compile here (version skew).
+    pub snapshots_rejected: IntCounter,
+    /// `tollgate_ratelimit_store_up`: 1 while Redis answers (shared limits).
+    pub store_up: IntGauge,
+    /// `tollgate_ratelimit_store_errors_total`: Redis operations that failed.
+    pub store_errors: IntCounter,
+    /// `tollgate_identity_failures_total{reason}`: tokens refused.
+    pub identity_failures: IntCounterVec,
+    /// `tollgate_jwks_reload_failing`: 1 while a changed JWKS file is
+    /// refused and the previous keys stay in force (`--identity jwt`).
+    pub jwks_reload_failing: IntGauge,
+    /// `tollgate_log_lines_dropped_total`: audit and log lines lost.
+    log_lines_dropped: IntCounter,
+}
+
+impl Metrics {
+    /// Registers the shared-store metrics. Only sidecars with a Redis have
+    /// them, so `tollgate_ratelimit_store_up == 0` always means a Redis that
+    /// does not answer, never one that was not configured.
+    pub fn register_store(&self) {
+        let _ = self.registry.register(Box::new(self.store_up.clone()));
+        let _ = self.registry.register(Box::new(self.store_errors.clone()));
+    }
+
+    /// Registers the JWKS metric: only sidecars with `--identity jwt` have it.
+    pub fn register_jwks(&self) {
+        let _ = self
+            .registry
+            .register(Box::new(self.jwks_reload_failing.clone()));
+    }
+
+    /// Registers every metric in a fresh registry.
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let tool_calls = IntCounterVec::new(
+            Opts::new(
+                "tollgate_tool_calls_total",
+                "tools/call decisions, by deciding policy and rule.",
+            ),
+            &["policy", "rule", "tool", "decision", "reason"],
+        )?;
+        let decision_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "tollgate_decision_duration_seconds",
+                "Time to decide one tools/call, rate-limit bookkeeping included.",
+            )
+            .buckets(DECISION_BUCKETS.to_vec()),
+        )?;
+        let upstream_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "tollgate_upstream_request_duration_seconds",
+                "Time until the upstream MCP server starts its response, by MCP method.",
+            )
+            .buckets(UPSTREAM_BUCKETS.to_vec()),
+            &["method"],
+        )?;
+        let upstream_errors = IntCounterVec::new(
+            Opts::new(
+                "tollgate_upstream_errors_total",
+                "Requests the upstream MCP server did not answer.",
+            ),
+            &["kind"],
+        )?;
+        let rejected = IntCounterVec::new(
+            Opts::new(
+                "tollgate_requests_rejected_total",
+                "Client requests refused before any policy decision, by reason.",
+            ),
+            &["reason"],
+        )?;
+        let tools_hidden = IntCounter::new(
+            "tollgate_tools_hidden_total",
+            "Tools removed from tools/list responses.",
+        )?;
+        let reloads = IntCounterVec::new(
+            Opts::new("tollgate_policy_reloads_total", "Policy loads, by result."),
+            &["result"],
+        )?;
+        let reload_failing = IntGauge::new(
+            "tollgate_policy_reload_failing",
+            "1 while the newest policy is refused and the previous rules stay in force.",
+        )?;
+        let policy_info = IntGaugeVec::new(
+            Opts::new(
+                "tollgate_policy_info",
+                "The version of the rules in force (value 1).",
+            ),
+            &["version"],
+        )?;
+        let policy_rules = IntGauge::new(
+            "tollgate_policy_rules",
+            "Rules in force, over all policies.",
+        )?;
+        let last_reload = IntGauge::new(
+            "tollgate_policy_last_reload_timestamp_seconds",
+            "When the rules in force were loaded (Unix time).",
+        )?;
+        let sessions = IntGauge::new("tollgate_sessions", "MCP sessions the proxy knows of.")?;
+        let streams = IntGauge::new("tollgate_streams", "Open server-to-client event streams.")?;
+        let connections = IntGauge::new("tollgate_connections", "Open client connections.")?;
+        let controller_connected = IntGauge::new(
+            "tollgate_controller_connected",
+            "1 while the sidecar holds a stream to the controller.",
+        )?;
+        let controller_last_contact = IntGauge::new(
+            "tollgate_controller_last_contact_timestamp_seconds",
+            "When the controller was last heard from (Unix time).",
+        )?;
+        let controller_reconnects = IntCounter::new(
+            "tollgate_controller_reconnects_total",
+            "Connections to the controller that ended.",
+        )?;
+        let jwks_reload_failing = IntGauge::new(
+            "tollgate_jwks_reload_failing",
+            "1 while a changed JWKS file is refused and the previous keys stay in force.",
+        )?;
+        let store_up = IntGauge::new(
+            "tollgate_ratelimit_store_up",
+            "1 while the shared rate-limit store (Redis) answers.",
+        )?;
+        let store_errors = IntCounter::new(
+            "tollgate_ratelimit_store_errors_total",
+            "Shared rate-limit store operations that failed.",
+        )?;
+        let identity_failures = IntCounterVec::new(
+            Opts::new(
+                "tollgate_identity_failures_total",
+                "Caller tokens refused, by reason.",
+            ),
+            &["reason"],
+        )?;
+        let log_lines_dropped = tollgate_runtime::logging::dropped_lines_counter()?;
+        let snapshots_rejected = IntCounter::new(
+            "tollgate_snapshots_rejected_total",
+            "Controller snapshots that did not compile in this sidecar.",
+        )?;
+        for c in [
+            Box::new(tool_calls.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(decision_seconds.clone()),
+            Box::new(upstream_seconds.clone()),
+            Box::new(upstream_errors.clone()),
+            Box::new(rejected.clone()),
+            Box::new(tools_hidden.clone()),
+            Box::new(reloads.clone()),
+            Box::new(reload_failing.clone()),
+            Box::new(policy_info.clone()),
+            Box::new(policy_rules.clone()),
+            Box::new(last_reload.clone()),
+            Box::new(sessions.clone()),
+            Box::new(streams.clone()),
+            Box::new(connections.clone()),
+            Box::new(controller_connected.clone()),
+            Box::new(controller_last_contact.clone()),
+            Box::new(controller_reconnects.clone()),
+            Box::new(snapshots_rejected.clone()),
+            Box::new(identity_failures.clone()),
+            Box::new(log_lines_dropped.clone()),
+        ] {
+            registry.register(c)?;
+        }
+        #[cfg(target_os = "linux")]
+        registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
+        Ok(Metrics {
+            registry,
+            tool_calls,
+            decision_seconds,
+            upstream_seconds,
+            upstream_errors,
+            rejected,
+            tools_hidden,
+            reloads,
+            reload_failing,
+            policy_info,
+            policy_rules,
+            last_reload,
+            sessions,
+            streams,
+            connections,
+            controller_connected,
+            controller_last_contact,
+            controller_reconnects,
+            snapshots_rejected,
+            store_up,
+            jwks_reload_failing,
+            store_errors,
+            identity_failures,
+            log_lines_dropped,
+        })
+    }
+
+    /// Counts one decision on a tool whose label value is `tool`.
+    pub fn count_decision(&self, d: &Decision, tool: &str) {
+        self.tool_calls
+            .with_label_values(&[
+                d.policy.as_deref().unwrap_or(NO_POLICY),
+                d.rule.as_deref().unwrap_or(NO_RULE),
+                tool,
+                d.effect.as_str(),
+                d.reason.as_str(),
+            ])
+            .inc();
+    }
+
+    /// Records which rules are in force.
+    pub fn set_policy(&self, version: &str, rules: usize) {
+        self.policy_info.reset();
+        self.policy_info.with_label_values(&[version]).set(1);
+        self.policy_rules.set(rules as i64);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or_default();
+        self.last_reload.set(now);
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> Vec<u8> {
+        tollgate_runtime::logging::sync_dropped_lines(&self.log_lines_dropped);
+        let mut out = Vec::new();
+        // Encoding into a Vec cannot fail on I/O; a failure would be a
+        // metric with invalid content, which registration already rules out.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        out
+    }
+}

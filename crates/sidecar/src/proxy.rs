@@ -1,0 +1,71 @@
+//! The state every request handler shares: settings, the gate, the
+//! upstream, sessions, open streams and caller identities.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tollgate_runtime::admin::Readiness;
+
+use crate::config::ProxyConfig;
+use crate::gate::Gate;
+use crate::identity::Identities;
+use crate::transport::discover;
+use crate::transport::open_streams::Streams;
+use crate::transport::sessions::Sessions;
+use crate::transport::upstream::Upstream;
+
+/// Everything a request handler needs.
+pub struct Proxy {
+    /// Settings.
+    pub config: ProxyConfig,
+    /// Decisions, metrics, audit.
+    pub gate: Gate,
+    /// The MCP server behind.
+    pub upstream: Upstream,
+    /// Sessions the upstream issued.
+    pub sessions: Sessions,
+    /// Open server streams.
+    pub streams: Arc<Streams>,
+    /// Who is calling.
+    pub identities: Identities,
+}
+
+impl Proxy {
+    /// Learns the upstream's tools from the upstream itself, unless known
+    /// already or tried less than 5 s ago (a slow or broken upstream must
+    /// not slow every call).
+    pub async fn ensure_catalog(&self, path: &str) {
+        if self.gate.catalog.loaded() {
+            return;
+        }
+        let mut last = self.gate.catalog.discovery.lock().await;
+        if self.gate.catalog.loaded() || last.is_some_and(|t| t.elapsed() < Duration::from_secs(5))
+        {
+            return;
+        }
+        *last = Some(Instant::now());
+        match discover::list_tools(&self.upstream, path, Duration::from_secs(5)).await {
+            Ok(tools) => {
+                self.gate.catalog.learn(&tools);
+                tracing::info!(tools = tools.len(), path, "learned the upstream's tools");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, path, "cannot list the upstream's tools yet; rules on what tools create will fail closed")
+            }
+        }
+    }
+}
+
+impl tollgate_runtime::admin::AdminState for Proxy {
+    fn metrics(&self) -> Vec<u8> {
+        self.gate.metrics.encode()
+    }
+
+    fn readiness(&self) -> Readiness {
+        match self.gate.store.current() {
+            Some(rules) => Readiness::Ready(format!("rules {}", rules.set.version())),
+            None if self.gate.fail_open => Readiness::Ready("no rules yet, failing open".into()),
+            None => Readiness::NotReady("no rules received from the controller yet".into()),
+        }
+    }
+}

@@ -1,0 +1,355 @@
+//! Managed mode: the sidecar follows its pod's snapshot stream from the
+//! controller (the contract is in [`tollgate_policy::snapshot`]).
+//!
+//! It compiles each snapshot with the same `compile` the controller used,
+//! puts it in force, keeps a copy on disk and acknowledges it. When the
+//! controller is gone it keeps enforcing the last good snapshot — also
+//! across a sidecar restart, from the copy — and reconnects with
+//! exponential backoff. Before it has ever had a snapshot it refuses tool
+//! calls, unless started with `--fail-open`.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode, Uri, header};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tokio::sync::watch;
+
+use tollgate_mcp::sse;
+use tollgate_policy::budget::inflight::MemoryInFlight;
+use tollgate_policy::snapshot::{
+    Ack, ClusterState as ClusterStateMsg, HEARTBEAT_EVENT, Heartbeat, SNAPSHOT_EVENT, STATE_EVENT,
+    Snapshot, acks_path, snapshots_path,
+};
+use tollgate_policy::{Problems, load};
+
+use crate::config::{ManagedConfig, Unselected};
+use crate::metrics::Metrics;
+use crate::rules::cluster::ClusterState;
+use crate::rules::store::RuleStore;
+
+/// Reconnect delays: from the first to the longest.
+const BACKOFF_MIN: Duration = Duration::from_millis(250);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// Follows the controller.
+pub struct Follower {
+    /// Settings.
+    pub config: ManagedConfig,
+    /// Where snapshots go into force.
+    pub store: Arc<RuleStore>,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Reconnect when the stream is silent this long (heartbeats come every
+    /// 10 s by default).
+    pub silence_timeout: Duration,
+    /// Where the controller's in-flight clone counts go.
+    pub in_flight: Arc<MemoryInFlight>,
+    /// Where the controller's VM labels go.
+    pub cluster: Arc<ClusterState>,
+    client: Client<HttpConnector, Full<Bytes>>,
+    acked: Option<String>,
+}
+
+impl Follower {
+    /// A follower for `config`.
+    pub fn new(
+        config: ManagedConfig,
+        store: Arc<RuleStore>,
+        metrics: Metrics,
+        in_flight: Arc<MemoryInFlight>,
+        cluster: Arc<ClusterState>,
+    ) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        connector.set_nodelay(true);
+        Follower {
+            config,
+            store,
+            metrics,
+            silence_timeout: Duration::from_secs(35),
+            in_flight,
+            cluster,
+            client: Client::builder(TokioExecutor::new()).build(connector),
+            acked: None,
+        }
+    }
+
+    /// Puts the snapshot kept on disk in force, if there is one for this pod.
+    pub fn restore(&self) -> Option<String> {
+        let path = self.config.snapshot_file.as_ref()?;
+        let text = std::fs::read(path).ok()?;
+        let snapshot: Snapshot = match serde_json::from_slice(&text) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "ignoring an unreadable snapshot file");
+                return None;
+            }
+        };
+        match self.apply(&snapshot) {
+            Ok(()) => {
+                tracing::info!(path = %path.display(), version = %snapshot.version, "enforcing the snapshot kept on disk until the controller answers");
+                Some(snapshot.version)
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "ignoring the snapshot file");
+                None
+            }
+        }
+    }
+
+    /// Follows the controller until `shutdown`.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        let mut backoff = BACKOFF_MIN;
+        loop {
+            let outcome = tokio::select! {
+                _ = shutdown.changed() => return,
+                o = self.follow_once() => o,
+            };
+            self.metrics.controller_connected.set(0);
+            self.metrics.controller_reconnects.inc();
+            match outcome {
+                Ok(true) => backoff = BACKOFF_MIN,
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in = ?backoff, "lost the controller; enforcing the last good rules")
+                }
+            }
+            let pause = jitter(backoff);
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
+
+    /// One connection: true if it delivered at least one snapshot.
+    async fn follow_once(&mut self) -> Result<bool, String> {
+        let token = self.token()?;
+        let path = snapshots_path(&self.config.namespace, &self.config.pod);
+        let request = Request::builder()
+            .method(Method::GET)
+            .uri(self.uri(&path)?)
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .header(header::ACCEPT, "text/event-stream")
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| e.to_string())?;
+        let response = tokio::time::timeout(Duration::from_secs(10), self.client.request(request))
+            .await
+            .map_err(|_| "the controller did not answer within 10 s".to_owned())?
+            .map_err(|e| {
+                format!(
+                    "cannot reach the controller at {}: {e}",
+                    self.config.controller
+                )
+            })?;
+        let status = response.status();
+        let mut body = response.into_body();
+        if status != StatusCode::OK {
+            let text = tokio::time::timeout(Duration::from_secs(5), body.collect())
+                .await
+                .ok()
+                .and_then(|r| r.ok())
+                .map(|c| String::from_utf8_lossy(&c.to_bytes()).into_owned())
+                .unwrap_or_default();
+            return Err(format!("the controller answered {status}: {}", text.trim()));
+        }
+        tracing::info!(controller = %self.config.controller, "connected to the controller");
+        self.metrics.controller_connected.set(1);
+        self.contact();
+        let mut parser = sse::Parser::new();
+        let mut delivered = false;
+        loop {
+            let frame = tokio::time::timeout(self.silence_timeout, body.frame())
+                .await
+                .map_err(|_| format!("the controller was silent for {:?}", self.silence_timeout))?;
+            let Some(frame) = frame else {
+                return Ok(delivered);
+            };
+            let frame = frame.map_err(|e| format!("the stream broke: {e}"))?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            for event in parser.push(&data).map_err(|e| e.to_string())? {
+                self.contact();
+                match event.event.as_deref() {
+                    Some(SNAPSHOT_EVENT) => {
+                        delivered = true;
+                        self.on_snapshot(&event.data).await;
+                    }
+                    Some(STATE_EVENT) => self.on_state(&event.data),
+                    Some(HEARTBEAT_EVENT) => {
+                        // Re-send an ack that did not get through.
+                        let current = serde_json::from_str::<Heartbeat>(&event.data)
+                            .ok()
+                            .map(|h| h.version);
+                        if let Some(version) = current.filter(|v| self.acked.as_ref() != Some(v))
+                            && self
+                                .store
+                                .current()
+                                .is_some_and(|r| r.set.version() == version)
+                        {
+                            self.ack(&version).await;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    async fn on_snapshot(&mut self, data: &str) {
+        let snapshot: Snapshot = match serde_json::from_str(data) {
+            Ok(s) => s,
+            Err(e) => {
+                self.metrics.snapshots_rejected.inc();
+                tracing::error!(error = %e, "the controller sent a snapshot this sidecar cannot read; keeping the current rules");
+                return;
+            }
+        };
+        if let Err(e) = self.apply(&snapshot) {
+            self.metrics.snapshots_rejected.inc();
+            tracing::error!(version = %snapshot.version, error = %e, "the controller's snapshot does not compile in this sidecar (version skew?); keeping the current rules");
+            return;
+        }
+        tracing::info!(version = %snapshot.version, policies = snapshot.policies.len(), "rules from the controller in force");
+        self.persist(data);
+        self.ack(&snapshot.version).await;
+    }
+
+    fn on_state(&self, data: &str) {
+        let state: ClusterStateMsg = match serde_json::from_str(data) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "ignoring cluster state this sidecar cannot read");
+                return;
+            }
+        };
+        let observed = state
+            .observed_at
+            .parse::<k8s_openapi::jiff::Timestamp>()
+            .ok()
+            .and_then(|t| u64::try_from(t.as_millisecond()).ok())
+            .map(|ms| UNIX_EPOCH + Duration::from_millis(ms))
+            .unwrap_or_else(SystemTime::now);
+        if state.clones_observed {
+            self.in_flight.set_cluster(state.clones, observed);
+        }
+        self.cluster.set_vms(state.vms.into_iter().collect());
+    }
+
+    /// Compiles and puts a snapshot in force.
+    fn apply(&self, snapshot: &Snapshot) -> Result<(), String> {
+        if snapshot.namespace != self.config.namespace || snapshot.pod != self.config.pod {
+            return Err(format!(
+                "the snapshot is for pod {}/{}, this is {}/{}",
+                snapshot.namespace, snapshot.pod, self.config.namespace, self.config.pod
+            ));
+        }
+        let set = load::compile_set(&snapshot.loaded())
+            .map_err(|p| Problems(p).to_string())?
+            .with_version(snapshot.version.clone());
+        let rules = set.policies().iter().map(|p| p.rules().len()).sum();
+        if self
+            .store
+            .replace_with(set, self.config.unselected == Unselected::Deny)
+        {
+            self.metrics.set_policy(&snapshot.version, rules);
+            self.metrics.reloads.with_label_values(&["success"]).inc();
+        }
+        Ok(())
+    }
+
+    async fn ack(&mut self, version: &str) {
+        let result = async {
+            let token = self.token()?;
+            let body = serde_json::to_vec(&Ack {
+                version: version.to_owned(),
+            })
+            .map_err(|e| e.to_string())?;
+            let request = Request::builder()
+                .method(Method::POST)
+                .uri(self.uri(&acks_path(&self.config.namespace, &self.config.pod))?)
+                .header(header::AUTHORIZATION, format!("Bearer {token}"))
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Full::new(Bytes::from(body)))
+                .map_err(|e| e.to_string())?;
+            let response =
+                tokio::time::timeout(Duration::from_secs(10), self.client.request(request))
+                    .await
+                    .map_err(|_| "timed out".to_owned())?
+                    .map_err(|e| e.to_string())?;
+            match response.status() {
+                StatusCode::NO_CONTENT | StatusCode::OK => Ok(()),
+                other => Err(format!("the controller answered {other}")),
+            }
+        }
+        .await;
+        match result {
+            Ok(()) => self.acked = Some(version.to_owned()),
+            Err(e) => {
+                tracing::warn!(%version, error = %e, "acknowledging the rules failed; retrying with the next heartbeat")
+            }
+        }
+    }
+
+    /// Keeps the snapshot for a restart: written aside, then renamed, so a
+    /// crash never leaves half a file.
+    fn persist(&self, data: &str) {
+        let Some(path) = &self.config.snapshot_file else {
+            return;
+        };
+        let tmp = path.with_extension("tmp");
+        let result = std::fs::write(&tmp, data).and_then(|()| std::fs::rename(&tmp, path));
+        if let Err(e) = result {
+            tracing::warn!(path = %path.display(), error = %e, "cannot keep the snapshot on disk; a restart will wait for the controller");
+        }
+    }
+
+    fn token(&self) -> Result<String, String> {
+        let token = std::fs::read_to_string(&self.config.token_file).map_err(|e| {
+            format!(
+                "cannot read the token file {}: {e}",
+                self.config.token_file.display()
+            )
+        })?;
+        let token = token.trim();
+        if token.is_empty() {
+            return Err(format!(
+                "the token file {} is empty",
+                self.config.token_file.display()
+            ));
+        }
+        Ok(token.to_owned())
+    }
+
+    fn uri(&self, path: &str) -> Result<Uri, String> {
+        let base = self.config.controller.to_string();
+        format!("{}{path}", base.trim_end_matches('/'))
+            .parse()
+            .map_err(|e| format!("bad controller URL {base}: {e}"))
+    }
+
+    fn contact(&self) {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or_default();
+        self.metrics.controller_last_contact.set(now);
+    }
+}
+
+/// ±25 % so a restarted controller is not hit by every sidecar at once.
+fn jitter(d: Duration) -> Duration {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|t| t.subsec_nanos())
+        .unwrap_or(0);
+    let factor = 0.75 + (f64::from(nanos % 1000) / 1000.0) * 0.5;
+    d.mul_f64(factor)
+}

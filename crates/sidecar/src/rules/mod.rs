@@ -1,0 +1,10 @@
+//! The rules in force ([`store`]) and where they come from: policy files
+//! ([`files`]) or the controller's snapshot stream ([`controller`]); plus what
+//! the rules read besides a call: the upstream's own tool catalogue
+//! ([`catalog`]) and the controller's view of the cluster ([`cluster`]).
+
+pub mod catalog;
+pub mod cluster;
+pub mod controller;
+pub mod files;
+pub mod store;

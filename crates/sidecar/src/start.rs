@@ -1,0 +1,320 @@
+//! Starting a sidecar: load the rules (files or controller), bind both
+//! listeners, and spawn the tasks that keep rules, keys and budgets fresh.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use tollgate_mcp::{jsonrpc, sse, tools};
+use tollgate_policy::budget::Tiered;
+use tollgate_runtime::serve;
+
+use crate::audit::AuditConfig;
+use crate::config::{IdentitySource, JwksSource, ProxyConfig, RuleSource};
+use crate::gate::Gate;
+use crate::gate::redis as shared;
+use crate::identity::{self, jwks};
+use crate::metrics::Metrics;
+use crate::proxy::Proxy;
+use crate::rules::store::RuleStore;
+use crate::rules::{cluster, controller as managed, files as reload};
+use crate::transport::open_streams::Streams;
+use crate::transport::sessions::Sessions;
+use crate::transport::upstream::Upstream;
+
+/// Why a sidecar could not start, said so the operator knows what to change.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The metrics could not be registered (a bug, not a setting).
+    #[error("registering metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    /// The policy files do not load.
+    #[error("the policy files are invalid:\n{0}")]
+    Policies(String),
+    /// The upstream URL is unusable.
+    #[error(transparent)]
+    Upstream(#[from] crate::transport::upstream::UpstreamUrlError),
+    /// The shared store (Redis) settings are unusable.
+    #[error(transparent)]
+    SharedStore(#[from] shared::StoreConfigError),
+    /// The identity settings are unusable.
+    #[error(transparent)]
+    Identity(#[from] identity::SetupError),
+    /// The key set for JWTs cannot be fetched as configured.
+    #[error(transparent)]
+    Jwks(#[from] jwks::FetcherError),
+    /// A listener could not be opened.
+    #[error(transparent)]
+    Bind(#[from] serve::BindError),
+    /// The address of a bound listener could not be read.
+    #[error("reading a listener's address: {0}")]
+    LocalAddr(#[source] std::io::Error),
+}
+
+/// A started proxy.
+pub struct Running {
+    /// Where agents connect.
+    pub listen: SocketAddr,
+    /// Where the admin endpoints are.
+    pub admin: SocketAddr,
+    /// The shared state.
+    pub proxy: Arc<Proxy>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stops accepting, lets in-flight requests finish (up to the grace
+    /// period), and returns.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+/// Loads the rules, binds both listeners and starts serving.
+pub async fn start(config: ProxyConfig, audit: AuditConfig) -> Result<Running, StartError> {
+    let metrics = Metrics::new()?;
+    let store = Arc::new(RuleStore::new());
+    // Shared by the gate and, in managed mode, fed by the controller.
+    let in_flight = Arc::new(tollgate_policy::budget::inflight::MemoryInFlight::default());
+    let cluster = Arc::new(cluster::ClusterState::default());
+    let follower = match &config.rules {
+        RuleSource::Files(paths) => {
+            if let reload::Outcome::Refused(problems) = reload::reload(paths, &store, &metrics) {
+                return Err(StartError::Policies(problems));
+            }
+            None
+        }
+        RuleSource::Controller(managed) => {
+            let follower = managed::Follower::new(
+                managed.clone(),
+                store.clone(),
+                metrics.clone(),
+                in_flight.clone(),
+                cluster.clone(),
+            );
+            follower.restore();
+            Some(follower)
+        }
+    };
+    let upstream = Upstream::new(
+        config.upstream.clone(),
+        config.upstream_connect_timeout,
+        config.upstream_response_timeout,
+    )?;
+    let identities = identities(&config).await?;
+    let shared = match &config.shared_store {
+        Some(s) => Some(shared::SharedStore::connect(s, metrics.clone())?),
+        None => None,
+    };
+    let listener = serve::bind(config.listen, "--listen").await?;
+    let admin_listener = serve::bind(config.admin_listen, "--admin-listen").await?;
+    let listen = listener.local_addr().map_err(StartError::LocalAddr)?;
+    let admin = admin_listener.local_addr().map_err(StartError::LocalAddr)?;
+
+    let proxy = Arc::new(Proxy {
+        gate: Gate {
+            fail_open: matches!(&config.rules, RuleSource::Controller(m) if m.fail_open),
+            in_flight,
+            cluster,
+            budgets: Arc::new(Tiered::new(shared)),
+            ..Gate::new(store.clone(), metrics.clone(), audit)
+        },
+        identities,
+        upstream,
+        sessions: Sessions::new(),
+        streams: Arc::new(Streams::default()),
+        config: config.clone(),
+    });
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+
+    let p = proxy.clone();
+    tasks.push(tokio::spawn(serve::serve(
+        listener,
+        move |req| crate::transport::route::route(p.clone(), req),
+        config.max_connections,
+        config.header_read_timeout,
+        shutdown_rx.clone(),
+        config.shutdown_grace,
+        {
+            let gauge = metrics.connections.clone();
+            move |delta| gauge.add(delta)
+        },
+    )));
+    let p = proxy.clone();
+    tasks.push(tokio::spawn(serve::serve(
+        admin_listener,
+        move |req| tollgate_runtime::admin::route(p.clone(), req),
+        64,
+        config.header_read_timeout,
+        shutdown_rx.clone(),
+        Duration::from_secs(1),
+        |_| {},
+    )));
+    match (&config.rules, follower) {
+        (RuleSource::Files(paths), _) => tasks.push(tokio::spawn(reload::watch_files(
+            paths.clone(),
+            store.clone(),
+            metrics.clone(),
+            config.reload_interval,
+            shutdown_rx.clone(),
+        ))),
+        (RuleSource::Controller(_), Some(follower)) => {
+            tasks.push(tokio::spawn(follower.run(shutdown_rx.clone())))
+        }
+        (RuleSource::Controller(_), None) => {}
+    }
+
+    tasks.push(tokio::spawn(announce_changes(
+        proxy.clone(),
+        shutdown_rx.clone(),
+    )));
+    if let (Some(identity::Verifier::Jwt(jwt)), IdentitySource::Jwt { keys, issuer, .. }) =
+        (&proxy.identities.verifier, &config.identity)
+    {
+        metrics.register_jwks();
+        let failing = metrics.jwks_reload_failing.clone();
+        tasks.push(match keys {
+            JwksSource::File(_) => tokio::spawn(identity::watch_jwks(
+                jwt.clone(),
+                failing,
+                config.reload_interval,
+                shutdown_rx.clone(),
+            )),
+            JwksSource::Https {
+                url,
+                ca_file,
+                refresh,
+            } => {
+                let location = match (url, issuer) {
+                    (Some(url), _) => jwks::Location::Url(url.clone()),
+                    (None, Some(issuer)) => jwks::Location::Discovered {
+                        issuer: issuer.clone(),
+                    },
+                    (None, None) => return Err(identity::SetupError::NoKeys.into()),
+                };
+                let fetcher = jwks::Fetcher::new(location, ca_file.as_deref())?;
+                tokio::spawn(jwks::watch(
+                    jwt.clone(),
+                    fetcher,
+                    *refresh,
+                    jwt.wanted.clone(),
+                    failing,
+                    shutdown_rx.clone(),
+                ))
+            }
+        });
+    }
+    tasks.push(tokio::spawn(sweep(proxy.clone(), shutdown_rx)));
+    let p = proxy.clone();
+    tokio::spawn(async move {
+        let base = p.upstream.uri_for(None);
+        let path = if base.path().trim_end_matches('/').is_empty() {
+            "/mcp"
+        } else {
+            "/"
+        };
+        p.ensure_catalog(path).await;
+    });
+
+    tracing::info!(
+        %listen,
+        %admin,
+        upstream = %config.upstream,
+        version = store.current().map(|r| r.set.version().to_owned()).unwrap_or_default(),
+        "tollgate proxy ready"
+    );
+    Ok(Running {
+        listen,
+        admin,
+        proxy,
+        shutdown,
+        tasks,
+    })
+}
+
+/// The configured caller verification.
+async fn identities(config: &ProxyConfig) -> Result<identity::Identities, identity::SetupError> {
+    let verifier = match &config.identity {
+        IdentitySource::None => None,
+        IdentitySource::Jwt {
+            keys,
+            issuer,
+            audience,
+        } => Some(identity::Verifier::Jwt(Arc::new(match keys {
+            JwksSource::File(path) => {
+                identity::JwtVerifier::from_file(path, issuer.clone(), audience.clone())?
+            }
+            JwksSource::Https { .. } => {
+                identity::JwtVerifier::awaiting_keys(issuer.clone(), audience.clone())
+            }
+        }))),
+        IdentitySource::Kubernetes {
+            audience,
+            kubeconfig,
+        } => {
+            let client = tollgate_runtime::kube_client::client(kubeconfig.as_deref())
+                .await
+                .map_err(identity::SetupError::KubeClient)?;
+            Some(identity::Verifier::Kubernetes(Box::new(
+                tollgate_runtime::token_review::Authenticator::new(client, audience),
+            )))
+        }
+    };
+    if config.require_identity && verifier.is_none() {
+        return Err(identity::SetupError::RequireWithoutVerifier);
+    }
+    Ok(identity::Identities {
+        verifier,
+        required: config.require_identity,
+    })
+}
+
+/// Runs until SIGTERM or Ctrl-C.
+pub async fn run(config: ProxyConfig, audit: AuditConfig) -> Result<(), StartError> {
+    let running = start(config, audit).await?;
+    tollgate_runtime::shutdown::signal().await;
+    tracing::info!("shutting down");
+    running.shutdown().await;
+    Ok(())
+}
+
+/// Tells clients with an open stream to re-list tools when the rules
+/// change, since what `tools/list` hides may have changed.
+async fn announce_changes(proxy: Arc<Proxy>, mut shutdown: watch::Receiver<bool>) {
+    let mut changes = proxy.gate.store.subscribe();
+    let event = sse::encode(
+        Some("message"),
+        None,
+        &jsonrpc::notification(tools::LIST_CHANGED).to_string(),
+    );
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            changed = changes.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                proxy.streams.broadcast(event.clone());
+            }
+        }
+    }
+}
+
+/// Drops idle rate-limit buckets once a minute.
+async fn sweep(proxy: Arc<Proxy>, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = tick.tick() => proxy.gate.budgets.local().sweep(Instant::now()),
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! Learning the upstream's tools first-hand.
+//!
+//! Resource rules need to know what each tool creates, and that knowledge
+//! may only come from the upstream itself, never from a client. Waiting for
+//! a client's `tools/list` is not enough — an agent may call tools without
+//! listing them — so the sidecar opens its own MCP session with the upstream
+//! (initialize, `tools/list` with every page, then DELETE) at startup, and
+//! again before judging a call if it still knows nothing.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, header};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+
+use tollgate_mcp::{http as mcp_http, sse};
+
+use crate::transport::upstream::Upstream;
+
+/// The protocol version the sidecar speaks when it asks for itself.
+const PROTOCOL_VERSION: &str = "2025-06-18";
+/// The most `tools/list` pages read.
+const MAX_PAGES: usize = 50;
+/// How the sidecar's own requests introduce themselves.
+pub const USER_AGENT: &str = concat!("tollgate-discovery/", env!("CARGO_PKG_VERSION"));
+
+/// The upstream's tools, asked over a session of the sidecar's own.
+pub async fn list_tools(
+    upstream: &Upstream,
+    path: &str,
+    timeout: Duration,
+) -> Result<Vec<Value>, String> {
+    tokio::time::timeout(timeout, session(upstream, path))
+        .await
+        .map_err(|_| format!("the upstream did not answer within {timeout:?}"))?
+}
+
+async fn session(upstream: &Upstream, path: &str) -> Result<Vec<Value>, String> {
+    let init = json!({
+        "jsonrpc": "2.0", "id": 0, "method": "initialize",
+        "params": {"protocolVersion": PROTOCOL_VERSION, "capabilities": {}, "clientInfo": {"name": "tollgate", "version": env!("CARGO_PKG_VERSION")}}
+    });
+    let (headers, _) = exchange(upstream, path, None, &init).await?;
+    let session = headers.get(mcp_http::SESSION_ID).cloned();
+    let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+    exchange(upstream, path, session.as_ref(), &initialized).await?;
+    let mut tools = Vec::new();
+    let mut cursor: Option<String> = None;
+    for page in 0..MAX_PAGES {
+        let mut req = json!({"jsonrpc": "2.0", "id": page + 1, "method": "tools/list"});
+        if let Some(c) = &cursor {
+            req["params"] = json!({ "cursor": c });
+        }
+        let (_, response) = exchange(upstream, path, session.as_ref(), &req).await?;
+        let result = response
+            .and_then(|r| r.get("result").cloned())
+            .ok_or("the upstream's tools/list had no result")?;
+        tools.extend(
+            result
+                .get("tools")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default(),
+        );
+        cursor = result
+            .get("nextCursor")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        if cursor.is_none() {
+            break;
+        }
+    }
+    if let Some(id) = session {
+        let mut headers = HeaderMap::new();
+        headers.insert(mcp_http::SESSION_ID, id);
+        headers.insert(header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
+        let uri = upstream.uri_for(path.parse().ok().as_ref());
+        let req = crate::transport::headers::upstream_request(
+            Method::DELETE,
+            uri,
+            &headers,
+            Bytes::new(),
+        );
+        let _ = upstream.send(req).await;
+    }
+    Ok(tools)
+}
+
+/// POSTs one message; returns the response headers and, for a request, the
+/// JSON-RPC response (from a JSON body or the SSE stream).
+async fn exchange(
+    upstream: &Upstream,
+    path: &str,
+    session: Option<&HeaderValue>,
+    message: &Value,
+) -> Result<(HeaderMap, Option<Value>), String> {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(
+        header::ACCEPT,
+        HeaderValue::from_static("application/json, text/event-stream"),
+    );
+    headers.insert(
+        mcp_http::PROTOCOL_VERSION,
+        HeaderValue::from_static(PROTOCOL_VERSION),
+    );
+    headers.insert(header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
+    if let Some(id) = session {
+        headers.insert(mcp_http::SESSION_ID, id.clone());
+    }
+    let uri = upstream.uri_for(path.parse().ok().as_ref());
+    let body = Bytes::from(serde_json::to_vec(message).unwrap_or_default());
+    let response = upstream
+        .send(crate::transport::headers::upstream_request(
+            Method::POST,
+            uri,
+            &headers,
+            body,
+        ))
+        .await
+        .map_err(|e| e.to_string())?;
+    let (parts, body) = response.into_parts();
+    if !parts.status.is_success() {
+        return Err(format!(
+            "the upstream answered {} to {}",
+            parts.status, message["method"]
+        ));
+    }
+    if message.get("id").is_none() {
+        return Ok((parts.headers, None));
+    }
+    let id = message["id"].clone();
+    if crate::transport::headers::is_event_stream(&parts.headers) {
+        // Read events until the response arrives; the stream may stay open.
+        let mut parser = sse::Parser::new();
+        let mut body = body;
+        while let Some(frame) = body.frame().await {
+            let Ok(data) = frame.map_err(|e| e.to_string())?.into_data() else {
+                continue;
+            };
+            for event in parser.push(&data).map_err(|e| e.to_string())? {
+                if let Ok(v) = serde_json::from_str::<Value>(&event.data)
+                    && v.get("id") == Some(&id)
+                {
+                    return Ok((parts.headers, Some(v)));
+                }
+            }
+        }
+        return Err("the upstream's event stream ended without a response".into());
+    }
+    let bytes = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+    let v: Value = serde_json::from_slice(&bytes)
+        .map_err(|e| format!("the upstream's response is not JSON: {e}"))?;
+    Ok((parts.headers, Some(v)))
+}

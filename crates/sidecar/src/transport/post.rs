@@ -1,0 +1,600 @@
+//! Client POSTs: each JSON-RPC message (or every element of a batch) is read
+//! once, checked, decided, and then either answered by the proxy or
+//! forwarded as the proxy's own re-serialisation of what it decided on.
+//!
+//! Works for both transports: a POST to a legacy (2024-11-05) session
+//! endpoint gets `202 Accepted` and its answers on the session's SSE stream;
+//! any other POST is Streamable HTTP and gets its answers in the response.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Response, StatusCode, header, request::Parts};
+use hyper::body::Incoming;
+use serde_json::Value;
+
+use tollgate_mcp::http::{self as mcp_http, Mirrored};
+use tollgate_mcp::json::parse_strict;
+use tollgate_mcp::jsonrpc::{
+    self, INVALID_REQUEST, Kind, PARSE_ERROR, RpcError, UPSTREAM_UNAVAILABLE,
+};
+use tollgate_mcp::{sse, tools};
+
+use crate::Proxy;
+use crate::gate::{Caller, denial_response};
+use crate::transport::headers;
+use crate::transport::open_streams::LegacySession;
+use crate::transport::relay::{Hook, Relay};
+use tollgate_runtime::body::{self, Body, ReadError};
+
+/// What to do with the messages of one POST.
+#[derive(Default)]
+struct Plan {
+    /// Messages to forward, in order.
+    forward: Vec<Value>,
+    /// Responses the proxy gives itself (denials, errors).
+    answers: Vec<Value>,
+    /// Whether any answer is an error about the message itself (HTTP 400
+    /// for a single message) rather than a policy denial.
+    refused: bool,
+    /// Ids of forwarded `tools/list` requests.
+    list_ids: Vec<Value>,
+    /// Whether an `initialize` is forwarded (its response issues a session).
+    initialize: bool,
+}
+
+/// Handles one POST.
+pub async fn handle(
+    proxy: &Arc<Proxy>,
+    parts: Parts,
+    body: Incoming,
+    subject: Option<String>,
+) -> Response<Body> {
+    if let Some(refused) = check_content_headers(proxy, &parts.headers) {
+        return refused;
+    }
+    let bytes = match body::read(
+        body,
+        proxy.config.max_body_bytes,
+        proxy.config.body_read_timeout,
+    )
+    .await
+    {
+        Ok(b) => b,
+        Err(e) => {
+            let (status, reason) = match e {
+                ReadError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+                ReadError::Timeout(_) => (StatusCode::REQUEST_TIMEOUT, "timeout"),
+                ReadError::Io(_) => (StatusCode::BAD_REQUEST, "io"),
+            };
+            return reject(proxy, status, PARSE_ERROR, &e.to_string(), reason);
+        }
+    };
+    let value = match parse_strict(&bytes) {
+        Ok(v) => v,
+        Err(e) => {
+            return reject(
+                proxy,
+                StatusCode::BAD_REQUEST,
+                PARSE_ERROR,
+                &e.to_string(),
+                "malformed",
+            );
+        }
+    };
+    let mirrored = match mirrored(&parts.headers) {
+        Ok(m) => m,
+        Err(message) => {
+            return reject(
+                proxy,
+                StatusCode::BAD_REQUEST,
+                jsonrpc::HEADER_MISMATCH,
+                &message,
+                "header_mismatch",
+            );
+        }
+    };
+    let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let legacy = proxy.streams.legacy(path_and_query);
+    // Legacy sessions are keyed apart from Streamable HTTP ones, so a
+    // client cannot name one in an `Mcp-Session-Id` header.
+    let session = match &legacy {
+        Some(l) => Some(format!("legacy:{}", l.endpoint)),
+        None => parts
+            .headers
+            .get(mcp_http::SESSION_ID)
+            .and_then(|v| v.to_str().ok())
+            .filter(|id| {
+                let known = proxy.sessions.touch(id, Instant::now());
+                if !known {
+                    // An expired session may just have been forgotten.
+                    proxy.gate.metrics.sessions.set(proxy.sessions.len() as i64);
+                }
+                known
+            })
+            .map(str::to_owned),
+    };
+
+    let (batch, messages) = match value {
+        Value::Array(items) if items.is_empty() => {
+            return reject(
+                proxy,
+                StatusCode::BAD_REQUEST,
+                INVALID_REQUEST,
+                "an empty batch",
+                "invalid_request",
+            );
+        }
+        Value::Array(items) => (true, items),
+        other => (false, vec![other]),
+    };
+    if batch && mirrored.any() {
+        return reject(
+            proxy,
+            StatusCode::BAD_REQUEST,
+            jsonrpc::HEADER_MISMATCH,
+            "Mcp-Method/Mcp-Name headers cannot describe a batch",
+            "header_mismatch",
+        );
+    }
+
+    if messages
+        .iter()
+        .any(|m| m.get("method").and_then(Value::as_str) == Some(tools::CALL))
+    {
+        proxy.ensure_catalog(parts.uri.path()).await;
+    }
+    let mut plan = Plan::default();
+    let method_label = if batch {
+        "batch"
+    } else {
+        method_label(&messages[0])
+    };
+    let caller = Caller {
+        session: session.as_deref(),
+        subject: subject.as_deref(),
+    };
+    for message in messages {
+        if let Err(mismatch) = plan_one(proxy, &mut plan, message, batch, &mirrored, caller).await {
+            return body::json(StatusCode::BAD_REQUEST, &mismatch.to_response());
+        }
+    }
+    if let Some(l) = &legacy {
+        for id in &plan.list_ids {
+            l.expect_list(id, caller.subject);
+        }
+    }
+
+    if plan.forward.is_empty() {
+        return answer_locally(plan, batch, legacy.as_deref()).await;
+    }
+    let body = if batch {
+        Value::Array(std::mem::take(&mut plan.forward))
+    } else {
+        plan.forward.pop().unwrap_or_default()
+    };
+    let bytes = Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
+    let uri = proxy.upstream.uri_for(parts.uri.path_and_query());
+    let request = headers::upstream_request(Method::POST, uri, &parts.headers, bytes);
+    let started = Instant::now();
+    let upstream = match proxy.upstream.send(request).await {
+        Ok(resp) => resp,
+        Err(e) => {
+            proxy
+                .gate
+                .metrics
+                .upstream_errors
+                .with_label_values(&[e.kind()])
+                .inc();
+            tracing::warn!(error = %e, "upstream request failed");
+            return upstream_failed(&body, &e.to_string(), plan.answers);
+        }
+    };
+    proxy
+        .gate
+        .metrics
+        .upstream_seconds
+        .with_label_values(&[method_label])
+        .observe(started.elapsed().as_secs_f64());
+    respond(proxy, upstream, plan, batch, legacy, subject).await
+}
+
+/// Decides one message and records what to do with it. An error is a
+/// header/body mismatch, which refuses the whole request.
+async fn plan_one(
+    proxy: &Proxy,
+    plan: &mut Plan,
+    message: Value,
+    batch: bool,
+    mirrored: &Mirrored<'_>,
+    caller: Caller<'_>,
+) -> Result<(), RpcError> {
+    let envelope = match jsonrpc::inspect(&message) {
+        Ok(e) => e,
+        Err(e) => {
+            proxy
+                .gate
+                .metrics
+                .rejected
+                .with_label_values(&["invalid_request"])
+                .inc();
+            proxy.gate.malformed(&e.message, &e.id);
+            plan.answers.push(e.to_response());
+            plan.refused = true;
+            return Ok(());
+        }
+    };
+    if !batch && let Err(e) = mirrored.check(&message, &envelope) {
+        proxy
+            .gate
+            .metrics
+            .rejected
+            .with_label_values(&["header_mismatch"])
+            .inc();
+        proxy.gate.malformed(&e.message, &e.id);
+        return Err(e);
+    }
+    let id = envelope.id.cloned().unwrap_or(Value::Null);
+    match (envelope.kind, envelope.method) {
+        (Kind::Request, Some(tools::CALL)) => {
+            let params = match tools::call_params(&message, envelope.id) {
+                Ok(p) => p,
+                Err(e) => {
+                    proxy.gate.malformed(&e.message, &id);
+                    plan.answers.push(e.to_response());
+                    plan.refused = true;
+                    return Ok(());
+                }
+            };
+            let decision = proxy.gate.decide(&params, caller, &id).await;
+            if decision.forwards() {
+                plan.forward.push(message);
+            } else {
+                plan.answers.push(denial_response(&id, &decision));
+            }
+        }
+        (Kind::Notification, Some(tools::CALL)) => {
+            // A call without an id cannot be answered, and must not run
+            // unanswered either.
+            let e = RpcError::new(
+                INVALID_REQUEST,
+                "tools/call must be a request with an \"id\"",
+                None,
+            );
+            proxy.gate.malformed(&e.message, &Value::Null);
+            plan.answers.push(e.to_response());
+            plan.refused = true;
+        }
+        (Kind::Request, Some(tools::LIST)) => {
+            plan.list_ids.push(id);
+            plan.forward.push(message);
+        }
+        (Kind::Request, Some("initialize")) => {
+            plan.initialize = true;
+            plan.forward.push(message);
+        }
+        _ => plan.forward.push(message),
+    }
+    Ok(())
+}
+
+/// Nothing to forward: every message was answered by the proxy.
+async fn answer_locally(plan: Plan, batch: bool, legacy: Option<&LegacySession>) -> Response<Body> {
+    if let Some(session) = legacy {
+        for answer in &plan.answers {
+            let event = sse::encode(Some("message"), None, &answer.to_string());
+            if session.inject.send(event).await.is_err() {
+                return body::status(StatusCode::GONE);
+            }
+        }
+        return body::status(StatusCode::ACCEPTED);
+    }
+    match (batch, plan.answers.len()) {
+        (false, 1) => {
+            let status = if plan.refused {
+                StatusCode::BAD_REQUEST
+            } else {
+                StatusCode::OK
+            };
+            let answer = plan.answers.into_iter().next().unwrap_or_default();
+            body::json(status, &answer)
+        }
+        // Only notifications or responses, all refused: nothing to say back.
+        (_, 0) => body::status(StatusCode::ACCEPTED),
+        _ => body::json(StatusCode::OK, &Value::Array(plan.answers)),
+    }
+}
+
+/// Turns the upstream's response into the client's, merging the proxy's
+/// own answers and filtering `tools/list` results.
+async fn respond(
+    proxy: &Arc<Proxy>,
+    upstream: Response<hyper::body::Incoming>,
+    plan: Plan,
+    batch: bool,
+    legacy: Option<Arc<LegacySession>>,
+    subject: Option<String>,
+) -> Response<Body> {
+    let (mut parts, incoming) = upstream.into_parts();
+    headers::strip_hop_by_hop(&mut parts.headers);
+    if plan.initialize
+        && parts.status.is_success()
+        && let Some(id) = parts
+            .headers
+            .get(mcp_http::SESSION_ID)
+            .and_then(|v| v.to_str().ok())
+    {
+        proxy.sessions.insert(id, Instant::now());
+        proxy.gate.metrics.sessions.set(proxy.sessions.len() as i64);
+    }
+    if let Some(session) = legacy {
+        // Legacy: the upstream's answers travel on the SSE stream; so do ours.
+        for answer in &plan.answers {
+            let _ = session
+                .inject
+                .send(sse::encode(Some("message"), None, &answer.to_string()))
+                .await;
+        }
+        return Response::from_parts(parts, body::stream(incoming));
+    }
+    if !parts.status.is_success() || (plan.answers.is_empty() && plan.list_ids.is_empty()) {
+        return Response::from_parts(parts, body::stream(incoming));
+    }
+    if parts.status == StatusCode::ACCEPTED || parts.status == StatusCode::NO_CONTENT {
+        // The upstream had nothing to say; the proxy does.
+        if plan.answers.is_empty() {
+            return Response::from_parts(parts, body::stream(incoming));
+        }
+        return body::json(StatusCode::OK, &Value::Array(plan.answers));
+    }
+    let hook = ListHook {
+        proxy: proxy.clone(),
+        ids: plan.list_ids,
+        subject,
+    };
+    if headers::is_event_stream(&parts.headers) {
+        parts.headers.remove(header::CONTENT_LENGTH);
+        let first = plan
+            .answers
+            .iter()
+            .map(|a| sse::encode(Some("message"), None, &a.to_string()))
+            .collect();
+        let relay = Relay::new(incoming, Box::new(hook), first, None, Vec::new());
+        return Response::from_parts(parts, http_body_util::BodyExt::boxed_unsync(relay));
+    }
+    if !headers::is_json(&parts.headers) {
+        return Response::from_parts(parts, body::stream(incoming));
+    }
+    let bytes = match body::read(
+        incoming,
+        proxy.config.max_upstream_body_bytes,
+        proxy.config.upstream_response_timeout,
+    )
+    .await
+    {
+        Ok(b) => b,
+        Err(e) => {
+            proxy
+                .gate
+                .metrics
+                .upstream_errors
+                .with_label_values(&["protocol"])
+                .inc();
+            return body::json(
+                StatusCode::BAD_GATEWAY,
+                &jsonrpc::error_response(
+                    &Value::Null,
+                    UPSTREAM_UNAVAILABLE,
+                    &format!("upstream response: {e}"),
+                    None,
+                ),
+            );
+        }
+    };
+    let Ok(mut value) = serde_json::from_slice::<Value>(&bytes) else {
+        // Not JSON after all: pass it on as it came, nothing to filter.
+        parts.headers.remove(header::CONTENT_LENGTH);
+        return Response::from_parts(parts, body::full(bytes));
+    };
+    let mut hook = hook;
+    hook.rewrite(&mut value);
+    if batch && !plan.answers.is_empty() {
+        value = match value {
+            Value::Array(mut items) => {
+                items.extend(plan.answers);
+                Value::Array(items)
+            }
+            single => {
+                let mut items = vec![single];
+                items.extend(plan.answers);
+                Value::Array(items)
+            }
+        };
+    }
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(
+        parts,
+        body::full(serde_json::to_vec(&value).unwrap_or_default()),
+    )
+}
+
+/// Filters `tools/list` results for the requests of one POST, and teaches
+/// the catalog what the upstream offers.
+pub struct ListHook {
+    /// The proxy.
+    pub proxy: Arc<Proxy>,
+    /// Ids of the `tools/list` requests whose responses to rewrite.
+    pub ids: Vec<Value>,
+    /// Who asked: what a caller may see depends on who it is.
+    pub subject: Option<String>,
+}
+
+impl ListHook {
+    /// Rewrites `value` (a response or a batch of them); true if it changed.
+    pub fn rewrite(&mut self, value: &mut Value) -> bool {
+        let (ids, subject) = (&self.ids, &self.subject);
+        rewrite_lists(&self.proxy, value, &mut |id| {
+            ids.contains(id).then(|| subject.clone())
+        })
+    }
+}
+
+impl Hook for ListHook {
+    fn on_event(&mut self, event: &sse::Event) -> Option<Bytes> {
+        if !event.is_message() || self.ids.is_empty() {
+            return None;
+        }
+        let mut value: Value = serde_json::from_str(&event.data).ok()?;
+        self.rewrite(&mut value).then(|| {
+            sse::encode(
+                event.event.as_deref(),
+                event.id.as_deref(),
+                &value.to_string(),
+            )
+        })
+    }
+}
+
+/// For each response in `value` whose id `is_list` accepts (giving the
+/// subject who asked): learns the tool names and removes the tools hidden
+/// from that caller. True if anything was removed.
+pub fn rewrite_lists(
+    proxy: &Proxy,
+    value: &mut Value,
+    is_list: &mut dyn FnMut(&Value) -> Option<Option<String>>,
+) -> bool {
+    let items: Vec<&mut Value> = match value {
+        Value::Array(items) => items.iter_mut().collect(),
+        single => vec![single],
+    };
+    let mut changed = false;
+    for item in items {
+        let Some(id) = item.get("id") else { continue };
+        let Some(subject) = is_list(id) else {
+            continue;
+        };
+        let Some(result) = item.get_mut("result") else {
+            continue;
+        };
+        if let Some(listed) = tools::listed(result) {
+            proxy.gate.catalog.learn(listed);
+        }
+        if proxy.gate.may_hide() {
+            let removed =
+                tools::filter_list(result, |name| proxy.gate.hides(name, subject.as_deref()));
+            if removed > 0 {
+                proxy.gate.metrics.tools_hidden.inc_by(removed as u64);
+                changed = true;
+            }
+        }
+    }
+    changed
+}
+
+/// Refuses bodies the proxy cannot read exactly as the upstream would.
+fn check_content_headers(proxy: &Proxy, h: &HeaderMap) -> Option<Response<Body>> {
+    let content_type = h.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    if !content_type.is_some_and(headers::is_json_utf8) {
+        return Some(reject(
+            proxy,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            PARSE_ERROR,
+            "MCP messages must be sent as Content-Type: application/json in UTF-8",
+            "content_type",
+        ));
+    }
+    let encoded = h.get_all(header::CONTENT_ENCODING).iter().any(|v| {
+        !v.to_str()
+            .is_ok_and(|s| s.trim().eq_ignore_ascii_case("identity"))
+    });
+    if encoded {
+        return Some(reject(
+            proxy,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            PARSE_ERROR,
+            "compressed request bodies are not accepted; send the JSON uncompressed",
+            "content_encoding",
+        ));
+    }
+    None
+}
+
+fn mirrored(h: &HeaderMap) -> Result<Mirrored<'_>, String> {
+    let get = |name: &str| -> Result<Option<&str>, String> {
+        let mut values = h.get_all(name).iter();
+        let first = values.next();
+        if values.next().is_some() {
+            return Err(format!("the {name} header is sent more than once"));
+        }
+        first
+            .map(|v| {
+                v.to_str()
+                    .map_err(|_| format!("the {name} header is not visible ASCII"))
+            })
+            .transpose()
+    };
+    Ok(Mirrored {
+        protocol_version: get(mcp_http::PROTOCOL_VERSION)?,
+        method: get(mcp_http::METHOD)?,
+        name: get(mcp_http::NAME)?,
+    })
+}
+
+/// Refuses the whole request before any decision.
+fn reject(
+    proxy: &Proxy,
+    status: StatusCode,
+    code: i64,
+    message: &str,
+    reason: &'static str,
+) -> Response<Body> {
+    proxy
+        .gate
+        .metrics
+        .rejected
+        .with_label_values(&[reason])
+        .inc();
+    proxy.gate.malformed(message, &Value::Null);
+    tracing::debug!(%status, reason, message, "request refused");
+    body::json(
+        status,
+        &jsonrpc::error_response(&Value::Null, code, message, None),
+    )
+}
+
+/// The upstream did not answer: every forwarded request gets an error.
+fn upstream_failed(forwarded: &Value, message: &str, mut answers: Vec<Value>) -> Response<Body> {
+    let text = format!("tollgate could not reach the MCP server: {message}");
+    let requests: Vec<&Value> = match forwarded {
+        Value::Array(items) => items.iter().collect(),
+        single => vec![single],
+    };
+    for r in &requests {
+        if let Some(id) = r.get("id").filter(|_| r.get("method").is_some()) {
+            answers.push(jsonrpc::error_response(
+                id,
+                UPSTREAM_UNAVAILABLE,
+                &text,
+                None,
+            ));
+        }
+    }
+    let value = match (forwarded.is_array(), answers.len()) {
+        (false, 1) => answers.pop().unwrap_or_default(),
+        (_, 0) => jsonrpc::error_response(&Value::Null, UPSTREAM_UNAVAILABLE, &text, None),
+        _ => Value::Array(answers),
+    };
+    body::json(StatusCode::BAD_GATEWAY, &value)
+}
+
+/// A bounded label for the upstream latency histogram.
+fn method_label(message: &Value) -> &'static str {
+    match message.get("method").and_then(Value::as_str) {
+        Some(tools::CALL) => tools::CALL,
+        Some(tools::LIST) => tools::LIST,
+        Some("initialize") => "initialize",
+        Some(_) => "other",
+        None => "response",
+    }
+}

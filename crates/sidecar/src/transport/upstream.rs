@@ -1,0 +1,173 @@
+//! The connection to the MCP server behind the proxy.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::uri::{PathAndQuery, Scheme};
+use http::{Request, Response, Uri};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+/// Why the upstream did not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// Nothing accepted the connection (the server is down or starting).
+    #[error("cannot connect to the MCP server at {0}: {1}")]
+    Connect(Uri, String),
+    /// It accepted but did not start answering in time.
+    #[error("the MCP server did not answer within {0:?}")]
+    Timeout(Duration),
+    /// The exchange broke.
+    #[error("the MCP server's response failed: {0}")]
+    Protocol(String),
+}
+
+impl UpstreamError {
+    /// The metric label value.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            UpstreamError::Connect(..) => "connect",
+            UpstreamError::Timeout(_) => "timeout",
+            UpstreamError::Protocol(_) => "protocol",
+        }
+    }
+}
+
+/// An upstream URL the proxy cannot use.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamUrlError {
+    /// Only plain HTTP to a host (the MCP server in the same pod).
+    #[error(
+        "upstream {0} must be an http:// URL with a host, e.g. http://127.0.0.1:8080 (the MCP server in the same pod)"
+    )]
+    NotHttp(Uri),
+}
+
+/// A pooled HTTP client for one upstream base URL.
+#[derive(Clone)]
+pub struct Upstream {
+    client: Client<HttpConnector, Full<Bytes>>,
+    base: Uri,
+    response_timeout: Duration,
+}
+
+impl Upstream {
+    /// A client for `base` (`http://host:port[/prefix]`).
+    pub fn new(
+        base: Uri,
+        connect_timeout: Duration,
+        response_timeout: Duration,
+    ) -> Result<Self, UpstreamUrlError> {
+        if base.scheme() != Some(&Scheme::HTTP) || base.authority().is_none() {
+            return Err(UpstreamUrlError::NotHttp(base));
+        }
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(connect_timeout));
+        connector.set_keepalive(Some(Duration::from_secs(60)));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(256)
+            .build(connector);
+        Ok(Upstream {
+            client,
+            base,
+            response_timeout,
+        })
+    }
+
+    /// The upstream URL for a client request's path and query.
+    pub fn uri_for(&self, path_and_query: Option<&PathAndQuery>) -> Uri {
+        let prefix = self.base.path().trim_end_matches('/');
+        let mut parts = self.base.clone().into_parts();
+        parts.path_and_query = match path_and_query {
+            // The common case, on every call: no prefix to add, and the
+            // client's path and query were validated when the request was
+            // parsed, so they are reused rather than formatted and re-parsed.
+            Some(pq) if prefix.is_empty() => Some(pq.clone()),
+            pq => format!("{prefix}{}", pq.map_or("/", PathAndQuery::as_str))
+                .parse()
+                .ok(),
+        };
+        Uri::from_parts(parts).unwrap_or_else(|_| self.base.clone())
+    }
+
+    /// Sends a request and waits for the response head.
+    pub async fn send(
+        &self,
+        req: Request<Full<Bytes>>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        match tokio::time::timeout(self.response_timeout, self.client.request(req)).await {
+            Err(_) => Err(UpstreamError::Timeout(self.response_timeout)),
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(e)) if e.is_connect() => {
+                Err(UpstreamError::Connect(self.base.clone(), source_text(&e)))
+            }
+            Ok(Err(e)) => Err(UpstreamError::Protocol(source_text(&e))),
+        }
+    }
+}
+
+/// An error and its sources, e.g. "client error (Connect): connection refused".
+pub(crate) fn source_text(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        cur = s.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn uri(base: &str, pq: Option<&str>) -> String {
+        let up = Upstream::new(
+            base.parse().unwrap(),
+            Duration::from_secs(1),
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        let pq: Option<PathAndQuery> = pq.map(|p| p.parse().unwrap());
+        up.uri_for(pq.as_ref()).to_string()
+    }
+
+    #[test]
+    fn request_paths_go_under_the_upstream_prefix() {
+        assert_eq!(
+            uri("http://127.0.0.1:8081", Some("/mcp?x=1")),
+            "http://127.0.0.1:8081/mcp?x=1"
+        );
+        assert_eq!(
+            uri("http://127.0.0.1:8081/", Some("/mcp")),
+            "http://127.0.0.1:8081/mcp"
+        );
+        assert_eq!(
+            uri("http://h:1/api/", Some("/mcp?s=a%20b")),
+            "http://h:1/api/mcp?s=a%20b"
+        );
+        assert_eq!(uri("http://h:1/api", None), "http://h:1/api/");
+        assert_eq!(uri("http://h:1", None), "http://h:1/");
+    }
+
+    #[test]
+    fn only_http_upstreams_with_a_host() {
+        for bad in ["https://h:1", "/mcp", "ftp://h"] {
+            assert!(
+                Upstream::new(
+                    bad.parse().unwrap(),
+                    Duration::from_secs(1),
+                    Duration::from_secs(1)
+                )
+                .is_err(),
+                "{bad}"
+            );
+        }
+    }
+}

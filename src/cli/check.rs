@@ -1,0 +1,39 @@
+//! `tollgate check`: the one `compile` that the sidecar and the controller
+//! run, applied to files before anything is deployed.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use tollgate_policy::{Problems, load};
+
+/// Flags of `tollgate check`.
+#[derive(clap::Args)]
+pub(crate) struct CheckArgs {
+    /// Policy files or directories.
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+}
+
+pub(crate) fn run(args: &CheckArgs) -> ExitCode {
+    match load::load(&args.paths) {
+        Ok((set, loaded)) => {
+            let rules: usize = set.policies().iter().map(|p| p.rules().len()).sum();
+            let plural =
+                |n: usize, one: &'static str, many: &'static str| if n == 1 { one } else { many };
+            println!(
+                "ok: {} {}, {rules} {}, version {}",
+                loaded.len(),
+                plural(loaded.len(), "policy", "policies"),
+                plural(rules, "rule", "rules"),
+                set.version()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(problems) => {
+            let n = problems.len();
+            eprintln!("{}", Problems(problems));
+            eprintln!("{n} {}", if n == 1 { "problem" } else { "problems" });
+            ExitCode::FAILURE
+        }
+    }
+}
