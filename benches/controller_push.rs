@@ -74,15 +74,15 @@ use kube::{Client, Resource};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 
-use tollgate_controller::object::PolicyObject;
+use tollgate_controller::PolicyObject;
 use tollgate_policy::PolicySet;
 use tollgate_policy::budget::inflight::MemoryInFlight;
 use tollgate_policy::snapshot::{DEFAULT_AUDIENCE, SIDECAR_LABEL};
-use tollgate_sidecar::config::ManagedConfig;
-use tollgate_sidecar::metrics::Metrics;
-use tollgate_sidecar::rules::cluster::ClusterState;
-use tollgate_sidecar::rules::controller::Follower;
-use tollgate_sidecar::rules::store::RuleStore;
+use tollgate_sidecar::Follower;
+use tollgate_sidecar::ManagedConfig;
+use tollgate_sidecar::Metrics;
+use tollgate_sidecar::RuleStore;
+use tollgate_sidecar::VmLabels;
 
 /// The label every benchmark pod carries (the all-pods selector).
 const APP_LABEL: (&str, &str) = ("app", "tollgate-bench");
@@ -581,7 +581,7 @@ impl<'a> Bench<'a> {
                 store.clone(),
                 metrics.clone(),
                 Arc::new(MemoryInFlight::default()),
-                Arc::new(ClusterState::default()),
+                Arc::new(VmLabels::default()),
             );
             tokio::spawn(follower.run(shutdown_rx.clone()));
             tokio::spawn(observe(

@@ -93,7 +93,7 @@ use tollgate_policy::budget::{self, Stores, Tiered};
 use tollgate_policy::compile::caps;
 use tollgate_policy::compile::resource_rules::NoCluster;
 use tollgate_policy::load::{API_VERSION, KIND, compile_set, parse_text};
-use tollgate_sidecar::gate::redis::SharedStore;
+use tollgate_sidecar::SharedStore;
 
 #[path = "common/block_on.rs"]
 mod block_on;

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use tollgate_controller::webhook::inject::InjectConfig;
+use tollgate_controller::InjectConfig;
 use tollgate_controller::{ControllerConfig, NativeSidecars, WebhookConfig};
 use tollgate_policy::snapshot;
 

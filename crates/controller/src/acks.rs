@@ -8,7 +8,7 @@
 //! own acks (fresh, from memory) with the others (from the ConfigMaps),
 //! newest first.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,10 +21,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::index::Key;
-use crate::status::AckView;
 
 /// The label on every replica's ack ConfigMap.
-pub const ACKS_LABEL: &str = "tollgate.dev/acks";
+pub(crate) const ACKS_LABEL: &str = "tollgate.dev/acks";
 /// When the ConfigMap was last renewed (RFC 3339).
 const RENEWED: &str = "tollgate.dev/renewed";
 /// The replica that owns a ConfigMap.
@@ -32,13 +31,13 @@ const REPLICA: &str = "tollgate.dev/replica";
 /// The data key holding the acks.
 const DATA_KEY: &str = "acks.json";
 /// How often a replica renews its ConfigMap even without new acks.
-pub const RENEW_EVERY: Duration = Duration::from_secs(10);
+pub(crate) const RENEW_EVERY: Duration = Duration::from_secs(10);
 /// A replica silent this long is presumed gone.
-pub const STALE_AFTER: Duration = Duration::from_secs(45);
+pub(crate) const STALE_AFTER: Duration = Duration::from_secs(45);
 
 /// One acknowledgement.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Ack {
+pub(crate) struct Ack {
     /// The pod's uid.
     pub uid: String,
     /// The version it enforces.
@@ -52,8 +51,12 @@ struct Remote {
     acks: BTreeMap<Key, Ack>,
 }
 
+/// The acknowledged `(uid, version)` of each sidecar pod: what the status
+/// writer counts as "enforcing".
+pub(crate) type AckView = HashMap<Key, (String, String)>;
+
 /// This replica's acks, and the other replicas'.
-pub struct AckBook {
+pub(crate) struct AckBook {
     identity: String,
     local: Mutex<BTreeMap<Key, Ack>>,
     remote: Mutex<BTreeMap<String, Remote>>,
@@ -63,7 +66,7 @@ pub struct AckBook {
 
 impl AckBook {
     /// An empty book for the replica `identity`.
-    pub fn new(identity: &str) -> Self {
+    pub(crate) fn new(identity: &str) -> Self {
         AckBook {
             identity: identity.to_owned(),
             local: Mutex::default(),
@@ -74,7 +77,7 @@ impl AckBook {
     }
 
     /// Records that the sidecar of `key` (pod `uid`) enforces `version`.
-    pub fn record(&self, key: Key, uid: &str, version: &str) {
+    pub(crate) fn record(&self, key: Key, uid: &str, version: &str) {
         let ack = Ack {
             uid: uid.to_owned(),
             version: version.to_owned(),
@@ -86,7 +89,7 @@ impl AckBook {
     }
 
     /// Drops acks of pods `keep` rejects (deleted pods).
-    pub fn retain(&self, keep: impl Fn(&Key) -> bool) {
+    pub(crate) fn retain(&self, keep: impl Fn(&Key) -> bool) {
         let mut local = lock(&self.local);
         let before = local.len();
         local.retain(|k, _| keep(k));
@@ -96,12 +99,12 @@ impl AckBook {
     }
 
     /// Wakes on any change, local or remote.
-    pub fn changes(&self) -> watch::Receiver<u64> {
+    pub(crate) fn changes(&self) -> watch::Receiver<u64> {
         self.changed.subscribe()
     }
 
     /// The merged view: for each pod, the newest ack any live replica has.
-    pub fn view(&self) -> AckView {
+    pub(crate) fn view(&self) -> AckView {
         self.view_at(Timestamp::now())
     }
 
@@ -161,7 +164,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// The ConfigMap name of a replica (a valid object name whatever the identity).
-pub fn configmap_name(identity: &str) -> String {
+pub(crate) fn configmap_name(identity: &str) -> String {
     let clean: String = identity
         .chars()
         .map(|c| {
@@ -177,7 +180,11 @@ pub fn configmap_name(identity: &str) -> String {
 }
 
 /// Publishes this replica's acks until `shutdown`, then removes them.
-pub async fn publish(book: Arc<AckBook>, api: Api<ConfigMap>, mut shutdown: watch::Receiver<bool>) {
+pub(crate) async fn publish(
+    book: Arc<AckBook>,
+    api: Api<ConfigMap>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let name = configmap_name(&book.identity);
     let mut changes = book.local_changed.subscribe();
     loop {
@@ -211,7 +218,11 @@ pub async fn publish(book: Arc<AckBook>, api: Api<ConfigMap>, mut shutdown: watc
 }
 
 /// Follows every replica's ack ConfigMap until `shutdown`.
-pub async fn collect(book: Arc<AckBook>, api: Api<ConfigMap>, mut shutdown: watch::Receiver<bool>) {
+pub(crate) async fn collect(
+    book: Arc<AckBook>,
+    api: Api<ConfigMap>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let config = watcher::Config::default().labels(&format!("{ACKS_LABEL}=true"));
     let mut events = std::pin::pin!(watcher(api, config));
     loop {

@@ -23,11 +23,11 @@ use tollgate_policy::spec::McpToolPolicySpec;
 use tollgate_policy::{Problem, compile};
 
 /// `(namespace, name)`.
-pub type Key = (String, String);
+pub(crate) type Key = (String, String);
 
 /// A policy as the watcher sees it, spec not yet checked.
 #[derive(Clone, Debug)]
-pub struct PolicyInput {
+pub(crate) struct PolicyInput {
     /// Namespace.
     pub namespace: String,
     /// Name.
@@ -40,7 +40,7 @@ pub struct PolicyInput {
 
 /// A pod as the index needs it.
 #[derive(Clone, Debug, PartialEq)]
-pub struct PodInput {
+pub(crate) struct PodInput {
     /// Namespace.
     pub namespace: String,
     /// Name.
@@ -53,7 +53,7 @@ pub struct PodInput {
 
 impl PodInput {
     /// The pod, if it runs a tollgate sidecar.
-    pub fn from_pod(pod: &Pod) -> Option<PodInput> {
+    pub(crate) fn from_pod(pod: &Pod) -> Option<PodInput> {
         let labels = pod.metadata.labels.clone().unwrap_or_default();
         if labels.get(SIDECAR_LABEL).map(String::as_str) != Some("true") {
             return None;
@@ -96,7 +96,7 @@ struct PodState {
 /// A snapshot and when the index produced it (to measure how long it takes
 /// to reach and be enforced by the sidecar).
 #[derive(Debug, PartialEq)]
-pub struct Published {
+pub(crate) struct Published {
     /// The snapshot.
     pub snapshot: Snapshot,
     /// When it was computed.
@@ -104,7 +104,7 @@ pub struct Published {
 }
 
 /// What a sidecar stream subscribes to.
-pub struct Subscription {
+pub(crate) struct Subscription {
     /// The pod's uid when the index learned of it.
     pub uid: String,
     /// The pod's snapshots.
@@ -113,7 +113,7 @@ pub struct Subscription {
 
 /// What the status writer needs to know about one policy.
 #[derive(Clone, Debug, PartialEq)]
-pub struct PolicyReport {
+pub(crate) struct PolicyReport {
     /// Namespace.
     pub namespace: String,
     /// Name.
@@ -132,7 +132,7 @@ pub struct PolicyReport {
 
 /// One selected pod.
 #[derive(Clone, Debug, PartialEq)]
-pub struct SelectedPod {
+pub(crate) struct SelectedPod {
     /// `(namespace, name)`.
     pub key: Key,
     /// `metadata.uid`.
@@ -142,7 +142,7 @@ pub struct SelectedPod {
 }
 
 /// The index.
-pub struct Index {
+pub(crate) struct Index {
     policies: BTreeMap<Key, PolicyState>,
     pods: BTreeMap<Key, PodState>,
     changed: watch::Sender<u64>,
@@ -160,17 +160,17 @@ impl Default for Index {
 
 impl Index {
     /// An empty index.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
     /// Wakes whenever a policy or pod changed (for the status writer).
-    pub fn changes(&self) -> watch::Receiver<u64> {
+    pub(crate) fn changes(&self) -> watch::Receiver<u64> {
         self.changed.subscribe()
     }
 
     /// Adds or updates a policy.
-    pub fn apply_policy(&mut self, input: PolicyInput) {
+    pub(crate) fn apply_policy(&mut self, input: PolicyInput) {
         let key = (input.namespace.clone(), input.name.clone());
         let previous = self.policies.get(&key);
         if previous.is_some_and(|p| p.generation == input.generation) {
@@ -205,7 +205,7 @@ impl Index {
     }
 
     /// Removes a policy; its rules leave every sidecar.
-    pub fn delete_policy(&mut self, namespace: &str, name: &str) {
+    pub(crate) fn delete_policy(&mut self, namespace: &str, name: &str) {
         if self
             .policies
             .remove(&(namespace.to_owned(), name.to_owned()))
@@ -217,7 +217,7 @@ impl Index {
     }
 
     /// Adds or updates a sidecar pod.
-    pub fn apply_pod(&mut self, input: PodInput) {
+    pub(crate) fn apply_pod(&mut self, input: PodInput) {
         let key = (input.namespace.clone(), input.name.clone());
         match self.pods.get_mut(&key) {
             Some(pod) if pod.uid == input.uid && pod.labels == input.labels => return,
@@ -244,7 +244,7 @@ impl Index {
     }
 
     /// Removes a pod; its streams end.
-    pub fn delete_pod(&mut self, namespace: &str, name: &str) {
+    pub(crate) fn delete_pod(&mut self, namespace: &str, name: &str) {
         if self
             .pods
             .remove(&(namespace.to_owned(), name.to_owned()))
@@ -255,7 +255,7 @@ impl Index {
     }
 
     /// Forgets policies not in `keep` (after a watcher re-list).
-    pub fn retain_policies(&mut self, keep: &BTreeSet<Key>) {
+    pub(crate) fn retain_policies(&mut self, keep: &BTreeSet<Key>) {
         let gone: Vec<Key> = self
             .policies
             .keys()
@@ -268,7 +268,7 @@ impl Index {
     }
 
     /// Forgets pods not in `keep` (after a watcher re-list).
-    pub fn retain_pods(&mut self, keep: &BTreeSet<Key>) {
+    pub(crate) fn retain_pods(&mut self, keep: &BTreeSet<Key>) {
         let gone: Vec<Key> = self
             .pods
             .keys()
@@ -281,7 +281,7 @@ impl Index {
     }
 
     /// A pod's snapshot stream, if the pod is known.
-    pub fn subscribe(&self, namespace: &str, name: &str) -> Option<Subscription> {
+    pub(crate) fn subscribe(&self, namespace: &str, name: &str) -> Option<Subscription> {
         let pod = self.pods.get(&(namespace.to_owned(), name.to_owned()))?;
         Some(Subscription {
             uid: pod.uid.clone(),
@@ -290,18 +290,19 @@ impl Index {
     }
 
     /// The current snapshot of a pod.
-    pub fn snapshot(&self, namespace: &str, name: &str) -> Option<Arc<Published>> {
+    #[cfg(test)]
+    pub(crate) fn snapshot(&self, namespace: &str, name: &str) -> Option<Arc<Published>> {
         let pod = self.pods.get(&(namespace.to_owned(), name.to_owned()))?;
         Some(pod.tx.borrow().clone())
     }
 
     /// How many sidecar pods the index knows.
-    pub fn pod_count(&self) -> usize {
+    pub(crate) fn pod_count(&self) -> usize {
         self.pods.len()
     }
 
     /// Accepted and refused policies, for metrics.
-    pub fn policy_counts(&self) -> (usize, usize) {
+    pub(crate) fn policy_counts(&self) -> (usize, usize) {
         let invalid = self
             .policies
             .values()
@@ -311,7 +312,7 @@ impl Index {
     }
 
     /// Reports on every policy.
-    pub fn reports(&self) -> Vec<PolicyReport> {
+    pub(crate) fn reports(&self) -> Vec<PolicyReport> {
         self.policies
             .keys()
             .filter_map(|(ns, name)| self.report(ns, name))
@@ -319,7 +320,7 @@ impl Index {
     }
 
     /// The report on one policy.
-    pub fn report(&self, namespace: &str, name: &str) -> Option<PolicyReport> {
+    pub(crate) fn report(&self, namespace: &str, name: &str) -> Option<PolicyReport> {
         let state = self
             .policies
             .get(&(namespace.to_owned(), name.to_owned()))?;

@@ -5,7 +5,7 @@
 //!
 //! Watched only when the KubeVirt CRDs exist (checked again every 30 s, so
 //! installing KubeVirt later needs no restart). Each change is folded into
-//! one [`ClusterState`] published on a `watch` channel; the push server
+//! one [`ClusterReport`] published on a `watch` channel; the push server
 //! sends it to every sidecar as a `state` event.
 
 use std::collections::BTreeMap;
@@ -20,7 +20,7 @@ use kube::{Client, ResourceExt};
 use tokio::sync::watch;
 
 use tollgate_policy::resources::{CLONE_GROUP, CLONE_KIND, CLONE_RESOURCE, CloneCounts};
-use tollgate_policy::snapshot::ClusterState;
+use tollgate_policy::snapshot::ClusterReport;
 
 /// How often the state is re-published without changes.
 const REFRESH: Duration = Duration::from_secs(2);
@@ -39,7 +39,7 @@ struct Seen {
 }
 
 impl Seen {
-    fn state(&self) -> ClusterState {
+    fn state(&self) -> ClusterReport {
         let mut counts = CloneCounts::default();
         for (key, (in_flight, source)) in &self.clones {
             if !in_flight {
@@ -55,7 +55,7 @@ impl Seen {
             }
             counts.total += 1;
         }
-        ClusterState {
+        ClusterReport {
             clones_observed: self.clones_listed,
             clones: counts,
             vms: self.vms.clone(),
@@ -83,10 +83,10 @@ fn clone_entry(o: &DynamicObject) -> (bool, Option<String>) {
 }
 
 /// Publishes the cluster state until `shutdown`.
-pub async fn run(
+pub(crate) async fn run(
     client: Client,
     namespace: Option<String>,
-    tx: watch::Sender<Arc<ClusterState>>,
+    tx: watch::Sender<Arc<ClusterReport>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let seen = Arc::new(Mutex::new(Seen::default()));

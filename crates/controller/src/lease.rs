@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use crate::metrics::ControllerMetrics;
 
 /// Competes for one Lease.
-pub struct Elector {
+pub(crate) struct Elector {
     /// The Lease API in the controller's namespace.
     pub api: Api<Lease>,
     /// The Lease name.
@@ -31,7 +31,7 @@ impl Elector {
     /// Competes until `shutdown`, reporting leadership on `leader`; a
     /// leader releases the lease on shutdown so another replica takes over
     /// at once.
-    pub async fn run(
+    pub(crate) async fn run(
         self,
         leader: watch::Sender<bool>,
         metrics: ControllerMetrics,

@@ -9,18 +9,20 @@
 //! [`kubevirt`] watches what resource rules need from the cluster;
 //! [`metrics`] counts it all; [`config`] and [`run`] start it.
 
-pub mod acks;
-pub mod config;
-pub mod index;
-pub mod kubevirt;
-pub mod lease;
-pub mod metrics;
-pub mod object;
-pub mod push;
-pub mod run;
-pub mod status;
-pub mod watch;
-pub mod webhook;
+mod acks;
+mod config;
+mod index;
+mod kubevirt;
+mod lease;
+mod metrics;
+mod object;
+mod push;
+mod run;
+mod status;
+mod watch;
+mod webhook;
 
 pub use config::{ControllerConfig, NativeSidecars, WebhookConfig};
+pub use object::PolicyObject;
 pub use run::{Running, StartError, run, start};
+pub use webhook::inject::InjectConfig;

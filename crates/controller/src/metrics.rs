@@ -1,5 +1,9 @@
 //! The controller's Prometheus metrics (`tollgate_controller_*`).
 
+use tollgate_runtime::label_values;
+use tollgate_runtime::labels::ByLabel;
+use tollgate_runtime::token_review::AuthFailure;
+
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
@@ -11,14 +15,81 @@ const PUSH_BUCKETS: &[f64] = &[
     1e-4, 5e-4, 1e-3, 5e-3, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+label_values! {
+    /// What a watch event was about.
+    pub enum WatchKind {
+        /// An McpToolPolicy.
+        Policy => "policy",
+        /// A pod running a sidecar.
+        Pod => "pod",
+    }
+}
+
+label_values! {
+    /// What happened to the watched object.
+    pub enum WatchEvent {
+        /// Created or changed (or listed).
+        Apply => "apply",
+        /// Deleted.
+        Delete => "delete",
+    }
+}
+
+label_values! {
+    /// Whether a policy compiles.
+    pub enum PolicyState {
+        /// Its newest generation is in force.
+        Accepted => "accepted",
+        /// Its newest generation was refused.
+        Invalid => "invalid",
+    }
+}
+
+label_values! {
+    /// The result of a status patch.
+    pub enum WriteResult {
+        /// Written.
+        Success => "success",
+        /// The apiserver refused or did not answer.
+        Error => "error",
+    }
+}
+
+label_values! {
+    /// Which webhook answered.
+    pub enum WebhookRoute {
+        /// The namespace-label webhook.
+        Namespace => "namespace",
+        /// The pod-label webhook.
+        Pod => "pod",
+    }
+}
+
+label_values! {
+    /// What the webhook answered.
+    pub enum WebhookResult {
+        /// The sidecar was added.
+        Injected => "injected",
+        /// The pod does not opt in (or already has a sidecar).
+        Skipped => "skipped",
+        /// The pod opts in but cannot be injected; refused with a message.
+        Denied => "denied",
+        /// The review could not be read.
+        Error => "error",
+    }
+}
+
+/// `tollgate_webhook_requests_total{route,result}`, resolved.
+pub(crate) type WebhookCounters = ByLabel<WebhookRoute, ByLabel<WebhookResult, IntCounter>>;
+
 /// Handles to the controller's metrics.
 #[derive(Clone)]
-pub struct ControllerMetrics {
+pub(crate) struct ControllerMetrics {
     registry: Registry,
     /// `tollgate_controller_watch_events_total{kind,event}`: objects applied to the index.
-    pub watch_events: IntCounterVec,
+    watch_events: ByLabel<WatchKind, ByLabel<WatchEvent, IntCounter>>,
     /// `tollgate_controller_policies{state}`: accepted and invalid policies.
-    pub policies: IntGaugeVec,
+    policies: ByLabel<PolicyState, IntGauge>,
     /// `tollgate_controller_sidecar_pods`: pods with a sidecar the index knows.
     pub sidecar_pods: IntGauge,
     /// `tollgate_controller_streams`: sidecars connected to this replica.
@@ -32,36 +103,66 @@ pub struct ControllerMetrics {
     /// `tollgate_controller_acks_total`.
     pub acks: IntCounter,
     /// `tollgate_controller_auth_failures_total{reason}`.
-    pub auth_failures: IntCounterVec,
+    auth_failures: ByLabel<AuthFailure, IntCounter>,
     /// `tollgate_controller_status_writes_total{result}`.
-    pub status_writes: IntCounterVec,
+    status_writes: ByLabel<WriteResult, IntCounter>,
     /// `tollgate_controller_leader`: 1 while this replica writes status.
     pub leader: IntGauge,
     /// `tollgate_controller_ready`: 1 once the watches have listed everything.
     pub ready: IntGauge,
     /// `tollgate_webhook_requests_total{route,result}`: admission reviews
     /// answered (`injected`, `skipped`, `denied`, `error`).
-    pub webhook_requests: IntCounterVec,
+    webhook_requests: WebhookCounters,
     /// `tollgate_log_lines_dropped_total`.
     log_lines_dropped: IntCounter,
 }
 
 impl ControllerMetrics {
     /// Registers every metric.
-    pub fn new() -> Result<Self, prometheus::Error> {
+    pub(crate) fn new() -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
+        let watch_events = IntCounterVec::new(
+            Opts::new(
+                "tollgate_controller_watch_events_total",
+                "Watch events applied to the index.",
+            ),
+            &["kind", "event"],
+        )?;
+        let policies = IntGaugeVec::new(
+            Opts::new("tollgate_controller_policies", "McpToolPolicies by state."),
+            &["state"],
+        )?;
+        let auth_failures = IntCounterVec::new(
+            Opts::new(
+                "tollgate_controller_auth_failures_total",
+                "Sidecar requests refused, by reason.",
+            ),
+            &["reason"],
+        )?;
+        let status_writes = IntCounterVec::new(
+            Opts::new(
+                "tollgate_controller_status_writes_total",
+                "Status patches, by result.",
+            ),
+            &["result"],
+        )?;
+        let webhook_requests = IntCounterVec::new(
+            Opts::new(
+                "tollgate_webhook_requests_total",
+                "Pod admission reviews answered, by webhook and result.",
+            ),
+            &["route", "result"],
+        )?;
         let m = ControllerMetrics {
-            watch_events: IntCounterVec::new(
-                Opts::new(
-                    "tollgate_controller_watch_events_total",
-                    "Watch events applied to the index.",
-                ),
-                &["kind", "event"],
-            )?,
-            policies: IntGaugeVec::new(
-                Opts::new("tollgate_controller_policies", "McpToolPolicies by state."),
-                &["state"],
-            )?,
+            watch_events: ByLabel::new(|k| {
+                ByLabel::new(|e| watch_events.with_label_values(&[k, e]))
+            }),
+            policies: ByLabel::new(|st| policies.with_label_values(&[st])),
+            auth_failures: ByLabel::new(|r| auth_failures.with_label_values(&[r])),
+            status_writes: ByLabel::new(|r| status_writes.with_label_values(&[r])),
+            webhook_requests: ByLabel::new(|route| {
+                ByLabel::new(|r| webhook_requests.with_label_values(&[route, r]))
+            }),
             sidecar_pods: IntGauge::new(
                 "tollgate_controller_sidecar_pods",
                 "Pods running a tollgate sidecar.",
@@ -92,20 +193,6 @@ impl ControllerMetrics {
                 "tollgate_controller_acks_total",
                 "Acknowledgements received.",
             )?,
-            auth_failures: IntCounterVec::new(
-                Opts::new(
-                    "tollgate_controller_auth_failures_total",
-                    "Sidecar requests refused, by reason.",
-                ),
-                &["reason"],
-            )?,
-            status_writes: IntCounterVec::new(
-                Opts::new(
-                    "tollgate_controller_status_writes_total",
-                    "Status patches, by result.",
-                ),
-                &["result"],
-            )?,
             leader: IntGauge::new(
                 "tollgate_controller_leader",
                 "1 while this replica holds the lease and writes status.",
@@ -114,30 +201,23 @@ impl ControllerMetrics {
                 "tollgate_controller_ready",
                 "1 once the watches have listed everything.",
             )?,
-            webhook_requests: IntCounterVec::new(
-                Opts::new(
-                    "tollgate_webhook_requests_total",
-                    "Pod admission reviews answered, by webhook and result.",
-                ),
-                &["route", "result"],
-            )?,
             log_lines_dropped: tollgate_runtime::logging::dropped_lines_counter()?,
             registry,
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
-            Box::new(m.watch_events.clone()),
-            Box::new(m.policies.clone()),
+            Box::new(watch_events),
+            Box::new(policies),
             Box::new(m.sidecar_pods.clone()),
             Box::new(m.streams.clone()),
             Box::new(m.snapshots_sent.clone()),
             Box::new(m.push_seconds.clone()),
             Box::new(m.ack_seconds.clone()),
             Box::new(m.acks.clone()),
-            Box::new(m.auth_failures.clone()),
-            Box::new(m.status_writes.clone()),
+            Box::new(auth_failures),
+            Box::new(status_writes),
             Box::new(m.leader.clone()),
             Box::new(m.ready.clone()),
-            Box::new(m.webhook_requests.clone()),
+            Box::new(webhook_requests),
             Box::new(m.log_lines_dropped.clone()),
         ];
         for c in collectors {
@@ -150,8 +230,36 @@ impl ControllerMetrics {
         Ok(m)
     }
 
+    /// Counts a watch event applied to the index.
+    pub(crate) fn watch_event(&self, kind: WatchKind, event: WatchEvent) {
+        self.watch_events.get(kind).get(event).inc();
+    }
+
+    /// Sets how many policies are accepted and invalid.
+    pub(crate) fn set_policies(&self, accepted: usize, invalid: usize) {
+        self.policies
+            .get(PolicyState::Accepted)
+            .set(accepted as i64);
+        self.policies.get(PolicyState::Invalid).set(invalid as i64);
+    }
+
+    /// Counts a refused sidecar request.
+    pub(crate) fn auth_failed(&self, reason: AuthFailure) {
+        self.auth_failures.get(reason).inc();
+    }
+
+    /// Counts a status patch.
+    pub(crate) fn status_written(&self, result: WriteResult) {
+        self.status_writes.get(result).inc();
+    }
+
+    /// The webhook's counters, by route and result.
+    pub(crate) fn webhook_requests(&self) -> WebhookCounters {
+        self.webhook_requests.clone()
+    }
+
     /// The Prometheus text exposition.
-    pub fn encode(&self) -> Vec<u8> {
+    pub(crate) fn encode(&self) -> Vec<u8> {
         tollgate_runtime::logging::sync_dropped_lines(&self.log_lines_dropped);
         let mut out = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);

@@ -14,7 +14,7 @@ use tokio::sync::watch;
 
 use tollgate_mcp::sse;
 use tollgate_policy::snapshot::{
-    Ack, ClusterState, HEARTBEAT_EVENT, Heartbeat, SIDECAR_LABEL, SNAPSHOT_EVENT, STATE_EVENT,
+    Ack, ClusterReport, HEARTBEAT_EVENT, Heartbeat, SIDECAR_LABEL, SNAPSHOT_EVENT, STATE_EVENT,
 };
 use tollgate_runtime::body::{self, Body, BoxError};
 
@@ -27,7 +27,7 @@ use tollgate_runtime::token_review::{AuthError, Authenticator, Identity, authori
 const MAX_ACK_BYTES: usize = 4096;
 
 /// What the push server needs.
-pub struct PushService {
+pub(crate) struct PushService {
     /// The index.
     pub index: Arc<Mutex<Index>>,
     /// Token reviews.
@@ -39,11 +39,11 @@ pub struct PushService {
     /// How often a quiet stream carries a heartbeat.
     pub heartbeat: Duration,
     /// KubeVirt state for the sidecars.
-    pub cluster: watch::Receiver<Arc<ClusterState>>,
+    pub cluster: watch::Receiver<Arc<ClusterReport>>,
 }
 
 /// Routes one request.
-pub async fn route(
+pub(crate) async fn route(
     svc: Arc<PushService>,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
@@ -90,10 +90,7 @@ async fn identify(svc: &PushService, req: &Request<Incoming>) -> Result<Identity
 }
 
 fn refuse(svc: &PushService, e: &AuthError) -> Response<Body> {
-    svc.metrics
-        .auth_failures
-        .with_label_values(&[e.reason()])
-        .inc();
+    svc.metrics.auth_failed(e.reason());
     tracing::warn!(error = %e, "sidecar request refused");
     let status = match e {
         AuthError::Missing | AuthError::Refused(_) => StatusCode::UNAUTHORIZED,
@@ -201,7 +198,7 @@ async fn ack(
 
 struct SnapshotStream {
     rx: watch::Receiver<Arc<Published>>,
-    cluster: watch::Receiver<Arc<ClusterState>>,
+    cluster: watch::Receiver<Arc<ClusterReport>>,
     heartbeat: tokio::time::Interval,
     first: bool,
     queued: Option<Bytes>,

@@ -175,7 +175,7 @@ pub async fn start(config: ControllerConfig) -> Result<Running, StartError> {
     tasks.push(tokio::spawn(writer.run(leader_rx, shutdown_rx.clone())));
 
     let (cluster_tx, cluster_rx) =
-        watch::channel(Arc::new(tollgate_policy::snapshot::ClusterState::default()));
+        watch::channel(Arc::new(tollgate_policy::snapshot::ClusterReport::default()));
     tasks.push(tokio::spawn(kubevirt::run(
         client.clone(),
         config.watch_namespace.clone(),
@@ -322,7 +322,7 @@ async fn start_webhook(
             native_sidecars: native,
             ..w.inject.clone()
         },
-        requests: metrics.webhook_requests.clone(),
+        requests: metrics.webhook_requests(),
     });
     tracing::info!(native_sidecars = native, image = %w.inject.image, "injection webhook ready");
     tasks.push(tokio::spawn(webhook_server::serve(

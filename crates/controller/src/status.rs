@@ -19,22 +19,19 @@ use tokio::sync::watch;
 use tollgate_policy::Problems;
 use tollgate_policy::spec::McpToolPolicyStatus;
 
-use crate::acks::AckBook;
+use crate::acks::{AckBook, AckView};
 use crate::index::{Index, Key, PolicyReport};
-use crate::metrics::ControllerMetrics;
+use crate::metrics::{ControllerMetrics, WriteResult};
 use crate::object::PolicyObject;
 
 /// The field manager of status patches.
-pub const FIELD_MANAGER: &str = "tollgate-controller";
+pub(crate) const FIELD_MANAGER: &str = "tollgate-controller";
 /// The longest condition message written (the API allows 32 KiB).
 const MAX_MESSAGE: usize = 8 * 1024;
 
-/// The acknowledged `(uid, version)` of each sidecar pod.
-pub type AckView = HashMap<Key, (String, String)>;
-
 /// The status `report` calls for, keeping `lastTransitionTime` of conditions
 /// whose status did not change.
-pub fn desired(
+pub(crate) fn desired(
     report: &PolicyReport,
     acks: &AckView,
     existing: Option<&McpToolPolicyStatus>,
@@ -150,18 +147,23 @@ fn floor_char_boundary(s: &str, max: usize) -> usize {
 
 /// Statuses as last seen on the watched objects, with their references.
 #[derive(Default)]
-pub struct Observed {
+pub(crate) struct Observed {
     objects: Mutex<BTreeMap<Key, (ObjectReference, Option<McpToolPolicyStatus>)>>,
 }
 
 impl Observed {
     /// Records what the watcher saw.
-    pub fn set(&self, key: Key, reference: ObjectReference, status: Option<McpToolPolicyStatus>) {
+    pub(crate) fn set(
+        &self,
+        key: Key,
+        reference: ObjectReference,
+        status: Option<McpToolPolicyStatus>,
+    ) {
         self.lock().insert(key, (reference, status));
     }
 
     /// Forgets a deleted policy.
-    pub fn remove(&self, key: &Key) {
+    pub(crate) fn remove(&self, key: &Key) {
         self.lock().remove(key);
     }
 
@@ -178,7 +180,7 @@ impl Observed {
 }
 
 /// Everything the writer works with.
-pub struct Writer {
+pub(crate) struct Writer {
     /// Client.
     pub client: kube::Client,
     /// The index.
@@ -195,7 +197,11 @@ pub struct Writer {
 
 impl Writer {
     /// Writes statuses while `leader` is true, until `shutdown`.
-    pub async fn run(self, mut leader: watch::Receiver<bool>, mut shutdown: watch::Receiver<bool>) {
+    pub(crate) async fn run(
+        self,
+        mut leader: watch::Receiver<bool>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
         let mut index_changes = self
             .index
             .lock()
@@ -251,18 +257,12 @@ impl Writer {
             }
             match self.patch(&report, &status).await {
                 Ok(()) => {
-                    self.metrics
-                        .status_writes
-                        .with_label_values(&["success"])
-                        .inc();
+                    self.metrics.status_written(WriteResult::Success);
                     self.announce(&reference, existing.as_ref(), &status).await;
                     written.insert(key, status);
                 }
                 Err(e) => {
-                    self.metrics
-                        .status_writes
-                        .with_label_values(&["error"])
-                        .inc();
+                    self.metrics.status_written(WriteResult::Error);
                     tracing::warn!(policy = %format!("{}/{}", report.namespace, report.name), error = %e, "status write failed");
                 }
             }

@@ -17,7 +17,7 @@ use tollgate_policy::snapshot::SIDECAR_LABEL;
 
 use crate::acks::AckBook;
 use crate::index::{Index, Key, PodInput, PolicyInput};
-use crate::metrics::ControllerMetrics;
+use crate::metrics::{ControllerMetrics, WatchEvent, WatchKind};
 use crate::object::PolicyObject;
 use crate::status::Observed;
 
@@ -59,10 +59,7 @@ pub(crate) async fn watch_policies(
                 let Some(key) = key_of(&obj.metadata) else {
                     continue;
                 };
-                metrics
-                    .watch_events
-                    .with_label_values(&["policy", "apply"])
-                    .inc();
+                metrics.watch_event(WatchKind::Policy, WatchEvent::Apply);
                 let generation = obj.metadata.generation.unwrap_or(0);
                 let started = Instant::now();
                 index.apply_policy(PolicyInput {
@@ -92,10 +89,7 @@ pub(crate) async fn watch_policies(
                 let Some(key) = key_of(&obj.metadata) else {
                     continue;
                 };
-                metrics
-                    .watch_events
-                    .with_label_values(&["policy", "delete"])
-                    .inc();
+                metrics.watch_event(WatchKind::Policy, WatchEvent::Delete);
                 index.delete_policy(&key.0, &key.1);
                 observed.remove(&key);
             }
@@ -107,14 +101,7 @@ pub(crate) async fn watch_policies(
             }
         }
         let (accepted, invalid) = index.policy_counts();
-        metrics
-            .policies
-            .with_label_values(&["accepted"])
-            .set(accepted as i64);
-        metrics
-            .policies
-            .with_label_values(&["invalid"])
-            .set(invalid as i64);
+        metrics.set_policies(accepted, invalid);
     }
 }
 
@@ -134,10 +121,7 @@ pub(crate) async fn watch_pods(
         match event {
             watcher::Event::Init => listing = Some(BTreeSet::new()),
             watcher::Event::InitApply(pod) | watcher::Event::Apply(pod) => {
-                metrics
-                    .watch_events
-                    .with_label_values(&["pod", "apply"])
-                    .inc();
+                metrics.watch_event(WatchKind::Pod, WatchEvent::Apply);
                 match PodInput::from_pod(&pod) {
                     Some(input) => {
                         if let Some(seen) = listing.as_mut() {
@@ -153,10 +137,7 @@ pub(crate) async fn watch_pods(
                 }
             }
             watcher::Event::Delete(pod) => {
-                metrics
-                    .watch_events
-                    .with_label_values(&["pod", "delete"])
-                    .inc();
+                metrics.watch_event(WatchKind::Pod, WatchEvent::Delete);
                 if let Some(key) = key_of(&pod.metadata) {
                     index.delete_pod(&key.0, &key.1);
                     acks.retain(|k| *k != key);

@@ -104,7 +104,7 @@ impl Snapshot {
 /// label conditions. Sent on connect and whenever it changes; not acked.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ClusterState {
+pub struct ClusterReport {
     /// Whether the controller watches VirtualMachineClones (the KubeVirt
     /// CRDs exist and the watch has listed). Until then `clones` means
     /// nothing and sidecars keep counting their own admissions.

@@ -24,6 +24,9 @@ pub(crate) fn block_on<F: Future>(f: F) -> F::Output {
     panic!("a budget future never completed");
 }
 
+/// One release: the limit ids and costs taken back, and `last`.
+pub(crate) type Release = (Vec<(String, u32)>, i64);
+
 /// A shared store in memory: the same exact sliding log as the local tier,
 /// a switch to make it unreachable, and a record of what was taken back.
 #[derive(Debug, Default)]
@@ -31,8 +34,8 @@ pub(crate) struct FakeShared {
     counter: MemoryCounter,
     pub(crate) down: AtomicBool,
     seq: AtomicI64,
-    /// Every release: the limit ids and costs taken back, and `last`.
-    pub(crate) released: Mutex<Vec<(Vec<(String, u32)>, i64)>>,
+    /// Every release, in order.
+    pub(crate) released: Mutex<Vec<Release>>,
 }
 
 impl Shared for FakeShared {

@@ -9,6 +9,7 @@
 pub mod admin;
 pub mod body;
 pub mod kube_client;
+pub mod labels;
 pub mod logging;
 pub mod serve;
 pub mod shutdown;

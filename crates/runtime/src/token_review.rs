@@ -56,13 +56,27 @@ pub enum AuthError {
 
 impl AuthError {
     /// The metric label value.
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> AuthFailure {
         match self {
-            AuthError::Missing => "missing",
-            AuthError::Refused(_) => "refused",
-            AuthError::Forbidden(_) => "forbidden",
-            AuthError::Unavailable(_) => "unavailable",
+            AuthError::Missing => AuthFailure::Missing,
+            AuthError::Refused(_) => AuthFailure::Refused,
+            AuthError::Forbidden(_) => AuthFailure::Forbidden,
+            AuthError::Unavailable(_) => AuthFailure::Unavailable,
         }
+    }
+}
+
+crate::label_values! {
+    /// Why a token was refused, as a metric label.
+    pub enum AuthFailure {
+        /// No token.
+        Missing => "missing",
+        /// The apiserver says the token is not valid.
+        Refused => "refused",
+        /// Valid, but not for what it asks.
+        Forbidden => "forbidden",
+        /// The apiserver could not be asked.
+        Unavailable => "unavailable",
     }
 }
 

@@ -83,7 +83,7 @@ impl AuditConfig {
 }
 
 /// The first 16 hex digits of SHA-256: enough to correlate, short to read.
-pub fn digest(text: impl AsRef<[u8]>) -> String {
+pub(crate) fn digest(text: impl AsRef<[u8]>) -> String {
     short_hex(&Sha256::digest(text.as_ref()))
 }
 

@@ -11,20 +11,25 @@
 //! - [`identity`]: who is calling (JWTs, TokenReview);
 //! - [`metrics`] and [`audit`]: what happened.
 
-pub mod audit;
-pub mod config;
-pub mod gate;
-pub mod identity;
-pub mod metrics;
+mod audit;
+mod config;
+mod gate;
+mod identity;
+mod metrics;
 mod proxy;
-pub mod rules;
+mod rules;
 mod start;
-pub mod transport;
+mod transport;
 
 pub use audit::{AuditConfig, AuditLevel};
 pub use config::{
     IdentityKind, IdentitySource, JwksSource, ManagedConfig, ProxyConfig, RuleSource,
     SharedStoreConfig, SharedStoreTls, Unselected,
 };
+pub use gate::redis::SharedStore;
+pub use metrics::Metrics;
 pub use proxy::Proxy;
+pub use rules::cluster::VmLabels;
+pub use rules::controller::Follower;
+pub use rules::store::RuleStore;
 pub use start::{Running, StartError, run, start};

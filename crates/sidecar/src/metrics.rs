@@ -12,15 +12,95 @@ use prometheus::{
 };
 
 use tollgate_policy::Decision;
+use tollgate_runtime::label_values;
+use tollgate_runtime::labels::ByLabel;
+
+label_values! {
+    /// Why a client request was refused before any policy decision
+    /// (`tollgate_requests_rejected_total{reason}`).
+    pub enum Rejection {
+        /// Not JSON, not strict JSON, or not JSON-RPC.
+        Malformed => "malformed",
+        /// `Mcp-Method`/`Mcp-Name` disagree with the body.
+        HeaderMismatch => "header_mismatch",
+        /// A JSON-RPC message that is not a valid request, notification or response.
+        InvalidRequest => "invalid_request",
+        /// Not `application/json` in UTF-8.
+        ContentType => "content_type",
+        /// A compressed body.
+        ContentEncoding => "content_encoding",
+        /// An HTTP method MCP does not use.
+        Method => "method",
+        /// A body over `--max-body-bytes`.
+        TooLarge => "too_large",
+        /// A body that did not arrive within `--body-read-timeout`.
+        Timeout => "timeout",
+        /// A body whose connection failed while it was read.
+        Io => "io",
+    }
+}
+
+label_values! {
+    /// How an upstream request failed (`tollgate_upstream_errors_total{kind}`).
+    pub enum UpstreamFailure {
+        /// Nothing accepted the connection.
+        Connect => "connect",
+        /// No answer in time.
+        Timeout => "timeout",
+        /// The exchange broke or the response could not be read.
+        Protocol => "protocol",
+    }
+}
+
+label_values! {
+    /// The MCP method of a forwarded request, for upstream latency
+    /// (`tollgate_upstream_request_duration_seconds{method}`).
+    pub enum McpMethod {
+        /// `tools/call`.
+        ToolsCall => "tools/call",
+        /// `tools/list`.
+        ToolsList => "tools/list",
+        /// `initialize`.
+        Initialize => "initialize",
+        /// Any other request or notification.
+        Other => "other",
+        /// A response from the client.
+        Response => "response",
+        /// A JSON-RPC batch.
+        Batch => "batch",
+    }
+}
+
+label_values! {
+    /// The result of loading rules (`tollgate_policy_reloads_total{result}`).
+    pub enum ReloadResult {
+        /// New rules are in force.
+        Success => "success",
+        /// The rules were refused; the previous ones stay.
+        Failure => "failure",
+    }
+}
+
+label_values! {
+    /// Why a caller's token was refused (`tollgate_identity_failures_total{reason}`).
+    pub enum IdentityFailure {
+        /// No token, and one is required.
+        Missing => "missing",
+        /// The token does not verify.
+        Invalid => "invalid",
+        /// The verifier could not be asked.
+        Unavailable => "unavailable",
+    }
+}
 
 /// Label value for a decision no policy made (no policies, or malformed).
-pub const NO_POLICY: &str = "(none)";
+pub(crate) const NO_POLICY: &str = "(none)";
 /// Label value for a decision made by `defaultAction`, not a rule.
-pub const NO_RULE: &str = "(default)";
+pub(crate) const NO_RULE: &str = "(default)";
 /// Label value for a tool name outside the bounded set.
-pub const UNLISTED_TOOL: &str = "(unlisted)";
+pub(crate) const UNLISTED_TOOL: &str = "(unlisted)";
 /// Label value for a message too broken to have a tool name.
-pub const UNPARSED_TOOL: &str = "(unparsed)";
+pub(crate) const UNPARSED_TOOL: &str = "(unparsed)";
 
 /// Decision latencies are microseconds; upstream ones milliseconds to minutes.
 const DECISION_BUCKETS: &[f64] = &[
@@ -40,15 +120,15 @@ pub struct Metrics {
     /// `tollgate_decision_duration_seconds`.
     pub decision_seconds: Histogram,
     /// `tollgate_upstream_request_duration_seconds{method}`.
-    pub upstream_seconds: HistogramVec,
+    upstream_seconds: ByLabel<McpMethod, Histogram>,
     /// `tollgate_upstream_errors_total{kind}`.
-    pub upstream_errors: IntCounterVec,
+    upstream_errors: ByLabel<UpstreamFailure, IntCounter>,
     /// `tollgate_requests_rejected_total{reason}`.
-    pub rejected: IntCounterVec,
+    rejected: ByLabel<Rejection, IntCounter>,
     /// `tollgate_tools_hidden_total`.
     pub tools_hidden: IntCounter,
     /// `tollgate_policy_reloads_total{result}`.
-    pub reloads: IntCounterVec,
+    reloads: ByLabel<ReloadResult, IntCounter>,
     /// `tollgate_policy_reload_failing`: 1 while the newest policy files are
     /// refused and older rules stay in force.
     pub reload_failing: IntGauge,
@@ -80,7 +160,7 @@ pub struct Metrics {
     /// `tollgate_ratelimit_store_errors_total`: Redis operations that failed.
     pub store_errors: IntCounter,
     /// `tollgate_identity_failures_total{reason}`: tokens refused.
-    pub identity_failures: IntCounterVec,
+    identity_failures: ByLabel<IdentityFailure, IntCounter>,
     /// `tollgate_jwks_reload_failing`: 1 while a changed JWKS file is
     /// refused and the previous keys stay in force (`--identity jwt`).
     pub jwks_reload_failing: IntGauge,
@@ -241,11 +321,11 @@ impl Metrics {
             registry,
             tool_calls,
             decision_seconds,
-            upstream_seconds,
-            upstream_errors,
-            rejected,
+            upstream_seconds: ByLabel::new(|l| upstream_seconds.with_label_values(&[l])),
+            upstream_errors: ByLabel::new(|l| upstream_errors.with_label_values(&[l])),
+            rejected: ByLabel::new(|l| rejected.with_label_values(&[l])),
             tools_hidden,
-            reloads,
+            reloads: ByLabel::new(|l| reloads.with_label_values(&[l])),
             reload_failing,
             policy_info,
             policy_rules,
@@ -260,7 +340,7 @@ impl Metrics {
             store_up,
             jwks_reload_failing,
             store_errors,
-            identity_failures,
+            identity_failures: ByLabel::new(|l| identity_failures.with_label_values(&[l])),
             log_lines_dropped,
         })
     }
@@ -276,6 +356,31 @@ impl Metrics {
                 d.reason.as_str(),
             ])
             .inc();
+    }
+
+    /// Counts a request refused before any decision.
+    pub fn reject(&self, reason: Rejection) {
+        self.rejected.get(reason).inc();
+    }
+
+    /// Counts a failed upstream request.
+    pub fn upstream_failed(&self, kind: UpstreamFailure) {
+        self.upstream_errors.get(kind).inc();
+    }
+
+    /// Records how long the upstream took to start answering a request.
+    pub fn upstream_answered(&self, method: McpMethod, seconds: f64) {
+        self.upstream_seconds.get(method).observe(seconds);
+    }
+
+    /// Counts a load of the rules.
+    pub fn reloaded(&self, result: ReloadResult) {
+        self.reloads.get(result).inc();
+    }
+
+    /// Counts a refused caller token.
+    pub fn identity_failed(&self, reason: IdentityFailure) {
+        self.identity_failures.get(reason).inc();
     }
 
     /// Records which rules are in force.

@@ -9,6 +9,7 @@ use tollgate_runtime::admin::Readiness;
 use crate::config::ProxyConfig;
 use crate::gate::Gate;
 use crate::identity::Identities;
+use crate::metrics::Metrics;
 use crate::transport::discover;
 use crate::transport::open_streams::Streams;
 use crate::transport::sessions::Sessions;
@@ -17,17 +18,19 @@ use crate::transport::upstream::Upstream;
 /// Everything a request handler needs.
 pub struct Proxy {
     /// Settings.
-    pub config: ProxyConfig,
-    /// Decisions, metrics, audit.
-    pub gate: Gate,
+    pub(crate) config: ProxyConfig,
+    /// Decisions, their metrics and audit.
+    pub(crate) gate: Gate,
+    /// Metrics of everything else the transports do.
+    pub(crate) metrics: Metrics,
     /// The MCP server behind.
-    pub upstream: Upstream,
+    pub(crate) upstream: Upstream,
     /// Sessions the upstream issued.
-    pub sessions: Sessions,
+    pub(crate) sessions: Sessions,
     /// Open server streams.
-    pub streams: Arc<Streams>,
+    pub(crate) streams: Arc<Streams>,
     /// Who is calling.
-    pub identities: Identities,
+    pub(crate) identities: Identities,
 }
 
 impl Proxy {
@@ -35,18 +38,19 @@ impl Proxy {
     /// already or tried less than 5 s ago (a slow or broken upstream must
     /// not slow every call).
     pub async fn ensure_catalog(&self, path: &str) {
-        if self.gate.catalog.loaded() {
+        if self.gate.catalog().loaded() {
             return;
         }
-        let mut last = self.gate.catalog.discovery.lock().await;
-        if self.gate.catalog.loaded() || last.is_some_and(|t| t.elapsed() < Duration::from_secs(5))
+        let mut last = self.gate.catalog().discovery.lock().await;
+        if self.gate.catalog().loaded()
+            || last.is_some_and(|t| t.elapsed() < Duration::from_secs(5))
         {
             return;
         }
         *last = Some(Instant::now());
         match discover::list_tools(&self.upstream, path, Duration::from_secs(5)).await {
             Ok(tools) => {
-                self.gate.catalog.learn(&tools);
+                self.gate.catalog().learn(&tools);
                 tracing::info!(tools = tools.len(), path, "learned the upstream's tools");
             }
             Err(e) => {
@@ -58,13 +62,13 @@ impl Proxy {
 
 impl tollgate_runtime::admin::AdminState for Proxy {
     fn metrics(&self) -> Vec<u8> {
-        self.gate.metrics.encode()
+        self.metrics.encode()
     }
 
     fn readiness(&self) -> Readiness {
-        match self.gate.store.current() {
+        match self.gate.rules().current() {
             Some(rules) => Readiness::Ready(format!("rules {}", rules.set.version())),
-            None if self.gate.fail_open => Readiness::Ready("no rules yet, failing open".into()),
+            None if self.gate.fails_open() => Readiness::Ready("no rules yet, failing open".into()),
             None => Readiness::NotReady("no rules received from the controller yet".into()),
         }
     }

@@ -9,13 +9,12 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use tollgate_mcp::{jsonrpc, sse, tools};
-use tollgate_policy::budget::Tiered;
 use tollgate_runtime::serve;
 
 use crate::audit::AuditConfig;
 use crate::config::{IdentitySource, JwksSource, ProxyConfig, RuleSource};
-use crate::gate::Gate;
 use crate::gate::redis as shared;
+use crate::gate::{Gate, GateParts};
 use crate::identity::{self, jwks};
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
@@ -83,7 +82,7 @@ pub async fn start(config: ProxyConfig, audit: AuditConfig) -> Result<Running, S
     let store = Arc::new(RuleStore::new());
     // Shared by the gate and, in managed mode, fed by the controller.
     let in_flight = Arc::new(tollgate_policy::budget::inflight::MemoryInFlight::default());
-    let cluster = Arc::new(cluster::ClusterState::default());
+    let cluster = Arc::new(cluster::VmLabels::default());
     let follower = match &config.rules {
         RuleSource::Files(paths) => {
             if let reload::Outcome::Refused(problems) = reload::reload(paths, &store, &metrics) {
@@ -119,13 +118,16 @@ pub async fn start(config: ProxyConfig, audit: AuditConfig) -> Result<Running, S
     let admin = admin_listener.local_addr().map_err(StartError::LocalAddr)?;
 
     let proxy = Arc::new(Proxy {
-        gate: Gate {
-            fail_open: matches!(&config.rules, RuleSource::Controller(m) if m.fail_open),
+        gate: Gate::new(GateParts {
+            store: store.clone(),
+            shared,
             in_flight,
             cluster,
-            budgets: Arc::new(Tiered::new(shared)),
-            ..Gate::new(store.clone(), metrics.clone(), audit)
-        },
+            metrics: metrics.clone(),
+            audit,
+            fail_open: matches!(&config.rules, RuleSource::Controller(m) if m.fail_open),
+        }),
+        metrics: metrics.clone(),
         identities,
         upstream,
         sessions: Sessions::new(),
@@ -289,7 +291,7 @@ pub async fn run(config: ProxyConfig, audit: AuditConfig) -> Result<(), StartErr
 /// Tells clients with an open stream to re-list tools when the rules
 /// change, since what `tools/list` hides may have changed.
 async fn announce_changes(proxy: Arc<Proxy>, mut shutdown: watch::Receiver<bool>) {
-    let mut changes = proxy.gate.store.subscribe();
+    let mut changes = proxy.gate.rules().subscribe();
     let event = sse::encode(
         Some("message"),
         None,
@@ -314,7 +316,7 @@ async fn sweep(proxy: Arc<Proxy>, mut shutdown: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             _ = shutdown.changed() => return,
-            _ = tick.tick() => proxy.gate.budgets.local().sweep(Instant::now()),
+            _ = tick.tick() => proxy.gate.sweep(Instant::now()),
         }
     }
 }

@@ -30,7 +30,7 @@ use time::OffsetDateTime;
 use tokio::sync::watch;
 
 /// Renew the serving certificate when less than this remains.
-pub const RENEW_BEFORE: time::Duration = time::Duration::days(30);
+pub(crate) const RENEW_BEFORE: time::Duration = time::Duration::days(30);
 const SERVING_VALIDITY: time::Duration = time::Duration::days(365);
 const CA_VALIDITY: time::Duration = time::Duration::days(3650);
 const CA_NAME: &str = "tollgate webhook CA";
@@ -38,7 +38,7 @@ const NOT_AFTER: &str = "tollgate.dev/not-after";
 
 /// PEM material for the webhook.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Bundle {
+pub(crate) struct Bundle {
     /// The CA certificate (what `caBundle` holds).
     pub ca_cert: String,
     /// The CA key (stays in the Secret).
@@ -78,7 +78,7 @@ fn ca_params() -> Result<CertificateParams, rcgen::Error> {
 }
 
 /// A new CA and a serving certificate for `names` (DNS names or IPs).
-pub fn generate(names: &[String]) -> Result<Bundle, rcgen::Error> {
+pub(crate) fn generate(names: &[String]) -> Result<Bundle, rcgen::Error> {
     let now = OffsetDateTime::now_utc();
     let ca_key = KeyPair::generate()?;
     let mut params = ca_params()?;
@@ -98,7 +98,10 @@ pub fn generate(names: &[String]) -> Result<Bundle, rcgen::Error> {
 /// A serving certificate for `names`, signed by the CA whose key is
 /// `ca_key_pem` (the CA's name and key identify it; its certificate is not
 /// needed to sign).
-pub fn issue(ca_key_pem: &str, names: &[String]) -> Result<(String, String, i64), rcgen::Error> {
+pub(crate) fn issue(
+    ca_key_pem: &str,
+    names: &[String],
+) -> Result<(String, String, i64), rcgen::Error> {
     let now = OffsetDateTime::now_utc();
     let ca_key = KeyPair::from_pem(ca_key_pem)?;
     let issuer = Issuer::new(ca_params()?, ca_key);
@@ -125,20 +128,20 @@ pub fn issue(ca_key_pem: &str, names: &[String]) -> Result<(String, String, i64)
 
 /// Serves whichever certificate is current; swapped on renewal.
 #[derive(Debug)]
-pub struct Resolver {
+pub(crate) struct Resolver {
     current: ArcSwap<CertifiedKey>,
 }
 
 impl Resolver {
     /// A resolver serving `cert`/`key`.
-    pub fn new(cert: &str, key: &str) -> Result<Self, CertError> {
+    pub(crate) fn new(cert: &str, key: &str) -> Result<Self, CertError> {
         Ok(Resolver {
             current: ArcSwap::from_pointee(certified(cert, key)?),
         })
     }
 
     /// Serves `cert`/`key` from now on.
-    pub fn set(&self, cert: &str, key: &str) -> Result<(), CertError> {
+    pub(crate) fn set(&self, cert: &str, key: &str) -> Result<(), CertError> {
         self.current.store(Arc::new(certified(cert, key)?));
         Ok(())
     }
@@ -165,7 +168,7 @@ fn certified(cert: &str, key: &str) -> Result<CertifiedKey, CertError> {
 }
 
 /// Keeps the Secret and `caBundle` current.
-pub struct Keeper {
+pub(crate) struct Keeper {
     /// Secrets in the controller's namespace.
     pub secrets: Api<Secret>,
     /// The webhook configurations.
@@ -180,7 +183,7 @@ pub struct Keeper {
 
 impl Keeper {
     /// The current bundle: read, created, or renewed as needed.
-    pub async fn ensure(&self) -> Result<Bundle, CertError> {
+    pub(crate) async fn ensure(&self) -> Result<Bundle, CertError> {
         let now = OffsetDateTime::now_utc().unix_timestamp();
         let existing = self.secrets.get_opt(&self.secret).await?;
         if let Some(bundle) = existing.as_ref().and_then(read) {
@@ -250,7 +253,7 @@ impl Keeper {
     }
 
     /// Puts the CA into every webhook's `caBundle` of the configuration.
-    pub async fn publish_ca(&self, ca_cert: &str) -> Result<bool, CertError> {
+    pub(crate) async fn publish_ca(&self, ca_cert: &str) -> Result<bool, CertError> {
         let Some(mut config) = self.webhooks.get_opt(&self.configuration).await? else {
             tracing::warn!(configuration = %self.configuration, "no MutatingWebhookConfiguration of that name; the apiserver will not call the webhook");
             return Ok(false);
@@ -281,7 +284,7 @@ impl Keeper {
 
     /// Re-checks every `every`: renews, republishes, and swaps what
     /// `resolver` serves when the Secret changed.
-    pub async fn run(
+    pub(crate) async fn run(
         self,
         resolver: Arc<Resolver>,
         mut current: Bundle,
@@ -354,7 +357,7 @@ fn fill(secret: &mut Secret, b: &Bundle) {
 }
 
 /// Serves certificates from files (cert-manager) and re-reads them.
-pub async fn follow_files(
+pub(crate) async fn follow_files(
     dir: std::path::PathBuf,
     resolver: Arc<Resolver>,
     mut shutdown: watch::Receiver<bool>,

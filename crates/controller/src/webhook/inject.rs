@@ -24,36 +24,36 @@ use serde_json::Value;
 use tollgate_policy::snapshot::SIDECAR_LABEL;
 
 /// The opt-in/opt-out label (namespace or pod): `enabled` / `disabled`.
-pub const INJECT_LABEL: &str = "tollgate.dev/inject";
+pub(crate) const INJECT_LABEL: &str = "tollgate.dev/inject";
 /// The injected container's name.
-pub const CONTAINER: &str = "tollgate";
+pub(crate) const CONTAINER: &str = "tollgate";
 /// Port the sidecar serves MCP on (annotation `tollgate.dev/listen-port`).
-pub const LISTEN_PORT: &str = "tollgate.dev/listen-port";
+pub(crate) const LISTEN_PORT: &str = "tollgate.dev/listen-port";
 /// Port the MCP server listens on, on localhost (`tollgate.dev/upstream-port`).
-pub const UPSTREAM_PORT: &str = "tollgate.dev/upstream-port";
+pub(crate) const UPSTREAM_PORT: &str = "tollgate.dev/upstream-port";
 /// Path prefix of the MCP server (`tollgate.dev/upstream-path`).
-pub const UPSTREAM_PATH: &str = "tollgate.dev/upstream-path";
+pub(crate) const UPSTREAM_PATH: &str = "tollgate.dev/upstream-path";
 /// `"true"` lets calls through before the first snapshot.
-pub const FAIL_OPEN: &str = "tollgate.dev/fail-open";
+pub(crate) const FAIL_OPEN: &str = "tollgate.dev/fail-open";
 /// The sidecar's CPU request.
-pub const SIDECAR_CPU: &str = "tollgate.dev/sidecar-cpu";
+pub(crate) const SIDECAR_CPU: &str = "tollgate.dev/sidecar-cpu";
 /// The sidecar's memory request and limit.
-pub const SIDECAR_MEMORY: &str = "tollgate.dev/sidecar-memory";
+pub(crate) const SIDECAR_MEMORY: &str = "tollgate.dev/sidecar-memory";
 /// A ConfigMap in the pod's namespace whose key `jwks.json` holds the JWKS
 /// that signs agents' JWTs: the sidecar runs with `--identity jwt` and
 /// re-reads it when the ConfigMap changes (key rotation without restarts).
-pub const JWKS_CONFIGMAP: &str = "tollgate.dev/jwks-configmap";
+pub(crate) const JWKS_CONFIGMAP: &str = "tollgate.dev/jwks-configmap";
 /// The `iss` agents' JWTs must carry; alone (without [`JWKS_CONFIGMAP`]) the
 /// sidecar discovers the issuer's keys over HTTPS (OpenID Connect).
-pub const JWT_ISSUER: &str = "tollgate.dev/jwt-issuer";
+pub(crate) const JWT_ISSUER: &str = "tollgate.dev/jwt-issuer";
 /// The `aud` agents' JWTs must carry (with [`JWKS_CONFIGMAP`] or [`JWT_ISSUER`]).
-pub const JWT_AUDIENCE: &str = "tollgate.dev/jwt-audience";
+pub(crate) const JWT_AUDIENCE: &str = "tollgate.dev/jwt-audience";
 /// `"true"` refuses requests without a bearer token (with [`JWKS_CONFIGMAP`] or [`JWT_ISSUER`]).
-pub const REQUIRE_IDENTITY: &str = "tollgate.dev/require-identity";
+pub(crate) const REQUIRE_IDENTITY: &str = "tollgate.dev/require-identity";
 /// The name of the port the sidecar owns; Services target it.
-pub const PORT_NAME: &str = "mcp";
+pub(crate) const PORT_NAME: &str = "mcp";
 /// The sidecar's admin port (metrics, probes).
-pub const ADMIN_PORT: i32 = 9901;
+pub(crate) const ADMIN_PORT: i32 = 9901;
 
 const TOKEN_VOLUME: &str = "tollgate-token";
 const STATE_VOLUME: &str = "tollgate-state";
@@ -64,7 +64,7 @@ const STATE_DIR: &str = "/var/run/tollgate";
 
 /// Which webhook asked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Route {
+pub(crate) enum Route {
     /// The pod is in a namespace labelled `tollgate.dev/inject=enabled`.
     Namespace,
     /// The pod itself is labelled `tollgate.dev/inject=enabled`.
@@ -97,7 +97,7 @@ pub struct InjectConfig {
 
 /// The webhook's answer for one pod.
 #[derive(Debug, PartialEq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// Admit unchanged, and why.
     Skip(&'static str),
     /// Admit with this patch.
@@ -106,7 +106,7 @@ pub enum Outcome {
 
 /// Decides for `pod`; an error is a pod the webhook refuses (a bad
 /// annotation), with the message the user sees from `kubectl`.
-pub fn decide(route: Route, pod: &Pod, cfg: &InjectConfig) -> Result<Outcome, String> {
+pub(crate) fn decide(route: Route, pod: &Pod, cfg: &InjectConfig) -> Result<Outcome, String> {
     let labels = pod.metadata.labels.clone().unwrap_or_default();
     let label = |k: &str| labels.get(k).map(String::as_str);
     if label(INJECT_LABEL) == Some("disabled") {

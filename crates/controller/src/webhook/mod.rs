@@ -4,6 +4,6 @@
 //! AdmissionReview over HTTPS; [`certs`] keeps the serving certificate and
 //! the `caBundle` the apiserver trusts it by.
 
-pub mod certs;
-pub mod inject;
-pub mod server;
+pub(crate) mod certs;
+pub(crate) mod inject;
+pub(crate) mod server;

@@ -12,12 +12,13 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use k8s_openapi::api::core::v1::Pod;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
-use prometheus::IntCounterVec;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use tollgate_runtime::body::{self, Body};
+
+use crate::metrics::{WebhookCounters, WebhookResult, WebhookRoute};
 
 use super::certs::Resolver;
 use super::inject::{InjectConfig, Outcome, Route, decide};
@@ -26,16 +27,16 @@ use super::inject::{InjectConfig, Outcome, Route, decide};
 const MAX_REVIEW_BYTES: usize = 8 << 20;
 
 /// What the handler needs.
-pub struct Webhook {
+pub(crate) struct Webhook {
     /// Injection settings.
     pub config: InjectConfig,
     /// `tollgate_webhook_requests_total{route,result}`.
-    pub requests: IntCounterVec,
+    pub requests: WebhookCounters,
 }
 
 /// Serves TLS on `listener` with the certificate `resolver` holds, until
 /// `shutdown`.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     resolver: Arc<Resolver>,
     webhook: Arc<Webhook>,
@@ -113,16 +114,16 @@ async fn route(
 }
 
 /// Answers one AdmissionReview.
-pub fn admit(webhook: &Webhook, route: Route, body: &[u8]) -> serde_json::Value {
-    let label = match route {
-        Route::Namespace => "namespace",
-        Route::Pod => "pod",
-    };
-    let count = |result: &str| webhook.requests.with_label_values(&[label, result]).inc();
+pub(crate) fn admit(webhook: &Webhook, route: Route, body: &[u8]) -> serde_json::Value {
+    let counters = webhook.requests.get(match route {
+        Route::Namespace => WebhookRoute::Namespace,
+        Route::Pod => WebhookRoute::Pod,
+    });
+    let count = |result: WebhookResult| counters.get(result).inc();
     let review: AdmissionReview<Pod> = match serde_json::from_slice(body) {
         Ok(r) => r,
         Err(e) => {
-            count("error");
+            count(WebhookResult::Error);
             return serde_json::to_value(
                 AdmissionResponse::invalid(format!("not an AdmissionReview: {e}")).into_review(),
             )
@@ -132,7 +133,7 @@ pub fn admit(webhook: &Webhook, route: Route, body: &[u8]) -> serde_json::Value 
     let request: AdmissionRequest<Pod> = match review.try_into() {
         Ok(r) => r,
         Err(e) => {
-            count("error");
+            count(WebhookResult::Error);
             return serde_json::to_value(AdmissionResponse::invalid(e.to_string()).into_review())
                 .unwrap_or_default();
         }
@@ -142,27 +143,27 @@ pub fn admit(webhook: &Webhook, route: Route, body: &[u8]) -> serde_json::Value 
         (Operation::Create, Some(pod)) => match decide(route, pod, &webhook.config) {
             Ok(Outcome::Inject(patch)) => match response.clone().with_patch(patch) {
                 Ok(r) => {
-                    count("injected");
+                    count(WebhookResult::Injected);
                     tracing::info!(namespace = %request.namespace.as_deref().unwrap_or(""), pod = %pod.metadata.name.as_deref().or(pod.metadata.generate_name.as_deref()).unwrap_or(""), "injected the tollgate sidecar");
                     r
                 }
                 Err(e) => {
-                    count("error");
+                    count(WebhookResult::Error);
                     response.deny(format!("tollgate could not build the sidecar patch: {e}"))
                 }
             },
             Ok(Outcome::Skip(reason)) => {
-                count("skipped");
+                count(WebhookResult::Skipped);
                 tracing::debug!(reason, "no injection");
                 response
             }
             Err(message) => {
-                count("denied");
+                count(WebhookResult::Denied);
                 response.deny(format!("tollgate sidecar injection: {message}"))
             }
         },
         _ => {
-            count("skipped");
+            count(WebhookResult::Skipped);
             response
         }
     };
@@ -172,6 +173,7 @@ pub fn admit(webhook: &Webhook, route: Route, body: &[u8]) -> serde_json::Value 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::ControllerMetrics;
     use crate::webhook::certs;
     use http_body_util::{BodyExt, Full};
     use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
@@ -189,8 +191,7 @@ mod tests {
                 extra_args: Vec::new(),
                 extra_env: Vec::new(),
             },
-            requests: IntCounterVec::new(prometheus::Opts::new("t", "t"), &["route", "result"])
-                .unwrap(),
+            requests: ControllerMetrics::new().unwrap().webhook_requests(),
         })
     }
 
@@ -258,8 +259,15 @@ mod tests {
 
         let garbage = admit(&w, Route::Namespace, b"{\"kind\": 5}");
         assert_eq!(garbage["response"]["allowed"], false);
-        let m = |r: &str| w.requests.with_label_values(&["namespace", r]).get();
-        assert_eq!((m("injected"), m("denied"), m("error")), (1, 1, 1));
+        let m = |r| w.requests.get(WebhookRoute::Namespace).get(r).get();
+        assert_eq!(
+            (
+                m(WebhookResult::Injected),
+                m(WebhookResult::Denied),
+                m(WebhookResult::Error)
+            ),
+            (1, 1, 1)
+        );
     }
 
     /// The apiserver's view: TLS verified against the CA that goes into

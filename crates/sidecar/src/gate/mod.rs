@@ -5,7 +5,7 @@
 //! and logs every decision. It holds no transport logic, and the transports
 //! hold no policy logic.
 
-pub mod redis;
+pub(crate) mod redis;
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -24,23 +24,33 @@ use crate::audit::{AuditConfig, Entry};
 use crate::gate::redis::SharedStore;
 use crate::metrics::{Metrics, UNPARSED_TOOL};
 use crate::rules::catalog::Catalog;
-use crate::rules::cluster::ClusterState;
+use crate::rules::cluster::VmLabels;
 use crate::rules::store::RuleStore;
 
 /// Decides tool calls against the rules in force.
-pub struct Gate {
-    /// The rules.
+pub(crate) struct Gate {
+    store: Arc<RuleStore>,
+    budgets: Tiered<SharedStore>,
+    in_flight: Arc<MemoryInFlight>,
+    cluster: Arc<VmLabels>,
+    metrics: Metrics,
+    catalog: Catalog,
+    audit: AuditConfig,
+    fail_open: bool,
+}
+
+/// What a [`Gate`] is made of.
+pub(crate) struct GateParts {
+    /// The rules in force.
     pub store: Arc<RuleStore>,
-    /// Rate-limit budgets: in memory, and in Redis for `scope: Shared`.
-    pub budgets: Arc<Tiered<SharedStore>>,
-    /// VirtualMachineClones in flight.
+    /// Redis for `scope: Shared` limits, if configured.
+    pub shared: Option<SharedStore>,
+    /// VirtualMachineClones in flight (fed by the controller in managed mode).
     pub in_flight: Arc<MemoryInFlight>,
     /// What the controller says about the cluster.
-    pub cluster: Arc<ClusterState>,
+    pub cluster: Arc<VmLabels>,
     /// Metrics.
     pub metrics: Metrics,
-    /// Tool names the upstream listed.
-    pub catalog: Catalog,
     /// Audit log settings.
     pub audit: AuditConfig,
     /// Allow calls while no rules are loaded (managed mode, `--fail-open`).
@@ -49,7 +59,7 @@ pub struct Gate {
 
 /// Who is calling, for decisions and the audit log.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct Caller<'a> {
+pub(crate) struct Caller<'a> {
     /// The MCP session the upstream issued.
     pub session: Option<&'a str>,
     /// The verified subject of the caller's token.
@@ -57,22 +67,42 @@ pub struct Caller<'a> {
 }
 
 impl Gate {
-    /// A gate over `store` with empty budgets.
-    pub fn new(store: Arc<RuleStore>, metrics: Metrics, audit: AuditConfig) -> Self {
+    /// A gate with empty budgets and an empty tool catalogue.
+    pub(crate) fn new(parts: GateParts) -> Self {
         Gate {
-            store,
-            budgets: Arc::new(Tiered::new(None)),
-            in_flight: Arc::new(MemoryInFlight::default()),
-            cluster: Arc::new(ClusterState::default()),
-            metrics,
+            store: parts.store,
+            budgets: Tiered::new(parts.shared),
+            in_flight: parts.in_flight,
+            cluster: parts.cluster,
+            metrics: parts.metrics,
             catalog: Catalog::new(),
-            audit,
-            fail_open: false,
+            audit: parts.audit,
+            fail_open: parts.fail_open,
         }
     }
 
+    /// The rules in force.
+    pub(crate) fn rules(&self) -> &RuleStore {
+        &self.store
+    }
+
+    /// What the upstream says it offers.
+    pub(crate) fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    /// Whether calls are allowed while no rules are loaded.
+    pub(crate) fn fails_open(&self) -> bool {
+        self.fail_open
+    }
+
+    /// Drops idle in-memory rate-limit buckets.
+    pub(crate) fn sweep(&self, now: Instant) {
+        self.budgets.local().sweep(now);
+    }
+
     /// Decides one `tools/call`.
-    pub async fn decide(
+    pub(crate) async fn decide(
         &self,
         call: &CallParams<'_>,
         caller: Caller<'_>,
@@ -118,7 +148,7 @@ impl Gate {
     /// over this sidecar's stores.
     async fn judge(&self, set: &PolicySet, call: &ToolCall<'_>, now: Instant) -> Decision {
         let stores = Stores {
-            budgets: &*self.budgets,
+            budgets: &self.budgets,
             in_flight: &*self.in_flight,
             view: &*self.cluster,
         };
@@ -127,7 +157,7 @@ impl Gate {
 
     /// Counts and logs a message refused because it could not be read as
     /// one unambiguous tool call (or any message at all).
-    pub fn malformed(&self, detail: &str, request_id: &Value) {
+    pub(crate) fn malformed(&self, detail: &str, request_id: &Value) {
         let decision = Decision::malformed(detail);
         self.metrics.count_decision(&decision, UNPARSED_TOOL);
         self.audit.record(&Entry {
@@ -142,7 +172,7 @@ impl Gate {
     }
 
     /// Whether `tools/list` should hide `tool` from the caller `subject`.
-    pub fn hides(&self, tool: &str, subject: Option<&str>) -> bool {
+    pub(crate) fn hides(&self, tool: &str, subject: Option<&str>) -> bool {
         self.store.current().is_some_and(|r| {
             r.set
                 .hides(tool, self.catalog.meta(tool).as_deref(), subject)
@@ -151,7 +181,7 @@ impl Gate {
 
     /// Whether any rules in force hide tools at all (else `tools/list`
     /// responses need no rewriting).
-    pub fn may_hide(&self) -> bool {
+    pub(crate) fn may_hide(&self) -> bool {
         self.store
             .current()
             .is_some_and(|r| r.set.policies().iter().any(|p| p.hide_denied))
@@ -159,7 +189,7 @@ impl Gate {
 }
 
 /// The JSON-RPC response that carries a denial to the client.
-pub fn denial_response(id: &Value, d: &Decision) -> Value {
+pub(crate) fn denial_response(id: &Value, d: &Decision) -> Value {
     let text = d.message.as_deref().unwrap_or("Denied by tollgate.");
     let details = json!({
         "policy": d.policy.as_deref(),

@@ -95,7 +95,7 @@ pub enum UrlError {
 
 /// Why one fetch of the keys failed; the previous keys stay in force.
 #[derive(Debug, thiserror::Error)]
-pub enum FetchError {
+pub(crate) enum FetchError {
     /// The discovery document or `jwks_uri` is unusable.
     #[error("{0}")]
     Discovery(String),
@@ -114,7 +114,7 @@ pub enum FetchError {
 
 /// Where the keys come from.
 #[derive(Clone, Debug)]
-pub enum Location {
+pub(crate) enum Location {
     /// A JWKS URL (checked to be https:// by [`Fetcher::new`]).
     Url(String),
     /// The issuer's OpenID configuration names it.
@@ -125,7 +125,7 @@ pub enum Location {
 }
 
 /// Fetches a JWKS over HTTPS.
-pub struct Fetcher {
+pub(crate) struct Fetcher {
     client: Client<HttpsConnector<HttpConnector>, Empty<Bytes>>,
     location: Location,
     timeout: Duration,
@@ -133,7 +133,7 @@ pub struct Fetcher {
 
 impl Fetcher {
     /// A fetcher trusting the public roots, or only the CAs in `ca_file`.
-    pub fn new(location: Location, ca_file: Option<&Path>) -> Result<Self, FetcherError> {
+    pub(crate) fn new(location: Location, ca_file: Option<&Path>) -> Result<Self, FetcherError> {
         let mut roots = RootCertStore::empty();
         match ca_file {
             Some(path) => {
@@ -188,7 +188,7 @@ impl Fetcher {
     }
 
     /// Where the keys are read from, for logs.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match &self.location {
             Location::Url(url) => url.clone(),
             Location::Discovered { issuer } => format!("{issuer} (OpenID discovery)"),
@@ -196,7 +196,7 @@ impl Fetcher {
     }
 
     /// The JWKS document, as bytes for [`JwtVerifier::install`].
-    pub async fn fetch(&self) -> Result<Bytes, FetchError> {
+    pub(crate) async fn fetch(&self) -> Result<Bytes, FetchError> {
         let jwks_uri = match &self.location {
             Location::Url(url) => https(url, "--jwks-url")?,
             Location::Discovered { issuer } => self.discover(issuer).await?,
@@ -280,7 +280,7 @@ fn https(url: &str, what: &'static str) -> Result<Uri, UrlError> {
 /// after a failure every 10 s, and when a token names an unknown key
 /// (`wanted`, at most every 30 s). A failure keeps the keys in force, is
 /// logged once per distinct problem and raises `failing`.
-pub async fn watch(
+pub(crate) async fn watch(
     verifier: Arc<JwtVerifier>,
     fetcher: Fetcher,
     refresh: Duration,

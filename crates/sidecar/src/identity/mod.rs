@@ -16,7 +16,7 @@
 //! `--require-identity` refuses it too. The token is forwarded unchanged:
 //! the MCP server may need it for its own authorization.
 
-pub mod jwks;
+pub(crate) mod jwks;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -31,6 +31,8 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 
 use tollgate_runtime::token_review::{AuthError, Authenticator};
+
+use crate::metrics::IdentityFailure;
 
 /// How long a verified JWT's subject is remembered (never past `exp`).
 const JWT_CACHE: Duration = Duration::from_secs(60);
@@ -80,7 +82,7 @@ pub enum JwksError {
 
 /// Why a caller was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum IdentityError {
+pub(crate) enum IdentityError {
     /// No token, and one is required.
     #[error("a bearer token is required: send `Authorization: Bearer <token>`")]
     Missing,
@@ -94,17 +96,17 @@ pub enum IdentityError {
 
 impl IdentityError {
     /// The metric label value.
-    pub fn reason(&self) -> &'static str {
+    pub(crate) fn reason(&self) -> IdentityFailure {
         match self {
-            IdentityError::Missing => "missing",
-            IdentityError::Invalid(_) => "invalid",
-            IdentityError::Unavailable(_) => "unavailable",
+            IdentityError::Missing => IdentityFailure::Missing,
+            IdentityError::Invalid(_) => IdentityFailure::Invalid,
+            IdentityError::Unavailable(_) => IdentityFailure::Unavailable,
         }
     }
 }
 
 /// Verifies JWTs against a key set.
-pub struct JwtVerifier {
+pub(crate) struct JwtVerifier {
     /// The JWKS file; `None` when the keys are fetched ([`crate::identity::jwks`]).
     path: Option<PathBuf>,
     keys: ArcSwap<JwkSet>,
@@ -121,7 +123,7 @@ pub struct JwtVerifier {
 
 /// What a [`JwtVerifier::reload`] or [`JwtVerifier::install`] found.
 #[derive(Debug, PartialEq, Eq)]
-pub enum JwksReload {
+pub(crate) enum JwksReload {
     /// The key set is as last seen.
     Unchanged,
     /// New keys are in force (how many).
@@ -151,7 +153,7 @@ fn read_jwks(path: &Path) -> Result<Vec<u8>, JwksError> {
 
 impl JwtVerifier {
     /// Reads the JWKS (RFC 7517 JSON) at `path`.
-    pub fn from_file(
+    pub(crate) fn from_file(
         path: &Path,
         issuer: Option<String>,
         audience: Option<String>,
@@ -171,7 +173,7 @@ impl JwtVerifier {
 
     /// A verifier whose keys arrive later through [`Self::install`]; until
     /// then tokens cannot be checked (refused as unavailable, not invalid).
-    pub fn awaiting_keys(issuer: Option<String>, audience: Option<String>) -> Self {
+    pub(crate) fn awaiting_keys(issuer: Option<String>, audience: Option<String>) -> Self {
         JwtVerifier {
             path: None,
             keys: ArcSwap::from_pointee(JwkSet { keys: Vec::new() }),
@@ -184,7 +186,7 @@ impl JwtVerifier {
     }
 
     /// Re-reads the JWKS file (nothing for fetched keys).
-    pub fn reload(&self) -> JwksReload {
+    pub(crate) fn reload(&self) -> JwksReload {
         let Some(path) = &self.path else {
             return JwksReload::Unchanged;
         };
@@ -208,7 +210,7 @@ impl JwtVerifier {
     /// keys take effect at once, and subjects remembered from tokens of the
     /// old keys are forgotten (a key removed from the set must stop
     /// admitting its tokens now, not in a minute).
-    pub fn install(&self, bytes: &[u8], source: &str) -> JwksReload {
+    pub(crate) fn install(&self, bytes: &[u8], source: &str) -> JwksReload {
         let digest: [u8; 32] = Sha256::digest(bytes).into();
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         if *seen == digest {
@@ -227,7 +229,7 @@ impl JwtVerifier {
     }
 
     /// The verified subject of `token`.
-    pub fn verify(&self, token: &str) -> Result<String, IdentityError> {
+    pub(crate) fn verify(&self, token: &str) -> Result<String, IdentityError> {
         let keys = self.keys.load();
         if keys.keys.is_empty() {
             return Err(IdentityError::Unavailable(
@@ -302,7 +304,7 @@ impl JwtVerifier {
 /// set (a mounted ConfigMap or Secret, updated by a symlink swap) takes effect
 /// without a restart. A refused file is logged once and flagged in
 /// `tollgate_jwks_reload_failing`; the keys in force stay.
-pub async fn watch_jwks(
+pub(crate) async fn watch_jwks(
     verifier: Arc<JwtVerifier>,
     failing: prometheus::IntGauge,
     interval: Duration,
@@ -361,7 +363,7 @@ fn check_algorithm(jwk: &Jwk, alg: Algorithm) -> Result<(), String> {
 }
 
 /// The configured verifier, if any.
-pub enum Verifier {
+pub(crate) enum Verifier {
     /// JWTs against a JWKS (shared with the task that reloads it).
     Jwt(Arc<JwtVerifier>),
     /// Kubernetes ServiceAccount tokens via TokenReview.
@@ -369,7 +371,7 @@ pub enum Verifier {
 }
 
 /// Identifies callers.
-pub struct Identities {
+pub(crate) struct Identities {
     /// How tokens are verified; `None` ignores tokens.
     pub verifier: Option<Verifier>,
     /// Refuse calls without a token.
@@ -377,16 +379,11 @@ pub struct Identities {
 }
 
 impl Identities {
-    /// Nobody is identified; tokens pass through unread.
-    pub fn none() -> Self {
-        Identities {
-            verifier: None,
-            required: false,
-        }
-    }
-
     /// The caller's subject, `None` for anonymous.
-    pub async fn identify(&self, headers: &HeaderMap) -> Result<Option<String>, IdentityError> {
+    pub(crate) async fn identify(
+        &self,
+        headers: &HeaderMap,
+    ) -> Result<Option<String>, IdentityError> {
         let Some(verifier) = &self.verifier else {
             return Ok(None);
         };

@@ -21,11 +21,11 @@ use tollgate_policy::resources::ToolMeta;
 use crate::metrics::UNLISTED_TOOL;
 
 /// The most tools remembered; past it, new names stay `(unlisted)`.
-pub const MAX_TOOLS: usize = 4096;
+pub(crate) const MAX_TOOLS: usize = 4096;
 
 /// Tools the upstream listed.
 #[derive(Debug, Default)]
-pub struct Catalog {
+pub(crate) struct Catalog {
     tools: RwLock<HashMap<String, Option<Arc<ToolMeta>>>>,
     /// Whether a complete `tools/list` has been seen.
     loaded: AtomicBool,
@@ -35,17 +35,17 @@ pub struct Catalog {
 
 impl Catalog {
     /// An empty catalog.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
     /// Whether the upstream's tools are known.
-    pub fn loaded(&self) -> bool {
+    pub(crate) fn loaded(&self) -> bool {
         self.loaded.load(Ordering::Acquire)
     }
 
     /// Remembers the tools of a `tools/list` result.
-    pub fn learn(&self, listed: &[Value]) {
+    pub(crate) fn learn(&self, listed: &[Value]) {
         self.loaded.store(true, Ordering::Release);
         let mut known = self.tools.write().unwrap_or_else(|e| e.into_inner());
         for tool in listed {
@@ -60,17 +60,17 @@ impl Catalog {
     }
 
     /// Whether the upstream listed `tool`.
-    pub fn lists(&self, tool: &str) -> bool {
+    pub(crate) fn lists(&self, tool: &str) -> bool {
         self.read().contains_key(tool)
     }
 
     /// What the upstream said `tool` touches, if it said.
-    pub fn meta(&self, tool: &str) -> Option<Arc<ToolMeta>> {
+    pub(crate) fn meta(&self, tool: &str) -> Option<Arc<ToolMeta>> {
         self.read().get(tool).cloned().flatten()
     }
 
     /// The metric label for `tool`.
-    pub fn label<'a>(&self, tool: &'a str, set: Option<&PolicySet>) -> &'a str {
+    pub(crate) fn label<'a>(&self, tool: &'a str, set: Option<&PolicySet>) -> &'a str {
         let named = set.is_some_and(|s| s.policies().iter().any(|p| p.names_tool_exactly(tool)));
         if named || self.lists(tool) {
             tool

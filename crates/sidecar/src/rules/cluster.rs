@@ -9,18 +9,18 @@ use tollgate_policy::compile::resource_rules::ClusterView;
 
 /// VirtualMachine labels by `namespace/name`.
 #[derive(Debug, Default)]
-pub struct ClusterState {
+pub struct VmLabels {
     vms: RwLock<HashMap<String, BTreeMap<String, String>>>,
 }
 
-impl ClusterState {
+impl VmLabels {
     /// Replaces what is known of the VMs.
     pub fn set_vms(&self, vms: HashMap<String, BTreeMap<String, String>>) {
         *self.vms.write().unwrap_or_else(|e| e.into_inner()) = vms;
     }
 }
 
-impl ClusterView for ClusterState {
+impl ClusterView for VmLabels {
     fn vm_labels(&self, namespace: &str, name: &str) -> Option<BTreeMap<String, String>> {
         self.vms
             .read()

@@ -22,14 +22,14 @@ use tokio::sync::watch;
 use tollgate_mcp::sse;
 use tollgate_policy::budget::inflight::MemoryInFlight;
 use tollgate_policy::snapshot::{
-    Ack, ClusterState as ClusterStateMsg, HEARTBEAT_EVENT, Heartbeat, SNAPSHOT_EVENT, STATE_EVENT,
-    Snapshot, acks_path, snapshots_path,
+    Ack, ClusterReport, HEARTBEAT_EVENT, Heartbeat, SNAPSHOT_EVENT, STATE_EVENT, Snapshot,
+    acks_path, snapshots_path,
 };
 use tollgate_policy::{Problems, load};
 
 use crate::config::{ManagedConfig, Unselected};
-use crate::metrics::Metrics;
-use crate::rules::cluster::ClusterState;
+use crate::metrics::{Metrics, ReloadResult};
+use crate::rules::cluster::VmLabels;
 use crate::rules::store::RuleStore;
 
 /// Reconnect delays: from the first to the longest.
@@ -50,7 +50,7 @@ pub struct Follower {
     /// Where the controller's in-flight clone counts go.
     pub in_flight: Arc<MemoryInFlight>,
     /// Where the controller's VM labels go.
-    pub cluster: Arc<ClusterState>,
+    pub cluster: Arc<VmLabels>,
     client: Client<HttpConnector, Full<Bytes>>,
     acked: Option<String>,
 }
@@ -62,7 +62,7 @@ impl Follower {
         store: Arc<RuleStore>,
         metrics: Metrics,
         in_flight: Arc<MemoryInFlight>,
-        cluster: Arc<ClusterState>,
+        cluster: Arc<VmLabels>,
     ) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(Duration::from_secs(5)));
@@ -223,7 +223,7 @@ impl Follower {
     }
 
     fn on_state(&self, data: &str) {
-        let state: ClusterStateMsg = match serde_json::from_str(data) {
+        let state: ClusterReport = match serde_json::from_str(data) {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(error = %e, "ignoring cluster state this sidecar cannot read");
@@ -260,7 +260,7 @@ impl Follower {
             .replace_with(set, self.config.unselected == Unselected::Deny)
         {
             self.metrics.set_policy(&snapshot.version, rules);
-            self.metrics.reloads.with_label_values(&["success"]).inc();
+            self.metrics.reloaded(ReloadResult::Success);
         }
         Ok(())
     }

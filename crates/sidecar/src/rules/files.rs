@@ -16,12 +16,12 @@ use tokio::sync::{mpsc, watch};
 
 use tollgate_policy::{Problems, load};
 
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, ReloadResult};
 use crate::rules::store::RuleStore;
 
 /// What one reload attempt did.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// A new version is in force.
     Applied(String),
     /// The files load to the version already in force.
@@ -31,14 +31,14 @@ pub enum Outcome {
 }
 
 /// Loads `paths` and puts the result in force if it is new and valid.
-pub fn reload(paths: &[PathBuf], store: &RuleStore, metrics: &Metrics) -> Outcome {
+pub(crate) fn reload(paths: &[PathBuf], store: &RuleStore, metrics: &Metrics) -> Outcome {
     match load::load(paths) {
         Ok((set, _)) => {
             metrics.reload_failing.set(0);
             let version = set.version().to_owned();
             let rules = set.policies().iter().map(|p| p.rules().len()).sum();
             if store.replace(set) {
-                metrics.reloads.with_label_values(&["success"]).inc();
+                metrics.reloaded(ReloadResult::Success);
                 metrics.set_policy(&version, rules);
                 Outcome::Applied(version)
             } else {
@@ -46,7 +46,7 @@ pub fn reload(paths: &[PathBuf], store: &RuleStore, metrics: &Metrics) -> Outcom
             }
         }
         Err(problems) => {
-            metrics.reloads.with_label_values(&["failure"]).inc();
+            metrics.reloaded(ReloadResult::Failure);
             metrics.reload_failing.set(1);
             Outcome::Refused(Problems(problems).to_string())
         }
@@ -54,7 +54,7 @@ pub fn reload(paths: &[PathBuf], store: &RuleStore, metrics: &Metrics) -> Outcom
 }
 
 /// Reloads on file changes and every `interval` until `shutdown`.
-pub async fn watch_files(
+pub(crate) async fn watch_files(
     paths: Vec<PathBuf>,
     store: Arc<RuleStore>,
     metrics: Metrics,

@@ -3,8 +3,8 @@
 //! the rules read besides a call: the upstream's own tool catalogue
 //! ([`catalog`]) and the controller's view of the cluster ([`cluster`]).
 
-pub mod catalog;
-pub mod cluster;
-pub mod controller;
-pub mod files;
-pub mod store;
+pub(crate) mod catalog;
+pub(crate) mod cluster;
+pub(crate) mod controller;
+pub(crate) mod files;
+pub(crate) mod store;

@@ -23,10 +23,10 @@ const PROTOCOL_VERSION: &str = "2025-06-18";
 /// The most `tools/list` pages read.
 const MAX_PAGES: usize = 50;
 /// How the sidecar's own requests introduce themselves.
-pub const USER_AGENT: &str = concat!("tollgate-discovery/", env!("CARGO_PKG_VERSION"));
+pub(crate) const USER_AGENT: &str = concat!("tollgate-discovery/", env!("CARGO_PKG_VERSION"));
 
 /// The upstream's tools, asked over a session of the sidecar's own.
-pub async fn list_tools(
+pub(crate) async fn list_tools(
     upstream: &Upstream,
     path: &str,
     timeout: Duration,

@@ -12,26 +12,21 @@ use tollgate_mcp::sse;
 
 use crate::Proxy;
 use crate::transport::headers;
+use crate::transport::lists::rewrite_lists;
 use crate::transport::open_streams::LegacySession;
-use crate::transport::post::rewrite_lists;
 use crate::transport::relay::Relay;
 use tollgate_runtime::body::{self, Body};
 
 /// Forwards a bodiless request (GET, HEAD, DELETE, OPTIONS); relays event
 /// streams so the proxy can speak on them.
-pub async fn handle(proxy: &Arc<Proxy>, parts: Parts) -> Response<Body> {
+pub(crate) async fn handle(proxy: &Arc<Proxy>, parts: Parts) -> Response<Body> {
     let uri = proxy.upstream.uri_for(parts.uri.path_and_query());
     let request =
         headers::upstream_request(parts.method.clone(), uri, &parts.headers, Bytes::new());
     let upstream = match proxy.upstream.send(request).await {
         Ok(r) => r,
         Err(e) => {
-            proxy
-                .gate
-                .metrics
-                .upstream_errors
-                .with_label_values(&[e.kind()])
-                .inc();
+            proxy.metrics.upstream_failed(e.kind());
             tracing::warn!(error = %e, method = %parts.method, "upstream request failed");
             let message = format!("tollgate could not reach the MCP server: {e}");
             return body::json(
@@ -55,7 +50,7 @@ pub async fn handle(proxy: &Arc<Proxy>, parts: Parts) -> Response<Body> {
             .and_then(|v| v.to_str().ok())
     {
         proxy.sessions.remove(id);
-        proxy.gate.metrics.sessions.set(proxy.sessions.len() as i64);
+        proxy.metrics.sessions.set(proxy.sessions.len() as i64);
     }
     if parts.method != Method::GET
         || !resp.status.is_success()
@@ -66,7 +61,7 @@ pub async fn handle(proxy: &Arc<Proxy>, parts: Parts) -> Response<Body> {
     resp.headers.remove(header::CONTENT_LENGTH);
     // The hook owns the stream's registration: it turns it into a legacy
     // session if an `endpoint` event comes, and drops it with the stream.
-    let (guard, rx, tx) = proxy.streams.open(&proxy.gate.metrics);
+    let (guard, rx, tx) = proxy.streams.open(&proxy.metrics);
     let hook = SessionHook {
         proxy: proxy.clone(),
         request_path: parts.uri.path().to_owned(),

@@ -20,7 +20,7 @@ const HOP_BY_HOP: &[HeaderName] = &[
 ];
 
 /// Removes hop-by-hop headers, including those named in `Connection`.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let named = connection_named(headers);
     for name in HOP_BY_HOP.iter().chain(named.iter()) {
         headers.remove(name);
@@ -45,7 +45,7 @@ fn connection_named(headers: &HeaderMap) -> Vec<HeaderName> {
 /// URI), `Content-Length` (the body is the proxy's re-serialisation) and
 /// `Accept-Encoding`. Built by copying what passes rather than cloning and
 /// pruning: this runs on every call.
-pub fn upstream_request(
+pub(crate) fn upstream_request(
     method: Method,
     uri: Uri,
     client: &HeaderMap,
@@ -74,7 +74,7 @@ pub fn upstream_request(
 
 /// Whether a `Content-Type` value is JSON in UTF-8 (the only encoding MCP
 /// uses; any other charset could be read differently upstream).
-pub fn is_json_utf8(value: &str) -> bool {
+pub(crate) fn is_json_utf8(value: &str) -> bool {
     let mut parts = value.split(';').map(str::trim);
     let media = parts.next().unwrap_or("");
     if !media.eq_ignore_ascii_case("application/json") {
@@ -90,12 +90,12 @@ pub fn is_json_utf8(value: &str) -> bool {
 }
 
 /// Whether a response `Content-Type` is an SSE stream.
-pub fn is_event_stream(headers: &HeaderMap) -> bool {
+pub(crate) fn is_event_stream(headers: &HeaderMap) -> bool {
     media_type(headers).is_some_and(|m| m.eq_ignore_ascii_case("text/event-stream"))
 }
 
 /// Whether a response `Content-Type` is JSON.
-pub fn is_json(headers: &HeaderMap) -> bool {
+pub(crate) fn is_json(headers: &HeaderMap) -> bool {
     media_type(headers).is_some_and(|m| m.eq_ignore_ascii_case("application/json"))
 }
 

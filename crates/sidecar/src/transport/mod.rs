@@ -3,12 +3,13 @@
 //! parsed calls to the [gate](crate::gate) and act on its decisions; they
 //! hold no policy logic.
 
-pub mod discover;
-pub mod get;
-pub mod headers;
-pub mod open_streams;
-pub mod post;
-pub mod relay;
-pub mod route;
-pub mod sessions;
-pub mod upstream;
+pub(crate) mod discover;
+pub(crate) mod get;
+pub(crate) mod headers;
+pub(crate) mod lists;
+pub(crate) mod open_streams;
+pub(crate) mod post;
+pub(crate) mod relay;
+pub(crate) mod route;
+pub(crate) mod sessions;
+pub(crate) mod upstream;

@@ -20,7 +20,7 @@ const INJECT_BUFFER: usize = 64;
 
 /// The open streams.
 #[derive(Default)]
-pub struct Streams {
+pub(crate) struct Streams {
     next: AtomicU64,
     open: Mutex<HashMap<u64, mpsc::Sender<Bytes>>>,
     legacy: Mutex<HashMap<String, Arc<LegacySession>>>,
@@ -28,7 +28,7 @@ pub struct Streams {
 
 /// A legacy session: where its responses go, and which of its requests are
 /// `tools/list` calls whose responses must be filtered.
-pub struct LegacySession {
+pub(crate) struct LegacySession {
     /// The endpoint URL (path and query) the client POSTs to; also the
     /// session's identity for rate-limit keys.
     pub endpoint: String,
@@ -40,13 +40,13 @@ pub struct LegacySession {
 impl LegacySession {
     /// Notes that the response to request `id` is a `tools/list` result,
     /// asked for by `subject` (what it may see depends on who asks).
-    pub fn expect_list(&self, id: &serde_json::Value, subject: Option<&str>) {
+    pub(crate) fn expect_list(&self, id: &serde_json::Value, subject: Option<&str>) {
         self.lock()
             .insert(id.to_string(), subject.map(str::to_owned));
     }
 
     /// If `id` answers a pending `tools/list`, who asked; forgets it.
-    pub fn take_list(&self, id: &serde_json::Value) -> Option<Option<String>> {
+    pub(crate) fn take_list(&self, id: &serde_json::Value) -> Option<Option<String>> {
         self.lock().remove(&id.to_string())
     }
 
@@ -56,7 +56,7 @@ impl LegacySession {
 }
 
 /// Unregisters a stream (and its legacy session) when dropped.
-pub struct StreamGuard {
+pub(crate) struct StreamGuard {
     streams: Arc<Streams>,
     id: u64,
     legacy: Option<String>,
@@ -76,7 +76,7 @@ impl Drop for StreamGuard {
 impl Streams {
     /// Registers a new stream: its guard, the receiver the relay reads
     /// proxy events from, and a sender to feed it.
-    pub fn open(
+    pub(crate) fn open(
         self: &Arc<Self>,
         metrics: &Metrics,
     ) -> (StreamGuard, mpsc::Receiver<Bytes>, mpsc::Sender<Bytes>) {
@@ -94,7 +94,7 @@ impl Streams {
     }
 
     /// Makes the stream of `guard` a legacy session reachable at `endpoint`.
-    pub fn register_legacy(
+    pub(crate) fn register_legacy(
         &self,
         guard: &mut StreamGuard,
         endpoint: String,
@@ -111,26 +111,16 @@ impl Streams {
     }
 
     /// The legacy session whose endpoint is `path_and_query`, if any.
-    pub fn legacy(&self, path_and_query: &str) -> Option<Arc<LegacySession>> {
+    pub(crate) fn legacy(&self, path_and_query: &str) -> Option<Arc<LegacySession>> {
         self.lock_legacy().get(path_and_query).cloned()
     }
 
     /// Sends `event` on every open stream; a stream whose client is not
     /// reading misses it rather than holding up the others.
-    pub fn broadcast(&self, event: Bytes) {
+    pub(crate) fn broadcast(&self, event: Bytes) {
         for tx in self.lock_open().values() {
             let _ = tx.try_send(event.clone());
         }
-    }
-
-    /// How many streams are open.
-    pub fn len(&self) -> usize {
-        self.lock_open().len()
-    }
-
-    /// Whether no stream is open.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     fn lock_open(&self) -> std::sync::MutexGuard<'_, HashMap<u64, mpsc::Sender<Bytes>>> {

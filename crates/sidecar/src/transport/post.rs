@@ -23,9 +23,11 @@ use tollgate_mcp::{sse, tools};
 
 use crate::Proxy;
 use crate::gate::{Caller, denial_response};
+use crate::metrics::{McpMethod, Rejection, UpstreamFailure};
 use crate::transport::headers;
+use crate::transport::lists::ListHook;
 use crate::transport::open_streams::LegacySession;
-use crate::transport::relay::{Hook, Relay};
+use crate::transport::relay::Relay;
 use tollgate_runtime::body::{self, Body, ReadError};
 
 /// What to do with the messages of one POST.
@@ -45,7 +47,7 @@ struct Plan {
 }
 
 /// Handles one POST.
-pub async fn handle(
+pub(crate) async fn handle(
     proxy: &Arc<Proxy>,
     parts: Parts,
     body: Incoming,
@@ -64,9 +66,9 @@ pub async fn handle(
         Ok(b) => b,
         Err(e) => {
             let (status, reason) = match e {
-                ReadError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
-                ReadError::Timeout(_) => (StatusCode::REQUEST_TIMEOUT, "timeout"),
-                ReadError::Io(_) => (StatusCode::BAD_REQUEST, "io"),
+                ReadError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, Rejection::TooLarge),
+                ReadError::Timeout(_) => (StatusCode::REQUEST_TIMEOUT, Rejection::Timeout),
+                ReadError::Io(_) => (StatusCode::BAD_REQUEST, Rejection::Io),
             };
             return reject(proxy, status, PARSE_ERROR, &e.to_string(), reason);
         }
@@ -79,7 +81,7 @@ pub async fn handle(
                 StatusCode::BAD_REQUEST,
                 PARSE_ERROR,
                 &e.to_string(),
-                "malformed",
+                Rejection::Malformed,
             );
         }
     };
@@ -91,7 +93,7 @@ pub async fn handle(
                 StatusCode::BAD_REQUEST,
                 jsonrpc::HEADER_MISMATCH,
                 &message,
-                "header_mismatch",
+                Rejection::HeaderMismatch,
             );
         }
     };
@@ -109,7 +111,7 @@ pub async fn handle(
                 let known = proxy.sessions.touch(id, Instant::now());
                 if !known {
                     // An expired session may just have been forgotten.
-                    proxy.gate.metrics.sessions.set(proxy.sessions.len() as i64);
+                    proxy.metrics.sessions.set(proxy.sessions.len() as i64);
                 }
                 known
             })
@@ -123,7 +125,7 @@ pub async fn handle(
                 StatusCode::BAD_REQUEST,
                 INVALID_REQUEST,
                 "an empty batch",
-                "invalid_request",
+                Rejection::InvalidRequest,
             );
         }
         Value::Array(items) => (true, items),
@@ -135,7 +137,7 @@ pub async fn handle(
             StatusCode::BAD_REQUEST,
             jsonrpc::HEADER_MISMATCH,
             "Mcp-Method/Mcp-Name headers cannot describe a batch",
-            "header_mismatch",
+            Rejection::HeaderMismatch,
         );
     }
 
@@ -147,7 +149,7 @@ pub async fn handle(
     }
     let mut plan = Plan::default();
     let method_label = if batch {
-        "batch"
+        McpMethod::Batch
     } else {
         method_label(&messages[0])
     };
@@ -181,22 +183,14 @@ pub async fn handle(
     let upstream = match proxy.upstream.send(request).await {
         Ok(resp) => resp,
         Err(e) => {
-            proxy
-                .gate
-                .metrics
-                .upstream_errors
-                .with_label_values(&[e.kind()])
-                .inc();
+            proxy.metrics.upstream_failed(e.kind());
             tracing::warn!(error = %e, "upstream request failed");
             return upstream_failed(&body, &e.to_string(), plan.answers);
         }
     };
     proxy
-        .gate
         .metrics
-        .upstream_seconds
-        .with_label_values(&[method_label])
-        .observe(started.elapsed().as_secs_f64());
+        .upstream_answered(method_label, started.elapsed().as_secs_f64());
     respond(proxy, upstream, plan, batch, legacy, subject).await
 }
 
@@ -213,12 +207,7 @@ async fn plan_one(
     let envelope = match jsonrpc::inspect(&message) {
         Ok(e) => e,
         Err(e) => {
-            proxy
-                .gate
-                .metrics
-                .rejected
-                .with_label_values(&["invalid_request"])
-                .inc();
+            proxy.metrics.reject(Rejection::InvalidRequest);
             proxy.gate.malformed(&e.message, &e.id);
             plan.answers.push(e.to_response());
             plan.refused = true;
@@ -226,12 +215,7 @@ async fn plan_one(
         }
     };
     if !batch && let Err(e) = mirrored.check(&message, &envelope) {
-        proxy
-            .gate
-            .metrics
-            .rejected
-            .with_label_values(&["header_mismatch"])
-            .inc();
+        proxy.metrics.reject(Rejection::HeaderMismatch);
         proxy.gate.malformed(&e.message, &e.id);
         return Err(e);
     }
@@ -326,7 +310,7 @@ async fn respond(
             .and_then(|v| v.to_str().ok())
     {
         proxy.sessions.insert(id, Instant::now());
-        proxy.gate.metrics.sessions.set(proxy.sessions.len() as i64);
+        proxy.metrics.sessions.set(proxy.sessions.len() as i64);
     }
     if let Some(session) = legacy {
         // Legacy: the upstream's answers travel on the SSE stream; so do ours.
@@ -375,12 +359,7 @@ async fn respond(
     {
         Ok(b) => b,
         Err(e) => {
-            proxy
-                .gate
-                .metrics
-                .upstream_errors
-                .with_label_values(&["protocol"])
-                .inc();
+            proxy.metrics.upstream_failed(UpstreamFailure::Protocol);
             return body::json(
                 StatusCode::BAD_GATEWAY,
                 &jsonrpc::error_response(
@@ -419,79 +398,6 @@ async fn respond(
     )
 }
 
-/// Filters `tools/list` results for the requests of one POST, and teaches
-/// the catalog what the upstream offers.
-pub struct ListHook {
-    /// The proxy.
-    pub proxy: Arc<Proxy>,
-    /// Ids of the `tools/list` requests whose responses to rewrite.
-    pub ids: Vec<Value>,
-    /// Who asked: what a caller may see depends on who it is.
-    pub subject: Option<String>,
-}
-
-impl ListHook {
-    /// Rewrites `value` (a response or a batch of them); true if it changed.
-    pub fn rewrite(&mut self, value: &mut Value) -> bool {
-        let (ids, subject) = (&self.ids, &self.subject);
-        rewrite_lists(&self.proxy, value, &mut |id| {
-            ids.contains(id).then(|| subject.clone())
-        })
-    }
-}
-
-impl Hook for ListHook {
-    fn on_event(&mut self, event: &sse::Event) -> Option<Bytes> {
-        if !event.is_message() || self.ids.is_empty() {
-            return None;
-        }
-        let mut value: Value = serde_json::from_str(&event.data).ok()?;
-        self.rewrite(&mut value).then(|| {
-            sse::encode(
-                event.event.as_deref(),
-                event.id.as_deref(),
-                &value.to_string(),
-            )
-        })
-    }
-}
-
-/// For each response in `value` whose id `is_list` accepts (giving the
-/// subject who asked): learns the tool names and removes the tools hidden
-/// from that caller. True if anything was removed.
-pub fn rewrite_lists(
-    proxy: &Proxy,
-    value: &mut Value,
-    is_list: &mut dyn FnMut(&Value) -> Option<Option<String>>,
-) -> bool {
-    let items: Vec<&mut Value> = match value {
-        Value::Array(items) => items.iter_mut().collect(),
-        single => vec![single],
-    };
-    let mut changed = false;
-    for item in items {
-        let Some(id) = item.get("id") else { continue };
-        let Some(subject) = is_list(id) else {
-            continue;
-        };
-        let Some(result) = item.get_mut("result") else {
-            continue;
-        };
-        if let Some(listed) = tools::listed(result) {
-            proxy.gate.catalog.learn(listed);
-        }
-        if proxy.gate.may_hide() {
-            let removed =
-                tools::filter_list(result, |name| proxy.gate.hides(name, subject.as_deref()));
-            if removed > 0 {
-                proxy.gate.metrics.tools_hidden.inc_by(removed as u64);
-                changed = true;
-            }
-        }
-    }
-    changed
-}
-
 /// Refuses bodies the proxy cannot read exactly as the upstream would.
 fn check_content_headers(proxy: &Proxy, h: &HeaderMap) -> Option<Response<Body>> {
     let content_type = h.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
@@ -501,7 +407,7 @@ fn check_content_headers(proxy: &Proxy, h: &HeaderMap) -> Option<Response<Body>>
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             PARSE_ERROR,
             "MCP messages must be sent as Content-Type: application/json in UTF-8",
-            "content_type",
+            Rejection::ContentType,
         ));
     }
     let encoded = h.get_all(header::CONTENT_ENCODING).iter().any(|v| {
@@ -514,7 +420,7 @@ fn check_content_headers(proxy: &Proxy, h: &HeaderMap) -> Option<Response<Body>>
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             PARSE_ERROR,
             "compressed request bodies are not accepted; send the JSON uncompressed",
-            "content_encoding",
+            Rejection::ContentEncoding,
         ));
     }
     None
@@ -547,16 +453,11 @@ fn reject(
     status: StatusCode,
     code: i64,
     message: &str,
-    reason: &'static str,
+    reason: Rejection,
 ) -> Response<Body> {
-    proxy
-        .gate
-        .metrics
-        .rejected
-        .with_label_values(&[reason])
-        .inc();
+    proxy.metrics.reject(reason);
     proxy.gate.malformed(message, &Value::Null);
-    tracing::debug!(%status, reason, message, "request refused");
+    tracing::debug!(%status, %reason, message, "request refused");
     body::json(
         status,
         &jsonrpc::error_response(&Value::Null, code, message, None),
@@ -589,12 +490,12 @@ fn upstream_failed(forwarded: &Value, message: &str, mut answers: Vec<Value>) ->
 }
 
 /// A bounded label for the upstream latency histogram.
-fn method_label(message: &Value) -> &'static str {
+fn method_label(message: &Value) -> McpMethod {
     match message.get("method").and_then(Value::as_str) {
-        Some(tools::CALL) => tools::CALL,
-        Some(tools::LIST) => tools::LIST,
-        Some("initialize") => "initialize",
-        Some(_) => "other",
-        None => "response",
+        Some(tools::CALL) => McpMethod::ToolsCall,
+        Some(tools::LIST) => McpMethod::ToolsList,
+        Some("initialize") => McpMethod::Initialize,
+        Some(_) => McpMethod::Other,
+        None => McpMethod::Response,
     }
 }

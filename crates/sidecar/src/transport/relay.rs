@@ -19,22 +19,13 @@ use tollgate_mcp::sse::{Event, Parser};
 use tollgate_runtime::body::BoxError;
 
 /// Looks at each upstream event on its way to the client.
-pub trait Hook: Send + 'static {
+pub(crate) trait Hook: Send + 'static {
     /// What to send instead of `event`; `None` sends it unchanged.
     fn on_event(&mut self, event: &Event) -> Option<Bytes>;
 }
 
-/// A hook that changes nothing.
-pub struct PassThrough;
-
-impl Hook for PassThrough {
-    fn on_event(&mut self, _: &Event) -> Option<Bytes> {
-        None
-    }
-}
-
 /// The relayed stream, as a response body.
-pub struct Relay {
+pub(crate) struct Relay {
     upstream: Incoming,
     parser: Parser,
     hook: Box<dyn Hook>,
@@ -48,7 +39,7 @@ pub struct Relay {
 impl Relay {
     /// Relays `upstream`, sending `first` before anything else and whatever
     /// arrives on `inject` between events.
-    pub fn new(
+    pub(crate) fn new(
         upstream: Incoming,
         hook: Box<dyn Hook>,
         first: Vec<Bytes>,

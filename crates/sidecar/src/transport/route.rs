@@ -15,10 +15,11 @@ use tollgate_mcp::jsonrpc;
 use super::{get, post};
 use crate::Proxy;
 use crate::identity::IdentityError;
+use crate::metrics::Rejection;
 use tollgate_runtime::body::{self, Body};
 
 /// Routes one client request.
-pub async fn route(
+pub(crate) async fn route(
     proxy: Arc<Proxy>,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
@@ -40,12 +41,7 @@ pub async fn route(
         }
         _ => {
             // Any other method could carry a message past the decision.
-            proxy
-                .gate
-                .metrics
-                .rejected
-                .with_label_values(&["method"])
-                .inc();
+            proxy.metrics.reject(Rejection::Method);
             let mut resp = body::json(
                 StatusCode::METHOD_NOT_ALLOWED,
                 &jsonrpc::error_response(
@@ -68,13 +64,8 @@ pub async fn route(
 /// A request whose caller could not be identified: 401 for a missing or
 /// refused token (RFC 6750), 503 while the verifier cannot be asked.
 fn identity_refused(proxy: &Proxy, e: &IdentityError) -> Response<Body> {
-    proxy
-        .gate
-        .metrics
-        .identity_failures
-        .with_label_values(&[e.reason()])
-        .inc();
-    tracing::info!(reason = e.reason(), error = %e, "request refused: caller not identified");
+    proxy.metrics.identity_failed(e.reason());
+    tracing::info!(reason = %e.reason(), error = %e, "request refused: caller not identified");
     let (status, challenge) = match e {
         IdentityError::Missing => (StatusCode::UNAUTHORIZED, "Bearer"),
         IdentityError::Invalid(_) => (StatusCode::UNAUTHORIZED, "Bearer error=\"invalid_token\""),

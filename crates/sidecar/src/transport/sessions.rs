@@ -10,24 +10,24 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// The most sessions remembered; the least recently used go first.
-pub const MAX_SESSIONS: usize = 65_536;
+pub(crate) const MAX_SESSIONS: usize = 65_536;
 /// A session unused this long is forgotten.
-pub const IDLE: Duration = Duration::from_secs(24 * 3600);
+pub(crate) const IDLE: Duration = Duration::from_secs(24 * 3600);
 
 /// Known session ids with their last use.
 #[derive(Debug, Default)]
-pub struct Sessions {
+pub(crate) struct Sessions {
     seen: Mutex<HashMap<String, Instant>>,
 }
 
 impl Sessions {
     /// No sessions.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
     /// Remembers a session the upstream issued.
-    pub fn insert(&self, id: &str, now: Instant) {
+    pub(crate) fn insert(&self, id: &str, now: Instant) {
         let mut seen = self.lock();
         if seen.len() >= MAX_SESSIONS && !seen.contains_key(id) {
             seen.retain(|_, last| now.saturating_duration_since(*last) < IDLE);
@@ -42,7 +42,7 @@ impl Sessions {
 
     /// Whether `id` is a session the upstream issued and used within
     /// [`IDLE`]; marks it used.
-    pub fn touch(&self, id: &str, now: Instant) -> bool {
+    pub(crate) fn touch(&self, id: &str, now: Instant) -> bool {
         let mut seen = self.lock();
         match seen.get_mut(id) {
             Some(last) if now.saturating_duration_since(*last) < IDLE => {
@@ -58,18 +58,13 @@ impl Sessions {
     }
 
     /// Forgets a session (after DELETE).
-    pub fn remove(&self, id: &str) {
+    pub(crate) fn remove(&self, id: &str) {
         self.lock().remove(id);
     }
 
     /// How many sessions are known.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.lock().len()
-    }
-
-    /// Whether no session is known.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
@@ -99,6 +94,6 @@ mod tests {
         s.insert("a", t0);
         assert!(s.touch("a", t0 + IDLE / 2));
         assert!(!s.touch("a", t0 + IDLE / 2 + IDLE));
-        assert!(s.is_empty());
+        assert_eq!(s.len(), 0);
     }
 }

@@ -11,9 +11,11 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
+use crate::metrics::UpstreamFailure;
+
 /// Why the upstream did not answer.
 #[derive(Debug, thiserror::Error)]
-pub enum UpstreamError {
+pub(crate) enum UpstreamError {
     /// Nothing accepted the connection (the server is down or starting).
     #[error("cannot connect to the MCP server at {0}: {1}")]
     Connect(Uri, String),
@@ -27,11 +29,11 @@ pub enum UpstreamError {
 
 impl UpstreamError {
     /// The metric label value.
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> UpstreamFailure {
         match self {
-            UpstreamError::Connect(..) => "connect",
-            UpstreamError::Timeout(_) => "timeout",
-            UpstreamError::Protocol(_) => "protocol",
+            UpstreamError::Connect(..) => UpstreamFailure::Connect,
+            UpstreamError::Timeout(_) => UpstreamFailure::Timeout,
+            UpstreamError::Protocol(_) => UpstreamFailure::Protocol,
         }
     }
 }
@@ -48,7 +50,7 @@ pub enum UpstreamUrlError {
 
 /// A pooled HTTP client for one upstream base URL.
 #[derive(Clone)]
-pub struct Upstream {
+pub(crate) struct Upstream {
     client: Client<HttpConnector, Full<Bytes>>,
     base: Uri,
     response_timeout: Duration,
@@ -56,7 +58,7 @@ pub struct Upstream {
 
 impl Upstream {
     /// A client for `base` (`http://host:port[/prefix]`).
-    pub fn new(
+    pub(crate) fn new(
         base: Uri,
         connect_timeout: Duration,
         response_timeout: Duration,
@@ -80,7 +82,7 @@ impl Upstream {
     }
 
     /// The upstream URL for a client request's path and query.
-    pub fn uri_for(&self, path_and_query: Option<&PathAndQuery>) -> Uri {
+    pub(crate) fn uri_for(&self, path_and_query: Option<&PathAndQuery>) -> Uri {
         let prefix = self.base.path().trim_end_matches('/');
         let mut parts = self.base.clone().into_parts();
         parts.path_and_query = match path_and_query {
@@ -96,7 +98,7 @@ impl Upstream {
     }
 
     /// Sends a request and waits for the response head.
-    pub async fn send(
+    pub(crate) async fn send(
         &self,
         req: Request<Full<Bytes>>,
     ) -> Result<Response<Incoming>, UpstreamError> {

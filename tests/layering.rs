@@ -1,0 +1,249 @@
+//! The layering the crates promise, checked: the policy crate pulls in no
+//! async runtime, HTTP stack or Kubernetes client, and no crate's modules
+//! import each other in a loop.
+//!
+//! Crates cannot depend on each other in a cycle (cargo refuses); modules
+//! inside a crate can, and the first version of tollgate grew such loops
+//! (`acks` <-> `status`, `compile` -> `condition` -> `compile`). A loop
+//! means neither module can be read, tested or moved without the other.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn the_policy_crate_has_no_runtime_http_or_kube_client_dependency() {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .current_dir(root())
+        .args([
+            "tree",
+            "--offline",
+            "--locked",
+            "-p",
+            "tollgate-policy",
+            "-e",
+            "normal,build",
+            "--prefix",
+            "none",
+            "--format",
+            "{p}",
+        ])
+        .output()
+        .expect("run cargo tree");
+    assert!(
+        out.status.success(),
+        "cargo tree failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let crates: BTreeSet<&str> = text
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert!(crates.contains("tollgate-policy") && crates.contains("serde"));
+    for forbidden in [
+        "tokio",
+        "hyper",
+        "hyper-util",
+        "kube-client",
+        "kube-runtime",
+        "redis",
+        "rustls",
+        "tower",
+    ] {
+        assert!(
+            !crates.contains(forbidden),
+            "tollgate-policy depends on {forbidden}; the policy engine must stay free of I/O runtimes"
+        );
+    }
+}
+
+/// `a/b.rs` and `a/b/mod.rs` are module `a::b`; `lib.rs`/`main.rs` the root.
+fn module_of(src: &Path, file: &Path) -> String {
+    let rel = file.strip_prefix(src).unwrap().with_extension("");
+    let mut parts: Vec<String> = rel
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect();
+    if matches!(
+        parts.last().map(String::as_str),
+        Some("mod" | "lib" | "main")
+    ) {
+        parts.pop();
+    }
+    parts.join("::")
+}
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// The code of a file that is not test code: test files and inline
+/// `#[cfg(test)] mod tests` blocks (always last in this code base) are left
+/// out, since tests may reach anywhere.
+fn production_code(file: &Path, text: &str) -> Option<String> {
+    let name = file.file_stem()?.to_str()?;
+    if name == "tests" || name == "testing" || name.ends_with("_tests") {
+        return None;
+    }
+    let end = text.find("#[cfg(test)]\nmod tests").unwrap_or(text.len());
+    // Comments may name paths without using them.
+    Some(
+        text[..end]
+            .lines()
+            .map(|l| l.split("//").next().unwrap_or(""))
+            .collect::<Vec<_>>()
+            .join("\n"),
+    )
+}
+
+/// Every module `module`'s code refers to by path (`crate::a::b`,
+/// `super::c`), resolved to the longest module that exists.
+fn references(module: &str, code: &str, modules: &BTreeSet<String>) -> BTreeSet<String> {
+    let path = regex::Regex::new(r"\b((?:crate|super)(?:::[a-z_][a-z0-9_]*)+)").unwrap();
+    let mut out = BTreeSet::new();
+    for m in path.captures_iter(code) {
+        let mut segments: Vec<&str> = m[1].split("::").collect();
+        let mut base: Vec<&str> = if module.is_empty() {
+            Vec::new()
+        } else {
+            module.split("::").collect()
+        };
+        if segments[0] == "crate" {
+            base.clear();
+            segments.remove(0);
+        } else {
+            while segments.first() == Some(&"super") {
+                segments.remove(0);
+                base.pop();
+            }
+        }
+        base.extend(segments);
+        let target = (0..=base.len())
+            .rev()
+            .map(|n| base[..n].join("::"))
+            .find(|candidate| modules.contains(candidate))
+            .unwrap_or_default();
+        if target != module {
+            out.insert(target);
+        }
+    }
+    out
+}
+
+/// A cycle in `graph`, if there is one, as the modules along it.
+fn find_cycle(graph: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
+    fn visit(
+        node: &str,
+        graph: &BTreeMap<String, BTreeSet<String>>,
+        state: &mut BTreeMap<String, u8>,
+        stack: &mut Vec<String>,
+    ) -> Option<Vec<String>> {
+        state.insert(node.to_owned(), 1);
+        stack.push(node.to_owned());
+        for next in graph.get(node).into_iter().flatten() {
+            match state.get(next.as_str()) {
+                Some(1) => {
+                    let start = stack.iter().position(|m| m == next).unwrap();
+                    let mut cycle = stack[start..].to_vec();
+                    cycle.push(next.clone());
+                    return Some(cycle);
+                }
+                Some(_) => {}
+                None => {
+                    if let Some(c) = visit(next, graph, state, stack) {
+                        return Some(c);
+                    }
+                }
+            }
+        }
+        stack.pop();
+        state.insert(node.to_owned(), 2);
+        None
+    }
+    let mut state = BTreeMap::new();
+    for node in graph.keys() {
+        if !state.contains_key(node)
+            && let Some(c) = visit(node, graph, &mut state, &mut Vec::new())
+        {
+            return Some(c);
+        }
+    }
+    None
+}
+
+fn module_graph(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
+    let mut files = Vec::new();
+    rust_files(src, &mut files);
+    let modules: BTreeSet<String> = files.iter().map(|f| module_of(src, f)).collect();
+    let mut graph = BTreeMap::new();
+    for file in &files {
+        let module = module_of(src, file);
+        let text = std::fs::read_to_string(file).unwrap();
+        if let Some(code) = production_code(file, &text) {
+            let refs = references(&module, &code, &modules);
+            graph
+                .entry(module)
+                .or_insert_with(BTreeSet::new)
+                .extend(refs);
+        }
+    }
+    graph
+}
+
+#[test]
+fn no_crate_has_a_module_import_cycle() {
+    let mut crates: Vec<PathBuf> = std::fs::read_dir(root().join("crates"))
+        .unwrap()
+        .map(|e| e.unwrap().path().join("src"))
+        .collect();
+    crates.push(root().join("src"));
+    crates.sort();
+    assert!(crates.len() >= 6, "expected the five crates and src/");
+    for src in crates {
+        let graph = module_graph(&src);
+        assert!(graph.len() > 1, "{} has modules", src.display());
+        if let Some(cycle) = find_cycle(&graph) {
+            panic!(
+                "modules of {} import each other in a loop: {}",
+                src.display(),
+                cycle.join(" -> ")
+            );
+        }
+    }
+}
+
+#[test]
+fn the_cycle_finder_finds_a_planted_cycle() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path();
+    std::fs::write(src.join("lib.rs"), "mod a;\nmod b;\nmod c;\n").unwrap();
+    std::fs::write(src.join("a.rs"), "use crate::b::B;\n").unwrap();
+    std::fs::write(src.join("b.rs"), "pub struct B;\nuse super::c::f;\n").unwrap();
+    std::fs::write(
+        src.join("c.rs"),
+        "pub fn f() { let _ = crate::a::A; }\n#[cfg(test)]\nmod tests { use crate::b::B; }\n",
+    )
+    .unwrap();
+    let cycle = find_cycle(&module_graph(src)).expect("a -> b -> c -> a");
+    assert_eq!(cycle.len(), 4, "{cycle:?}");
+    // Without c's reference back to a, no cycle: test code does not count.
+    std::fs::write(
+        src.join("c.rs"),
+        "pub fn f() {}\n#[cfg(test)]\nmod tests { use crate::a::A; }\n",
+    )
+    .unwrap();
+    assert_eq!(find_cycle(&module_graph(src)), None);
+}
