@@ -122,7 +122,14 @@ need buildah sha256sum tar mktemp
 [[ $EUID -eq 0 ]] || die "buildah with vfs storage runs as root here"
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/tollgate-image.XXXXXX")"
-cleanup() { rm -rf "$WORK"; }
+# buildah (containers/image) keeps a blob-info cache in /var/lib/containers
+# whatever --root says; leave no such directory behind if there was none.
+had_var_lib_containers=0
+if [[ -e /var/lib/containers ]]; then had_var_lib_containers=1; fi
+cleanup() {
+    rm -rf "$WORK"
+    if ((!had_var_lib_containers)); then rm -rf /var/lib/containers; fi
+}
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM

@@ -16,6 +16,7 @@ PACKAGES=(
     runc
     containernetworking-plugins # bridge, host-local, loopback
     iptables                    # kube-proxy (iptables mode) and its cleanup
+    nftables                    # node/down.sh: delete the nft tables iptables-nft created
     busybox-static              # nslookup/wget/sh for test pods
     buildah                     # scripts/image/build.sh (FROM scratch, vfs storage)
     gcc
