@@ -123,7 +123,9 @@ fi
 # --- build (no-op when built) --------------------------------------------------
 [[ -d /sys/fs/cgroup ]] || die "no /sys/fs/cgroup"
 "$HERE/deps.sh"
-log "building (once) the control plane and node binaries: etcd, kube-apiserver, kubectl, helm, kube-controller-manager, kube-scheduler, kubelet, kube-proxy, coredns, crictl"
+if ! "$HERE/../cluster/build.sh" --check --node >/dev/null; then
+    log "first run: building the control plane and node binaries (etcd, kube-apiserver, kubectl, helm, kube-controller-manager, kube-scheduler, kubelet, kube-proxy, coredns, crictl); this takes 10-20 minutes on 2 cores"
+fi
 BIN="$("$HERE/../cluster/build.sh" --node)"
 KUBECTL="$BIN/kubectl"
 mapfile -t IMAGES < <("$HERE/images.sh" --bin "$BIN")
@@ -145,7 +147,6 @@ COREDNS_IMAGE="$(image_name localhost/coredns:)"
 
 # --- one node per machine --------------------------------------------------------
 take_lock "$((READY_TIMEOUT + 300))"
-: >"$DATA_DIR/.tollgate-node"
 owner=""
 [[ -f "$OWNER_FILE" ]] && read -r owner <"$OWNER_FILE"
 if [[ -n "$owner" && "$owner" != "$DATA_DIR" ]]; then
@@ -160,6 +161,7 @@ if [[ "$owner" == "$DATA_DIR" ]] && all_running && node_ready; then
     printf '%s\n' "$KUBECONFIG_PATH"
     exit 0
 fi
+: >"$DATA_DIR/.tollgate-node" # marks the dir as ours, for down.sh --purge
 if any_running; then log "the node of $DATA_DIR is running but not Ready; restarting it"; fi
 # Leftovers of an earlier run (processes, pods, mounts, rules, sysctls); keeps data.
 TOLLGATE_NODE_LOCK_HELD=1 "$HERE/down.sh" --data-dir "$DATA_DIR" >&2 9>&-
