@@ -2,7 +2,7 @@
 SHELL := bash
 CARGO ?= cargo
 
-.PHONY: all build demo test test-deps lint fmt clippy generate bench bench-data-path bench-policy bench-controller cluster-up cluster-down clean
+.PHONY: all build demo test test-deps lint fmt clippy generate bench bench-data-path bench-policy bench-controller cluster-up cluster-down image clean
 
 all: build
 
@@ -50,12 +50,27 @@ bench-controller:
 	scripts/cluster/build.sh >/dev/null
 	scripts/bench/controller.sh
 
-## cluster-up / cluster-down: a real kube-apiserver + etcd on loopback (target/cluster/kubeconfig)
+## cluster-up / cluster-down: a real one-node Kubernetes (control plane, containerd,
+## kubelet, kube-proxy, CoreDNS; images built here), as root, one per machine;
+## target/cluster/kubeconfig. Tests' own loopback control planes: scripts/cluster/up.sh.
 cluster-up:
-	scripts/cluster/up.sh
+	scripts/node/up.sh
 
 cluster-down:
-	scripts/cluster/down.sh
+	scripts/node/down.sh
+
+## image: the node's images (pause, CoreDNS, test images) as tarballs in the cache;
+## with TOLLGATE_BIN=path/to/static/tollgate also localhost/tollgate:dev from the
+## Dockerfile (its build stage replaced by that binary). Load them into the
+## running node with scripts/image/import.sh.
+TOLLGATE_BIN ?=
+image:
+	scripts/node/images.sh
+	@if [ -n "$(TOLLGATE_BIN)" ]; then \
+	    d=$$(mktemp -d) && cp "$(TOLLGATE_BIN)" "$$d/tollgate" && \
+	    scripts/image/build.sh -t localhost/tollgate:dev -f Dockerfile --build-context build="$$d" "$$d"; \
+	    rc=$$?; rm -rf "$$d"; exit $$rc; \
+	fi
 
 clean:
 	$(CARGO) clean

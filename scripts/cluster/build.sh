@@ -4,6 +4,10 @@
 #
 #   $TOLLGATE_CACHE/cluster/k8s-<K8S_VERSION>/bin/{etcd,kube-apiserver,kubectl,helm}
 #
+# and, with --node, what a real one-node cluster adds (scripts/node/up.sh):
+#
+#   .../bin/{kube-controller-manager,kube-scheduler,kubelet,kube-proxy,coredns,crictl}
+#
 # Idempotent: when every binary is there at its pinned version it does nothing
 # and returns at once. Each binary is built in a temporary directory beside the
 # cache and renamed into bin/ only when complete, so an interrupted build never
@@ -11,7 +15,8 @@
 #
 # Prints the bin directory on stdout; everything else goes to stderr.
 #
-# Usage: scripts/cluster/build.sh [--force] [--check]
+# Usage: scripts/cluster/build.sh [--node] [--force] [--check]
+#   --node    also the node binaries (same k8s.io/kubernetes release, CoreDNS, crictl)
 #   --force   rebuild every binary even if present
 #   --check   build nothing; exit 0 if all binaries are present, 1 if not
 set -euo pipefail
@@ -26,6 +31,11 @@ K8S_STAGING_VERSION=v0.35.4
 ETCD_VERSION=v3.6.6
 # helm v3, newest release.
 HELM_VERSION=v3.22.0
+# --node only. CoreDNS: newest release; its go.mod needs go >= 1.26.0.
+COREDNS_VERSION=v1.15.0
+# crictl (sigs.k8s.io/cri-tools): the proxy serves v1.34.0 and v1.37.0 only; CRI v1
+# is stable, so the one closest to the kubelet's release.
+CRICTL_VERSION=v1.34.0
 # ------------------------------------------------------------------------------
 
 # shellcheck source=scripts/lib/cache.sh
@@ -34,17 +44,26 @@ HELM_VERSION=v3.22.0
 ROOT="$TOLLGATE_CACHE/cluster/k8s-$K8S_VERSION"
 BIN="$ROOT/bin"
 BINARIES=(etcd kube-apiserver kubectl helm)
+NODE_BINARIES=(kube-controller-manager kube-scheduler kubelet kube-proxy coredns crictl)
 declare -A WANT=(
     [etcd]="$ETCD_VERSION"
     [kube-apiserver]="$K8S_VERSION"
     [kubectl]="$K8S_VERSION"
     [helm]="$HELM_VERSION"
+    [kube-controller-manager]="$K8S_VERSION"
+    [kube-scheduler]="$K8S_VERSION"
+    [kubelet]="$K8S_VERSION"
+    [kube-proxy]="$K8S_VERSION"
+    [coredns]="$COREDNS_VERSION"
+    [crictl]="$CRICTL_VERSION"
 )
 
 force=0
 check=0
+node=0
 while (($#)); do
     case "$1" in
+        --node) node=1 ;;
         --force) force=1 ;;
         --check) check=1 ;;
         -h | --help)
@@ -55,6 +74,7 @@ while (($#)); do
     esac
     shift
 done
+if ((node)); then BINARIES+=("${NODE_BINARIES[@]}"); fi
 
 # is_built NAME: the binary is in bin/ and its stamp names the pinned version.
 # Bash builtins only, so the no-op path costs no forks.
@@ -159,8 +179,11 @@ k8s_module() {
         printf ')\n'
     } >"$dir/go.mod"
     log "k8s build module replaces ${#staging[@]} staging modules with $K8S_STAGING_VERSION"
-    (cd "$dir" && go get "k8s.io/kubernetes/cmd/kube-apiserver@$K8S_VERSION" \
-        "k8s.io/kubernetes/cmd/kubectl@$K8S_VERSION")
+    local cmds=() c
+    for c in kube-apiserver kubectl kube-controller-manager kube-scheduler kubelet kube-proxy; do
+        if [[ " ${todo[*]} " == *" $c "* ]]; then cmds+=("k8s.io/kubernetes/cmd/$c@$K8S_VERSION"); fi
+    done
+    (cd "$dir" && go get "${cmds[@]}")
 }
 
 k8s_ldflags() {
@@ -213,6 +236,32 @@ build_helm() {
     (cd "$dir" && go build -trimpath -ldflags="$flags" -o "$WORK/out/helm" helm.sh/helm/v3/cmd/helm)
 }
 
+# --- coredns (--node) ----------------------------------------------------------
+# The module root is CoreDNS' main package, with every in-tree plugin compiled in
+# (core/plugin/zplugin.go); which ones run is the Corefile's business.
+build_coredns() {
+    local dir="$WORK/coredns"
+    mkdir -p "$dir"
+    printf 'module tollgate.invalid/coredns-build\n\ngo 1.26.0\n' >"$dir/go.mod"
+    (cd "$dir" && go get "github.com/coredns/coredns@$COREDNS_VERSION" &&
+        go build -trimpath \
+            -ldflags="-s -w -X github.com/coredns/coredns/coremain.GitCommit=$COREDNS_VERSION" \
+            -o "$WORK/out/coredns" github.com/coredns/coredns)
+}
+
+# --- crictl (--node) -----------------------------------------------------------
+# scripts/node/down.sh uses it to stop and remove pod sandboxes through the CRI,
+# so that the CNI plugins release their addresses and network namespaces.
+build_crictl() {
+    local dir="$WORK/crictl"
+    mkdir -p "$dir"
+    printf 'module tollgate.invalid/crictl-build\n\ngo 1.24.1\n' >"$dir/go.mod"
+    (cd "$dir" && go get "sigs.k8s.io/cri-tools/cmd/crictl@$CRICTL_VERSION" &&
+        go build -trimpath \
+            -ldflags="-s -w -X sigs.k8s.io/cri-tools/pkg/version.Version=${CRICTL_VERSION#v}" \
+            -o "$WORK/out/crictl" sigs.k8s.io/cri-tools/cmd/crictl)
+}
+
 mkdir -p "$WORK/out"
 total_start=$(now_s)
 for b in "${todo[@]}"; do
@@ -221,6 +270,9 @@ for b in "${todo[@]}"; do
         kube-apiserver) timed kube-apiserver build_k8s kube-apiserver ;;
         kubectl) timed kubectl build_k8s kubectl ;;
         helm) timed helm build_helm ;;
+        kube-controller-manager | kube-scheduler | kubelet | kube-proxy) timed "$b" build_k8s "$b" ;;
+        coredns) timed coredns build_coredns ;;
+        crictl) timed crictl build_crictl ;;
     esac
     install_bin "$b"
 done
