@@ -1,0 +1,3 @@
+package main
+
+func genCase(seed, i uint64) string { return "" }
