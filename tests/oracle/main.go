@@ -13,13 +13,26 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
+	"runtime/debug"
 )
 
 const usage = `usage:
   tollgate-oracle read-manifest   < resource-text
   tollgate-oracle read-json       < json-rpc-body
   tollgate-oracle batch           < requests.ndjson
-  tollgate-oracle gen --seed N --count M`
+  tollgate-oracle gen --seed N --count M
+  tollgate-oracle version`
+
+// serverVersions are the modules on the server's read path, at the versions
+// the kubernetes-mcp-server v0.0.67 release binary links (go version -m).
+var serverVersions = map[string]string{
+	"k8s.io/apimachinery":           "v0.37.0",
+	"sigs.k8s.io/yaml":              "v1.6.0",
+	"go.yaml.in/yaml/v2":            "v2.4.4",
+	"sigs.k8s.io/json":              "v0.0.0-20250730193827-2d320260d730",
+	"github.com/segmentio/encoding": "v0.5.4",
+}
 
 func main() {
 	if len(os.Args) < 2 {
@@ -46,6 +59,16 @@ func main() {
 		for i := 0; i < *count; i++ {
 			writeLine(out, genCase(*seed, uint64(i)))
 		}
+	case "version":
+		mods := map[string]string{}
+		if bi, ok := debug.ReadBuildInfo(); ok {
+			for _, m := range bi.Deps {
+				if _, ok := serverVersions[m.Path]; ok {
+					mods[m.Path] = m.Version
+				}
+			}
+		}
+		writeLine(out, map[string]any{"models": "kubernetes-mcp-server v0.0.67", "go": runtime.Version(), "modules": mods})
 	case "-h", "--help", "help":
 		fmt.Println(usage)
 	default:
