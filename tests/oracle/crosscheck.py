@@ -13,7 +13,7 @@ few raw JSON-RPC bodies and compares which object got applied.
 KMS_BINARY is the npm package's bin/kubernetes-mcp-server-linux-amd64.
 Exit status 1 on any disagreement.
 """
-import collections, json, os, subprocess, sys, tempfile, time, urllib.error, urllib.request
+import collections, json, os, shutil, subprocess, sys, tempfile, time, urllib.error, urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
@@ -165,4 +165,8 @@ finally:
     fake.terminate()
     server.wait()
     fake.wait()
+if failed:
+    print(f"logs kept in {work}")
+else:
+    shutil.rmtree(work)
 sys.exit(1 if failed else 0)
