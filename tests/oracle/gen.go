@@ -527,9 +527,9 @@ func (g *gen) renderFlow(b *strings.Builder, v *node) {
 	}
 }
 
-// renderJSON writes the document as JSON (which yaml.v2 also reads, as YAML):
-// duplicate keys and a quoted "<<" stay in, aliases become their target's
-// value is not attempted: an alias is written as a string.
+// renderJSON writes the document as JSON, which the server also reads as
+// YAML: duplicate keys stay in, "<<" becomes an ordinary quoted key (no merge
+// in JSON), and an alias is written as the string "*a".
 func (g *gen) renderJSON(b *strings.Builder, v *node) {
 	switch {
 	case v.isMap:
