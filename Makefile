@@ -2,7 +2,7 @@
 SHELL := bash
 CARGO ?= cargo
 
-.PHONY: all build demo test test-deps lint fmt clippy generate bench bench-data-path bench-policy bench-controller cluster-up cluster-down image clean
+.PHONY: all build demo test test-deps differential lint fmt clippy generate bench bench-data-path bench-policy bench-controller cluster-up cluster-down image clean
 
 all: build
 
@@ -20,6 +20,16 @@ test: test-deps lint
 test-deps:
 	scripts/test-deps.sh
 	scripts/cluster/build.sh >/dev/null
+	scripts/oracle.sh >/dev/null
+
+## differential: the readers' differential tests on a large corpus (several seeds;
+## `make test` runs 3,000 cases of one)
+DIFFERENTIAL_CASES ?= 100000
+differential: test-deps
+	for seed in 1 2 3; do \
+		TOLLGATE_ORACLE_SEED=$$seed TOLLGATE_ORACLE_CASES=$(DIFFERENTIAL_CASES) \
+			$(CARGO) test --locked --test reader_oracle || exit 1; \
+	done
 
 lint: fmt clippy
 

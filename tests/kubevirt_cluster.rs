@@ -5,8 +5,6 @@
 
 mod support;
 
-use std::net::SocketAddr;
-use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -14,31 +12,6 @@ use support::cluster::{Cluster, ControllerProc, token_file};
 use support::*;
 
 const PATIENCE: Duration = Duration::from_secs(30);
-
-/// kubernetes-mcp-server against the test cluster, as cluster admin.
-fn kubernetes_mcp_server(cluster: &Cluster) -> (Proc, u16) {
-    let port = free_port();
-    let bin = peers().join(
-        "node_modules/kubernetes-mcp-server-linux-amd64/bin/kubernetes-mcp-server-linux-amd64",
-    );
-    let mut cmd = Command::new("sh");
-    // It prints nothing on readiness; `echo` gives Proc its first line once
-    // the process runs, and the port is polled below.
-    cmd.arg("-c").arg(format!(
-        "echo started; exec {} --port {port} --bind-address 127.0.0.1 --toolsets core,config,kubevirt --kubeconfig {} >/dev/null 2>&1",
-        bin.display(),
-        cluster.kubeconfig.display()
-    ));
-    let (proc, _) = Proc::spawn(cmd, |l| l == "started");
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    for _ in 0..300 {
-        if std::net::TcpStream::connect(addr).is_ok() {
-            return (proc, port);
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("kubernetes-mcp-server did not listen on {addr}");
-}
 
 fn clones(cluster: &Cluster, ns: &str) -> Vec<Value> {
     cluster.get_json(&["-n", ns, "virtualmachineclones.clone.kubevirt.io"])["items"]
@@ -72,7 +45,7 @@ async fn clones_stay_capped_on_a_real_cluster_and_finished_ones_free_slots() {
         .apply(&format!("apiVersion: kubevirt.io/v1\nkind: VirtualMachine\nmetadata: {{name: golden-fedora, namespace: {ns}, labels: {{golden: \"true\"}}}}\nspec: {{runStrategy: Halted}}\n"))
         .unwrap();
 
-    let (_kms, kms_port) = kubernetes_mcp_server(cluster);
+    let (_kms, kms_port) = cluster.kubernetes_mcp_server();
     cluster.sidecar_pod(
         &ns,
         "kms-0",

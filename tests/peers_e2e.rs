@@ -28,10 +28,10 @@ fn kubernetes_mcp_server_behind_tollgate_with_the_vm_clone_cap() {
     ]);
     let url = format!("http://{}/mcp", tg.listen);
 
-    // Initialize and list: the SDK does the handshake; hidden tools are gone.
+    // Initialize and list: the SDK does the handshake; hidden tools are gone
+    // (configuration_view too: it prints the server's credentials).
     let listed: Vec<String> = serde_json::from_value(agent(&url, &["list"])[0].clone()).unwrap();
     let mut expected = vec![
-        "configuration_view",
         "events_list",
         "namespaces_list",
         "nodes_log",
@@ -243,7 +243,12 @@ fn tollgate_check_reports_every_problem_and_exits_1() {
         "{}",
         String::from_utf8_lossy(&ok.stderr)
     );
-    assert!(String::from_utf8_lossy(&ok.stdout).starts_with("ok: 1 policy, 2 rules, version "));
+    assert!(String::from_utf8_lossy(&ok.stdout).starts_with("ok: 1 policy, 3 rules, version "));
+    assert!(
+        ok.stderr.is_empty(),
+        "the shipped example warns: {}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
 
     let (_dir, path) = policy_file(
         "apiVersion: tollgate.dev/v1alpha1\nkind: McpToolPolicy\nmetadata: {name: p}\nspec:\n  defaultAction: Deny\n  rules:\n    - {name: a, tools: [x], action: Allow, rateLimits: [{requests: 0, window: 1 minute}]}\n    - {name: a, tools: ['[x'], action: Allow}\n",

@@ -133,10 +133,13 @@ fn the_apiserver_accepts_the_shared_budget_example_and_checks_store_settings() {
         .kubectl(&["-n", &ns, "apply", "-f", example.to_str().unwrap()])
         .expect("examples/shared-budget.yaml is a valid McpToolPolicy");
     let stored = cluster.policy(&ns, "shared-budget");
-    assert_eq!(
-        stored["spec"]["rules"][1]["rateLimits"][0]["scope"],
-        "Shared"
-    );
+    let clone_rule = stored["spec"]["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "vm-clone")
+        .expect("the vm-clone rule");
+    assert_eq!(clone_rule["rateLimits"][0]["scope"], "Shared");
     let err = cluster
         .apply(&format!(
             r#"

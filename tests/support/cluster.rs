@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -84,6 +85,51 @@ impl Cluster {
             }
             panic!("the test control plane did not start:\n{last_error}");
         })
+    }
+
+    /// The KubeVirt CRDs (tests/fixtures/kubevirt-crds.yaml), applied once per
+    /// cluster — tests of one binary run in parallel — and Established.
+    #[allow(dead_code)]
+    pub fn kubevirt_crds(&self) {
+        static APPLIED: OnceLock<()> = OnceLock::new();
+        APPLIED.get_or_init(|| {
+            let crds = repo().join("tests/fixtures/kubevirt-crds.yaml");
+            self.kubectl(&["apply", "-f", crds.to_str().unwrap()])
+                .unwrap();
+            self.kubectl(&[
+                "wait",
+                "--for=condition=Established",
+                "crd/virtualmachineclones.clone.kubevirt.io",
+                "crd/virtualmachines.kubevirt.io",
+                "--timeout=30s",
+            ])
+            .unwrap();
+        });
+    }
+
+    /// kubernetes-mcp-server against the test cluster, as cluster admin.
+    pub fn kubernetes_mcp_server(&self) -> (Proc, u16) {
+        let port = super::free_port();
+        let bin = super::peers().join(
+            "node_modules/kubernetes-mcp-server-linux-amd64/bin/kubernetes-mcp-server-linux-amd64",
+        );
+        let mut cmd = Command::new("sh");
+        // It prints nothing on readiness; `echo` gives Proc its first line once
+        // the process runs, and the port is polled below.
+        cmd.arg("-c").arg(format!(
+            "echo started; exec {} --port {port} --bind-address 127.0.0.1 --toolsets core,config,kubevirt --kubeconfig {} >/dev/null 2>&1",
+            bin.display(),
+            self.kubeconfig.display()
+        ));
+        let (proc, _) = Proc::spawn(cmd, |l| l == "started");
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        for _ in 0..300 {
+            if std::net::TcpStream::connect(addr).is_ok() {
+                return (proc, port);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("kubernetes-mcp-server did not listen on {addr}");
     }
 
     /// Runs kubectl; Ok(stdout) or Err(stderr).

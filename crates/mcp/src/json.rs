@@ -30,6 +30,11 @@ pub enum StrictJsonError {
     /// Nested deeper than [`MAX_DEPTH`].
     #[error("JSON nested deeper than {MAX_DEPTH} levels")]
     TooDeep,
+    /// An integer above 2^53 in magnitude, which the server would round.
+    #[error(
+        "the integer {0} is too large for the MCP server to read exactly (servers read JSON numbers as doubles, exact up to 2^53): send it as a string"
+    )]
+    InexactInteger(String),
     /// A UTF-8 byte-order mark, which JSON texts must not carry.
     #[error("a byte-order mark before the JSON value")]
     ByteOrderMark,
@@ -58,6 +63,10 @@ fn classify(e: serde_json::Error) -> StrictJsonError {
         let key = rest.rsplit_once(" at line").map_or(rest, |(k, _)| k);
         return StrictJsonError::DuplicateKey(key.trim_matches('"').to_owned());
     }
+    if let Some(rest) = text.strip_prefix(INEXACT_PREFIX) {
+        let number = rest.rsplit_once(" at line").map_or(rest, |(n, _)| n);
+        return StrictJsonError::InexactInteger(number.to_owned());
+    }
     if text.starts_with(TOO_DEEP) || text.starts_with("recursion limit exceeded") {
         return StrictJsonError::TooDeep;
     }
@@ -65,6 +74,13 @@ fn classify(e: serde_json::Error) -> StrictJsonError {
 }
 
 const DUPLICATE_PREFIX: &str = "duplicate key ";
+const INEXACT_PREFIX: &str = "inexact integer ";
+
+/// The largest integer every JSON reader holds exactly: MCP servers read
+/// numbers as IEEE doubles (Go's encoding/json, JavaScript), and above 2^53
+/// a double rounds — the server would act on another number than the one
+/// judged. Larger integers are refused; send them as strings.
+pub const MAX_EXACT_INTEGER: u64 = 1 << 53;
 const TOO_DEEP: &str = "nesting too deep";
 
 struct StrictSeed {
@@ -104,11 +120,17 @@ impl<'de> Visitor<'de> for StrictVisitor {
         Ok(Value::Bool(v))
     }
 
-    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Value, E> {
+        if v.unsigned_abs() > MAX_EXACT_INTEGER {
+            return Err(E::custom(format_args!("{INEXACT_PREFIX}{v}")));
+        }
         Ok(Value::from(v))
     }
 
-    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Value, E> {
+        if v > MAX_EXACT_INTEGER {
+            return Err(E::custom(format_args!("{INEXACT_PREFIX}{v}")));
+        }
         Ok(Value::from(v))
     }
 
@@ -198,6 +220,8 @@ mod tests {
             (br#"{"a":"\udc00x"}"#, "invalid"),
             (br#"{"a":1,}"#, "invalid"),
             (br#"{'a':1}"#, "invalid"),
+            (br#"{"id":9007199254740993}"#, "too large"),
+            (br#"{"a":[-9223372036854775808]}"#, "too large"),
             (b"", "invalid"),
             (br#"{"a":NaN}"#, "invalid"),
             (br#"{"a":1e999}"#, "invalid"),

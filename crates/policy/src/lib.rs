@@ -21,6 +21,7 @@ pub mod problem;
 pub mod resources;
 pub mod snapshot;
 pub mod spec;
+pub mod warnings;
 
 #[cfg(test)]
 mod resource_tests;

@@ -42,7 +42,6 @@ fn meta(tool: &str) -> ToolMeta {
             .find(|t| t["name"] == tool)
             .unwrap(),
     )
-    .unwrap()
 }
 
 /// A sidecar's stores, kept across calls.
@@ -83,6 +82,7 @@ impl Sidecar {
             session: None,
             meta: self.metas.get(tool),
             subject: None,
+            payloads: None,
         };
         let stores = Stores {
             budgets: &self.counter,

@@ -114,6 +114,27 @@ pub struct McpToolPolicySpec {
     /// default namespace). Defaults to `default`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_namespace: Option<String>,
+
+    /// Whether a call may carry arguments the upstream's own `inputSchema`
+    /// (from its `tools/list`) does not list. Servers act on such arguments
+    /// (kubernetes-mcp-server's `context` selects another cluster) that no
+    /// rule reads. `ResourceRules` (the default) refuses them for tools a
+    /// resource rule of this policy judges; `Always` for every tool; `Never`
+    /// lets them through.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strict_arguments: Option<StrictArguments>,
+}
+
+/// When arguments outside the upstream's `inputSchema` are refused.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum StrictArguments {
+    /// For tools a resource rule of the policy judges.
+    #[default]
+    ResourceRules,
+    /// For every tool.
+    Always,
+    /// Never.
+    Never,
 }
 
 /// What the controller observed and the sidecars enforce.

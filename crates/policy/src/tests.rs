@@ -392,6 +392,7 @@ spec:
                 session,
                 meta: None,
                 subject: None,
+                payloads: None,
             },
             &counter,
             now,

@@ -35,26 +35,29 @@ pub struct Proxy {
 
 impl Proxy {
     /// Learns the upstream's tools from the upstream itself, unless known
-    /// already or tried less than 5 s ago (a slow or broken upstream must
-    /// not slow every call).
-    pub async fn ensure_catalog(&self, path: &str) {
+    /// already or tried less than a second ago (a slow or broken upstream
+    /// must not slow every call). True once they are known.
+    pub async fn ensure_catalog(&self, path: &str) -> bool {
         if self.gate.catalog().loaded() {
-            return;
+            return true;
         }
         let mut last = self.gate.catalog().discovery.lock().await;
-        if self.gate.catalog().loaded()
-            || last.is_some_and(|t| t.elapsed() < Duration::from_secs(5))
-        {
-            return;
+        if self.gate.catalog().loaded() {
+            return true;
+        }
+        if last.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+            return false;
         }
         *last = Some(Instant::now());
         match discover::list_tools(&self.upstream, path, Duration::from_secs(5)).await {
             Ok(tools) => {
                 self.gate.catalog().learn(&tools);
                 tracing::info!(tools = tools.len(), path, "learned the upstream's tools");
+                true
             }
             Err(e) => {
-                tracing::warn!(error = %e, path, "cannot list the upstream's tools yet; rules on what tools create will fail closed")
+                tracing::warn!(error = %e, path, "cannot list the upstream's tools yet; calls that rules on created objects or arguments judge are refused until it can");
+                false
             }
         }
     }
@@ -67,6 +70,12 @@ impl tollgate_runtime::admin::AdminState for Proxy {
 
     fn readiness(&self) -> Readiness {
         match self.gate.rules().current() {
+            Some(rules) if !self.gate.catalog().loaded() && rules.set.needs_any_catalog() => {
+                Readiness::NotReady(
+                    "the MCP server's tool list has not been read yet, and the rules need it"
+                        .into(),
+                )
+            }
             Some(rules) => Readiness::Ready(format!("rules {}", rules.set.version())),
             None if self.gate.fails_open() => Readiness::Ready("no rules yet, failing open".into()),
             None => Readiness::NotReady("no rules received from the controller yet".into()),

@@ -214,17 +214,11 @@ pub async fn start(config: ProxyConfig, audit: AuditConfig) -> Result<Running, S
             }
         });
     }
+    tasks.push(tokio::spawn(learn_catalog(
+        proxy.clone(),
+        shutdown_rx.clone(),
+    )));
     tasks.push(tokio::spawn(sweep(proxy.clone(), shutdown_rx)));
-    let p = proxy.clone();
-    tokio::spawn(async move {
-        let base = p.upstream.uri_for(None);
-        let path = if base.path().trim_end_matches('/').is_empty() {
-            "/mcp"
-        } else {
-            "/"
-        };
-        p.ensure_catalog(path).await;
-    });
 
     tracing::info!(
         %listen,
@@ -307,6 +301,26 @@ async fn announce_changes(proxy: Arc<Proxy>, mut shutdown: watch::Receiver<bool>
                 proxy.streams.broadcast(event.clone());
             }
         }
+    }
+}
+
+/// Reads the upstream's tool list as soon as the upstream answers: retried
+/// quickly at first (a server starting beside the sidecar answers within
+/// seconds), then every few seconds, until it is known.
+async fn learn_catalog(proxy: Arc<Proxy>, mut shutdown: watch::Receiver<bool>) {
+    let base = proxy.upstream.uri_for(None);
+    let path = if base.path().trim_end_matches('/').is_empty() {
+        "/mcp"
+    } else {
+        "/"
+    };
+    let mut wait = Duration::from_millis(100);
+    while !proxy.ensure_catalog(path).await {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        wait = (wait * 2).min(Duration::from_secs(5));
     }
 }
 

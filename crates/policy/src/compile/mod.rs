@@ -28,6 +28,7 @@ use crate::problem::Problem;
 use crate::resources::Mapping;
 use crate::spec::{
     Action, DenyWith, LimitScope, McpToolPolicySpec, Mode, OnStoreError, RateLimit, Rule,
+    StrictArguments,
 };
 
 /// A problem when `list` is longer than `max`.
@@ -61,6 +62,8 @@ pub struct CompiledPolicy {
     pub(crate) mappings: Vec<Mapping>,
     /// Where objects without a namespace land.
     pub(crate) default_namespace: String,
+    /// When arguments the upstream's schema does not list are refused.
+    pub(crate) strict_arguments: StrictArguments,
 }
 
 /// One rule, checked.
@@ -134,6 +137,37 @@ pub struct CompiledLimit {
 }
 
 impl CompiledPolicy {
+    /// The resource rules that apply to a tool, given the rules naming it
+    /// (`matched`, from the matcher): those naming it and those naming no
+    /// tool at all.
+    pub(crate) fn resource_rules_for(&self, matched: &[u32]) -> Vec<&CompiledRule> {
+        self.resource_rules
+            .iter()
+            .filter(|&&i| !self.rules[i as usize].has_tools || matched.contains(&i))
+            .map(|&i| &self.rules[i as usize])
+            .collect()
+    }
+
+    /// Whether a call must keep to the upstream's `inputSchema`, given
+    /// whether a resource rule of this policy judges what it creates.
+    pub(crate) fn strict_arguments(&self, judges_objects: bool) -> bool {
+        match self.strict_arguments {
+            StrictArguments::Always => true,
+            StrictArguments::ResourceRules => judges_objects,
+            StrictArguments::Never => false,
+        }
+    }
+
+    /// Whether any resource rule of this policy judges what `tool` creates.
+    pub(crate) fn judges_objects_of(&self, tool: &str) -> bool {
+        if self.resource_rules.is_empty() {
+            return false;
+        }
+        let mut matched = Vec::new();
+        self.matcher.rules_for(tool, &mut matched);
+        !self.resource_rules_for(&matched).is_empty()
+    }
+
     /// The compiled rules, in evaluation order.
     pub fn rules(&self) -> &[CompiledRule] {
         &self.rules
@@ -237,6 +271,7 @@ pub fn compile(name: &str, spec: &McpToolPolicySpec) -> Result<CompiledPolicy, V
         resource_rules,
         mappings,
         default_namespace,
+        strict_arguments: spec.strict_arguments.unwrap_or_default(),
     })
 }
 

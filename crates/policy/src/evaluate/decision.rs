@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::resources::ToolMeta;
+use crate::resources::{Payloads, ToolMeta};
 use crate::spec::DenyWith;
 
 /// A tool call as the engine sees it.
@@ -22,6 +22,11 @@ pub struct ToolCall<'a> {
     pub meta: Option<&'a ToolMeta>,
     /// The caller, from a verified token (see `subjects` on rules).
     pub subject: Option<&'a str>,
+    /// The call's manifests, read by the caller with
+    /// [`PolicySet::read_payloads`](super::PolicySet::read_payloads) (the
+    /// proxy does, so that it forwards exactly what was judged); `None` reads
+    /// them during the evaluation.
+    pub payloads: Option<&'a Payloads>,
 }
 
 impl<'a> ToolCall<'a> {
@@ -33,6 +38,7 @@ impl<'a> ToolCall<'a> {
             session: None,
             meta: None,
             subject: None,
+            payloads: None,
         }
     }
 }
@@ -74,6 +80,9 @@ pub enum Reason {
     Default,
     /// The message could not be read unambiguously.
     Malformed,
+    /// The proxy cannot judge the call yet (it has not read the upstream's
+    /// tool list); retrying shortly succeeds.
+    NotReady,
 }
 
 impl Reason {
@@ -86,6 +95,7 @@ impl Reason {
             Reason::InFlight => "in_flight",
             Reason::Default => "default",
             Reason::Malformed => "malformed",
+            Reason::NotReady => "not_ready",
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use crate::compile::resource_rules::ClusterView;
 use crate::compile::{CompiledPolicy, CompiledRule};
-use crate::resources::{Op, ToolMeta, extract};
+use crate::resources::{Op, Payloads, ToolMeta, bounded, extract};
 use crate::spec::Action;
 
 use super::decision::{Decision, Effect, Reason, ToolCall, render};
@@ -73,6 +73,7 @@ pub(super) fn may_create_allowed(
 pub(super) fn judge<'p>(
     p: &'p CompiledPolicy,
     call: &ToolCall<'_>,
+    payloads: &Payloads,
     view: &dyn ClusterView,
     matched: &mut Vec<u32>,
 ) -> Verdict<'p> {
@@ -94,12 +95,20 @@ pub(super) fn judge<'p>(
     }
 
     // The objects, if any resource rule could care.
-    let applicable: Vec<&CompiledRule> = p
-        .resource_rules
-        .iter()
-        .filter(|&&i| !p.rules[i as usize].has_tools || matched.contains(&i))
-        .map(|&i| &p.rules[i as usize])
-        .collect();
+    let applicable = p.resource_rules_for(matched);
+    if p.strict_arguments(!applicable.is_empty())
+        && let Some(unknown) = call.meta.and_then(|m| m.unknown_argument(call.arguments))
+    {
+        return Verdict::Deny {
+            rule: None,
+            reason: Reason::Arguments,
+            detail: format!(
+                "the argument {:?} is not in the MCP server's inputSchema for tool {:?}, and arguments no rule can read are refused (strictArguments)",
+                bounded(unknown),
+                call.tool
+            ),
+        };
+    }
     let ops = if applicable.is_empty() {
         Vec::new()
     } else {
@@ -109,6 +118,7 @@ pub(super) fn judge<'p>(
             call.meta,
             &p.mappings,
             &p.default_namespace,
+            payloads,
         ) {
             Ok(ops) => ops,
             Err(e) => {

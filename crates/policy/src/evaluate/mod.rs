@@ -39,7 +39,7 @@ use crate::budget::inflight::{Claim, Full};
 use crate::budget::ratelimit::{Acquire, Refusal};
 use crate::compile::resource_rules::ClusterView;
 use crate::compile::{CompiledPolicy, CompiledRule};
-use crate::resources::ToolMeta;
+use crate::resources::{Payloads, ToolMeta, manifest_pointers};
 use crate::spec::{Action, DenyWith, Mode};
 
 pub use decision::{Decision, Effect, Reason, ToolCall};
@@ -137,16 +137,63 @@ impl PolicySet {
         })
     }
 
+    /// Whether any policy judges the objects `tool` creates: then its
+    /// manifests must be read, its arguments may be checked against the
+    /// upstream's schema, and the upstream's tool list must be known.
+    pub fn judges_objects_of(&self, tool: &str) -> bool {
+        self.policies.iter().any(|p| p.judges_objects_of(tool))
+    }
+
+    /// Whether deciding a call of `tool` needs the upstream's tool list: a
+    /// resource rule judges what it creates, or arguments are checked
+    /// against its schema. Until the list is known such calls are refused.
+    pub fn needs_catalog(&self, tool: &str) -> bool {
+        self.policies
+            .iter()
+            .any(|p| p.strict_arguments(false) || p.judges_objects_of(tool))
+    }
+
+    /// Whether any call could need the upstream's tool list (see
+    /// [`needs_catalog`](Self::needs_catalog)): a readiness question.
+    pub fn needs_any_catalog(&self) -> bool {
+        self.policies
+            .iter()
+            .any(|p| p.strict_arguments(false) || !p.resource_rules.is_empty())
+    }
+
+    /// Reads the manifests of `call` that resource rules judge, once; the
+    /// proxy forwards [`Payloads::forwarded`] so the upstream applies exactly
+    /// what was judged.
+    pub fn read_payloads(&self, call: &ToolCall<'_>) -> Payloads {
+        if !self.judges_objects_of(call.tool) {
+            return Payloads::none();
+        }
+        let pointers = manifest_pointers(
+            call.tool,
+            call.meta,
+            self.policies.iter().flat_map(|p| &p.mappings),
+        );
+        Payloads::read(call.arguments, pointers.iter().map(String::as_str))
+    }
+
     /// Judges `call` against every policy; budgets are spent by
     /// [`Evaluation::finish`].
     pub fn evaluate(&self, call: &ToolCall<'_>, view: &dyn ClusterView) -> Evaluation {
+        let own;
+        let payloads = match call.payloads {
+            Some(p) => p,
+            None => {
+                own = self.read_payloads(call);
+                &own
+            }
+        };
         let mut matched = Vec::new();
         let mut allowed: Option<Decision> = None;
         let mut enforce = Spend::default();
         let mut audit = Spend::default();
         let mut audit_denial: Option<Decision> = None;
         for p in &self.policies {
-            match (p.mode, judge(p, call, view, &mut matched)) {
+            match (p.mode, judge(p, call, payloads, view, &mut matched)) {
                 (
                     Mode::Enforce,
                     Verdict::Deny {

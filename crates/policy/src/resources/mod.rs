@@ -13,12 +13,21 @@
 //! - explicit `resourceMappings` in the policy, for servers that do not
 //!   describe their tools.
 //!
-//! Pure: parsing only. A manifest that cannot be read unambiguously is an
-//! error, and the engine denies the call when a resource rule could apply.
+//! Pure: parsing only. Manifests are read once per call ([`Payloads`]), and
+//! the proxy forwards what was read, not the agent's text (see
+//! [`manifest`]). A manifest that cannot be read unambiguously, a namespace
+//! that is not a namespace name, is an error, and the engine denies the call
+//! when a resource rule could apply.
+
+mod canonical;
+pub mod manifest;
+mod yaml;
 
 use std::collections::BTreeMap;
 
 use serde_json::Value;
+
+pub use manifest::{Manifest, ManifestError};
 
 /// The `_meta` key kubernetes-mcp-server describes its tools' RBAC needs in.
 pub const RBAC_META: &str = "io.kubernetes-mcp-server/rbac";
@@ -125,15 +134,49 @@ struct Requirement {
     name_argument: Option<String>,
 }
 
-/// What a server says one of its tools needs, from its `tools/list` entry.
+/// What a server says about one of its tools, from its `tools/list` entry:
+/// the arguments its `inputSchema` lists, and what it needs in Kubernetes
+/// (kubernetes-mcp-server's RBAC block), where it says.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ToolMeta {
     requirements: Vec<Requirement>,
+    /// `inputSchema.properties` names, sorted; `None` without a schema.
+    arguments: Option<Vec<String>>,
 }
 
 impl ToolMeta {
-    /// Reads the RBAC description of a `tools/list` entry, if it has one.
-    pub fn from_tool(tool: &Value) -> Option<ToolMeta> {
+    /// Reads a `tools/list` entry.
+    pub fn from_tool(tool: &Value) -> ToolMeta {
+        let arguments = tool
+            .get("inputSchema")
+            .and_then(|s| s.get("properties"))
+            .and_then(Value::as_object)
+            .map(|p| {
+                let mut names: Vec<String> = p.keys().cloned().collect();
+                names.sort();
+                names
+            });
+        ToolMeta {
+            requirements: Self::requirements(tool).unwrap_or_default(),
+            arguments,
+        }
+    }
+
+    /// The argument names the tool's schema lists, if it has a schema.
+    pub fn arguments(&self) -> Option<&[String]> {
+        self.arguments.as_deref()
+    }
+
+    /// The first argument of `args` the schema does not list.
+    pub fn unknown_argument<'a>(&self, args: &'a Value) -> Option<&'a str> {
+        let known = self.arguments.as_ref()?;
+        args.as_object()?
+            .keys()
+            .map(String::as_str)
+            .find(|k| known.binary_search_by(|n| n.as_str().cmp(k)).is_err())
+    }
+
+    fn requirements(tool: &Value) -> Option<Vec<Requirement>> {
         let rbac = tool.get("_meta")?.get(RBAC_META)?;
         let mut requirements = Vec::new();
         for r in rbac.get("bounded")?.get("requirements")?.as_array()? {
@@ -188,7 +231,7 @@ impl ToolMeta {
                 name_argument: text(r.get("resourceName"), "argument"),
             });
         }
-        Some(ToolMeta { requirements })
+        Some(requirements)
     }
 
     /// Whether any requirement carries manifests (so any object could come).
@@ -269,23 +312,181 @@ impl Mapping {
     }
 }
 
+/// Why the objects of a call cannot be told.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ExtractError {
+    /// A manifest argument cannot be read.
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    /// A namespace that is not a namespace name: it is refused before
+    /// anything is counted against it.
+    #[error(
+        "{0:?} is not a namespace name (at most 63 lowercase letters, digits and '-', starting and ending with a letter or digit)"
+    )]
+    Namespace(String),
+    /// A source VM name that is not an object name.
+    #[error(
+        "{0:?} is not a VirtualMachine name (at most 253 lowercase letters, digits, '-' and '.')"
+    )]
+    SourceName(String),
+}
+
+/// The manifests of one call, each read once (see [`Manifest::read`]).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Payloads {
+    read: Vec<(String, Result<Manifest, ManifestError>)>,
+}
+
+impl Payloads {
+    /// No manifests read (no rule judges what this call creates).
+    pub fn none() -> Payloads {
+        Payloads::default()
+    }
+
+    /// Reads the manifest arguments at `pointers` (JSON pointers into `args`)
+    /// that are present.
+    pub fn read<'p>(args: &Value, pointers: impl IntoIterator<Item = &'p str>) -> Payloads {
+        let mut read: Vec<(String, Result<Manifest, ManifestError>)> = Vec::new();
+        for pointer in pointers {
+            if read.iter().any(|(p, _)| p == pointer) {
+                continue;
+            }
+            let Some(value) = args.pointer(pointer).filter(|v| !v.is_null()) else {
+                continue;
+            };
+            let argument = pointer.trim_start_matches('/');
+            read.push((pointer.to_owned(), Manifest::read(value, argument)));
+        }
+        Payloads { read }
+    }
+
+    /// The manifest at `pointer`, if it was read.
+    fn get(&self, pointer: &str) -> Option<&Result<Manifest, ManifestError>> {
+        self.read.iter().find(|(p, _)| p == pointer).map(|(_, m)| m)
+    }
+
+    /// Whether any manifest was read at all.
+    pub fn is_empty(&self) -> bool {
+        self.read.is_empty()
+    }
+
+    /// `args` with every manifest replaced by what was read, to forward in
+    /// place of the agent's text; `None` when nothing was read.
+    pub fn forwarded(&self, args: &Value) -> Option<Value> {
+        if self.read.is_empty() {
+            return None;
+        }
+        let mut out = args.clone();
+        for (pointer, manifest) in &self.read {
+            if let (Ok(m), Some(slot)) = (manifest, out.pointer_mut(pointer)) {
+                *slot = m.forwarded(slot);
+            }
+        }
+        Some(out)
+    }
+}
+
+/// The JSON pointer of a manifest argument named in server metadata
+/// (`resource`) or a mapping (`resource` or `/spec/resource`).
+pub fn argument_pointer(argument: &str) -> String {
+    if argument.starts_with('/') {
+        argument.to_owned()
+    } else {
+        format!("/{argument}")
+    }
+}
+
+/// The JSON pointers of the arguments of `tool` that carry manifests,
+/// according to the server's description and the policies' mappings.
+pub fn manifest_pointers<'m>(
+    tool: &str,
+    meta: Option<&ToolMeta>,
+    mappings: impl IntoIterator<Item = &'m Mapping>,
+) -> Vec<String> {
+    let mut out: Vec<String> = meta
+        .into_iter()
+        .flat_map(|m| &m.requirements)
+        .filter_map(|r| match &r.target {
+            Target::Manifest { argument } => Some(argument_pointer(argument)),
+            _ => None,
+        })
+        .collect();
+    out.extend(
+        mappings
+            .into_iter()
+            .filter(|m| m.tools.is_match(tool))
+            .filter_map(|m| m.manifest.as_deref().map(argument_pointer)),
+    );
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// A namespace named by a call: the server's default when empty (the server
+/// itself defaults an empty namespace), refused when it is no namespace name.
+fn namespace(value: Option<String>, default_namespace: &str) -> Result<String, ExtractError> {
+    match value.filter(|v| !v.is_empty()) {
+        None => Ok(default_namespace.to_owned()),
+        Some(v) if is_label(&v) => Ok(v),
+        Some(v) => Err(ExtractError::Namespace(bounded(&v))),
+    }
+}
+
+/// A source VM name, refused when it is no object name.
+fn source_name(value: Option<String>) -> Result<Option<String>, ExtractError> {
+    match value {
+        Some(v) if !is_subdomain(&v) => Err(ExtractError::SourceName(bounded(&v))),
+        other => Ok(other),
+    }
+}
+
+/// A DNS-1123 label: what a namespace name is.
+pub fn is_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// A DNS-1123 subdomain: what most object names are.
+pub fn is_subdomain(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 253 && s.split('.').all(is_label)
+}
+
+/// An agent's value, cut short for a message.
+pub(crate) fn bounded(s: &str) -> String {
+    match s.char_indices().nth(64) {
+        Some((at, _)) => format!("{}…", &s[..at]),
+        None => s.to_owned(),
+    }
+}
+
 /// The objects `tool` with `args` would touch. `default_namespace` is where
-/// a manifest without a namespace lands.
+/// an object without a namespace (or with an empty one) lands; `payloads`
+/// holds the call's manifests, read once.
 pub fn extract(
     tool: &str,
     args: &Value,
     meta: Option<&ToolMeta>,
     mappings: &[Mapping],
     default_namespace: &str,
-) -> Result<Vec<Op>, String> {
+    payloads: &Payloads,
+) -> Result<Vec<Op>, ExtractError> {
     let mut ops = Vec::new();
     let arg = |name: &str| args.get(name).and_then(Value::as_str).map(str::to_owned);
+    let objects = |pointer: String| -> Result<&[Value], ExtractError> {
+        match payloads.get(&pointer) {
+            Some(Ok(m)) => Ok(m.objects()),
+            Some(Err(e)) => Err(e.clone().into()),
+            None => Ok(&[]),
+        }
+    };
     if let Some(meta) = meta {
         for r in &meta.requirements {
             let namespace = match &r.namespace {
-                NamespaceFrom::Argument(a) => {
-                    Some(arg(a).unwrap_or_else(|| default_namespace.to_owned()))
-                }
+                NamespaceFrom::Argument(a) => Some(namespace(arg(a), default_namespace)?),
                 NamespaceFrom::All | NamespaceFrom::None => None,
             };
             let name = r.name_argument.as_deref().and_then(arg);
@@ -311,7 +512,7 @@ pub fn extract(
                     }
                     if tool == "vm_clone" && op.is_clone() {
                         op.clone = Some(CloneRef {
-                            source: arg("name"),
+                            source: source_name(arg("name"))?,
                             target: arg("targetName"),
                         });
                         op.name = None;
@@ -335,9 +536,8 @@ pub fn extract(
                     });
                 }
                 Target::Manifest { argument } => {
-                    let docs = manifests(args.get(argument), argument)?;
-                    for doc in docs {
-                        ops.push(from_document(&doc, &r.verbs, default_namespace));
+                    for doc in objects(argument_pointer(argument))? {
+                        ops.push(from_document(doc, &r.verbs, default_namespace)?);
                     }
                 }
             }
@@ -346,13 +546,8 @@ pub fn extract(
     for m in mappings.iter().filter(|m| m.applies(tool, args)) {
         let verbs = vec![m.verb.clone()];
         if let Some(argument) = &m.manifest {
-            let pointer = if argument.starts_with('/') {
-                argument.clone()
-            } else {
-                format!("/{argument}")
-            };
-            for doc in manifests(args.pointer(&pointer), argument)? {
-                ops.push(from_document(&doc, &verbs, default_namespace));
+            for doc in objects(argument_pointer(argument))? {
+                ops.push(from_document(doc, &verbs, default_namespace)?);
             }
             continue;
         }
@@ -360,17 +555,15 @@ pub fn extract(
             group: m.group.clone(),
             kind: m.kind.clone(),
             verbs,
-            namespace: Some(
-                m.namespace
-                    .as_ref()
-                    .and_then(|n| n.get(args))
-                    .unwrap_or_else(|| default_namespace.to_owned()),
-            ),
+            namespace: Some(namespace(
+                m.namespace.as_ref().and_then(|n| n.get(args)),
+                default_namespace,
+            )?),
             ..Default::default()
         };
         if m.source.is_some() || m.target.is_some() || op.is_clone() {
             op.clone = Some(CloneRef {
-                source: m.source.as_ref().and_then(|s| s.get(args)),
+                source: source_name(m.source.as_ref().and_then(|s| s.get(args)))?,
                 target: m.target.as_ref().and_then(|t| t.get(args)),
             });
         }
@@ -387,84 +580,32 @@ fn group_of(api_version: &str) -> String {
         .unwrap_or_default()
 }
 
-/// The documents of a manifest argument: a YAML/JSON string (several
-/// `---`-separated documents allowed), an object, or a list of objects;
-/// `kind: List` documents are expanded.
-pub fn manifests(value: Option<&Value>, argument: &str) -> Result<Vec<Value>, String> {
-    let docs: Vec<Value> = match value {
-        None | Some(Value::Null) => return Ok(Vec::new()),
-        Some(Value::String(text)) => serde_saphyr::from_multiple::<Value>(text)
-            .map_err(|e| {
-                format!(
-                    "the `{argument}` argument is not valid YAML or JSON ({})",
-                    first_line(&e.to_string())
-                )
-            })?
-            .into_iter()
-            .filter(|d| !d.is_null())
-            .collect(),
-        Some(Value::Array(items)) => items.clone(),
-        Some(obj @ Value::Object(_)) => vec![obj.clone()],
-        Some(_) => {
-            return Err(format!(
-                "the `{argument}` argument is neither a manifest string nor an object"
-            ));
-        }
-    };
-    let mut out = Vec::new();
-    for doc in docs {
-        match doc.get("kind").and_then(Value::as_str) {
-            Some("List") => out.extend(
-                doc.get("items")
-                    .and_then(Value::as_array)
-                    .cloned()
-                    .unwrap_or_default(),
-            ),
-            _ => out.push(doc),
-        }
-    }
-    for (i, doc) in out.iter().enumerate() {
-        let has = |k: &str| {
-            doc.get(k)
-                .and_then(Value::as_str)
-                .is_some_and(|s| !s.is_empty())
-        };
-        if !has("apiVersion") || !has("kind") {
-            return Err(format!(
-                "object {} of the `{argument}` argument is not a Kubernetes object with apiVersion and kind",
-                i + 1
-            ));
-        }
-    }
-    Ok(out)
-}
-
-fn from_document(doc: &Value, verbs: &[String], default_namespace: &str) -> Op {
+fn from_document(
+    doc: &Value,
+    verbs: &[String],
+    default_namespace: &str,
+) -> Result<Op, ExtractError> {
     let s = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_owned);
     let metadata = doc.get("metadata");
     let mut op = Op {
         group: group_of(doc.get("apiVersion").and_then(Value::as_str).unwrap_or("")),
         kind: s(doc.get("kind")),
         verbs: verbs.to_vec(),
-        namespace: Some(
-            s(metadata.and_then(|m| m.get("namespace")))
-                .unwrap_or_else(|| default_namespace.to_owned()),
-        ),
+        namespace: Some(namespace(
+            s(metadata.and_then(|m| m.get("namespace"))),
+            default_namespace,
+        )?),
         name: s(metadata.and_then(|m| m.get("name"))),
         ..Default::default()
     };
     if op.is_clone() {
         let spec = doc.get("spec");
         op.clone = Some(CloneRef {
-            source: s(spec.and_then(|s| s.pointer("/source/name"))),
+            source: source_name(s(spec.and_then(|s| s.pointer("/source/name"))))?,
             target: s(spec.and_then(|s| s.pointer("/target/name"))),
         });
     }
-    op
-}
-
-fn first_line(s: &str) -> String {
-    s.lines().next().unwrap_or("").to_owned()
+    Ok(op)
 }
 
 /// Counts of clones in flight, as the controller sees the cluster.

@@ -18,7 +18,20 @@ fn fixture_meta(tool: &str) -> ToolMeta {
         .iter()
         .find(|t| t["name"] == tool)
         .unwrap();
-    ToolMeta::from_tool(entry).unwrap()
+    ToolMeta::from_tool(entry)
+}
+
+/// Reads the call's manifests once, then extracts: what the engine does.
+fn ops_of(
+    tool: &str,
+    args: &Value,
+    meta: Option<&ToolMeta>,
+    mappings: &[Mapping],
+    default_namespace: &str,
+) -> Result<Vec<Op>, ExtractError> {
+    let pointers = manifest_pointers(tool, meta, mappings);
+    let payloads = Payloads::read(args, pointers.iter().map(String::as_str));
+    extract(tool, args, meta, mappings, default_namespace, &payloads)
 }
 
 fn clones(ops: &[Op]) -> Vec<(Option<&str>, Option<&str>, Option<&str>)> {
@@ -38,7 +51,7 @@ fn clones(ops: &[Op]) -> Vec<(Option<&str>, Option<&str>, Option<&str>)> {
 #[test]
 fn vm_clone_creates_one_clone_with_its_source_and_target() {
     let meta = fixture_meta("vm_clone");
-    let ops = extract(
+    let ops = ops_of(
         "vm_clone",
         &json!({"namespace": "vms", "name": "golden-fedora", "targetName": "copy"}),
         Some(&meta),
@@ -80,7 +93,7 @@ spec: {source: {name: golden-3}}
 #[test]
 fn every_document_of_a_manifest_counts_in_either_api_version() {
     let meta = fixture_meta("resources_create_or_update");
-    let ops = extract(
+    let ops = ops_of(
         "resources_create_or_update",
         &json!({"resource": THREE_CLONES}),
         Some(&meta),
@@ -106,7 +119,7 @@ fn manifests_come_as_json_objects_lists_and_mixed_kinds() {
     let as_json_text = json!({"resource": clone.to_string()});
     assert_eq!(
         clones(
-            &extract(
+            &ops_of(
                 "resources_create_or_update",
                 &as_json_text,
                 Some(&meta),
@@ -118,8 +131,8 @@ fn manifests_come_as_json_objects_lists_and_mixed_kinds() {
         .len(),
         1
     );
-    let list = json!({"resource": {"apiVersion": "v1", "kind": "List", "items": [clone.clone(), {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}}]}});
-    let ops = extract("resources_create_or_update", &list, Some(&meta), &[], "d").unwrap();
+    let two = json!({"resource": [clone.clone(), {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}}]});
+    let ops = ops_of("resources_create_or_update", &two, Some(&meta), &[], "d").unwrap();
     assert_eq!(ops.len(), 2);
     assert_eq!(
         (
@@ -131,8 +144,7 @@ fn manifests_come_as_json_objects_lists_and_mixed_kinds() {
     );
     let array = json!({"resource": [clone.clone(), clone]});
     assert_eq!(
-        clones(&extract("resources_create_or_update", &array, Some(&meta), &[], "d").unwrap())
-            .len(),
+        clones(&ops_of("resources_create_or_update", &array, Some(&meta), &[], "d").unwrap()).len(),
         2
     );
 }
@@ -147,14 +159,16 @@ fn unreadable_manifests_are_errors() {
         json!({"resource": "- just\n- a list\n"}),
         json!({"resource": 42}),
         json!({"resource": "apiVersion: v1\nkind: List\nitems: [{kind: ConfigMap}]\n"}),
+        json!({"resource": {"apiVersion": "v1", "kind": "List", "items": []}}),
     ] {
-        let err = extract("resources_create_or_update", &bad, Some(&meta), &[], "d")
-            .expect_err(&bad.to_string());
+        let err = ops_of("resources_create_or_update", &bad, Some(&meta), &[], "d")
+            .expect_err(&bad.to_string())
+            .to_string();
         assert!(err.contains("`resource` argument"), "{err}");
     }
     // No manifest at all is no object (the server will refuse the call).
     assert_eq!(
-        extract(
+        ops_of(
             "resources_create_or_update",
             &json!({}),
             Some(&meta),
@@ -168,7 +182,7 @@ fn unreadable_manifests_are_errors() {
 
 #[test]
 fn server_metadata_describes_reads_deletes_and_gvk_tools() {
-    let ops = extract(
+    let ops = ops_of(
         "pods_list",
         &json!({}),
         Some(&fixture_meta("pods_list")),
@@ -184,7 +198,7 @@ fn server_metadata_describes_reads_deletes_and_gvk_tools() {
         ),
         (Some("pods"), None, vec!["list".to_owned()])
     );
-    let ops = extract(
+    let ops = ops_of(
         "resources_delete",
         &json!({"apiVersion": "clone.kubevirt.io/v1beta1", "kind": "VirtualMachineClone", "namespace": "vms", "name": "x"}),
         Some(&fixture_meta("resources_delete")),
@@ -203,7 +217,7 @@ fn server_metadata_describes_reads_deletes_and_gvk_tools() {
     assert!(ops[0].is_clone());
     // A tool without metadata and without a mapping touches nothing we know of.
     assert!(
-        extract("vm_clone", &json!({"name": "x"}), None, &[], "d")
+        ops_of("vm_clone", &json!({"name": "x"}), None, &[], "d")
             .unwrap()
             .is_empty()
     );
@@ -234,18 +248,18 @@ fn truenas_mapping() -> Mapping {
 #[test]
 fn mappings_describe_servers_that_do_not_describe_themselves() {
     let m = [truenas_mapping()];
-    let ops = extract("truenas", &json!({"category": "vm", "action": "vm_clone", "params": {"id": "golden", "name": "copy"}}), None, &m, "d").unwrap();
+    let ops = ops_of("truenas", &json!({"category": "vm", "action": "vm_clone", "params": {"id": "golden", "name": "copy"}}), None, &m, "d").unwrap();
     assert_eq!(
         clones(&ops),
         [(Some("truenas"), Some("golden"), Some("copy"))]
     );
     assert!(
-        extract("truenas", &json!({"action": "vm_list"}), None, &m, "d")
+        ops_of("truenas", &json!({"action": "vm_list"}), None, &m, "d")
             .unwrap()
             .is_empty()
     );
     assert!(
-        extract("other", &json!({"action": "vm_clone"}), None, &m, "d")
+        ops_of("other", &json!({"action": "vm_clone"}), None, &m, "d")
             .unwrap()
             .is_empty()
     );

@@ -17,6 +17,7 @@ use tollgate_mcp::tools::CallParams;
 use tollgate_policy::PolicySet;
 use tollgate_policy::budget::inflight::MemoryInFlight;
 use tollgate_policy::budget::{self, Stores, Tiered};
+use tollgate_policy::resources::{Payloads, ToolMeta};
 use tollgate_policy::spec::DenyWith;
 use tollgate_policy::{Decision, Effect, Reason, ToolCall};
 
@@ -25,11 +26,13 @@ use crate::gate::redis::SharedStore;
 use crate::metrics::{Metrics, UNPARSED_TOOL};
 use crate::rules::catalog::Catalog;
 use crate::rules::cluster::VmLabels;
-use crate::rules::store::RuleStore;
+use crate::rules::store::{RuleStore, Rules};
 
 /// Decides tool calls against the rules in force.
 pub(crate) struct Gate {
     store: Arc<RuleStore>,
+    /// Large manifests read on the blocking pool at once, at most.
+    parsers: tokio::sync::Semaphore,
     budgets: Tiered<SharedStore>,
     in_flight: Arc<MemoryInFlight>,
     cluster: Arc<VmLabels>,
@@ -71,6 +74,7 @@ impl Gate {
     pub(crate) fn new(parts: GateParts) -> Self {
         Gate {
             store: parts.store,
+            parsers: tokio::sync::Semaphore::new(2),
             budgets: Tiered::new(parts.shared),
             in_flight: parts.in_flight,
             cluster: parts.cluster,
@@ -101,27 +105,39 @@ impl Gate {
         self.budgets.local().sweep(now);
     }
 
-    /// Decides one `tools/call`.
+    /// Decides one `tools/call`. With the decision comes what to forward
+    /// as the call's arguments when it is allowed and the rules read
+    /// manifests in it: the manifests as judged, never the agent's text.
     pub(crate) async fn decide(
         &self,
         call: &CallParams<'_>,
         caller: Caller<'_>,
         request_id: &Value,
-    ) -> Decision {
+    ) -> (Decision, Option<Value>) {
         let start = Instant::now();
         let rules = self.store.current();
+        let mut forward = None;
         let decision = match &rules {
             Some(rules) if rules.deny_when_empty && rules.set.policies().is_empty() => unselected(),
+            Some(rules) if !self.catalog.loaded() && rules.set.needs_catalog(call.name) => {
+                catalog_unknown()
+            }
             Some(rules) => {
                 let meta = self.catalog.meta(call.name);
-                let call = ToolCall {
+                let payloads = self.read_payloads(rules, call, meta.clone()).await;
+                let tool_call = ToolCall {
                     tool: call.name,
                     arguments: call.arguments,
                     session: caller.session,
                     meta: meta.as_deref(),
                     subject: caller.subject,
+                    payloads: Some(&payloads),
                 };
-                self.judge(&rules.set, &call, start).await
+                let decision = self.judge(&rules.set, &tool_call, start).await;
+                if decision.forwards() {
+                    forward = payloads.forwarded(call.arguments);
+                }
+                decision
             }
             None if self.fail_open => Decision::allowed_by_default(),
             None => no_rules(),
@@ -141,7 +157,41 @@ impl Gate {
             request_id,
             elapsed,
         });
-        decision
+        (decision, forward)
+    }
+
+    /// The call's manifests, read once. Large ones are read on the blocking
+    /// pool, a few at a time, so one agent's big manifest never stalls the
+    /// calls of others on the I/O thread.
+    async fn read_payloads(
+        &self,
+        rules: &Arc<Rules>,
+        call: &CallParams<'_>,
+        meta: Option<Arc<ToolMeta>>,
+    ) -> Payloads {
+        let read = |rules: &Rules, arguments: &Value, meta: Option<&ToolMeta>| {
+            let mut call = ToolCall::new(call.name, arguments);
+            call.meta = meta;
+            rules.set.read_payloads(&call)
+        };
+        if text_bytes(call.arguments) < OFF_THREAD_BYTES {
+            return read(rules, call.arguments, meta.as_deref());
+        }
+        let Ok(_permit) = self.parsers.acquire().await else {
+            return read(rules, call.arguments, meta.as_deref());
+        };
+        let (rules_owned, arguments, tool) =
+            (rules.clone(), call.arguments.clone(), call.name.to_owned());
+        let read_off_thread = tokio::task::spawn_blocking(move || {
+            let mut call = ToolCall::new(&tool, &arguments);
+            call.meta = meta.as_deref();
+            rules_owned.set.read_payloads(&call)
+        });
+        match read_off_thread.await {
+            Ok(payloads) => payloads,
+            // The blocking pool is gone (shutting down): read here.
+            Err(_) => read(rules, call.arguments, None),
+        }
     }
 
     /// The one decision sequence (evaluate, in-flight claim, budgets),
@@ -227,6 +277,37 @@ fn unselected() -> Decision {
                 .into(),
         ),
         retry_after: None,
+        deny_with: DenyWith::ToolError,
+    }
+}
+
+/// Manifests this large are read on the blocking pool.
+const OFF_THREAD_BYTES: usize = 64 << 10;
+
+/// The bytes of text in `v`'s strings, a cheap bound on the work of reading
+/// the manifests among them.
+fn text_bytes(v: &Value) -> usize {
+    match v {
+        Value::String(s) => s.len(),
+        Value::Array(items) => items.iter().map(text_bytes).sum(),
+        Value::Object(map) => map.values().map(text_bytes).sum(),
+        _ => 0,
+    }
+}
+
+/// Until the upstream's tool list is known, calls that rules about created
+/// objects or arguments could judge are refused: such a rule would see no
+/// objects and no schema, and let through what it exists to stop.
+fn catalog_unknown() -> Decision {
+    Decision {
+        effect: Effect::Denied,
+        reason: Reason::NotReady,
+        policy: None,
+        rule: None,
+        message: Some(
+            "Denied by tollgate: it has not yet read the MCP server's tool list, which its rules need to judge this call. Retry in a moment.".into(),
+        ),
+        retry_after: Some(std::time::Duration::from_secs(1)),
         deny_with: DenyWith::ToolError,
     }
 }

@@ -26,7 +26,7 @@ pub(crate) const MAX_TOOLS: usize = 4096;
 /// Tools the upstream listed.
 #[derive(Debug, Default)]
 pub(crate) struct Catalog {
-    tools: RwLock<HashMap<String, Option<Arc<ToolMeta>>>>,
+    tools: RwLock<HashMap<String, Arc<ToolMeta>>>,
     /// Whether a complete `tools/list` has been seen.
     loaded: AtomicBool,
     /// Serialises the sidecar's own discovery; when it last tried.
@@ -55,7 +55,7 @@ impl Catalog {
             if known.len() >= MAX_TOOLS && !known.contains_key(name) {
                 break;
             }
-            known.insert(name.to_owned(), ToolMeta::from_tool(tool).map(Arc::new));
+            known.insert(name.to_owned(), Arc::new(ToolMeta::from_tool(tool)));
         }
     }
 
@@ -66,7 +66,7 @@ impl Catalog {
 
     /// What the upstream said `tool` touches, if it said.
     pub(crate) fn meta(&self, tool: &str) -> Option<Arc<ToolMeta>> {
-        self.read().get(tool).cloned().flatten()
+        self.read().get(tool).cloned()
     }
 
     /// The metric label for `tool`.
@@ -79,7 +79,7 @@ impl Catalog {
         }
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Option<Arc<ToolMeta>>>> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<ToolMeta>>> {
         self.tools.read().unwrap_or_else(|e| e.into_inner())
     }
 }

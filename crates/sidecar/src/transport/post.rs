@@ -231,9 +231,12 @@ async fn plan_one(
                     return Ok(());
                 }
             };
-            let decision = proxy.gate.decide(&params, caller, &id).await;
+            let (decision, arguments) = proxy.gate.decide(&params, caller, &id).await;
             if decision.forwards() {
-                plan.forward.push(message);
+                plan.forward.push(match arguments {
+                    Some(judged) => with_arguments(message, judged),
+                    None => message,
+                });
             } else {
                 plan.answers.push(denial_response(&id, &decision));
             }
@@ -261,6 +264,15 @@ async fn plan_one(
         _ => plan.forward.push(message),
     }
     Ok(())
+}
+
+/// `message` (a `tools/call`) with `arguments` in place of its own: the
+/// manifests inside them exactly as they were judged.
+fn with_arguments(mut message: Value, arguments: Value) -> Value {
+    if let Some(params) = message.get_mut("params").and_then(Value::as_object_mut) {
+        params.insert("arguments".to_owned(), arguments);
+    }
+    message
 }
 
 /// Nothing to forward: every message was answered by the proxy.
