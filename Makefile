@@ -2,16 +2,27 @@
 SHELL := bash
 CARGO ?= cargo
 
-.PHONY: all build demo test test-deps differential lint fmt clippy generate bench bench-data-path bench-policy bench-controller cluster-up cluster-down image clean
+.PHONY: all build demo demo-standalone e2e test test-deps differential lint fmt clippy generate bench bench-data-path bench-policy bench-controller cluster-up cluster-down image clean
 
 all: build
 
 build:
 	$(CARGO) build --locked --bin tollgate
 
-## demo: kubernetes-mcp-server behind tollgate with examples/vm-clone-cap.yaml, driven by a scripted agent
-demo: build
-	scripts/demo.sh
+## demo: the product's real job on a one-node Kubernetes built here: helm install, label,
+## deploy kubernetes-mcp-server, kubectl apply the policy, an agent, kubectl get mtp,
+## PromQL over the denials (the e2e test, narrated). The first run builds for minutes.
+demo: test-deps
+	$(CARGO) test --locked --test e2e_node -- --nocapture
+
+## demo-standalone: no Kubernetes: `tollgate proxy --policy examples/vm-clone-cap.yaml`
+## in front of kubernetes-mcp-server on a loopback kube-apiserver, driven by a scripted agent
+demo-standalone: build
+	scripts/demo-standalone.sh
+
+## e2e: the one-node end-to-end test alone (part of `make test`)
+e2e: test-deps
+	$(CARGO) test --locked --test e2e_node
 
 ## test: formatting, lints, unit and integration tests (installs the Node test peers first)
 test: test-deps lint
@@ -21,6 +32,7 @@ test-deps:
 	scripts/test-deps.sh
 	scripts/cluster/build.sh >/dev/null
 	scripts/oracle.sh >/dev/null
+	scripts/prometheus.sh >/dev/null
 
 ## differential: the readers' differential tests on a large corpus (several seeds;
 ## `make test` runs 3,000 cases of one)
@@ -69,18 +81,12 @@ cluster-up:
 cluster-down:
 	scripts/node/down.sh
 
-## image: the node's images (pause, CoreDNS, test images) as tarballs in the cache;
-## with TOLLGATE_BIN=path/to/static/tollgate also localhost/tollgate:dev from the
-## Dockerfile (its build stage replaced by that binary). Load them into the
-## running node with scripts/image/import.sh.
-TOLLGATE_BIN ?=
-image:
-	scripts/node/images.sh
-	@if [ -n "$(TOLLGATE_BIN)" ]; then \
-	    d=$$(mktemp -d) && cp "$(TOLLGATE_BIN)" "$$d/tollgate" && \
-	    scripts/image/build.sh -t localhost/tollgate:dev -f Dockerfile --build-context build="$$d" "$$d"; \
-	    rc=$$?; rm -rf "$$d"; exit $$rc; \
-	fi
+## image: tollgate:dev (the Dockerfile, around a static release build) and
+## kubernetes-mcp-server:0.0.67, loaded into the running node (make cluster-up);
+## plus the node's own images (pause, CoreDNS, test images).
+image: test-deps
+	scripts/node/images.sh >/dev/null
+	scripts/image/product.sh
 
 clean:
 	$(CARGO) clean

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# make demo: kubernetes-mcp-server (kubevirt toolset) on a real Kubernetes
+# make demo-standalone: kubernetes-mcp-server (kubevirt toolset) on a real Kubernetes
 # control plane (etcd + kube-apiserver from scripts/cluster/, with the KubeVirt
 # CRDs of tests/fixtures/kubevirt-crds.yaml) behind
 # `tollgate proxy --policy examples/vm-clone-cap.yaml`, driven by a scripted
 # MCP SDK agent. Everything listens on 127.0.0.1 and stops when this script
 # ends (the control plane also by itself, within 2 s, if this script is killed).
 #
-#   POLICY=path/to/policy.yaml scripts/demo.sh      # another policy
-#   CLONES=100 scripts/demo.sh                      # another number of vm_clone calls
+#   POLICY=path/to/policy.yaml scripts/demo-standalone.sh      # another policy
+#   CLONES=100 scripts/demo-standalone.sh                      # another number of vm_clone calls
 #
 # The first run builds kube-apiserver, etcd and kubectl from source
 # (scripts/cluster/build.sh, several minutes, once); later runs reuse them.

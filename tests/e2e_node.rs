@@ -1,0 +1,493 @@
+//! The product the way users run it, on a real one-node Kubernetes built on
+//! this machine (scripts/node: kubelet, containerd, kube-proxy, CoreDNS; every
+//! image built here), only through helm, kubectl and HTTP:
+//!
+//! 1. `helm install` the chart with the local image: the controller runs as a
+//!    Deployment of two replicas under the chart's ServiceAccount and RBAC,
+//!    and the apiserver calls its webhook through the chart's Service;
+//! 2. `kubectl apply -f examples/kubernetes-mcp-server/`: the MCP server pod
+//!    starts with the injected native sidecar, both containers become Ready,
+//!    and the sidecar reaches the controller by its Service DNS name
+//!    (`kubectl get mtp` shows 1/1 synced);
+//! 3. an agent (the MCP TypeScript SDK) calls through the MCP server's
+//!    Service: 100 `vm_clone` calls make exactly 30 VirtualMachineClones;
+//! 4. a real Prometheus (the Debian package), discovering pods with
+//!    `kubernetes_sd_configs` the way the chart's PodMonitor selects them,
+//!    scrapes the sidecar, and PromQL returns the 70 denials;
+//! 5. faults: both controller pods deleted, the MCP Deployment restarted,
+//!    `helm upgrade`, the policy deleted, `helm uninstall`.
+//!
+//! It is `make e2e`, part of `make test`; `make demo` runs it with its
+//! narration shown. The node comes up (or is reused when `make cluster-up`
+//! started it) and, when this test started it, stops with the test process.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::{Proc, free_port, peers, repo, repo_file};
+
+const RELEASE: &str = "tollgate";
+const SYSTEM: &str = "tollgate-system";
+const MCP: &str = "mcp";
+/// Where the agent's clones go.
+const VMS: &str = "vms";
+
+/// One line of narration (shown by `make demo`).
+fn step(what: &str) {
+    eprintln!("[e2e] {what}");
+}
+
+/// The node and the tools to drive it.
+struct Node {
+    kubeconfig: PathBuf,
+    bin: PathBuf,
+}
+
+impl Node {
+    /// Starts the node (or finds it up) and loads the product's images.
+    fn up() -> Node {
+        step("starting the one-node cluster (the first run builds it: minutes)");
+        let out = Command::new(repo().join("scripts/node/up.sh"))
+            .args(["--parent-pid", &std::process::id().to_string()])
+            .args(["--lifetime", "60m"])
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run scripts/node/up.sh");
+        assert!(
+            out.status.success(),
+            "scripts/node/up.sh failed (it needs root; see scripts/cluster/README.md)"
+        );
+        let kubeconfig = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        let bin = PathBuf::from(
+            String::from_utf8_lossy(
+                &Command::new(repo().join("scripts/cluster/build.sh"))
+                    .output()
+                    .expect("scripts/cluster/build.sh")
+                    .stdout,
+            )
+            .trim(),
+        );
+        step("building the images tollgate:dev and kubernetes-mcp-server:0.0.67 and loading them into the node");
+        // The shell's environment, not cargo test's: the variables cargo sets
+        // for a test (CARGO_*, ...) would make the script's own cargo build
+        // rebuild every crate with a build script.
+        let mut images = Command::new(repo().join("scripts/image/product.sh"));
+        images.env_clear();
+        for (k, v) in std::env::vars_os() {
+            let k_str = k.to_string_lossy();
+            if !k_str.starts_with("CARGO_") && k_str != "CARGO" && !k_str.starts_with("RUST") {
+                images.env(&k, v);
+            }
+        }
+        for keep in ["CARGO_HOME", "RUSTUP_HOME", "RUSTUP_TOOLCHAIN"] {
+            if let Some(v) = std::env::var_os(keep) {
+                images.env(keep, v);
+            }
+        }
+        let images = images
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run scripts/image/product.sh");
+        assert!(images.status.success(), "scripts/image/product.sh failed");
+        Node { kubeconfig, bin }
+    }
+
+    fn tool(&self, name: &str, args: &[&str]) -> Result<String, String> {
+        let out = Command::new(self.bin.join(name))
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args)
+            .env("KUBECACHEDIR", repo().join("target/cluster/.kube-cache"))
+            .env("HELM_CACHE_HOME", repo().join("target/cluster/.helm-cache"))
+            .env("HELM_CONFIG_HOME", repo().join("target/cluster/.helm-config"))
+            .env("HELM_DATA_HOME", repo().join("target/cluster/.helm-data"))
+            .output()
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(format!(
+                "{name} {args:?}: {}{}",
+                String::from_utf8_lossy(&out.stderr),
+                String::from_utf8_lossy(&out.stdout)
+            ))
+        }
+    }
+
+    fn kubectl(&self, args: &[&str]) -> Result<String, String> {
+        self.tool("kubectl", args)
+    }
+
+    fn must(&self, args: &[&str]) -> String {
+        self.kubectl(args).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn helm(&self, args: &[&str]) -> String {
+        self.tool("helm", args).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let mut all = args.to_vec();
+        all.extend(["-o", "json"]);
+        serde_json::from_str(&self.must(&all)).unwrap()
+    }
+
+    fn items(&self, args: &[&str]) -> Vec<Value> {
+        self.json(args)["items"].as_array().cloned().unwrap_or_default()
+    }
+}
+
+/// Polls `f` until it holds; panics with `what` after `patience`.
+fn wait_for(patience: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + patience;
+    while !f() {
+        assert!(Instant::now() < deadline, "gave up waiting: {what}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// The MCP TypeScript SDK agent against `url`; its one result line.
+fn agent(url: &str, args: &[&str]) -> Value {
+    let out = Command::new("node")
+        .arg(peers().join("agent.mjs"))
+        .args(["--url", url])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "agent {args:?} failed: {stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.lines().last().unwrap_or_default())
+        .unwrap_or_else(|_| panic!("agent {args:?} printed {stdout}"))
+}
+
+/// A tool result that is tollgate's denial naming `why`.
+fn denied(result: &Value, why: &str) {
+    let text = result["content"][0]["text"].as_str().unwrap_or_default();
+    assert!(
+        result["isError"] == true && text.starts_with("Denied by tollgate") && text.contains(why),
+        "expected tollgate's denial naming {why:?}: {result}"
+    );
+}
+
+/// A tool result the server produced (not an error).
+fn answered(result: &Value) {
+    assert!(
+        result.get("error").is_none()
+            && result.get("content").is_some()
+            && result.get("isError").is_none_or(|e| e == false),
+        "{result}"
+    );
+}
+
+/// A Prometheus server on loopback discovering the node's pods the way the
+/// chart's PodMonitor selects them: label tollgate.dev/sidecar=true, the
+/// container port named tollgate-admin.
+struct Prometheus {
+    _proc: Proc,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    fn start(kubeconfig: &Path) -> Prometheus {
+        let out = Command::new(repo().join("scripts/prometheus.sh"))
+            .output()
+            .expect("scripts/prometheus.sh");
+        assert!(out.status.success(), "scripts/prometheus.sh failed");
+        let bin = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"global: {{scrape_interval: 2s, scrape_timeout: 1s}}
+scrape_configs:
+  - job_name: tollgate-sidecars
+    kubernetes_sd_configs:
+      - role: pod
+        kubeconfig_file: {kubeconfig}
+    relabel_configs:
+      - {{source_labels: [__meta_kubernetes_pod_label_tollgate_dev_sidecar], regex: "true", action: keep}}
+      - {{source_labels: [__meta_kubernetes_pod_container_port_name], regex: tollgate-admin, action: keep}}
+      - {{source_labels: [__meta_kubernetes_namespace], target_label: namespace}}
+      - {{source_labels: [__meta_kubernetes_pod_name], target_label: pod}}
+"#,
+                kubeconfig = kubeconfig.display()
+            ),
+        )
+        .unwrap();
+        let port = free_port();
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c").arg(format!(
+            "echo started; exec {bin} --config.file={} --storage.tsdb.path={} --web.listen-address=127.0.0.1:{port} >{} 2>&1",
+            config.display(),
+            dir.path().join("data").display(),
+            dir.path().join("prometheus.log").display()
+        ));
+        let (proc, _) = Proc::spawn(cmd, |l| l == "started");
+        Prometheus {
+            _proc: proc,
+            port,
+            _dir: dir,
+        }
+    }
+
+    /// The value of an instant PromQL query with one series, if any.
+    fn query(&self, promql: &str) -> Option<f64> {
+        let out = Command::new("node")
+            .arg("-e")
+            .arg(format!(
+                "fetch('http://127.0.0.1:{}/api/v1/query?query='+encodeURIComponent(process.argv[1])).then(r=>r.text()).then(t=>process.stdout.write(t)).catch(()=>{{}})",
+                self.port
+            ))
+            .arg(promql)
+            .output()
+            .ok()?;
+        let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+        v["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+    }
+}
+
+#[test]
+fn helm_install_inject_enforce_scrape_and_survive_faults_on_a_real_node() {
+    let node = Node::up();
+
+    step("clearing what an earlier run may have left");
+    let _ = node.tool("helm", &["uninstall", RELEASE, "-n", SYSTEM, "--wait"]);
+    for ns in [MCP, VMS] {
+        let _ = node.kubectl(&["delete", "namespace", ns, "--ignore-not-found", "--wait=true"]);
+    }
+    node.must(&[
+        "apply",
+        "-f",
+        repo_file("tests/fixtures/kubevirt-crds.yaml").to_str().unwrap(),
+    ]);
+    node.must(&["create", "namespace", VMS]);
+
+    step("helm install tollgate charts/tollgate --set image.repository=tollgate,image.tag=dev,image.pullPolicy=Never");
+    node.helm(&[
+        "install",
+        RELEASE,
+        repo_file("charts/tollgate").to_str().unwrap(),
+        "-n",
+        SYSTEM,
+        "--create-namespace",
+        "--set",
+        "image.repository=tollgate,image.tag=dev,image.pullPolicy=Never",
+        "--wait",
+        "--timeout",
+        "180s",
+    ]);
+    let controllers = node.items(&[
+        "-n",
+        SYSTEM,
+        "get",
+        "pods",
+        "-l",
+        "app.kubernetes.io/name=tollgate-controller",
+    ]);
+    assert_eq!(controllers.len(), 2, "two controller replicas");
+    for p in &controllers {
+        assert_eq!(p["status"]["phase"], "Running", "{}", p["metadata"]["name"]);
+        assert_eq!(p["spec"]["serviceAccountName"], RELEASE);
+    }
+
+    step("kubectl apply -f examples/kubernetes-mcp-server/  (namespace labelled for injection, the server, its policy)");
+    node.must(&[
+        "apply",
+        "-f",
+        repo_file("examples/kubernetes-mcp-server").to_str().unwrap(),
+    ]);
+    node.must(&[
+        "-n",
+        MCP,
+        "rollout",
+        "status",
+        "deployment/kubernetes-mcp-server",
+        "--timeout=180s",
+    ]);
+    let pod = mcp_pod(&node);
+    let sidecar = pod["spec"]["initContainers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["name"] == "tollgate")
+        .unwrap_or_else(|| panic!("no injected native sidecar: {}", pod["spec"]));
+    assert_eq!(sidecar["restartPolicy"], "Always", "a native sidecar");
+    assert!(
+        pod["status"]["containerStatuses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .chain(pod["status"]["initContainerStatuses"].as_array().unwrap())
+            .all(|c| c["ready"] == true),
+        "both containers Ready: {}",
+        pod["status"]
+    );
+    wait_for(Duration::from_secs(60), "kubectl get mtp: 1/1 synced", || {
+        let mtp = node.json(&["-n", MCP, "get", "mtp", "clone-guard"]);
+        mtp["status"]["synced"] == "1/1"
+    });
+    step(&format!(
+        "kubectl get mtp -n {MCP}:\n{}",
+        node.must(&["-n", MCP, "get", "mtp"])
+    ));
+
+    let service = node.json(&["-n", MCP, "get", "service", "kubernetes-mcp-server"]);
+    let url = format!("http://{}:80/mcp", service["spec"]["clusterIP"].as_str().unwrap());
+    let prometheus = Prometheus::start(&node.kubeconfig);
+
+    step("an agent (the MCP TypeScript SDK) makes 100 vm_clone calls through the Service");
+    let args = json!({"namespace": VMS, "name": "golden-fedora", "targetName": "copy"}).to_string();
+    let summary = agent(
+        &url,
+        &["repeat", "100", "vm_clone", &args, "--concurrency", "8", "--no-results"],
+    );
+    assert_eq!(
+        (summary["ok"].as_u64(), summary["isError"].as_u64(), summary["errors"].as_u64()),
+        (Some(30), Some(70), Some(0)),
+        "{summary}"
+    );
+    let clones = node.items(&["-n", VMS, "get", "virtualmachineclones.clone.kubevirt.io"]);
+    assert_eq!(clones.len(), 30, "exactly 30 VirtualMachineClones exist");
+    step("kubectl get virtualmachineclones: 30");
+
+    step("Prometheus scrapes the sidecar; PromQL counts the denials");
+    let denials = r#"sum(tollgate_tool_calls_total{tool="vm_clone",decision="denied",reason="rate_limit"})"#;
+    wait_for(Duration::from_secs(60), "PromQL returns the 70 denials", || {
+        prometheus.query(denials) == Some(70.0)
+    });
+    step(&format!("{denials} = 70"));
+
+    enforcement_survives_faults(&node, &url);
+
+    step("helm uninstall: nothing of tollgate is left but the CRDs");
+    node.helm(&["uninstall", RELEASE, "-n", SYSTEM, "--wait"]);
+    let left = node.must(&[
+        "get",
+        "deployments,services,serviceaccounts,secrets,configmaps,leases,roles,rolebindings,poddisruptionbudgets,networkpolicies",
+        "-A",
+        "-l",
+        "app.kubernetes.io/instance=tollgate",
+        "-o",
+        "name",
+    ]);
+    assert_eq!(left.trim(), "", "namespaced leftovers");
+    let cluster_left = node.must(&[
+        "get",
+        "clusterroles,clusterrolebindings,mutatingwebhookconfigurations",
+        "-l",
+        "app.kubernetes.io/instance=tollgate",
+        "-o",
+        "name",
+    ]);
+    assert_eq!(cluster_left.trim(), "", "cluster-wide leftovers");
+    let in_system = node.must(&["-n", SYSTEM, "get", "all,secrets,configmaps,leases", "-o", "name"]);
+    assert!(
+        in_system
+            .lines()
+            .all(|l| l.starts_with("configmap/kube-root-ca.crt") || l.starts_with("secret/sh.helm")),
+        "left in {SYSTEM}: {in_system}"
+    );
+    node.must(&["get", "crd", "mcptoolpolicies.tollgate.dev"]);
+    for ns in [MCP, VMS] {
+        let _ = node.kubectl(&["delete", "namespace", ns, "--wait=false"]);
+    }
+}
+
+/// The running MCP server pod.
+fn mcp_pod(node: &Node) -> Value {
+    let pods: Vec<Value> = node
+        .items(&["-n", MCP, "get", "pods", "-l", "app.kubernetes.io/name=kubernetes-mcp-server"])
+        .into_iter()
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .collect();
+    assert_eq!(pods.len(), 1, "one MCP server pod");
+    pods[0].clone()
+}
+
+fn enforcement_survives_faults(node: &Node, url: &str) {
+    let delete = json!({"namespace": MCP, "name": "x"}).to_string();
+
+    step("fault: both controller pods deleted; the sidecar keeps enforcing");
+    node.must(&[
+        "-n",
+        SYSTEM,
+        "delete",
+        "pods",
+        "-l",
+        "app.kubernetes.io/name=tollgate-controller",
+        "--wait=false",
+    ]);
+    denied(&agent(url, &["call", "pods_delete", &delete]), "clone-guard");
+    answered(&agent(url, &["call", "namespaces_list", "{}"]));
+    node.must(&[
+        "-n",
+        SYSTEM,
+        "rollout",
+        "status",
+        "deployment/tollgate-controller",
+        "--timeout=180s",
+    ]);
+
+    step("fault: kubectl rollout restart the MCP server; the new pod is injected and enforces from its first call");
+    let old = mcp_pod(node)["metadata"]["name"].as_str().unwrap().to_owned();
+    node.must(&["-n", MCP, "rollout", "restart", "deployment/kubernetes-mcp-server"]);
+    node.must(&[
+        "-n",
+        MCP,
+        "rollout",
+        "status",
+        "deployment/kubernetes-mcp-server",
+        "--timeout=180s",
+    ]);
+    wait_for(Duration::from_secs(60), "the old pod gone", || {
+        mcp_pod_names(node) == 1 && mcp_pod(node)["metadata"]["name"] != old.as_str()
+    });
+    denied(&agent(url, &["call", "pods_delete", &delete]), "clone-guard");
+    answered(&agent(url, &["call", "namespaces_list", "{}"]));
+
+    step("fault: helm upgrade with a changed value; enforcement goes on");
+    node.helm(&[
+        "upgrade",
+        RELEASE,
+        repo_file("charts/tollgate").to_str().unwrap(),
+        "-n",
+        SYSTEM,
+        "--reuse-values",
+        "--set",
+        "controller.logLevel=debug",
+        "--wait",
+        "--timeout",
+        "180s",
+    ]);
+    denied(&agent(url, &["call", "pods_delete", &delete]), "clone-guard");
+    answered(&agent(url, &["call", "namespaces_list", "{}"]));
+
+    step("the policy deleted: every call is refused");
+    node.must(&["-n", MCP, "delete", "mtp", "clone-guard"]);
+    wait_for(Duration::from_secs(60), "reads refused once no policy selects the pod", || {
+        let r = agent(url, &["call", "namespaces_list", "{}"]);
+        r["isError"] == true
+            && r["content"][0]["text"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("no McpToolPolicy selects this MCP server")
+    });
+}
+
+fn mcp_pod_names(node: &Node) -> usize {
+    node.items(&["-n", MCP, "get", "pods", "-l", "app.kubernetes.io/name=kubernetes-mcp-server"])
+        .iter()
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .count()
+}
