@@ -138,6 +138,121 @@ pub fn call(id: u64, name: &str, arguments: Value) -> Value {
     serde_json::json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": name, "arguments": arguments}})
 }
 
+/// A JSON-RPC id no other request of this test process uses, so the MCP
+/// server's side of one call can be found by it.
+pub fn fresh_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1 << 40);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// How one `tools/call` was answered, read strictly: a JSON-RPC error, a
+/// non-200 status or a tool error that is not tollgate's is neither
+/// `Allowed` nor `Denied`, so "allowed" can never mean "failed somehow".
+#[derive(Clone, Debug)]
+pub enum Answer {
+    /// A `result` whose `isError` is false (or absent, which MCP defines as
+    /// false), with no `error`, over HTTP 200. Holds the `result`.
+    Allowed(Value),
+    /// tollgate's own refusal: `result.isError` true with
+    /// `_meta["dev.tollgate/denial"]` saying why. Holds the `result`.
+    Denied(Value),
+    /// Anything else, described.
+    Other(String),
+}
+
+impl Answer {
+    /// Reads an HTTP response to one `tools/call` (JSON, or SSE with the
+    /// response as its one message).
+    pub fn of(resp: &Raw) -> Answer {
+        if resp.status != 200 {
+            return Answer::Other(format!("HTTP {}: {}", resp.status, resp.text()));
+        }
+        let text = resp.text();
+        let body = if resp
+            .header("content-type")
+            .is_some_and(|t| t.starts_with("text/event-stream"))
+        {
+            match text.lines().find_map(|l| l.strip_prefix("data: ")) {
+                Some(data) => data.to_owned(),
+                None => return Answer::Other(format!("an event stream without data: {text}")),
+            }
+        } else {
+            text.clone()
+        };
+        let Ok(v) = serde_json::from_str::<Value>(&body) else {
+            return Answer::Other(format!("not JSON: {text}"));
+        };
+        if v.get("error").is_some() || v.get("result").is_none() {
+            return Answer::Other(format!("not a successful JSON-RPC response: {v}"));
+        }
+        Answer::of_result(&v["result"])
+    }
+
+    /// Reads a `CallToolResult` (as `tests/peers/agent.mjs` prints it).
+    pub fn of_result(result: &Value) -> Answer {
+        if !result.is_object() || result.get("error").is_some() {
+            return Answer::Other(format!("not a tool result: {result}"));
+        }
+        if !result["content"].is_array() {
+            return Answer::Other(format!("a tool result without content: {result}"));
+        }
+        match result.get("isError") {
+            None | Some(Value::Bool(false)) => Answer::Allowed(result.clone()),
+            Some(Value::Bool(true))
+                if result["_meta"]["dev.tollgate/denial"]["reason"].is_string() =>
+            {
+                Answer::Denied(result.clone())
+            }
+            Some(_) => Answer::Other(format!("a tool error that is not tollgate's: {result}")),
+        }
+    }
+
+    pub fn is_allowed(&self) -> bool {
+        matches!(self, Answer::Allowed(_))
+    }
+
+    pub fn is_denied(&self) -> bool {
+        matches!(self, Answer::Denied(_))
+    }
+
+    /// Why tollgate denied it (`rate_limit`, `default`, ...).
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            Answer::Denied(r) => r["_meta"]["dev.tollgate/denial"]["reason"].as_str(),
+            _ => None,
+        }
+    }
+
+    /// The denial's details (`_meta["dev.tollgate/denial"]`).
+    pub fn denial(&self) -> &Value {
+        match self {
+            Answer::Denied(r) => &r["_meta"]["dev.tollgate/denial"],
+            _ => &Value::Null,
+        }
+    }
+
+    /// The text of the result's first content block ("" if none).
+    pub fn text(&self) -> &str {
+        match self {
+            Answer::Allowed(r) | Answer::Denied(r) => {
+                r["content"][0]["text"].as_str().unwrap_or("")
+            }
+            Answer::Other(_) => "",
+        }
+    }
+}
+
+/// Sends one `tools/call` with `id` and reads the answer strictly.
+pub async fn ask(
+    addr: SocketAddr,
+    headers: &[(&str, &str)],
+    id: u64,
+    tool: &str,
+    arguments: Value,
+) -> Answer {
+    Answer::of(&post_json(addr, headers, &call(id, tool, arguments)).await)
+}
+
 fn parse_response(buf: &[u8]) -> Raw {
     let Some(split) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
         return Raw {
@@ -216,6 +331,22 @@ pub async fn eventually(timeout: Duration, mut f: impl AsyncFnMut() -> bool) -> 
         }
         if tokio::time::Instant::now() > deadline {
             return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Polls `f` for all of `window`: true if it held every time. For what must
+/// *not* happen (a feedback loop, a second log line), which only a window can
+/// show; the expectation itself must not depend on the window's length.
+pub async fn holds_for(window: Duration, mut f: impl AsyncFnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + window;
+    loop {
+        if !f().await {
+            return false;
+        }
+        if tokio::time::Instant::now() > deadline {
+            return true;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
