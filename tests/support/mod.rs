@@ -523,6 +523,15 @@ pub fn agent(url: &str, args: &[&str]) -> Vec<Value> {
     lines
 }
 
+/// A shipped example with one exact piece of text replaced — e.g. its
+/// window made an hour, so that what a test counts cannot depend on how
+/// fast the machine runs it. Panics unless `from` occurs exactly once.
+pub fn example_with(rel: &str, from: &str, to: &str) -> (tempfile::TempDir, PathBuf) {
+    let text = std::fs::read_to_string(repo_file(rel)).unwrap();
+    assert_eq!(text.matches(from).count(), 1, "{from:?} once in {rel}");
+    policy_file(&text.replace(from, to))
+}
+
 /// A file under the repository.
 pub fn repo_file(rel: &str) -> PathBuf {
     repo().join(rel)
