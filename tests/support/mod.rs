@@ -501,7 +501,10 @@ impl KubeStack {
 }
 
 /// Runs tests/peers/agent.mjs (the MCP TypeScript SDK as the client) and
-/// returns every JSON line it printed.
+/// returns every JSON line it printed. The agent must exit 0 and every line
+/// must be a result: an `{"error":…}` line (it could not connect, a
+/// transport failure, a JSON-RPC error) or a `repeat` summary with errors
+/// fails here, so no caller can mistake a failed call for an answer.
 pub fn agent(url: &str, args: &[&str]) -> Vec<Value> {
     let out = Command::new("node")
         .arg(peers().join("agent.mjs"))
@@ -511,15 +514,29 @@ pub fn agent(url: &str, args: &[&str]) -> Vec<Value> {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "agent.mjs {args:?} exited with {}:\n{stdout}\n{stderr}",
+        out.status
+    );
     let lines: Vec<Value> = stdout
         .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
+        .map(|l| {
+            serde_json::from_str(l)
+                .unwrap_or_else(|e| panic!("agent.mjs {args:?} printed a non-JSON line ({e}): {l}"))
+        })
         .collect();
     assert!(
         !lines.is_empty(),
-        "agent.mjs {args:?} printed nothing; stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
+        "agent.mjs {args:?} printed nothing; stderr: {stderr}"
     );
+    for line in &lines {
+        assert!(
+            line.get("error").is_none() && line["errors"].as_u64().unwrap_or(0) == 0,
+            "agent.mjs {args:?} failed: {line}\n{stderr}"
+        );
+    }
     lines
 }
 

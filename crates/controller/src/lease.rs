@@ -341,6 +341,43 @@ mod tests {
         )])
         .await;
         assert!(led.is_err());
+
+        // And `run` acts on it: a leader whose renewal fails stops leading
+        // at once, without waiting for its lease to run out.
+        let (mut e, mut api) = elector();
+        e.duration = Duration::from_millis(300);
+        let (leader_tx, mut leader_rx) = watch::channel(false);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let metrics = ControllerMetrics::new().unwrap();
+        let gauge = metrics.leader.clone();
+        let run = tokio::spawn(e.run(leader_tx, metrics, stop_rx));
+        expect(&mut api, Method::GET, not_found()).await;
+        expect(
+            &mut api,
+            Method::POST,
+            respond(StatusCode::CREATED, lease(Some("replica-a"), 0, 0)),
+        )
+        .await;
+        leader_rx.changed().await.unwrap();
+        assert!(*leader_rx.borrow());
+        assert_eq!(gauge.get(), 1);
+        expect(
+            &mut api,
+            Method::GET,
+            respond(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                status(500, "InternalError"),
+            ),
+        )
+        .await;
+        tokio::time::timeout(Duration::from_secs(5), leader_rx.changed())
+            .await
+            .expect("a failed renewal ends leadership")
+            .unwrap();
+        assert!(!*leader_rx.borrow(), "stepped down");
+        assert_eq!(gauge.get(), 0);
+        stop_tx.send(true).unwrap();
+        run.await.unwrap();
     }
 
     #[tokio::test]
