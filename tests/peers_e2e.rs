@@ -144,7 +144,13 @@ fn kubernetes_mcp_server_behind_tollgate_with_the_vm_clone_cap() {
         Some(31.0)
     );
 
-    // The audit log has a line per decision, arguments only as a digest.
+    // The audit log has a line per decision, arguments only as a digest
+    // (read once the last of them has had time to come through the pipe).
+    let last_audits = tg.proc.count_once_there("tollgate::audit", 103);
+    assert_eq!(
+        last_audits, 103,
+        "101 vm_clone, pods_delete, namespaces_list"
+    );
     let lines = tg.proc.lines.lock().unwrap().clone();
     let audits: Vec<Value> = lines
         .iter()

@@ -305,31 +305,16 @@ async fn redis_down_fails_closed_then_recovers() {
     let m = metrics(s.admin).await;
     assert_eq!(sample(&m, &["tollgate_ratelimit_store_up"]), Some(1.0));
 
-    // One log line per transition, however many calls failed. The log is
-    // read as it arrives: wait for the second transition's line (every
-    // line before it is in by then), then count.
-    let count = |needle: &str| {
-        let lines = s.proc.lines.lock().unwrap();
-        lines.iter().filter(|l| l.contains(needle)).count()
-    };
-    assert!(
-        eventually(Duration::from_secs(10), async || count(
-            "shared rate-limit store is reachable again"
-        ) >= 1)
-        .await,
-        "no line says the store is back: {:#?}",
-        s.proc.lines.lock().unwrap()
-    );
-    let lines = s.proc.lines.lock().unwrap().clone();
+    // One log line per transition, however many calls failed. The recovery
+    // line comes last, so once it is in, every earlier line is too.
+    let back = "shared rate-limit store is reachable again";
+    let lines = || s.proc.lines.lock().unwrap().clone();
+    assert_eq!(s.proc.count_once_there(back, 1), 1, "{:#?}", lines());
     assert_eq!(
-        count("shared rate-limit store is unreachable"),
+        s.proc.count("shared rate-limit store is unreachable"),
         1,
-        "{lines:#?}"
-    );
-    assert_eq!(
-        count("shared rate-limit store is reachable again"),
-        1,
-        "{lines:#?}"
+        "{:#?}",
+        lines()
     );
 }
 
@@ -909,14 +894,11 @@ async fn a_rotated_jwks_configmap_takes_effect_without_a_restart() {
     );
     assert_eq!(status(&new_key, 200).await, 200, "the last good keys stay");
     assert_eq!(status(&old_key, 201).await, 401);
-    let lines = s.proc.lines.lock().unwrap().clone();
     assert_eq!(
-        lines
-            .iter()
-            .filter(|l| l.contains("JWKS change refused"))
-            .count(),
+        s.proc.count_once_there("JWKS change refused", 1),
         1,
-        "reported once, not on every check: {lines:#?}"
+        "reported once, not on every check: {:#?}",
+        s.proc.lines.lock().unwrap()
     );
 }
 
@@ -1014,14 +996,19 @@ async fn jwt_keys_are_discovered_from_the_issuer_and_follow_its_rotation() {
         status_with(s.listen, &b.token(&issuer, "agent-b"), 300).await,
         200
     );
-    let lines = s.proc.lines.lock().unwrap().clone();
+    // Another fetch fails (the IdP counts it; the sidecar retries every
+    // 10 s) before the log is read: one line for the problem, not one per
+    // failed fetch.
+    let refused = idp.refused();
+    assert!(
+        eventually(Duration::from_secs(20), async || idp.refused() > refused).await,
+        "the sidecar stopped fetching"
+    );
     assert_eq!(
-        lines
-            .iter()
-            .filter(|l| l.contains("cannot fetch the JWKS"))
-            .count(),
+        s.proc.count_once_there("cannot fetch the JWKS", 1),
         1,
-        "one line per distinct problem: {lines:#?}"
+        "one line per distinct problem: {:#?}",
+        s.proc.lines.lock().unwrap()
     );
     assert!(upstream_calls(&upstream, "vm_clone") >= 3);
 }

@@ -385,6 +385,24 @@ impl Drop for Proc {
 }
 
 impl Proc {
+    /// How many lines printed so far contain `needle`.
+    pub fn count(&self, needle: &str) -> usize {
+        let lines = self.lines.lock().unwrap();
+        lines.iter().filter(|l| l.contains(needle)).count()
+    }
+
+    /// Lines reach [`Proc::lines`] through a pipe and a reader thread, a
+    /// moment after the process wrote them: waits (10 s at most) until `n`
+    /// lines contain `needle`, then says how many do — so "exactly one"
+    /// is checked once the line has had time to arrive, not before.
+    pub fn count_once_there(&self, needle: &str, n: usize) -> usize {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while self.count(needle) < n && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.count(needle)
+    }
+
     /// Sends SIGTERM and waits (bounded) for the process to exit.
     pub fn terminate(&mut self) {
         let _ = Command::new("kill")
