@@ -31,6 +31,7 @@ struct Sidecar {
     tg: TollgateProc,
     dir: tempfile::TempDir,
     args: Vec<String>,
+    up: Upstream,
 }
 
 impl Sidecar {
@@ -40,6 +41,17 @@ impl Sidecar {
         pod: &str,
         controller: SocketAddr,
         upstream: &Upstream,
+    ) -> Sidecar {
+        Self::start_with(cluster, ns, pod, controller, upstream, &[])
+    }
+
+    fn start_with(
+        cluster: &Cluster,
+        ns: &str,
+        pod: &str,
+        controller: SocketAddr,
+        upstream: &Upstream,
+        extra: &[&str],
     ) -> Sidecar {
         let dir = tempfile::tempdir().unwrap();
         let token = token_file(dir.path(), &cluster.pod_token(ns, pod));
@@ -59,10 +71,16 @@ impl Sidecar {
             &upstream.url(),
         ]
         .iter()
+        .chain(extra)
         .map(|s| s.to_string())
         .collect();
         let tg = tollgate(&args.iter().map(String::as_str).collect::<Vec<_>>());
-        Sidecar { tg, dir, args }
+        Sidecar {
+            tg,
+            dir,
+            args,
+            up: upstream.clone(),
+        }
     }
 
     /// Kills the sidecar and starts it again with the same files.
@@ -71,8 +89,15 @@ impl Sidecar {
         self.tg = tollgate(&self.args.iter().map(String::as_str).collect::<Vec<_>>());
     }
 
+    /// Whether a call of `tool` was let through to the MCP server (a JSON-RPC
+    /// error, e.g. before the first snapshot, is not).
     async fn allows(&self, tool: &str) -> bool {
-        self.call(tool).await["result"]["isError"].is_null()
+        self.up.allows(self.tg.listen, tool).await
+    }
+
+    /// Whether tollgate refused a call of `tool` itself.
+    async fn denies(&self, tool: &str) -> bool {
+        self.up.denies(self.tg.listen, tool).await
     }
 
     async fn call(&self, tool: &str) -> Value {
@@ -149,7 +174,7 @@ async fn a_policy_applied_edited_and_deleted_reaches_the_sidecar() {
         .unwrap();
     assert!(eventually(PATIENCE, async || sidecar.allows("vm_clone").await).await);
     eprintln!("apply -> enforced in {:?}", applied.elapsed());
-    assert!(!sidecar.allows("pods_delete").await);
+    assert!(sidecar.denies("pods_delete").await);
     assert_eq!(up.calls(), ["vm_clone"]);
 
     let s = wait_for_status(cluster, &ns, "cap", |s| s["synced"] == "1/1").await;
@@ -178,7 +203,7 @@ async fn a_policy_applied_edited_and_deleted_reaches_the_sidecar() {
         .apply(&policy(&ns, "cap", "kms", &["pods_list"]))
         .unwrap();
     assert!(eventually(PATIENCE, async || sidecar.allows("pods_list").await).await);
-    assert!(!sidecar.allows("vm_clone").await);
+    assert!(sidecar.denies("vm_clone").await);
     wait_for_status(cluster, &ns, "cap", |s| {
         s["observedGeneration"] == 2 && s["synced"] == "1/1"
     })
@@ -187,7 +212,7 @@ async fn a_policy_applied_edited_and_deleted_reaches_the_sidecar() {
     cluster
         .kubectl(&["-n", &ns, "delete", "mtp", "cap"])
         .unwrap();
-    assert!(eventually(PATIENCE, async || !sidecar.allows("pods_list").await).await);
+    assert!(eventually(PATIENCE, async || sidecar.denies("pods_list").await).await);
     let v = sidecar.call("pods_list").await;
     assert!(
         v["result"]["content"][0]["text"]
@@ -265,7 +290,7 @@ async fn invalid_policies_are_refused_and_the_last_good_rules_stay() {
     );
     // The previous rules stay in force.
     assert!(sidecar.allows("vm_clone").await);
-    assert!(!sidecar.allows("x").await);
+    assert!(sidecar.denies("x").await);
     // And the refusal is an Event on the policy.
     let events = cluster.get_json(&[
         "-n",
@@ -327,7 +352,7 @@ async fn sidecars_keep_enforcing_without_the_controller_and_reconnect() {
         .await
     );
     assert!(sidecar.allows("vm_clone").await);
-    assert!(!sidecar.allows("pods_delete").await);
+    assert!(sidecar.denies("pods_delete").await);
 
     // A sidecar restarted while the controller is away enforces what it kept.
     sidecar.restart();
@@ -383,8 +408,8 @@ async fn a_token_gets_only_its_own_pods_rules() {
             "GET /v1/snapshots/{ns}/{pod} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n{auth}\r\n"
         )
     };
-    // Its own pod: a stream that starts with the snapshot (read with a
-    // short timeout since the stream stays open).
+    // Its own pod: a stream of its snapshots, which carry the policy's rules
+    // once the controller has seen it (the first may still be empty).
     let mut stream = tokio::net::TcpStream::connect(controller.push)
         .await
         .unwrap();
@@ -393,13 +418,33 @@ async fn a_token_gets_only_its_own_pods_rules() {
         .write_all(get("a", Some(&token_a)).as_bytes())
         .await
         .unwrap();
-    let mut buf = vec![0u8; 65536];
-    let n = tokio::time::timeout(PATIENCE, stream.read(&mut buf))
-        .await
-        .unwrap()
-        .unwrap();
-    let head = String::from_utf8_lossy(&buf[..n]).to_string();
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let mut seen = Vec::new();
+    let mut snapshot = Value::Null;
+    let read = tokio::time::timeout(PATIENCE, async {
+        let mut buf = vec![0u8; 65536];
+        while snapshot["policies"].as_array().is_none_or(Vec::is_empty) {
+            let n = stream.read(&mut buf).await.unwrap();
+            assert!(n > 0, "stream closed: {}", String::from_utf8_lossy(&seen));
+            seen.extend_from_slice(&buf[..n]);
+            snapshot = last_snapshot(&String::from_utf8_lossy(&seen));
+        }
+    })
+    .await;
+    let text = String::from_utf8_lossy(&seen);
+    assert!(read.is_ok(), "no snapshot with rules: {text}");
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert_eq!(
+        (snapshot["namespace"].as_str(), snapshot["pod"].as_str()),
+        (Some(ns.as_str()), Some("a")),
+        "{snapshot:#}"
+    );
+    let policies = snapshot["policies"].as_array().unwrap();
+    assert_eq!(policies.len(), 1, "{snapshot:#}");
+    assert_eq!(policies[0]["name"], format!("{ns}/cap"));
+    assert_eq!(
+        policies[0]["spec"]["rules"][0]["tools"],
+        json!(["vm_clone"])
+    );
 
     let other = raw(controller.push, get("b", Some(&token_a)).as_bytes()).await;
     assert_eq!(other.status, 403, "{}", other.text());
@@ -462,6 +507,53 @@ async fn a_token_gets_only_its_own_pods_rules() {
             >= 2.0,
         "{m}"
     );
+}
+
+/// The data of the last complete `snapshot` event in an SSE text (chunk
+/// size lines between events are skipped); `Null` if there is none yet.
+fn last_snapshot(sse: &str) -> Value {
+    let mut last = Value::Null;
+    for event in sse.split("\n\n") {
+        let lines: Vec<&str> = event.lines().map(|l| l.trim_end_matches('\r')).collect();
+        if lines.contains(&"event: snapshot")
+            && let Some(data) = lines.iter().find_map(|l| l.strip_prefix("data: "))
+            && let Ok(v) = serde_json::from_str(data)
+        {
+            last = v;
+        }
+    }
+    last
+}
+
+/// Started with `--fail-open` while no controller answers, a sidecar lets
+/// calls through; once the controller is up, its rules take over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fail_open_lets_calls_through_until_rules_arrive() {
+    let cluster = Cluster::get();
+    let ns = cluster.namespace("failopen");
+    cluster.sidecar_pod(&ns, "kms-0", &[("app", "kms")]);
+    cluster
+        .apply(&policy(&ns, "cap", "kms", &["pods_list"]))
+        .unwrap();
+    let push: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let up = Upstream::start(Framing::Json).await;
+    let sidecar = Sidecar::start_with(cluster, &ns, "kms-0", push, &up, &["--fail-open"]);
+    assert!(sidecar.allows("vm_clone").await, "no rules yet: fail open");
+    assert_eq!(
+        sidecar.metric("tollgate_controller_connected ").await,
+        Some(0.0)
+    );
+
+    let controller = ControllerProc::start_on(cluster, &ns, "c1", &push.to_string());
+    assert!(
+        eventually(Duration::from_secs(60), async || sidecar
+            .denies("vm_clone")
+            .await)
+        .await,
+        "the policy's rules never took over"
+    );
+    assert!(sidecar.allows("pods_list").await);
+    drop(controller);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -99,47 +99,48 @@ fn create_pod(cluster: &Cluster, ns: &str, name: &str, labels: &str) -> Result<V
 }
 
 /// The leaf certificate (DER) the webhook on `port` serves, verified
-/// against `ca_pem` for 127.0.0.1; empty if the handshake fails.
-async fn served_certificate(port: u16, ca_pem: &str) -> Vec<u8> {
+/// against `ca_pem` for 127.0.0.1, or why there is none (not listening yet,
+/// a handshake the CA does not verify).
+async fn served_certificate(port: u16, ca_pem: &str) -> Result<Vec<u8>, String> {
     use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
     let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()).flatten() {
-        let _ = roots.add(cert);
+    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots
+            .add(cert.expect("the CA is PEM"))
+            .expect("the CA is a certificate");
     }
-    let Ok(config) = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+    assert!(!roots.is_empty(), "no CA certificate in {ca_pem:?}");
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
-    .with_safe_default_protocol_versions() else {
-        return Vec::new();
-    };
-    let config = config.with_root_certificates(roots).with_no_client_auth();
-    let Ok(tcp) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
-        return Vec::new();
-    };
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
     let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
-    match connector
+    let tls = connector
         .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
         .await
-    {
-        Ok(tls) => tls
-            .get_ref()
-            .1
-            .peer_certificates()
-            .and_then(|c| c.first())
-            .map(|c| c.to_vec())
-            .unwrap_or_default(),
-        Err(_) => Vec::new(),
-    }
+        .map_err(|e| format!("handshake: {e}"))?;
+    tls.get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(|c| c.to_vec())
+        .ok_or_else(|| "no certificate served".to_owned())
 }
 
-/// The first certificate of a PEM text, as DER.
+/// The first certificate of a PEM text, as DER (panics if there is none).
 fn pem_der(pem: &str) -> Vec<u8> {
     use rustls::pki_types::{CertificateDer, pem::PemObject};
     CertificateDer::pem_slice_iter(pem.as_bytes())
         .next()
-        .and_then(Result::ok)
-        .map(|c| c.to_vec())
-        .unwrap_or_default()
+        .unwrap_or_else(|| panic!("no certificate in {pem:?}"))
+        .expect("a PEM certificate")
+        .to_vec()
 }
 
 fn has_sidecar(pod: &Value) -> bool {
@@ -274,6 +275,8 @@ async fn helm_install_rbac_webhook_upgrade_uninstall() {
 
     // The chart's ServiceAccount may do exactly what the controller needs.
     let as_controller = format!("system:serviceaccount:{ns}:tollgate");
+    // `kubectl auth can-i` answers "yes" (exit 0) or "no" (exit 1); anything
+    // else is kubectl failing, which must not pass as "no".
     let can = |args: &[&str]| {
         let mut all = vec!["auth", "can-i", "--as", &as_controller];
         all.extend_from_slice(args);
@@ -282,7 +285,15 @@ async fn helm_install_rbac_webhook_upgrade_uninstall() {
             .args(&all)
             .output()
             .unwrap();
-        String::from_utf8_lossy(&out.stdout).trim() == "yes"
+        let answer = String::from_utf8_lossy(&out.stdout);
+        match (out.status.code(), answer.trim()) {
+            (Some(0), "yes") => true,
+            (Some(1), "no") => false,
+            (code, _) => panic!(
+                "kubectl auth can-i {args:?} did not answer (exit {code:?}): {answer}{}",
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        }
     };
     for allowed in [
         vec!["watch", "mcptoolpolicies.tollgate.dev", "-A"],
@@ -553,12 +564,8 @@ async fn helm_install_rbac_webhook_upgrade_uninstall() {
         "status: {:#}",
         cluster.policy(&labelled, "p")["status"]
     );
-    assert!(
-        post_json(tg.listen, &[], &call(1, "pods_list", json!({})))
-            .await
-            .json()["result"]["isError"]
-            .is_null()
-    );
+    assert!(up.allows(tg.listen, "pods_list").await);
+    assert!(up.denies(tg.listen, "vm_clone").await);
     let log = controller.lines.lock().unwrap().join("\n");
     assert!(
         !log.contains("forbidden"),
@@ -615,12 +622,16 @@ async fn helm_install_rbac_webhook_upgrade_uninstall() {
         "a fresh year-long certificate"
     );
     // The webhook serves the new certificate, and the apiserver still trusts it.
+    let renewed_der = pem_der(&secret("tls.crt"));
+    assert_ne!(renewed_der, pem_der(&old_cert));
+    let mut served = Err(String::new());
     assert!(
-        eventually(PATIENCE, async || served_certificate(webhook_port, &old_ca)
-            .await
-            == pem_der(&secret("tls.crt")))
+        eventually(PATIENCE, async || {
+            served = served_certificate(webhook_port, &old_ca).await;
+            served.as_ref() == Ok(&renewed_der)
+        })
         .await,
-        "the webhook does not serve the renewed certificate"
+        "the webhook does not serve the renewed certificate: {served:?}"
     );
     assert!(has_sidecar(
         &create_pod(cluster, &labelled, "after-renewal", "app: kms").unwrap()

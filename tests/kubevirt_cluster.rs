@@ -107,6 +107,18 @@ async fn clones_stay_capped_on_a_real_cluster_and_finished_ones_free_slots() {
         "{summary}"
     );
     assert_eq!(clones(cluster, &ns).len(), 5);
+    // The 95 were tollgate's in-flight refusals, not failures of the server.
+    let in_flight_denials = async || {
+        sample(
+            &metrics(sidecar.admin).await,
+            &[
+                "tollgate_tool_calls_total{",
+                "decision=\"denied\"",
+                "reason=\"in_flight\"",
+            ],
+        )
+    };
+    assert_eq!(in_flight_denials().await, Some(95.0));
 
     // Ten more in one multi-document manifest: none get through.
     let docs: Vec<String> = (0..10)
@@ -119,7 +131,13 @@ async fn clones_stay_capped_on_a_real_cluster_and_finished_ones_free_slots() {
         .collect();
     let bulk_args = serde_json::json!({ "resource": docs.join("---\n") }).to_string();
     let bulk = &agent(&url, &["call", "resources_create_or_update", &bulk_args])[0];
-    assert_eq!(bulk["isError"], true, "{bulk}");
+    let bulk = Answer::of_result(bulk);
+    assert_eq!(bulk.reason(), Some("in_flight"), "{bulk:?}");
+    assert!(
+        bulk.text()
+            .contains("5 VirtualMachineClones in flight per namespace"),
+        "{bulk:?}"
+    );
     assert_eq!(clones(cluster, &ns).len(), 5);
 
     // Two clones finish: exactly two slots free up.
@@ -151,6 +169,6 @@ async fn clones_stay_capped_on_a_real_cluster_and_finished_ones_free_slots() {
     );
     assert_eq!(admitted, 2, "exactly the freed slots");
     assert_eq!(clones(cluster, &ns).len(), 7);
-    let last = &agent(&url, &["call", "vm_clone", &args])[0];
-    assert_eq!(last["isError"], true, "{last}");
+    let last = Answer::of_result(&agent(&url, &["call", "vm_clone", &args])[0]);
+    assert_eq!(last.reason(), Some("in_flight"), "{last:?}");
 }

@@ -105,15 +105,11 @@ async fn denials_never_reach_the_upstream_and_say_why() {
     );
 
     // Rate limit: 3 per hour, then a retry hint.
-    for id in 10..13 {
-        let v = post_json(
-            proxy.listen,
-            &[],
-            &call(id, "vm_clone", json!({"namespace": "vms"})),
-        )
-        .await
-        .json();
-        assert!(v["result"]["isError"].is_null(), "{v}");
+    for _ in 0..3 {
+        let answer = up
+            .through(proxy.listen, &[], "vm_clone", json!({"namespace": "vms"}))
+            .await;
+        assert!(answer.is_allowed(), "{answer:?}");
     }
     let v = post_json(
         proxy.listen,
@@ -498,10 +494,8 @@ async fn a_dead_upstream_is_a_json_rpc_error_with_the_request_id() {
         Some(1.0)
     );
     // Denials still work without an upstream.
-    let v = post_json(proxy.listen, &[], &call(43, "secret_tool", json!({})))
-        .await
-        .json();
-    assert_eq!(v["result"]["isError"], true);
+    let denied = ask(proxy.listen, &[], 43, "secret_tool", json!({})).await;
+    assert_eq!(denied.reason(), Some("default"), "{denied:?}");
     proxy.shutdown().await;
 }
 
@@ -523,25 +517,30 @@ spec:
     let proxy = start_proxy(vec![path], &up.url()).await;
     let listen = proxy.listen;
     let tasks: Vec<_> = (0..60u64)
-        .map(|i| {
-            tokio::spawn(async move {
-                post_json(listen, &[], &call(i, "vm_clone", json!({})))
-                    .await
-                    .json()
-            })
+        .map(|_| {
+            let up = up.clone();
+            tokio::spawn(async move { up.through(listen, &[], "vm_clone", json!({})).await })
         })
         .collect();
-    let mut allowed = 0;
+    let (mut allowed, mut denied) = (0, 0);
     for t in tasks {
-        if t.await.unwrap()["result"]["isError"].is_null() {
-            allowed += 1;
+        match t.await.unwrap() {
+            Answer::Allowed(_) => allowed += 1,
+            d @ Answer::Denied(_) => {
+                assert_eq!(d.reason(), Some("rate_limit"), "{d:?}");
+                denied += 1;
+            }
+            other => panic!("neither allowed nor denied: {other:?}"),
         }
     }
-    assert_eq!(allowed, 10);
+    assert_eq!((allowed, denied), (10, 50));
     assert_eq!(up.calls().len(), 10);
     proxy.shutdown().await;
 }
 
+/// A session id counts as a session (with a budget of its own, in
+/// `tollgate_sessions`) only once the upstream issued it, and only until it
+/// is deleted; ids a client makes up share one budget.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_count_only_when_the_upstream_issued_them() {
     let up = Upstream::start(Framing::Json).await;
@@ -553,47 +552,36 @@ metadata: {name: per-session}
 spec:
   defaultAction: Allow
   rules:
-    - {name: clone, tools: [vm_clone], action: Allow, rateLimits: [{requests: 1, window: 1m, key: {session: true}}]}
+    - {name: clone, tools: [vm_clone], action: Allow, rateLimits: [{requests: 2, window: 1h, key: {session: true}}]}
 "#,
     );
     let proxy = start_proxy(vec![path], &up.url()).await;
+    let sessions = async || sample(&metrics(proxy.admin).await, &["tollgate_sessions "]);
+    let clone = async |session: &str| {
+        up.through(
+            proxy.listen,
+            &[("Mcp-Session-Id", session)],
+            "vm_clone",
+            json!({}),
+        )
+        .await
+    };
+    assert_eq!(sessions().await, Some(0.0));
     let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}});
     let resp = post_json(proxy.listen, &[], &init).await;
     assert_eq!(resp.header("mcp-session-id"), Some("session-from-upstream"));
-    let real = [("Mcp-Session-Id", "session-from-upstream")];
-    assert!(
-        post_json(proxy.listen, &real, &call(1, "vm_clone", json!({})))
-            .await
-            .json()["result"]["isError"]
-            .is_null()
-    );
-    assert_eq!(
-        post_json(proxy.listen, &real, &call(2, "vm_clone", json!({})))
-            .await
-            .json()["result"]["isError"],
-        true
-    );
-    // Invented session ids do not get budgets of their own: they share one.
-    assert!(
-        post_json(
-            proxy.listen,
-            &[("Mcp-Session-Id", "made-up-1")],
-            &call(3, "vm_clone", json!({}))
-        )
-        .await
-        .json()["result"]["isError"]
-            .is_null()
-    );
-    assert_eq!(
-        post_json(
-            proxy.listen,
-            &[("Mcp-Session-Id", "made-up-2")],
-            &call(4, "vm_clone", json!({}))
-        )
-        .await
-        .json()["result"]["isError"],
-        true
-    );
+    assert_eq!(sessions().await, Some(1.0), "the upstream issued one");
+    let real = "session-from-upstream";
+    assert!(clone(real).await.is_allowed(), "1 of the session's 2");
+
+    // Invented ids get no session and no budget of their own: they share
+    // one (of 2), apart from the real session's.
+    assert!(clone("made-up-1").await.is_allowed());
+    assert!(clone("made-up-2").await.is_allowed());
+    let third = clone("made-up-3").await;
+    assert_eq!(third.reason(), Some("rate_limit"), "{third:?}");
+    assert_eq!(sessions().await, Some(1.0), "made-up ids are not sessions");
+
     // DELETE ends the session upstream and in the proxy.
     let resp = raw(
         proxy.listen,
@@ -601,11 +589,16 @@ spec:
     )
     .await;
     assert_eq!(resp.status, 204);
-    assert!(up.seen().iter().any(|s| s.method == "DELETE"));
-    assert_eq!(
-        sample(&metrics(proxy.admin).await, &["tollgate_sessions "]),
-        Some(0.0)
+    assert!(
+        up.seen()
+            .iter()
+            .any(|s| s.method == "DELETE" && s.headers["mcp-session-id"] == real)
     );
+    assert_eq!(sessions().await, Some(0.0));
+    // The deleted id is now as good as made up: its own budget had one
+    // call left, the shared one has none.
+    let after = clone(real).await;
+    assert_eq!(after.reason(), Some("rate_limit"), "{after:?}");
     proxy.shutdown().await;
 }
 

@@ -6,7 +6,7 @@ mod support;
 use serde_json::json;
 use support::cluster::Cluster;
 use support::upstream::{Framing, Upstream};
-use support::{call, metrics, policy_file, post_json, sample, start_proxy_with};
+use support::{Answer, call, metrics, policy_file, post_json, sample, start_proxy_with};
 use tollgate_sidecar::IdentitySource;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -79,8 +79,8 @@ spec:
 
     let a = token("agent-a", "tollgate-agents");
     let b = token("agent-b", "tollgate-agents");
-    let v = send(1, "vm_clone", a.clone()).await.json();
-    assert!(v["result"]["isError"].is_null(), "agent-a may clone: {v}");
+    let v = Answer::of(&send(1, "vm_clone", a.clone()).await);
+    assert!(v.is_allowed(), "agent-a may clone: {v:?}");
     let v = send(2, "vm_clone", a.clone()).await.json();
     assert_eq!(
         v["result"]["_meta"]["dev.tollgate/denial"]["reason"], "rate_limit",
@@ -94,11 +94,8 @@ spec:
         )),
         "{text}"
     );
-    let v = send(4, "pods_list", b.clone()).await.json();
-    assert!(
-        v["result"]["isError"].is_null(),
-        "any agent of the namespace may read: {v}"
-    );
+    let v = Answer::of(&send(4, "pods_list", b.clone()).await);
+    assert!(v.is_allowed(), "any agent of the namespace may read: {v:?}");
 
     // A token for another audience, or no Kubernetes token at all: refused
     // before the MCP server sees anything.

@@ -31,6 +31,8 @@ struct State {
     claimed_issuer: String,
     /// Answer 503 to everything (an outage).
     down: bool,
+    /// Requests answered 503 during outages.
+    refused: usize,
 }
 
 pub struct OidcProvider {
@@ -107,6 +109,7 @@ impl OidcProvider {
             jwks: String::new(),
             claimed_issuer: format!("https://{addr}"),
             down: false,
+            refused: 0,
         }));
         let jwks_requests = Arc::new(AtomicUsize::new(0));
         let (s, n) = (state.clone(), jwks_requests.clone());
@@ -174,6 +177,12 @@ impl OidcProvider {
         self.jwks_requests.load(Ordering::SeqCst)
     }
 
+    /// How many requests an outage has refused so far (each one a fetch
+    /// the sidecar tried and saw fail).
+    pub fn refused(&self) -> usize {
+        self.state.lock().unwrap().refused
+    }
+
     /// An outage: every request gets 503 until [`Self::recover`].
     pub fn fail(&self) {
         self.state.lock().unwrap().down = true;
@@ -186,9 +195,12 @@ fn answer(
     state: &Mutex<State>,
     jwks_requests: &AtomicUsize,
 ) -> Response<Full<Bytes>> {
-    let state = state.lock().unwrap();
+    let mut state = state.lock().unwrap();
     let (status, body) = match req.uri().path() {
-        _ if state.down => (StatusCode::SERVICE_UNAVAILABLE, String::new()),
+        _ if state.down => {
+            state.refused += 1;
+            (StatusCode::SERVICE_UNAVAILABLE, String::new())
+        }
         "/.well-known/openid-configuration" => (
             StatusCode::OK,
             serde_json::json!({

@@ -138,6 +138,121 @@ pub fn call(id: u64, name: &str, arguments: Value) -> Value {
     serde_json::json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": name, "arguments": arguments}})
 }
 
+/// A JSON-RPC id no other request of this test process uses, so the MCP
+/// server's side of one call can be found by it.
+pub fn fresh_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1 << 40);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// How one `tools/call` was answered, read strictly: a JSON-RPC error, a
+/// non-200 status or a tool error that is not tollgate's is neither
+/// `Allowed` nor `Denied`, so "allowed" can never mean "failed somehow".
+#[derive(Clone, Debug)]
+pub enum Answer {
+    /// A `result` whose `isError` is false (or absent, which MCP defines as
+    /// false), with no `error`, over HTTP 200. Holds the `result`.
+    Allowed(Value),
+    /// tollgate's own refusal: `result.isError` true with
+    /// `_meta["dev.tollgate/denial"]` saying why. Holds the `result`.
+    Denied(Value),
+    /// Anything else, described.
+    Other(String),
+}
+
+impl Answer {
+    /// Reads an HTTP response to one `tools/call` (JSON, or SSE with the
+    /// response as its one message).
+    pub fn of(resp: &Raw) -> Answer {
+        if resp.status != 200 {
+            return Answer::Other(format!("HTTP {}: {}", resp.status, resp.text()));
+        }
+        let text = resp.text();
+        let body = if resp
+            .header("content-type")
+            .is_some_and(|t| t.starts_with("text/event-stream"))
+        {
+            match text.lines().find_map(|l| l.strip_prefix("data: ")) {
+                Some(data) => data.to_owned(),
+                None => return Answer::Other(format!("an event stream without data: {text}")),
+            }
+        } else {
+            text.clone()
+        };
+        let Ok(v) = serde_json::from_str::<Value>(&body) else {
+            return Answer::Other(format!("not JSON: {text}"));
+        };
+        if v.get("error").is_some() || v.get("result").is_none() {
+            return Answer::Other(format!("not a successful JSON-RPC response: {v}"));
+        }
+        Answer::of_result(&v["result"])
+    }
+
+    /// Reads a `CallToolResult` (as `tests/peers/agent.mjs` prints it).
+    pub fn of_result(result: &Value) -> Answer {
+        if !result.is_object() || result.get("error").is_some() {
+            return Answer::Other(format!("not a tool result: {result}"));
+        }
+        if !result["content"].is_array() {
+            return Answer::Other(format!("a tool result without content: {result}"));
+        }
+        match result.get("isError") {
+            None | Some(Value::Bool(false)) => Answer::Allowed(result.clone()),
+            Some(Value::Bool(true))
+                if result["_meta"]["dev.tollgate/denial"]["reason"].is_string() =>
+            {
+                Answer::Denied(result.clone())
+            }
+            Some(_) => Answer::Other(format!("a tool error that is not tollgate's: {result}")),
+        }
+    }
+
+    pub fn is_allowed(&self) -> bool {
+        matches!(self, Answer::Allowed(_))
+    }
+
+    pub fn is_denied(&self) -> bool {
+        matches!(self, Answer::Denied(_))
+    }
+
+    /// Why tollgate denied it (`rate_limit`, `default`, ...).
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            Answer::Denied(r) => r["_meta"]["dev.tollgate/denial"]["reason"].as_str(),
+            _ => None,
+        }
+    }
+
+    /// The denial's details (`_meta["dev.tollgate/denial"]`).
+    pub fn denial(&self) -> &Value {
+        match self {
+            Answer::Denied(r) => &r["_meta"]["dev.tollgate/denial"],
+            _ => &Value::Null,
+        }
+    }
+
+    /// The text of the result's first content block ("" if none).
+    pub fn text(&self) -> &str {
+        match self {
+            Answer::Allowed(r) | Answer::Denied(r) => {
+                r["content"][0]["text"].as_str().unwrap_or("")
+            }
+            Answer::Other(_) => "",
+        }
+    }
+}
+
+/// Sends one `tools/call` with `id` and reads the answer strictly.
+pub async fn ask(
+    addr: SocketAddr,
+    headers: &[(&str, &str)],
+    id: u64,
+    tool: &str,
+    arguments: Value,
+) -> Answer {
+    Answer::of(&post_json(addr, headers, &call(id, tool, arguments)).await)
+}
+
 fn parse_response(buf: &[u8]) -> Raw {
     let Some(split) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
         return Raw {
@@ -221,6 +336,22 @@ pub async fn eventually(timeout: Duration, mut f: impl AsyncFnMut() -> bool) -> 
     }
 }
 
+/// Polls `f` for all of `window`: true if it held every time. For what must
+/// *not* happen (a feedback loop, a second log line), which only a window can
+/// show; the expectation itself must not depend on the window's length.
+pub async fn holds_for(window: Duration, mut f: impl AsyncFnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + window;
+    loop {
+        if !f().await {
+            return false;
+        }
+        if tokio::time::Instant::now() > deadline {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 // ----- child processes -------------------------------------------------------
 
 /// The repository root.
@@ -254,6 +385,24 @@ impl Drop for Proc {
 }
 
 impl Proc {
+    /// How many lines printed so far contain `needle`.
+    pub fn count(&self, needle: &str) -> usize {
+        let lines = self.lines.lock().unwrap();
+        lines.iter().filter(|l| l.contains(needle)).count()
+    }
+
+    /// Lines reach [`Proc::lines`] through a pipe and a reader thread, a
+    /// moment after the process wrote them: waits (10 s at most) until `n`
+    /// lines contain `needle`, then says how many do — so "exactly one"
+    /// is checked once the line has had time to arrive, not before.
+    pub fn count_once_there(&self, needle: &str, n: usize) -> usize {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while self.count(needle) < n && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.count(needle)
+    }
+
     /// Sends SIGTERM and waits (bounded) for the process to exit.
     pub fn terminate(&mut self) {
         let _ = Command::new("kill")
@@ -370,7 +519,10 @@ impl KubeStack {
 }
 
 /// Runs tests/peers/agent.mjs (the MCP TypeScript SDK as the client) and
-/// returns every JSON line it printed.
+/// returns every JSON line it printed. The agent must exit 0 and every line
+/// must be a result: an `{"error":…}` line (it could not connect, a
+/// transport failure, a JSON-RPC error) or a `repeat` summary with errors
+/// fails here, so no caller can mistake a failed call for an answer.
 pub fn agent(url: &str, args: &[&str]) -> Vec<Value> {
     let out = Command::new("node")
         .arg(peers().join("agent.mjs"))
@@ -380,16 +532,39 @@ pub fn agent(url: &str, args: &[&str]) -> Vec<Value> {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "agent.mjs {args:?} exited with {}:\n{stdout}\n{stderr}",
+        out.status
+    );
     let lines: Vec<Value> = stdout
         .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
+        .map(|l| {
+            serde_json::from_str(l)
+                .unwrap_or_else(|e| panic!("agent.mjs {args:?} printed a non-JSON line ({e}): {l}"))
+        })
         .collect();
     assert!(
         !lines.is_empty(),
-        "agent.mjs {args:?} printed nothing; stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
+        "agent.mjs {args:?} printed nothing; stderr: {stderr}"
     );
+    for line in &lines {
+        assert!(
+            line.get("error").is_none() && line["errors"].as_u64().unwrap_or(0) == 0,
+            "agent.mjs {args:?} failed: {line}\n{stderr}"
+        );
+    }
     lines
+}
+
+/// A shipped example with one exact piece of text replaced — e.g. its
+/// window made an hour, so that what a test counts cannot depend on how
+/// fast the machine runs it. Panics unless `from` occurs exactly once.
+pub fn example_with(rel: &str, from: &str, to: &str) -> (tempfile::TempDir, PathBuf) {
+    let text = std::fs::read_to_string(repo_file(rel)).unwrap();
+    assert_eq!(text.matches(from).count(), 1, "{from:?} once in {rel}");
+    policy_file(&text.replace(from, to))
 }
 
 /// A file under the repository.

@@ -210,17 +210,28 @@ impl Redis {
         s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
     }
 
+    /// A connection of the test's own, over the plain port.
+    fn connection(&self) -> ::redis::Connection {
+        let client = ::redis::Client::open(self.url()).unwrap();
+        client.get_connection().unwrap()
+    }
+
     /// Keys whose names match `pattern`, via KEYS (test data only).
     pub fn keys(&self, pattern: &str) -> Vec<String> {
-        let client = ::redis::Client::open(self.url()).unwrap();
-        let mut conn = client.get_connection().unwrap();
+        let mut conn = self.connection();
         ::redis::cmd("KEYS").arg(pattern).query(&mut conn).unwrap()
+    }
+
+    /// How many members the sorted set `key` holds (a shared budget's
+    /// admissions still in its window).
+    pub fn zcard(&self, key: &str) -> u64 {
+        let mut conn = self.connection();
+        ::redis::cmd("ZCARD").arg(key).query(&mut conn).unwrap()
     }
 
     /// The TTL of `key` in milliseconds (-1: none, -2: no key).
     pub fn pttl(&self, key: &str) -> i64 {
-        let client = ::redis::Client::open(self.url()).unwrap();
-        let mut conn = client.get_connection().unwrap();
+        let mut conn = self.connection();
         ::redis::cmd("PTTL").arg(key).query(&mut conn).unwrap()
     }
 }

@@ -34,9 +34,45 @@ pub struct Seen {
 }
 
 impl Seen {
-    /// The body as JSON.
+    /// The body as JSON (panics with the body if it is not: a proxy that
+    /// forwarded something else must not look like one that sent `null`).
     pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "the upstream received a {} body that is not JSON ({e}): {:?}",
+                self.method,
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    /// Whether this is the sidecar's own discovery session: its User-Agent
+    /// *and* one of the messages discovery sends (initialize as client
+    /// "tollgate", notifications/initialized, tools/list, its DELETE). A
+    /// client can send that User-Agent too, so the header alone would let a
+    /// forwarded `tools/call` (or a batch) vanish from [`Upstream::seen`].
+    fn is_discovery(&self) -> bool {
+        let agent = self
+            .headers
+            .get("user-agent")
+            .is_some_and(|ua| ua.as_bytes().starts_with(b"tollgate-discovery/"));
+        if !agent {
+            return false;
+        }
+        match self.method.as_str() {
+            "DELETE" => self.body.is_empty(),
+            "POST" => {
+                let Ok(m) = serde_json::from_slice::<Value>(&self.body) else {
+                    return false;
+                };
+                match m["method"].as_str() {
+                    Some("initialize") => m["params"]["clientInfo"]["name"] == "tollgate",
+                    Some("notifications/initialized" | "tools/list") => true,
+                    _ => false,
+                }
+            }
+            _ => false,
+        }
     }
 }
 
@@ -100,29 +136,14 @@ impl Upstream {
 
     /// Every request from clients so far (not the sidecar's own discovery).
     pub fn seen(&self) -> Vec<Seen> {
-        self.seen
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|s| {
-                !s.headers
-                    .get("user-agent")
-                    .is_some_and(|ua| ua.as_bytes().starts_with(b"tollgate-discovery/"))
-            })
-            .cloned()
-            .collect()
+        let all = self.seen.lock().unwrap().clone();
+        all.into_iter().filter(|s| !s.is_discovery()).collect()
     }
 
     /// The sidecar's own discovery requests so far.
     pub fn discovery(&self) -> Vec<Seen> {
         let all = self.seen.lock().unwrap().clone();
-        all.into_iter()
-            .filter(|s| {
-                s.headers
-                    .get("user-agent")
-                    .is_some_and(|ua| ua.as_bytes().starts_with(b"tollgate-discovery/"))
-            })
-            .collect()
+        all.into_iter().filter(Seen::is_discovery).collect()
     }
 
     /// The POSTed messages so far, flattened out of batches.
@@ -144,6 +165,54 @@ impl Upstream {
             .filter(|m| m["method"] == "tools/call")
             .map(|m| m["params"]["name"].as_str().unwrap_or("?").to_owned())
             .collect()
+    }
+
+    /// The name of the tool in the `tools/call` with `id` this upstream
+    /// received, if it received one.
+    pub fn received(&self, id: u64) -> Option<String> {
+        self.messages()
+            .iter()
+            .find(|m| m["method"] == "tools/call" && m["id"] == id)
+            .map(|m| m["params"]["name"].as_str().unwrap_or("?").to_owned())
+    }
+
+    /// Calls `tool` through the proxy at `proxy` and judges both ends:
+    /// `Allowed` only if this upstream received that very call, `Denied`
+    /// only if it did not. A disagreement between the client's answer and
+    /// what reached the server is a bug wherever it shows, so it panics.
+    pub async fn through(
+        &self,
+        proxy: SocketAddr,
+        headers: &[(&str, &str)],
+        tool: &str,
+        arguments: Value,
+    ) -> super::Answer {
+        let id = super::fresh_id();
+        let answer = super::ask(proxy, headers, id, tool, arguments).await;
+        let received = self.received(id);
+        match &answer {
+            super::Answer::Allowed(_) => assert_eq!(
+                received.as_deref(),
+                Some(tool),
+                "{tool} was answered as allowed, but the MCP server did not get call {id}: {answer:?}"
+            ),
+            super::Answer::Denied(_) => assert_eq!(
+                received, None,
+                "{tool} was answered as denied, but the MCP server got call {id}: {answer:?}"
+            ),
+            super::Answer::Other(_) => {}
+        }
+        answer
+    }
+
+    /// Whether the proxy let a call of `tool` (no arguments) through to this upstream.
+    pub async fn allows(&self, proxy: SocketAddr, tool: &str) -> bool {
+        self.through(proxy, &[], tool, json!({})).await.is_allowed()
+    }
+
+    /// Whether the proxy refused a call of `tool` itself, before this upstream.
+    pub async fn denies(&self, proxy: SocketAddr, tool: &str) -> bool {
+        self.through(proxy, &[], tool, json!({})).await.is_denied()
     }
 
     /// Switches the response framing.

@@ -341,33 +341,71 @@ mod tests {
         )])
         .await;
         assert!(led.is_err());
+
+        // And `run` acts on it: a leader whose renewal fails stops leading
+        // at once, without waiting for its lease to run out.
+        let (mut e, mut api) = elector();
+        e.duration = Duration::from_millis(300);
+        let mut r = leading(e, &mut api).await;
+        expect(
+            &mut api,
+            Method::GET,
+            respond(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                status(500, "InternalError"),
+            ),
+        )
+        .await;
+        tokio::time::timeout(Duration::from_secs(5), r.leader.changed())
+            .await
+            .expect("a failed renewal ends leadership")
+            .unwrap();
+        assert!(!*r.leader.borrow(), "stepped down");
+        assert_eq!(r.gauge.get(), 0);
+        r.stop.send(true).unwrap();
+        r.run.await.unwrap();
+    }
+
+    /// An elector's `run` in the background, and how to watch and stop it.
+    struct Running {
+        run: tokio::task::JoinHandle<()>,
+        leader: watch::Receiver<bool>,
+        stop: watch::Sender<bool>,
+        gauge: prometheus::IntGauge,
+    }
+
+    /// Starts `e.run` and answers its first round (no lease yet, created):
+    /// it leads, says so, and sets the gauge.
+    async fn leading(e: Elector, api: &mut Handle<Request<Body>, Response<Body>>) -> Running {
+        let (leader_tx, mut leader) = watch::channel(false);
+        let (stop, stop_rx) = watch::channel(false);
+        let metrics = ControllerMetrics::new().unwrap();
+        let gauge = metrics.leader.clone();
+        let run = tokio::spawn(e.run(leader_tx, metrics, stop_rx));
+        expect(api, Method::GET, not_found()).await;
+        expect(
+            api,
+            Method::POST,
+            respond(StatusCode::CREATED, lease(Some("replica-a"), 0, 0)),
+        )
+        .await;
+        leader.changed().await.unwrap();
+        assert!(*leader.borrow());
+        assert_eq!(gauge.get(), 1);
+        Running {
+            run,
+            leader,
+            stop,
+            gauge,
+        }
     }
 
     #[tokio::test]
     async fn run_reports_leadership_and_releases_the_lease_on_shutdown() {
         let (e, mut api) = elector();
-        let (leader_tx, mut leader_rx) = watch::channel(false);
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let metrics = ControllerMetrics::new().unwrap();
-        let gauge = metrics.leader.clone();
-        let run = tokio::spawn(e.run(leader_tx, metrics, stop_rx));
-        expect(
-            &mut api,
-            Method::GET,
-            respond(StatusCode::NOT_FOUND, status(404, "NotFound")),
-        )
-        .await;
-        expect(
-            &mut api,
-            Method::POST,
-            respond(StatusCode::CREATED, lease(Some("replica-a"), 0, 0)),
-        )
-        .await;
-        leader_rx.changed().await.unwrap();
-        assert!(*leader_rx.borrow());
-        assert_eq!(gauge.get(), 1);
+        let r = leading(e, &mut api).await;
 
-        stop_tx.send(true).unwrap();
+        r.stop.send(true).unwrap();
         expect(
             &mut api,
             Method::GET,
@@ -382,8 +420,8 @@ mod tests {
         .await;
         assert_eq!(released["spec"]["holderIdentity"], Value::Null);
         drop(api);
-        run.await.unwrap();
-        assert!(!*leader_rx.borrow());
-        assert_eq!(gauge.get(), 0);
+        r.run.await.unwrap();
+        assert!(!*r.leader.borrow());
+        assert_eq!(r.gauge.get(), 0);
     }
 }
