@@ -23,7 +23,7 @@ use crate::index::Index;
 use crate::metrics::ControllerMetrics;
 use crate::object::PolicyObject;
 use crate::status::{self, Observed};
-use crate::watch::{watch_pods, watch_policies};
+use crate::watch::{Synced, watch_pods, watch_policies};
 use crate::webhook::{certs, server as webhook_server};
 use crate::{kubevirt, lease, push};
 
@@ -182,7 +182,9 @@ pub async fn start(config: ControllerConfig) -> Result<Running, StartError> {
         cluster_tx,
         shutdown_rx.clone(),
     )));
+    let synced = Synced::new(vec![("policy", policies_ready_rx), ("pod", pods_ready_rx)]);
     let service = Arc::new(push::PushService {
+        synced: synced.clone(),
         cluster: cluster_rx,
         index: index.clone(),
         auth: Authenticator::new(client, &config.audience),
@@ -201,7 +203,7 @@ pub async fn start(config: ControllerConfig) -> Result<Running, StartError> {
     )));
     let admin_state = Arc::new(Admin {
         metrics: metrics.clone(),
-        ready: [policies_ready_rx, pods_ready_rx],
+        synced,
     });
     tasks.push(tokio::spawn(serve::serve(
         admin_listener,
@@ -337,7 +339,7 @@ async fn start_webhook(
 /// What the controller's admin listener reports.
 struct Admin {
     metrics: ControllerMetrics,
-    ready: [watch::Receiver<bool>; 2],
+    synced: Synced,
 }
 
 impl AdminState for Admin {
@@ -346,12 +348,11 @@ impl AdminState for Admin {
     }
 
     fn readiness(&self) -> Readiness {
-        let ready = self.ready.iter().all(|r| *r.borrow());
-        self.metrics.ready.set(i64::from(ready));
-        if ready {
-            Readiness::Ready("policies and pods listed".into())
-        } else {
-            Readiness::NotReady("the policy and pod watches have not listed yet".into())
+        let synced = self.synced.check();
+        self.metrics.ready.set(i64::from(synced.is_ok()));
+        match synced {
+            Ok(()) => Readiness::Ready("policies and pods listed and indexed".into()),
+            Err(why) => Readiness::NotReady(why),
         }
     }
 }
