@@ -8,7 +8,6 @@
 
 mod support;
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -38,15 +37,20 @@ impl Sidecar {
         cluster: &Cluster,
         ns: &str,
         pod: &str,
-        controller: SocketAddr,
+        controller: &ControllerProc,
         upstream: &Upstream,
     ) -> Sidecar {
         let dir = tempfile::tempdir().unwrap();
         let token = token_file(dir.path(), &cluster.pod_token(ns, pod));
         let snapshot = dir.path().join("snapshot.json");
+        // Its own copy of the CA: it outlives the controller process.
+        let ca = dir.path().join("controller-ca.crt");
+        std::fs::copy(&controller.ca_file, &ca).unwrap();
         let args: Vec<String> = [
             "--controller",
-            &format!("http://{controller}"),
+            &format!("https://{}", controller.push),
+            "--controller-ca-file",
+            ca.to_str().unwrap(),
             "--token-file",
             token.to_str().unwrap(),
             "--pod-name",
@@ -124,7 +128,7 @@ async fn a_policy_applied_edited_and_deleted_reaches_the_sidecar() {
     cluster.sidecar_pod(&ns, "kms-0", &[("app", "kms")]);
     let controller = ControllerProc::start(cluster, &ns, "c1");
     let up = Upstream::start(Framing::Json).await;
-    let sidecar = Sidecar::start(cluster, &ns, "kms-0", controller.push, &up);
+    let sidecar = Sidecar::start(cluster, &ns, "kms-0", &controller, &up);
 
     // Connected, and no policy selects the pod yet: fail closed, and say why.
     assert!(
@@ -212,7 +216,7 @@ async fn invalid_policies_are_refused_and_the_last_good_rules_stay() {
     cluster.sidecar_pod(&ns, "kms-0", &[("app", "kms")]);
     let controller = ControllerProc::start(cluster, &ns, "c1");
     let up = Upstream::start(Framing::Json).await;
-    let sidecar = Sidecar::start(cluster, &ns, "kms-0", controller.push, &up);
+    let sidecar = Sidecar::start(cluster, &ns, "kms-0", &controller, &up);
     cluster
         .apply(&policy(&ns, "cap", "kms", &["vm_clone"]))
         .unwrap();
@@ -311,7 +315,7 @@ async fn sidecars_keep_enforcing_without_the_controller_and_reconnect() {
     let mut controller = ControllerProc::start(cluster, &ns, "c1");
     let push = controller.push;
     let up = Upstream::start(Framing::Json).await;
-    let mut sidecar = Sidecar::start(cluster, &ns, "kms-0", push, &up);
+    let mut sidecar = Sidecar::start(cluster, &ns, "kms-0", &controller, &up);
     cluster
         .apply(&policy(&ns, "cap", "kms", &["vm_clone"]))
         .unwrap();
@@ -385,9 +389,7 @@ async fn a_token_gets_only_its_own_pods_rules() {
     };
     // Its own pod: a stream that starts with the snapshot (read with a
     // short timeout since the stream stays open).
-    let mut stream = tokio::net::TcpStream::connect(controller.push)
-        .await
-        .unwrap();
+    let mut stream = controller.connect().await;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     stream
         .write_all(get("a", Some(&token_a)).as_bytes())
@@ -401,7 +403,7 @@ async fn a_token_gets_only_its_own_pods_rules() {
     let head = String::from_utf8_lossy(&buf[..n]).to_string();
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
 
-    let other = raw(controller.push, get("b", Some(&token_a)).as_bytes()).await;
+    let other = controller.raw(get("b", Some(&token_a)).as_bytes()).await;
     assert_eq!(other.status, 403, "{}", other.text());
     assert!(other.text().contains(&format!(
         "a token bound to pod {ns}/a cannot read the rules of pod {ns}/b"
@@ -409,12 +411,9 @@ async fn a_token_gets_only_its_own_pods_rules() {
     let ack = format!(
         "POST /v1/acks/{ns}/b HTTP/1.1\r\nHost: t\r\nConnection: close\r\nAuthorization: Bearer {token_a}\r\nContent-Type: application/json\r\nContent-Length: 15\r\n\r\n{{\"version\":\"x\"}}"
     );
-    assert_eq!(raw(controller.push, ack.as_bytes()).await.status, 403);
+    assert_eq!(controller.raw(ack.as_bytes()).await.status, 403);
 
-    assert_eq!(
-        raw(controller.push, get("a", None).as_bytes()).await.status,
-        401
-    );
+    assert_eq!(controller.raw(get("a", None).as_bytes()).await.status, 401);
     let unbound = cluster
         .kubectl(&[
             "-n",
@@ -426,7 +425,9 @@ async fn a_token_gets_only_its_own_pods_rules() {
             "tollgate",
         ])
         .unwrap();
-    let resp = raw(controller.push, get("a", Some(unbound.trim())).as_bytes()).await;
+    let resp = controller
+        .raw(get("a", Some(unbound.trim())).as_bytes())
+        .await;
     assert_eq!(resp.status, 401);
     assert!(
         resp.text().contains("not bound to a pod"),
@@ -446,11 +447,9 @@ async fn a_token_gets_only_its_own_pods_rules() {
             "a",
         ])
         .unwrap();
-    let resp = raw(
-        controller.push,
-        get("a", Some(other_audience.trim())).as_bytes(),
-    )
-    .await;
+    let resp = controller
+        .raw(get("a", Some(other_audience.trim())).as_bytes())
+        .await;
     assert_eq!(resp.status, 401, "{}", resp.text());
     let m = metrics(controller.admin).await;
     assert!(
@@ -474,8 +473,8 @@ async fn status_counts_selected_and_synced_sidecars() {
     cluster.sidecar_pod(&ns, "web-0", &[("app", "web")]);
     let controller = ControllerProc::start(cluster, &ns, "c1");
     let up = Upstream::start(Framing::Json).await;
-    let _s0 = Sidecar::start(cluster, &ns, "kms-0", controller.push, &up);
-    let _s1 = Sidecar::start(cluster, &ns, "kms-1", controller.push, &up);
+    let _s0 = Sidecar::start(cluster, &ns, "kms-0", &controller, &up);
+    let _s1 = Sidecar::start(cluster, &ns, "kms-1", &controller, &up);
     cluster
         .apply(&policy(&ns, "cap", "kms", &["vm_clone"]))
         .unwrap();
@@ -489,7 +488,7 @@ async fn status_counts_selected_and_synced_sidecars() {
         programmed["message"],
         "2 of 3 selected sidecars enforce generation 1"
     );
-    let _s2 = Sidecar::start(cluster, &ns, "kms-2", controller.push, &up);
+    let _s2 = Sidecar::start(cluster, &ns, "kms-2", &controller, &up);
     let s = wait_for_status(cluster, &ns, "cap", |s| s["synced"] == "3/3").await;
     assert_eq!(condition(&s, "Programmed")["status"], "True");
     // A selector that matches nothing says so.
@@ -531,8 +530,8 @@ async fn two_replicas_serve_sidecars_and_one_writes_status() {
 
     // One sidecar on each replica; the follower's acks reach the leader.
     let up = Upstream::start(Framing::Json).await;
-    let on_follower = Sidecar::start(cluster, &ns, "kms-0", replicas[follower].push, &up);
-    let on_leader = Sidecar::start(cluster, &ns, "kms-1", replicas[leader].push, &up);
+    let on_follower = Sidecar::start(cluster, &ns, "kms-0", &replicas[follower], &up);
+    let on_leader = Sidecar::start(cluster, &ns, "kms-1", &replicas[leader], &up);
     cluster
         .apply(&policy(&ns, "cap", "kms", &["vm_clone"]))
         .unwrap();
