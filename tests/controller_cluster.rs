@@ -75,8 +75,11 @@ impl Sidecar {
         self.tg = tollgate(&self.args.iter().map(String::as_str).collect::<Vec<_>>());
     }
 
+    /// Whether the call reached the MCP server: a refusal is a JSON-RPC
+    /// error (-31004 before any rules) or a result with `isError`.
     async fn allows(&self, tool: &str) -> bool {
-        self.call(tool).await["result"]["isError"].is_null()
+        let v = self.call(tool).await;
+        v["result"].is_object() && v["result"]["isError"].is_null()
     }
 
     async fn call(&self, tool: &str) -> Value {
