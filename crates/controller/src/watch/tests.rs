@@ -2,6 +2,8 @@
 //! emits, including the re-list after "too old resource version": what is
 //! handed to the index, and when the watch counts as ready. No cluster.
 
+use std::time::Duration;
+
 use kube::core::Status;
 use kube::runtime::watcher::{Error, Event};
 
@@ -129,10 +131,14 @@ async fn readiness_drops_as_soon_as_the_watch_expires() {
     w.applied();
     let mut seen = ready.clone();
     assert!(*seen.borrow_and_update());
-    tokio::select! {
-        _ = w.next(&mut shutdown) => panic!("no step follows a lone error"),
-        changed = seen.changed() => changed.unwrap(),
-    }
+    let dropped = tokio::time::timeout(Duration::from_secs(5), async {
+        tokio::select! {
+            _ = w.next(&mut shutdown) => panic!("no step follows a lone error"),
+            changed = seen.changed() => changed.unwrap(),
+        }
+    })
+    .await;
+    assert!(dropped.is_ok(), "readiness did not drop on the 410");
     assert!(!*ready.borrow());
 }
 
