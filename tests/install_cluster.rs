@@ -540,7 +540,7 @@ async fn helm_install_rbac_webhook_upgrade_uninstall() {
         "{:#}",
         sidecar["args"]
     );
-    let ca = sidecar["env"]
+    let controller_ca = sidecar["env"]
         .as_array()
         .unwrap()
         .iter()
@@ -548,13 +548,13 @@ async fn helm_install_rbac_webhook_upgrade_uninstall() {
         .and_then(|e| e["value"].as_str())
         .expect("the injected sidecar gets the controller's CA")
         .to_owned();
-    let ca_file = dir.path().join("controller-ca.crt");
-    std::fs::write(&ca_file, &ca).unwrap();
+    let controller_ca_file = dir.path().join("controller-ca.crt");
+    std::fs::write(&controller_ca_file, &controller_ca).unwrap();
     let tg = tollgate(&[
         "--controller",
         &format!("https://{push_addr}"),
         "--controller-ca-file",
-        ca_file.to_str().unwrap(),
+        controller_ca_file.to_str().unwrap(),
         "--token-file",
         token.to_str().unwrap(),
         "--pod-name",
