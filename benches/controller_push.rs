@@ -83,6 +83,7 @@ use tollgate_sidecar::ManagedConfig;
 use tollgate_sidecar::Metrics;
 use tollgate_sidecar::RuleStore;
 use tollgate_sidecar::VmLabels;
+use tollgate_sidecar::{CaSource, ControllerTls};
 
 /// The label every benchmark pod carries (the all-pods selector).
 const APP_LABEL: (&str, &str) = ("app", "tollgate-bench");
@@ -111,9 +112,13 @@ struct Args {
     /// The test cluster's kubeconfig (admin).
     #[arg(long)]
     kubeconfig: Option<PathBuf>,
-    /// The controller's push endpoint, e.g. http://127.0.0.1:9443.
+    /// The controller's push endpoint, e.g. https://127.0.0.1:9443.
     #[arg(long)]
     push_url: Option<Uri>,
+    /// The CA the controller's certificate chains to (its Secret's ca.crt);
+    /// without it the push URL must be http:// and nothing is verified.
+    #[arg(long)]
+    controller_ca_file: Option<PathBuf>,
     /// The controller's admin endpoint (/metrics), e.g. http://127.0.0.1:9902.
     #[arg(long)]
     admin_url: Option<Uri>,
@@ -571,6 +576,10 @@ impl<'a> Bench<'a> {
             let follower = Follower::new(
                 ManagedConfig {
                     controller: self.target.push_url.clone(),
+                    controller_tls: match &self.args.controller_ca_file {
+                        Some(ca) => ControllerTls::Verify(CaSource::File(ca.clone())),
+                        None => ControllerTls::Insecure,
+                    },
                     token_file: token.clone(),
                     namespace: self.args.namespace.clone(),
                     pod: pod.clone(),
@@ -582,7 +591,8 @@ impl<'a> Bench<'a> {
                 metrics.clone(),
                 Arc::new(MemoryInFlight::default()),
                 Arc::new(VmLabels::default()),
-            );
+            )
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
             tokio::spawn(follower.run(shutdown_rx.clone()));
             tokio::spawn(observe(
                 i,

@@ -39,26 +39,40 @@ impl Sidecar {
         cluster: &Cluster,
         ns: &str,
         pod: &str,
-        controller: SocketAddr,
+        controller: &ControllerProc,
         upstream: &Upstream,
     ) -> Sidecar {
-        Self::start_with(cluster, ns, pod, controller, upstream, &[])
+        Self::start_with(
+            cluster,
+            ns,
+            pod,
+            (controller.push, &controller.ca_file),
+            upstream,
+            &[],
+        )
     }
 
+    /// A sidecar of the controller at `push` whose certificate chains to
+    /// the CA in `ca_file` (the controller need not run yet).
     fn start_with(
         cluster: &Cluster,
         ns: &str,
         pod: &str,
-        controller: SocketAddr,
+        (push, ca_file): (SocketAddr, &std::path::Path),
         upstream: &Upstream,
         extra: &[&str],
     ) -> Sidecar {
         let dir = tempfile::tempdir().unwrap();
         let token = token_file(dir.path(), &cluster.pod_token(ns, pod));
         let snapshot = dir.path().join("snapshot.json");
+        // Its own copy of the CA: it outlives the controller process.
+        let ca = dir.path().join("controller-ca.crt");
+        std::fs::copy(ca_file, &ca).unwrap();
         let args: Vec<String> = [
             "--controller",
-            &format!("http://{controller}"),
+            &format!("https://{push}"),
+            "--controller-ca-file",
+            ca.to_str().unwrap(),
             "--token-file",
             token.to_str().unwrap(),
             "--pod-name",
@@ -149,7 +163,7 @@ async fn a_policy_applied_edited_and_deleted_reaches_the_sidecar() {
     cluster.sidecar_pod(&ns, "kms-0", &[("app", "kms")]);
     let controller = ControllerProc::start(cluster, &ns, "c1");
     let up = Upstream::start(Framing::Json).await;
-    let sidecar = Sidecar::start(cluster, &ns, "kms-0", controller.push, &up);
+    let sidecar = Sidecar::start(cluster, &ns, "kms-0", &controller, &up);
 
     // Connected, and no policy selects the pod yet: fail closed, and say why.
     assert!(
@@ -237,7 +251,7 @@ async fn invalid_policies_are_refused_and_the_last_good_rules_stay() {
     cluster.sidecar_pod(&ns, "kms-0", &[("app", "kms")]);
     let controller = ControllerProc::start(cluster, &ns, "c1");
     let up = Upstream::start(Framing::Json).await;
-    let sidecar = Sidecar::start(cluster, &ns, "kms-0", controller.push, &up);
+    let sidecar = Sidecar::start(cluster, &ns, "kms-0", &controller, &up);
     cluster
         .apply(&policy(&ns, "cap", "kms", &["vm_clone"]))
         .unwrap();
@@ -336,7 +350,7 @@ async fn sidecars_keep_enforcing_without_the_controller_and_reconnect() {
     let mut controller = ControllerProc::start(cluster, &ns, "c1");
     let push = controller.push;
     let up = Upstream::start(Framing::Json).await;
-    let mut sidecar = Sidecar::start(cluster, &ns, "kms-0", push, &up);
+    let mut sidecar = Sidecar::start(cluster, &ns, "kms-0", &controller, &up);
     cluster
         .apply(&policy(&ns, "cap", "kms", &["vm_clone"]))
         .unwrap();
@@ -410,9 +424,7 @@ async fn a_token_gets_only_its_own_pods_rules() {
     };
     // Its own pod: a stream of its snapshots, which carry the policy's rules
     // once the controller has seen it (the first may still be empty).
-    let mut stream = tokio::net::TcpStream::connect(controller.push)
-        .await
-        .unwrap();
+    let mut stream = controller.connect().await;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     stream
         .write_all(get("a", Some(&token_a)).as_bytes())
@@ -446,7 +458,7 @@ async fn a_token_gets_only_its_own_pods_rules() {
         json!(["vm_clone"])
     );
 
-    let other = raw(controller.push, get("b", Some(&token_a)).as_bytes()).await;
+    let other = controller.raw(get("b", Some(&token_a)).as_bytes()).await;
     assert_eq!(other.status, 403, "{}", other.text());
     assert!(other.text().contains(&format!(
         "a token bound to pod {ns}/a cannot read the rules of pod {ns}/b"
@@ -454,12 +466,9 @@ async fn a_token_gets_only_its_own_pods_rules() {
     let ack = format!(
         "POST /v1/acks/{ns}/b HTTP/1.1\r\nHost: t\r\nConnection: close\r\nAuthorization: Bearer {token_a}\r\nContent-Type: application/json\r\nContent-Length: 15\r\n\r\n{{\"version\":\"x\"}}"
     );
-    assert_eq!(raw(controller.push, ack.as_bytes()).await.status, 403);
+    assert_eq!(controller.raw(ack.as_bytes()).await.status, 403);
 
-    assert_eq!(
-        raw(controller.push, get("a", None).as_bytes()).await.status,
-        401
-    );
+    assert_eq!(controller.raw(get("a", None).as_bytes()).await.status, 401);
     let unbound = cluster
         .kubectl(&[
             "-n",
@@ -471,7 +480,9 @@ async fn a_token_gets_only_its_own_pods_rules() {
             "tollgate",
         ])
         .unwrap();
-    let resp = raw(controller.push, get("a", Some(unbound.trim())).as_bytes()).await;
+    let resp = controller
+        .raw(get("a", Some(unbound.trim())).as_bytes())
+        .await;
     assert_eq!(resp.status, 401);
     assert!(
         resp.text().contains("not bound to a pod"),
@@ -491,11 +502,9 @@ async fn a_token_gets_only_its_own_pods_rules() {
             "a",
         ])
         .unwrap();
-    let resp = raw(
-        controller.push,
-        get("a", Some(other_audience.trim())).as_bytes(),
-    )
-    .await;
+    let resp = controller
+        .raw(get("a", Some(other_audience.trim())).as_bytes())
+        .await;
     assert_eq!(resp.status, 401, "{}", resp.text());
     let m = metrics(controller.admin).await;
     assert!(
@@ -535,9 +544,16 @@ async fn fail_open_lets_calls_through_until_rules_arrive() {
     cluster
         .apply(&policy(&ns, "cap", "kms", &["pods_list"]))
         .unwrap();
+    // The controller's CA exists once a controller has run (it keeps it in a
+    // Secret); the sidecar then starts while no controller answers.
     let push: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let first = ControllerProc::start_on(cluster, &ns, "c1", &push.to_string());
+    let ca_dir = tempfile::tempdir().unwrap();
+    let ca = ca_dir.path().join("ca.crt");
+    std::fs::copy(&first.ca_file, &ca).unwrap();
+    drop(first);
     let up = Upstream::start(Framing::Json).await;
-    let sidecar = Sidecar::start_with(cluster, &ns, "kms-0", push, &up, &["--fail-open"]);
+    let sidecar = Sidecar::start_with(cluster, &ns, "kms-0", (push, &ca), &up, &["--fail-open"]);
     assert!(sidecar.allows("vm_clone").await, "no rules yet: fail open");
     assert_eq!(
         sidecar.metric("tollgate_controller_connected ").await,
@@ -566,8 +582,8 @@ async fn status_counts_selected_and_synced_sidecars() {
     cluster.sidecar_pod(&ns, "web-0", &[("app", "web")]);
     let controller = ControllerProc::start(cluster, &ns, "c1");
     let up = Upstream::start(Framing::Json).await;
-    let _s0 = Sidecar::start(cluster, &ns, "kms-0", controller.push, &up);
-    let _s1 = Sidecar::start(cluster, &ns, "kms-1", controller.push, &up);
+    let _s0 = Sidecar::start(cluster, &ns, "kms-0", &controller, &up);
+    let _s1 = Sidecar::start(cluster, &ns, "kms-1", &controller, &up);
     cluster
         .apply(&policy(&ns, "cap", "kms", &["vm_clone"]))
         .unwrap();
@@ -581,7 +597,7 @@ async fn status_counts_selected_and_synced_sidecars() {
         programmed["message"],
         "2 of 3 selected sidecars enforce generation 1"
     );
-    let _s2 = Sidecar::start(cluster, &ns, "kms-2", controller.push, &up);
+    let _s2 = Sidecar::start(cluster, &ns, "kms-2", &controller, &up);
     let s = wait_for_status(cluster, &ns, "cap", |s| s["synced"] == "3/3").await;
     assert_eq!(condition(&s, "Programmed")["status"], "True");
     // A selector that matches nothing says so.
@@ -623,8 +639,8 @@ async fn two_replicas_serve_sidecars_and_one_writes_status() {
 
     // One sidecar on each replica; the follower's acks reach the leader.
     let up = Upstream::start(Framing::Json).await;
-    let on_follower = Sidecar::start(cluster, &ns, "kms-0", replicas[follower].push, &up);
-    let on_leader = Sidecar::start(cluster, &ns, "kms-1", replicas[leader].push, &up);
+    let on_follower = Sidecar::start(cluster, &ns, "kms-0", &replicas[follower], &up);
+    let on_leader = Sidecar::start(cluster, &ns, "kms-1", &replicas[leader], &up);
     cluster
         .apply(&policy(&ns, "cap", "kms", &["vm_clone"]))
         .unwrap();

@@ -71,7 +71,9 @@ impl Node {
             )
             .trim(),
         );
-        step("building the images tollgate:dev and kubernetes-mcp-server:0.0.67 and loading them into the node");
+        step(
+            "building the images tollgate:dev and kubernetes-mcp-server:0.0.67 and loading them into the node",
+        );
         // The shell's environment, not cargo test's: the variables cargo sets
         // for a test (CARGO_*, ...) would make the script's own cargo build
         // rebuild every crate with a build script.
@@ -103,7 +105,10 @@ impl Node {
             .args(args)
             .env("KUBECACHEDIR", repo().join("target/cluster/.kube-cache"))
             .env("HELM_CACHE_HOME", repo().join("target/cluster/.helm-cache"))
-            .env("HELM_CONFIG_HOME", repo().join("target/cluster/.helm-config"))
+            .env(
+                "HELM_CONFIG_HOME",
+                repo().join("target/cluster/.helm-config"),
+            )
             .env("HELM_DATA_HOME", repo().join("target/cluster/.helm-data"))
             .output()
             .unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -137,7 +142,10 @@ impl Node {
     }
 
     fn items(&self, args: &[&str]) -> Vec<Value> {
-        self.json(args)["items"].as_array().cloned().unwrap_or_default()
+        self.json(args)["items"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
     }
 }
 
@@ -264,16 +272,26 @@ fn helm_install_inject_enforce_scrape_and_survive_faults_on_a_real_node() {
     step("clearing what an earlier run may have left");
     let _ = node.tool("helm", &["uninstall", RELEASE, "-n", SYSTEM, "--wait"]);
     for ns in [MCP, VMS] {
-        let _ = node.kubectl(&["delete", "namespace", ns, "--ignore-not-found", "--wait=true"]);
+        let _ = node.kubectl(&[
+            "delete",
+            "namespace",
+            ns,
+            "--ignore-not-found",
+            "--wait=true",
+        ]);
     }
     node.must(&[
         "apply",
         "-f",
-        repo_file("tests/fixtures/kubevirt-crds.yaml").to_str().unwrap(),
+        repo_file("tests/fixtures/kubevirt-crds.yaml")
+            .to_str()
+            .unwrap(),
     ]);
     node.must(&["create", "namespace", VMS]);
 
-    step("helm install tollgate charts/tollgate --set image.repository=tollgate,image.tag=dev,image.pullPolicy=Never");
+    step(
+        "helm install tollgate charts/tollgate --set image.repository=tollgate,image.tag=dev,image.pullPolicy=Never",
+    );
     node.helm(&[
         "install",
         RELEASE,
@@ -301,11 +319,15 @@ fn helm_install_inject_enforce_scrape_and_survive_faults_on_a_real_node() {
         assert_eq!(p["spec"]["serviceAccountName"], RELEASE);
     }
 
-    step("kubectl apply -f examples/kubernetes-mcp-server/  (namespace labelled for injection, the server, its policy)");
+    step(
+        "kubectl apply -f examples/kubernetes-mcp-server/  (namespace labelled for injection, the server, its policy)",
+    );
     node.must(&[
         "apply",
         "-f",
-        repo_file("examples/kubernetes-mcp-server").to_str().unwrap(),
+        repo_file("examples/kubernetes-mcp-server")
+            .to_str()
+            .unwrap(),
     ]);
     node.must(&[
         "-n",
@@ -333,27 +355,46 @@ fn helm_install_inject_enforce_scrape_and_survive_faults_on_a_real_node() {
         "both containers Ready: {}",
         pod["status"]
     );
-    wait_for(Duration::from_secs(60), "kubectl get mtp: 1/1 synced", || {
-        let mtp = node.json(&["-n", MCP, "get", "mtp", "clone-guard"]);
-        mtp["status"]["synced"] == "1/1"
-    });
+    wait_for(
+        Duration::from_secs(60),
+        "kubectl get mtp: 1/1 synced",
+        || {
+            let mtp = node.json(&["-n", MCP, "get", "mtp", "clone-guard"]);
+            mtp["status"]["synced"] == "1/1"
+        },
+    );
     step(&format!(
         "kubectl get mtp -n {MCP}:\n{}",
         node.must(&["-n", MCP, "get", "mtp"])
     ));
 
     let service = node.json(&["-n", MCP, "get", "service", "kubernetes-mcp-server"]);
-    let url = format!("http://{}:80/mcp", service["spec"]["clusterIP"].as_str().unwrap());
+    let url = format!(
+        "http://{}:80/mcp",
+        service["spec"]["clusterIP"].as_str().unwrap()
+    );
     let prometheus = Prometheus::start(&node.kubeconfig);
 
     step("an agent (the MCP TypeScript SDK) makes 100 vm_clone calls through the Service");
     let args = json!({"namespace": VMS, "name": "golden-fedora", "targetName": "copy"}).to_string();
     let summary = agent(
         &url,
-        &["repeat", "100", "vm_clone", &args, "--concurrency", "8", "--no-results"],
+        &[
+            "repeat",
+            "100",
+            "vm_clone",
+            &args,
+            "--concurrency",
+            "8",
+            "--no-results",
+        ],
     );
     assert_eq!(
-        (summary["ok"].as_u64(), summary["isError"].as_u64(), summary["errors"].as_u64()),
+        (
+            summary["ok"].as_u64(),
+            summary["isError"].as_u64(),
+            summary["errors"].as_u64()
+        ),
         (Some(30), Some(70), Some(0)),
         "{summary}"
     );
@@ -362,10 +403,13 @@ fn helm_install_inject_enforce_scrape_and_survive_faults_on_a_real_node() {
     step("kubectl get virtualmachineclones: 30");
 
     step("Prometheus scrapes the sidecar; PromQL counts the denials");
-    let denials = r#"sum(tollgate_tool_calls_total{tool="vm_clone",decision="denied",reason="rate_limit"})"#;
-    wait_for(Duration::from_secs(60), "PromQL returns the 70 denials", || {
-        prometheus.query(denials) == Some(70.0)
-    });
+    let denials =
+        r#"sum(tollgate_tool_calls_total{tool="vm_clone",decision="denied",reason="rate_limit"})"#;
+    wait_for(
+        Duration::from_secs(60),
+        "PromQL returns the 70 denials",
+        || prometheus.query(denials) == Some(70.0),
+    );
     step(&format!("{denials} = 70"));
 
     enforcement_survives_faults(&node, &url);
@@ -391,7 +435,14 @@ fn helm_install_inject_enforce_scrape_and_survive_faults_on_a_real_node() {
         "name",
     ]);
     assert_eq!(cluster_left.trim(), "", "cluster-wide leftovers");
-    let in_system = node.must(&["-n", SYSTEM, "get", "all,secrets,configmaps,leases", "-o", "name"]);
+    let in_system = node.must(&[
+        "-n",
+        SYSTEM,
+        "get",
+        "all,secrets,configmaps,leases",
+        "-o",
+        "name",
+    ]);
     assert!(
         in_system
             .lines()
@@ -407,7 +458,14 @@ fn helm_install_inject_enforce_scrape_and_survive_faults_on_a_real_node() {
 /// The running MCP server pod.
 fn mcp_pod(node: &Node) -> Value {
     let pods: Vec<Value> = node
-        .items(&["-n", MCP, "get", "pods", "-l", "app.kubernetes.io/name=kubernetes-mcp-server"])
+        .items(&[
+            "-n",
+            MCP,
+            "get",
+            "pods",
+            "-l",
+            "app.kubernetes.io/name=kubernetes-mcp-server",
+        ])
         .into_iter()
         .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
         .collect();
@@ -428,7 +486,10 @@ fn enforcement_survives_faults(node: &Node, url: &str) {
         "app.kubernetes.io/name=tollgate-controller",
         "--wait=false",
     ]);
-    denied(&agent(url, &["call", "pods_delete", &delete]), "clone-guard");
+    denied(
+        &agent(url, &["call", "pods_delete", &delete]),
+        "clone-guard",
+    );
     answered(&agent(url, &["call", "namespaces_list", "{}"]));
     node.must(&[
         "-n",
@@ -439,9 +500,20 @@ fn enforcement_survives_faults(node: &Node, url: &str) {
         "--timeout=180s",
     ]);
 
-    step("fault: kubectl rollout restart the MCP server; the new pod is injected and enforces from its first call");
-    let old = mcp_pod(node)["metadata"]["name"].as_str().unwrap().to_owned();
-    node.must(&["-n", MCP, "rollout", "restart", "deployment/kubernetes-mcp-server"]);
+    step(
+        "fault: kubectl rollout restart the MCP server; the new pod is injected and enforces from its first call",
+    );
+    let old = mcp_pod(node)["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    node.must(&[
+        "-n",
+        MCP,
+        "rollout",
+        "restart",
+        "deployment/kubernetes-mcp-server",
+    ]);
     node.must(&[
         "-n",
         MCP,
@@ -453,7 +525,10 @@ fn enforcement_survives_faults(node: &Node, url: &str) {
     wait_for(Duration::from_secs(60), "the old pod gone", || {
         mcp_pod_names(node) == 1 && mcp_pod(node)["metadata"]["name"] != old.as_str()
     });
-    denied(&agent(url, &["call", "pods_delete", &delete]), "clone-guard");
+    denied(
+        &agent(url, &["call", "pods_delete", &delete]),
+        "clone-guard",
+    );
     answered(&agent(url, &["call", "namespaces_list", "{}"]));
 
     step("fault: helm upgrade with a changed value; enforcement goes on");
@@ -470,24 +545,38 @@ fn enforcement_survives_faults(node: &Node, url: &str) {
         "--timeout",
         "180s",
     ]);
-    denied(&agent(url, &["call", "pods_delete", &delete]), "clone-guard");
+    denied(
+        &agent(url, &["call", "pods_delete", &delete]),
+        "clone-guard",
+    );
     answered(&agent(url, &["call", "namespaces_list", "{}"]));
 
     step("the policy deleted: every call is refused");
     node.must(&["-n", MCP, "delete", "mtp", "clone-guard"]);
-    wait_for(Duration::from_secs(60), "reads refused once no policy selects the pod", || {
-        let r = agent(url, &["call", "namespaces_list", "{}"]);
-        r["isError"] == true
-            && r["content"][0]["text"]
-                .as_str()
-                .unwrap_or_default()
-                .contains("no McpToolPolicy selects this MCP server")
-    });
+    wait_for(
+        Duration::from_secs(60),
+        "reads refused once no policy selects the pod",
+        || {
+            let r = agent(url, &["call", "namespaces_list", "{}"]);
+            r["isError"] == true
+                && r["content"][0]["text"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("no McpToolPolicy selects this MCP server")
+        },
+    );
 }
 
 fn mcp_pod_names(node: &Node) -> usize {
-    node.items(&["-n", MCP, "get", "pods", "-l", "app.kubernetes.io/name=kubernetes-mcp-server"])
-        .iter()
-        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
-        .count()
+    node.items(&[
+        "-n",
+        MCP,
+        "get",
+        "pods",
+        "-l",
+        "app.kubernetes.io/name=kubernetes-mcp-server",
+    ])
+    .iter()
+    .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+    .count()
 }

@@ -539,9 +539,33 @@ async fn helm_install_rbac_webhook_upgrade_uninstall() {
     let push_addr = push["push"]
         .as_str()
         .expect("the controller's push address");
+    // What the webhook injected: the controller's URL (https) and the CA to
+    // verify it by. Here the sidecar dials the local process by address,
+    // which the certificate names (the chart's webhook.url host).
+    let sidecar = &injected["spec"]["initContainers"][0];
+    assert!(
+        sidecar["args"].as_array().unwrap().iter().any(|a| a
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("https://tollgate.{ns}.svc:9443"))),
+        "{:#}",
+        sidecar["args"]
+    );
+    let controller_ca = sidecar["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "TOLLGATE_CONTROLLER_CA_PEM")
+        .and_then(|e| e["value"].as_str())
+        .expect("the injected sidecar gets the controller's CA")
+        .to_owned();
+    let controller_ca_file = dir.path().join("controller-ca.crt");
+    std::fs::write(&controller_ca_file, &controller_ca).unwrap();
     let tg = tollgate(&[
         "--controller",
-        &format!("http://{push_addr}"),
+        &format!("https://{push_addr}"),
+        "--controller-ca-file",
+        controller_ca_file.to_str().unwrap(),
         "--token-file",
         token.to_str().unwrap(),
         "--pod-name",

@@ -54,9 +54,9 @@ async fn clones_stay_capped_on_a_real_cluster_and_finished_ones_free_slots() {
     let controller = ControllerProc::start(cluster, &ns, "c1");
     let dir = tempfile::tempdir().unwrap();
     let token = token_file(dir.path(), &cluster.pod_token(&ns, "kms-0"));
-    let sidecar = tollgate(&[
-        "--controller",
-        &format!("http://{}", controller.push),
+    let controller_args = controller.sidecar_args();
+    let mut args: Vec<&str> = controller_args.iter().map(String::as_str).collect();
+    args.extend([
         "--token-file",
         token.to_str().unwrap(),
         "--pod-name",
@@ -64,8 +64,10 @@ async fn clones_stay_capped_on_a_real_cluster_and_finished_ones_free_slots() {
         "--pod-namespace",
         &ns,
         "--upstream",
-        &format!("http://127.0.0.1:{kms_port}"),
     ]);
+    let upstream = format!("http://127.0.0.1:{kms_port}");
+    args.push(&upstream);
+    let sidecar = tollgate(&args);
     cluster
         .kubectl(&[
             "-n",

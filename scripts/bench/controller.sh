@@ -194,6 +194,7 @@ start_controller() { # NAMESPACE
     timeout -k 5 "$LIFE_S" "$TOLLGATE" --log-format json controller \
         --push-listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
         --namespace "$ns" --watch-namespace "$ns" --identity "bench-$ns" \
+        --tls-dns-name 127.0.0.1 \
         --kubeconfig "$KUBECONFIG_FILE" </dev/null >"$log_file" 2>&1 &
     CTRL_WRAP=$!
     for ((i = 0; i < 600; i++)); do
@@ -203,7 +204,10 @@ start_controller() { # NAMESPACE
         sleep 0.05
     done
     [[ -n "$line" ]] || { tail -20 "$log_file" >&2; die "the controller did not start within 30 s"; }
-    PUSH_URL="http://$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["push"])' "$line")"
+    PUSH_URL="https://$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["push"])' "$line")"
+    # The push channel is TLS: trust the CA the controller keeps in its Secret.
+    kubectl -n "$ns" get secret tollgate-tls -o go-template='{{index .data "ca.crt" | base64decode}}' >"$WORK/ca-$ns.crt"
+    CA_FILE="$WORK/ca-$ns.crt"
     ADMIN_URL="http://$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["admin"])' "$line")"
     CTRL_PID="$(ps -o pid= --ppid "$CTRL_WRAP" | head -1 | tr -d ' ')"
     [[ -n "$CTRL_PID" ]] || die "cannot find the controller process under timeout ($CTRL_WRAP)"
@@ -225,7 +229,7 @@ scenario() { # NAME SIDECARS POLICIES PROFILE
         PERF_PID=$!
     fi
     out="$(timeout -k 10 "$LIFE_S" "$BENCH" --kubeconfig "$KUBECONFIG_FILE" --push-url "$PUSH_URL" \
-        --admin-url "$ADMIN_URL" --controller-pid "$CTRL_PID" --namespace "$ns" \
+        --controller-ca-file "$CA_FILE" --admin-url "$ADMIN_URL" --controller-pid "$CTRL_PID" --namespace "$ns" \
         --sidecars "$n" --rounds "$ROUNDS" --policies "${policies:-0}" --label "$name" \
         --deadline "$LIFE_S" "${EXTRA_ARGS[@]}" </dev/null)" || rc=$?
     if [[ -n "$PERF_PID" ]]; then

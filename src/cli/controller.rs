@@ -7,14 +7,26 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use tollgate_controller::InjectConfig;
-use tollgate_controller::{ControllerConfig, NativeSidecars, WebhookConfig};
+use tollgate_controller::{ControllerConfig, NativeSidecars, TlsConfig, WebhookConfig};
 use tollgate_policy::snapshot;
 
 #[derive(clap::Args)]
 pub(crate) struct ControllerArgs {
-    /// Address sidecars connect to.
+    /// Address sidecars connect to (HTTPS, with the certificate below).
     #[arg(long, default_value = "0.0.0.0:9443", env = "TOLLGATE_PUSH_LISTEN")]
     push_listen: SocketAddr,
+    /// The Service sidecars reach the push server by (its DNS names go into the certificate).
+    #[arg(long, default_value = "tollgate")]
+    push_service: String,
+    /// The Secret (in --namespace) holding the CA and the serving certificate of the push server and the webhook.
+    #[arg(long, alias = "webhook-secret", default_value = "tollgate-tls")]
+    tls_secret: String,
+    /// Read tls.crt, tls.key and ca.crt from this directory (cert-manager) instead.
+    #[arg(long, alias = "webhook-cert-dir")]
+    tls_cert_dir: Option<PathBuf>,
+    /// Another name (DNS or IP) for the serving certificate (repeatable).
+    #[arg(long = "tls-dns-name", alias = "webhook-dns-name")]
+    tls_dns_names: Vec<String>,
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long, default_value = "0.0.0.0:9902", env = "TOLLGATE_ADMIN_LISTEN")]
     admin_listen: SocketAddr,
@@ -48,22 +60,13 @@ pub(crate) struct ControllerArgs {
     /// The webhook's Service name (its DNS names go into the certificate).
     #[arg(long, default_value = "tollgate-webhook")]
     webhook_service: String,
-    /// The Secret (in --namespace) holding the webhook CA and certificate.
-    #[arg(long, default_value = "tollgate-webhook-tls")]
-    webhook_secret: String,
-    /// Read the webhook's tls.crt/tls.key from this directory (cert-manager) instead.
-    #[arg(long)]
-    webhook_cert_dir: Option<PathBuf>,
-    /// Another name (DNS or IP) for the webhook certificate (repeatable).
-    #[arg(long = "webhook-dns-name")]
-    webhook_dns_names: Vec<String>,
     /// The sidecar image the webhook injects.
     #[arg(long, default_value = "tollgate:0.1.0", env = "TOLLGATE_SIDECAR_IMAGE")]
     sidecar_image: String,
     /// The injected sidecar's imagePullPolicy.
     #[arg(long)]
     sidecar_pull_policy: Option<String>,
-    /// Where injected sidecars find the controller (default http://tollgate.<namespace>.svc:9443).
+    /// Where injected sidecars find the controller (default https://<push-service>.<namespace>.svc:9443).
     #[arg(long)]
     sidecar_controller_url: Option<String>,
     /// Inject native sidecars (init containers with restartPolicy Always).
@@ -109,16 +112,14 @@ impl From<ControllerArgs> for ControllerConfig {
             listen,
             configuration: args.webhook_configuration,
             service: args.webhook_service,
-            secret: args.webhook_secret,
-            cert_dir: args.webhook_cert_dir,
-            extra_names: args.webhook_dns_names,
             native_sidecars: args.native_sidecars,
             inject: InjectConfig {
                 image: args.sidecar_image,
                 pull_policy: args.sidecar_pull_policy,
-                controller_url: args
-                    .sidecar_controller_url
-                    .unwrap_or_else(|| format!("http://tollgate.{}.svc:9443", args.namespace)),
+                controller_url: args.sidecar_controller_url.unwrap_or_else(|| {
+                    format!("https://{}.{}.svc:9443", args.push_service, args.namespace)
+                }),
+                controller_ca: String::new(),
                 audience: args.audience.clone(),
                 native_sidecars: false,
                 controller_name: args.controller_name,
@@ -128,6 +129,12 @@ impl From<ControllerArgs> for ControllerConfig {
         });
         ControllerConfig {
             push_listen: args.push_listen,
+            tls: TlsConfig {
+                push_service: args.push_service,
+                secret: args.tls_secret,
+                cert_dir: args.tls_cert_dir,
+                extra_names: args.tls_dns_names,
+            },
             admin_listen: args.admin_listen,
             namespace: args.namespace,
             watch_namespace: args.watch_namespace,

@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use tollgate_sidecar::{
-    AuditConfig, AuditLevel, IdentityKind, IdentitySource, JwksSource, ManagedConfig, ProxyConfig,
-    RuleSource, SharedStoreConfig, SharedStoreTls, Unselected,
+    AuditConfig, AuditLevel, CaSource, ControllerTls, IdentityKind, IdentitySource, JwksSource,
+    ManagedConfig, ProxyConfig, RuleSource, SharedStoreConfig, SharedStoreTls, Unselected,
 };
 
 #[derive(clap::Args)]
@@ -21,9 +21,22 @@ pub(crate) struct ProxyArgs {
         conflicts_with = "controller"
     )]
     policies: Vec<PathBuf>,
-    /// Take rules from the tollgate controller at this URL instead of files.
+    /// Take rules from the tollgate controller at this https:// URL instead of files.
     #[arg(long, env = "TOLLGATE_CONTROLLER", requires = "token_file")]
     controller: Option<http::Uri>,
+    /// The CA (PEM) the controller's certificate must chain to; nothing else is trusted (managed mode).
+    #[arg(
+        long,
+        env = "TOLLGATE_CONTROLLER_CA_FILE",
+        conflicts_with = "controller_ca_pem"
+    )]
+    controller_ca_file: Option<PathBuf>,
+    /// The same CA as PEM text (the injection webhook sets it).
+    #[arg(long, env = "TOLLGATE_CONTROLLER_CA_PEM", hide_env_values = true)]
+    controller_ca_pem: Option<String>,
+    /// Reach the controller over plain http:// and verify nothing: whoever answers sets the rules. Local tests only.
+    #[arg(long, conflicts_with_all = ["controller_ca_file", "controller_ca_pem"])]
+    controller_insecure: bool,
     /// The pod's projected ServiceAccount token (managed mode).
     #[arg(long, env = "TOLLGATE_TOKEN_FILE")]
     token_file: Option<PathBuf>,
@@ -170,6 +183,11 @@ pub(crate) enum ArgsError {
     /// Managed mode without the pod's token.
     #[error("--controller needs --token-file")]
     MissingToken,
+    /// Managed mode without a way to verify the controller.
+    #[error(
+        "--controller needs the controller's CA to verify it by: --controller-ca-file, or TOLLGATE_CONTROLLER_CA_PEM (the injection webhook sets it); --controller-insecure with an http:// URL verifies nothing and is for local tests only"
+    )]
+    NoControllerCa,
     /// `--identity jwt` with no way to get keys.
     #[error(
         "--identity jwt needs the key set that signs your agents' tokens: --jwks-file, --jwks-url, or --jwt-issuer to discover it"
@@ -232,11 +250,26 @@ fn rule_source(args: &ProxyArgs) -> Result<RuleSource, ArgsError> {
             .filter(|s| !s.is_empty())
             .ok_or(ArgsError::MissingPod { what, upper })
     };
+    let namespace = need(&args.pod_namespace, "namespace", "NAMESPACE")?;
+    let pod = need(&args.pod_name, "name", "NAME")?;
+    let controller_tls = match (
+        &args.controller_ca_file,
+        &args.controller_ca_pem,
+        args.controller_insecure,
+    ) {
+        (_, _, true) => ControllerTls::Insecure,
+        (Some(path), _, false) => ControllerTls::Verify(CaSource::File(path.clone())),
+        (None, Some(pem), false) if !pem.trim().is_empty() => {
+            ControllerTls::Verify(CaSource::Pem(pem.clone()))
+        }
+        (None, _, false) => return Err(ArgsError::NoControllerCa),
+    };
     Ok(RuleSource::Controller(ManagedConfig {
         controller,
+        controller_tls,
         token_file: args.token_file.clone().ok_or(ArgsError::MissingToken)?,
-        namespace: need(&args.pod_namespace, "namespace", "NAMESPACE")?,
-        pod: need(&args.pod_name, "name", "NAME")?,
+        namespace,
+        pod,
         snapshot_file: args.snapshot_file.clone(),
         fail_open: args.fail_open,
         unselected: args.unselected,

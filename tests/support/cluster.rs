@@ -247,6 +247,9 @@ pub struct ControllerProc {
     pub proc: Proc,
     pub push: SocketAddr,
     pub admin: SocketAddr,
+    /// The CA its push certificate chains to (from its Secret), as a file.
+    pub ca_file: PathBuf,
+    _ca_dir: tempfile::TempDir,
 }
 
 impl ControllerProc {
@@ -258,6 +261,17 @@ impl ControllerProc {
     /// Starts a replica on a given push address (to restart "the same"
     /// controller where its sidecars expect it).
     pub fn start_on(cluster: &Cluster, ns: &str, identity: &str, push: &str) -> ControllerProc {
+        Self::start_with(cluster, ns, identity, push, &cluster.kubeconfig)
+    }
+
+    /// Starts a replica with another kubeconfig (e.g. fewer permissions).
+    pub fn start_with(
+        cluster: &Cluster,
+        ns: &str,
+        identity: &str,
+        push: &str,
+        kubeconfig: &Path,
+    ) -> ControllerProc {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_tollgate"));
         cmd.args([
             "--log-format",
@@ -277,16 +291,80 @@ impl ControllerProc {
             identity,
             "--heartbeat",
             "1s",
+            // Sidecars dial it by address on loopback.
+            "--tls-dns-name",
+            "127.0.0.1",
         ])
         .arg("--kubeconfig")
-        .arg(&cluster.kubeconfig);
+        .arg(kubeconfig);
         let (proc, line) = Proc::spawn(cmd, |l| l.contains("tollgate controller started"));
         let v: Value = serde_json::from_str(&line).unwrap();
+        let ca_dir = tempfile::tempdir().unwrap();
+        let ca_file = ca_dir.path().join("ca.crt");
+        std::fs::write(&ca_file, cluster.controller_ca(ns)).unwrap();
         ControllerProc {
             proc,
             push: v["push"].as_str().unwrap().parse().unwrap(),
             admin: v["admin"].as_str().unwrap().parse().unwrap(),
+            ca_file,
+            _ca_dir: ca_dir,
         }
+    }
+
+    /// A TLS connection to the push server, verified against its CA.
+    pub async fn connect(&self) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+        use rustls::pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls::pki_types::CertificateDer::pem_file_iter(&self.ca_file).unwrap() {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let tcp = tokio::net::TcpStream::connect(self.push).await.unwrap();
+        tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+            .connect(
+                rustls::pki_types::ServerName::IpAddress(self.push.ip().into()),
+                tcp,
+            )
+            .await
+            .expect("the push server's certificate verifies against its CA")
+    }
+
+    /// [`super::raw`] to the push server over TLS.
+    pub async fn raw(&self, request: &[u8]) -> super::Raw {
+        super::raw_on(self.connect().await, request).await
+    }
+
+    /// `tollgate proxy` flags that follow this controller over TLS.
+    pub fn sidecar_args(&self) -> Vec<String> {
+        vec![
+            "--controller".into(),
+            format!("https://{}", self.push),
+            "--controller-ca-file".into(),
+            self.ca_file.to_str().unwrap().into(),
+        ]
+    }
+}
+
+impl Cluster {
+    /// The CA of the controller's serving certificate in `ns` (the Secret it
+    /// keeps there; what the injection webhook hands sidecars).
+    pub fn controller_ca(&self, ns: &str) -> String {
+        self.kubectl(&[
+            "-n",
+            ns,
+            "get",
+            "secret",
+            "tollgate-tls",
+            "-o",
+            "go-template={{index .data \"ca.crt\" | base64decode}}",
+        ])
+        .unwrap()
     }
 }
 

@@ -97,7 +97,14 @@ impl Raw {
 /// Sends `request` (complete bytes) and reads the response until the
 /// server closes the connection.
 pub async fn raw(addr: SocketAddr, request: &[u8]) -> Raw {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
+    raw_on(TcpStream::connect(addr).await.unwrap(), request).await
+}
+
+/// [`raw`] over a connection already made (e.g. TLS).
+pub async fn raw_on(
+    mut stream: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    request: &[u8],
+) -> Raw {
     stream.write_all(request).await.unwrap();
     let mut buf = Vec::new();
     tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut buf))

@@ -9,8 +9,10 @@ use crate::webhook::inject::InjectConfig;
 /// Controller settings.
 #[derive(Clone, Debug)]
 pub struct ControllerConfig {
-    /// Where sidecars connect.
+    /// Where sidecars connect (HTTPS).
     pub push_listen: SocketAddr,
+    /// The certificate of the push and webhook listeners.
+    pub tls: TlsConfig,
     /// Where `/metrics`, `/healthz`, `/readyz` are served.
     pub admin_listen: SocketAddr,
     /// The controller's own namespace (its Lease and ack ConfigMaps).
@@ -44,6 +46,21 @@ pub enum NativeSidecars {
     Never,
 }
 
+/// The controller's serving certificate (push server and webhook).
+#[derive(Clone, Debug)]
+pub struct TlsConfig {
+    /// The Service sidecars reach the push server by (its DNS names go into
+    /// the certificate).
+    pub push_service: String,
+    /// The Secret (in the controller's namespace) holding the CA and the
+    /// serving certificate.
+    pub secret: String,
+    /// Read `tls.crt`, `tls.key` and `ca.crt` from here instead (cert-manager).
+    pub cert_dir: Option<PathBuf>,
+    /// More names for the certificate (e.g. `127.0.0.1` for local tests).
+    pub extra_names: Vec<String>,
+}
+
 /// Settings of the injection webhook.
 #[derive(Clone, Debug)]
 pub struct WebhookConfig {
@@ -53,15 +70,10 @@ pub struct WebhookConfig {
     pub configuration: String,
     /// The webhook Service (its DNS names go into the certificate).
     pub service: String,
-    /// The Secret holding the CA and serving certificate.
-    pub secret: String,
-    /// Read `tls.crt`/`tls.key` from here instead (cert-manager).
-    pub cert_dir: Option<PathBuf>,
-    /// More names for the certificate (e.g. `127.0.0.1` for local tests).
-    pub extra_names: Vec<String>,
     /// Native sidecars or not.
     pub native_sidecars: NativeSidecars,
     /// The injected sidecar: image, pull policy, controller URL, and the
-    /// controller's own app name (never injected).
+    /// controller's own app name (never injected). The CA sidecars verify
+    /// the controller by is filled in at start.
     pub inject: InjectConfig,
 }

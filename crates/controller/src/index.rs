@@ -6,7 +6,14 @@
 //! `tollgate check`, and publishes each pod's [`Snapshot`] on a
 //! `watch` channel — only when the content really changed, so an identical
 //! recompute sends nothing to the sidecar. A policy whose new generation
-//! does not compile keeps its last accepted generation in force.
+//! does not compile keeps its last accepted generation in force — also
+//! after a restart or a change of leader, from the copy the status writer
+//! keeps in the policy's `status.accepted`.
+//!
+//! A watcher's re-list is applied as one batch ([`Index::relist_policies`],
+//! [`Index::relist_pods`]): each pod's snapshot is recomputed once, after
+//! every listed object is in, so no sidecar sees a snapshot built from half
+//! a list.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -19,7 +26,7 @@ use tokio::sync::watch;
 
 use tollgate_policy::parse::parse_spec;
 use tollgate_policy::snapshot::{SIDECAR_LABEL, Snapshot, SnapshotPolicy};
-use tollgate_policy::spec::McpToolPolicySpec;
+use tollgate_policy::spec::{AcceptedGeneration, McpToolPolicySpec};
 use tollgate_policy::{Problem, compile};
 
 /// `(namespace, name)`.
@@ -36,6 +43,10 @@ pub(crate) struct PolicyInput {
     pub generation: i64,
     /// `spec`, exactly as stored.
     pub spec: Value,
+    /// `status.accepted`: the generation in force when the status was last
+    /// written, restored when `spec` is refused and this index never saw
+    /// an accepted generation itself.
+    pub persisted: Option<AcceptedGeneration>,
 }
 
 /// A pod as the index needs it.
@@ -72,6 +83,8 @@ impl PodInput {
 struct Accepted {
     generation: i64,
     spec: McpToolPolicySpec,
+    /// `spec` as JSON, what `status.accepted` keeps.
+    json: Value,
     selector: Selector,
     rules: usize,
 }
@@ -122,6 +135,8 @@ pub(crate) struct PolicyReport {
     pub generation: i64,
     /// The generation in force, if any was ever accepted.
     pub accepted_generation: Option<i64>,
+    /// Its spec, for `status.accepted`.
+    pub accepted_spec: Option<Value>,
     /// Why the current generation was refused; empty if it was accepted.
     pub problems: Vec<Problem>,
     /// Rules of the generation in force.
@@ -171,23 +186,74 @@ impl Index {
 
     /// Adds or updates a policy.
     pub(crate) fn apply_policy(&mut self, input: PolicyInput) {
-        let key = (input.namespace.clone(), input.name.clone());
-        let previous = self.policies.get(&key);
-        if previous.is_some_and(|p| p.generation == input.generation) {
-            // Same generation: the spec did not change (status or metadata did).
-            return;
+        let namespace = input.namespace.clone();
+        if self.upsert_policy(input) {
+            self.recompute_namespace(&namespace);
+            self.changed.send_modify(|n| *n += 1);
         }
-        let accepted_before = previous.and_then(|p| p.accepted.clone());
+    }
+
+    /// Replaces every policy with `inputs` (a watcher's complete list):
+    /// policies not listed are gone. Snapshots are recomputed once, after
+    /// all of it.
+    pub(crate) fn relist_policies(&mut self, inputs: Vec<PolicyInput>) {
+        let keep: BTreeSet<Key> = inputs
+            .iter()
+            .map(|i| (i.namespace.clone(), i.name.clone()))
+            .collect();
+        let mut touched = BTreeSet::new();
+        for input in inputs {
+            let namespace = input.namespace.clone();
+            if self.upsert_policy(input) {
+                touched.insert(namespace);
+            }
+        }
+        let gone: Vec<Key> = self
+            .policies
+            .keys()
+            .filter(|k| !keep.contains(*k))
+            .cloned()
+            .collect();
+        for key in gone {
+            self.policies.remove(&key);
+            touched.insert(key.0);
+        }
+        for namespace in &touched {
+            self.recompute_namespace(namespace);
+        }
+        if !touched.is_empty() {
+            self.changed.send_modify(|n| *n += 1);
+        }
+    }
+
+    /// Puts `input` in `policies` without recomputing snapshots; false when
+    /// nothing changed.
+    fn upsert_policy(&mut self, input: PolicyInput) -> bool {
+        let key = (input.namespace.clone(), input.name.clone());
         let name = format!("{}/{}", input.namespace, input.name);
+        if let Some(p) = self.policies.get_mut(&key)
+            && p.generation == input.generation
+        {
+            // Same generation: the spec did not change (status or metadata
+            // did). Only a refused policy with nothing in force learns from
+            // it: the leader may just have written what it had accepted.
+            if p.accepted.is_some() {
+                return false;
+            }
+            p.accepted = restore(&name, input.generation, input.persisted);
+            return p.accepted.is_some();
+        }
+        let accepted_before = self.policies.get(&key).and_then(|p| p.accepted.clone());
         let (selector, outcome) = check(&name, input.spec);
         let state = match outcome {
-            Ok((spec, selector, rules)) => PolicyState {
+            Ok((spec, json, selector, rules)) => PolicyState {
                 generation: input.generation,
                 problems: Vec::new(),
                 selector: Some(selector.clone()),
                 accepted: Some(Accepted {
                     generation: input.generation,
                     spec,
+                    json,
                     selector,
                     rules,
                 }),
@@ -196,12 +262,12 @@ impl Index {
                 generation: input.generation,
                 problems,
                 selector,
-                accepted: accepted_before,
+                accepted: accepted_before
+                    .or_else(|| restore(&name, input.generation, input.persisted)),
             },
         };
         self.policies.insert(key, state);
-        self.recompute_namespace(&input.namespace);
-        self.changed.send_modify(|n| *n += 1);
+        true
     }
 
     /// Removes a policy; its rules leave every sidecar.
@@ -218,9 +284,17 @@ impl Index {
 
     /// Adds or updates a sidecar pod.
     pub(crate) fn apply_pod(&mut self, input: PodInput) {
+        if self.apply_pod_quietly(input) {
+            self.changed.send_modify(|n| *n += 1);
+        }
+    }
+
+    /// Adds or updates a sidecar pod and its snapshot; false when nothing
+    /// changed.
+    fn apply_pod_quietly(&mut self, input: PodInput) -> bool {
         let key = (input.namespace.clone(), input.name.clone());
         match self.pods.get_mut(&key) {
-            Some(pod) if pod.uid == input.uid && pod.labels == input.labels => return,
+            Some(pod) if pod.uid == input.uid && pod.labels == input.labels => return false,
             Some(pod) if pod.uid == input.uid => pod.labels = input.labels,
             _ => {
                 // A new pod, or a new pod under an old name: a fresh channel,
@@ -240,7 +314,7 @@ impl Index {
             }
         }
         self.recompute(&key);
-        self.changed.send_modify(|n| *n += 1);
+        true
     }
 
     /// Removes a pod; its streams end.
@@ -254,29 +328,21 @@ impl Index {
         }
     }
 
-    /// Forgets policies not in `keep` (after a watcher re-list).
-    pub(crate) fn retain_policies(&mut self, keep: &BTreeSet<Key>) {
-        let gone: Vec<Key> = self
-            .policies
-            .keys()
-            .filter(|k| !keep.contains(*k))
-            .cloned()
+    /// Replaces every sidecar pod with `inputs` (a watcher's complete
+    /// list): pods not listed are gone and their streams end.
+    pub(crate) fn relist_pods(&mut self, inputs: Vec<PodInput>) {
+        let keep: BTreeSet<Key> = inputs
+            .iter()
+            .map(|i| (i.namespace.clone(), i.name.clone()))
             .collect();
-        for (ns, name) in gone {
-            self.delete_policy(&ns, &name);
+        let before = self.pods.len();
+        self.pods.retain(|k, _| keep.contains(k));
+        let mut changed = self.pods.len() != before;
+        for input in inputs {
+            changed |= self.apply_pod_quietly(input);
         }
-    }
-
-    /// Forgets pods not in `keep` (after a watcher re-list).
-    pub(crate) fn retain_pods(&mut self, keep: &BTreeSet<Key>) {
-        let gone: Vec<Key> = self
-            .pods
-            .keys()
-            .filter(|k| !keep.contains(*k))
-            .cloned()
-            .collect();
-        for (ns, name) in gone {
-            self.delete_pod(&ns, &name);
+        if changed {
+            self.changed.send_modify(|n| *n += 1);
         }
     }
 
@@ -346,6 +412,7 @@ impl Index {
             name: name.to_owned(),
             generation: state.generation,
             accepted_generation: state.accepted.as_ref().map(|a| a.generation),
+            accepted_spec: state.accepted.as_ref().map(|a| a.json.clone()),
             problems: state.problems.clone(),
             rules: state.accepted.as_ref().map(|a| a.rules),
             selected,
@@ -403,6 +470,28 @@ impl Index {
     }
 }
 
+/// The generation kept in `status.accepted`, if it is older than the
+/// refused `generation` and still compiles here.
+fn restore(name: &str, generation: i64, persisted: Option<AcceptedGeneration>) -> Option<Accepted> {
+    let persisted = persisted.filter(|p| p.generation < generation)?;
+    match check(name, persisted.spec).1 {
+        Ok((spec, json, selector, rules)) => {
+            tracing::info!(policy = %name, generation = persisted.generation, "restored the accepted generation from status.accepted");
+            Some(Accepted {
+                generation: persisted.generation,
+                spec,
+                json,
+                selector,
+                rules,
+            })
+        }
+        Err(problems) => {
+            tracing::warn!(policy = %name, generation = persisted.generation, problems = %tollgate_policy::Problems(problems), "status.accepted does not compile here; the policy has no generation in force");
+            None
+        }
+    }
+}
+
 /// Parses and compiles a spec; also returns the selector when it parses on
 /// its own, for counting the pods an invalid policy would select.
 #[allow(clippy::type_complexity)]
@@ -411,7 +500,7 @@ fn check(
     spec: Value,
 ) -> (
     Option<Selector>,
-    Result<(McpToolPolicySpec, Selector, usize), Vec<Problem>>,
+    Result<(McpToolPolicySpec, Value, Selector, usize), Vec<Problem>>,
 ) {
     let selector_only = spec
         .get("selector")
@@ -438,7 +527,10 @@ fn check(
                 .flatten()
                 .unwrap_or_default();
             let rules = compiled.rules().len();
-            (Some(selector.clone()), Ok((spec, selector, rules)))
+            // What the sidecars receive (the parsed spec re-serialised), so
+            // a restored copy is exactly what they enforced.
+            let json = serde_json::to_value(&spec).unwrap_or(Value::Null);
+            (Some(selector.clone()), Ok((spec, json, selector, rules)))
         }
         Err(problems) => (selector_only, Err(problems)),
     }

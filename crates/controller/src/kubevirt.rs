@@ -22,6 +22,8 @@ use tokio::sync::watch;
 use tollgate_policy::resources::{CLONE_GROUP, CLONE_KIND, CLONE_RESOURCE, CloneCounts};
 use tollgate_policy::snapshot::ClusterReport;
 
+use crate::watch::{Step, Watched};
+
 /// How often the state is re-published without changes.
 const REFRESH: Duration = Duration::from_secs(2);
 
@@ -30,8 +32,9 @@ const DONE_PHASES: &[&str] = &["Succeeded", "Failed"];
 
 #[derive(Default)]
 struct Seen {
-    /// Whether the clone watch has listed everything once.
-    clones_listed: bool,
+    /// Whether the clone watch is current (listed, and not re-listing after
+    /// it expired); until then sidecars keep counting their own admissions.
+    clones_current: Option<watch::Receiver<bool>>,
     /// `namespace/name` → (in flight, source).
     clones: BTreeMap<String, (bool, Option<String>)>,
     /// `namespace/name` → labels.
@@ -39,6 +42,30 @@ struct Seen {
 }
 
 impl Seen {
+    fn insert(&mut self, is_clone: bool, o: &DynamicObject) {
+        if is_clone {
+            self.clones.insert(key(o), clone_entry(o));
+        } else {
+            self.vms.insert(key(o), o.labels().clone());
+        }
+    }
+
+    fn remove(&mut self, is_clone: bool, o: &DynamicObject) {
+        if is_clone {
+            self.clones.remove(&key(o));
+        } else {
+            self.vms.remove(&key(o));
+        }
+    }
+
+    fn clear(&mut self, is_clone: bool) {
+        if is_clone {
+            self.clones.clear();
+        } else {
+            self.vms.clear();
+        }
+    }
+
     fn state(&self) -> ClusterReport {
         let mut counts = CloneCounts::default();
         for (key, (in_flight, source)) in &self.clones {
@@ -56,7 +83,7 @@ impl Seen {
             counts.total += 1;
         }
         ClusterReport {
-            clones_observed: self.clones_listed,
+            clones_observed: self.clones_current.as_ref().is_some_and(|r| *r.borrow()),
             clones: counts,
             vms: self.vms.clone(),
             observed_at: Timestamp::now().to_string(),
@@ -173,48 +200,30 @@ async fn follow(
         Some(ns) => Api::namespaced_with(client, ns, &resource),
         None => Api::all_with(client, &resource),
     };
-    let mut events = std::pin::pin!(watcher(api, watcher::Config::default()).default_backoff());
-    let mut listing: Option<BTreeMap<String, ()>> = None;
-    while let Some(event) =
-        crate::watch::next_event(&mut events, &mut shutdown, &resource.plural).await
-    {
+    let (ready, current) = watch::channel(false);
+    if is_clone {
+        seen.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clones_current = Some(current);
+    }
+    let events = std::pin::pin!(watcher(api, watcher::Config::default()).default_backoff());
+    let mut watched = Watched::new(events, ready, &resource.plural);
+    while let Some(step) = watched.next(&mut shutdown).await {
         {
             let mut s = seen.lock().unwrap_or_else(|e| e.into_inner());
-            match event {
-                watcher::Event::Init => listing = Some(BTreeMap::new()),
-                watcher::Event::InitApply(o) | watcher::Event::Apply(o) => {
-                    let k = key(&o);
-                    if let Some(l) = listing.as_mut() {
-                        l.insert(k.clone(), ());
-                    }
-                    if is_clone {
-                        s.clones.insert(k, clone_entry(&o));
-                    } else {
-                        s.vms.insert(k, o.labels().clone());
-                    }
-                }
-                watcher::Event::Delete(o) => {
-                    let k = key(&o);
-                    if is_clone {
-                        s.clones.remove(&k);
-                    } else {
-                        s.vms.remove(&k);
-                    }
-                }
-                watcher::Event::InitDone => {
-                    if is_clone {
-                        s.clones_listed = true;
-                    }
-                    if let Some(l) = listing.take() {
-                        if is_clone {
-                            s.clones.retain(|k, _| l.contains_key(k));
-                        } else {
-                            s.vms.retain(|k, _| l.contains_key(k));
-                        }
+            match step {
+                Step::Wait => {}
+                Step::Apply(o) => s.insert(is_clone, &o),
+                Step::Delete(o) => s.remove(is_clone, &o),
+                Step::Relist(objects) => {
+                    s.clear(is_clone);
+                    for o in &objects {
+                        s.insert(is_clone, o);
                     }
                 }
             }
         }
+        watched.applied();
         changed.send_modify(|n| *n += 1);
     }
 }
@@ -245,7 +254,8 @@ mod tests {
             !s.state().clones_observed,
             "no counts are vouched for before the watch lists"
         );
-        s.clones_listed = true;
+        let (ready, current) = watch::channel(true);
+        s.clones_current = Some(current);
         for o in [
             clone("vms", "a", "golden", None),
             clone("vms", "b", "golden", Some("SnapshotInProgress")),
@@ -253,9 +263,10 @@ mod tests {
             clone("vms", "d", "other", Some("Failed")),
             clone("dev", "e", "golden", Some("CreatingTargetVM")),
         ] {
-            s.clones.insert(key(&o), clone_entry(&o));
+            s.insert(true, &o);
         }
         let state = s.state();
+        assert!(state.clones_observed);
         assert_eq!(state.clones.total, 3);
         assert_eq!(
             state.clones.by_namespace,
@@ -264,6 +275,11 @@ mod tests {
         assert_eq!(
             state.clones.by_source,
             [("dev/golden".to_owned(), 1), ("vms/golden".to_owned(), 2)].into()
+        );
+        ready.send_replace(false);
+        assert!(
+            !s.state().clones_observed,
+            "a clone watch that is re-listing vouches for nothing"
         );
     }
 }

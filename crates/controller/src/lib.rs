@@ -5,12 +5,15 @@
 //! see [`lease`]). It also serves the injection [`webhook`].
 //!
 //! Rooms: [`object`] reads policies leniently, [`index`] judges them
-//! strictly; [`acks`] shares what sidecars acknowledged between replicas;
+//! strictly; [`certs`] keeps the serving certificate [`https`] serves the
+//! push server and the webhook with; [`acks`] shares what sidecars acknowledged between replicas;
 //! [`kubevirt`] watches what resource rules need from the cluster;
 //! [`metrics`] counts it all; [`config`] and [`run`] start it.
 
 mod acks;
+mod certs;
 mod config;
+mod https;
 mod index;
 mod kubevirt;
 mod lease;
@@ -22,7 +25,7 @@ mod status;
 mod watch;
 mod webhook;
 
-pub use config::{ControllerConfig, NativeSidecars, WebhookConfig};
+pub use config::{ControllerConfig, NativeSidecars, TlsConfig, WebhookConfig};
 pub use object::PolicyObject;
 pub use run::{Running, StartError, run, start};
 pub use webhook::inject::InjectConfig;

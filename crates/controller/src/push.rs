@@ -21,6 +21,7 @@ use tollgate_runtime::body::{self, Body, BoxError};
 use crate::acks::AckBook;
 use crate::index::{Index, Published};
 use crate::metrics::ControllerMetrics;
+use crate::watch::Synced;
 use tollgate_runtime::token_review::{AuthError, Authenticator, Identity, authorize};
 
 /// The largest ack body accepted.
@@ -40,6 +41,8 @@ pub(crate) struct PushService {
     pub heartbeat: Duration,
     /// KubeVirt state for the sidecars.
     pub cluster: watch::Receiver<Arc<ClusterReport>>,
+    /// Whether the index holds complete lists: no snapshot is served before.
+    pub synced: Synced,
 }
 
 /// Routes one request.
@@ -106,6 +109,18 @@ async fn snapshots(
     ns: &str,
     pod: &str,
 ) -> Response<Body> {
+    // A snapshot built from half a list would take rules away (or leave
+    // out a policy's cap); the sidecar keeps what it enforces and retries.
+    if let Err(why) = svc.synced.check() {
+        tracing::debug!(pod = %format!("{ns}/{pod}"), %why, "sidecar asked before the index was complete");
+        let mut resp = error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("the controller is not ready to serve snapshots: {why}"),
+        );
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return resp;
+    }
     let who = match identify(svc, req).await {
         Ok(w) => w,
         Err(resp) => return resp,

@@ -18,14 +18,15 @@ use tollgate_runtime::serve;
 use tollgate_runtime::token_review::Authenticator;
 
 use crate::acks;
-use crate::config::{ControllerConfig, NativeSidecars, WebhookConfig};
+use crate::certs;
+use crate::config::{ControllerConfig, NativeSidecars, TlsConfig, WebhookConfig};
 use crate::index::Index;
 use crate::metrics::ControllerMetrics;
 use crate::object::PolicyObject;
 use crate::status::{self, Observed};
-use crate::watch::{watch_pods, watch_policies};
-use crate::webhook::{certs, server as webhook_server};
-use crate::{kubevirt, lease, push};
+use crate::watch::{Synced, watch_pods, watch_policies};
+use crate::webhook::server as webhook_server;
+use crate::{https, kubevirt, lease, push};
 
 /// Why a controller could not start, said so the operator knows what to change.
 #[derive(Debug, thiserror::Error)]
@@ -42,7 +43,7 @@ pub enum StartError {
     /// The address of a bound listener could not be read.
     #[error("reading a listener's address: {0}")]
     LocalAddr(#[source] std::io::Error),
-    /// The webhook's certificate files (cert-manager) cannot be read.
+    /// The certificate files (cert-manager) cannot be read.
     #[error("reading {}: {source}", path.display())]
     CertFile {
         /// The file.
@@ -50,8 +51,8 @@ pub enum StartError {
         /// Why.
         source: std::io::Error,
     },
-    /// The webhook's certificate is unusable or cannot be kept.
-    #[error("preparing the webhook certificate{context}: {source}")]
+    /// The serving certificate is unusable or cannot be kept.
+    #[error("preparing the serving certificate{context}: {source}")]
     Certificate {
         /// Where, e.g. ` in Secret tollgate-system/tollgate-webhook-tls`.
         context: String,
@@ -111,18 +112,21 @@ pub async fn start(config: ControllerConfig) -> Result<Running, StartError> {
 
     let mut webhook_addr = None;
     let mut tasks = Vec::new();
+    let serving = serving_certificate(&client, &config, &shutdown_rx).await?;
+    tasks.extend(serving.tasks);
     if let (Some(w), Some(listener)) = (&config.webhook, webhook_listener) {
         webhook_addr = Some(listener.local_addr().map_err(StartError::LocalAddr)?);
-        tasks.extend(
+        tasks.push(
             start_webhook(
                 &client,
-                &config.namespace,
                 w,
                 listener,
+                serving.resolver.clone(),
+                serving.ca_cert,
                 &metrics,
                 &shutdown_rx,
             )
-            .await?,
+            .await,
         );
     }
     tasks.extend([
@@ -182,7 +186,9 @@ pub async fn start(config: ControllerConfig) -> Result<Running, StartError> {
         cluster_tx,
         shutdown_rx.clone(),
     )));
+    let synced = Synced::new(vec![("policy", policies_ready_rx), ("pod", pods_ready_rx)]);
     let service = Arc::new(push::PushService {
+        synced: synced.clone(),
         cluster: cluster_rx,
         index: index.clone(),
         auth: Authenticator::new(client, &config.audience),
@@ -190,18 +196,17 @@ pub async fn start(config: ControllerConfig) -> Result<Running, StartError> {
         metrics: metrics.clone(),
         heartbeat: config.heartbeat,
     });
-    tasks.push(tokio::spawn(serve::serve(
+    tasks.push(tokio::spawn(https::serve(
         push_listener,
+        serving.resolver,
         move |req| push::route(service.clone(), req),
         65_536,
         Duration::from_secs(30),
         shutdown_rx.clone(),
-        Duration::from_secs(1),
-        |_| {},
     )));
     let admin_state = Arc::new(Admin {
         metrics: metrics.clone(),
-        ready: [policies_ready_rx, pods_ready_rx],
+        synced,
     });
     tasks.push(tokio::spawn(serve::serve(
         admin_listener,
@@ -231,78 +236,114 @@ pub async fn run(config: ControllerConfig) -> Result<(), StartError> {
     Ok(())
 }
 
-/// Sets up the webhook's certificate and starts serving it.
+/// The serving certificate of the push and webhook listeners, and the CA
+/// sidecars are handed to verify it.
+struct Serving {
+    resolver: Arc<certs::Resolver>,
+    ca_cert: String,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// Reads the certificate from `--tls-cert-dir` (cert-manager), or keeps one
+/// in `--tls-secret` for the controller's Service names.
+async fn serving_certificate(
+    client: &Client,
+    config: &ControllerConfig,
+    shutdown: &watch::Receiver<bool>,
+) -> Result<Serving, StartError> {
+    let TlsConfig {
+        push_service,
+        secret,
+        cert_dir,
+        extra_names,
+    } = &config.tls;
+    let namespace = &config.namespace;
+    if let Some(dir) = cert_dir {
+        let read = |file: &str| {
+            let path = dir.join(file);
+            std::fs::read_to_string(&path).map_err(|source| StartError::CertFile { path, source })
+        };
+        let (cert, key, ca_cert) = (read("tls.crt")?, read("tls.key")?, read("ca.crt")?);
+        let resolver = Arc::new(certs::Resolver::new(&cert, &key).map_err(|source| {
+            StartError::Certificate {
+                context: format!(" from {}", dir.display()),
+                source,
+            }
+        })?);
+        let follow = tokio::spawn(certs::follow_files(
+            dir.clone(),
+            resolver.clone(),
+            shutdown.clone(),
+        ));
+        return Ok(Serving {
+            resolver,
+            ca_cert,
+            tasks: vec![follow],
+        });
+    }
+    let service_names = |service: &str| {
+        [
+            service.to_owned(),
+            format!("{service}.{namespace}"),
+            format!("{service}.{namespace}.svc"),
+            format!("{service}.{namespace}.svc.cluster.local"),
+        ]
+    };
+    let mut names = service_names(push_service).to_vec();
+    if let Some(w) = &config.webhook {
+        names.extend(service_names(&w.service));
+    }
+    names.extend(extra_names.iter().cloned());
+    let keeper = certs::Keeper {
+        secrets: Api::namespaced(client.clone(), namespace),
+        webhooks: Api::all(client.clone()),
+        secret: secret.clone(),
+        configuration: config.webhook.as_ref().map(|w| w.configuration.clone()),
+        names,
+    };
+    let in_secret = || format!(" in Secret {namespace}/{secret}");
+    let bundle = keeper
+        .ensure()
+        .await
+        .map_err(|source| StartError::Certificate {
+            context: in_secret(),
+            source,
+        })?;
+    if let Err(e) = keeper.publish_ca(&bundle.ca_cert).await {
+        tracing::warn!(error = %e, "cannot publish the CA in the webhook's caBundle yet; retrying");
+    }
+    let resolver = Arc::new(
+        certs::Resolver::new(&bundle.cert, &bundle.key).map_err(|source| {
+            StartError::Certificate {
+                context: in_secret(),
+                source,
+            }
+        })?,
+    );
+    let ca_cert = bundle.ca_cert.clone();
+    let keep = tokio::spawn(keeper.run(
+        resolver.clone(),
+        bundle,
+        Duration::from_secs(60),
+        shutdown.clone(),
+    ));
+    Ok(Serving {
+        resolver,
+        ca_cert,
+        tasks: vec![keep],
+    })
+}
+
+/// Starts serving the injection webhook.
 async fn start_webhook(
     client: &Client,
-    namespace: &str,
     w: &WebhookConfig,
     listener: tokio::net::TcpListener,
+    resolver: Arc<certs::Resolver>,
+    controller_ca: String,
     metrics: &ControllerMetrics,
     shutdown: &watch::Receiver<bool>,
-) -> Result<Vec<JoinHandle<()>>, StartError> {
-    let mut tasks = Vec::new();
-    let resolver = match &w.cert_dir {
-        Some(dir) => {
-            let read = |file: &str| {
-                let path = dir.join(file);
-                std::fs::read_to_string(&path)
-                    .map_err(|source| StartError::CertFile { path, source })
-            };
-            let (cert, key) = (read("tls.crt")?, read("tls.key")?);
-            let resolver = Arc::new(certs::Resolver::new(&cert, &key).map_err(|source| {
-                StartError::Certificate {
-                    context: format!(" from {}", dir.display()),
-                    source,
-                }
-            })?);
-            tasks.push(tokio::spawn(certs::follow_files(
-                dir.clone(),
-                resolver.clone(),
-                shutdown.clone(),
-            )));
-            resolver
-        }
-        None => {
-            let mut names = vec![
-                w.service.clone(),
-                format!("{}.{namespace}", w.service),
-                format!("{}.{namespace}.svc", w.service),
-                format!("{}.{namespace}.svc.cluster.local", w.service),
-            ];
-            names.extend(w.extra_names.iter().cloned());
-            let keeper = certs::Keeper {
-                secrets: Api::namespaced(client.clone(), namespace),
-                webhooks: Api::all(client.clone()),
-                secret: w.secret.clone(),
-                configuration: w.configuration.clone(),
-                names,
-            };
-            let in_secret = || format!(" in Secret {namespace}/{}", w.secret);
-            let bundle = keeper
-                .ensure()
-                .await
-                .map_err(|source| StartError::Certificate {
-                    context: in_secret(),
-                    source,
-                })?;
-            if let Err(e) = keeper.publish_ca(&bundle.ca_cert).await {
-                tracing::warn!(error = %e, "cannot publish the webhook CA yet; retrying");
-            }
-            let resolver = Arc::new(certs::Resolver::new(&bundle.cert, &bundle.key).map_err(
-                |source| StartError::Certificate {
-                    context: in_secret(),
-                    source,
-                },
-            )?);
-            tasks.push(tokio::spawn(keeper.run(
-                resolver.clone(),
-                bundle,
-                Duration::from_secs(60),
-                shutdown.clone(),
-            )));
-            resolver
-        }
-    };
+) -> JoinHandle<()> {
     let native = match w.native_sidecars {
         NativeSidecars::Always => true,
         NativeSidecars::Never => false,
@@ -320,24 +361,24 @@ async fn start_webhook(
     let webhook = Arc::new(webhook_server::Webhook {
         config: crate::webhook::inject::InjectConfig {
             native_sidecars: native,
+            controller_ca,
             ..w.inject.clone()
         },
         requests: metrics.webhook_requests(),
     });
     tracing::info!(native_sidecars = native, image = %w.inject.image, "injection webhook ready");
-    tasks.push(tokio::spawn(webhook_server::serve(
+    tokio::spawn(webhook_server::serve(
         listener,
         resolver,
         webhook,
         shutdown.clone(),
-    )));
-    Ok(tasks)
+    ))
 }
 
 /// What the controller's admin listener reports.
 struct Admin {
     metrics: ControllerMetrics,
-    ready: [watch::Receiver<bool>; 2],
+    synced: Synced,
 }
 
 impl AdminState for Admin {
@@ -346,12 +387,11 @@ impl AdminState for Admin {
     }
 
     fn readiness(&self) -> Readiness {
-        let ready = self.ready.iter().all(|r| *r.borrow());
-        self.metrics.ready.set(i64::from(ready));
-        if ready {
-            Readiness::Ready("policies and pods listed".into())
-        } else {
-            Readiness::NotReady("the policy and pod watches have not listed yet".into())
+        let synced = self.synced.check();
+        self.metrics.ready.set(i64::from(synced.is_ok()));
+        match synced {
+            Ok(()) => Readiness::Ready("policies and pods listed and indexed".into()),
+            Err(why) => Readiness::NotReady(why),
         }
     }
 }

@@ -4,6 +4,13 @@
 //! acknowledgements and the status already stored; the writer runs it for
 //! every policy whenever something changed and patches only what differs,
 //! and only while this replica holds the leader lease.
+//!
+//! The status also carries the accepted generation's spec
+//! (`status.accepted`): the one place a restarted controller, or the next
+//! leader, learns what stays in force when the current generation is
+//! refused. It lives on the object itself, so it goes with the object, can
+//! never belong to an earlier object of the same name, and needs no
+//! permission beyond the status the controller already writes.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -17,7 +24,7 @@ use kube::runtime::events::{Event, EventType, Recorder};
 use tokio::sync::watch;
 
 use tollgate_policy::Problems;
-use tollgate_policy::spec::McpToolPolicyStatus;
+use tollgate_policy::spec::{AcceptedGeneration, McpToolPolicyStatus};
 
 use crate::acks::{AckBook, AckView};
 use crate::index::{Index, Key, PolicyReport};
@@ -121,6 +128,10 @@ pub(crate) fn desired(
         selected_sidecars: Some(selected as i64),
         synced_sidecars: Some(synced as i64),
         synced: Some(format!("{synced}/{selected}")),
+        accepted: report
+            .accepted_generation
+            .zip(report.accepted_spec.clone())
+            .map(|(generation, spec)| AcceptedGeneration { generation, spec }),
     }
 }
 
@@ -165,6 +176,11 @@ impl Observed {
     /// Forgets a deleted policy.
     pub(crate) fn remove(&self, key: &Key) {
         self.lock().remove(key);
+    }
+
+    /// Forgets policies a re-list no longer shows.
+    pub(crate) fn retain(&self, keep: impl Fn(&Key) -> bool) {
+        self.lock().retain(|k, _| keep(k));
     }
 
     fn get(&self, key: &Key) -> Option<(ObjectReference, Option<McpToolPolicyStatus>)> {
@@ -361,6 +377,7 @@ mod tests {
             name: "p".into(),
             generation,
             accepted_generation: accepted,
+            accepted_spec: accepted.map(|g| serde_json::json!({"generation": g})),
             problems: if accepted == Some(generation) {
                 vec![]
             } else {
@@ -472,6 +489,16 @@ mod tests {
                 .iter()
                 .all(|c| c.observed_generation == Some(4))
         );
+    }
+
+    #[test]
+    fn the_generation_in_force_is_kept_in_status() {
+        let s = desired(&report(4, Some(3), &[]), &AckView::new(), None, &at(1));
+        let kept = s.accepted.expect("status.accepted");
+        assert_eq!(kept.generation, 3);
+        assert_eq!(kept.spec, serde_json::json!({"generation": 3}));
+        let s = desired(&report(1, None, &[]), &AckView::new(), None, &at(1));
+        assert_eq!(s.accepted, None, "nothing was ever accepted");
     }
 
     #[test]

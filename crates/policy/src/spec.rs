@@ -162,6 +162,22 @@ pub struct McpToolPolicyStatus {
     /// `synced/selected`, for `kubectl get`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub synced: Option<String>,
+    /// The generation in force and its spec, written by the controller so
+    /// that a restarted controller, or a new leader, keeps enforcing it
+    /// when the current generation is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accepted: Option<AcceptedGeneration>,
+}
+
+/// The last generation of a policy the controller accepted, as it accepted it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AcceptedGeneration {
+    /// `metadata.generation` of the accepted spec.
+    pub generation: i64,
+    /// The accepted spec, exactly as the sidecars receive it.
+    #[schemars(schema_with = "crate::spec::any_object")]
+    pub spec: Value,
 }
 
 /// Whether a policy blocks or only records.
@@ -433,6 +449,12 @@ pub(crate) fn any_json(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     // `nullable` keeps an explicit `value: null` (compared with null) from
     // being dropped by the apiserver.
     schemars::json_schema!({ "x-kubernetes-preserve-unknown-fields": true, "nullable": true })
+}
+
+/// Schema of a free-form JSON object (a copy of a spec kept in status: its
+/// own schema and CEL rules already held when it was the spec).
+pub(crate) fn any_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({ "type": "object", "x-kubernetes-preserve-unknown-fields": true })
 }
 
 /// Schema of a list of free-form JSON values.

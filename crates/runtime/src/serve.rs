@@ -14,8 +14,8 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use crate::body::Body;
 
@@ -44,27 +44,7 @@ pub async fn serve<H, F>(
         .keep_alive(true);
     let graceful = GracefulShutdown::new();
     let permits = Arc::new(Semaphore::new(max_connections));
-    loop {
-        let permit = tokio::select! {
-            _ = shutdown.changed() => break,
-            permit = permits.clone().acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-        };
-        let (socket, peer) = tokio::select! {
-            _ = shutdown.changed() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = socket.set_nodelay(true);
+    while let Some((permit, socket, peer)) = accept(&listener, &permits, &mut shutdown).await {
         let handler = handler.clone();
         let conn = builder.serve_connection(TokioIo::new(socket), service_fn(handler));
         let conn = graceful.watch(conn);
@@ -87,6 +67,36 @@ pub async fn serve<H, F>(
             ?grace,
             "connections still open after the shutdown grace period; closing them"
         );
+    }
+}
+
+/// The next connection on `listener` once one of `permits` is free, or
+/// `None` when `shutdown` fires. The permit is held for as long as the
+/// connection lives; a failed accept (EMFILE and friends) backs off
+/// instead of spinning.
+pub async fn accept(
+    listener: &TcpListener,
+    permits: &Arc<Semaphore>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Option<(OwnedSemaphorePermit, TcpStream, SocketAddr)> {
+    let permit = tokio::select! {
+        _ = shutdown.changed() => return None,
+        permit = permits.clone().acquire_owned() => permit.ok()?,
+    };
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return None,
+            accepted = listener.accept() => match accepted {
+                Ok((socket, peer)) => {
+                    let _ = socket.set_nodelay(true);
+                    return Some((permit, socket, peer));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        }
     }
 }
 

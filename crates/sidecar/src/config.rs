@@ -18,8 +18,10 @@ pub enum RuleSource {
 /// A sidecar managed by the controller.
 #[derive(Clone, Debug)]
 pub struct ManagedConfig {
-    /// The controller's push endpoint, e.g. `http://tollgate.tollgate-system:9443`.
+    /// The controller's push endpoint, e.g. `https://tollgate.tollgate-system.svc:9443`.
     pub controller: Uri,
+    /// How the controller is verified.
+    pub controller_tls: ControllerTls,
     /// The pod's projected ServiceAccount token (re-read on every connect:
     /// the kubelet rotates it).
     pub token_file: PathBuf,
@@ -34,6 +36,28 @@ pub struct ManagedConfig {
     pub fail_open: bool,
     /// What to do when no policy selects this pod.
     pub unselected: Unselected,
+}
+
+/// How a managed sidecar knows it talks to the controller: the rules it
+/// enforces come from whoever answers.
+#[derive(Clone, Debug)]
+pub enum ControllerTls {
+    /// `https://`, the certificate verified against exactly these CAs (the
+    /// controller's own, which the injection webhook hands the sidecar) —
+    /// never the public roots.
+    Verify(CaSource),
+    /// Plain `http://`, nothing verified: `--controller-insecure`, for local
+    /// tests only.
+    Insecure,
+}
+
+/// Where a CA bundle (PEM) comes from.
+#[derive(Clone, Debug)]
+pub enum CaSource {
+    /// A file, read at start.
+    File(PathBuf),
+    /// The PEM text itself (from the environment, for injected sidecars).
+    Pem(String),
 }
 
 /// What a managed sidecar does with tool calls when no policy selects its pod.

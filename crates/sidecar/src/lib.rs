@@ -9,6 +9,7 @@
 //! - [`rules`]: the rules in force and where they come from (files or the
 //!   controller), plus what the upstream and the cluster say;
 //! - [`identity`]: who is calling (JWTs, TokenReview);
+//! - [`tls`]: which CAs a TLS client of the sidecar trusts;
 //! - [`metrics`] and [`audit`]: what happened.
 
 mod audit;
@@ -19,17 +20,18 @@ mod metrics;
 mod proxy;
 mod rules;
 mod start;
+mod tls;
 mod transport;
 
 pub use audit::{AuditConfig, AuditLevel};
 pub use config::{
-    IdentityKind, IdentitySource, JwksSource, ManagedConfig, ProxyConfig, RuleSource,
-    SharedStoreConfig, SharedStoreTls, Unselected,
+    CaSource, ControllerTls, IdentityKind, IdentitySource, JwksSource, ManagedConfig, ProxyConfig,
+    RuleSource, SharedStoreConfig, SharedStoreTls, Unselected,
 };
 pub use gate::redis::SharedStore;
 pub use metrics::Metrics;
 pub use proxy::Proxy;
 pub use rules::cluster::VmLabels;
-pub use rules::controller::Follower;
+pub use rules::controller::{Follower, FollowerError};
 pub use rules::store::RuleStore;
 pub use start::{Running, StartError, run, start};

@@ -82,6 +82,19 @@ label_values! {
 }
 
 label_values! {
+    /// Why a snapshot from the controller was refused
+    /// (`tollgate_snapshots_rejected_total{reason}`); the rules in force stay.
+    pub enum SnapshotRejection {
+        /// Not a snapshot this sidecar can read.
+        Unreadable => "unreadable",
+        /// It does not compile here (version skew).
+        Invalid => "invalid",
+        /// It names another pod.
+        OtherPod => "other_pod",
+    }
+}
+
+label_values! {
     /// Why a caller's token was refused (`tollgate_identity_failures_total{reason}`).
     pub enum IdentityFailure {
         /// No token, and one is required.
@@ -152,9 +165,9 @@ pub struct Metrics {
     pub controller_last_contact: IntGauge,
     /// `tollgate_controller_reconnects_total`.
     pub controller_reconnects: IntCounter,
-    /// `tollgate_snapshots_rejected_total`: controller snapshots that did
-    /// not compile here (version skew).
-    pub snapshots_rejected: IntCounter,
+    /// `tollgate_snapshots_rejected_total{reason}`: controller snapshots
+    /// refused, the rules in force kept.
+    snapshots_rejected: ByLabel<SnapshotRejection, IntCounter>,
     /// `tollgate_ratelimit_store_up`: 1 while Redis answers (shared limits).
     pub store_up: IntGauge,
     /// `tollgate_ratelimit_store_errors_total`: Redis operations that failed.
@@ -285,9 +298,12 @@ impl Metrics {
             &["reason"],
         )?;
         let log_lines_dropped = tollgate_runtime::logging::dropped_lines_counter()?;
-        let snapshots_rejected = IntCounter::new(
-            "tollgate_snapshots_rejected_total",
-            "Controller snapshots that did not compile in this sidecar.",
+        let snapshots_rejected = IntCounterVec::new(
+            Opts::new(
+                "tollgate_snapshots_rejected_total",
+                "Controller snapshots refused by this sidecar, by reason; the rules in force stay.",
+            ),
+            &["reason"],
         )?;
         for c in [
             Box::new(tool_calls.clone()) as Box<dyn prometheus::core::Collector>,
@@ -336,7 +352,7 @@ impl Metrics {
             controller_connected,
             controller_last_contact,
             controller_reconnects,
-            snapshots_rejected,
+            snapshots_rejected: ByLabel::new(|l| snapshots_rejected.with_label_values(&[l])),
             store_up,
             jwks_reload_failing,
             store_errors,
@@ -376,6 +392,11 @@ impl Metrics {
     /// Counts a load of the rules.
     pub fn reloaded(&self, result: ReloadResult) {
         self.reloads.get(result).inc();
+    }
+
+    /// Counts a refused controller snapshot.
+    pub fn snapshot_rejected(&self, reason: SnapshotRejection) {
+        self.snapshots_rejected.get(reason).inc();
     }
 
     /// Counts a refused caller token.

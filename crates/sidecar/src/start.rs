@@ -45,6 +45,9 @@ pub enum StartError {
     /// The key set for JWTs cannot be fetched as configured.
     #[error(transparent)]
     Jwks(#[from] jwks::FetcherError),
+    /// The controller cannot be followed as configured.
+    #[error(transparent)]
+    Controller(#[from] managed::FollowerError),
     /// A listener could not be opened.
     #[error(transparent)]
     Bind(#[from] serve::BindError),
@@ -97,7 +100,7 @@ pub async fn start(config: ProxyConfig, audit: AuditConfig) -> Result<Running, S
                 metrics.clone(),
                 in_flight.clone(),
                 cluster.clone(),
-            );
+            )?;
             follower.restore();
             Some(follower)
         }

@@ -1,7 +1,7 @@
 //! The index, driven like the watchers drive it, read like the push server
 //! and the status writer read it. No cluster, no async.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
@@ -13,7 +13,24 @@ fn policy(ns: &str, name: &str, generation: i64, spec: Value) -> PolicyInput {
         name: name.into(),
         generation,
         spec,
+        persisted: None,
     }
+}
+
+/// A policy as a restarted controller reads it: its status names the
+/// generation that was in force.
+fn persisted(input: PolicyInput, generation: i64, spec: Value) -> PolicyInput {
+    PolicyInput {
+        persisted: Some(AcceptedGeneration {
+            generation,
+            spec: serde_json::to_value(parse_spec(spec).unwrap()).unwrap(),
+        }),
+        ..input
+    }
+}
+
+fn broken() -> Value {
+    json!({"defaultAction": "Deny", "rules": [{"name": "r", "tools": ["x"], "action": "Allow", "rateLimits": [{"requests": 5, "window": "1 minute"}]}]})
 }
 
 fn pod(ns: &str, name: &str, uid: &str, labels: &[(&str, &str)]) -> PodInput {
@@ -188,11 +205,118 @@ fn a_relist_forgets_what_is_gone() {
     index.apply_pod(pod("a", "q", "u2", &[]));
     index.apply_policy(policy("a", "keep", 1, allow("t", None)));
     index.apply_policy(policy("a", "gone", 1, allow("t", None)));
-    index.retain_policies(&BTreeSet::from([("a".to_owned(), "keep".to_owned())]));
-    index.retain_pods(&BTreeSet::from([("a".to_owned(), "p".to_owned())]));
+    index.relist_policies(vec![policy("a", "keep", 1, allow("t", None))]);
+    index.relist_pods(vec![pod("a", "p", "u", &[])]);
     assert_eq!(names(&index, "a", "p"), ["a/keep@1"]);
     assert!(index.subscribe("a", "q").is_none());
     assert_eq!(index.policy_counts(), (1, 0));
+}
+
+#[test]
+fn a_relist_publishes_each_snapshot_once_with_all_of_the_list() {
+    let mut index = Index::new();
+    index.apply_pod(pod("a", "p", "u", &[]));
+    index.apply_policy(policy("a", "one", 1, allow("t", None)));
+    let mut sub = index.subscribe("a", "p").unwrap();
+    sub.rx.borrow_and_update();
+    // While the watch was away: "one" changed, "two" appeared, "three" came
+    // and went. The sidecar sees the end result in one snapshot.
+    index.relist_policies(vec![
+        policy("a", "one", 2, allow("t2", None)),
+        policy("a", "two", 1, allow("t", None)),
+    ]);
+    assert!(sub.rx.has_changed().unwrap());
+    let names: Vec<String> = sub
+        .rx
+        .borrow_and_update()
+        .snapshot
+        .policies
+        .iter()
+        .map(|p| format!("{}@{}", p.name, p.generation))
+        .collect();
+    assert_eq!(names, ["a/one@2", "a/two@1"]);
+    // The same list again changes nothing.
+    index.relist_policies(vec![
+        policy("a", "one", 2, allow("t2", None)),
+        policy("a", "two", 1, allow("t", None)),
+    ]);
+    assert!(!sub.rx.has_changed().unwrap());
+}
+
+#[test]
+fn a_restarted_index_restores_the_accepted_generation_from_status() {
+    // Generation 1 was accepted and its copy written to status; generation
+    // 2 was refused. A new controller (or leader) sees only this object.
+    let mut index = Index::new();
+    index.apply_pod(pod("a", "p", "u", &[]));
+    index.relist_policies(vec![
+        persisted(policy("a", "cap", 2, broken()), 1, allow("vm_clone", None)),
+        policy("a", "other", 1, allow("pods_list", None)),
+    ]);
+    assert_eq!(names(&index, "a", "p"), ["a/cap@1", "a/other@1"]);
+    let report = index.report("a", "cap").unwrap();
+    assert_eq!(
+        (report.generation, report.accepted_generation),
+        (2, Some(1))
+    );
+    assert_eq!(report.problems.len(), 1);
+    assert_eq!(
+        report.accepted_spec,
+        Some(serde_json::to_value(parse_spec(allow("vm_clone", None)).unwrap()).unwrap()),
+        "the status writer keeps writing the same copy"
+    );
+}
+
+#[test]
+fn a_persisted_copy_is_used_only_when_it_is_older_and_compiles() {
+    let mut index = Index::new();
+    index.apply_pod(pod("a", "p", "u", &[]));
+    // The current generation compiles: it wins over any copy.
+    index.apply_policy(persisted(
+        policy("a", "ok", 3, allow("new", None)),
+        2,
+        allow("old", None),
+    ));
+    assert_eq!(names(&index, "a", "p"), ["a/ok@3"]);
+    // A copy claiming the current (refused) generation or a later one is
+    // not what was accepted.
+    index.apply_policy(PolicyInput {
+        persisted: Some(AcceptedGeneration {
+            generation: 5,
+            spec: allow("x", None),
+        }),
+        ..policy("a", "odd", 5, broken())
+    });
+    // A copy that does not compile here is dropped.
+    index.apply_policy(PolicyInput {
+        persisted: Some(AcceptedGeneration {
+            generation: 1,
+            spec: broken(),
+        }),
+        ..policy("a", "stale", 2, broken())
+    });
+    assert_eq!(names(&index, "a", "p"), ["a/ok@3"]);
+    assert_eq!(index.report("a", "odd").unwrap().accepted_generation, None);
+    assert_eq!(
+        index.report("a", "stale").unwrap().accepted_generation,
+        None
+    );
+}
+
+#[test]
+fn a_copy_written_later_for_the_same_generation_is_restored() {
+    // This replica saw generation 2 (refused) before the leader wrote what
+    // it had accepted; the status update arrives as the same generation.
+    let mut index = Index::new();
+    index.apply_pod(pod("a", "p", "u", &[]));
+    index.apply_policy(policy("a", "cap", 2, broken()));
+    assert!(names(&index, "a", "p").is_empty());
+    index.apply_policy(persisted(
+        policy("a", "cap", 2, broken()),
+        1,
+        allow("vm_clone", None),
+    ));
+    assert_eq!(names(&index, "a", "p"), ["a/cap@1"]);
 }
 
 #[test]

@@ -50,6 +50,8 @@ pub(crate) const JWT_ISSUER: &str = "tollgate.dev/jwt-issuer";
 pub(crate) const JWT_AUDIENCE: &str = "tollgate.dev/jwt-audience";
 /// `"true"` refuses requests without a bearer token (with [`JWKS_CONFIGMAP`] or [`JWT_ISSUER`]).
 pub(crate) const REQUIRE_IDENTITY: &str = "tollgate.dev/require-identity";
+/// The environment variable that hands the sidecar the controller's CA.
+pub(crate) const CONTROLLER_CA_ENV: &str = "TOLLGATE_CONTROLLER_CA_PEM";
 /// The name of the port the sidecar owns; Services target it.
 pub(crate) const PORT_NAME: &str = "mcp";
 /// The sidecar's admin port (metrics, probes).
@@ -78,8 +80,11 @@ pub struct InjectConfig {
     pub image: String,
     /// Its pull policy, if set.
     pub pull_policy: Option<String>,
-    /// Where sidecars find the controller.
+    /// Where sidecars find the controller (`https://`).
     pub controller_url: String,
+    /// The CA (PEM) that signs the controller's certificate: the sidecar
+    /// trusts exactly this for the push channel. Filled in at start.
+    pub controller_ca: String,
     /// The audience of the projected token.
     pub audience: String,
     /// Add the sidecar as a native sidecar (an init container with
@@ -465,6 +470,14 @@ fn container(cfg: &InjectConfig, s: &Settings) -> Container {
             [
                 env_from("POD_NAME", "metadata.name"),
                 env_from("POD_NAMESPACE", "metadata.namespace"),
+                // The CA as text, not a volume: it is public, small, known
+                // when the pod is admitted, and needs no object in the
+                // pod's namespace (nor permission to write one there).
+                EnvVar {
+                    name: CONTROLLER_CA_ENV.into(),
+                    value: Some(cfg.controller_ca.clone()),
+                    ..Default::default()
+                },
             ]
             .into_iter()
             .chain(cfg.extra_env.iter().map(|(name, value)| EnvVar {

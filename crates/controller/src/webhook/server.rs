@@ -7,21 +7,17 @@ use std::time::Duration;
 
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use k8s_openapi::api::core::v1::Pod;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_rustls::TlsAcceptor;
 
 use tollgate_runtime::body::{self, Body};
 
 use crate::metrics::{WebhookCounters, WebhookResult, WebhookRoute};
 
-use super::certs::Resolver;
 use super::inject::{InjectConfig, Outcome, Route, decide};
+use crate::certs::Resolver;
 
 /// The largest AdmissionReview accepted (pods with big specs included).
 const MAX_REVIEW_BYTES: usize = 8 << 20;
@@ -34,62 +30,23 @@ pub(crate) struct Webhook {
     pub requests: WebhookCounters,
 }
 
-/// Serves TLS on `listener` with the certificate `resolver` holds, until
-/// `shutdown`.
+/// Serves the webhook over TLS on `listener` with the certificate
+/// `resolver` holds, until `shutdown`.
 pub(crate) async fn serve(
     listener: TcpListener,
     resolver: Arc<Resolver>,
     webhook: Arc<Webhook>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let tls = match rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-    {
-        Ok(builder) => builder.with_no_client_auth().with_cert_resolver(resolver),
-        Err(e) => {
-            tracing::error!(error = %e, "cannot configure TLS for the webhook");
-            return;
-        }
-    };
-    let acceptor = TlsAcceptor::from(Arc::new(tls));
-    loop {
-        let (socket, peer) = tokio::select! {
-            _ = shutdown.changed() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "webhook accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let (acceptor, webhook) = (acceptor.clone(), webhook.clone());
-        tokio::spawn(async move {
-            let stream = match tokio::time::timeout(
-                Duration::from_secs(10),
-                acceptor.accept(socket),
-            )
-            .await
-            {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "webhook TLS handshake failed");
-                    return;
-                }
-                Err(_) => return,
-            };
-            let service = service_fn(move |req| route(webhook.clone(), req));
-            let conn = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
-                .serve_connection(TokioIo::new(stream), service);
-            if let Err(e) = conn.await {
-                tracing::debug!(%peer, error = %e, "webhook connection ended with an error");
-            }
-        });
-    }
+    crate::https::serve(
+        listener,
+        resolver,
+        move |req| route(webhook.clone(), req),
+        1024,
+        Duration::from_secs(10),
+        shutdown,
+    )
+    .await;
 }
 
 async fn route(
@@ -173,9 +130,10 @@ pub(crate) fn admit(webhook: &Webhook, route: Route, body: &[u8]) -> serde_json:
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::certs;
     use crate::metrics::ControllerMetrics;
-    use crate::webhook::certs;
     use http_body_util::{BodyExt, Full};
+    use hyper_util::rt::TokioIo;
     use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
     use serde_json::{Value, json};
 
@@ -184,7 +142,8 @@ mod tests {
             config: InjectConfig {
                 image: "tollgate:test".into(),
                 pull_policy: None,
-                controller_url: "http://tollgate:9443".into(),
+                controller_url: "https://tollgate:9443".into(),
+                controller_ca: String::new(),
                 audience: "tollgate".into(),
                 native_sidecars: true,
                 controller_name: "tollgate-controller".into(),

@@ -25,8 +25,6 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use rustls::RootCertStore;
-use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
 use tokio::sync::{Notify, watch as shutdown_watch};
 
 use crate::identity::{JwksReload, JwtVerifier};
@@ -134,37 +132,20 @@ pub(crate) struct Fetcher {
 impl Fetcher {
     /// A fetcher trusting the public roots, or only the CAs in `ca_file`.
     pub(crate) fn new(location: Location, ca_file: Option<&Path>) -> Result<Self, FetcherError> {
-        let mut roots = RootCertStore::empty();
-        match ca_file {
+        let roots = match ca_file {
             Some(path) => {
-                let bad = |problem: String| FetcherError::BadCa {
-                    path: path.to_owned(),
-                    problem,
-                };
                 let pem = std::fs::read(path).map_err(|source| FetcherError::ReadCa {
                     path: path.to_owned(),
                     source,
                 })?;
-                for cert in CertificateDer::pem_slice_iter(&pem) {
-                    let cert = cert.map_err(|e| bad(format!("bad PEM ({e})")))?;
-                    roots
-                        .add(cert)
-                        .map_err(|e| bad(format!("unusable CA ({e})")))?;
-                }
-                if roots.is_empty() {
-                    return Err(bad(
-                        "holds no PEM certificate (-----BEGIN CERTIFICATE-----)".into(),
-                    ));
-                }
+                crate::tls::roots(&pem).map_err(|problem| FetcherError::BadCa {
+                    path: path.to_owned(),
+                    problem,
+                })?
             }
-            None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-        }
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+            None => RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+        };
+        let tls = crate::tls::client_config(roots)?;
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_only()

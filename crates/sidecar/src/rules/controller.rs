@@ -7,6 +7,14 @@
 //! across a sidecar restart, from the copy — and reconnects with
 //! exponential backoff. Before it has ever had a snapshot it refuses tool
 //! calls, unless started with `--fail-open`.
+//!
+//! The rules come from whoever answers, so the channel is TLS and the
+//! controller's certificate must chain to exactly the CA the sidecar was
+//! given (`--controller-ca-file`, or `TOLLGATE_CONTROLLER_CA_PEM` from the
+//! injection webhook) — never the public roots. Plain `http://` needs
+//! `--controller-insecure` (local tests). A snapshot that names another pod
+//! is refused like one that does not compile: counted, logged, not
+//! acknowledged, and the rules in force stay.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -14,6 +22,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use http::{Method, Request, StatusCode, Uri, header};
 use http_body_util::{BodyExt, Full};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -27,8 +36,8 @@ use tollgate_policy::snapshot::{
 };
 use tollgate_policy::{Problems, load};
 
-use crate::config::{ManagedConfig, Unselected};
-use crate::metrics::{Metrics, ReloadResult};
+use crate::config::{CaSource, ControllerTls, ManagedConfig, Unselected};
+use crate::metrics::{Metrics, ReloadResult, SnapshotRejection};
 use crate::rules::cluster::VmLabels;
 use crate::rules::store::RuleStore;
 
@@ -51,32 +60,131 @@ pub struct Follower {
     pub in_flight: Arc<MemoryInFlight>,
     /// Where the controller's VM labels go.
     pub cluster: Arc<VmLabels>,
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     acked: Option<String>,
 }
 
+/// Why a follower cannot be set up; said so the operator knows what to change.
+#[derive(Debug, thiserror::Error)]
+pub enum FollowerError {
+    /// The CA file cannot be read.
+    #[error("cannot read --controller-ca-file {path}: {source}")]
+    ReadCa {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The CA is not usable PEM.
+    #[error("the controller's CA ({what}) {problem}")]
+    BadCa {
+        /// Where it came from.
+        what: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// rustls refused the configuration.
+    #[error("configuring TLS to the controller: {0}")]
+    Tls(#[from] rustls::Error),
+    /// An `http://` controller URL without `--controller-insecure`, or the
+    /// other way round.
+    #[error(
+        "--controller {url}: the rules a sidecar enforces come from whoever answers there, so the controller must be reached over https:// and verified against its CA (--controller-ca-file, or TOLLGATE_CONTROLLER_CA_PEM); plain http:// needs --controller-insecure, for local tests only"
+    )]
+    Scheme {
+        /// The URL given.
+        url: Uri,
+    },
+}
+
+/// One snapshot refused, and why (for the log line and the metric).
+#[derive(Debug, thiserror::Error)]
+enum Refusal {
+    #[error("the snapshot is for pod {theirs}, this is {ours}")]
+    OtherPod { theirs: String, ours: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Refusal {
+    fn reason(&self) -> SnapshotRejection {
+        match self {
+            Refusal::OtherPod { .. } => SnapshotRejection::OtherPod,
+            Refusal::Invalid(_) => SnapshotRejection::Invalid,
+        }
+    }
+}
+
+/// The HTTP client for the controller: TLS verified against exactly the
+/// configured CA, or plain HTTP when explicitly insecure.
+fn controller_client(
+    config: &ManagedConfig,
+) -> Result<Client<HttpsConnector<HttpConnector>, Full<Bytes>>, FollowerError> {
+    let https = config.controller.scheme_str() == Some("https");
+    let (pem, what) = match (&config.controller_tls, https) {
+        (ControllerTls::Verify(CaSource::File(path)), true) => (
+            std::fs::read(path).map_err(|source| FollowerError::ReadCa {
+                path: path.clone(),
+                source,
+            })?,
+            format!("--controller-ca-file {}", path.display()),
+        ),
+        (ControllerTls::Verify(CaSource::Pem(pem)), true) => (
+            pem.clone().into_bytes(),
+            "TOLLGATE_CONTROLLER_CA_PEM".to_owned(),
+        ),
+        (ControllerTls::Insecure, false) => (Vec::new(), String::new()),
+        _ => {
+            return Err(FollowerError::Scheme {
+                url: config.controller.clone(),
+            });
+        }
+    };
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(Duration::from_secs(5)));
+    connector.set_nodelay(true);
+    connector.enforce_http(false);
+    let builder = hyper_rustls::HttpsConnectorBuilder::new();
+    let connector = if https {
+        let roots =
+            crate::tls::roots(&pem).map_err(|problem| FollowerError::BadCa { what, problem })?;
+        builder
+            .with_tls_config(crate::tls::client_config(roots)?)
+            .https_only()
+            .enable_http1()
+            .wrap_connector(connector)
+    } else {
+        // Nothing is verified here; the config above allowed it explicitly.
+        builder
+            .with_tls_config(crate::tls::client_config(rustls::RootCertStore::empty())?)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(connector)
+    };
+    Ok(Client::builder(TokioExecutor::new()).build(connector))
+}
+
 impl Follower {
-    /// A follower for `config`.
+    /// A follower for `config`; refuses a plain `http://` controller
+    /// unless `config` says insecure, and a CA that is not usable PEM.
     pub fn new(
         config: ManagedConfig,
         store: Arc<RuleStore>,
         metrics: Metrics,
         in_flight: Arc<MemoryInFlight>,
         cluster: Arc<VmLabels>,
-    ) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
-        connector.set_nodelay(true);
-        Follower {
+    ) -> Result<Self, FollowerError> {
+        let client = controller_client(&config)?;
+        Ok(Follower {
             config,
             store,
             metrics,
             silence_timeout: Duration::from_secs(35),
             in_flight,
             cluster,
-            client: Client::builder(TokioExecutor::new()).build(connector),
+            client,
             acked: None,
-        }
+        })
     }
 
     /// Puts the snapshot kept on disk in force, if there is one for this pod.
@@ -207,14 +315,22 @@ impl Follower {
         let snapshot: Snapshot = match serde_json::from_str(data) {
             Ok(s) => s,
             Err(e) => {
-                self.metrics.snapshots_rejected.inc();
+                self.metrics
+                    .snapshot_rejected(SnapshotRejection::Unreadable);
                 tracing::error!(error = %e, "the controller sent a snapshot this sidecar cannot read; keeping the current rules");
                 return;
             }
         };
         if let Err(e) = self.apply(&snapshot) {
-            self.metrics.snapshots_rejected.inc();
-            tracing::error!(version = %snapshot.version, error = %e, "the controller's snapshot does not compile in this sidecar (version skew?); keeping the current rules");
+            self.metrics.snapshot_rejected(e.reason());
+            match e {
+                Refusal::OtherPod { .. } => {
+                    tracing::error!(version = %snapshot.version, error = %e, "refusing a snapshot meant for another pod; keeping the current rules")
+                }
+                Refusal::Invalid(_) => {
+                    tracing::error!(version = %snapshot.version, error = %e, "the controller's snapshot does not compile in this sidecar (version skew?); keeping the current rules")
+                }
+            }
             return;
         }
         tracing::info!(version = %snapshot.version, policies = snapshot.policies.len(), "rules from the controller in force");
@@ -244,15 +360,15 @@ impl Follower {
     }
 
     /// Compiles and puts a snapshot in force.
-    fn apply(&self, snapshot: &Snapshot) -> Result<(), String> {
+    fn apply(&self, snapshot: &Snapshot) -> Result<(), Refusal> {
         if snapshot.namespace != self.config.namespace || snapshot.pod != self.config.pod {
-            return Err(format!(
-                "the snapshot is for pod {}/{}, this is {}/{}",
-                snapshot.namespace, snapshot.pod, self.config.namespace, self.config.pod
-            ));
+            return Err(Refusal::OtherPod {
+                theirs: format!("{}/{}", snapshot.namespace, snapshot.pod),
+                ours: format!("{}/{}", self.config.namespace, self.config.pod),
+            });
         }
         let set = load::compile_set(&snapshot.loaded())
-            .map_err(|p| Problems(p).to_string())?
+            .map_err(|p| Refusal::Invalid(Problems(p).to_string()))?
             .with_version(snapshot.version.clone());
         let rules = set.policies().iter().map(|p| p.rules().len()).sum();
         if self

@@ -8,7 +8,8 @@ fn cfg(native: bool) -> InjectConfig {
     InjectConfig {
         image: "tollgate:0.1.0".into(),
         pull_policy: None,
-        controller_url: "http://tollgate.tollgate-system.svc:9443".into(),
+        controller_url: "https://tollgate.tollgate-system.svc:9443".into(),
+        controller_ca: "-----BEGIN CERTIFICATE-----\nCA\n-----END CERTIFICATE-----\n".into(),
         audience: "tollgate".into(),
         native_sidecars: native,
         controller_name: "tollgate-controller".into(),
@@ -71,7 +72,7 @@ fn a_native_sidecar_with_everything_it_needs() {
         [
             "proxy",
             "--controller",
-            "http://tollgate.tollgate-system.svc:9443",
+            "https://tollgate.tollgate-system.svc:9443",
             "--token-file",
             "/var/run/secrets/tollgate/token",
             "--snapshot-file",
@@ -101,8 +102,13 @@ fn a_native_sidecar_with_everything_it_needs() {
     );
     assert_eq!(
         c["env"][2],
+        json!({"name": "TOLLGATE_CONTROLLER_CA_PEM", "value": "-----BEGIN CERTIFICATE-----\nCA\n-----END CERTIFICATE-----\n"}),
+        "the sidecar trusts exactly the controller's CA for the push channel"
+    );
+    assert_eq!(
+        c["env"][3],
         json!({"name": "TOLLGATE_REDIS_CA_PEM", "value": "-----BEGIN CERTIFICATE-----\n..."}),
-        "the controller's --sidecar-env values follow the Downward API ones"
+        "the controller's --sidecar-env values follow its own"
     );
     assert_eq!(
         c["ports"][0],

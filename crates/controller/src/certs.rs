@@ -1,15 +1,17 @@
-//! The webhook's TLS certificate: generated, kept in a Secret, trusted by
-//! the apiserver through the `caBundle` of the MutatingWebhookConfiguration,
-//! and renewed before it expires.
+//! The controller's TLS certificate, for both of its TLS listeners: the push
+//! server (sidecars verify it against the CA the injection webhook hands
+//! them) and the webhook (the apiserver verifies it through the `caBundle`
+//! of the MutatingWebhookConfiguration). Generated, kept in a Secret, and
+//! renewed before it expires.
 //!
 //! A self-signed CA (10 years) signs a serving certificate (1 year) for the
-//! webhook Service's DNS names. Both live in one Secret in the controller's
-//! namespace, so every replica serves the same certificate; whichever
-//! replica gets there first creates it, the others use it. The serving
-//! certificate is re-issued by the same CA when less than 30 days remain —
-//! `caBundle` does not change, so there is no window where the apiserver
-//! distrusts the webhook. With `--webhook-cert-dir` (cert-manager) none of
-//! this runs: the files are read and re-read instead.
+//! DNS names of the controller's Services. Both live in one Secret in the
+//! controller's namespace, so every replica serves the same certificate;
+//! whichever replica gets there first creates it, the others use it. The
+//! serving certificate is re-issued by the same CA when less than 30 days
+//! remain — the CA does not change, so there is no window where the
+//! apiserver or a sidecar distrusts the controller. With `--tls-cert-dir`
+//! (cert-manager) none of this runs: the files are read and re-read instead.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -33,13 +35,17 @@ use tokio::sync::watch;
 pub(crate) const RENEW_BEFORE: time::Duration = time::Duration::days(30);
 const SERVING_VALIDITY: time::Duration = time::Duration::days(365);
 const CA_VALIDITY: time::Duration = time::Duration::days(3650);
-const CA_NAME: &str = "tollgate webhook CA";
+const CA_NAME: &str = "tollgate controller CA";
 const NOT_AFTER: &str = "tollgate.dev/not-after";
+/// The names the serving certificate covers, comma-separated: a Secret
+/// made for other names (an older version, another Service name) is
+/// re-issued under the same CA.
+const NAMES: &str = "tollgate.dev/names";
 
-/// PEM material for the webhook.
+/// PEM material for the controller's listeners.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Bundle {
-    /// The CA certificate (what `caBundle` holds).
+    /// The CA certificate (what `caBundle` holds and sidecars trust).
     pub ca_cert: String,
     /// The CA key (stays in the Secret).
     pub ca_key: String,
@@ -49,6 +55,8 @@ pub(crate) struct Bundle {
     pub key: String,
     /// When the serving certificate expires (Unix seconds).
     pub not_after: i64,
+    /// The names it covers.
+    pub names: Vec<String>,
 }
 
 /// Why certificates could not be made or stored.
@@ -92,6 +100,7 @@ pub(crate) fn generate(names: &[String]) -> Result<Bundle, rcgen::Error> {
         cert,
         key,
         not_after,
+        names: names.to_vec(),
     })
 }
 
@@ -175,8 +184,9 @@ pub(crate) struct Keeper {
     pub webhooks: Api<MutatingWebhookConfiguration>,
     /// The Secret's name.
     pub secret: String,
-    /// The MutatingWebhookConfiguration's name.
-    pub configuration: String,
+    /// The MutatingWebhookConfiguration whose `caBundle` is kept, if the
+    /// webhook is served.
+    pub configuration: Option<String>,
     /// DNS names (and IPs) the serving certificate covers.
     pub names: Vec<String>,
 }
@@ -187,7 +197,7 @@ impl Keeper {
         let now = OffsetDateTime::now_utc().unix_timestamp();
         let existing = self.secrets.get_opt(&self.secret).await?;
         if let Some(bundle) = existing.as_ref().and_then(read) {
-            if bundle.not_after - now > RENEW_BEFORE.whole_seconds() {
+            if bundle.not_after - now > RENEW_BEFORE.whole_seconds() && bundle.names == self.names {
                 return Ok(bundle);
             }
             // Renew under the same CA, so caBundle stays valid throughout.
@@ -196,6 +206,7 @@ impl Keeper {
                 cert,
                 key,
                 not_after,
+                names: self.names.clone(),
                 ..bundle
             };
             let mut secret = existing.unwrap_or_default();
@@ -206,7 +217,7 @@ impl Keeper {
                 .await
             {
                 Ok(_) => {
-                    tracing::info!(secret = %self.secret, "renewed the webhook serving certificate");
+                    tracing::info!(secret = %self.secret, "renewed the serving certificate");
                     Ok(renewed)
                 }
                 // Another replica renewed it first: use theirs.
@@ -239,7 +250,7 @@ impl Keeper {
         };
         match result {
             Ok(_) => {
-                tracing::info!(secret = %self.secret, "created the webhook CA and serving certificate");
+                tracing::info!(secret = %self.secret, "created the CA and serving certificate");
                 Ok(bundle)
             }
             Err(kube::Error::Api(e)) if e.code == 409 => self.read_back().await,
@@ -254,8 +265,11 @@ impl Keeper {
 
     /// Puts the CA into every webhook's `caBundle` of the configuration.
     pub(crate) async fn publish_ca(&self, ca_cert: &str) -> Result<bool, CertError> {
-        let Some(mut config) = self.webhooks.get_opt(&self.configuration).await? else {
-            tracing::warn!(configuration = %self.configuration, "no MutatingWebhookConfiguration of that name; the apiserver will not call the webhook");
+        let Some(configuration) = &self.configuration else {
+            return Ok(false);
+        };
+        let Some(mut config) = self.webhooks.get_opt(configuration).await? else {
+            tracing::warn!(%configuration, "no MutatingWebhookConfiguration of that name; the apiserver will not call the webhook");
             return Ok(false);
         };
         let bundle = ByteString(ca_cert.as_bytes().to_vec());
@@ -269,11 +283,11 @@ impl Keeper {
         if changed {
             match self
                 .webhooks
-                .replace(&self.configuration, &PostParams::default(), &config)
+                .replace(configuration, &PostParams::default(), &config)
                 .await
             {
                 Ok(_) => {
-                    tracing::info!(configuration = %self.configuration, "published the webhook CA in caBundle")
+                    tracing::info!(%configuration, "published the CA in the webhook's caBundle")
                 }
                 Err(kube::Error::Api(e)) if e.code == 409 => return Ok(false),
                 Err(e) => return Err(e.into()),
@@ -300,19 +314,19 @@ impl Keeper {
                 Ok(bundle) => {
                     if bundle.cert != current.cert {
                         match resolver.set(&bundle.cert, &bundle.key) {
-                            Ok(()) => tracing::info!("serving the renewed webhook certificate"),
+                            Ok(()) => tracing::info!("serving the renewed certificate"),
                             Err(e) => {
-                                tracing::error!(error = %e, "cannot use the renewed webhook certificate")
+                                tracing::error!(error = %e, "cannot use the renewed certificate")
                             }
                         }
                     }
                     if let Err(e) = self.publish_ca(&bundle.ca_cert).await {
-                        tracing::warn!(error = %e, "cannot publish the webhook CA");
+                        tracing::warn!(error = %e, "cannot publish the CA in the webhook's caBundle");
                     }
                     current = bundle;
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "cannot check the webhook certificate; retrying")
+                    tracing::warn!(error = %e, "cannot check the serving certificate; retrying")
                 }
             }
         }
@@ -338,6 +352,13 @@ fn read(secret: &Secret) -> Option<Bundle> {
         cert: text("tls.crt")?,
         key: text("tls.key")?,
         not_after,
+        names: secret
+            .metadata
+            .annotations
+            .as_ref()?
+            .get(NAMES)
+            .map(|n| n.split(',').map(str::to_owned).collect())
+            .unwrap_or_default(),
     })
 }
 
@@ -354,6 +375,11 @@ fn fill(secret: &mut Secret, b: &Bundle) {
         .annotations
         .get_or_insert_with(Default::default)
         .insert(NOT_AFTER.into(), b.not_after.to_string());
+    secret
+        .metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(NAMES.into(), b.names.join(","));
 }
 
 /// Serves certificates from files (cert-manager) and re-reads them.
@@ -373,10 +399,10 @@ pub(crate) async fn follow_files(
             let key = std::fs::read_to_string(dir.join("tls.key")).unwrap_or_default();
             match resolver.set(&String::from_utf8_lossy(&cert), &key) {
                 Ok(()) => {
-                    tracing::info!(dir = %dir.display(), "serving the renewed webhook certificate")
+                    tracing::info!(dir = %dir.display(), "serving the renewed certificate")
                 }
                 Err(e) => {
-                    tracing::error!(error = %e, "cannot use the renewed webhook certificate files")
+                    tracing::error!(error = %e, "cannot use the renewed certificate files")
                 }
             }
             last = cert;
