@@ -1,57 +1,130 @@
 //! Listeners: accepting connections with bounded resources and draining
 //! them on shutdown. The sidecar's agent and admin listeners, the
 //! controller's push, admin and webhook listeners all serve through here.
+//!
+//! Every connection holds one of a bounded number of slots
+//! ([`crate::slots`]): headers must arrive within the header-read timeout
+//! (which also closes idle keep-alive connections), and when every slot is
+//! taken a connection that is not serving anyone is reclaimed for the
+//! newcomer rather than the newcomer waiting.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, Response};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
 
 use crate::body::Body;
+use crate::slots::{Admission, Phase, Reclaim, Slot, Slots};
+
+/// How a listener bounds its connections.
+#[derive(Clone, Debug)]
+pub struct ServeOptions {
+    /// The most connections served at once.
+    pub max_connections: usize,
+    /// How long a client may take to send request headers; also how long
+    /// an idle keep-alive connection stays open.
+    pub header_read_timeout: Duration,
+    /// How long in-flight requests get to finish on shutdown.
+    pub grace: Duration,
+}
+
+/// What happened to a client connection, for metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnectionEvent {
+    /// A connection was accepted.
+    Opened,
+    /// A connection ended, for whatever reason.
+    Closed,
+    /// The server closed a connection to free its slot.
+    Reclaimed(Reclaim),
+    /// A connection was refused: every slot was serving a request.
+    Refused,
+}
+
+/// How long a reclaimed idle connection gets to flush what it was sending.
+const RECLAIM_FLUSH: Duration = Duration::from_secs(1);
+/// How long a refused client gets to take its 503.
+const REFUSE_WRITE: Duration = Duration::from_secs(1);
 
 /// Serves `handler` on `listener` until `shutdown` fires, then gives
-/// in-flight requests `grace` to finish.
+/// in-flight requests `grace` to finish. `on_connection` sees +1 and -1 as
+/// connections open and close.
 pub async fn serve<H, F>(
     listener: TcpListener,
     handler: H,
     max_connections: usize,
     header_read_timeout: Duration,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
     grace: Duration,
     on_connection: impl Fn(i64) + Send + Sync + Clone + 'static,
 ) where
     H: Fn(Request<Incoming>) -> F + Send + Sync + Clone + 'static,
     F: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
 {
+    let options = ServeOptions {
+        max_connections,
+        header_read_timeout,
+        grace,
+    };
+    serve_with(
+        listener,
+        handler,
+        options,
+        shutdown,
+        move |event| match event {
+            ConnectionEvent::Opened => on_connection(1),
+            ConnectionEvent::Closed => on_connection(-1),
+            ConnectionEvent::Reclaimed(_) | ConnectionEvent::Refused => {}
+        },
+    )
+    .await
+}
+
+/// Serves `handler` on `listener` within `options` until `shutdown` fires;
+/// `events` hears of every connection opened, closed, reclaimed or refused.
+pub async fn serve_with<H, F>(
+    listener: TcpListener,
+    handler: H,
+    options: ServeOptions,
+    mut shutdown: watch::Receiver<bool>,
+    events: impl Fn(ConnectionEvent) + Send + Sync + Clone + 'static,
+) where
+    H: Fn(Request<Incoming>) -> F + Send + Sync + Clone + 'static,
+    F: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
+{
     // HTTP/1.1 only: MCP clients speak it, and hyper's header timeout then
-    // runs from the first moment of a connection. (Protocol auto-detection
-    // would wait for the first bytes with no timeout at all, letting idle
-    // sockets pile up.)
+    // runs from the first moment of a connection and again whenever it
+    // goes idle. (Protocol auto-detection would wait for the first bytes
+    // with no timeout at all, letting idle sockets pile up.)
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(header_read_timeout)
+        .header_read_timeout(options.header_read_timeout)
         .keep_alive(true);
-    let graceful = GracefulShutdown::new();
-    let permits = Arc::new(Semaphore::new(max_connections));
+    let slots = std::sync::Arc::new(Slots::new(options.max_connections));
+    let mut connections = JoinSet::new();
     loop {
-        let permit = tokio::select! {
+        while connections.try_join_next().is_some() {}
+        // Accept only when a slot is free or can be reclaimed; otherwise
+        // new clients wait in the listen backlog.
+        tokio::select! {
             _ = shutdown.changed() => break,
-            permit = permits.clone().acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-        };
+            _ = slots.wait_for_room() => {}
+        }
+        if !slots.has_room() {
+            continue;
+        }
         let (socket, peer) = tokio::select! {
             _ = shutdown.changed() => break,
             accepted = listener.accept() => match accepted {
@@ -64,30 +137,132 @@ pub async fn serve<H, F>(
                 }
             },
         };
-        let _ = socket.set_nodelay(true);
-        let handler = handler.clone();
-        let conn = builder.serve_connection(TokioIo::new(socket), service_fn(handler));
-        let conn = graceful.watch(conn);
-        let on_connection = on_connection.clone();
-        tokio::spawn(async move {
-            on_connection(1);
-            if let Err(e) = conn.await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+        // Room may have gone since the wait (a reclaimable connection
+        // started a request): the newcomer waits for it, as long as it
+        // could have waited to send its headers, then hears 503.
+        let deadline = tokio::time::Instant::now() + options.header_read_timeout;
+        let waited = loop {
+            match slots.admit() {
+                Admission::Admitted { slot, reclaimed } => {
+                    if let Some(phase) = reclaimed {
+                        events(ConnectionEvent::Reclaimed(phase.reclaim()));
+                    }
+                    break Ok(slot);
+                }
+                Admission::Full => tokio::select! {
+                    _ = shutdown.changed() => break Err(true),
+                    _ = slots.wait_for_room() => {}
+                    _ = tokio::time::sleep_until(deadline) => break Err(false),
+                },
             }
-            on_connection(-1);
-            drop(permit);
-        });
+        };
+        let slot = match waited {
+            Ok(slot) => slot,
+            Err(true) => break,
+            Err(false) => {
+                events(ConnectionEvent::Refused);
+                connections.spawn(refuse(socket));
+                continue;
+            }
+        };
+        let _ = socket.set_nodelay(true);
+        events(ConnectionEvent::Opened);
+        let conn = Conn {
+            handler: handler.clone(),
+            slot,
+            slots: slots.clone(),
+            events: events.clone(),
+            shutdown: shutdown.clone(),
+            grace: options.grace,
+        };
+        connections.spawn(conn.run(builder.clone(), socket, peer));
     }
     drop(listener);
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    let drained = async { while connections.join_next().await.is_some() {} };
+    if tokio::time::timeout(options.grace, drained).await.is_err() {
         tracing::warn!(
-            ?grace,
+            grace = ?options.grace,
             "connections still open after the shutdown grace period; closing them"
         );
+        connections.shutdown().await;
     }
+}
+
+/// One accepted connection and what it needs.
+struct Conn<H, E> {
+    handler: H,
+    slot: Slot,
+    slots: std::sync::Arc<Slots>,
+    events: E,
+    shutdown: watch::Receiver<bool>,
+    grace: Duration,
+}
+
+impl<H, F, E> Conn<H, E>
+where
+    H: Fn(Request<Incoming>) -> F + Send + Sync + Clone + 'static,
+    F: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
+    E: Fn(ConnectionEvent) + Send + Sync + Clone + 'static,
+{
+    /// Serves the connection until it ends, is reclaimed or the server
+    /// shuts down.
+    async fn run(mut self, builder: http1::Builder, socket: TcpStream, peer: SocketAddr) {
+        let (handler, slot) = (self.handler.clone(), self.slot.clone());
+        let service = service_fn(move |mut req: Request<Incoming>| {
+            let in_use = slot.request();
+            req.extensions_mut().insert(slot.clone());
+            let response = handler(req);
+            async move {
+                let response = response.await?;
+                // The body holds the slot in use until it is sent (or dropped).
+                let held = move |frame| {
+                    let _ = &in_use;
+                    frame
+                };
+                Ok::<_, Infallible>(response.map(|body| body.map_frame(held).boxed_unsync()))
+            }
+        });
+        let mut conn = Box::pin(builder.serve_connection(TokioIo::new(socket), service));
+        let ended = tokio::select! {
+            ended = conn.as_mut() => Some(ended),
+            _ = self.slot.evicted() => None,
+            _ = self.shutdown.changed() => {
+                conn.as_mut().graceful_shutdown();
+                Some(tokio::time::timeout(self.grace, conn.as_mut()).await.unwrap_or(Ok(())))
+            }
+        };
+        match ended {
+            Some(Err(e)) if e.is_timeout() => {
+                (self.events)(ConnectionEvent::Reclaimed(Reclaim::HeaderTimeout));
+            }
+            Some(Err(e)) => tracing::debug!(%peer, error = %e, "connection ended with an error"),
+            Some(Ok(())) => {}
+            // Reclaimed. Nothing was started on a connection that never
+            // sent a whole request, so it is dropped at once; one that may
+            // still be flushing a response, or that began a request since
+            // it was chosen, closes after it.
+            None => match self.slot.phase() {
+                Phase::Fresh | Phase::Receiving => {}
+                Phase::Idle => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(RECLAIM_FLUSH, conn.as_mut()).await;
+                }
+                Phase::Busy => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.as_mut().await;
+                }
+            },
+        }
+        drop(conn);
+        self.slots.release(&self.slot);
+        (self.events)(ConnectionEvent::Closed);
+    }
+}
+
+/// Tells a client there is no slot for it, and closes.
+async fn refuse(mut socket: TcpStream) {
+    const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: 0\r\n\r\n";
+    let _ = tokio::time::timeout(REFUSE_WRITE, socket.write_all(BUSY)).await;
 }
 
 /// A listener that could not be opened, naming the flag that moves it.

@@ -14,6 +14,8 @@ use prometheus::{
 use tollgate_policy::Decision;
 use tollgate_runtime::label_values;
 use tollgate_runtime::labels::ByLabel;
+use tollgate_runtime::serve::ConnectionEvent;
+use tollgate_runtime::slots::Reclaim;
 
 label_values! {
     /// Why a client request was refused before any policy decision
@@ -144,6 +146,12 @@ pub struct Metrics {
     pub streams: IntGauge,
     /// `tollgate_connections`: open client connections.
     pub connections: IntGauge,
+    /// `tollgate_connections_reclaimed_total{reason}`: connections closed
+    /// to free their slot.
+    connections_reclaimed: ByLabel<Reclaim, IntCounter>,
+    /// `tollgate_connections_refused_total`: clients refused because every
+    /// slot was serving a request.
+    connections_refused: IntCounter,
     /// `tollgate_controller_connected`: 1 while the sidecar holds a stream
     /// to the controller (managed mode).
     pub controller_connected: IntGauge,
@@ -253,6 +261,17 @@ impl Metrics {
         let sessions = IntGauge::new("tollgate_sessions", "MCP sessions the proxy knows of.")?;
         let streams = IntGauge::new("tollgate_streams", "Open server-to-client event streams.")?;
         let connections = IntGauge::new("tollgate_connections", "Open client connections.")?;
+        let connections_reclaimed = IntCounterVec::new(
+            Opts::new(
+                "tollgate_connections_reclaimed_total",
+                "Client connections closed to free their slot: headers not sent in time, or unused, stalled or idle when a new client needed the slot.",
+            ),
+            &["reason"],
+        )?;
+        let connections_refused = IntCounter::new(
+            "tollgate_connections_refused_total",
+            "Clients refused with 503 because every connection slot was serving a request.",
+        )?;
         let controller_connected = IntGauge::new(
             "tollgate_controller_connected",
             "1 while the sidecar holds a stream to the controller.",
@@ -304,6 +323,8 @@ impl Metrics {
             Box::new(sessions.clone()),
             Box::new(streams.clone()),
             Box::new(connections.clone()),
+            Box::new(connections_reclaimed.clone()),
+            Box::new(connections_refused.clone()),
             Box::new(controller_connected.clone()),
             Box::new(controller_last_contact.clone()),
             Box::new(controller_reconnects.clone()),
@@ -333,6 +354,8 @@ impl Metrics {
             sessions,
             streams,
             connections,
+            connections_reclaimed: ByLabel::new(|l| connections_reclaimed.with_label_values(&[l])),
+            connections_refused,
             controller_connected,
             controller_last_contact,
             controller_reconnects,
@@ -376,6 +399,16 @@ impl Metrics {
     /// Counts a load of the rules.
     pub fn reloaded(&self, result: ReloadResult) {
         self.reloads.get(result).inc();
+    }
+
+    /// Counts what happened to a client connection.
+    pub fn connection(&self, event: ConnectionEvent) {
+        match event {
+            ConnectionEvent::Opened => self.connections.inc(),
+            ConnectionEvent::Closed => self.connections.dec(),
+            ConnectionEvent::Reclaimed(reason) => self.connections_reclaimed.get(reason).inc(),
+            ConnectionEvent::Refused => self.connections_refused.inc(),
+        }
     }
 
     /// Counts a refused caller token.

@@ -138,17 +138,17 @@ pub async fn start(config: ProxyConfig, audit: AuditConfig) -> Result<Running, S
     let mut tasks = Vec::new();
 
     let p = proxy.clone();
-    tasks.push(tokio::spawn(serve::serve(
+    let m = metrics.clone();
+    tasks.push(tokio::spawn(serve::serve_with(
         listener,
         move |req| crate::transport::route::route(p.clone(), req),
-        config.max_connections,
-        config.header_read_timeout,
-        shutdown_rx.clone(),
-        config.shutdown_grace,
-        {
-            let gauge = metrics.connections.clone();
-            move |delta| gauge.add(delta)
+        serve::ServeOptions {
+            max_connections: config.max_connections,
+            header_read_timeout: config.header_read_timeout,
+            grace: config.shutdown_grace,
         },
+        shutdown_rx.clone(),
+        move |event| m.connection(event),
     )));
     let p = proxy.clone();
     tasks.push(tokio::spawn(serve::serve(

@@ -56,7 +56,8 @@ pub(crate) async fn handle(
     if let Some(refused) = check_content_headers(proxy, &parts.headers) {
         return refused;
     }
-    let bytes = match body::read(
+    let bytes = match body::read_request(
+        &parts,
         body,
         proxy.config.max_body_bytes,
         proxy.config.body_read_timeout,
