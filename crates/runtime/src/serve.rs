@@ -6,8 +6,11 @@
 //! ([`crate::slots`]): headers must arrive within the header-read timeout
 //! (which also closes idle keep-alive connections), and when every slot is
 //! taken a connection that is not serving anyone is reclaimed for the
-//! newcomer rather than the newcomer waiting.
+//! newcomer rather than the newcomer waiting. When every slot is serving a
+//! request, a newcomer waits for one as long as it could have taken to
+//! send its headers, then hears `503` with `Retry-After: 1`.
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -23,6 +26,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 
 use crate::body::Body;
 use crate::slots::{Admission, Phase, Reclaim, Slot, Slots};
@@ -54,6 +58,9 @@ pub enum ConnectionEvent {
 
 /// How long a reclaimed idle connection gets to flush what it was sending.
 const RECLAIM_FLUSH: Duration = Duration::from_secs(1);
+/// The most newcomers accepted while every slot is at work; they wait (up
+/// to the header-read timeout) for a slot, the rest in the listen backlog.
+const WAITING: usize = 64;
 /// How long a refused client gets to take its 503.
 const REFUSE_WRITE: Duration = Duration::from_secs(1);
 
@@ -114,68 +121,61 @@ pub async fn serve_with<H, F>(
         .keep_alive(true);
     let slots = std::sync::Arc::new(Slots::new(options.max_connections));
     let mut connections = JoinSet::new();
+    // Newcomers accepted while every slot is at work, oldest first, each
+    // with the moment it is refused. Past WAITING more stay in the backlog.
+    let mut waiting: VecDeque<(TcpStream, SocketAddr, Instant)> = VecDeque::new();
+    let waiting_max = options.max_connections.clamp(1, WAITING);
     loop {
         while connections.try_join_next().is_some() {}
-        // Accept only when a slot is free or can be reclaimed; otherwise
-        // new clients wait in the listen backlog.
+        while !waiting.is_empty() {
+            let Admission::Admitted { slot, reclaimed } = slots.admit() else {
+                break;
+            };
+            let Some((socket, peer, _)) = waiting.pop_front() else {
+                slots.release(&slot);
+                break;
+            };
+            if let Some(phase) = reclaimed {
+                events(ConnectionEvent::Reclaimed(phase.reclaim()));
+            }
+            let _ = socket.set_nodelay(true);
+            events(ConnectionEvent::Opened);
+            let conn = Conn {
+                handler: handler.clone(),
+                slot,
+                slots: slots.clone(),
+                events: events.clone(),
+                shutdown: shutdown.clone(),
+                grace: options.grace,
+            };
+            connections.spawn(conn.run(builder.clone(), socket, peer));
+        }
+        let now = Instant::now();
+        while waiting
+            .front()
+            .is_some_and(|(_, _, refuse_at)| *refuse_at <= now)
+        {
+            if let Some((socket, _, _)) = waiting.pop_front() {
+                events(ConnectionEvent::Refused);
+                connections.spawn(refuse(socket));
+            }
+        }
+        let next_refusal = waiting.front().map(|(_, _, at)| *at);
         tokio::select! {
             _ = shutdown.changed() => break,
-            _ = slots.wait_for_room() => {}
-        }
-        if !slots.has_room() {
-            continue;
-        }
-        let (socket, peer) = tokio::select! {
-            _ = shutdown.changed() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
+            accepted = listener.accept(), if waiting.len() < waiting_max => match accepted {
+                Ok((socket, peer)) => {
+                    waiting.push_back((socket, peer, Instant::now() + options.header_read_timeout));
+                }
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
                     tracing::warn!(error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
                 }
             },
-        };
-        // Room may have gone since the wait (a reclaimable connection
-        // started a request): the newcomer waits for it, as long as it
-        // could have waited to send its headers, then hears 503.
-        let deadline = tokio::time::Instant::now() + options.header_read_timeout;
-        let waited = loop {
-            match slots.admit() {
-                Admission::Admitted { slot, reclaimed } => {
-                    if let Some(phase) = reclaimed {
-                        events(ConnectionEvent::Reclaimed(phase.reclaim()));
-                    }
-                    break Ok(slot);
-                }
-                Admission::Full => tokio::select! {
-                    _ = shutdown.changed() => break Err(true),
-                    _ = slots.wait_for_room() => {}
-                    _ = tokio::time::sleep_until(deadline) => break Err(false),
-                },
-            }
-        };
-        let slot = match waited {
-            Ok(slot) => slot,
-            Err(true) => break,
-            Err(false) => {
-                events(ConnectionEvent::Refused);
-                connections.spawn(refuse(socket));
-                continue;
-            }
-        };
-        let _ = socket.set_nodelay(true);
-        events(ConnectionEvent::Opened);
-        let conn = Conn {
-            handler: handler.clone(),
-            slot,
-            slots: slots.clone(),
-            events: events.clone(),
-            shutdown: shutdown.clone(),
-            grace: options.grace,
-        };
-        connections.spawn(conn.run(builder.clone(), socket, peer));
+            _ = slots.wait_for_room(), if !waiting.is_empty() => {}
+            _ = tokio::time::sleep_until(next_refusal.unwrap_or(now)), if next_refusal.is_some() => {}
+        }
     }
     drop(listener);
     let drained = async { while connections.join_next().await.is_some() {} };

@@ -6,6 +6,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -26,6 +27,8 @@ const HANG: Duration = Duration::from_secs(20);
 struct Server {
     addr: SocketAddr,
     events: Arc<Mutex<Vec<ConnectionEvent>>>,
+    /// Requests in the `/hold` handler so far.
+    holding: Arc<AtomicUsize>,
     _shutdown: watch::Sender<bool>,
 }
 
@@ -37,6 +40,16 @@ impl Server {
             .iter()
             .filter(|e| **e == event)
             .count()
+    }
+
+    /// Waits (bounded) until a `/hold` request is being handled: its
+    /// connection is at work.
+    async fn wait_holding(&self) {
+        let deadline = tokio::time::Instant::now() + HANG;
+        while self.holding.load(Ordering::SeqCst) == 0 {
+            assert!(tokio::time::Instant::now() < deadline, "no request held");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// Waits (bounded) until `event` was reported `n` times.
@@ -54,8 +67,8 @@ impl Server {
     }
 }
 
-/// Answers every request: POSTs after reading their body (408 when it does
-/// not arrive within `body_timeout`); `GET /hold` only once `hold` has a
+/// Answers every request after reading its body (408 when it does not
+/// arrive within `body_timeout`); `GET /hold` only once `hold` has a
 /// permit.
 async fn start(
     max_connections: usize,
@@ -67,11 +80,14 @@ async fn start(
     let addr = listener.local_addr().unwrap();
     let events = Arc::new(Mutex::new(Vec::new()));
     let (tx, rx) = watch::channel(false);
+    let holding = Arc::new(AtomicUsize::new(0));
+    let held_count = holding.clone();
     let handler = move |req: Request<Incoming>| {
-        let hold = hold.clone();
+        let (hold, held) = (hold.clone(), holding.clone());
         async move {
             let (parts, incoming) = req.into_parts();
             if parts.uri.path() == "/hold" {
+                held.fetch_add(1, Ordering::SeqCst);
                 let _permit = hold.acquire().await;
             }
             let status = match body::read_request(&parts, incoming, 1 << 20, body_timeout).await {
@@ -94,6 +110,7 @@ async fn start(
     Server {
         addr,
         events,
+        holding: held_count,
         _shutdown: tx,
     }
 }
@@ -204,7 +221,7 @@ async fn a_connection_serving_a_request_is_never_reclaimed() {
     let hold = Arc::new(Semaphore::new(0));
     let server = start(1, HANG * 3, HANG * 3, hold.clone()).await;
     let mut working = sent(server.addr, HOLD).await;
-    server.wait_for(ConnectionEvent::Opened, 1).await;
+    server.wait_holding().await;
     let addr = server.addr;
     let (done, sent_rx) = tokio::sync::oneshot::channel();
     let waiting = tokio::spawn(async move {
@@ -244,7 +261,7 @@ async fn a_newcomer_finding_every_slot_at_work_hears_503_after_the_header_timeou
     let hold = Arc::new(Semaphore::new(0));
     let server = start(1, Duration::from_millis(300), HANG, hold.clone()).await;
     let mut working = sent(server.addr, HOLD).await;
-    server.wait_for(ConnectionEvent::Opened, 1).await;
+    server.wait_holding().await;
     let mut next = sent(server.addr, GET).await;
     let text = until_closed(&mut next).await;
     assert!(text.starts_with("HTTP/1.1 503"), "{text}");
