@@ -20,7 +20,8 @@ use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::rules::store::RuleStore;
 use crate::rules::{cluster, controller as managed, files as reload};
-use crate::transport::open_streams::Streams;
+use crate::transport::open_streams::{StreamLimits, Streams};
+use crate::transport::parse::JsonReader;
 use crate::transport::sessions::Sessions;
 use crate::transport::upstream::Upstream;
 
@@ -131,7 +132,11 @@ pub async fn start(config: ProxyConfig, audit: AuditConfig) -> Result<Running, S
         identities,
         upstream,
         sessions: Sessions::new(),
-        streams: Arc::new(Streams::default()),
+        streams: Arc::new(Streams::new(StreamLimits {
+            total: config.max_streams,
+            per_caller: config.max_streams_per_caller,
+        })),
+        json: JsonReader::new(config.max_json_values),
         config: config.clone(),
     });
     let (shutdown, shutdown_rx) = watch::channel(false);
