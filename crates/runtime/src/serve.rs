@@ -41,7 +41,15 @@ pub struct ServeOptions {
     pub header_read_timeout: Duration,
     /// How long in-flight requests get to finish on shutdown.
     pub grace: Duration,
+    /// How long a connection must have been unused (silent, stalled in a
+    /// body, idle) before a newcomer may reclaim its slot.
+    pub reclaim_after: Duration,
 }
+
+/// The default [`ServeOptions::reclaim_after`]: time for a new client to
+/// send its request, and for a served one to send its next, before a flood
+/// of newcomers can take its slot.
+pub const RECLAIM_AFTER: Duration = Duration::from_secs(1);
 
 /// What happened to a client connection, for metrics.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,6 +69,8 @@ const RECLAIM_FLUSH: Duration = Duration::from_secs(1);
 /// The most newcomers accepted while every slot is at work; they wait (up
 /// to the header-read timeout) for a slot, the rest in the listen backlog.
 const WAITING: usize = 64;
+/// The least time between looks for a reclaimable slot while newcomers wait.
+const RECHECK: Duration = Duration::from_millis(10);
 /// How long a refused client gets to take its 503.
 const REFUSE_WRITE: Duration = Duration::from_secs(1);
 
@@ -83,6 +93,7 @@ pub async fn serve<H, F>(
         max_connections,
         header_read_timeout,
         grace,
+        reclaim_after: RECLAIM_AFTER,
     };
     serve_with(
         listener,
@@ -119,7 +130,7 @@ pub async fn serve_with<H, F>(
         .timer(TokioTimer::new())
         .header_read_timeout(options.header_read_timeout)
         .keep_alive(true);
-    let slots = std::sync::Arc::new(Slots::new(options.max_connections));
+    let slots = std::sync::Arc::new(Slots::new(options.max_connections, options.reclaim_after));
     let mut connections = JoinSet::new();
     // Newcomers accepted while every slot is at work, oldest first, each
     // with the moment it is refused. Past WAITING more stay in the backlog.
@@ -174,6 +185,8 @@ pub async fn serve_with<H, F>(
                 }
             },
             _ = slots.wait_for_room(), if !waiting.is_empty() => {}
+            // A connection may have been unused long enough by now.
+            _ = tokio::time::sleep((options.reclaim_after / 4).max(RECHECK)), if !waiting.is_empty() => {}
             _ = tokio::time::sleep_until(next_refusal.unwrap_or(now)), if next_refusal.is_some() => {}
         }
     }

@@ -17,13 +17,16 @@
 //!
 //! A connection with a request in progress (a call waiting for the
 //! upstream, an open event stream) is never reclaimed here; its own
-//! timeouts and the stream caps bound those. When nothing can be
-//! reclaimed, the listener stops accepting until a slot frees.
+//! timeouts and the stream caps bound those. Nor is one that entered its
+//! phase less than `reclaim_after` ago: a new client must get the chance
+//! to send its request (and a served one its next) before a flood of
+//! newcomers can take its slot. When nothing can be reclaimed, newcomers
+//! wait (see [`crate::serve`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
@@ -189,6 +192,8 @@ pub(crate) enum Admission {
 #[derive(Debug)]
 pub(crate) struct Slots {
     max: usize,
+    /// How long a connection stays in a phase before it can be reclaimed.
+    reclaim_after: Duration,
     epoch: Instant,
     changed: Arc<Notify>,
     inner: Mutex<Inner>,
@@ -203,10 +208,12 @@ struct Inner {
 }
 
 impl Slots {
-    /// Room for `max` connections.
-    pub(crate) fn new(max: usize) -> Self {
+    /// Room for `max` connections, reclaiming those that spent at least
+    /// `reclaim_after` unused.
+    pub(crate) fn new(max: usize, reclaim_after: Duration) -> Self {
         Slots {
             max: max.max(1),
+            reclaim_after,
             epoch: Instant::now(),
             changed: Arc::new(Notify::new()),
             inner: Mutex::default(),
@@ -219,7 +226,7 @@ impl Slots {
         let mut inner = self.lock();
         let mut reclaimed = None;
         if inner.live.len() - inner.evicting >= self.max {
-            let Some(victim) = inner.victim() else {
+            let Some(victim) = inner.victim(self.ripe()) else {
                 return Admission::Full;
             };
             victim.0.evicting.store(true, Ordering::Release);
@@ -245,7 +252,7 @@ impl Slots {
     /// Whether [`admit`](Self::admit) would find room now.
     pub(crate) fn has_room(&self) -> bool {
         let inner = self.lock();
-        inner.live.len() - inner.evicting < self.max || inner.victim().is_some()
+        inner.live.len() - inner.evicting < self.max || inner.victim(self.ripe()).is_some()
     }
 
     /// Waits until [`has_room`](Self::has_room) may have changed.
@@ -275,22 +282,31 @@ impl Slots {
         self.lock().live.len()
     }
 
+    /// Phases that began at or before this (milliseconds after `epoch`)
+    /// are old enough to be reclaimed; `None` while none can be.
+    fn ripe(&self) -> Option<u64> {
+        let ripe = self.epoch.elapsed().checked_sub(self.reclaim_after)?;
+        Some(ripe.as_millis() as u64)
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
 impl Inner {
-    /// The connection to reclaim: the lowest rank, then the longest in
-    /// that phase. A linear pass over at most `max` slots, made only when
-    /// every slot is taken.
-    fn victim(&self) -> Option<&Slot> {
+    /// The connection to reclaim: of those in their phase since `ripe`,
+    /// the lowest rank, then the longest in that phase. A linear pass over
+    /// at most `max` slots, made only when every slot is taken.
+    fn victim(&self, ripe: Option<u64>) -> Option<&Slot> {
+        let ripe = ripe?;
         self.live
             .values()
             .filter(|s| !s.0.evicting.load(Ordering::Acquire))
             .filter_map(|s| {
                 let rank = s.phase().rank()?;
-                Some(((rank, s.0.since.load(Ordering::Relaxed)), s))
+                let since = s.0.since.load(Ordering::Relaxed);
+                (since <= ripe).then_some(((rank, since), s))
             })
             .min_by_key(|(key, _)| *key)
             .map(|(_, s)| s)
@@ -310,7 +326,7 @@ mod tests {
 
     #[test]
     fn a_full_listener_reclaims_unused_then_half_sent_then_idle_connections() {
-        let slots = Slots::new(3);
+        let slots = Slots::new(3, Duration::ZERO);
         let (idle, _) = admitted(&slots);
         let (receiving, _) = admitted(&slots);
         let (busy, _) = admitted(&slots);
@@ -338,7 +354,7 @@ mod tests {
 
     #[test]
     fn connections_at_work_are_never_reclaimed() {
-        let slots = Slots::new(2);
+        let slots = Slots::new(2, Duration::ZERO);
         let (a, _) = admitted(&slots);
         let (b, _) = admitted(&slots);
         let _a = a.request();
@@ -354,11 +370,23 @@ mod tests {
 
     #[test]
     fn a_received_body_makes_the_connection_busy_again() {
-        let slots = Slots::new(1);
+        let slots = Slots::new(1, Duration::ZERO);
         let (a, _) = admitted(&slots);
         let _req = a.request();
         drop(a.receiving());
         assert_eq!(a.phase(), Phase::Busy);
         assert!(matches!(slots.admit(), Admission::Full));
+    }
+
+    #[test]
+    fn a_connection_new_to_its_phase_is_not_reclaimed_yet() {
+        let slots = Slots::new(1, Duration::from_secs(3600));
+        let (a, _) = admitted(&slots);
+        assert!(
+            !slots.has_room(),
+            "it has not had the time to send a request"
+        );
+        drop(a.request());
+        assert!(!slots.has_room(), "nor its next one");
     }
 }

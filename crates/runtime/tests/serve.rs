@@ -102,6 +102,7 @@ async fn start(
         max_connections,
         header_read_timeout,
         grace: Duration::from_secs(1),
+        reclaim_after: Duration::ZERO,
     };
     let seen = events.clone();
     tokio::spawn(serve_with(listener, handler, options, rx, move |e| {

@@ -151,6 +151,7 @@ pub async fn start(config: ProxyConfig, audit: AuditConfig) -> Result<Running, S
             max_connections: config.max_connections,
             header_read_timeout: config.header_read_timeout,
             grace: config.shutdown_grace,
+            reclaim_after: serve::RECLAIM_AFTER,
         },
         shutdown_rx.clone(),
         move |event| m.connection(event),
