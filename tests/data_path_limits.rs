@@ -290,6 +290,9 @@ async fn event_streams_are_bounded_per_caller_and_in_total() {
     let (b, b_conn) = open_stream(addr, Some(&session)).await;
     let (c, _c) = open_stream(addr, Some(&session)).await;
     assert_eq!((a.as_str(), b.as_str(), c.as_str()), ("200", "200", "429"));
+    // Not asking for a stream does not get one past the share either.
+    let (sneaky, _s) = get_mcp(addr, Some(&session), "").await;
+    assert_eq!(sneaky, "429");
     // Callers with no session share half the total: two.
     let (d, _d) = open_stream(addr, None).await;
     let (e, _e) = open_stream(addr, None).await;
@@ -305,7 +308,7 @@ async fn event_streams_are_bounded_per_caller_and_in_total() {
             &["tollgate_table_full_total{share=\"caller\",table=\"streams\"}"]
         )
         .await,
-        2.0
+        3.0
     );
     // A closed stream gives its place back.
     drop(b_conn);
@@ -321,7 +324,13 @@ async fn event_streams_are_bounded_per_caller_and_in_total() {
 /// A GET for the event stream (of `session`, if any): the response status
 /// and the connection, left open.
 async fn open_stream(addr: SocketAddr, session: Option<&str>) -> (String, TcpStream) {
-    let mut req = String::from("GET /mcp HTTP/1.1\r\nHost: t\r\nAccept: text/event-stream\r\n");
+    get_mcp(addr, session, "Accept: text/event-stream\r\n").await
+}
+
+/// A GET of `/mcp` with `extra` headers: the response status and the
+/// connection, left open.
+async fn get_mcp(addr: SocketAddr, session: Option<&str>, extra: &str) -> (String, TcpStream) {
+    let mut req = format!("GET /mcp HTTP/1.1\r\nHost: t\r\n{extra}");
     if let Some(s) = session {
         req.push_str(&format!("Mcp-Session-Id: {s}\r\n"));
     }

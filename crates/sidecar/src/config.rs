@@ -167,6 +167,9 @@ pub struct ProxyConfig {
     pub max_streams_per_caller: usize,
     /// The most JSON values (keys included) a client message may hold.
     pub max_json_values: usize,
+    /// Client bodies larger than this are parsed on the blocking pool, not
+    /// on the thread serving connections (`usize::MAX`: never).
+    pub parse_offload_above: usize,
     /// How long in-flight requests get to finish on shutdown.
     pub shutdown_grace: Duration,
     /// How callers are identified.
@@ -202,6 +205,7 @@ impl ProxyConfig {
             max_streams: 1024,
             max_streams_per_caller: 32,
             max_json_values: tollgate_mcp::json::DEFAULT_MAX_VALUES,
+            parse_offload_above: crate::transport::parse::OFFLOAD_ABOVE,
             shutdown_grace: Duration::from_secs(10),
             identity: IdentitySource::None,
             require_identity: false,

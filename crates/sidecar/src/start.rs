@@ -136,7 +136,7 @@ pub async fn start(config: ProxyConfig, audit: AuditConfig) -> Result<Running, S
             total: config.max_streams,
             per_caller: config.max_streams_per_caller,
         })),
-        json: JsonReader::new(config.max_json_values),
+        json: JsonReader::new(config.max_json_values, config.parse_offload_above),
         config: config.clone(),
     });
     let (shutdown, shutdown_rx) = watch::channel(false);

@@ -21,27 +21,36 @@ use crate::transport::relay::Relay;
 use tollgate_runtime::body::{self, Body};
 
 /// Forwards a bodiless request (GET, HEAD, DELETE, OPTIONS); relays event
-/// streams so the proxy can speak on them. A GET needs a place among the
-/// open streams (see [`open_streams`](crate::transport::open_streams)) of
-/// its caller, who is `subject`, else its session.
+/// streams so the proxy can speak on them. An event stream needs a place
+/// among the open streams (see [`open_streams`](crate::transport::open_streams))
+/// of its caller, who is `subject`, else its session: taken before the
+/// upstream is asked when the client asks for a stream, else once the
+/// upstream answers with one.
 pub(crate) async fn handle(
     proxy: &Arc<Proxy>,
     parts: Parts,
     subject: Option<&str>,
 ) -> Response<Body> {
-    let permit = if parts.method == Method::GET {
+    let caller = || {
         let session = parts
             .headers
             .get(mcp_http::SESSION_ID)
             .and_then(|v| v.to_str().ok())
             .filter(|id| proxy.sessions.touch(id, Instant::now()));
-        match proxy.streams.reserve(CallerKey::new(subject, session)) {
-            Ok(permit) => Some(permit),
+        CallerKey::new(subject, session)
+    };
+    let wants_stream = parts
+        .headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .any(|v| v.to_str().is_ok_and(|a| a.contains("text/event-stream")));
+    let mut permit = None;
+    if parts.method == Method::GET && wants_stream {
+        match proxy.streams.reserve(caller()) {
+            Ok(p) => permit = Some(p),
             Err(full) => return too_many_streams(proxy, &full),
         }
-    } else {
-        None
-    };
+    }
     let uri = proxy.upstream.uri_for(parts.uri.path_and_query());
     let request =
         headers::upstream_request(parts.method.clone(), uri, &parts.headers, Bytes::new());
@@ -80,8 +89,13 @@ pub(crate) async fn handle(
     {
         return Response::from_parts(resp, body::stream(incoming));
     }
-    let Some(permit) = permit else {
-        return Response::from_parts(resp, body::stream(incoming));
+    let permit = match permit {
+        Some(p) => p,
+        None => match proxy.streams.reserve(caller()) {
+            Ok(p) => p,
+            // Dropping the upstream's answer closes its stream.
+            Err(full) => return too_many_streams(proxy, &full),
+        },
     };
     resp.headers.remove(header::CONTENT_LENGTH);
     // The hook owns the stream's registration: it turns it into a legacy
