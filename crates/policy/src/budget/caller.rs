@@ -7,9 +7,7 @@
 //! a digest, so however long a subject or session id is, a table holds 16
 //! bytes of it.
 
-use crate::evaluate::ToolCall;
-
-use super::ratelimit::BucketKey;
+use super::digest::digest;
 
 /// A caller, as a digest.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -27,12 +25,7 @@ impl CallerKey {
             (None, Some(session)) => (b"session", session),
             (None, None) => return CallerKey::ANONYMOUS,
         };
-        CallerKey(BucketKey::of([kind, name.as_bytes()]).0)
-    }
-
-    /// The caller of `call`.
-    pub fn of(call: &ToolCall<'_>) -> CallerKey {
-        CallerKey::new(call.subject, call.session)
+        CallerKey(digest([kind, name.as_bytes()]))
     }
 }
 

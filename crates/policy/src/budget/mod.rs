@@ -9,6 +9,7 @@
 //! sidecar), so a test of this sequence is a test of production's.
 
 mod caller;
+mod digest;
 pub mod inflight;
 pub mod ratelimit;
 mod tiered;
@@ -78,7 +79,7 @@ pub async fn decide<B: Budgets + ?Sized>(
         return d.clone();
     }
     // Whose share of the budget tables the call's new entries take.
-    let caller = CallerKey::of(call);
+    let caller = CallerKey::new(call.subject, call.session);
     let ticket = match stores.in_flight.try_claim(eval.claims(), caller, wall) {
         Ok(t) => t,
         Err(full) => return eval.in_flight_refusal(&full),

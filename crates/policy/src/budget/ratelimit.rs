@@ -16,9 +16,8 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sha2::{Digest, Sha256};
-
 use super::caller::{CallerKey, TableStats};
+use super::digest::digest;
 
 /// The most live buckets one limit keeps. Keys come from call arguments,
 /// which the agent chooses; past this many a limit refuses new keys rather
@@ -62,15 +61,7 @@ impl BucketKey {
     /// Digests the key parts; parts are length-prefixed so `("ab","c")` and
     /// `("a","bc")` differ.
     pub fn of<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> BucketKey {
-        let mut h = Sha256::new();
-        for part in parts {
-            h.update((part.len() as u64).to_le_bytes());
-            h.update(part);
-        }
-        let digest = h.finalize();
-        let mut key = [0u8; 16];
-        key.copy_from_slice(&digest[..16]);
-        BucketKey(key)
+        BucketKey(digest(parts))
     }
 
     /// Hex form, for shared-store keys.
