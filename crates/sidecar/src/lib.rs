@@ -35,3 +35,5 @@ pub use rules::cluster::VmLabels;
 pub use rules::controller::{Follower, FollowerError};
 pub use rules::store::RuleStore;
 pub use start::{Running, StartError, run, start};
+/// The session table, public for its benchmark (`benches/sessions.rs`).
+pub use transport::sessions::Sessions;
