@@ -5,6 +5,7 @@ pub(crate) mod check;
 pub(crate) mod controller;
 pub(crate) mod crdgen;
 pub(crate) mod proxy;
+pub(crate) mod wrap;
 
 use std::process::ExitCode;
 use std::time::Duration;
