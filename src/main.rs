@@ -43,6 +43,8 @@ enum Command {
     /// Run a stdio MCP server behind the policy, on this process's stdio
     /// (for desktop clients): `tollgate wrap --policy p.yaml -- npx server`.
     Wrap(Box<cli::wrap::WrapArgs>),
+    /// Print a PolicyLayer or Intercept policy as an equivalent McpToolPolicy (YAML).
+    Import(cli::import::ImportArgs),
 }
 
 fn main() -> ExitCode {
@@ -55,6 +57,7 @@ fn main() -> ExitCode {
     let _log_guard = logging::init_to(cli.log_format, &cli.log, target);
     match cli.command {
         Command::Wrap(args) => cli::wrap::run(*args),
+        Command::Import(args) => cli::import::run(&args),
         Command::Check(args) => cli::check::run(&args),
         Command::Crdgen(args) => cli::crdgen::run(&args),
         Command::Controller(args) => cli::controller::run(*args),
