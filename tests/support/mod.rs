@@ -531,13 +531,24 @@ impl KubeStack {
 /// transport failure, a JSON-RPC error) or a `repeat` summary with errors
 /// fails here, so no caller can mistake a failed call for an answer.
 pub fn agent(url: &str, args: &[&str]) -> Vec<Value> {
-    let out = Command::new("node")
-        .arg(peers().join("agent.mjs"))
-        .args(["--url", url])
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    agent_on(&["--url", url], args, &[])
+}
+
+/// [`agent`] over stdio: the SDK's StdioClientTransport spawns `server`
+/// (e.g. `tollgate wrap ... -- SERVER`) and speaks to it on its stdio.
+pub fn agent_stdio(args: &[&str], server: &[&str]) -> Vec<Value> {
+    agent_on(&["--transport", "stdio"], args, server)
+}
+
+fn agent_on(transport: &[&str], args: &[&str], server: &[&str]) -> Vec<Value> {
+    let mut cmd = Command::new("node");
+    cmd.arg(peers().join("agent.mjs"))
+        .args(transport)
+        .args(args);
+    if !server.is_empty() {
+        cmd.arg("--").args(server);
+    }
+    let out = cmd.stdin(Stdio::null()).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
