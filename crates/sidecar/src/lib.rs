@@ -42,3 +42,5 @@ pub use start::{Running, StartError, run, start};
 pub use stdio::bridge::StdioUpstream;
 pub use stdio::child::{Exit, SpawnError};
 pub use stdio::wrap::{WrapConfig, WrapError, wrap};
+/// The session table, public for its benchmark (`benches/sessions.rs`).
+pub use transport::sessions::Sessions;
