@@ -45,6 +45,9 @@ enum Command {
     Wrap(Box<cli::wrap::WrapArgs>),
     /// Print a PolicyLayer or Intercept policy as an equivalent McpToolPolicy (YAML).
     Import(cli::import::ImportArgs),
+    /// Copy this binary to a path (the init container of in-pod stdio injection).
+    #[command(hide = true)]
+    CopyBinary(cli::copy_binary::CopyBinaryArgs),
 }
 
 fn main() -> ExitCode {
@@ -58,6 +61,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Wrap(args) => cli::wrap::run(*args),
         Command::Import(args) => cli::import::run(&args),
+        Command::CopyBinary(args) => cli::copy_binary::run(&args),
         Command::Check(args) => cli::check::run(&args),
         Command::Crdgen(args) => cli::crdgen::run(&args),
         Command::Controller(args) => cli::controller::run(*args),

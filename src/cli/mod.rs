@@ -3,6 +3,7 @@
 
 pub(crate) mod check;
 pub(crate) mod controller;
+pub(crate) mod copy_binary;
 pub(crate) mod crdgen;
 pub(crate) mod import;
 pub(crate) mod proxy;
