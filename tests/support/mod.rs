@@ -3,9 +3,11 @@
 //! with the test.
 #![allow(dead_code)]
 
+pub mod chart;
 pub mod cluster;
 pub mod idp;
 pub mod redis;
+pub mod truenas;
 pub mod upstream;
 
 use std::io::{BufRead, BufReader};
@@ -423,6 +425,19 @@ impl Proc {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Spawns `cmd` without waiting for anything (its readiness is
+    /// checked otherwise); its output goes to the test's.
+    pub fn start(mut cmd: Command) -> Proc {
+        cmd.stdin(Stdio::piped());
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+        Proc {
+            child,
+            lines: Arc::default(),
+        }
     }
 
     /// Spawns `cmd` and returns it with its first stdout line; later lines
