@@ -77,8 +77,8 @@ async fn each_session_has_its_own_server_up_to_the_cap() {
         .await
     );
 
-    let a = initialize(tg.listen).await.ok().expect("first session");
-    let b = initialize(tg.listen).await.ok().expect("second session");
+    let a = initialize(tg.listen).await.expect("first session");
+    let b = initialize(tg.listen).await.expect("second session");
     assert_ne!(a, b);
     // Each session's calls reach a server and come back on its stream.
     let ea = Answer::of(&call_in(tg.listen, &a, 2, "echo", json!({"text": "a"})).await);
@@ -117,7 +117,6 @@ async fn each_session_has_its_own_server_up_to_the_cap() {
     assert_eq!(gone.status, 404, "{}", gone.text());
     initialize(tg.listen)
         .await
-        .ok()
         .expect("room again after the DELETE");
 
     // The gate decides as for any upstream.
@@ -134,7 +133,7 @@ async fn idle_sessions_end_and_a_dying_server_ends_its_session() {
         .await
     );
 
-    let idle = initialize(tg.listen).await.ok().expect("session");
+    let idle = initialize(tg.listen).await.expect("session");
     assert_eq!(servers(tg.admin).await, Some(1.0));
     assert!(
         eventually(Duration::from_secs(10), async || servers(tg.admin).await
@@ -145,7 +144,7 @@ async fn idle_sessions_end_and_a_dying_server_ends_its_session() {
     assert_eq!(gone.status, 404, "{}", gone.text());
 
     // A server that exits mid-call: the call is answered with an error.
-    let s = initialize(tg.listen).await.ok().expect("session");
+    let s = initialize(tg.listen).await.expect("session");
     let died = call_in(tg.listen, &s, 3, "exit", json!({"code": 5})).await;
     let text = died.text();
     assert!(
@@ -157,4 +156,40 @@ async fn idle_sessions_end_and_a_dying_server_ends_its_session() {
             == Some(0.0))
         .await
     );
+}
+
+/// A server slower to answer `initialize` than the proxy's own discovery
+/// waits (5 s): the discovery gives up, and the server it started must not
+/// live on until the idle timeout (here 10 minutes) — nobody else knows its
+/// session.
+#[tokio::test]
+async fn a_session_whose_client_left_before_its_initialize_answer_ends() {
+    let (dir, policy) = policy_file(POLICY);
+    let server = peers().join("stdio-server.mjs");
+    let slow = format!(
+        "sleep 7; exec node {} --max-lifetime 120",
+        server.to_str().unwrap()
+    );
+    let tg = tollgate(&[
+        "--policy",
+        policy.to_str().unwrap(),
+        "--stdio-idle-timeout",
+        "600s",
+        "--upstream-command",
+        "--",
+        "sh",
+        "-c",
+        &slow,
+    ]);
+    let started = eventually(Duration::from_secs(20), async || {
+        servers(tg.admin).await == Some(1.0)
+    })
+    .await;
+    assert!(started, "{}", metrics(tg.admin).await);
+    let ended = eventually(Duration::from_secs(30), async || {
+        servers(tg.admin).await == Some(0.0)
+    })
+    .await;
+    assert!(ended, "{}", metrics(tg.admin).await);
+    drop(dir);
 }

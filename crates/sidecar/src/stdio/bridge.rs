@@ -216,7 +216,15 @@ impl Bridge {
         if let Err(e) = session.child.send(&message).await {
             session.fail_all(&e.to_string(), &self.metrics);
         }
-        let mut resp = Response::new(event_stream(rx, Some(ids.len())));
+        // A new session's id reaches only the client of this response: if
+        // that client is gone before its answer (a discovery that timed
+        // out), the session ends with the stream rather than when idle.
+        let unclaimed = new.then(|| Unclaimed {
+            bridge: self.clone(),
+            id: session.id.clone(),
+            claimed: false,
+        });
+        let mut resp = Response::new(event_stream(rx, Some(ids.len()), unclaimed));
         resp.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/event-stream"),
@@ -427,7 +435,7 @@ impl Session {
     fn open_stream(&self) -> Response<Body> {
         let (tx, rx) = mpsc::channel(64);
         *self.stream.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
-        let mut resp = Response::new(event_stream(rx, None));
+        let mut resp = Response::new(event_stream(rx, None, None));
         resp.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/event-stream"),
@@ -436,19 +444,50 @@ impl Session {
     }
 }
 
-/// An SSE body of the messages on `rx`; with `responses`, it ends once
-/// that many responses have passed.
-fn event_stream(rx: mpsc::Receiver<Value>, responses: Option<usize>) -> Body {
-    let events = stream::unfold((rx, responses), |(mut rx, left)| async move {
-        if left == Some(0) {
-            return None;
+/// A new session until its client has had the answer to its `initialize`;
+/// dropped before that, it ends the session.
+struct Unclaimed {
+    bridge: Arc<Bridge>,
+    id: String,
+    claimed: bool,
+}
+
+impl Drop for Unclaimed {
+    fn drop(&mut self) {
+        // `end` spawns the server's stop: only where a runtime runs (not
+        // while the process is shutting down, which stops every server).
+        if !self.claimed && tokio::runtime::Handle::try_current().is_ok() {
+            tracing::info!("a new MCP session's client left before its answer; ending it");
+            self.bridge.end(&self.id);
         }
-        let message = rx.recv().await?;
-        let is_response = message.get("method").is_none();
-        let left = left.map(|n| if is_response { n - 1 } else { n });
-        let frame = Frame::data(sse::encode(Some("message"), None, &message.to_string()));
-        Some((Ok::<_, BoxError>(frame), (rx, left)))
-    });
+    }
+}
+
+/// An SSE body of the messages on `rx`; with `responses`, it ends once
+/// that many responses have passed, which claims `unclaimed`.
+fn event_stream(
+    rx: mpsc::Receiver<Value>,
+    responses: Option<usize>,
+    unclaimed: Option<Unclaimed>,
+) -> Body {
+    let events = stream::unfold(
+        (rx, responses, unclaimed),
+        |(mut rx, left, mut unclaimed)| async move {
+            if left == Some(0) {
+                return None;
+            }
+            let message = rx.recv().await?;
+            let is_response = message.get("method").is_none();
+            let left = left.map(|n| if is_response { n - 1 } else { n });
+            if left == Some(0)
+                && let Some(u) = &mut unclaimed
+            {
+                u.claimed = true;
+            }
+            let frame = Frame::data(sse::encode(Some("message"), None, &message.to_string()));
+            Some((Ok::<_, BoxError>(frame), (rx, left, unclaimed)))
+        },
+    );
     StreamBody::new(events).boxed_unsync()
 }
 

@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use tollgate_mcp::json::parse_strict;
+use tollgate_mcp::json::{StrictJsonError, parse_strict};
 use tollgate_mcp::jsonrpc::{self, INVALID_REQUEST, PARSE_ERROR, UPSTREAM_UNAVAILABLE};
 use tollgate_mcp::stdio::Line;
 use tollgate_mcp::tools;
@@ -258,9 +258,12 @@ impl Wrap {
         let value = match parse_strict(&bytes) {
             Ok(v) => v,
             Err(e) => {
-                return self
-                    .refuse(PARSE_ERROR, &e.to_string(), Rejection::Malformed)
-                    .await;
+                // The same reasons as the HTTP proxy's, so one dashboard reads both.
+                let reason = match e {
+                    StrictJsonError::TooManyValues(_) => Rejection::TooComplex,
+                    _ => Rejection::Malformed,
+                };
+                return self.refuse(PARSE_ERROR, &e.to_string(), reason).await;
             }
         };
         let (batch, messages) = match value {
