@@ -117,7 +117,7 @@ async fn exchange(
     let response = upstream
         .send(crate::transport::headers::upstream_request(
             Method::POST,
-            uri,
+            uri.clone(),
             &headers,
             body,
         ))
@@ -125,8 +125,13 @@ async fn exchange(
         .map_err(|e| e.to_string())?;
     let (parts, body) = response.into_parts();
     if !parts.status.is_success() {
+        let hint = if parts.status == http::StatusCode::NOT_FOUND {
+            "; nothing answers MCP at that path: give --upstream the MCP server's URL as MCP clients write it, e.g. http://127.0.0.1:8081/mcp"
+        } else {
+            ""
+        };
         return Err(format!(
-            "the upstream answered {} to {}",
+            "the upstream answered {} to {} at {uri}{hint}",
             parts.status, message["method"]
         ));
     }
