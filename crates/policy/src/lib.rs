@@ -10,6 +10,7 @@
 //! (a test in the workspace keeps it so): what it decides can be tested and
 //! benchmarked without any of them, on exactly the code production runs.
 
+pub mod behaviour;
 pub mod budget;
 pub mod compile;
 pub mod crd;
@@ -25,6 +26,8 @@ pub mod warnings;
 
 #[cfg(test)]
 mod resource_tests;
+#[cfg(test)]
+mod selector_tests;
 #[cfg(test)]
 mod testing;
 #[cfg(test)]

@@ -73,3 +73,38 @@ impl Shared for FakeShared {
             .push((what, last));
     }
 }
+
+/// Loads and compiles `yaml`; panics with every problem if it does not.
+pub(crate) fn set(yaml: &str) -> crate::PolicySet {
+    let (loaded, problems) = crate::load::parse_text("test.yaml", yaml);
+    assert!(problems.is_empty(), "{}", crate::Problems(problems));
+    crate::load::compile_set(&loaded).unwrap_or_else(|p| panic!("{}", crate::Problems(p)))
+}
+
+/// Every problem of `yaml`, one per line (empty when it is valid).
+pub(crate) fn problems(yaml: &str) -> String {
+    let (loaded, mut problems) = crate::load::parse_text("test.yaml", yaml);
+    if let Err(mut p) = crate::load::compile_set(&loaded) {
+        problems.append(&mut p);
+    }
+    crate::Problems(problems).to_string()
+}
+
+/// The `tools/list` entry of `tool` in kubernetes-mcp-server 0.0.67's real
+/// answer (`tests/peers/fixtures`), as the sidecar's catalogue reads it.
+pub(crate) fn kms_meta(tool: &str) -> crate::resources::ToolMeta {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/peers/fixtures/kubernetes-mcp-server-0.0.67-tools.json"
+    );
+    let list: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    crate::resources::ToolMeta::from_tool(
+        list["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == tool)
+            .unwrap_or_else(|| panic!("kubernetes-mcp-server 0.0.67 lists no {tool}")),
+    )
+}

@@ -72,7 +72,7 @@ pub fn warnings(policy: &CompiledPolicy) -> Vec<Warning> {
 
 fn named_by(policy: &CompiledPolicy, tool: &str) -> Vec<u32> {
     let mut matched = Vec::new();
-    policy.matcher.rules_for(tool, &mut matched);
+    policy.matcher.rules_for(tool, None, &mut matched);
     matched
 }
 
