@@ -12,7 +12,7 @@ use tollgate_mcp::sse;
 
 use crate::Proxy;
 use crate::transport::headers;
-use crate::transport::lists::rewrite_lists;
+use crate::transport::lists::{notice_list_changed, rewrite_lists};
 use crate::transport::open_streams::LegacySession;
 use crate::transport::relay::Relay;
 use tollgate_runtime::body::{self, Body};
@@ -86,6 +86,7 @@ struct SessionHook {
 
 impl crate::transport::relay::Hook for SessionHook {
     fn on_event(&mut self, event: &sse::Event) -> Option<Bytes> {
+        notice_list_changed(&self.proxy, event);
         if event.event.as_deref() == Some("endpoint") && self.session.is_none() {
             let (endpoint, rewritten) = self.resolve(event.data.trim());
             if let Some(inject) = self.inject.take() {
