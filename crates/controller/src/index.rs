@@ -514,7 +514,7 @@ fn check(
         .and_then(|s| Selector::try_from(s).ok());
     let spec: McpToolPolicySpec = match parse_spec(spec) {
         Ok(s) => s,
-        Err(problem) => return (selector_only, Err(vec![problem])),
+        Err(problems) => return (selector_only, Err(problems)),
     };
     match compile(name, &spec) {
         Ok(compiled) => {

@@ -12,6 +12,7 @@
 
 pub mod behaviour;
 pub mod budget;
+pub mod catalogue;
 pub mod compile;
 pub mod crd;
 pub mod duration;
@@ -20,8 +21,12 @@ pub mod load;
 pub mod parse;
 pub mod problem;
 pub mod resources;
+pub mod risk;
+pub mod scenario;
 pub mod snapshot;
 pub mod spec;
+pub mod structure;
+pub mod suggest;
 pub mod warnings;
 
 #[cfg(test)]

@@ -125,6 +125,60 @@ pub struct McpToolPolicySpec {
     pub strict_arguments: Option<StrictArguments>,
 }
 
+/// What the MCP servers of a whole cluster may do: a `McpToolPolicy` that
+/// selects pods in every namespace `namespaceSelector` matches. Combined with
+/// the namespaced policies on each pod by the same order: every `Enforce`
+/// policy must allow a call. See docs/policy.md.
+// The printer columns are McpToolPolicy's, copied by `crd::cluster_crd`.
+#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, JsonSchema)]
+#[kube(
+    group = "tollgate.dev",
+    version = "v1alpha1",
+    kind = "ClusterMcpToolPolicy",
+    plural = "clustermcptoolpolicies",
+    singular = "clustermcptoolpolicy",
+    shortname = "cmtp",
+    category = "tollgate",
+    status = "McpToolPolicyStatus",
+    doc = "Which tool calls the MCP servers of the whole cluster may make: the pods `spec.selector` selects in the namespaces `spec.namespaceSelector` selects. Combined with each pod's McpToolPolicies; every policy must allow a call."
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterMcpToolPolicySpec {
+    /// The namespaces whose MCP server pods this policy governs, by their
+    /// labels (e.g. `matchLabels: {kubernetes.io/metadata.name: vms}`).
+    /// Absent or empty: every namespace. `spec.selector` then picks pods in
+    /// them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace_selector: Option<LabelSelector>,
+
+    /// Everything a `McpToolPolicy` spec holds.
+    #[serde(flatten)]
+    pub policy: McpToolPolicySpec,
+}
+
+/// Read strictly: `namespaceSelector` here, every other field by
+/// [`McpToolPolicySpec`], which refuses fields it does not know (serde's
+/// own `flatten` would let them through).
+impl<'de> Deserialize<'de> for ClusterMcpToolPolicySpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let mut value = Value::deserialize(d)?;
+        let namespace_selector = match value.as_object_mut() {
+            Some(fields) => fields.remove("namespaceSelector"),
+            None => None,
+        };
+        let namespace_selector = match namespace_selector {
+            Some(Value::Null) | None => None,
+            Some(s) => Some(LabelSelector::deserialize(s).map_err(D::Error::custom)?),
+        };
+        let policy = McpToolPolicySpec::deserialize(value).map_err(D::Error::custom)?;
+        Ok(ClusterMcpToolPolicySpec {
+            namespace_selector,
+            policy,
+        })
+    }
+}
+
 /// When arguments outside the upstream's `inputSchema` are refused.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 pub enum StrictArguments {

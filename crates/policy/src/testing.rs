@@ -2,10 +2,8 @@
 //! and a shared store that lives in memory and can be switched off.
 
 use std::future::Future;
-use std::pin::pin;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 use crate::budget::ratelimit::{Acquire, MemoryCounter, Refusal};
@@ -14,14 +12,7 @@ use crate::budget::{Shared, SharedOutcome, StoreDown};
 /// Runs `f` to completion. Every budget in these tests answers at once, so
 /// a future that is still pending after many polls is a bug in the test.
 pub(crate) fn block_on<F: Future>(f: F) -> F::Output {
-    let mut f = pin!(f);
-    let mut cx = Context::from_waker(Waker::noop());
-    for _ in 0..1000 {
-        if let Poll::Ready(out) = f.as_mut().poll(&mut cx) {
-            return out;
-        }
-    }
-    panic!("a budget future never completed");
+    crate::scenario::finish_now(f).expect("a budget future never completed")
 }
 
 /// One release: the limit ids and costs taken back, and `last`.

@@ -35,3 +35,5 @@ pub use rules::cluster::VmLabels;
 pub use rules::controller::{Follower, FollowerError};
 pub use rules::store::RuleStore;
 pub use start::{Running, StartError, run, start};
+pub use transport::discover::{ListToolsError, list_tools_at};
+pub use transport::upstream::UpstreamUrlError;

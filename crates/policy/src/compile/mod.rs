@@ -29,8 +29,8 @@ use crate::duration;
 use crate::problem::Problem;
 use crate::resources::Mapping;
 use crate::spec::{
-    Action, DenyWith, LimitScope, McpToolPolicySpec, Mode, OnStoreError, RateLimit, Rule,
-    StrictArguments,
+    Action, ClusterMcpToolPolicySpec, DenyWith, LimitScope, McpToolPolicySpec, Mode, OnStoreError,
+    RateLimit, Rule, StrictArguments,
 };
 
 /// A problem when `list` is longer than `max`.
@@ -189,6 +189,38 @@ impl CompiledPolicy {
     }
 }
 
+/// A label selector Kubernetes would refuse, said so.
+fn check_selector(
+    selector: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>,
+    path: &str,
+) -> Option<Problem> {
+    let e = kube::core::Selector::try_from(selector?.clone()).err()?;
+    Some(Problem::at(
+        path,
+        format!(
+            "not a valid label selector ({}); operators are In, NotIn, Exists and DoesNotExist",
+            e.0
+        ),
+    ))
+}
+
+/// Checks a `ClusterMcpToolPolicy` spec: its `namespaceSelector`, and the
+/// rest as [`compile`] does for every policy.
+pub fn compile_cluster(
+    name: &str,
+    spec: &ClusterMcpToolPolicySpec,
+) -> Result<CompiledPolicy, Vec<Problem>> {
+    let selector = check_selector(spec.namespace_selector.as_ref(), "spec.namespaceSelector");
+    match (compile(name, &spec.policy), selector) {
+        (Ok(compiled), None) => Ok(compiled),
+        (Ok(_), Some(p)) => Err(vec![p]),
+        (Err(mut problems), p) => {
+            problems.extend(p);
+            Err(problems)
+        }
+    }
+}
+
 /// Checks `spec` and compiles it under the policy name `name`.
 pub fn compile(name: &str, spec: &McpToolPolicySpec) -> Result<CompiledPolicy, Vec<Problem>> {
     let mut problems = Vec::new();
@@ -199,17 +231,7 @@ pub fn compile(name: &str, spec: &McpToolPolicySpec) -> Result<CompiledPolicy, V
         "rules",
         "Split the policy into several.",
     ));
-    if let Some(selector) = &spec.selector
-        && let Err(e) = kube::core::Selector::try_from(selector.clone())
-    {
-        problems.push(Problem::at(
-            "spec.selector",
-            format!(
-                "not a valid label selector ({}); operators are In, NotIn, Exists and DoesNotExist",
-                e.0
-            ),
-        ));
-    }
+    problems.extend(check_selector(spec.selector.as_ref(), "spec.selector"));
     let policy_deny_with = spec.deny_with.unwrap_or_default();
     let mut names = HashSet::new();
     let mut rules = Vec::with_capacity(spec.rules.len());

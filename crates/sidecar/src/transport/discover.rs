@@ -25,6 +25,30 @@ const MAX_PAGES: usize = 50;
 /// How the sidecar's own requests introduce themselves.
 pub(crate) const USER_AGENT: &str = concat!("tollgate-discovery/", env!("CARGO_PKG_VERSION"));
 
+/// Why a server's tools could not be listed.
+#[derive(Debug, thiserror::Error)]
+pub enum ListToolsError {
+    /// The URL is unusable.
+    #[error(transparent)]
+    Url(#[from] crate::transport::upstream::UpstreamUrlError),
+    /// The server did not answer as an MCP server.
+    #[error("{0}")]
+    Upstream(String),
+}
+
+/// The tools of the MCP server at `url` (written as an MCP client writes
+/// it, e.g. `http://127.0.0.1:8081/mcp`), every page: what `tollgate scan`
+/// and `tollgate check --upstream` read, the way the sidecar does.
+pub async fn list_tools_at(
+    url: http::Uri,
+    timeout: Duration,
+) -> Result<Vec<Value>, ListToolsError> {
+    let upstream = Upstream::new(url, timeout, timeout)?;
+    list_tools(&upstream, "/mcp", timeout)
+        .await
+        .map_err(ListToolsError::Upstream)
+}
+
 /// The upstream's tools, asked over a session of the sidecar's own.
 pub(crate) async fn list_tools(
     upstream: &Upstream,
