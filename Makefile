@@ -2,7 +2,7 @@
 SHELL := bash
 CARGO ?= cargo
 
-.PHONY: all build demo demo-standalone e2e test test-deps differential lint fmt clippy generate bench bench-data-path bench-policy bench-controller cluster-up cluster-down image clean
+.PHONY: all build demo demo-standalone e2e test test-deps differential lint fmt clippy fuzz generate bench bench-data-path bench-policy bench-controller cluster-up cluster-down image clean
 
 all: build
 
@@ -27,6 +27,13 @@ e2e: test-deps
 ## test: formatting, lints, unit and integration tests (installs the Node test peers first)
 test: test-deps lint
 	$(CARGO) test --locked
+
+## fuzz: the property tests of the parsers and policy loading (crates/*/tests/properties.rs)
+## with many more cases than `make test` runs (a few hundred); FUZZ_CASES per property.
+FUZZ_CASES ?= 20000
+fuzz:
+	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test --locked --release \
+	    -p tollgate-mcp -p tollgate-policy --test properties
 
 test-deps:
 	scripts/test-deps.sh

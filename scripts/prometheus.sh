@@ -1,17 +1,24 @@
 #!/usr/bin/env bash
-# Makes a Prometheus server available to the tests and the demo without
-# touching the system: Debian's prometheus package, unpacked into the cache
-# (only its server binary is used; it serves the HTTP API the tests query).
+# Builds, once, the Prometheus server the end-to-end test and the demo run:
+# github.com/prometheus/prometheus/cmd/prometheus from the Go module proxy,
+# with only the Kubernetes service discovery compiled in (the upstream build
+# tags remove_all_sd,enable_kubernetes_sd; every other part is stock).
 #
-#   $TOLLGATE_CACHE/prometheus/<version>/usr/bin/prometheus
-#   $TOLLGATE_CACHE/bin/prometheus      a link the tests run
+#   $TOLLGATE_CACHE/prometheus/<version>/prometheus
 #
-# A prometheus already on PATH is used as is. Idempotent: when the link works
-# it prints nothing and downloads nothing. Needs apt-get (Debian/Ubuntu); as
-# root it refreshes the package lists if the download finds none.
+# Why not Debian's package: Debian builds prometheus without
+# kubernetes_sd_configs, and the test discovers the sidecars the way the
+# chart's PodMonitor selects them — through the Kubernetes API.
+#
+# Idempotent: when the binary is there it prints its path and builds nothing;
+# a lock makes concurrent callers build once; an interrupted build leaves no
+# half binary. The first build takes a few minutes.
 #
 # Usage: scripts/prometheus.sh [-v]     (prints the binary's path on stdout)
 set -euo pipefail
+
+# Prometheus 3.16 (its Go module versions are v0.<minor>.<patch>).
+PROMETHEUS_MODULE_VERSION=v0.316.0
 
 verbose=0
 [[ "${1:-}" == "-v" ]] && verbose=1
@@ -20,38 +27,25 @@ verbose=0
 source "$(dirname "${BASH_SOURCE[0]}")/lib/cache.sh"
 TOLLGATE_LOG_NAME=prometheus.sh
 
-link="$TOLLGATE_CACHE/bin/prometheus"
-works() { [[ -x "$link" ]] && "$link" --version >/dev/null 2>&1; }
-
-if ! works; then
-    mkdir -p "$TOLLGATE_CACHE/bin"
-    if system="$(command -v prometheus 2>/dev/null)"; then
-        ln -sfn "$system" "$link"
-    else
-        need apt-get dpkg-deb
-        tmp="$(mktemp -d "$TOLLGATE_CACHE/.prometheus.XXXXXX")"
+dest="$TOLLGATE_CACHE/prometheus/$PROMETHEUS_MODULE_VERSION"
+bin="$dest/prometheus"
+if [[ ! -x "$bin" ]]; then
+    need go flock
+    mkdir -p "$dest"
+    exec 9>"$dest/.lock"
+    flock 9
+    if [[ ! -x "$bin" ]]; then
+        start=$(now_s)
+        log "building prometheus ($PROMETHEUS_MODULE_VERSION, Kubernetes discovery only) from the Go module proxy; a few minutes, once"
+        tmp="$(mktemp -d "$dest/.build.XXXXXX")"
         trap 'rm -rf "$tmp"' EXIT
-        download() { (cd "$tmp" && apt-get download -q prometheus >"$tmp/apt.log" 2>&1); }
-        if ! download; then
-            [[ "$(id -u)" == 0 ]] || {
-                cat "$tmp/apt.log" >&2
-                die "cannot download prometheus (apt-get update, as root, may fix it)"
-            }
-            log "refreshing the package lists"
-            DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
-            download || { cat "$tmp/apt.log" >&2; die "cannot download prometheus"; }
-        fi
-        version="$(dpkg-deb -f "$tmp"/prometheus_*.deb Version | tr ':~+' '___')"
-        dest="$TOLLGATE_CACHE/prometheus/$version"
-        mkdir -p "$tmp/root"
-        dpkg-deb -x "$tmp"/prometheus_*.deb "$tmp/root"
-        rm -rf "$dest"
-        mkdir -p "$(dirname "$dest")"
-        mv -T "$tmp/root" "$dest"
-        ln -sfn "$dest/usr/bin/prometheus" "$link"
-        log "unpacked prometheus $version into $dest"
+        GOFLAGS=-mod=mod GOBIN="$tmp" CGO_ENABLED=0 go install -trimpath \
+            -tags remove_all_sd,enable_kubernetes_sd -ldflags "-s -w" \
+            "github.com/prometheus/prometheus/cmd/prometheus@$PROMETHEUS_MODULE_VERSION" >&2
+        mv -f "$tmp/prometheus" "$bin"
+        log "built prometheus in $(($(now_s) - start))s: $bin"
     fi
-    works || die "$link does not run"
 fi
-(( verbose )) && log "$("$link" --version 2>&1 | head -1)"
-printf '%s\n' "$link"
+"$bin" --version >/dev/null 2>&1 || die "$bin does not run"
+(( verbose )) && log "$("$bin" --version 2>&1 | head -1)"
+printf '%s\n' "$bin"

@@ -269,9 +269,9 @@ scrape_configs:
 fn helm_install_inject_enforce_scrape_and_survive_faults_on_a_real_node() {
     let node = Node::up();
 
-    step("clearing what an earlier run may have left");
+    step("clearing what an earlier run may have left (a fresh install, CRDs included)");
     let _ = node.tool("helm", &["uninstall", RELEASE, "-n", SYSTEM, "--wait"]);
-    for ns in [MCP, VMS] {
+    for ns in [MCP, VMS, SYSTEM] {
         let _ = node.kubectl(&[
             "delete",
             "namespace",
@@ -279,6 +279,13 @@ fn helm_install_inject_enforce_scrape_and_survive_faults_on_a_real_node() {
             "--ignore-not-found",
             "--wait=true",
         ]);
+    }
+    // Helm installs the chart's CRDs only when they are absent and never
+    // upgrades them: an earlier run's CRD would be an older schema.
+    for crd in node.must(&["get", "crd", "-o", "name"]).lines() {
+        if crd.ends_with(".tollgate.dev") {
+            node.must(&["delete", crd, "--wait=true"]);
+        }
     }
     node.must(&[
         "apply",
@@ -435,20 +442,31 @@ fn helm_install_inject_enforce_scrape_and_survive_faults_on_a_real_node() {
         "name",
     ]);
     assert_eq!(cluster_left.trim(), "", "cluster-wide leftovers");
-    let in_system = node.must(&[
-        "-n",
-        SYSTEM,
-        "get",
-        "all,secrets,configmaps,leases",
-        "-o",
-        "name",
-    ]);
-    assert!(
-        in_system
+    // The controller pods go with their ReplicaSet, and what they created
+    // at run time with them (garbage collection runs after helm returns):
+    // wait for that, then nothing else may remain.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let in_system = node.must(&[
+            "-n",
+            SYSTEM,
+            "get",
+            "all,secrets,configmaps,leases",
+            "-o",
+            "name",
+        ]);
+        let left: Vec<&str> = in_system
             .lines()
-            .all(|l| l.starts_with("configmap/kube-root-ca.crt") || l.starts_with("secret/sh.helm")),
-        "left in {SYSTEM}: {in_system}"
-    );
+            .filter(|l| {
+                !l.starts_with("configmap/kube-root-ca.crt") && !l.starts_with("secret/sh.helm")
+            })
+            .collect();
+        if left.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "left in {SYSTEM}: {left:?}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
     node.must(&["get", "crd", "mcptoolpolicies.tollgate.dev"]);
     for ns in [MCP, VMS] {
         let _ = node.kubectl(&["delete", "namespace", ns, "--wait=false"]);
@@ -496,7 +514,7 @@ fn enforcement_survives_faults(node: &Node, url: &str) {
         SYSTEM,
         "rollout",
         "status",
-        "deployment/tollgate-controller",
+        "deployment/tollgate",
         "--timeout=180s",
     ]);
 
@@ -525,6 +543,53 @@ fn enforcement_survives_faults(node: &Node, url: &str) {
     wait_for(Duration::from_secs(60), "the old pod gone", || {
         mcp_pod_names(node) == 1 && mcp_pod(node)["metadata"]["name"] != old.as_str()
     });
+    // The Service follows the new pod a moment later (EndpointSlice, then
+    // kube-proxy): wait until its only endpoint is the new pod and bare TCP
+    // connects (no MCP call, so the call below is the new pod's first) keep
+    // succeeding.
+    let new_ip = mcp_pod(node)["status"]["podIP"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    wait_for(
+        Duration::from_secs(60),
+        "the EndpointSlice listing only the new pod",
+        || {
+            let endpoints: Vec<Value> = node
+                .items(&[
+                    "-n",
+                    MCP,
+                    "get",
+                    "endpointslices",
+                    "-l",
+                    "kubernetes.io/service-name=kubernetes-mcp-server",
+                ])
+                .iter()
+                .flat_map(|s| s["endpoints"].as_array().cloned().unwrap_or_default())
+                .collect();
+            endpoints.len() == 1
+                && endpoints[0]["addresses"][0] == new_ip.as_str()
+                && endpoints[0]["conditions"]["ready"] == true
+        },
+    );
+    let address = url
+        .trim_start_matches("http://")
+        .trim_end_matches("/mcp")
+        .parse::<std::net::SocketAddr>()
+        .unwrap();
+    let mut in_a_row = 0;
+    wait_for(
+        Duration::from_secs(60),
+        "the Service routing to the new pod",
+        || {
+            if std::net::TcpStream::connect_timeout(&address, Duration::from_secs(1)).is_ok() {
+                in_a_row += 1;
+            } else {
+                in_a_row = 0;
+            }
+            in_a_row >= 5
+        },
+    );
     denied(
         &agent(url, &["call", "pods_delete", &delete]),
         "clone-guard",

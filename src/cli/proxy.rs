@@ -84,9 +84,20 @@ pub(crate) struct ProxyArgs {
     /// Re-read policy files this often even without change events.
     #[arg(long, default_value = "10s", value_parser = super::flag_duration)]
     reload_interval: Duration,
-    /// Most client connections at once.
+    /// Most client connections at once; when all are taken, one serving no request
+    /// (silent, half-sent, idle) is reclaimed for a new client.
     #[arg(long, default_value_t = 4096)]
     max_connections: usize,
+    /// Most server-to-client event streams (GET) open at once.
+    #[arg(long, default_value_t = 1024)]
+    max_streams: usize,
+    /// Most event streams one caller (verified subject, else MCP session) keeps open;
+    /// callers with neither share half of --max-streams.
+    #[arg(long, default_value_t = 32)]
+    max_streams_per_caller: usize,
+    /// Most JSON values (keys included) one client message may hold.
+    #[arg(long, default_value_t = tollgate_mcp::json::DEFAULT_MAX_VALUES)]
+    max_json_values: usize,
     /// Which decisions the audit log records.
     #[arg(long, value_enum, default_value_t = AuditLevel::All)]
     audit_log: AuditLevel,
@@ -218,6 +229,9 @@ impl TryFrom<ProxyArgs> for Proxy {
             upstream_response_timeout: args.upstream_timeout,
             reload_interval: args.reload_interval,
             max_connections: args.max_connections,
+            max_streams: args.max_streams,
+            max_streams_per_caller: args.max_streams_per_caller,
+            max_json_values: args.max_json_values,
             identity,
             require_identity: args.require_identity,
             shared_store: args.redis_url.map(|url| SharedStoreConfig {

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::watcher;
@@ -180,15 +181,21 @@ pub(crate) fn configmap_name(identity: &str) -> String {
 }
 
 /// Publishes this replica's acks until `shutdown`, then removes them.
+///
+/// `owner` is this replica's own Pod, when it runs in one: the ConfigMap is
+/// then deleted with the Pod by Kubernetes' garbage collector, also when the
+/// replica cannot delete it itself (killed, or its RBAC already gone during
+/// `helm uninstall`).
 pub(crate) async fn publish(
     book: Arc<AckBook>,
     api: Api<ConfigMap>,
+    owner: Option<OwnerReference>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let name = configmap_name(&book.identity);
     let mut changes = book.local_changed.subscribe();
     loop {
-        let body = serde_json::json!({
+        let mut body = serde_json::json!({
             "apiVersion": "v1",
             "kind": "ConfigMap",
             "metadata": {
@@ -198,6 +205,9 @@ pub(crate) async fn publish(
             },
             "data": { DATA_KEY: book.encode_local() },
         });
+        if let Some(owner) = &owner {
+            body["metadata"]["ownerReferences"] = serde_json::json!([owner]);
+        }
         if let Err(e) = api
             .patch(
                 &name,

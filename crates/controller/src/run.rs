@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::Client;
 use kube::api::Api;
 use kube::runtime::events::{Recorder, Reporter};
@@ -149,6 +150,7 @@ pub async fn start(config: ControllerConfig) -> Result<Running, StartError> {
         tokio::spawn(acks::publish(
             acks.clone(),
             configmaps.clone(),
+            own_pod(&client, &config).await,
             shutdown_rx.clone(),
         )),
         tokio::spawn(acks::collect(acks.clone(), configmaps, shutdown_rx.clone())),
@@ -373,6 +375,27 @@ async fn start_webhook(
         webhook,
         shutdown.clone(),
     ))
+}
+
+/// This replica's own Pod as an owner, when it runs in one (its identity
+/// is its pod name, from the Downward API): what it creates at run time then
+/// goes with the Pod.
+async fn own_pod(client: &Client, config: &ControllerConfig) -> Option<OwnerReference> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &config.namespace);
+    match pods.get_opt(&config.identity).await {
+        Ok(Some(pod)) => Some(OwnerReference {
+            api_version: "v1".into(),
+            kind: "Pod".into(),
+            name: pod.metadata.name?,
+            uid: pod.metadata.uid?,
+            ..Default::default()
+        }),
+        Ok(None) => None,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read this replica's own pod; its acknowledgement ConfigMap will not be garbage-collected with it");
+            None
+        }
+    }
 }
 
 /// What the controller's admin listener reports.

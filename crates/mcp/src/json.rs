@@ -8,7 +8,14 @@
 //! (duplicate keys at any depth, trailing bytes, invalid UTF-8, lone UTF-16
 //! surrogates in escapes, a byte-order mark) and forwards its own
 //! re-serialisation of what it decided on.
+//!
+//! It also bounds what a document may cost to hold: nesting deeper than
+//! [`MAX_DEPTH`] and more than [`Limits::max_values`] values are refused
+//! while parsing, so a 4 MiB body of `[0,0,0,...]` (two million values,
+//! ~200 MiB as a tree) is refused after its first [`DEFAULT_MAX_VALUES`]
+//! instead of being built.
 
+use std::cell::Cell;
 use std::fmt;
 
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
@@ -17,6 +24,33 @@ use serde_json::{Map, Value};
 /// The deepest nesting accepted (serde_json's own recursion limit is 128;
 /// this is checked first so the error says what happened).
 pub const MAX_DEPTH: usize = 64;
+
+/// The most values a document may hold by default: ~10 MiB as a tree, and
+/// far more than any MCP message carries (a manifest is one string value).
+pub const DEFAULT_MAX_VALUES: usize = 100_000;
+
+/// How much of a JSON document the parser will build.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// The most values: every string, number, literal, array, object and
+    /// object key counts one.
+    pub max_values: usize,
+}
+
+impl Limits {
+    /// No limit but [`MAX_DEPTH`] (for measuring what the limit saves).
+    pub const UNLIMITED: Limits = Limits {
+        max_values: usize::MAX,
+    };
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_values: DEFAULT_MAX_VALUES,
+        }
+    }
+}
 
 /// Why a body is not one unambiguous JSON value.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -38,17 +72,30 @@ pub enum StrictJsonError {
     /// A UTF-8 byte-order mark, which JSON texts must not carry.
     #[error("a byte-order mark before the JSON value")]
     ByteOrderMark,
+    /// More values than [`Limits::max_values`].
+    #[error("JSON with more than {0} values")]
+    TooManyValues(usize),
 }
 
-/// Parses `bytes` as exactly one JSON value with no duplicate keys.
+/// Parses `bytes` as exactly one JSON value with no duplicate keys, within
+/// the default [`Limits`].
 pub fn parse_strict(bytes: &[u8]) -> Result<Value, StrictJsonError> {
+    parse_strict_with(bytes, Limits::default())
+}
+
+/// [`parse_strict`] within `limits`.
+pub fn parse_strict_with(bytes: &[u8], limits: Limits) -> Result<Value, StrictJsonError> {
     if bytes.starts_with(&[0xEF, 0xBB, 0xBF]) {
         return Err(StrictJsonError::ByteOrderMark);
     }
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value = StrictSeed { depth: 0 }
-        .deserialize(&mut de)
-        .map_err(classify)?;
+    let left = Cell::new(limits.max_values);
+    let value = StrictSeed {
+        depth: 0,
+        left: &left,
+    }
+    .deserialize(&mut de)
+    .map_err(|e| classify(e, limits))?;
     // Only whitespace may follow the value.
     de.end()
         .map_err(|e| StrictJsonError::Syntax(e.to_string()))?;
@@ -57,8 +104,11 @@ pub fn parse_strict(bytes: &[u8]) -> Result<Value, StrictJsonError> {
 
 /// Our visitor reports duplicates and depth through serde's custom errors;
 /// turn those back into typed errors.
-fn classify(e: serde_json::Error) -> StrictJsonError {
+fn classify(e: serde_json::Error, limits: Limits) -> StrictJsonError {
     let text = e.to_string();
+    if text.starts_with(TOO_MANY) {
+        return StrictJsonError::TooManyValues(limits.max_values);
+    }
     if let Some(rest) = text.strip_prefix(DUPLICATE_PREFIX) {
         let key = rest.rsplit_once(" at line").map_or(rest, |(k, _)| k);
         return StrictJsonError::DuplicateKey(key.trim_matches('"').to_owned());
@@ -82,34 +132,56 @@ const INEXACT_PREFIX: &str = "inexact integer ";
 /// judged. Larger integers are refused; send them as strings.
 pub const MAX_EXACT_INTEGER: u64 = 1 << 53;
 const TOO_DEEP: &str = "nesting too deep";
+const TOO_MANY: &str = "too many values";
 
-struct StrictSeed {
+/// One value to read, at `depth`, from what is `left` of the value budget.
+struct StrictSeed<'a> {
     depth: usize,
+    left: &'a Cell<usize>,
 }
 
-impl<'de> DeserializeSeed<'de> for StrictSeed {
-    type Value = Value;
-
-    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
-        deserializer.deserialize_any(StrictVisitor { depth: self.depth })
+impl<'a> StrictSeed<'a> {
+    /// Spends one value of the budget.
+    fn spend<E: de::Error>(&self) -> Result<(), E> {
+        match self.left.get().checked_sub(1) {
+            Some(left) => {
+                self.left.set(left);
+                Ok(())
+            }
+            None => Err(E::custom(TOO_MANY)),
+        }
     }
-}
 
-struct StrictVisitor {
-    depth: usize,
-}
-
-impl StrictVisitor {
-    fn deeper<E: de::Error>(&self) -> Result<usize, E> {
+    /// The seed of a child value.
+    fn deeper<E: de::Error>(&self) -> Result<StrictSeed<'a>, E> {
         if self.depth >= MAX_DEPTH {
             Err(E::custom(TOO_DEEP))
         } else {
-            Ok(self.depth + 1)
+            Ok(StrictSeed {
+                depth: self.depth + 1,
+                left: self.left,
+            })
+        }
+    }
+
+    fn again(&self) -> StrictSeed<'a> {
+        StrictSeed {
+            depth: self.depth,
+            left: self.left,
         }
     }
 }
 
-impl<'de> Visitor<'de> for StrictVisitor {
+impl<'de> DeserializeSeed<'de> for StrictSeed<'_> {
+    type Value = Value;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        self.spend()?;
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for StrictSeed<'_> {
     type Value = Value;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -157,19 +229,20 @@ impl<'de> Visitor<'de> for StrictVisitor {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        let depth = self.deeper()?;
+        let child = self.deeper()?;
         let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
-        while let Some(v) = seq.next_element_seed(StrictSeed { depth })? {
+        while let Some(v) = seq.next_element_seed(child.again())? {
             items.push(v);
         }
         Ok(Value::Array(items))
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        let depth = self.deeper()?;
+        let child = self.deeper()?;
         let mut out = Map::new();
         while let Some(key) = map.next_key::<String>()? {
-            let value = map.next_value_seed(StrictSeed { depth })?;
+            child.spend()?;
+            let value = map.next_value_seed(child.again())?;
             // One hash per key: the entry says whether it was already there.
             match out.entry(key) {
                 serde_json::map::Entry::Vacant(slot) => {
@@ -252,6 +325,28 @@ mod tests {
         assert_eq!(parse_strict(deep.as_bytes()), Err(StrictJsonError::TooDeep));
         let ok = format!("{}{}", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH));
         assert!(parse_strict(ok.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn values_past_the_limit_are_refused_while_parsing() {
+        let limits = Limits { max_values: 5 };
+        // The array, then 1, 2, 3, 4: five values.
+        assert!(parse_strict_with(b"[1,2,3,4]", limits).is_ok());
+        assert_eq!(
+            parse_strict_with(b"[1,2,3,4,5]", limits),
+            Err(StrictJsonError::TooManyValues(5))
+        );
+        // Keys count too: the object, "a", 1, "b", 2.
+        assert!(parse_strict_with(br#"{"a":1,"b":2}"#, limits).is_ok());
+        assert_eq!(
+            parse_strict_with(br#"{"a":1,"b":{}}"#, Limits { max_values: 4 }),
+            Err(StrictJsonError::TooManyValues(4))
+        );
+        let zeros = format!("[{}0]", "0,".repeat(DEFAULT_MAX_VALUES));
+        assert_eq!(
+            parse_strict(zeros.as_bytes()),
+            Err(StrictJsonError::TooManyValues(DEFAULT_MAX_VALUES))
+        );
     }
 
     #[test]

@@ -143,22 +143,28 @@ impl Parser {
     }
 }
 
-/// Writes one event.
+/// Writes one event. Every line break in `data` (CRLF, CR or LF) starts a
+/// new `data:` line, so data reads back as itself with LF breaks and can
+/// never start a field or an event of its own; line breaks in `event` and
+/// `id`, which SSE cannot carry, are dropped.
 pub fn encode(event: Option<&str>, id: Option<&str>, data: &str) -> Bytes {
     let mut out = String::with_capacity(data.len() + 32);
-    if let Some(e) = event {
-        out.push_str("event: ");
-        out.push_str(e);
-        out.push('\n');
+    for (name, value) in [("event", event), ("id", id)] {
+        if let Some(value) = value {
+            out.push_str(name);
+            out.push_str(": ");
+            out.extend(value.chars().filter(|c| !matches!(c, '\r' | '\n')));
+            out.push('\n');
+        }
     }
-    if let Some(id) = id {
-        out.push_str("id: ");
-        out.push_str(id);
-        out.push('\n');
-    }
+    let data = if data.contains('\r') {
+        std::borrow::Cow::Owned(data.replace("\r\n", "\n").replace('\r', "\n"))
+    } else {
+        std::borrow::Cow::Borrowed(data)
+    };
     for line in data.split('\n') {
         out.push_str("data: ");
-        out.push_str(line.strip_suffix('\r').unwrap_or(line));
+        out.push_str(line);
         out.push('\n');
     }
     out.push('\n');
@@ -229,6 +235,19 @@ mod tests {
         let mut p = Parser::new();
         let big = vec![b'a'; MAX_EVENT_BYTES + 1];
         assert_eq!(p.push(&big), Err(SseError::TooLarge));
+    }
+
+    #[test]
+    fn data_with_carriage_returns_cannot_start_a_field() {
+        let bytes = encode(Some("message"), None, "x\revent: endpoint\r\ndata: /evil");
+        let back = all(&[&bytes]);
+        assert_eq!(back.len(), 1);
+        assert_eq!(back[0].event.as_deref(), Some("message"));
+        assert_eq!(back[0].data, "x\nevent: endpoint\ndata: /evil");
+        let bytes = encode(Some("message\nevent: endpoint"), Some("1\r2"), "");
+        let back = all(&[&bytes]);
+        assert_eq!(back[0].event.as_deref(), Some("messageevent: endpoint"));
+        assert_eq!(back[0].id.as_deref(), Some("12"));
     }
 
     #[test]

@@ -8,6 +8,8 @@ use http_body_util::{BodyExt, Empty, Full, Limited, combinators::UnsyncBoxBody};
 use hyper::body::Incoming;
 use serde_json::Value;
 
+use crate::slots::Slot;
+
 /// Errors inside response bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Every response body the proxy produces.
@@ -61,6 +63,19 @@ pub enum ReadError {
     /// The connection failed mid-body.
     #[error("the request body could not be read: {0}")]
     Io(String),
+}
+
+/// Reads a whole request body like [`read`]; while it arrives, a stalled
+/// sender's connection may be reclaimed for another client (see
+/// [`crate::slots`]).
+pub async fn read_request(
+    parts: &http::request::Parts,
+    body: Incoming,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Bytes, ReadError> {
+    let _receiving = parts.extensions.get::<Slot>().map(Slot::receiving);
+    read(body, limit, timeout).await
 }
 
 /// Reads a whole body, at most `limit` bytes, within `timeout`.

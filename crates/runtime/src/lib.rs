@@ -1,5 +1,5 @@
 //! What both tollgate processes run on: serving HTTP with bounded resources
-//! ([`serve`]), bodies ([`body`]), the admin listener ([`admin`]), shutdown
+//! ([`serve`], [`slots`]), bodies ([`body`]), the admin listener ([`admin`]), shutdown
 //! ([`shutdown`]), structured logs ([`logging`]), a Kubernetes client
 //! ([`kube_client`]) and the TokenReview authenticator ([`token_review`]).
 //!
@@ -13,4 +13,5 @@ pub mod labels;
 pub mod logging;
 pub mod serve;
 pub mod shutdown;
+pub mod slots;
 pub mod token_review;

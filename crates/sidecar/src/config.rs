@@ -180,8 +180,20 @@ pub struct ProxyConfig {
     pub reload_interval: Duration,
     /// Log tool arguments in the audit log instead of their digest.
     pub log_arguments: bool,
-    /// The most client connections served at once.
+    /// The most client connections served at once; connections serving no
+    /// request are reclaimed for new clients when all are taken.
     pub max_connections: usize,
+    /// The most server-to-client event streams (GET) open at once; keep it
+    /// well under `max_connections`, since each holds a connection.
+    pub max_streams: usize,
+    /// The most event streams one caller (verified subject, else session)
+    /// keeps open; callers with neither share half of `max_streams`.
+    pub max_streams_per_caller: usize,
+    /// The most JSON values (keys included) a client message may hold.
+    pub max_json_values: usize,
+    /// Client bodies larger than this are parsed on the blocking pool, not
+    /// on the thread serving connections (`usize::MAX`: never).
+    pub parse_offload_above: usize,
     /// How long in-flight requests get to finish on shutdown.
     pub shutdown_grace: Duration,
     /// How callers are identified.
@@ -214,6 +226,10 @@ impl ProxyConfig {
             reload_interval: Duration::from_secs(10),
             log_arguments: false,
             max_connections: 4096,
+            max_streams: 1024,
+            max_streams_per_caller: 32,
+            max_json_values: tollgate_mcp::json::DEFAULT_MAX_VALUES,
+            parse_offload_above: crate::transport::parse::OFFLOAD_ABOVE,
             shutdown_grace: Duration::from_secs(10),
             identity: IdentitySource::None,
             require_identity: false,

@@ -36,4 +36,6 @@ pub use rules::controller::{Follower, FollowerError};
 pub use rules::store::RuleStore;
 pub use start::{Running, StartError, run, start};
 pub use transport::discover::{ListToolsError, list_tools_at};
+/// The session table, public for its benchmark (`benches/sessions.rs`).
+pub use transport::sessions::Sessions;
 pub use transport::upstream::UpstreamUrlError;

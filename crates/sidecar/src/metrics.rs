@@ -12,8 +12,11 @@ use prometheus::{
 };
 
 use tollgate_policy::Decision;
+use tollgate_policy::budget::TableStats;
 use tollgate_runtime::label_values;
 use tollgate_runtime::labels::ByLabel;
+use tollgate_runtime::serve::ConnectionEvent;
+use tollgate_runtime::slots::Reclaim;
 
 label_values! {
     /// Why a client request was refused before any policy decision
@@ -37,6 +40,38 @@ label_values! {
         Timeout => "timeout",
         /// A body whose connection failed while it was read.
         Io => "io",
+        /// More values than `--max-json-values`.
+        TooComplex => "too_complex",
+        /// A GET stream past its caller's share or the proxy's total
+        /// (`--max-streams-per-caller`, `--max-streams`).
+        TooManyStreams => "too_many_streams",
+        /// A legacy session with too many unanswered `tools/list` requests.
+        PendingLists => "pending_lists",
+    }
+}
+
+label_values! {
+    /// A bounded table of the sidecar (`tollgate_table_entries{table}`).
+    pub enum Table {
+        /// MCP sessions the upstream issued.
+        Sessions => "sessions",
+        /// In-memory rate-limit buckets.
+        RateLimitBuckets => "rate_limit_buckets",
+        /// Admitted objects remembered until the cluster counts them.
+        InFlightRecords => "in_flight_records",
+        /// Open server-to-client event streams.
+        Streams => "streams",
+    }
+}
+
+label_values! {
+    /// Which bound of a table a new entry met
+    /// (`tollgate_table_full_total{table,share}`).
+    pub enum Share {
+        /// The caller's own share (subject, else session; see the data-path limits doc).
+        Caller => "caller",
+        /// The whole table.
+        Total => "total",
     }
 }
 
@@ -157,6 +192,16 @@ pub struct Metrics {
     pub streams: IntGauge,
     /// `tollgate_connections`: open client connections.
     pub connections: IntGauge,
+    /// `tollgate_connections_reclaimed_total{reason}`: connections closed
+    /// to free their slot.
+    connections_reclaimed: ByLabel<Reclaim, IntCounter>,
+    /// `tollgate_connections_refused_total`: clients refused because every
+    /// slot was serving a request.
+    connections_refused: IntCounter,
+    /// `tollgate_table_entries{table}`.
+    table_entries: ByLabel<Table, IntGauge>,
+    /// `tollgate_table_full_total{table,share}`.
+    table_full: ByLabel<Table, ByLabel<Share, IntCounter>>,
     /// `tollgate_controller_connected`: 1 while the sidecar holds a stream
     /// to the controller (managed mode).
     pub controller_connected: IntGauge,
@@ -266,6 +311,31 @@ impl Metrics {
         let sessions = IntGauge::new("tollgate_sessions", "MCP sessions the proxy knows of.")?;
         let streams = IntGauge::new("tollgate_streams", "Open server-to-client event streams.")?;
         let connections = IntGauge::new("tollgate_connections", "Open client connections.")?;
+        let connections_reclaimed = IntCounterVec::new(
+            Opts::new(
+                "tollgate_connections_reclaimed_total",
+                "Client connections closed to free their slot: headers not sent in time, or unused, stalled or idle when a new client needed the slot.",
+            ),
+            &["reason"],
+        )?;
+        let connections_refused = IntCounter::new(
+            "tollgate_connections_refused_total",
+            "Clients refused with 503 because every connection slot was serving a request.",
+        )?;
+        let table_entries = IntGaugeVec::new(
+            Opts::new(
+                "tollgate_table_entries",
+                "Entries in each bounded table of the sidecar.",
+            ),
+            &["table"],
+        )?;
+        let table_full = IntCounterVec::new(
+            Opts::new(
+                "tollgate_table_full_total",
+                "New table entries that met a full share (the caller's, or the whole table's): refused, or for sessions, the least recently used forgotten.",
+            ),
+            &["table", "share"],
+        )?;
         let controller_connected = IntGauge::new(
             "tollgate_controller_connected",
             "1 while the sidecar holds a stream to the controller.",
@@ -320,6 +390,10 @@ impl Metrics {
             Box::new(sessions.clone()),
             Box::new(streams.clone()),
             Box::new(connections.clone()),
+            Box::new(connections_reclaimed.clone()),
+            Box::new(connections_refused.clone()),
+            Box::new(table_entries.clone()),
+            Box::new(table_full.clone()),
             Box::new(controller_connected.clone()),
             Box::new(controller_last_contact.clone()),
             Box::new(controller_reconnects.clone()),
@@ -349,6 +423,12 @@ impl Metrics {
             sessions,
             streams,
             connections,
+            connections_reclaimed: ByLabel::new(|l| connections_reclaimed.with_label_values(&[l])),
+            connections_refused,
+            table_entries: ByLabel::new(|t| table_entries.with_label_values(&[t])),
+            table_full: ByLabel::new(|t| {
+                ByLabel::new(|share| table_full.with_label_values(&[t, share]))
+            }),
             controller_connected,
             controller_last_contact,
             controller_reconnects,
@@ -397,6 +477,30 @@ impl Metrics {
     /// Counts a refused controller snapshot.
     pub fn snapshot_rejected(&self, reason: SnapshotRejection) {
         self.snapshots_rejected.get(reason).inc();
+    }
+
+    /// Counts what happened to a client connection.
+    pub fn connection(&self, event: ConnectionEvent) {
+        match event {
+            ConnectionEvent::Opened => self.connections.inc(),
+            ConnectionEvent::Closed => self.connections.dec(),
+            ConnectionEvent::Reclaimed(reason) => self.connections_reclaimed.get(reason).inc(),
+            ConnectionEvent::Refused => self.connections_refused.inc(),
+        }
+    }
+
+    /// Records the size of `table` and brings its refusal counters up to
+    /// `stats` (the tables count for themselves; this runs before a scrape).
+    pub(crate) fn table(&self, table: Table, stats: TableStats) {
+        self.table_entries.get(table).set(stats.entries as i64);
+        let full = self.table_full.get(table);
+        for (share, total) in [
+            (Share::Caller, stats.refused_caller),
+            (Share::Total, stats.refused_total),
+        ] {
+            let counter = full.get(share);
+            counter.inc_by(total.saturating_sub(counter.get()));
+        }
     }
 
     /// Counts a refused caller token.

@@ -9,9 +9,10 @@ use tollgate_runtime::admin::Readiness;
 use crate::config::ProxyConfig;
 use crate::gate::Gate;
 use crate::identity::Identities;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Table};
 use crate::transport::discover;
 use crate::transport::open_streams::Streams;
+use crate::transport::parse::JsonReader;
 use crate::transport::sessions::Sessions;
 use crate::transport::upstream::Upstream;
 
@@ -31,6 +32,8 @@ pub struct Proxy {
     pub(crate) streams: Arc<Streams>,
     /// Who is calling.
     pub(crate) identities: Identities,
+    /// Reads client messages.
+    pub(crate) json: JsonReader,
 }
 
 impl Proxy {
@@ -87,6 +90,11 @@ impl Proxy {
 
 impl tollgate_runtime::admin::AdminState for Proxy {
     fn metrics(&self) -> Vec<u8> {
+        let (buckets, records) = self.gate.tables();
+        self.metrics.table(Table::RateLimitBuckets, buckets);
+        self.metrics.table(Table::InFlightRecords, records);
+        self.metrics.table(Table::Sessions, self.sessions.stats());
+        self.metrics.table(Table::Streams, self.streams.stats());
         self.metrics.encode()
     }
 

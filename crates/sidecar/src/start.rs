@@ -20,7 +20,8 @@ use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::rules::store::RuleStore;
 use crate::rules::{cluster, controller as managed, files as reload};
-use crate::transport::open_streams::Streams;
+use crate::transport::open_streams::{StreamLimits, Streams};
+use crate::transport::parse::JsonReader;
 use crate::transport::sessions::Sessions;
 use crate::transport::upstream::Upstream;
 
@@ -134,24 +135,29 @@ pub async fn start(config: ProxyConfig, audit: AuditConfig) -> Result<Running, S
         identities,
         upstream,
         sessions: Sessions::new(),
-        streams: Arc::new(Streams::default()),
+        streams: Arc::new(Streams::new(StreamLimits {
+            total: config.max_streams,
+            per_caller: config.max_streams_per_caller,
+        })),
+        json: JsonReader::new(config.max_json_values, config.parse_offload_above),
         config: config.clone(),
     });
     let (shutdown, shutdown_rx) = watch::channel(false);
     let mut tasks = Vec::new();
 
     let p = proxy.clone();
-    tasks.push(tokio::spawn(serve::serve(
+    let m = metrics.clone();
+    tasks.push(tokio::spawn(serve::serve_with(
         listener,
         move |req| crate::transport::route::route(p.clone(), req),
-        config.max_connections,
-        config.header_read_timeout,
-        shutdown_rx.clone(),
-        config.shutdown_grace,
-        {
-            let gauge = metrics.connections.clone();
-            move |delta| gauge.add(delta)
+        serve::ServeOptions {
+            max_connections: config.max_connections,
+            header_read_timeout: config.header_read_timeout,
+            grace: config.shutdown_grace,
+            reclaim_after: serve::RECLAIM_AFTER,
         },
+        shutdown_rx.clone(),
+        move |event| m.connection(event),
     )));
     let p = proxy.clone();
     tasks.push(tokio::spawn(serve::serve(

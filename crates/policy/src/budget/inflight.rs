@@ -13,16 +13,37 @@
 //!
 //! Time is wall-clock time, since the controller's observations come from
 //! another machine; [`SETTLE`] absorbs ordinary clock skew.
+//!
+//! What the store remembers is bounded: each admission keeps a 16-byte
+//! digest of its key (never the agent's namespace text), at most
+//! [`MAX_RECORDS`] are kept, and one caller may hold at most
+//! [`MAX_RECORDS_PER_CALLER`] of them. A call that would pass a bound is
+//! refused (`crowded`), never admitted unremembered: an admission the store
+//! forgot would let the next call past the cap.
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use crate::resources::CloneCounts;
 use crate::spec::InFlightScope;
 
+use super::caller::{CallerKey, TableStats};
+use super::ratelimit::BucketKey;
+
 /// How long after an admission the controller's count is trusted to
 /// include it.
 pub const SETTLE: Duration = Duration::from_secs(3);
+
+/// The most admissions remembered at once. Each is one claim of one
+/// admitted call, kept until the cluster count includes it (or, without
+/// one, for `assume_done_after`); its key is kept as a 16-byte digest.
+pub const MAX_RECORDS: usize = 65_536;
+
+/// The most admissions one caller ([`CallerKey`]) may have remembered: a
+/// caller spraying namespaces is refused once it holds this many, and
+/// every other caller keeps finding room.
+pub const MAX_RECORDS_PER_CALLER: usize = MAX_RECORDS / 16;
 
 /// One object class a call wants to add to.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -48,12 +69,21 @@ pub struct Full {
     pub index: usize,
     /// How many are in flight now.
     pub current: u32,
+    /// The cap had room, but the store keeps no more admissions for this
+    /// caller (or at all) until some settle.
+    pub crowded: bool,
 }
 
 /// A store of in-flight counts.
 pub trait InFlight: Send + Sync {
-    /// Admits every claim, or none.
-    fn try_claim(&self, claims: &[Claim], now: SystemTime) -> Result<Ticket, Full>;
+    /// Admits every claim, or none; the admissions it remembers count
+    /// against `caller`'s share.
+    fn try_claim(
+        &self,
+        claims: &[Claim],
+        caller: CallerKey,
+        now: SystemTime,
+    ) -> Result<Ticket, Full>;
     /// Takes back an admission (the call was refused after all).
     fn release(&self, ticket: Ticket);
     /// Whether every claim would be admitted, taking nothing (for `Audit`
@@ -61,20 +91,29 @@ pub trait InFlight: Send + Sync {
     fn check(&self, claims: &[Claim], now: SystemTime) -> Result<(), Full>;
 }
 
+/// One remembered admission.
 #[derive(Debug)]
 struct Pending {
     ticket: u64,
     at: SystemTime,
     scope: InFlightScope,
-    key: String,
+    key: BucketKey,
     cost: u32,
+    caller: CallerKey,
 }
 
 #[derive(Debug, Default)]
 struct State {
     cluster: Option<(CloneCounts, SystemTime)>,
-    pending: Vec<Pending>,
+    /// In ticket order, which is admission order.
+    pending: VecDeque<Pending>,
+    /// The sum of `pending` costs per scope and key.
+    sums: HashMap<(InFlightScope, BucketKey), u32>,
+    /// `pending` records per caller.
+    held: HashMap<CallerKey, usize>,
     next: u64,
+    refused_caller: u64,
+    refused_total: u64,
 }
 
 /// The in-memory store.
@@ -88,6 +127,11 @@ impl Default for MemoryInFlight {
     fn default() -> Self {
         MemoryInFlight::new(Duration::from_secs(600))
     }
+}
+
+/// The digest a claim's key is remembered by.
+fn digest(key: &str) -> BucketKey {
+    BucketKey::of([key.as_bytes()])
 }
 
 impl MemoryInFlight {
@@ -110,16 +154,35 @@ impl MemoryInFlight {
     pub fn count(&self, scope: InFlightScope, key: &str, now: SystemTime) -> u32 {
         let mut s = self.lock();
         self.forget_settled(&mut s, now);
-        current(&s, scope, key)
+        s.current(scope, key)
     }
 
+    /// Remembered admissions and refused ones, for metrics.
+    pub fn stats(&self) -> TableStats {
+        let s = self.lock();
+        TableStats {
+            entries: s.pending.len(),
+            refused_caller: s.refused_caller,
+            refused_total: s.refused_total,
+        }
+    }
+
+    /// Forgets admissions the cluster count includes by now (or, without
+    /// one, that are old enough). Admissions are in time order, so this
+    /// looks only at the oldest; should the clock step back, a younger
+    /// admission may be kept a little longer, which only counts more.
     fn forget_settled(&self, s: &mut State, now: SystemTime) {
         let observed = s.cluster.as_ref().map(|(_, at)| *at);
         let keep_for = self.assume_done_after;
-        s.pending.retain(|p| match observed {
-            Some(observed) => observed.duration_since(p.at).map_or(true, |d| d < SETTLE),
-            None => now.duration_since(p.at).map_or(true, |d| d < keep_for),
-        });
+        let settled = |p: &Pending| match observed {
+            Some(observed) => observed.duration_since(p.at).is_ok_and(|d| d >= SETTLE),
+            None => now.duration_since(p.at).is_ok_and(|d| d >= keep_for),
+        };
+        while s.pending.front().is_some_and(settled) {
+            if let Some(p) = s.pending.pop_front() {
+                s.forget(&p);
+            }
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -127,46 +190,113 @@ impl MemoryInFlight {
     }
 }
 
-fn current(s: &State, scope: InFlightScope, key: &str) -> u32 {
-    let base = s.cluster.as_ref().map_or(0, |(c, _)| match scope {
-        InFlightScope::Namespace => c.by_namespace.get(key).copied().unwrap_or(0),
-        InFlightScope::Source => c.by_source.get(key).copied().unwrap_or(0),
-        InFlightScope::Cluster => c.total,
-    });
-    let pending: u32 = s
-        .pending
-        .iter()
-        .filter(|p| p.scope == scope && p.key == key)
-        .map(|p| p.cost)
-        .sum();
-    base + pending
+impl State {
+    fn current(&self, scope: InFlightScope, key: &str) -> u32 {
+        let base = self.cluster.as_ref().map_or(0, |(c, _)| match scope {
+            InFlightScope::Namespace => c.by_namespace.get(key).copied().unwrap_or(0),
+            InFlightScope::Source => c.by_source.get(key).copied().unwrap_or(0),
+            InFlightScope::Cluster => c.total,
+        });
+        base + self.sums.get(&(scope, digest(key))).copied().unwrap_or(0)
+    }
+
+    /// The first claim that does not fit, if any.
+    fn fits(&self, claims: &[Claim]) -> Result<(), Full> {
+        for (index, c) in claims.iter().enumerate() {
+            let current = self.current(c.scope, &c.key);
+            if current + c.cost > c.max {
+                return Err(Full {
+                    index,
+                    current,
+                    crowded: false,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether `caller` may have `more` admissions remembered.
+    fn room(&mut self, claims: &[Claim], caller: CallerKey) -> Result<(), Full> {
+        let more = claims.len();
+        let held = self.held.get(&caller).copied().unwrap_or(0);
+        let crowded = if held + more > MAX_RECORDS_PER_CALLER {
+            self.refused_caller += 1;
+            true
+        } else if self.pending.len() + more > MAX_RECORDS {
+            self.refused_total += 1;
+            true
+        } else {
+            false
+        };
+        match claims.first() {
+            Some(c) if crowded => Err(Full {
+                index: 0,
+                current: self.current(c.scope, &c.key),
+                crowded,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    fn forget(&mut self, p: &Pending) {
+        if let Some(sum) = self.sums.get_mut(&(p.scope, p.key)) {
+            *sum = sum.saturating_sub(p.cost);
+            if *sum == 0 {
+                self.sums.remove(&(p.scope, p.key));
+            }
+        }
+        if let Some(n) = self.held.get_mut(&p.caller) {
+            *n -= 1;
+            if *n == 0 {
+                self.held.remove(&p.caller);
+            }
+        }
+    }
 }
 
 impl InFlight for MemoryInFlight {
-    fn try_claim(&self, claims: &[Claim], now: SystemTime) -> Result<Ticket, Full> {
+    fn try_claim(
+        &self,
+        claims: &[Claim],
+        caller: CallerKey,
+        now: SystemTime,
+    ) -> Result<Ticket, Full> {
         if claims.is_empty() {
             return Ok(Ticket(0));
         }
         let mut s = self.lock();
         self.forget_settled(&mut s, now);
-        fits(&s, claims)?;
+        s.fits(claims)?;
+        s.room(claims, caller)?;
         s.next += 1;
         let ticket = s.next;
         for c in claims {
-            s.pending.push(Pending {
+            let key = digest(&c.key);
+            *s.sums.entry((c.scope, key)).or_default() += c.cost;
+            *s.held.entry(caller).or_default() += 1;
+            s.pending.push_back(Pending {
                 ticket,
                 at: now,
                 scope: c.scope,
-                key: c.key.clone(),
+                key,
                 cost: c.cost,
+                caller,
             });
         }
         Ok(Ticket(ticket))
     }
 
     fn release(&self, ticket: Ticket) {
-        if ticket.0 != 0 {
-            self.lock().pending.retain(|p| p.ticket != ticket.0);
+        if ticket.0 == 0 {
+            return;
+        }
+        let mut s = self.lock();
+        // A ticket's admissions sit together, in ticket order.
+        let start = s.pending.partition_point(|p| p.ticket < ticket.0);
+        let end = s.pending.partition_point(|p| p.ticket <= ticket.0);
+        let released: Vec<Pending> = s.pending.drain(start..end).collect();
+        for p in &released {
+            s.forget(p);
         }
     }
 
@@ -176,19 +306,8 @@ impl InFlight for MemoryInFlight {
         }
         let mut s = self.lock();
         self.forget_settled(&mut s, now);
-        fits(&s, claims)
+        s.fits(claims)
     }
-}
-
-/// The first claim that does not fit, if any.
-fn fits(s: &State, claims: &[Claim]) -> Result<(), Full> {
-    for (index, c) in claims.iter().enumerate() {
-        let current = current(s, c.scope, &c.key);
-        if current + c.cost > c.max {
-            return Err(Full { index, current });
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -204,6 +323,10 @@ mod tests {
         }
     }
 
+    fn anyone() -> CallerKey {
+        CallerKey::ANONYMOUS
+    }
+
     fn at(secs: u64) -> SystemTime {
         SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000 + secs)
     }
@@ -213,14 +336,15 @@ mod tests {
         let s = MemoryInFlight::default();
         s.set_cluster(CloneCounts::default(), at(0));
         for _ in 0..5 {
-            s.try_claim(&[claim("vms", 5, 1)], at(1)).unwrap();
+            s.try_claim(&[claim("vms", 5, 1)], anyone(), at(1)).unwrap();
         }
         // The watch has not caught up: the burst cannot overshoot.
         assert_eq!(
-            s.try_claim(&[claim("vms", 5, 1)], at(2)),
+            s.try_claim(&[claim("vms", 5, 1)], anyone(), at(2)),
             Err(Full {
                 index: 0,
-                current: 5
+                current: 5,
+                crowded: false
             })
         );
         // The controller now sees the 5 clones (observed well after them).
@@ -242,10 +366,16 @@ mod tests {
             ..Default::default()
         };
         s.set_cluster(three, at(20));
-        assert!(s.try_claim(&[claim("vms", 5, 2)], at(21)).is_ok());
-        assert!(s.try_claim(&[claim("vms", 5, 1)], at(21)).is_err());
+        assert!(s.try_claim(&[claim("vms", 5, 2)], anyone(), at(21)).is_ok());
+        assert!(
+            s.try_claim(&[claim("vms", 5, 1)], anyone(), at(21))
+                .is_err()
+        );
         // Other namespaces have their own count.
-        assert!(s.try_claim(&[claim("other", 5, 5)], at(21)).is_ok());
+        assert!(
+            s.try_claim(&[claim("other", 5, 5)], anyone(), at(21))
+                .is_ok()
+        );
     }
 
     #[test]
@@ -258,13 +388,14 @@ mod tests {
             cost: 2,
         };
         let t = s
-            .try_claim(&[claim("a", 10, 2), cluster.clone()], at(0))
+            .try_claim(&[claim("a", 10, 2), cluster.clone()], anyone(), at(0))
             .unwrap();
         assert_eq!(
-            s.try_claim(&[claim("a", 10, 2), cluster.clone()], at(0)),
+            s.try_claim(&[claim("a", 10, 2), cluster.clone()], anyone(), at(0)),
             Err(Full {
                 index: 1,
-                current: 2
+                current: 2,
+                crowded: false
             })
         );
         assert_eq!(
@@ -279,8 +410,73 @@ mod tests {
     #[test]
     fn without_the_cluster_admissions_count_for_a_while() {
         let s = MemoryInFlight::new(Duration::from_secs(60));
-        s.try_claim(&[claim("a", 1, 1)], at(0)).unwrap();
-        assert!(s.try_claim(&[claim("a", 1, 1)], at(59)).is_err());
-        assert!(s.try_claim(&[claim("a", 1, 1)], at(60)).is_ok());
+        s.try_claim(&[claim("a", 1, 1)], anyone(), at(0)).unwrap();
+        assert!(s.try_claim(&[claim("a", 1, 1)], anyone(), at(59)).is_err());
+        assert!(s.try_claim(&[claim("a", 1, 1)], anyone(), at(60)).is_ok());
+    }
+
+    #[test]
+    fn one_caller_spraying_namespaces_fills_only_its_own_share() {
+        let s = MemoryInFlight::default();
+        let hostile = CallerKey::new(None, Some("hostile"));
+        for i in 0..MAX_RECORDS_PER_CALLER {
+            s.try_claim(&[claim(&format!("ns-{i}"), 5, 1)], hostile, at(0))
+                .unwrap();
+        }
+        assert_eq!(
+            s.try_claim(&[claim("ns-new", 5, 1)], hostile, at(1)),
+            Err(Full {
+                index: 0,
+                current: 0,
+                crowded: true
+            })
+        );
+        assert!(
+            s.try_claim(
+                &[claim("ns-new", 5, 1)],
+                CallerKey::new(Some("alice"), None),
+                at(1)
+            )
+            .is_ok()
+        );
+        assert!(
+            s.try_claim(&[claim("ns-new", 5, 1)], anyone(), at(1))
+                .is_ok()
+        );
+        let stats = s.stats();
+        assert_eq!(stats.entries, MAX_RECORDS_PER_CALLER + 2);
+        assert_eq!((stats.refused_caller, stats.refused_total), (1, 0));
+        // Its admissions settle, and it has room again.
+        assert!(
+            s.try_claim(&[claim("ns-new", 5, 1)], hostile, at(600))
+                .is_ok()
+        );
+        assert_eq!(s.stats().entries, 3);
+    }
+
+    #[test]
+    fn a_long_key_costs_a_digest() {
+        let s = MemoryInFlight::default();
+        let long = "n".repeat(1 << 20);
+        s.try_claim(&[claim(&long, 1, 1)], anyone(), at(0)).unwrap();
+        assert_eq!(s.count(InFlightScope::Namespace, &long, at(1)), 1);
+        assert_eq!(s.count(InFlightScope::Namespace, "n", at(1)), 0);
+        assert!(s.try_claim(&[claim(&long, 1, 1)], anyone(), at(1)).is_err());
+    }
+
+    #[test]
+    fn a_released_ticket_takes_back_only_its_own_admissions() {
+        let s = MemoryInFlight::default();
+        let first = s.try_claim(&[claim("a", 9, 1)], anyone(), at(0)).unwrap();
+        let second = s
+            .try_claim(&[claim("a", 9, 2), claim("b", 9, 3)], anyone(), at(0))
+            .unwrap();
+        let third = s.try_claim(&[claim("b", 9, 1)], anyone(), at(0)).unwrap();
+        s.release(second);
+        assert_eq!(s.count(InFlightScope::Namespace, "a", at(0)), 1);
+        assert_eq!(s.count(InFlightScope::Namespace, "b", at(0)), 1);
+        s.release(first);
+        s.release(third);
+        assert_eq!(s.stats().entries, 0);
     }
 }

@@ -8,6 +8,8 @@
 //! memory beside a store shared by every replica ([`Tiered`], Redis in the
 //! sidecar), so a test of this sequence is a test of production's.
 
+mod caller;
+mod digest;
 pub mod inflight;
 pub mod ratelimit;
 mod tiered;
@@ -24,14 +26,17 @@ use crate::evaluate::{Decision, PolicySet, ToolCall};
 use inflight::InFlight;
 use ratelimit::{Acquire, MemoryCounter, Refusal};
 
+pub use caller::{CallerKey, TableStats};
 pub use tiered::{Shared, SharedOutcome, StoreDown, Tiered};
 
 /// Where rate-limit admissions are counted.
 pub trait Budgets: Sync {
-    /// Admits one call's acquisitions, every one or none.
+    /// Admits one call's acquisitions, every one or none; new buckets count
+    /// against `caller`'s share.
     fn acquire(
         &self,
         all: &[Acquire],
+        caller: CallerKey,
         now: Instant,
     ) -> impl Future<Output = Result<(), Refusal>> + Send;
 }
@@ -40,9 +45,10 @@ impl Budgets for MemoryCounter {
     fn acquire(
         &self,
         all: &[Acquire],
+        caller: CallerKey,
         now: Instant,
     ) -> impl Future<Output = Result<(), Refusal>> + Send {
-        ready(self.try_acquire(all, now))
+        ready(self.try_acquire_as(all, caller, now))
     }
 }
 
@@ -72,16 +78,24 @@ pub async fn decide<B: Budgets + ?Sized>(
     if let Some(d) = eval.decided() {
         return d.clone();
     }
-    let ticket = match stores.in_flight.try_claim(eval.claims(), wall) {
+    // Whose share of the budget tables the call's new entries take.
+    let caller = CallerKey::new(call.subject, call.session);
+    let ticket = match stores.in_flight.try_claim(eval.claims(), caller, wall) {
         Ok(t) => t,
         Err(full) => return eval.in_flight_refusal(&full),
     };
-    let enforce = stores.budgets.acquire(eval.acquisitions(), now).await;
+    let enforce = stores
+        .budgets
+        .acquire(eval.acquisitions(), caller, now)
+        .await;
     if enforce.is_err() {
         stores.in_flight.release(ticket);
         return eval.finish(enforce, None, None);
     }
     let audit_in_flight = stores.in_flight.check(eval.audit_claims(), wall);
-    let audit = stores.budgets.acquire(eval.audit_acquisitions(), now).await;
+    let audit = stores
+        .budgets
+        .acquire(eval.audit_acquisitions(), caller, now)
+        .await;
     eval.finish(enforce, Some(audit_in_flight), Some(audit))
 }

@@ -16,13 +16,21 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sha2::{Digest, Sha256};
+use super::caller::{CallerKey, TableStats};
+use super::digest::digest;
 
 /// The most live buckets one limit keeps. Keys come from call arguments,
 /// which the agent chooses; past this many a limit refuses new keys rather
-/// than letting memory grow without bound. The cap is per limit, so an agent
-/// spraying one keyed argument cannot exhaust the buckets of other limits.
+/// than letting memory grow without bound (or forgetting admissions, which
+/// would let calls through). The cap is per limit, so an agent spraying one
+/// keyed argument cannot exhaust the buckets of other limits.
 pub const MAX_BUCKETS_PER_LIMIT: usize = 10_000;
+
+/// The most live buckets one caller ([`CallerKey`]) may open in one limit:
+/// a caller spraying keys is refused new ones once it holds this many,
+/// while every other caller keeps finding room. Filling a limit takes ten
+/// callers each holding their whole share within one window.
+pub const MAX_BUCKETS_PER_CALLER: usize = MAX_BUCKETS_PER_LIMIT / 10;
 
 /// The stable identity of one compiled limit: policy, rule, position and key
 /// shape. Budgets survive a policy reload as long as this stays the same.
@@ -53,15 +61,7 @@ impl BucketKey {
     /// Digests the key parts; parts are length-prefixed so `("ab","c")` and
     /// `("a","bc")` differ.
     pub fn of<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> BucketKey {
-        let mut h = Sha256::new();
-        for part in parts {
-            h.update((part.len() as u64).to_le_bytes());
-            h.update(part);
-        }
-        let digest = h.finalize();
-        let mut key = [0u8; 16];
-        key.copy_from_slice(&digest[..16]);
-        BucketKey(key)
+        BucketKey(digest(parts))
     }
 
     /// Hex form, for shared-store keys.
@@ -178,13 +178,26 @@ struct Buckets {
     limits: HashMap<LimitId, LimitBuckets>,
     /// Admissions since the last sweep.
     since_sweep: usize,
+    /// New buckets refused: the caller's share, or the limit, was full.
+    refused_caller: u64,
+    refused_total: u64,
 }
 
 #[derive(Debug, Default)]
 struct LimitBuckets {
-    logs: HashMap<BucketKey, Log>,
+    logs: HashMap<BucketKey, Bucket>,
+    /// Live buckets each caller opened.
+    owned: HashMap<CallerKey, usize>,
     /// Longest window seen for this limit, for sweeping idle buckets.
     window: Duration,
+}
+
+/// One bucket's admissions, and the caller who opened it (who it counts
+/// against until it empties, whoever else draws on it).
+#[derive(Debug)]
+struct Bucket {
+    log: Log,
+    owner: CallerKey,
 }
 
 impl MemoryCounter {
@@ -196,6 +209,16 @@ impl MemoryCounter {
     /// Live buckets, for metrics and tests.
     pub fn buckets(&self) -> usize {
         self.lock().limits.values().map(|l| l.logs.len()).sum()
+    }
+
+    /// Live buckets and refused new ones, for metrics.
+    pub fn stats(&self) -> TableStats {
+        let b = self.lock();
+        TableStats {
+            entries: b.limits.values().map(|l| l.logs.len()).sum(),
+            refused_caller: b.refused_caller,
+            refused_total: b.refused_total,
+        }
     }
 
     /// Drops buckets whose every admission has left the window.
@@ -225,37 +248,96 @@ impl Buckets {
 impl LimitBuckets {
     fn sweep(&mut self, now: Instant) {
         let window = self.window;
-        self.logs.retain(|_, log| {
-            log.expire(window, now);
-            !log.0.is_empty()
+        let owned = &mut self.owned;
+        self.logs.retain(|_, bucket| {
+            bucket.log.expire(window, now);
+            let live = !bucket.log.0.is_empty();
+            if !live && let Some(n) = owned.get_mut(&bucket.owner) {
+                *n -= 1;
+                if *n == 0 {
+                    owned.remove(&bucket.owner);
+                }
+            }
+            live
         });
+    }
+
+    /// Whether `caller` may open `more` buckets (after those it opens in
+    /// the same call): `None`, or which share is full.
+    fn full(&self, caller: CallerKey, more: usize) -> Option<Share> {
+        let owned = self.owned.get(&caller).copied().unwrap_or(0);
+        if owned + more > MAX_BUCKETS_PER_CALLER {
+            Some(Share::Caller)
+        } else if self.logs.len() + more > MAX_BUCKETS_PER_LIMIT {
+            Some(Share::Total)
+        } else {
+            None
+        }
     }
 }
 
+/// Which bound refused a new bucket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Share {
+    Caller,
+    Total,
+}
+
 impl MemoryCounter {
-    /// Admits one call in every acquisition, or in none of them.
+    /// Admits one call of the anonymous caller in every acquisition, or in
+    /// none of them (see [`try_acquire_as`](Self::try_acquire_as)).
     pub fn try_acquire(&self, acquisitions: &[Acquire], now: Instant) -> Result<(), Refusal> {
+        self.try_acquire_as(acquisitions, CallerKey::ANONYMOUS, now)
+    }
+
+    /// Admits one call of `caller` in every acquisition, or in none of
+    /// them. Buckets the call opens count against `caller`'s share.
+    pub fn try_acquire_as(
+        &self,
+        acquisitions: &[Acquire],
+        caller: CallerKey,
+        now: Instant,
+    ) -> Result<(), Refusal> {
         let mut b = self.lock();
         b.since_sweep += 1;
         if b.since_sweep >= 4096 {
             b.sweep(now);
         }
-        // Check every bucket before admitting into any.
+        // Check every bucket before admitting into any; count the buckets
+        // this call opens per limit, so one call cannot overrun a share.
+        let mut opening: Vec<(&LimitId, usize)> = Vec::new();
         for (index, a) in acquisitions.iter().enumerate() {
             let limit = b.limits.entry(a.limit.id.clone()).or_default();
-            if let Some(log) = limit.logs.get_mut(&a.bucket) {
-                log.expire(a.limit.window, now);
-                if let Some(retry_after) = log.wait(&a.limit, a.cost, now) {
+            if let Some(bucket) = limit.logs.get_mut(&a.bucket) {
+                bucket.log.expire(a.limit.window, now);
+                if let Some(retry_after) = bucket.log.wait(&a.limit, a.cost, now) {
                     return Err(Refusal::Exhausted { index, retry_after });
                 }
-            } else if a.cost > a.limit.requests {
+                continue;
+            }
+            if a.cost > a.limit.requests {
                 return Err(Refusal::Exhausted {
                     index,
                     retry_after: a.limit.window,
                 });
-            } else if limit.logs.len() >= MAX_BUCKETS_PER_LIMIT {
+            }
+            let more = match opening.iter_mut().find(|(id, _)| **id == a.limit.id) {
+                Some((_, n)) => {
+                    *n += 1;
+                    *n
+                }
+                None => {
+                    opening.push((&a.limit.id, 1));
+                    1
+                }
+            };
+            if limit.full(caller, more).is_some() {
                 limit.sweep(now);
-                if limit.logs.len() >= MAX_BUCKETS_PER_LIMIT {
+                if let Some(share) = limit.full(caller, more) {
+                    match share {
+                        Share::Caller => b.refused_caller += 1,
+                        Share::Total => b.refused_total += 1,
+                    }
                     return Err(Refusal::TooManyBuckets { index });
                 }
             }
@@ -263,11 +345,14 @@ impl MemoryCounter {
         for a in acquisitions {
             let limit = b.limits.entry(a.limit.id.clone()).or_default();
             limit.window = limit.window.max(a.limit.window);
-            limit
-                .logs
-                .entry(a.bucket)
-                .or_default()
-                .admit(&a.limit, a.cost, now);
+            let bucket = limit.logs.entry(a.bucket).or_insert_with(|| {
+                *limit.owned.entry(caller).or_default() += 1;
+                Bucket {
+                    log: Log::default(),
+                    owner: caller,
+                }
+            });
+            bucket.log.admit(&a.limit, a.cost, now);
         }
         Ok(())
     }
@@ -467,25 +552,97 @@ mod tests {
         assert_eq!(c.buckets(), 0);
     }
 
+    fn caller(name: &str) -> CallerKey {
+        CallerKey::new(None, Some(name))
+    }
+
     #[test]
     fn a_limit_full_of_keys_refuses_new_ones_without_touching_other_limits() {
         let c = MemoryCounter::new();
         let sprayed = limit("sprayed", 1, 3600);
         let other = limit("other", 5, 3600);
         let t0 = Instant::now();
+        let callers = MAX_BUCKETS_PER_LIMIT / MAX_BUCKETS_PER_CALLER;
         for i in 0..MAX_BUCKETS_PER_LIMIT {
-            c.try_acquire(&[acq(&sprayed, &i.to_string())], t0).unwrap();
+            let who = caller(&(i % callers).to_string());
+            c.try_acquire_as(&[acq(&sprayed, &i.to_string())], who, t0)
+                .unwrap();
         }
         assert_eq!(
-            c.try_acquire(&[acq(&sprayed, "one-more")], t0),
+            c.try_acquire_as(&[acq(&sprayed, "one-more")], caller("late"), t0),
             Err(Refusal::TooManyBuckets { index: 0 })
         );
+        assert_eq!(c.stats().refused_total, 1);
         assert_eq!(c.try_acquire(&[acq(&other, "fresh")], t0), Ok(()));
         // Once the sprayed buckets age out, new keys are welcome again.
         assert_eq!(
             c.try_acquire(&[acq(&sprayed, "one-more")], t0 + Duration::from_secs(3600)),
             Ok(())
         );
+    }
+
+    #[test]
+    fn one_caller_spraying_keys_fills_only_its_own_share() {
+        let c = MemoryCounter::new();
+        let l = limit("per-namespace", 1, 3600);
+        let t0 = Instant::now();
+        let hostile = caller("hostile");
+        for i in 0..MAX_BUCKETS_PER_CALLER {
+            c.try_acquire_as(&[acq(&l, &format!("ns-{i}"))], hostile, t0)
+                .unwrap();
+        }
+        // Its next new key is refused; its existing keys still count.
+        for key in ["ns-new", "ns-other"] {
+            assert_eq!(
+                c.try_acquire_as(&[acq(&l, key)], hostile, t0),
+                Err(Refusal::TooManyBuckets { index: 0 })
+            );
+        }
+        assert!(matches!(
+            c.try_acquire_as(&[acq(&l, "ns-0")], hostile, t0),
+            Err(Refusal::Exhausted { .. })
+        ));
+        // Everyone else still opens keys: other sessions and the anonymous.
+        assert_eq!(
+            c.try_acquire_as(&[acq(&l, "ns-new")], caller("honest"), t0),
+            Ok(())
+        );
+        assert_eq!(
+            c.try_acquire_as(&[acq(&l, "ns-third")], CallerKey::ANONYMOUS, t0),
+            Ok(())
+        );
+        let stats = c.stats();
+        assert_eq!(stats.refused_caller, 2);
+        assert_eq!(stats.entries, MAX_BUCKETS_PER_CALLER + 2);
+        // A bucket counts against whoever opened it until it empties.
+        c.sweep(t0 + Duration::from_secs(3600));
+        assert_eq!(c.stats().entries, 0);
+        assert_eq!(
+            c.try_acquire_as(
+                &[acq(&l, "ns-new")],
+                hostile,
+                t0 + Duration::from_secs(3600)
+            ),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn one_call_cannot_open_more_buckets_than_its_callers_share() {
+        let c = MemoryCounter::new();
+        let l = limit("objects", 5, 60);
+        let t0 = Instant::now();
+        let many: Vec<Acquire> = (0..=MAX_BUCKETS_PER_CALLER)
+            .map(|i| acq(&l, &format!("ns-{i}")))
+            .collect();
+        assert_eq!(
+            c.try_acquire_as(&many, caller("one"), t0),
+            Err(Refusal::TooManyBuckets {
+                index: MAX_BUCKETS_PER_CALLER
+            })
+        );
+        assert_eq!(c.buckets(), 0, "all or nothing");
+        assert_eq!(c.try_acquire_as(&many[1..], caller("one"), t0), Ok(()));
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::time::{Instant, SystemTime};
 use serde_json::json;
 
 use super::inflight::MemoryInFlight;
+use super::ratelimit::MAX_BUCKETS_PER_CALLER;
 use super::{Stores, Tiered, decide};
 use crate::compile::resource_rules::NoCluster;
 use crate::evaluate::{Decision, Effect, PolicySet, Reason, ToolCall};
@@ -152,4 +153,58 @@ fn while_the_store_is_down_each_shared_limit_follows_its_on_store_error() {
     let none: Tiered<FakeShared> = Tiered::new(None);
     let d = call(&mixed, &none, &in_flight);
     assert_eq!(d.reason, Reason::RateLimit);
+}
+
+/// The decision sequence charges new buckets to the call's caller: a
+/// session spraying namespaces is refused new ones at its share, and
+/// another session, or a caller with a subject, still gets its own.
+#[test]
+fn a_caller_spraying_keys_through_decide_locks_out_only_itself() {
+    let set = policy("        - {requests: 1, window: 1h, key: {arguments: [/namespace]}}");
+    let budgets: Tiered<FakeShared> = Tiered::new(None);
+    let in_flight = MemoryInFlight::default();
+    let decide_as = |namespace: &str, session: Option<&str>, subject: Option<&str>| {
+        let args = json!({"namespace": namespace, "name": "golden", "targetName": "copy"});
+        let call = ToolCall {
+            session,
+            subject,
+            ..ToolCall::new("vm_clone", &args)
+        };
+        let stores = Stores {
+            budgets: &budgets,
+            in_flight: &in_flight,
+            view: &NoCluster,
+        };
+        block_on(decide(
+            &set,
+            &call,
+            stores,
+            Instant::now(),
+            SystemTime::now(),
+        ))
+    };
+    for i in 0..MAX_BUCKETS_PER_CALLER {
+        let d = decide_as(&format!("ns-{i}"), Some("hostile"), None);
+        assert_eq!(d.effect, Effect::Allowed);
+    }
+    let refused = decide_as("ns-fresh", Some("hostile"), None);
+    assert_eq!(refused.reason, Reason::RateLimit);
+    assert!(
+        refused
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("too many distinct"),
+        "{refused:?}"
+    );
+    // The same session under a verified subject is that subject's call.
+    assert_eq!(
+        decide_as("ns-fresh", Some("hostile"), Some("alice")).effect,
+        Effect::Allowed
+    );
+    assert_eq!(
+        decide_as("ns-other", Some("honest"), None).effect,
+        Effect::Allowed
+    );
+    assert_eq!(budgets.local().stats().refused_caller, 1);
 }

@@ -12,8 +12,8 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use super::Budgets;
 use super::ratelimit::{Acquire, MemoryCounter, Refusal};
+use super::{Budgets, CallerKey};
 
 /// What the shared store said.
 #[derive(Debug, PartialEq, Eq)]
@@ -74,10 +74,15 @@ impl<S: Shared> Tiered<S> {
 }
 
 impl<S: Shared> Budgets for Tiered<S> {
-    async fn acquire(&self, all: &[Acquire], now: Instant) -> Result<(), Refusal> {
+    async fn acquire(
+        &self,
+        all: &[Acquire],
+        caller: CallerKey,
+        now: Instant,
+    ) -> Result<(), Refusal> {
         let shared_idx: Vec<usize> = (0..all.len()).filter(|&i| all[i].limit.shared).collect();
         if shared_idx.is_empty() {
-            return self.local.try_acquire(all, now);
+            return self.local.try_acquire_as(all, caller, now);
         }
         let mut local_idx: Vec<usize> = (0..all.len()).filter(|&i| !all[i].limit.shared).collect();
         let mut taken = None;
@@ -99,7 +104,7 @@ impl<S: Shared> Budgets for Tiered<S> {
             None => fall_back(all, &shared_idx, &mut local_idx)?,
         }
         let local: Vec<Acquire> = local_idx.iter().map(|&i| all[i].clone()).collect();
-        match self.local.try_acquire(&local, now) {
+        match self.local.try_acquire_as(&local, caller, now) {
             Ok(()) => Ok(()),
             Err(refusal) => {
                 if let Some((store, shared, last)) = taken {

@@ -135,10 +135,17 @@ impl Spend {
     /// The decision for a full in-flight cap of these budgets.
     pub(super) fn in_flight_refusal(&self, full: &Full, effect: Effect) -> Decision {
         let o = &self.claim_owner[full.index];
-        let detail = format!(
-            "the cap of {} is reached ({} in flight); retry when one finishes",
-            o.describe, full.current
-        );
+        let detail = if full.crowded {
+            format!(
+                "too many objects admitted by this caller are still settling to count them against the cap of {}; retry shortly",
+                o.describe
+            )
+        } else {
+            format!(
+                "the cap of {} is reached ({} in flight); retry when one finishes",
+                o.describe, full.current
+            )
+        };
         Decision {
             effect,
             reason: Reason::InFlight,

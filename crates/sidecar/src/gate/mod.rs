@@ -16,7 +16,7 @@ use tollgate_mcp::jsonrpc::{self, NO_POLICY, POLICY_DENIED, RATE_LIMITED};
 use tollgate_mcp::tools::CallParams;
 use tollgate_policy::PolicySet;
 use tollgate_policy::budget::inflight::MemoryInFlight;
-use tollgate_policy::budget::{self, Stores, Tiered};
+use tollgate_policy::budget::{self, Stores, TableStats, Tiered};
 use tollgate_policy::resources::{Payloads, ToolMeta};
 use tollgate_policy::spec::DenyWith;
 use tollgate_policy::{Decision, Effect, Reason, ToolCall};
@@ -103,6 +103,12 @@ impl Gate {
     /// Drops idle in-memory rate-limit buckets.
     pub(crate) fn sweep(&self, now: Instant) {
         self.budgets.local().sweep(now);
+    }
+
+    /// The sizes of the in-memory rate-limit and in-flight tables, for
+    /// metrics.
+    pub(crate) fn tables(&self) -> (TableStats, TableStats) {
+        (self.budgets.local().stats(), self.in_flight.stats())
     }
 
     /// Decides one `tools/call`. With the decision comes what to forward

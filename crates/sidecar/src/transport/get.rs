@@ -2,6 +2,7 @@
 //! session teardown and anything else that is not a client message.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::{Method, Response, StatusCode, header, request::Parts};
@@ -9,17 +10,47 @@ use serde_json::Value;
 
 use tollgate_mcp::http as mcp_http;
 use tollgate_mcp::sse;
+use tollgate_policy::budget::CallerKey;
 
 use crate::Proxy;
+use crate::metrics::Rejection;
 use crate::transport::headers;
 use crate::transport::lists::{notice_list_changed, rewrite_lists};
-use crate::transport::open_streams::LegacySession;
+use crate::transport::open_streams::{LegacySession, StreamsFull};
 use crate::transport::relay::Relay;
 use tollgate_runtime::body::{self, Body};
 
 /// Forwards a bodiless request (GET, HEAD, DELETE, OPTIONS); relays event
-/// streams so the proxy can speak on them.
-pub(crate) async fn handle(proxy: &Arc<Proxy>, parts: Parts) -> Response<Body> {
+/// streams so the proxy can speak on them. An event stream needs a place
+/// among the open streams (see [`open_streams`](crate::transport::open_streams))
+/// of its caller, who is `subject`, else its session: taken before the
+/// upstream is asked when the client asks for a stream, else once the
+/// upstream answers with one.
+pub(crate) async fn handle(
+    proxy: &Arc<Proxy>,
+    parts: Parts,
+    subject: Option<&str>,
+) -> Response<Body> {
+    let caller = || {
+        let session = parts
+            .headers
+            .get(mcp_http::SESSION_ID)
+            .and_then(|v| v.to_str().ok())
+            .filter(|id| proxy.sessions.touch(id, Instant::now()));
+        CallerKey::new(subject, session)
+    };
+    let wants_stream = parts
+        .headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .any(|v| v.to_str().is_ok_and(|a| a.contains("text/event-stream")));
+    let mut permit = None;
+    if parts.method == Method::GET && wants_stream {
+        match proxy.streams.reserve(caller()) {
+            Ok(p) => permit = Some(p),
+            Err(full) => return too_many_streams(proxy, &full),
+        }
+    }
     let uri = proxy.upstream.uri_for(parts.uri.path_and_query());
     let request =
         headers::upstream_request(parts.method.clone(), uri, &parts.headers, Bytes::new());
@@ -58,10 +89,18 @@ pub(crate) async fn handle(proxy: &Arc<Proxy>, parts: Parts) -> Response<Body> {
     {
         return Response::from_parts(resp, body::stream(incoming));
     }
+    let permit = match permit {
+        Some(p) => p,
+        None => match proxy.streams.reserve(caller()) {
+            Ok(p) => p,
+            // Dropping the upstream's answer closes its stream.
+            Err(full) => return too_many_streams(proxy, &full),
+        },
+    };
     resp.headers.remove(header::CONTENT_LENGTH);
     // The hook owns the stream's registration: it turns it into a legacy
     // session if an `endpoint` event comes, and drops it with the stream.
-    let (guard, rx, tx) = proxy.streams.open(&proxy.metrics);
+    let (guard, rx, tx) = proxy.streams.open(&proxy.metrics, permit);
     let hook = SessionHook {
         proxy: proxy.clone(),
         request_path: parts.uri.path().to_owned(),
@@ -71,6 +110,24 @@ pub(crate) async fn handle(proxy: &Arc<Proxy>, parts: Parts) -> Response<Body> {
     };
     let relay = Relay::new(incoming, Box::new(hook), Vec::new(), Some(rx), Vec::new());
     Response::from_parts(resp, http_body_util::BodyExt::boxed_unsync(relay))
+}
+
+/// Refuses a stream past its caller's share or the proxy's total.
+fn too_many_streams(proxy: &Proxy, full: &StreamsFull) -> Response<Body> {
+    proxy.metrics.reject(Rejection::TooManyStreams);
+    tracing::debug!(error = %full, "event stream refused");
+    let mut resp = body::json(
+        StatusCode::TOO_MANY_REQUESTS,
+        &tollgate_mcp::jsonrpc::error_response(
+            &Value::Null,
+            tollgate_mcp::jsonrpc::INVALID_REQUEST,
+            &full.to_string(),
+            None,
+        ),
+    );
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, http::HeaderValue::from_static("5"));
+    resp
 }
 
 /// Watches a server stream: a legacy `endpoint` event makes it a session

@@ -8,6 +8,7 @@ pub(crate) mod get;
 pub(crate) mod headers;
 pub(crate) mod lists;
 pub(crate) mod open_streams;
+pub(crate) mod parse;
 pub(crate) mod post;
 pub(crate) mod relay;
 pub(crate) mod route;

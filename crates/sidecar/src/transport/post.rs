@@ -15,7 +15,7 @@ use hyper::body::Incoming;
 use serde_json::Value;
 
 use tollgate_mcp::http::{self as mcp_http, Mirrored};
-use tollgate_mcp::json::parse_strict;
+use tollgate_mcp::json::StrictJsonError;
 use tollgate_mcp::jsonrpc::{
     self, INVALID_REQUEST, Kind, PARSE_ERROR, RpcError, UPSTREAM_UNAVAILABLE,
 };
@@ -56,7 +56,8 @@ pub(crate) async fn handle(
     if let Some(refused) = check_content_headers(proxy, &parts.headers) {
         return refused;
     }
-    let bytes = match body::read(
+    let bytes = match body::read_request(
+        &parts,
         body,
         proxy.config.max_body_bytes,
         proxy.config.body_read_timeout,
@@ -73,15 +74,19 @@ pub(crate) async fn handle(
             return reject(proxy, status, PARSE_ERROR, &e.to_string(), reason);
         }
     };
-    let value = match parse_strict(&bytes) {
+    let value = match proxy.json.parse(bytes).await {
         Ok(v) => v,
         Err(e) => {
+            let reason = match e {
+                StrictJsonError::TooManyValues(_) => Rejection::TooComplex,
+                _ => Rejection::Malformed,
+            };
             return reject(
                 proxy,
                 StatusCode::BAD_REQUEST,
                 PARSE_ERROR,
                 &e.to_string(),
-                Rejection::Malformed,
+                reason,
             );
         }
     };
@@ -162,10 +167,17 @@ pub(crate) async fn handle(
             return body::json(StatusCode::BAD_REQUEST, &mismatch.to_response());
         }
     }
-    if let Some(l) = &legacy {
-        for id in &plan.list_ids {
-            l.expect_list(id, caller.subject);
-        }
+    if let Some(l) = &legacy
+        && !l.expect_lists(&plan.list_ids, caller.subject)
+    {
+        // Forwarded, their answers would reach the client unfiltered.
+        return reject(
+            proxy,
+            StatusCode::TOO_MANY_REQUESTS,
+            INVALID_REQUEST,
+            "too many tools/list requests of this session await their answer",
+            Rejection::PendingLists,
+        );
     }
 
     if plan.forward.is_empty() {
@@ -321,7 +333,9 @@ async fn respond(
             .get(mcp_http::SESSION_ID)
             .and_then(|v| v.to_str().ok())
     {
-        proxy.sessions.insert(id, Instant::now());
+        proxy
+            .sessions
+            .insert(id, subject.as_deref(), Instant::now());
         proxy.metrics.sessions.set(proxy.sessions.len() as i64);
     }
     if let Some(session) = legacy {

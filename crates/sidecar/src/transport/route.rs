@@ -37,7 +37,7 @@ pub(crate) async fn route(
     let resp = match parts.method {
         Method::POST => post::handle(&proxy, parts, incoming, subject).await,
         Method::GET | Method::DELETE | Method::HEAD | Method::OPTIONS => {
-            get::handle(&proxy, parts).await
+            get::handle(&proxy, parts, subject.as_deref()).await
         }
         _ => {
             // Any other method could carry a message past the decision.
