@@ -245,7 +245,7 @@ fn policy_tests_print_a_table_and_fail_on_any_mismatch() {
     let all = text(&out);
     assert!(out.status.success(), "{all}");
     assert!(
-        all.contains("Test Summary: 17 tests passed and 0 tests failed"),
+        all.contains("Test Summary: 22 tests passed and 0 tests failed"),
         "{all}"
     );
 
