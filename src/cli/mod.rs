@@ -49,15 +49,46 @@ pub(crate) struct ToolSource {
     pub(crate) upstream: Option<http::Uri>,
 }
 
+/// Why the tools of an MCP server could not be had.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ToolSourceError {
+    /// The `--tools` file cannot be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    /// The `--tools` file is not a `tools/list` result.
+    #[error("{path}: {source}")]
+    Parse {
+        path: String,
+        source: tollgate_policy::catalogue::CatalogueError,
+    },
+    /// No async runtime for the request.
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
+    /// The server did not answer `tools/list`.
+    #[error("cannot list the tools of {url}: {source}")]
+    List {
+        url: String,
+        source: Box<tollgate_sidecar::ListToolsError>,
+    },
+}
+
 impl ToolSource {
     /// The tools, if a source was given.
-    pub(crate) fn read(&self) -> Result<Option<Catalogue>, String> {
+    pub(crate) fn read(&self) -> Result<Option<Catalogue>, ToolSourceError> {
         if let Some(path) = &self.tools {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-            return Catalogue::from_json(&text)
-                .map(Some)
-                .map_err(|e| format!("{}: {e}", path.display()));
+            let text = std::fs::read_to_string(path).map_err(|source| ToolSourceError::Read {
+                path: path.display().to_string(),
+                source,
+            })?;
+            return Catalogue::from_json(&text).map(Some).map_err(|source| {
+                ToolSourceError::Parse {
+                    path: path.display().to_string(),
+                    source,
+                }
+            });
         }
         let Some(url) = &self.upstream else {
             return Ok(None);
@@ -67,17 +98,20 @@ impl ToolSource {
 }
 
 /// The tools of the MCP server at `url`, asked the way the sidecar asks.
-pub(crate) fn list_tools(url: &http::Uri) -> Result<Vec<serde_json::Value>, String> {
+pub(crate) fn list_tools(url: &http::Uri) -> Result<Vec<serde_json::Value>, ToolSourceError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+        .map_err(ToolSourceError::Runtime)?;
     runtime
         .block_on(tollgate_sidecar::list_tools_at(
             url.clone(),
             Duration::from_secs(10),
         ))
-        .map_err(|e| format!("cannot list the tools of {url}: {e}"))
+        .map_err(|source| ToolSourceError::List {
+            url: url.to_string(),
+            source: Box::new(source),
+        })
 }
 
 /// Durations of flags: those of policies (`30s`, `1m`), plus `250ms`.

@@ -73,7 +73,7 @@ pub(crate) fn run(args: &TestArgs) -> ExitCode {
     let failed = ran
         .iter()
         .map(|r| match &r.outcome {
-            Ok(rows) => rows.iter().filter(|o| o.result.is_err()).count(),
+            Ok(rows) => rows.iter().filter(|o| o.mismatch.is_some()).count(),
             Err(_) => 1,
         })
         .sum::<usize>()
@@ -174,12 +174,12 @@ fn print_text(ran: &[Ran], problems: &[Problem]) {
             } else {
                 o.name.clone()
             };
-            let (result, reason) = match &o.result {
-                Ok(()) => {
+            let (result, reason) = match &o.mismatch {
+                None => {
                     passed += 1;
                     ("Pass", "Ok".to_owned())
                 }
-                Err(why) => {
+                Some(why) => {
                     failed += 1;
                     ("Fail", why.clone())
                 }
@@ -239,8 +239,8 @@ fn as_json(ran: &[Ran], problems: &[Problem]) -> Value {
                             json!({
                                 "call": o.name, "tool": o.tool, "repeat": o.repeat,
                                 "expected": o.expected, "got": o.got,
-                                "result": if o.result.is_ok() { "pass" } else { "fail" },
-                                "reason": o.result.clone().err(),
+                                "result": if o.mismatch.is_none() { "pass" } else { "fail" },
+                                "reason": o.mismatch,
                             })
                         })
                         .collect(),
