@@ -19,7 +19,10 @@
 //! select the pods of every namespace whose labels their
 //! `namespaceSelector` matches (hence the namespaces' labels), and join
 //! each such pod's namespaced policies in its snapshot under their bare
-//! name; the sidecar combines them all by the same decision order.
+//! name; the sidecar combines them all by the same decision order. While
+//! any cluster policy exists, a pod whose namespace has not been seen yet
+//! keeps the snapshot it has (none, for a new pod) instead of one that may
+//! lack a baseline.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -571,8 +574,8 @@ impl Index {
                 .range(start..)
                 .take_while(move |(k, _)| k.0 == ns)
         };
-        // Cluster policies first: their bare names sort before `ns/name`,
-        // as the sidecar orders them.
+        // Cluster policies, then the namespace's (the sidecar orders
+        // policies by name itself; the order here only has to be stable).
         let policies: Vec<SnapshotPolicy> = in_namespace("")
             .chain(in_namespace(&key.0))
             .filter_map(|((ns, name), state)| {
