@@ -113,6 +113,7 @@ async fn a_cluster_baseline_joins_namespaced_policies_across_namespaces() {
     );
 
     // The baseline selects a's pod only; its deny beats a's own allow.
+    let applied = std::time::Instant::now();
     cluster
         .apply(&baseline("no-deletes", &label, "In"))
         .unwrap();
@@ -122,6 +123,10 @@ async fn a_cluster_baseline_joins_namespaced_policies_across_namespaces() {
             .await)
         .await,
         "the baseline never reached a's sidecar"
+    );
+    eprintln!(
+        "cluster policy apply -> enforced in {:?}",
+        applied.elapsed()
     );
     assert_eq!(
         denied_by(&up, in_a, "pods_delete").await,
@@ -161,6 +166,7 @@ async fn a_cluster_baseline_joins_namespaced_policies_across_namespaces() {
     );
 
     // Labelling b brings its pod in.
+    let labelled = std::time::Instant::now();
     cluster
         .kubectl(&["label", "namespace", &b, &format!("baseline={label}")])
         .unwrap();
@@ -170,6 +176,7 @@ async fn a_cluster_baseline_joins_namespaced_policies_across_namespaces() {
             .await)
         .await
     );
+    eprintln!("namespace label -> enforced in {:?}", labelled.elapsed());
     wait_for_status(cluster, "no-deletes", |s| s["synced"] == "2/2").await;
 
     // A generation the controller refuses (an operator no selector has):

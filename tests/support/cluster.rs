@@ -71,15 +71,26 @@ impl Cluster {
                     {
                         panic!("the apiserver refused crds/: {e}");
                     }
-                    cluster
-                        .kubectl(&[
+                    // `kubectl wait` fails at once ("<nil> is of the type
+                    // <nil>") on a CRD whose status is not written yet:
+                    // ask again, a bounded number of times.
+                    let mut waited = Err(String::new());
+                    for _ in 0..40 {
+                        waited = cluster.kubectl(&[
                             "wait",
                             "--for=condition=Established",
                             "crd/mcptoolpolicies.tollgate.dev",
                             "crd/clustermcptoolpolicies.tollgate.dev",
                             "--timeout=30s",
-                        ])
-                        .unwrap();
+                        ]);
+                        if waited.is_ok() {
+                            break;
+                        }
+                        std::thread::sleep(Duration::from_millis(250));
+                    }
+                    if let Err(e) = waited {
+                        panic!("the CRDs never became Established: {e}");
+                    }
                     return cluster;
                 }
                 last_error = String::from_utf8_lossy(&out.stderr).into_owned();
