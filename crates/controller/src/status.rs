@@ -90,7 +90,12 @@ pub(crate) fn desired(
             "Programmed",
             false,
             "NoSidecars",
-            "no pod running a tollgate sidecar matches spec.selector".to_owned(),
+            if report.namespace.is_empty() {
+                "no pod running a tollgate sidecar matches spec.selector in a namespace spec.namespaceSelector matches"
+            } else {
+                "no pod running a tollgate sidecar matches spec.selector"
+            }
+            .to_owned(),
         )
     } else if synced < selected {
         condition(
@@ -527,6 +532,20 @@ mod tests {
             ("False", "NoSidecars")
         );
         assert_eq!(s.synced.as_deref(), Some("0/0"));
+    }
+
+    #[test]
+    fn a_cluster_policy_without_sidecars_names_both_selectors() {
+        let mut r = report(1, Some(1), &[]);
+        r.namespace = String::new();
+        let s = desired(&r, &AckView::new(), None, &at(1));
+        let p = cond(&s, "Programmed");
+        assert_eq!(p.reason, "NoSidecars");
+        assert!(
+            p.message.contains("spec.namespaceSelector"),
+            "{}",
+            p.message
+        );
     }
 
     #[test]
