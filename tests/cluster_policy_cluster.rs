@@ -91,7 +91,7 @@ async fn a_cluster_baseline_joins_namespaced_policies_across_namespaces() {
     cluster
         .kubectl(&["label", "namespace", &a, &format!("baseline={label}")])
         .unwrap();
-    let controller = ControllerProc::start_cluster_wide(cluster, &home, "c1");
+    let mut controller = ControllerProc::start_cluster_wide(cluster, &home, "c1");
     let up = Upstream::start(Framing::Json).await;
     let mut sidecars = Vec::new();
     for ns in [&a, &b] {
@@ -247,5 +247,37 @@ async fn a_cluster_baseline_joins_namespaced_policies_across_namespaces() {
             >= 1.0,
         "{m}"
     );
-    cluster.kubectl(&["delete", "cmtp", "baseline"]).unwrap();
+
+    // A controller of one namespace enforces cluster policies on its own
+    // pods, but leaves their status to one that sees every pod.
+    controller.proc.terminate();
+    let scoped = ControllerProc::start(cluster, &a, "c2");
+    let in_a = ManagedSidecar::start(cluster, (&a, "kms-0"), &scoped, &up.url());
+    cluster
+        .apply(&format!(
+            "apiVersion: tollgate.dev/v1alpha1\nkind: ClusterMcpToolPolicy\nmetadata: {{name: scoped}}\nspec:\n  namespaceSelector: {{matchLabels: {{baseline: {label}}}}}\n  defaultAction: Allow\n  rules: [{{name: no-lists, tools: [pods_list], action: Deny}}]\n"
+        ))
+        .unwrap();
+    assert!(
+        eventually(PATIENCE, async || denied_by(&up, &in_a, "pods_list")
+            .await
+            .is_some_and(|(policy, _)| policy == "scoped"))
+        .await
+    );
+    // A status pass of that controller after it indexed `scoped`: the one
+    // that writes a policy it learns of later.
+    cluster
+        .apply(&format!(
+            "apiVersion: tollgate.dev/v1alpha1\nkind: McpToolPolicy\nmetadata: {{name: probe, namespace: {a}}}\nspec: {{defaultAction: Allow}}\n"
+        ))
+        .unwrap();
+    let probed = eventually(PATIENCE, async || {
+        cluster.policy(&a, "probe")["status"]["synced"] == "1/1"
+    })
+    .await;
+    assert!(probed, "{:#}", cluster.policy(&a, "probe"));
+    assert_eq!(cluster_status(cluster, "scoped"), Value::Null);
+    cluster
+        .kubectl(&["delete", "cmtp", "baseline", "scoped"])
+        .unwrap();
 }
