@@ -4,7 +4,8 @@
 //! together with each pod's namespaced policies (every policy must allow a
 //! call, so the baseline's deny wins), follows namespace relabelling, and
 //! reports the baseline's status; the shipped baseline example is applied
-//! as it is.
+//! as it is; a controller of one namespace enforces cluster policies but
+//! leaves their status alone.
 //!
 //! One test in its own binary, so its own apiserver: the cluster-wide
 //! controller writes the status of every policy, which would race the
