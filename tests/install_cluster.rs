@@ -246,6 +246,13 @@ async fn helm_install_rbac_webhook_upgrade_uninstall() {
             "--subresource=status",
             "-A",
         ],
+        vec!["watch", "clustermcptoolpolicies.tollgate.dev"],
+        vec![
+            "patch",
+            "clustermcptoolpolicies.tollgate.dev",
+            "--subresource=status",
+        ],
+        vec!["watch", "namespaces"],
         vec!["watch", "pods", "-A"],
         vec!["create", "tokenreviews.authentication.k8s.io"],
         vec!["watch", "virtualmachineclones.clone.kubevirt.io", "-A"],
@@ -271,6 +278,8 @@ async fn helm_install_rbac_webhook_upgrade_uninstall() {
         vec!["create", "leases.coordination.k8s.io", "-n", &ns],
         vec!["delete", "pods", "-A"],
         vec!["create", "mcptoolpolicies.tollgate.dev", "-A"],
+        vec!["patch", "clustermcptoolpolicies.tollgate.dev"],
+        vec!["patch", "namespaces"],
         vec![
             "patch",
             "mutatingwebhookconfigurations.admissionregistration.k8s.io/other",

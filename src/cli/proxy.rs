@@ -14,6 +14,8 @@ use tollgate_sidecar::{
 
 #[derive(clap::Args)]
 pub(crate) struct ProxyArgs {
+    #[command(flatten)]
+    pub(crate) log: super::LogArgs,
     /// McpToolPolicy file or directory (repeatable); reloaded on change.
     #[arg(
         long = "policy",

@@ -10,6 +10,8 @@ use tollgate_sidecar::{AuditConfig, AuditLevel, SharedStoreConfig, WrapConfig};
 
 #[derive(clap::Args)]
 pub(crate) struct WrapArgs {
+    #[command(flatten)]
+    pub(crate) log: super::LogArgs,
     /// McpToolPolicy file or directory (repeatable); reloaded on change.
     #[arg(
         long = "policy",

@@ -330,12 +330,10 @@ async fn announce_changes(proxy: Arc<Proxy>, mut shutdown: watch::Receiver<bool>
 /// quickly at first (a server starting beside the sidecar answers within
 /// seconds), then every few seconds, until it is known.
 async fn learn_catalog(proxy: Arc<Proxy>, mut shutdown: watch::Receiver<bool>) {
-    let base = proxy.upstream.uri_for(None);
-    let path = if base.path().trim_end_matches('/').is_empty() {
-        "/mcp"
-    } else {
-        "/"
-    };
+    // Where an MCP client would POST: `/mcp` on a bare upstream, the
+    // endpoint itself when `--upstream` names it (`http://h:1/mcp`), and
+    // `/mcp` under a prefix (`http://h:1/api` → `/api/mcp`).
+    let path = "/mcp";
     let mut wait = Duration::from_millis(100);
     while !proxy.ensure_catalog(path).await {
         tokio::select! {

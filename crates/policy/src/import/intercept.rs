@@ -233,6 +233,7 @@ fn plain(name: String, tool: String, action: Action, message: Option<String>) ->
     Rule {
         name,
         tools: vec![tool],
+        tool_selector: None,
         resources: vec![],
         namespaces: None,
         clone: None,

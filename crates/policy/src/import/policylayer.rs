@@ -146,6 +146,7 @@ pub fn import(text: &str, options: &Options) -> Result<Imported, Vec<ImportError
         rules.push(Rule {
             name: rule,
             tools: vec![name],
+            tool_selector: None,
             resources: vec![],
             namespaces: None,
             clone: None,

@@ -1,7 +1,8 @@
 //! Rewriting `tools/list` responses on their way to the client: the tools a
 //! policy hides from this caller are removed, and every list teaches the
 //! gate's catalogue what the upstream offers (what rules on tool
-//! annotations and created objects read).
+//! annotations and created objects read); an upstream's
+//! `notifications/tools/list_changed` makes the catalogue read it again.
 
 use std::sync::Arc;
 
@@ -38,6 +39,7 @@ impl ListHook {
 
 impl Hook for ListHook {
     fn on_event(&mut self, event: &sse::Event) -> Option<Bytes> {
+        notice_list_changed(&self.proxy, event);
         if !event.is_message() || self.ids.is_empty() {
             return None;
         }
@@ -49,6 +51,24 @@ impl Hook for ListHook {
                 &value.to_string(),
             )
         })
+    }
+}
+
+/// Tells the proxy when the upstream announces, on a stream it relays, that
+/// its tool list changed (the event is still relayed to the client).
+pub(crate) fn notice_list_changed(proxy: &Arc<Proxy>, event: &sse::Event) {
+    if !event.is_message() || !event.data.contains(tools::LIST_CHANGED) {
+        return;
+    }
+    let announced = serde_json::from_str::<Value>(&event.data).is_ok_and(|v| {
+        let one = |m: &Value| m.get("method").and_then(Value::as_str) == Some(tools::LIST_CHANGED);
+        match &v {
+            Value::Array(items) => items.iter().any(one),
+            single => one(single),
+        }
+    });
+    if announced {
+        proxy.tools_changed();
     }
 }
 

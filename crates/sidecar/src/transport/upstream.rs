@@ -104,14 +104,24 @@ impl Upstream {
     }
 
     /// The upstream URL for a client request's path and query.
+    ///
+    /// The upstream's path is a prefix (`--upstream http://h:1/api`: `/mcp`
+    /// goes to `/api/mcp`), unless the client's path already lies under it:
+    /// `--upstream http://h:1/mcp`, written the way MCP clients write the
+    /// endpoint, sends `/mcp` to `/mcp`, not `/mcp/mcp`.
     pub(crate) fn uri_for(&self, path_and_query: Option<&PathAndQuery>) -> Uri {
         let prefix = self.base.path().trim_end_matches('/');
         let mut parts = self.base.clone().into_parts();
+        let under_prefix = |pq: &PathAndQuery| {
+            pq.path()
+                .strip_prefix(prefix)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        };
         parts.path_and_query = match path_and_query {
             // The common case, on every call: no prefix to add, and the
             // client's path and query were validated when the request was
             // parsed, so they are reused rather than formatted and re-parsed.
-            Some(pq) if prefix.is_empty() => Some(pq.clone()),
+            Some(pq) if prefix.is_empty() || under_prefix(pq) => Some(pq.clone()),
             pq => format!("{prefix}{}", pq.map_or("/", PathAndQuery::as_str))
                 .parse()
                 .ok(),
@@ -182,6 +192,24 @@ mod tests {
         );
         assert_eq!(uri("http://h:1/api", None), "http://h:1/api/");
         assert_eq!(uri("http://h:1", None), "http://h:1/");
+    }
+
+    #[test]
+    fn an_endpoint_url_as_mcp_clients_write_it_is_not_prefixed_again() {
+        for base in ["http://h:1/mcp", "http://h:1/mcp/"] {
+            assert_eq!(uri(base, Some("/mcp")), "http://h:1/mcp");
+            assert_eq!(uri(base, Some("/mcp?x=1")), "http://h:1/mcp?x=1");
+            assert_eq!(
+                uri(base, Some("/mcp/message?s=1")),
+                "http://h:1/mcp/message?s=1"
+            );
+        }
+        // A path that only starts with the same letters is still prefixed.
+        assert_eq!(uri("http://h:1/mcp", Some("/mcpx")), "http://h:1/mcp/mcpx");
+        assert_eq!(
+            uri("http://h:1/api", Some("/api/mcp")),
+            "http://h:1/api/mcp"
+        );
     }
 
     #[test]
