@@ -14,7 +14,10 @@
 //! 4. a real Prometheus (the Debian package), discovering pods with
 //!    `kubernetes_sd_configs` the way the chart's PodMonitor selects them,
 //!    scrapes the sidecar, and PromQL returns the 70 denials;
-//! 5. faults: both controller pods deleted, the MCP Deployment restarted,
+//! 5. a stdio MCP server (`examples/stdio/`): the webhook copies tollgate
+//!    into its pod and runs the server's command behind it; its own policy
+//!    caps its clones;
+//! 6. faults: both controller pods deleted, the MCP Deployment restarted,
 //!    `helm upgrade`, the policy deleted, `helm uninstall`.
 //!
 //! It is `make e2e`, part of `make test`; `make demo` runs it with its
@@ -419,6 +422,8 @@ fn helm_install_inject_enforce_scrape_and_survive_faults_on_a_real_node() {
     );
     step(&format!("{denials} = 70"));
 
+    stdio_server_runs_behind_tollgate_in_its_own_container(&node);
+
     enforcement_survives_faults(&node, &url);
 
     step("helm uninstall: nothing of tollgate is left but the CRDs");
@@ -489,6 +494,122 @@ fn mcp_pod(node: &Node) -> Value {
         .collect();
     assert_eq!(pods.len(), 1, "one MCP server pod");
     pods[0].clone()
+}
+
+/// In-pod stdio: kubernetes-mcp-server without `--port` speaks stdio; the
+/// annotation makes the webhook run it under a tollgate copied into the pod
+/// by an init container, which the kubelet runs for real here.
+fn stdio_server_runs_behind_tollgate_in_its_own_container(node: &Node) {
+    let example = repo_file("examples/stdio/kubernetes-mcp-server-stdio.yaml");
+    let example = example.to_str().unwrap();
+    step(
+        "kubectl apply -f examples/stdio/: a stdio MCP server; the webhook puts tollgate in its container",
+    );
+    node.must(&["apply", "-f", example]);
+    node.must(&[
+        "-n",
+        MCP,
+        "rollout",
+        "status",
+        "deployment/kubernetes-mcp-server-stdio",
+        "--timeout=180s",
+    ]);
+    let pods: Vec<Value> = node
+        .items(&[
+            "-n",
+            MCP,
+            "get",
+            "pods",
+            "-l",
+            "app.kubernetes.io/name=kubernetes-mcp-server-stdio",
+        ])
+        .into_iter()
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .collect();
+    assert_eq!(pods.len(), 1, "one stdio MCP server pod");
+    let pod = &pods[0];
+    let install = pod["status"]["initContainerStatuses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["name"] == "tollgate-install")
+        .unwrap_or_else(|| panic!("no tollgate-install init container: {}", pod["status"]));
+    assert_eq!(
+        install["state"]["terminated"]["exitCode"], 0,
+        "the binary was copied: {install}"
+    );
+    let server = &pod["spec"]["containers"][0];
+    assert_eq!(
+        server["command"][0], "/var/run/tollgate-bin/tollgate",
+        "the server runs behind the copied tollgate: {server}"
+    );
+    assert!(
+        pod["status"]["containerStatuses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["ready"] == true),
+        "the server container is Ready (tollgate's /readyz): {}",
+        pod["status"]
+    );
+    wait_for(
+        Duration::from_secs(60),
+        "kubectl get mtp stdio-clone-cap: 1/1 synced",
+        || node.json(&["-n", MCP, "get", "mtp", "stdio-clone-cap"])["status"]["synced"] == "1/1",
+    );
+
+    let service = node.json(&["-n", MCP, "get", "service", "kubernetes-mcp-server-stdio"]);
+    let url = format!(
+        "http://{}:80/mcp",
+        service["spec"]["clusterIP"].as_str().unwrap()
+    );
+    let before = node
+        .items(&["-n", VMS, "get", "virtualmachineclones.clone.kubevirt.io"])
+        .len();
+    step("the agent makes 10 vm_clone calls through the stdio server's Service: 5 pass");
+    let args =
+        json!({"namespace": VMS, "name": "golden-fedora", "targetName": "stdio-copy"}).to_string();
+    let summary = agent(
+        &url,
+        &[
+            "repeat",
+            "10",
+            "vm_clone",
+            &args,
+            "--concurrency",
+            "2",
+            "--no-results",
+        ],
+    );
+    assert_eq!(
+        (
+            summary["ok"].as_u64(),
+            summary["isError"].as_u64(),
+            summary["errors"].as_u64()
+        ),
+        (Some(5), Some(5), Some(0)),
+        "{summary}"
+    );
+    let after = node
+        .items(&["-n", VMS, "get", "virtualmachineclones.clone.kubevirt.io"])
+        .len();
+    assert_eq!(
+        after - before,
+        5,
+        "the stdio server created exactly 5 clones"
+    );
+    // A tool the policy does not allow never reaches the server.
+    let denied_call = agent(
+        &url,
+        &[
+            "call",
+            "pods_delete",
+            &json!({"namespace": MCP, "name": "x"}).to_string(),
+        ],
+    );
+    denied(&denied_call, "stdio-clone-cap");
+    answered(&agent(&url, &["call", "namespaces_list", "{}"]));
+    node.must(&["delete", "-f", example, "--wait=true"]);
 }
 
 fn enforcement_survives_faults(node: &Node, url: &str) {
