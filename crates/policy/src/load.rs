@@ -23,8 +23,9 @@ use sha2::{Digest, Sha256};
 
 use crate::compile::{compile, compile_cluster};
 use crate::evaluate::PolicySet;
-use crate::parse::{missing_field, parse_cluster_spec, parse_spec};
+use crate::parse::{parse_cluster_spec, parse_spec};
 use crate::problem::Problem;
+use crate::problem::missing_field;
 use crate::spec::{ClusterMcpToolPolicySpec, McpToolPolicySpec};
 use crate::suggest::nearest;
 

@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::compile::{compile, compile_cluster};
-use crate::problem::Problem;
+use crate::problem::{Problem, missing_field};
 use crate::spec::{ClusterMcpToolPolicySpec, McpToolPolicySpec};
 use crate::structure::{is_under, walk};
 
@@ -78,26 +78,6 @@ pub fn explain(e: &serde_json::Error) -> String {
         return missing_field(field);
     }
     text
-}
-
-/// "missing field `x`", with what to write.
-pub(crate) fn missing_field(field: &str) -> String {
-    let hint = match field {
-        "defaultAction" => "add `defaultAction: Deny` (or `Allow`)",
-        "name" => "add `name:` with a unique rule name",
-        "tools" => "add `tools: [...]` with tool names or globs",
-        "action" => "add `action: Allow` or `action: Deny`",
-        "pointer" => "add `pointer: /argumentName`",
-        "operator" => {
-            "add `operator:` (Equals, NotEquals, In, NotIn, Matches, Exists, NotExists, Lt, Lte, Gt, Gte, MaxLength)"
-        }
-        "requests" => "add `requests:` with the number of calls per window",
-        "window" => "add `window:` such as `1m`",
-        "spec" => "add a `spec:` with at least `defaultAction`",
-        "metadata" => "add `metadata: {name: ...}`",
-        _ => "add it",
-    };
-    format!("missing field `{field}`: {hint}")
 }
 
 #[cfg(test)]

@@ -74,3 +74,23 @@ impl fmt::Display for Problems {
         Ok(())
     }
 }
+
+/// "missing field `x`", with what to write.
+pub(crate) fn missing_field(field: &str) -> String {
+    let hint = match field {
+        "defaultAction" => "add `defaultAction: Deny` (or `Allow`)",
+        "name" => "add `name:` with a unique rule name",
+        "tools" => "add `tools: [...]` with tool names or globs",
+        "action" => "add `action: Allow` or `action: Deny`",
+        "pointer" => "add `pointer: /argumentName`",
+        "operator" => {
+            "add `operator:` (Equals, NotEquals, In, NotIn, Matches, Exists, NotExists, Lt, Lte, Gt, Gte, MaxLength)"
+        }
+        "requests" => "add `requests:` with the number of calls per window",
+        "window" => "add `window:` such as `1m`",
+        "spec" => "add a `spec:` with at least `defaultAction`",
+        "metadata" => "add `metadata: {name: ...}`",
+        _ => "add it",
+    };
+    format!("missing field `{field}`: {hint}")
+}

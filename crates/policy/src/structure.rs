@@ -13,7 +13,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::problem::Problem;
+use crate::problem::{Problem, missing_field};
 use crate::suggest::nearest;
 
 /// What the pass found, and the document with every problem taken out.
@@ -170,8 +170,7 @@ impl Walked {
             if fields.contains_key(key) {
                 continue;
             }
-            self.problems
-                .push(Problem::at(path, crate::parse::missing_field(key)));
+            self.problems.push(Problem::at(path, missing_field(key)));
             if let Some(field_schema) = properties.and_then(|p| p.get(key)) {
                 let v = self.stand_in(field_schema, &join(path, key), key);
                 repaired.insert(key.to_owned(), v);
