@@ -1,0 +1,119 @@
+//! The install guide's RBAC tables say exactly what the chart grants.
+//!
+//! docs/install.md lists every rule of the controller's ClusterRole and Role
+//! with the reason for it; a rule added to (or dropped from) the chart
+//! without the table is a permission nobody reviewed, so this test compares
+//! the tables with manifests/install.yaml (the chart rendered with its
+//! default values; tests/generated.rs keeps that file equal to the chart).
+
+use std::collections::BTreeSet;
+
+use serde_json::Value;
+
+/// One RBAC rule, reduced to what a reader of the table checks.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Rule {
+    group: String,
+    resource: String,
+    verbs: BTreeSet<String>,
+    names: BTreeSet<String>,
+}
+
+fn root() -> &'static str {
+    env!("CARGO_MANIFEST_DIR")
+}
+
+/// Every (group, resource) pair of the rendered `kind`'s rules, one
+/// [`Rule`] per pair.
+fn rendered(kind: &str) -> BTreeSet<Rule> {
+    let text = std::fs::read_to_string(format!("{}/manifests/install.yaml", root())).unwrap();
+    let docs: Vec<Value> = serde_saphyr::from_multiple(&text).unwrap();
+    let objects: Vec<&Value> = docs.iter().filter(|d| d["kind"] == kind).collect();
+    assert_eq!(objects.len(), 1, "exactly one {kind} in the manifest");
+    let strings = |v: &Value| -> BTreeSet<String> {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .map(|s| s.as_str().unwrap().to_owned())
+            .collect()
+    };
+    let mut rules = BTreeSet::new();
+    for rule in objects[0]["rules"].as_array().unwrap() {
+        for group in strings(&rule["apiGroups"]) {
+            for resource in strings(&rule["resources"]) {
+                rules.insert(Rule {
+                    group: group.clone(),
+                    resource,
+                    verbs: strings(&rule["verbs"]),
+                    names: strings(&rule["resourceNames"]),
+                });
+            }
+        }
+    }
+    rules
+}
+
+/// The rules of the table that follows the line starting with `heading`.
+fn documented(doc: &str, heading: &str) -> BTreeSet<Rule> {
+    let unquote = |s: &str| s.trim().trim_matches('`').to_owned();
+    let start = doc
+        .lines()
+        .position(|l| l.starts_with(heading))
+        .unwrap_or_else(|| panic!("docs/install.md has no line starting with {heading:?}"));
+    let rows = doc
+        .lines()
+        .skip(start + 1)
+        .skip_while(|l| !l.starts_with('|'))
+        .take_while(|l| l.starts_with('|'))
+        .skip(2); // header and separator
+    let mut rules = BTreeSet::new();
+    for row in rows {
+        let cells: Vec<&str> = row.trim_matches('|').split('|').collect();
+        assert!(cells.len() >= 4, "a short RBAC table row: {row}");
+        let group = match unquote(cells[0]).as_str() {
+            "core" => String::new(),
+            g => g.to_owned(),
+        };
+        let names = match cells[3].split_once("resourceNames: [") {
+            Some((_, rest)) => rest
+                .split(']')
+                .next()
+                .unwrap()
+                .split(',')
+                .map(unquote)
+                .collect(),
+            None => BTreeSet::new(),
+        };
+        let fresh = rules.insert(Rule {
+            group,
+            resource: unquote(cells[1]),
+            verbs: cells[2].split(',').map(unquote).collect(),
+            names,
+        });
+        assert!(fresh, "a repeated row: {row}");
+    }
+    assert!(!rules.is_empty(), "no table after {heading:?}");
+    rules
+}
+
+fn compare(kind: &str, heading: &str) {
+    let doc = std::fs::read_to_string(format!("{}/docs/install.md", root())).unwrap();
+    let documented = documented(&doc, heading);
+    let rendered = rendered(kind);
+    let undocumented: Vec<_> = rendered.difference(&documented).collect();
+    let not_granted: Vec<_> = documented.difference(&rendered).collect();
+    assert!(
+        undocumented.is_empty() && not_granted.is_empty(),
+        "docs/install.md's {kind} table differs from the chart:\n  granted but not in the table: {undocumented:#?}\n  in the table but not granted: {not_granted:#?}"
+    );
+}
+
+#[test]
+fn the_install_guide_lists_exactly_the_cluster_role_rules() {
+    compare("ClusterRole", "ClusterRole `tollgate`:");
+}
+
+#[test]
+fn the_install_guide_lists_exactly_the_role_rules() {
+    compare("Role", "Role `tollgate` in the release namespace:");
+}
