@@ -16,9 +16,17 @@ use tollgate_runtime::logging;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// `0.1.0 (commit 0123456789ab)`: the commit comes from build.rs.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("TOLLGATE_COMMIT"),
+    ")"
+);
+
 /// Policy checks in front of MCP servers.
 #[derive(Parser)]
-#[command(name = "tollgate", version, about)]
+#[command(name = "tollgate", version = VERSION, about)]
 struct Cli {
     /// Log format.
     #[arg(long, global = true, value_enum, default_value_t = logging::Format::Json, env = "TOLLGATE_LOG_FORMAT")]
@@ -43,6 +51,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    tollgate_runtime::build_info::set_commit(env!("TOLLGATE_COMMIT"));
     let cli = Cli::parse();
     let _log_guard = logging::init(cli.log_format, &cli.log);
     match cli.command {

@@ -168,7 +168,7 @@ async fn a_policy_applied_edited_and_deleted_reaches_the_sidecar() {
     // Connected, and no policy selects the pod yet: fail closed, and say why.
     assert!(
         eventually(PATIENCE, async || sidecar
-            .metric("tollgate_controller_connected ")
+            .metric("tollgate_sidecar_controller_connected ")
             .await
             == Some(1.0))
         .await
@@ -242,6 +242,12 @@ async fn a_policy_applied_edited_and_deleted_reaches_the_sidecar() {
         "{m}"
     );
     assert!(sample(&m, &["tollgate_controller_push_seconds_count "]).unwrap() >= 4.0);
+    let build = format!(
+        "tollgate_build_info{{commit=\"{}\",version=\"{}\"}} 1",
+        env!("TOLLGATE_COMMIT"),
+        env!("CARGO_PKG_VERSION")
+    );
+    assert!(m.lines().any(|l| l == build), "no `{build}`:\n{m}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -360,7 +366,7 @@ async fn sidecars_keep_enforcing_without_the_controller_and_reconnect() {
     controller.proc.terminate();
     assert!(
         eventually(PATIENCE, async || sidecar
-            .metric("tollgate_controller_connected ")
+            .metric("tollgate_sidecar_controller_connected ")
             .await
             == Some(0.0))
         .await
@@ -384,7 +390,7 @@ async fn sidecars_keep_enforcing_without_the_controller_and_reconnect() {
     let controller = ControllerProc::start_on(cluster, &ns, "c1", &push.to_string());
     assert!(
         eventually(Duration::from_secs(60), async || sidecar
-            .metric("tollgate_controller_connected ")
+            .metric("tollgate_sidecar_controller_connected ")
             .await
             == Some(1.0))
         .await
@@ -395,7 +401,7 @@ async fn sidecars_keep_enforcing_without_the_controller_and_reconnect() {
     assert!(eventually(PATIENCE, async || sidecar.allows("pods_list").await).await);
     assert!(
         sidecar
-            .metric("tollgate_controller_reconnects_total ")
+            .metric("tollgate_sidecar_controller_reconnects_total ")
             .await
             .unwrap()
             >= 1.0
@@ -556,7 +562,9 @@ async fn fail_open_lets_calls_through_until_rules_arrive() {
     let sidecar = Sidecar::start_with(cluster, &ns, "kms-0", (push, &ca), &up, &["--fail-open"]);
     assert!(sidecar.allows("vm_clone").await, "no rules yet: fail open");
     assert_eq!(
-        sidecar.metric("tollgate_controller_connected ").await,
+        sidecar
+            .metric("tollgate_sidecar_controller_connected ")
+            .await,
         Some(0.0)
     );
 

@@ -117,3 +117,85 @@ fn the_install_guide_lists_exactly_the_cluster_role_rules() {
 fn the_install_guide_lists_exactly_the_role_rules() {
     compare("Role", "Role `tollgate` in the release namespace:");
 }
+
+/// `helm template` of the chart with `--set` values, by the pinned helm
+/// (scripts/cluster/build.sh, as scripts/render-manifests.sh uses).
+fn helm_template(set: &[&str]) -> Vec<Value> {
+    let bin = std::process::Command::new(format!("{}/scripts/cluster/build.sh", root()))
+        .output()
+        .unwrap();
+    assert!(
+        bin.status.success(),
+        "{}",
+        String::from_utf8_lossy(&bin.stderr)
+    );
+    let helm = format!("{}/helm", String::from_utf8_lossy(&bin.stdout).trim());
+    let mut cmd = std::process::Command::new(helm);
+    cmd.args([
+        "template",
+        "tollgate",
+        &format!("{}/charts/tollgate", root()),
+    ]);
+    cmd.args(["--namespace", "tollgate-system"]);
+    for s in set {
+        cmd.args(["--set", s]);
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_saphyr::from_multiple(&String::from_utf8(out.stdout).unwrap()).unwrap()
+}
+
+/// Every shipped alert links its own section of docs/runbooks.md, and every
+/// section there is for an alert that exists.
+#[test]
+fn every_alert_has_a_runbook_section_and_every_section_an_alert() {
+    let docs = helm_template(&["metrics.prometheusRule.enabled=true"]);
+    let rule = docs
+        .iter()
+        .find(|d| d["kind"] == "PrometheusRule")
+        .expect("a PrometheusRule");
+    let runbooks = std::fs::read_to_string(format!("{}/docs/runbooks.md", root())).unwrap();
+    // GitHub's anchor of a heading made of one word: the word in lower case.
+    let sections: BTreeSet<String> = runbooks
+        .lines()
+        .filter_map(|l| l.strip_prefix("## "))
+        .map(|h| h.trim().to_lowercase())
+        .collect();
+    let mut alerts = BTreeSet::new();
+    for group in rule["spec"]["groups"].as_array().unwrap() {
+        for r in group["rules"].as_array().unwrap() {
+            let alert = r["alert"].as_str().unwrap();
+            let url = r["annotations"]["runbook_url"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{alert} has no runbook_url"));
+            assert_eq!(
+                url,
+                format!("docs/runbooks.md#{}", alert.to_lowercase()),
+                "{alert}'s runbook_url"
+            );
+            alerts.insert(alert.to_lowercase());
+        }
+    }
+    assert_eq!(alerts, sections, "alerts vs docs/runbooks.md sections");
+
+    // The base is a value: a fork points it at its own copy.
+    let docs = helm_template(&[
+        "metrics.prometheusRule.enabled=true",
+        "metrics.prometheusRule.runbookUrl=https://wiki.example/tollgate",
+    ]);
+    let rule = docs.iter().find(|d| d["kind"] == "PrometheusRule").unwrap();
+    assert_eq!(
+        rule["spec"]["groups"][0]["rules"][0]["annotations"]["runbook_url"],
+        format!(
+            "https://wiki.example/tollgate#{}",
+            rule["spec"]["groups"][0]["rules"][0]["alert"]
+                .as_str()
+                .unwrap()
+                .to_lowercase()
+        )
+    );
+}

@@ -202,17 +202,20 @@ pub struct Metrics {
     table_entries: ByLabel<Table, IntGauge>,
     /// `tollgate_table_full_total{table,share}`.
     table_full: ByLabel<Table, ByLabel<Share, IntCounter>>,
-    /// `tollgate_controller_connected`: 1 while the sidecar holds a stream
-    /// to the controller (managed mode).
+    /// `tollgate_sidecar_controller_connected`: 1 while the sidecar holds
+    /// a stream to the controller (managed mode). Named for the sidecar:
+    /// `tollgate_controller_*` are the controller's own metrics.
     pub controller_connected: IntGauge,
-    /// `tollgate_controller_last_contact_timestamp_seconds`: when the
-    /// controller was last heard from; alert on `time() - this`.
+    /// `tollgate_sidecar_controller_last_contact_timestamp_seconds`: when
+    /// the controller was last heard from; alert on `time() - this`.
     pub controller_last_contact: IntGauge,
-    /// `tollgate_controller_reconnects_total`.
+    /// `tollgate_sidecar_controller_reconnects_total`.
     pub controller_reconnects: IntCounter,
     /// `tollgate_snapshots_rejected_total{reason}`: controller snapshots
     /// refused, the rules in force kept.
     snapshots_rejected: ByLabel<SnapshotRejection, IntCounter>,
+    /// The same, for registration in managed mode.
+    snapshots_rejected_vec: IntCounterVec,
     /// `tollgate_ratelimit_store_up`: 1 while Redis answers (shared limits).
     pub store_up: IntGauge,
     /// `tollgate_ratelimit_store_errors_total`: Redis operations that failed.
@@ -233,6 +236,19 @@ impl Metrics {
     pub fn register_store(&self) {
         let _ = self.registry.register(Box::new(self.store_up.clone()));
         let _ = self.registry.register(Box::new(self.store_errors.clone()));
+    }
+
+    /// Registers the controller-connection metrics: only managed sidecars
+    /// have a controller, so a file-mode sidecar never shows one as down.
+    pub fn register_controller(&self) {
+        for c in [
+            Box::new(self.controller_connected.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(self.controller_last_contact.clone()),
+            Box::new(self.controller_reconnects.clone()),
+            Box::new(self.snapshots_rejected_vec.clone()),
+        ] {
+            let _ = self.registry.register(c);
+        }
     }
 
     /// Registers the JWKS metric: only sidecars with `--identity jwt` have it.
@@ -337,15 +353,15 @@ impl Metrics {
             &["table", "share"],
         )?;
         let controller_connected = IntGauge::new(
-            "tollgate_controller_connected",
+            "tollgate_sidecar_controller_connected",
             "1 while the sidecar holds a stream to the controller.",
         )?;
         let controller_last_contact = IntGauge::new(
-            "tollgate_controller_last_contact_timestamp_seconds",
+            "tollgate_sidecar_controller_last_contact_timestamp_seconds",
             "When the controller was last heard from (Unix time).",
         )?;
         let controller_reconnects = IntCounter::new(
-            "tollgate_controller_reconnects_total",
+            "tollgate_sidecar_controller_reconnects_total",
             "Connections to the controller that ended.",
         )?;
         let jwks_reload_failing = IntGauge::new(
@@ -394,12 +410,9 @@ impl Metrics {
             Box::new(connections_refused.clone()),
             Box::new(table_entries.clone()),
             Box::new(table_full.clone()),
-            Box::new(controller_connected.clone()),
-            Box::new(controller_last_contact.clone()),
-            Box::new(controller_reconnects.clone()),
-            Box::new(snapshots_rejected.clone()),
             Box::new(identity_failures.clone()),
             Box::new(log_lines_dropped.clone()),
+            Box::new(tollgate_runtime::build_info::gauge()?),
         ] {
             registry.register(c)?;
         }
@@ -433,6 +446,7 @@ impl Metrics {
             controller_last_contact,
             controller_reconnects,
             snapshots_rejected: ByLabel::new(|l| snapshots_rejected.with_label_values(&[l])),
+            snapshots_rejected_vec: snapshots_rejected,
             store_up,
             jwks_reload_failing,
             store_errors,
