@@ -199,3 +199,27 @@ fn every_alert_has_a_runbook_section_and_every_section_an_alert() {
         )
     );
 }
+
+/// The chart ships the repository's dashboard, unchanged, as a ConfigMap
+/// labelled for Grafana's sidecar, and only when asked.
+#[test]
+fn the_chart_ships_the_dashboard_only_when_asked() {
+    let is_dashboard =
+        |d: &&Value| d["kind"] == "ConfigMap" && d["data"]["tollgate.json"].is_string();
+    assert!(!helm_template(&[]).iter().any(|d| is_dashboard(&d)));
+    let docs = helm_template(&["grafana.dashboard.enabled=true"]);
+    let cm = docs
+        .iter()
+        .find(is_dashboard)
+        .expect("a dashboard ConfigMap");
+    assert_eq!(cm["metadata"]["labels"]["grafana_dashboard"], "1");
+    assert_eq!(cm["metadata"]["namespace"], "tollgate-system");
+    let file = std::fs::read_to_string(format!(
+        "{}/charts/tollgate/dashboards/tollgate.json",
+        root()
+    ))
+    .unwrap();
+    let shipped: Value =
+        serde_json::from_str(cm["data"]["tollgate.json"].as_str().unwrap()).unwrap();
+    assert_eq!(shipped, serde_json::from_str::<Value>(&file).unwrap());
+}

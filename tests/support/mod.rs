@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod dashboard;
 pub mod idp;
 pub mod redis;
 pub mod upstream;

@@ -22,6 +22,7 @@ mod rules;
 mod start;
 mod tls;
 mod transport;
+mod would_deny;
 
 pub use audit::{AuditConfig, AuditLevel};
 pub use config::{

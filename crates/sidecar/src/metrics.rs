@@ -6,17 +6,21 @@
 //! [`crate::rules::catalog`]); anything else is counted as `(unlisted)`. Arguments,
 //! ids and sessions never become labels.
 
+use std::sync::Arc;
+
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use tollgate_policy::Decision;
 use tollgate_policy::budget::TableStats;
+use tollgate_policy::{Decision, Effect};
 use tollgate_runtime::label_values;
 use tollgate_runtime::labels::ByLabel;
 use tollgate_runtime::serve::ConnectionEvent;
 use tollgate_runtime::slots::Reclaim;
+
+use crate::would_deny::WouldDenyTally;
 
 label_values! {
     /// Why a client request was refused before any policy decision
@@ -227,6 +231,8 @@ pub struct Metrics {
     pub jwks_reload_failing: IntGauge,
     /// `tollgate_log_lines_dropped_total`: audit and log lines lost.
     log_lines_dropped: IntCounter,
+    /// Audited calls of the last hour, for the controller's policy status.
+    pub(crate) would_deny: Arc<WouldDenyTally>,
 }
 
 impl Metrics {
@@ -452,11 +458,19 @@ impl Metrics {
             store_errors,
             identity_failures: ByLabel::new(|l| identity_failures.with_label_values(&[l])),
             log_lines_dropped,
+            would_deny: Arc::default(),
         })
     }
 
     /// Counts one decision on a tool whose label value is `tool`.
     pub fn count_decision(&self, d: &Decision, tool: &str) {
+        if d.effect == Effect::Audited {
+            self.would_deny.record(
+                d.policy.clone().unwrap_or_else(|| NO_POLICY.into()),
+                d.rule.clone().unwrap_or_else(|| NO_RULE.into()),
+                unix_now(),
+            );
+        }
         self.tool_calls
             .with_label_values(&[
                 d.policy.as_deref().unwrap_or(NO_POLICY),
@@ -527,11 +541,7 @@ impl Metrics {
         self.policy_info.reset();
         self.policy_info.with_label_values(&[version]).set(1);
         self.policy_rules.set(rules as i64);
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or_default();
-        self.last_reload.set(now);
+        self.last_reload.set(unix_now() as i64);
     }
 
     /// The Prometheus text exposition of every metric.
@@ -543,4 +553,12 @@ impl Metrics {
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         out
     }
+}
+
+/// Seconds since the Unix epoch (0 on a clock before it).
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
 }
