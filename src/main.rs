@@ -48,6 +48,8 @@ enum Command {
     Controller(Box<cli::controller::ControllerArgs>),
     /// Print the McpToolPolicy CRD (YAML), or write it into a directory.
     Crdgen(cli::crdgen::CrdgenArgs),
+    /// Check an installation: CRD, webhook, controller and Lease, uninjected pods, policies. Exit 1 on a failure.
+    Doctor(cli::doctor::DoctorArgs),
 }
 
 fn main() -> ExitCode {
@@ -57,6 +59,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check(args) => cli::check::run(&args),
         Command::Crdgen(args) => cli::crdgen::run(&args),
+        Command::Doctor(args) => cli::doctor::run(&args),
         Command::Controller(args) => cli::controller::run(*args),
         Command::Proxy(args) => cli::proxy::run(*args),
     }

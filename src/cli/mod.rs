@@ -4,6 +4,7 @@
 pub(crate) mod check;
 pub(crate) mod controller;
 pub(crate) mod crdgen;
+pub(crate) mod doctor;
 pub(crate) mod proxy;
 
 use std::process::ExitCode;
