@@ -84,13 +84,16 @@ fn documented(doc: &str, heading: &str) -> BTreeSet<Rule> {
                 .collect(),
             None => BTreeSet::new(),
         };
-        let fresh = rules.insert(Rule {
-            group,
-            resource: unquote(cells[1]),
-            verbs: cells[2].split(',').map(unquote).collect(),
-            names,
-        });
-        assert!(fresh, "a repeated row: {row}");
+        // A cell may list several resources with the same verbs.
+        for resource in cells[1].split(',').map(unquote) {
+            let fresh = rules.insert(Rule {
+                group: group.clone(),
+                resource,
+                verbs: cells[2].split(',').map(unquote).collect(),
+                names: names.clone(),
+            });
+            assert!(fresh, "a repeated row: {row}");
+        }
     }
     assert!(!rules.is_empty(), "no table after {heading:?}");
     rules

@@ -28,9 +28,9 @@ use tollgate_policy::snapshot::AUDIT_WINDOW_SECONDS;
 use tollgate_policy::spec::{AcceptedGeneration, AuditResults, McpToolPolicyStatus, RuleWouldDeny};
 
 use crate::acks::{AckBook, AckView, WouldDenyView};
-use crate::index::{Index, Key, PolicyReport};
+use crate::index::{Index, Key, PolicyReport, policy_name};
 use crate::metrics::{ControllerMetrics, WriteResult};
-use crate::object::PolicyObject;
+use crate::object::{ClusterPolicyObject, PolicyObject};
 
 /// The field manager of status patches.
 pub(crate) const FIELD_MANAGER: &str = "tollgate-controller";
@@ -91,7 +91,12 @@ pub(crate) fn desired(
             "Programmed",
             false,
             "NoSidecars",
-            "no pod running a tollgate sidecar matches spec.selector".to_owned(),
+            if report.namespace.is_empty() {
+                "no pod running a tollgate sidecar matches spec.selector in a namespace spec.namespaceSelector matches"
+            } else {
+                "no pod running a tollgate sidecar matches spec.selector"
+            }
+            .to_owned(),
         )
     } else if synced < selected {
         condition(
@@ -145,8 +150,8 @@ pub(crate) fn audit(report: &PolicyReport, reported: &WouldDenyView) -> Option<A
     if mode != "Audit" {
         return None;
     }
-    // Sidecars name a cluster policy `namespace/name`.
-    let policy = format!("{}/{}", report.namespace, report.name);
+    // Sidecars name a policy `namespace/name`, a cluster policy `name`.
+    let policy = policy_name(&report.namespace, &report.name);
     let mut per_rule: BTreeMap<&str, i64> = BTreeMap::new();
     for pod in &report.selected {
         let Some((uid, counts)) = reported.get(&pod.key) else {
@@ -248,6 +253,11 @@ pub(crate) struct Writer {
     pub metrics: ControllerMetrics,
     /// Events.
     pub recorder: Recorder,
+    /// Whether to write the status of `ClusterMcpToolPolicy` objects: only
+    /// a controller that watches every namespace sees every pod they
+    /// select (several `--watch-namespace` controllers would each write
+    /// their own part).
+    pub cluster_statuses: bool,
 }
 
 impl Writer {
@@ -302,6 +312,9 @@ impl Writer {
             .collect();
         written.retain(|k, _| live.contains(k));
         for report in reports {
+            if report.namespace.is_empty() && !self.cluster_statuses {
+                continue;
+            }
             let key = (report.namespace.clone(), report.name.clone());
             let Some((reference, observed)) = self.observed.get(&key) else {
                 continue;
@@ -320,7 +333,7 @@ impl Writer {
                 }
                 Err(e) => {
                     self.metrics.status_written(WriteResult::Error);
-                    tracing::warn!(policy = %format!("{}/{}", report.namespace, report.name), error = %e, "status write failed");
+                    tracing::warn!(policy = %policy_name(&report.namespace, &report.name), error = %e, "status write failed");
                 }
             }
         }
@@ -331,19 +344,28 @@ impl Writer {
         report: &PolicyReport,
         status: &McpToolPolicyStatus,
     ) -> Result<(), kube::Error> {
-        let api: Api<PolicyObject> = Api::namespaced(self.client.clone(), &report.namespace);
-        let body = serde_json::json!({
-            "apiVersion": "tollgate.dev/v1alpha1",
-            "kind": "McpToolPolicy",
-            "status": status,
-        });
-        api.patch_status(
-            &report.name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(body),
-        )
-        .await
-        .map(|_| ())
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        if report.namespace.is_empty() {
+            let body = serde_json::json!({
+                "apiVersion": "tollgate.dev/v1alpha1",
+                "kind": "ClusterMcpToolPolicy",
+                "status": status,
+            });
+            let api: Api<ClusterPolicyObject> = Api::all(self.client.clone());
+            api.patch_status(&report.name, &params, &Patch::Apply(body))
+                .await
+                .map(|_| ())
+        } else {
+            let body = serde_json::json!({
+                "apiVersion": "tollgate.dev/v1alpha1",
+                "kind": "McpToolPolicy",
+                "status": status,
+            });
+            let api: Api<PolicyObject> = Api::namespaced(self.client.clone(), &report.namespace);
+            api.patch_status(&report.name, &params, &Patch::Apply(body))
+                .await
+                .map(|_| ())
+        }
     }
 
     /// An Event when acceptance changes, so `kubectl describe` tells why.
@@ -607,6 +629,20 @@ mod tests {
         assert_eq!(audit(&r, &reported), None);
         r.accepted_spec = Some(serde_json::json!({}));
         assert_eq!(audit(&r, &reported), None, "Enforce is the default mode");
+    }
+
+    #[test]
+    fn a_cluster_policy_without_sidecars_names_both_selectors() {
+        let mut r = report(1, Some(1), &[]);
+        r.namespace = String::new();
+        let s = desired(&r, &AckView::new(), None, &at(1));
+        let p = cond(&s, "Programmed");
+        assert_eq!(p.reason, "NoSidecars");
+        assert!(
+            p.message.contains("spec.namespaceSelector"),
+            "{}",
+            p.message
+        );
     }
 
     #[test]

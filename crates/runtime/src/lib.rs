@@ -10,6 +10,7 @@
 pub mod admin;
 pub mod body;
 pub mod build_info;
+pub mod expiring;
 pub mod kube_client;
 pub mod labels;
 pub mod logging;

@@ -88,6 +88,10 @@ label_values! {
         Timeout => "timeout",
         /// The exchange broke or the response could not be read.
         Protocol => "protocol",
+        /// A stdio server ended before it answered.
+        Exited => "exited",
+        /// A stdio server wrote a line that is not JSON-RPC, or one over the limit.
+        Unreadable => "unreadable",
     }
 }
 
@@ -233,6 +237,9 @@ pub struct Metrics {
     log_lines_dropped: IntCounter,
     /// Audited calls of the last hour, for the controller's policy status.
     pub(crate) would_deny: Arc<WouldDenyTally>,
+    /// `tollgate_stdio_servers`: stdio MCP server processes running
+    /// (`--upstream-command`: one per session).
+    pub stdio_servers: IntGauge,
 }
 
 impl Metrics {
@@ -255,6 +262,12 @@ impl Metrics {
         ] {
             let _ = self.registry.register(c);
         }
+    }
+
+    /// Registers the stdio server gauge: only proxies that run their
+    /// servers (`--upstream-command`) have it.
+    pub fn register_stdio(&self) {
+        let _ = self.registry.register(Box::new(self.stdio_servers.clone()));
     }
 
     /// Registers the JWKS metric: only sidecars with `--identity jwt` have it.
@@ -390,6 +403,10 @@ impl Metrics {
             &["reason"],
         )?;
         let log_lines_dropped = tollgate_runtime::logging::dropped_lines_counter()?;
+        let stdio_servers = IntGauge::new(
+            "tollgate_stdio_servers",
+            "stdio MCP server processes running (one per MCP session).",
+        )?;
         let snapshots_rejected = IntCounterVec::new(
             Opts::new(
                 "tollgate_snapshots_rejected_total",
@@ -459,6 +476,7 @@ impl Metrics {
             identity_failures: ByLabel::new(|l| identity_failures.with_label_values(&[l])),
             log_lines_dropped,
             would_deny: Arc::default(),
+            stdio_servers,
         })
     }
 
