@@ -26,6 +26,9 @@ COPY . .
 # builds; the binary is copied out because the target dir is not part of the
 # layer.
 ENV CARGO_PROFILE_RELEASE_STRIP=symbols
+# The commit for `tollgate_build_info` (the context has no .git):
+# --build-arg TOLLGATE_COMMIT=$(git rev-parse --short=12 HEAD)
+ARG TOLLGATE_COMMIT=unknown
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked --bin tollgate \

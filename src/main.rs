@@ -16,9 +16,17 @@ use tollgate_runtime::logging;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// `0.1.0 (commit 0123456789ab)`: the commit comes from build.rs.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("TOLLGATE_COMMIT"),
+    ")"
+);
+
 /// Policy checks in front of MCP servers.
 #[derive(Parser)]
-#[command(name = "tollgate", version, about)]
+#[command(name = "tollgate", version = VERSION, about)]
 struct Cli {
     /// The log flags of `proxy` and `controller`, still accepted before
     /// the subcommand (`tollgate --log-format json proxy ...`).
@@ -44,6 +52,8 @@ enum Command {
     Controller(Box<cli::controller::ControllerArgs>),
     /// Print the CRDs (YAML), or write them into a directory.
     Crdgen(cli::crdgen::CrdgenArgs),
+    /// Check an installation: CRD, webhook, controller and Lease, uninjected pods, policies. Exit 1 on a failure.
+    Doctor(cli::doctor::DoctorArgs),
     /// Run a stdio MCP server behind the policy, on this process's stdio
     /// (for desktop clients): `tollgate wrap --policy p.yaml -- npx server`.
     Wrap(Box<cli::wrap::WrapArgs>),
@@ -55,6 +65,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    tollgate_runtime::build_info::set_commit(env!("TOLLGATE_COMMIT"));
     let cli = Cli::parse();
     let log = |args: &cli::LogArgs, target| {
         logging::init_to(
@@ -75,6 +86,7 @@ fn main() -> ExitCode {
         Command::Test(args) => cli::test::run(&args),
         Command::Scan(args) => cli::scan::run(&args),
         Command::Crdgen(args) => cli::crdgen::run(&args),
+        Command::Doctor(args) => cli::doctor::run(&args),
         Command::Controller(args) => {
             let _log_guard = log(&args.log, logging::Target::Stdout);
             cli::controller::run(*args)

@@ -156,11 +156,12 @@ async fn a_cluster_baseline_joins_namespaced_policies_across_namespaces() {
         table
             .lines()
             .nth(1)
-            .is_some_and(|l| l.split_whitespace().take(5).eq([
+            .is_some_and(|l| l.split_whitespace().take(6).eq([
                 "no-deletes",
                 "Enforce",
                 "Allow",
                 "1",
+                "True",
                 "1/1"
             ])),
         "{table}"

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use support::cluster::{Cluster, ControllerProc, ManagedSidecar};
+use support::dashboard::Prometheus;
 use support::upstream::{Framing, Upstream};
 use support::*;
 
@@ -156,7 +157,7 @@ async fn a_policy_applied_edited_and_deleted_reaches_the_sidecar() {
     // Connected, and no policy selects the pod yet: fail closed, and say why.
     assert!(
         eventually(PATIENCE, async || sidecar
-            .metric("tollgate_controller_connected ")
+            .metric("tollgate_sidecar_controller_connected ")
             .await
             == Some(1.0))
         .await
@@ -188,16 +189,20 @@ async fn a_policy_applied_edited_and_deleted_reaches_the_sidecar() {
     );
     let table = cluster.kubectl(&["-n", &ns, "get", "mtp"]).unwrap();
     assert!(
-        table
-            .lines()
-            .next()
-            .unwrap()
-            .split_whitespace()
-            .eq(["NAME", "MODE", "DEFAULT", "RULES", "SYNCED", "AGE"]),
+        table.lines().next().unwrap().split_whitespace().eq([
+            "NAME",
+            "MODE",
+            "DEFAULT",
+            "RULES",
+            "ACCEPTED",
+            "SYNCED",
+            "WOULD-DENY",
+            "AGE"
+        ]),
         "{table}"
     );
     assert!(
-        table.contains("cap    Enforce   Deny      1       1/1"),
+        table.contains("cap    Enforce   Deny      1       True       1/1"),
         "{table}"
     );
 
@@ -230,6 +235,12 @@ async fn a_policy_applied_edited_and_deleted_reaches_the_sidecar() {
         "{m}"
     );
     assert!(sample(&m, &["tollgate_controller_push_seconds_count "]).unwrap() >= 4.0);
+    let build = format!(
+        "tollgate_build_info{{commit=\"{}\",version=\"{}\"}} 1",
+        env!("TOLLGATE_COMMIT"),
+        env!("CARGO_PKG_VERSION")
+    );
+    assert!(m.lines().any(|l| l == build), "no `{build}`:\n{m}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -348,7 +359,7 @@ async fn sidecars_keep_enforcing_without_the_controller_and_reconnect() {
     controller.proc.terminate();
     assert!(
         eventually(PATIENCE, async || sidecar
-            .metric("tollgate_controller_connected ")
+            .metric("tollgate_sidecar_controller_connected ")
             .await
             == Some(0.0))
         .await
@@ -372,7 +383,7 @@ async fn sidecars_keep_enforcing_without_the_controller_and_reconnect() {
     let controller = ControllerProc::start_on(cluster, &ns, "c1", &push.to_string());
     assert!(
         eventually(Duration::from_secs(60), async || sidecar
-            .metric("tollgate_controller_connected ")
+            .metric("tollgate_sidecar_controller_connected ")
             .await
             == Some(1.0))
         .await
@@ -383,7 +394,7 @@ async fn sidecars_keep_enforcing_without_the_controller_and_reconnect() {
     assert!(eventually(PATIENCE, async || sidecar.allows("pods_list").await).await);
     assert!(
         sidecar
-            .metric("tollgate_controller_reconnects_total ")
+            .metric("tollgate_sidecar_controller_reconnects_total ")
             .await
             .unwrap()
             >= 1.0
@@ -544,7 +555,9 @@ async fn fail_open_lets_calls_through_until_rules_arrive() {
     let sidecar = Sidecar::start_with(cluster, &ns, "kms-0", (push, &ca), &up, &["--fail-open"]);
     assert!(sidecar.allows("vm_clone").await, "no rules yet: fail open");
     assert_eq!(
-        sidecar.metric("tollgate_controller_connected ").await,
+        sidecar
+            .metric("tollgate_sidecar_controller_connected ")
+            .await,
         Some(0.0)
     );
 
@@ -675,4 +688,158 @@ async fn two_replicas_serve_sidecars_and_one_writes_status() {
         "Pending",
         "the sidecar of the gone replica has not reconnected yet: {s:#}"
     );
+}
+
+/// "What would Enforce do": an Audit-mode policy's status counts, per rule,
+/// the calls its sidecars let through that Enforce would have denied, and
+/// `kubectl get` shows the total and whether the policy was accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn audit_mode_status_counts_what_enforce_would_deny() {
+    let cluster = Cluster::get();
+    let ns = cluster.namespace("audit");
+    cluster.sidecar_pod(&ns, "kms-0", &[("app", "kms")]);
+    cluster.sidecar_pod(&ns, "kms-1", &[("app", "kms")]);
+    let controller = ControllerProc::start(cluster, &ns, "c1");
+    let up = Upstream::start(Framing::Json).await;
+    let s0 = Sidecar::start(cluster, &ns, "kms-0", &controller, &up);
+    let s1 = Sidecar::start(cluster, &ns, "kms-1", &controller, &up);
+    let audit = format!(
+        "apiVersion: tollgate.dev/v1alpha1\nkind: McpToolPolicy\nmetadata: {{name: trial, namespace: {ns}}}\nspec:\n  selector: {{matchLabels: {{app: kms}}}}\n  mode: Audit\n  defaultAction: Allow\n  rules:\n    - {{name: no-delete, tools: [pods_delete], action: Deny}}\n"
+    );
+    cluster.apply(&audit).unwrap();
+    wait_for_status(cluster, &ns, "trial", |s| s["synced"] == "2/2").await;
+    // Audited: the calls go through ...
+    for _ in 0..3 {
+        assert!(s0.allows("pods_delete").await);
+    }
+    assert!(s1.allows("pods_delete").await);
+    assert!(s1.allows("pods_list").await);
+    // ... and the status counts them, per rule, over both sidecars.
+    let s = wait_for_status(cluster, &ns, "trial", |s| s["audit"]["wouldDeny"] == 4).await;
+    assert_eq!(s["audit"]["window"], "1h");
+    assert_eq!(
+        s["audit"]["rules"],
+        json!([{"rule": "no-delete", "wouldDeny": 4}])
+    );
+    let wide = cluster
+        .kubectl(&["-n", &ns, "get", "mtp", "trial"])
+        .unwrap();
+    let mut lines = wide.lines();
+    let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    let row: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    let column = |name: &str| row[header.iter().position(|h| *h == name).unwrap()];
+    assert_eq!(column("ACCEPTED"), "True", "{wide}");
+    assert_eq!(column("WOULD-DENY"), "4", "{wide}");
+    assert_eq!(column("MODE"), "Audit", "{wide}");
+
+    // Switched to Enforce: the calls are denied, and the audit results go.
+    cluster
+        .apply(&audit.replace("mode: Audit", "mode: Enforce"))
+        .unwrap();
+    assert!(eventually(PATIENCE, async || s0.denies("pods_delete").await).await);
+    let s = wait_for_status(cluster, &ns, "trial", |s| s["audit"].is_null()).await;
+    assert_eq!(s["synced"], "2/2");
+}
+
+/// Every panel of the shipped Grafana dashboard shows data: a real
+/// Prometheus scrapes a real controller and a managed sidecar (with a Redis
+/// for shared limits) carrying traffic, and each of the dashboard's queries
+/// returns at least one series that is not NaN.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dashboard_queries_return_data() {
+    let cluster = Cluster::get();
+    let ns = cluster.namespace("dashboard");
+    cluster.sidecar_pod(&ns, "kms-0", &[("app", "kms")]);
+    let controller = ControllerProc::start(cluster, &ns, "c1");
+    let up = Upstream::start(Framing::Json).await;
+    let redis = support::redis::Redis::start();
+    let sidecar = Sidecar::start_with(
+        cluster,
+        &ns,
+        "kms-0",
+        (controller.push, &controller.ca_file),
+        &up,
+        &["--redis-url", &redis.url()],
+    );
+    let limited = |n: u32| {
+        format!(
+            "apiVersion: tollgate.dev/v1alpha1\nkind: McpToolPolicy\nmetadata: {{name: cap, namespace: {ns}}}\nspec:\n  selector: {{matchLabels: {{app: kms}}}}\n  defaultAction: Deny\n  rules:\n    - name: list\n      tools: [pods_list]\n      action: Allow\n      rateLimits: [{{requests: {n}, window: 1h, scope: Shared}}]\n    - {{name: get, tools: [pods_get], action: Allow}}\n"
+        )
+    };
+    cluster.apply(&limited(2)).unwrap();
+    wait_for_status(cluster, &ns, "cap", |s| s["synced"] == "1/1").await;
+
+    let prometheus = prometheus_scraping(&[
+        ("tollgate-sidecars", sidecar.tg.admin, &ns, "kms-0"),
+        ("tollgate", controller.admin, &ns, "controller"),
+    ]);
+    // Traffic before and after Prometheus first sees the series, so that
+    // every rate() has two different samples: allowed (pods_get),
+    // rate-limited (pods_list past its budget of 2), default-denied calls
+    // and one malformed request; then a policy edit (a second push and ack).
+    let traffic = async || {
+        for tool in [
+            "pods_list",
+            "pods_list",
+            "pods_list",
+            "pods_delete",
+            "pods_get",
+        ] {
+            sidecar.call(tool).await;
+        }
+        raw(
+            sidecar.tg.listen,
+            b"POST / HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: 1\r\nConnection: close\r\n\r\n{",
+        )
+        .await;
+    };
+    traffic().await;
+    let seen = async |promql: &str| {
+        eventually(PATIENCE, async || {
+            support::dashboard::instant(&prometheus.url(), promql).is_ok_and(|r| !r.is_empty())
+        })
+        .await
+    };
+    assert!(
+        seen("tollgate_tool_calls_total").await,
+        "Prometheus never scraped the sidecar"
+    );
+    assert!(seen("tollgate_controller_push_seconds_count").await);
+    traffic().await;
+    cluster.apply(&limited(3)).unwrap();
+    wait_for_status(cluster, &ns, "cap", |s| {
+        s["observedGeneration"] == 2 && s["synced"] == "1/1"
+    })
+    .await;
+    assert!(
+        seen("increase(tollgate_controller_push_seconds_count[1m]) > 0").await,
+        "the second push never reached Prometheus"
+    );
+    assert!(seen("increase(tollgate_tool_calls_total[1m]) > 0").await);
+
+    match support::dashboard::check(&prometheus.url()) {
+        Ok(answers) => {
+            for a in &answers {
+                eprintln!(
+                    "{:>3} series, first {:?}: {} — {}",
+                    a.series, a.first, a.query.panel, a.sent
+                );
+            }
+            assert_eq!(answers.len(), support::dashboard::queries().len());
+        }
+        Err(empty) => panic!("dashboard queries without data:\n{}", empty.join("\n")),
+    }
+}
+
+/// A Prometheus on loopback scraping `targets` every second: (job, admin
+/// address, namespace, pod) each.
+fn prometheus_scraping(targets: &[(&str, SocketAddr, &str, &str)]) -> Prometheus {
+    let mut config =
+        String::from("global: {scrape_interval: 1s, scrape_timeout: 1s}\nscrape_configs:\n");
+    for (job, addr, ns, pod) in targets {
+        config.push_str(&format!(
+            "  - job_name: {job}-{pod}\n    static_configs:\n      - targets: ['{addr}']\n        labels: {{job: {job}, namespace: {ns}, pod: {pod}}}\n"
+        ));
+    }
+    Prometheus::start(&config)
 }

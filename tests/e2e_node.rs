@@ -31,7 +31,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::{Proc, free_port, peers, repo, repo_file};
+use support::{peers, repo, repo_file};
 
 const RELEASE: &str = "tollgate";
 const SYSTEM: &str = "tollgate-system";
@@ -202,25 +202,12 @@ fn answered(result: &Value) {
 /// A Prometheus server on loopback discovering the node's pods the way the
 /// chart's PodMonitor selects them: label tollgate.dev/sidecar=true, the
 /// container port named tollgate-admin.
-struct Prometheus {
-    _proc: Proc,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
+struct Prometheus(support::dashboard::Prometheus);
 
 impl Prometheus {
     fn start(kubeconfig: &Path) -> Prometheus {
-        let out = Command::new(repo().join("scripts/prometheus.sh"))
-            .output()
-            .expect("scripts/prometheus.sh");
-        assert!(out.status.success(), "scripts/prometheus.sh failed");
-        let bin = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("prometheus.yml");
-        std::fs::write(
-            &config,
-            format!(
-                r#"global: {{scrape_interval: 2s, scrape_timeout: 1s}}
+        Prometheus(support::dashboard::Prometheus::start(&format!(
+            r#"global: {{scrape_interval: 2s, scrape_timeout: 1s}}
 scrape_configs:
   - job_name: tollgate-sidecars
     kubernetes_sd_configs:
@@ -232,24 +219,8 @@ scrape_configs:
       - {{source_labels: [__meta_kubernetes_namespace], target_label: namespace}}
       - {{source_labels: [__meta_kubernetes_pod_name], target_label: pod}}
 "#,
-                kubeconfig = kubeconfig.display()
-            ),
-        )
-        .unwrap();
-        let port = free_port();
-        let mut cmd = Command::new("sh");
-        cmd.arg("-c").arg(format!(
-            "echo started; exec {bin} --config.file={} --storage.tsdb.path={} --web.listen-address=127.0.0.1:{port} >{} 2>&1",
-            config.display(),
-            dir.path().join("data").display(),
-            dir.path().join("prometheus.log").display()
-        ));
-        let (proc, _) = Proc::spawn(cmd, |l| l == "started");
-        Prometheus {
-            _proc: proc,
-            port,
-            _dir: dir,
-        }
+            kubeconfig = kubeconfig.display()
+        )))
     }
 
     /// The value of an instant PromQL query with one series, if any.
@@ -258,7 +229,7 @@ scrape_configs:
             .arg("-e")
             .arg(format!(
                 "fetch('http://127.0.0.1:{}/api/v1/query?query='+encodeURIComponent(process.argv[1])).then(r=>r.text()).then(t=>process.stdout.write(t)).catch(()=>{{}})",
-                self.port
+                self.0.port
             ))
             .arg(promql)
             .output()

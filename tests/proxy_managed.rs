@@ -269,7 +269,10 @@ async fn before_the_first_snapshot_tool_calls_are_refused() {
     .await;
     assert_eq!(ready.status, 503);
     let m = metrics(sidecar.admin).await;
-    assert_eq!(sample(&m, &["tollgate_controller_connected "]), Some(0.0));
+    assert_eq!(
+        sample(&m, &["tollgate_sidecar_controller_connected "]),
+        Some(0.0)
+    );
 }
 
 /// Only while no rules have arrived; that they take over once they arrive
@@ -300,7 +303,7 @@ async fn rules_come_only_from_a_controller_signed_by_the_given_ca() {
     let m = eventually(PATIENCE, async || {
         sample(
             &metrics(fooled.admin).await,
-            &["tollgate_controller_reconnects_total "],
+            &["tollgate_sidecar_controller_reconnects_total "],
         )
         .is_some_and(|n| n >= 2.0)
     })
@@ -317,7 +320,10 @@ async fn rules_come_only_from_a_controller_signed_by_the_given_ca() {
         .json();
     assert_eq!(v["error"]["code"], -31004, "{v}");
     let m = metrics(fooled.admin).await;
-    assert_eq!(sample(&m, &["tollgate_controller_connected "]), Some(0.0));
+    assert_eq!(
+        sample(&m, &["tollgate_sidecar_controller_connected "]),
+        Some(0.0)
+    );
     assert!(impostor.acks().is_empty());
 
     // The same server with a certificate from the trusted CA is believed:
@@ -465,4 +471,48 @@ fn managed_mode_needs_the_pod_identity() {
         stderr.contains("--controller needs the pod's namespace"),
         "{stderr}"
     );
+}
+
+/// The controller-connection metrics are named for the sidecar (the
+/// controller's own are `tollgate_controller_*`) and only a managed sidecar
+/// has them, so a file-mode sidecar never looks disconnected. Both say which
+/// build they run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_managed_sidecars_have_controller_metrics_and_every_one_its_build() {
+    let up = Upstream::start(Framing::Json).await;
+    let build = format!(
+        "tollgate_build_info{{commit=\"{}\",version=\"{}\"}} 1",
+        env!("TOLLGATE_COMMIT"),
+        env!("CARGO_PKG_VERSION")
+    );
+    let (sidecar, _dir) = unreachable_controller(&up, &[]);
+    let m = metrics(sidecar.admin).await;
+    for name in [
+        "tollgate_sidecar_controller_connected ",
+        "tollgate_sidecar_controller_last_contact_timestamp_seconds ",
+        "tollgate_sidecar_controller_reconnects_total ",
+    ] {
+        assert!(sample(&m, &[name]).is_some(), "{name} missing:\n{m}");
+    }
+    assert!(m.lines().any(|l| l == build), "no `{build}`:\n{m}");
+
+    let (_policy_dir, policy) = policy_file(
+        "apiVersion: tollgate.dev/v1alpha1\nkind: McpToolPolicy\nmetadata: {name: p}\nspec: {defaultAction: Deny}\n",
+    );
+    let file_mode = tollgate(&[
+        "--policy",
+        policy.to_str().unwrap(),
+        "--upstream",
+        &up.url(),
+    ]);
+    let m = metrics(file_mode.admin).await;
+    let about_a_controller: Vec<&str> = m
+        .lines()
+        .filter(|l| l.contains("controller") || l.contains("snapshots_rejected"))
+        .collect();
+    assert!(
+        about_a_controller.is_empty(),
+        "a file-mode sidecar has controller metrics: {about_a_controller:?}"
+    );
+    assert!(m.lines().any(|l| l == build), "no `{build}`:\n{m}");
 }

@@ -5,6 +5,7 @@ pub(crate) mod check;
 pub(crate) mod controller;
 pub(crate) mod copy_binary;
 pub(crate) mod crdgen;
+pub(crate) mod doctor;
 pub(crate) mod import;
 pub(crate) mod proxy;
 pub(crate) mod scan;

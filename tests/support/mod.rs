@@ -5,6 +5,7 @@
 
 pub mod chart;
 pub mod cluster;
+pub mod dashboard;
 pub mod idp;
 pub mod redis;
 pub mod truenas;

@@ -21,6 +21,8 @@ use kube::runtime::watcher;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use tollgate_policy::snapshot::{MAX_WOULD_DENY, WouldDeny};
+
 use crate::index::Key;
 
 /// The label on every replica's ack ConfigMap.
@@ -45,6 +47,9 @@ pub(crate) struct Ack {
     pub version: String,
     /// When it was acknowledged (Unix milliseconds).
     pub at: i64,
+    /// Its Audit-mode policies' would-be denials of the last hour.
+    #[serde(default, rename = "wouldDeny", skip_serializing_if = "Vec::is_empty")]
+    pub would_deny: Vec<WouldDeny>,
 }
 
 struct Remote {
@@ -55,6 +60,9 @@ struct Remote {
 /// The acknowledged `(uid, version)` of each sidecar pod: what the status
 /// writer counts as "enforcing".
 pub(crate) type AckView = HashMap<Key, (String, String)>;
+
+/// The would-be denials each sidecar pod (`uid`) last reported.
+pub(crate) type WouldDenyView = HashMap<Key, (String, Vec<WouldDeny>)>;
 
 /// This replica's acks, and the other replicas'.
 pub(crate) struct AckBook {
@@ -77,16 +85,28 @@ impl AckBook {
         }
     }
 
-    /// Records that the sidecar of `key` (pod `uid`) enforces `version`.
-    pub(crate) fn record(&self, key: Key, uid: &str, version: &str) {
+    /// Records that the sidecar of `key` (pod `uid`) enforces `version`
+    /// and would have denied `would_deny`. True when the pod had not
+    /// acknowledged this version before (a repeated ack only updates the
+    /// counts).
+    pub(crate) fn record(
+        &self,
+        key: Key,
+        uid: &str,
+        version: &str,
+        mut would_deny: Vec<WouldDeny>,
+    ) -> bool {
+        would_deny.truncate(MAX_WOULD_DENY);
         let ack = Ack {
             uid: uid.to_owned(),
             version: version.to_owned(),
             at: Timestamp::now().as_millisecond(),
+            would_deny,
         };
-        lock(&self.local).insert(key, ack);
+        let previous = lock(&self.local).insert(key, ack);
         self.changed.send_modify(|n| *n += 1);
         self.local_changed.send_modify(|n| *n += 1);
+        previous.is_none_or(|p| p.uid != uid || p.version != version)
     }
 
     /// Drops acks of pods `keep` rejects (deleted pods).
@@ -109,7 +129,23 @@ impl AckBook {
         self.view_at(Timestamp::now())
     }
 
+    /// The merged would-be denials: for each pod, those of its newest ack.
+    pub(crate) fn would_deny(&self) -> WouldDenyView {
+        self.merged_at(Timestamp::now())
+            .into_iter()
+            .filter(|(_, a)| !a.would_deny.is_empty())
+            .map(|(k, a)| (k, (a.uid, a.would_deny)))
+            .collect()
+    }
+
     fn view_at(&self, now: Timestamp) -> AckView {
+        self.merged_at(now)
+            .into_iter()
+            .map(|(k, a)| (k, (a.uid, a.version)))
+            .collect()
+    }
+
+    fn merged_at(&self, now: Timestamp) -> BTreeMap<Key, Ack> {
         let mut newest: BTreeMap<Key, Ack> = lock(&self.local).clone();
         for remote in lock(&self.remote).values() {
             let age = now.duration_since(remote.renewed);
@@ -123,9 +159,6 @@ impl AckBook {
             }
         }
         newest
-            .into_iter()
-            .map(|(k, a)| (k, (a.uid, a.version)))
-            .collect()
     }
 
     fn set_remote(&self, replica: String, renewed: Timestamp, acks: BTreeMap<Key, Ack>) {
@@ -292,7 +325,7 @@ mod tests {
     #[test]
     fn the_newest_ack_wins_and_silent_replicas_are_ignored() {
         let book = AckBook::new("replica-a");
-        book.record(key("p1"), "u1", "v1");
+        book.record(key("p1"), "u1", "v1", vec![]);
         let now = Timestamp::now();
         let later = now.as_millisecond() + 1000;
         let remote = BTreeMap::from([
@@ -302,6 +335,7 @@ mod tests {
                     uid: "u1".into(),
                     version: "v2".into(),
                     at: later,
+                    would_deny: vec![],
                 },
             ),
             (
@@ -310,6 +344,7 @@ mod tests {
                     uid: "u2".into(),
                     version: "v9".into(),
                     at: 0,
+                    would_deny: vec![],
                 },
             ),
         ]);
@@ -329,9 +364,18 @@ mod tests {
     #[test]
     fn acks_round_trip_through_the_configmap_encoding() {
         let book = AckBook::new("r");
-        book.record(key("p"), "u", "v");
+        let counts = vec![WouldDeny {
+            policy: "audit".into(),
+            rule: "r".into(),
+            count: 3,
+        }];
+        assert!(book.record(key("p"), "u", "v", vec![]));
+        // The same version again, with counts: not new, the counts kept.
+        assert!(!book.record(key("p"), "u", "v", counts.clone()));
         let decoded = decode(&book.encode_local());
         assert_eq!(decoded[&key("p")].version, "v");
+        assert_eq!(decoded[&key("p")].would_deny, counts);
+        assert_eq!(book.would_deny()[&key("p")], ("u".into(), counts));
     }
 
     #[test]

@@ -8,11 +8,13 @@
 //! strictly; [`certs`] keeps the serving certificate [`https`] serves the
 //! push server and the webhook with; [`acks`] shares what sidecars acknowledged between replicas;
 //! [`kubevirt`] watches what resource rules need from the cluster;
-//! [`metrics`] counts it all; [`config`] and [`run`] start it.
+//! [`metrics`] counts it all; [`config`] and [`run`] start it. [`doctor`]
+//! is the operator's read-only check of an installation.
 
 mod acks;
 mod certs;
 mod config;
+pub mod doctor;
 mod https;
 mod index;
 mod kubevirt;

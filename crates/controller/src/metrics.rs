@@ -223,6 +223,7 @@ impl ControllerMetrics {
             Box::new(m.ready.clone()),
             Box::new(webhook_requests),
             Box::new(m.log_lines_dropped.clone()),
+            Box::new(tollgate_runtime::build_info::gauge()?),
         ];
         for c in collectors {
             m.registry.register(c)?;

@@ -24,8 +24,9 @@ use crate::metrics::ControllerMetrics;
 use crate::watch::Synced;
 use tollgate_runtime::token_review::{AuthError, Authenticator, Identity, authorize};
 
-/// The largest ack body accepted.
-const MAX_ACK_BYTES: usize = 4096;
+/// The largest ack body accepted: a version and at most
+/// `MAX_WOULD_DENY` would-be denial counts with their names.
+const MAX_ACK_BYTES: usize = 16 * 1024;
 
 /// What the push server needs.
 pub(crate) struct PushService {
@@ -199,10 +200,15 @@ async fn ack(
             "the body must be {\"version\": \"...\"}",
         );
     };
-    svc.acks
-        .record((ns.to_owned(), pod.to_owned()), &uid, &ack.version);
+    let first = svc.acks.record(
+        (ns.to_owned(), pod.to_owned()),
+        &uid,
+        &ack.version,
+        ack.would_deny,
+    );
     svc.metrics.acks.inc();
-    if ack.version == published.snapshot.version {
+    // A repeated ack (new would-be denial counts) is not a new delivery.
+    if first && ack.version == published.snapshot.version {
         svc.metrics
             .ack_seconds
             .observe(published.at.elapsed().as_secs_f64());

@@ -24,9 +24,10 @@ use kube::runtime::events::{Event, EventType, Recorder};
 use tokio::sync::watch;
 
 use tollgate_policy::Problems;
-use tollgate_policy::spec::{AcceptedGeneration, McpToolPolicyStatus};
+use tollgate_policy::snapshot::AUDIT_WINDOW_SECONDS;
+use tollgate_policy::spec::{AcceptedGeneration, AuditResults, McpToolPolicyStatus, RuleWouldDeny};
 
-use crate::acks::{AckBook, AckView};
+use crate::acks::{AckBook, AckView, WouldDenyView};
 use crate::index::{Index, Key, PolicyReport, policy_name};
 use crate::metrics::{ControllerMetrics, WriteResult};
 use crate::object::{ClusterPolicyObject, PolicyObject};
@@ -137,7 +138,45 @@ pub(crate) fn desired(
             .accepted_generation
             .zip(report.accepted_spec.clone())
             .map(|(generation, spec)| AcceptedGeneration { generation, spec }),
+        audit: None,
     }
+}
+
+/// For an `Audit`-mode policy in force, the calls its selected sidecars
+/// (the very pods, by uid) let through in the last hour that `Enforce`
+/// would have denied; `None` for any other policy.
+pub(crate) fn audit(report: &PolicyReport, reported: &WouldDenyView) -> Option<AuditResults> {
+    let mode = report.accepted_spec.as_ref()?.get("mode")?;
+    if mode != "Audit" {
+        return None;
+    }
+    // Sidecars name a policy `namespace/name`, a cluster policy `name`.
+    let policy = policy_name(&report.namespace, &report.name);
+    let mut per_rule: BTreeMap<&str, i64> = BTreeMap::new();
+    for pod in &report.selected {
+        let Some((uid, counts)) = reported.get(&pod.key) else {
+            continue;
+        };
+        if *uid != pod.uid {
+            continue;
+        }
+        for c in counts.iter().filter(|c| c.policy == policy) {
+            *per_rule.entry(&c.rule).or_default() += i64::try_from(c.count).unwrap_or(i64::MAX);
+        }
+    }
+    let mut rules: Vec<RuleWouldDeny> = per_rule
+        .into_iter()
+        .map(|(rule, would_deny)| RuleWouldDeny {
+            rule: rule.to_owned(),
+            would_deny,
+        })
+        .collect();
+    rules.sort_by_key(|r| std::cmp::Reverse(r.would_deny));
+    Some(AuditResults {
+        window: format!("{}h", AUDIT_WINDOW_SECONDS / 3600),
+        would_deny: rules.iter().map(|r| r.would_deny).sum(),
+        rules,
+    })
 }
 
 fn condition(type_: &str, status: bool, reason: &str, message: String) -> Condition {
@@ -265,6 +304,7 @@ impl Writer {
             .unwrap_or_else(|e| e.into_inner())
             .reports();
         let acks = self.acks.view();
+        let would_deny = self.acks.would_deny();
         let now = Time(Timestamp::now());
         let live: std::collections::HashSet<Key> = reports
             .iter()
@@ -280,7 +320,8 @@ impl Writer {
                 continue;
             };
             let existing = written.get(&key).cloned().or(observed);
-            let status = desired(&report, &acks, existing.as_ref(), &now);
+            let mut status = desired(&report, &acks, existing.as_ref(), &now);
+            status.audit = audit(&report, &would_deny);
             if existing.as_ref().is_some_and(|e| same(e, &status)) {
                 continue;
             }
@@ -532,6 +573,62 @@ mod tests {
             ("False", "NoSidecars")
         );
         assert_eq!(s.synced.as_deref(), Some("0/0"));
+    }
+
+    #[test]
+    fn audit_counts_sum_the_selected_pods_of_this_policy_only() {
+        use tollgate_policy::snapshot::WouldDeny;
+        let wd = |policy: &str, rule: &str, count: u64| WouldDeny {
+            policy: policy.into(),
+            rule: rule.into(),
+            count,
+        };
+        let mut r = report(1, Some(1), &[("a", "v"), ("b", "v"), ("gone", "v")]);
+        r.accepted_spec = Some(serde_json::json!({"mode": "Audit"}));
+        let reported = WouldDenyView::from([
+            (
+                ("ns".into(), "a".into()),
+                (
+                    "uid-a".into(),
+                    vec![
+                        wd("ns/p", "r1", 2),
+                        wd("ns/other", "r1", 50),
+                        wd("other/p", "r1", 50),
+                    ],
+                ),
+            ),
+            (
+                ("ns".into(), "b".into()),
+                (
+                    "uid-b".into(),
+                    vec![wd("ns/p", "r1", 1), wd("ns/p", "(default)", 7)],
+                ),
+            ),
+            // A previous pod of the same name: not this one's counts.
+            (
+                ("ns".into(), "gone".into()),
+                ("uid-old".into(), vec![wd("ns/p", "r1", 100)]),
+            ),
+            // Not selected.
+            (
+                ("ns".into(), "c".into()),
+                ("uid-c".into(), vec![wd("ns/p", "r1", 100)]),
+            ),
+        ]);
+        let a = audit(&r, &reported).unwrap();
+        assert_eq!(a.window, "1h");
+        assert_eq!(a.would_deny, 10);
+        let rules: Vec<(&str, i64)> = a
+            .rules
+            .iter()
+            .map(|r| (r.rule.as_str(), r.would_deny))
+            .collect();
+        assert_eq!(rules, [("(default)", 7), ("r1", 3)]);
+
+        r.accepted_spec = Some(serde_json::json!({"mode": "Enforce"}));
+        assert_eq!(audit(&r, &reported), None);
+        r.accepted_spec = Some(serde_json::json!({}));
+        assert_eq!(audit(&r, &reported), None, "Enforce is the default mode");
     }
 
     #[test]

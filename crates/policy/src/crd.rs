@@ -158,6 +158,17 @@ mod tests {
             .flatten()
             .map(|c| c.name.clone())
             .collect();
-        assert_eq!(columns, ["Mode", "Default", "Rules", "Synced", "Age"]);
+        assert_eq!(
+            columns,
+            [
+                "Mode",
+                "Default",
+                "Rules",
+                "Accepted",
+                "Synced",
+                "Would-Deny",
+                "Age"
+            ]
+        );
     }
 }

@@ -141,6 +141,31 @@ pub struct Heartbeat {
 pub struct Ack {
     /// The snapshot version now in force.
     pub version: String,
+    /// Calls an `Audit`-mode policy let through that `Enforce` would have
+    /// denied, per policy and rule, in the last [`AUDIT_WINDOW_SECONDS`]:
+    /// what the controller sums into the policy's `status.audit`. The
+    /// sidecar acknowledges again when these change. Older sidecars send
+    /// none.
+    #[serde(default, rename = "wouldDeny", skip_serializing_if = "Vec::is_empty")]
+    pub would_deny: Vec<WouldDeny>,
+}
+
+/// How long a would-be denial counts in `status.audit`.
+pub const AUDIT_WINDOW_SECONDS: u64 = 3600;
+
+/// The most [`WouldDeny`] entries one ack carries (the ack body is small
+/// and bounded; a sidecar has that many rules only by accident).
+pub const MAX_WOULD_DENY: usize = 32;
+
+/// One rule's would-be denials (see [`Ack::would_deny`]).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct WouldDeny {
+    /// The policy (in the pod's namespace).
+    pub policy: String,
+    /// The rule, or `(default)` for `defaultAction`.
+    pub rule: String,
+    /// Calls in the window.
+    pub count: u64,
 }
 
 /// The path of a pod's snapshot stream.

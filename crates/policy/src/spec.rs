@@ -57,10 +57,22 @@ pub const RULE_NAME_PATTERN: &str = "^[A-Za-z0-9._-]{1,63}$";
         description = "Rules in the accepted spec"
     ),
     printcolumn(
+        name = "Accepted",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Accepted\")].status",
+        description = "Whether the current generation compiled"
+    ),
+    printcolumn(
         name = "Synced",
         type_ = "string",
         json_path = ".status.synced",
         description = "Selected sidecars enforcing the current generation / selected sidecars"
+    ),
+    printcolumn(
+        name = "Would-Deny",
+        type_ = "integer",
+        json_path = ".status.audit.wouldDeny",
+        description = "Audit mode: calls the selected sidecars let through in the last hour that Enforce would have denied"
     ),
     printcolumn(
         name = "Age",
@@ -221,6 +233,33 @@ pub struct McpToolPolicyStatus {
     /// when the current generation is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub accepted: Option<AcceptedGeneration>,
+    /// Audit mode only: what `Enforce` would have denied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit: Option<AuditResults>,
+}
+
+/// What an `Audit`-mode policy would have denied, summed over the selected
+/// sidecars: the answer to "what happens if I switch this to Enforce".
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditResults {
+    /// The window the counts cover, e.g. `1h`.
+    pub window: String,
+    /// Calls in the window, over every rule.
+    pub would_deny: i64,
+    /// Per rule (`(default)` for `defaultAction`), largest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<RuleWouldDeny>,
+}
+
+/// One rule's would-be denials.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RuleWouldDeny {
+    /// The rule's name.
+    pub rule: String,
+    /// Calls in the window.
+    pub would_deny: i64,
 }
 
 /// The last generation of a policy the controller accepted, as it accepted it.

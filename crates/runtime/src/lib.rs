@@ -1,5 +1,6 @@
 //! What both tollgate processes run on: serving HTTP with bounded resources
-//! ([`serve`], [`slots`]), bodies ([`body`]), the admin listener ([`admin`]), shutdown
+//! ([`serve`], [`slots`]), bodies ([`body`]), the admin listener ([`admin`]), build
+//! identity ([`build_info`]), shutdown
 //! ([`shutdown`]), structured logs ([`logging`]), a Kubernetes client
 //! ([`kube_client`]) and the TokenReview authenticator ([`token_review`]).
 //!
@@ -8,6 +9,7 @@
 
 pub mod admin;
 pub mod body;
+pub mod build_info;
 pub mod expiring;
 pub mod kube_client;
 pub mod labels;

@@ -26,6 +26,7 @@ mod start;
 mod stdio;
 mod tls;
 mod transport;
+mod would_deny;
 
 pub use audit::{AuditConfig, AuditLevel};
 pub use config::{

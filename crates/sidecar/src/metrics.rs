@@ -6,17 +6,21 @@
 //! [`crate::rules::catalog`]); anything else is counted as `(unlisted)`. Arguments,
 //! ids and sessions never become labels.
 
+use std::sync::Arc;
+
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use tollgate_policy::Decision;
 use tollgate_policy::budget::TableStats;
+use tollgate_policy::{Decision, Effect};
 use tollgate_runtime::label_values;
 use tollgate_runtime::labels::ByLabel;
 use tollgate_runtime::serve::ConnectionEvent;
 use tollgate_runtime::slots::Reclaim;
+
+use crate::would_deny::WouldDenyTally;
 
 label_values! {
     /// Why a client request was refused before any policy decision
@@ -206,17 +210,20 @@ pub struct Metrics {
     table_entries: ByLabel<Table, IntGauge>,
     /// `tollgate_table_full_total{table,share}`.
     table_full: ByLabel<Table, ByLabel<Share, IntCounter>>,
-    /// `tollgate_controller_connected`: 1 while the sidecar holds a stream
-    /// to the controller (managed mode).
+    /// `tollgate_sidecar_controller_connected`: 1 while the sidecar holds
+    /// a stream to the controller (managed mode). Named for the sidecar:
+    /// `tollgate_controller_*` are the controller's own metrics.
     pub controller_connected: IntGauge,
-    /// `tollgate_controller_last_contact_timestamp_seconds`: when the
-    /// controller was last heard from; alert on `time() - this`.
+    /// `tollgate_sidecar_controller_last_contact_timestamp_seconds`: when
+    /// the controller was last heard from; alert on `time() - this`.
     pub controller_last_contact: IntGauge,
-    /// `tollgate_controller_reconnects_total`.
+    /// `tollgate_sidecar_controller_reconnects_total`.
     pub controller_reconnects: IntCounter,
     /// `tollgate_snapshots_rejected_total{reason}`: controller snapshots
     /// refused, the rules in force kept.
     snapshots_rejected: ByLabel<SnapshotRejection, IntCounter>,
+    /// The same, for registration in managed mode.
+    snapshots_rejected_vec: IntCounterVec,
     /// `tollgate_ratelimit_store_up`: 1 while Redis answers (shared limits).
     pub store_up: IntGauge,
     /// `tollgate_ratelimit_store_errors_total`: Redis operations that failed.
@@ -228,6 +235,8 @@ pub struct Metrics {
     pub jwks_reload_failing: IntGauge,
     /// `tollgate_log_lines_dropped_total`: audit and log lines lost.
     log_lines_dropped: IntCounter,
+    /// Audited calls of the last hour, for the controller's policy status.
+    pub(crate) would_deny: Arc<WouldDenyTally>,
     /// `tollgate_stdio_servers`: stdio MCP server processes running
     /// (`--upstream-command`: one per session).
     pub stdio_servers: IntGauge,
@@ -240,6 +249,19 @@ impl Metrics {
     pub fn register_store(&self) {
         let _ = self.registry.register(Box::new(self.store_up.clone()));
         let _ = self.registry.register(Box::new(self.store_errors.clone()));
+    }
+
+    /// Registers the controller-connection metrics: only managed sidecars
+    /// have a controller, so a file-mode sidecar never shows one as down.
+    pub fn register_controller(&self) {
+        for c in [
+            Box::new(self.controller_connected.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(self.controller_last_contact.clone()),
+            Box::new(self.controller_reconnects.clone()),
+            Box::new(self.snapshots_rejected_vec.clone()),
+        ] {
+            let _ = self.registry.register(c);
+        }
     }
 
     /// Registers the stdio server gauge: only proxies that run their
@@ -350,15 +372,15 @@ impl Metrics {
             &["table", "share"],
         )?;
         let controller_connected = IntGauge::new(
-            "tollgate_controller_connected",
+            "tollgate_sidecar_controller_connected",
             "1 while the sidecar holds a stream to the controller.",
         )?;
         let controller_last_contact = IntGauge::new(
-            "tollgate_controller_last_contact_timestamp_seconds",
+            "tollgate_sidecar_controller_last_contact_timestamp_seconds",
             "When the controller was last heard from (Unix time).",
         )?;
         let controller_reconnects = IntCounter::new(
-            "tollgate_controller_reconnects_total",
+            "tollgate_sidecar_controller_reconnects_total",
             "Connections to the controller that ended.",
         )?;
         let jwks_reload_failing = IntGauge::new(
@@ -411,12 +433,9 @@ impl Metrics {
             Box::new(connections_refused.clone()),
             Box::new(table_entries.clone()),
             Box::new(table_full.clone()),
-            Box::new(controller_connected.clone()),
-            Box::new(controller_last_contact.clone()),
-            Box::new(controller_reconnects.clone()),
-            Box::new(snapshots_rejected.clone()),
             Box::new(identity_failures.clone()),
             Box::new(log_lines_dropped.clone()),
+            Box::new(tollgate_runtime::build_info::gauge()?),
         ] {
             registry.register(c)?;
         }
@@ -450,17 +469,26 @@ impl Metrics {
             controller_last_contact,
             controller_reconnects,
             snapshots_rejected: ByLabel::new(|l| snapshots_rejected.with_label_values(&[l])),
+            snapshots_rejected_vec: snapshots_rejected,
             store_up,
             jwks_reload_failing,
             store_errors,
             identity_failures: ByLabel::new(|l| identity_failures.with_label_values(&[l])),
             log_lines_dropped,
+            would_deny: Arc::default(),
             stdio_servers,
         })
     }
 
     /// Counts one decision on a tool whose label value is `tool`.
     pub fn count_decision(&self, d: &Decision, tool: &str) {
+        if d.effect == Effect::Audited {
+            self.would_deny.record(
+                d.policy.clone().unwrap_or_else(|| NO_POLICY.into()),
+                d.rule.clone().unwrap_or_else(|| NO_RULE.into()),
+                unix_now(),
+            );
+        }
         self.tool_calls
             .with_label_values(&[
                 d.policy.as_deref().unwrap_or(NO_POLICY),
@@ -531,11 +559,7 @@ impl Metrics {
         self.policy_info.reset();
         self.policy_info.with_label_values(&[version]).set(1);
         self.policy_rules.set(rules as i64);
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or_default();
-        self.last_reload.set(now);
+        self.last_reload.set(unix_now() as i64);
     }
 
     /// The Prometheus text exposition of every metric.
@@ -547,4 +571,12 @@ impl Metrics {
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         out
     }
+}
+
+/// Seconds since the Unix epoch (0 on a clock before it).
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
 }

@@ -95,6 +95,7 @@ pub async fn start(config: ProxyConfig, audit: AuditConfig) -> Result<Running, S
             None
         }
         RuleSource::Controller(managed) => {
+            metrics.register_controller();
             let follower = managed::Follower::new(
                 managed.clone(),
                 store.clone(),

@@ -32,12 +32,12 @@ use tollgate_mcp::sse;
 use tollgate_policy::budget::inflight::MemoryInFlight;
 use tollgate_policy::snapshot::{
     Ack, ClusterReport, HEARTBEAT_EVENT, Heartbeat, SNAPSHOT_EVENT, STATE_EVENT, Snapshot,
-    acks_path, snapshots_path,
+    WouldDeny, acks_path, snapshots_path,
 };
 use tollgate_policy::{Problems, load};
 
 use crate::config::{CaSource, ControllerTls, ManagedConfig, Unselected};
-use crate::metrics::{Metrics, ReloadResult, SnapshotRejection};
+use crate::metrics::{Metrics, ReloadResult, SnapshotRejection, unix_now};
 use crate::rules::cluster::VmLabels;
 use crate::rules::store::RuleStore;
 
@@ -62,6 +62,8 @@ pub struct Follower {
     pub cluster: Arc<VmLabels>,
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     acked: Option<String>,
+    /// The would-be denials the controller last accepted with an ack.
+    reported: Vec<WouldDeny>,
 }
 
 /// Why a follower cannot be set up; said so the operator knows what to change.
@@ -184,6 +186,7 @@ impl Follower {
             cluster,
             client,
             acked: None,
+            reported: Vec::new(),
         })
     }
 
@@ -292,11 +295,14 @@ impl Follower {
                     }
                     Some(STATE_EVENT) => self.on_state(&event.data),
                     Some(HEARTBEAT_EVENT) => {
-                        // Re-send an ack that did not get through.
+                        // Re-send an ack that did not get through, or one
+                        // whose would-be denials changed.
                         let current = serde_json::from_str::<Heartbeat>(&event.data)
                             .ok()
                             .map(|h| h.version);
-                        if let Some(version) = current.filter(|v| self.acked.as_ref() != Some(v))
+                        let tally = self.metrics.would_deny.summary(unix_now());
+                        if let Some(version) = current
+                            .filter(|v| self.acked.as_ref() != Some(v) || self.reported != tally)
                             && self
                                 .store
                                 .current()
@@ -382,10 +388,12 @@ impl Follower {
     }
 
     async fn ack(&mut self, version: &str) {
+        let would_deny = self.metrics.would_deny.summary(unix_now());
         let result = async {
             let token = self.token()?;
             let body = serde_json::to_vec(&Ack {
                 version: version.to_owned(),
+                would_deny: would_deny.clone(),
             })
             .map_err(|e| e.to_string())?;
             let request = Request::builder()
@@ -407,7 +415,10 @@ impl Follower {
         }
         .await;
         match result {
-            Ok(()) => self.acked = Some(version.to_owned()),
+            Ok(()) => {
+                self.acked = Some(version.to_owned());
+                self.reported = would_deny;
+            }
             Err(e) => {
                 tracing::warn!(%version, error = %e, "acknowledging the rules failed; retrying with the next heartbeat")
             }

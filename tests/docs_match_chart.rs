@@ -1,0 +1,228 @@
+//! The install guide's RBAC tables say exactly what the chart grants.
+//!
+//! docs/install.md lists every rule of the controller's ClusterRole and Role
+//! with the reason for it; a rule added to (or dropped from) the chart
+//! without the table is a permission nobody reviewed, so this test compares
+//! the tables with manifests/install.yaml (the chart rendered with its
+//! default values; tests/generated.rs keeps that file equal to the chart).
+
+use std::collections::BTreeSet;
+
+use serde_json::Value;
+
+/// One RBAC rule, reduced to what a reader of the table checks.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Rule {
+    group: String,
+    resource: String,
+    verbs: BTreeSet<String>,
+    names: BTreeSet<String>,
+}
+
+fn root() -> &'static str {
+    env!("CARGO_MANIFEST_DIR")
+}
+
+/// Every (group, resource) pair of the rendered `kind`'s rules, one
+/// [`Rule`] per pair.
+fn rendered(kind: &str) -> BTreeSet<Rule> {
+    let text = std::fs::read_to_string(format!("{}/manifests/install.yaml", root())).unwrap();
+    let docs: Vec<Value> = serde_saphyr::from_multiple(&text).unwrap();
+    let objects: Vec<&Value> = docs.iter().filter(|d| d["kind"] == kind).collect();
+    assert_eq!(objects.len(), 1, "exactly one {kind} in the manifest");
+    let strings = |v: &Value| -> BTreeSet<String> {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .map(|s| s.as_str().unwrap().to_owned())
+            .collect()
+    };
+    let mut rules = BTreeSet::new();
+    for rule in objects[0]["rules"].as_array().unwrap() {
+        for group in strings(&rule["apiGroups"]) {
+            for resource in strings(&rule["resources"]) {
+                rules.insert(Rule {
+                    group: group.clone(),
+                    resource,
+                    verbs: strings(&rule["verbs"]),
+                    names: strings(&rule["resourceNames"]),
+                });
+            }
+        }
+    }
+    rules
+}
+
+/// The rules of the table that follows the line starting with `heading`.
+fn documented(doc: &str, heading: &str) -> BTreeSet<Rule> {
+    let unquote = |s: &str| s.trim().trim_matches('`').to_owned();
+    let start = doc
+        .lines()
+        .position(|l| l.starts_with(heading))
+        .unwrap_or_else(|| panic!("docs/install.md has no line starting with {heading:?}"));
+    let rows = doc
+        .lines()
+        .skip(start + 1)
+        .skip_while(|l| !l.starts_with('|'))
+        .take_while(|l| l.starts_with('|'))
+        .skip(2); // header and separator
+    let mut rules = BTreeSet::new();
+    for row in rows {
+        let cells: Vec<&str> = row.trim_matches('|').split('|').collect();
+        assert!(cells.len() >= 4, "a short RBAC table row: {row}");
+        let group = match unquote(cells[0]).as_str() {
+            "core" => String::new(),
+            g => g.to_owned(),
+        };
+        let names = match cells[3].split_once("resourceNames: [") {
+            Some((_, rest)) => rest
+                .split(']')
+                .next()
+                .unwrap()
+                .split(',')
+                .map(unquote)
+                .collect(),
+            None => BTreeSet::new(),
+        };
+        // A cell may list several resources with the same verbs.
+        for resource in cells[1].split(',').map(unquote) {
+            let fresh = rules.insert(Rule {
+                group: group.clone(),
+                resource,
+                verbs: cells[2].split(',').map(unquote).collect(),
+                names: names.clone(),
+            });
+            assert!(fresh, "a repeated row: {row}");
+        }
+    }
+    assert!(!rules.is_empty(), "no table after {heading:?}");
+    rules
+}
+
+fn compare(kind: &str, heading: &str) {
+    let doc = std::fs::read_to_string(format!("{}/docs/install.md", root())).unwrap();
+    let documented = documented(&doc, heading);
+    let rendered = rendered(kind);
+    let undocumented: Vec<_> = rendered.difference(&documented).collect();
+    let not_granted: Vec<_> = documented.difference(&rendered).collect();
+    assert!(
+        undocumented.is_empty() && not_granted.is_empty(),
+        "docs/install.md's {kind} table differs from the chart:\n  granted but not in the table: {undocumented:#?}\n  in the table but not granted: {not_granted:#?}"
+    );
+}
+
+#[test]
+fn the_install_guide_lists_exactly_the_cluster_role_rules() {
+    compare("ClusterRole", "ClusterRole `tollgate`:");
+}
+
+#[test]
+fn the_install_guide_lists_exactly_the_role_rules() {
+    compare("Role", "Role `tollgate` in the release namespace:");
+}
+
+/// `helm template` of the chart with `--set` values, by the pinned helm
+/// (scripts/cluster/build.sh, as scripts/render-manifests.sh uses).
+fn helm_template(set: &[&str]) -> Vec<Value> {
+    let bin = std::process::Command::new(format!("{}/scripts/cluster/build.sh", root()))
+        .output()
+        .unwrap();
+    assert!(
+        bin.status.success(),
+        "{}",
+        String::from_utf8_lossy(&bin.stderr)
+    );
+    let helm = format!("{}/helm", String::from_utf8_lossy(&bin.stdout).trim());
+    let mut cmd = std::process::Command::new(helm);
+    cmd.args([
+        "template",
+        "tollgate",
+        &format!("{}/charts/tollgate", root()),
+    ]);
+    cmd.args(["--namespace", "tollgate-system"]);
+    for s in set {
+        cmd.args(["--set", s]);
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_saphyr::from_multiple(&String::from_utf8(out.stdout).unwrap()).unwrap()
+}
+
+/// Every shipped alert links its own section of docs/runbooks.md, and every
+/// section there is for an alert that exists.
+#[test]
+fn every_alert_has_a_runbook_section_and_every_section_an_alert() {
+    let docs = helm_template(&["metrics.prometheusRule.enabled=true"]);
+    let rule = docs
+        .iter()
+        .find(|d| d["kind"] == "PrometheusRule")
+        .expect("a PrometheusRule");
+    let runbooks = std::fs::read_to_string(format!("{}/docs/runbooks.md", root())).unwrap();
+    // GitHub's anchor of a heading made of one word: the word in lower case.
+    let sections: BTreeSet<String> = runbooks
+        .lines()
+        .filter_map(|l| l.strip_prefix("## "))
+        .map(|h| h.trim().to_lowercase())
+        .collect();
+    let mut alerts = BTreeSet::new();
+    for group in rule["spec"]["groups"].as_array().unwrap() {
+        for r in group["rules"].as_array().unwrap() {
+            let alert = r["alert"].as_str().unwrap();
+            let url = r["annotations"]["runbook_url"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{alert} has no runbook_url"));
+            assert_eq!(
+                url,
+                format!("docs/runbooks.md#{}", alert.to_lowercase()),
+                "{alert}'s runbook_url"
+            );
+            alerts.insert(alert.to_lowercase());
+        }
+    }
+    assert_eq!(alerts, sections, "alerts vs docs/runbooks.md sections");
+
+    // The base is a value: a fork points it at its own copy.
+    let docs = helm_template(&[
+        "metrics.prometheusRule.enabled=true",
+        "metrics.prometheusRule.runbookUrl=https://wiki.example/tollgate",
+    ]);
+    let rule = docs.iter().find(|d| d["kind"] == "PrometheusRule").unwrap();
+    assert_eq!(
+        rule["spec"]["groups"][0]["rules"][0]["annotations"]["runbook_url"],
+        format!(
+            "https://wiki.example/tollgate#{}",
+            rule["spec"]["groups"][0]["rules"][0]["alert"]
+                .as_str()
+                .unwrap()
+                .to_lowercase()
+        )
+    );
+}
+
+/// The chart ships the repository's dashboard, unchanged, as a ConfigMap
+/// labelled for Grafana's sidecar, and only when asked.
+#[test]
+fn the_chart_ships_the_dashboard_only_when_asked() {
+    let is_dashboard =
+        |d: &&Value| d["kind"] == "ConfigMap" && d["data"]["tollgate.json"].is_string();
+    assert!(!helm_template(&[]).iter().any(|d| is_dashboard(&d)));
+    let docs = helm_template(&["grafana.dashboard.enabled=true"]);
+    let cm = docs
+        .iter()
+        .find(is_dashboard)
+        .expect("a dashboard ConfigMap");
+    assert_eq!(cm["metadata"]["labels"]["grafana_dashboard"], "1");
+    assert_eq!(cm["metadata"]["namespace"], "tollgate-system");
+    let file = std::fs::read_to_string(format!(
+        "{}/charts/tollgate/dashboards/tollgate.json",
+        root()
+    ))
+    .unwrap();
+    let shipped: Value =
+        serde_json::from_str(cm["data"]["tollgate.json"].as_str().unwrap()).unwrap();
+    assert_eq!(shipped, serde_json::from_str::<Value>(&file).unwrap());
+}
