@@ -26,6 +26,8 @@ pub mod warnings;
 #[cfg(test)]
 mod resource_tests;
 #[cfg(test)]
+mod size_tests;
+#[cfg(test)]
 mod testing;
 #[cfg(test)]
 mod tests;

@@ -10,39 +10,8 @@ use super::*;
 use crate::budget::inflight::MemoryInFlight;
 use crate::budget::{Stores, Tiered, decide};
 use crate::compile::resource_rules::{ClusterView, NoCluster};
-use crate::load::{compile_set, parse_text};
 use crate::resources::{CloneCounts, ToolMeta};
-use crate::testing::{FakeShared, block_on};
-
-fn set(yaml: &str) -> PolicySet {
-    let (loaded, problems) = parse_text("test.yaml", yaml);
-    assert!(problems.is_empty(), "{}", Problems(problems));
-    compile_set(&loaded).unwrap_or_else(|p| panic!("{}", Problems(p)))
-}
-
-fn problems(yaml: &str) -> String {
-    let (loaded, mut problems) = parse_text("test.yaml", yaml);
-    if let Err(mut p) = compile_set(&loaded) {
-        problems.append(&mut p);
-    }
-    Problems(problems).to_string()
-}
-
-fn meta(tool: &str) -> ToolMeta {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../tests/peers/fixtures/kubernetes-mcp-server-0.0.67-tools.json"
-    );
-    let list: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    ToolMeta::from_tool(
-        list["tools"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|t| t["name"] == tool)
-            .unwrap(),
-    )
-}
+use crate::testing::{FakeShared, block_on, meta, problems, set};
 
 /// A sidecar's stores, kept across calls.
 struct Sidecar {

@@ -8,8 +8,14 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
+use serde_json::Value;
+
 use crate::budget::ratelimit::{Acquire, MemoryCounter, Refusal};
-use crate::budget::{Shared, SharedOutcome, StoreDown};
+use crate::budget::{Admission, Shared, SharedOutcome, StoreDown};
+use crate::evaluate::PolicySet;
+use crate::load::{compile_set, parse_text};
+use crate::problem::Problems;
+use crate::resources::ToolMeta;
 
 /// Runs `f` to completion. Every budget in these tests answers at once, so
 /// a future that is still pending after many polls is a bug in the test.
@@ -53,16 +59,24 @@ impl Shared for FakeShared {
                 let cost: i64 = all.iter().map(|a| i64::from(a.cost)).sum();
                 Ok(SharedOutcome::Admitted {
                     last: self.seq.fetch_add(cost, Ordering::SeqCst) + cost,
+                    at: 0,
                 })
             }
-            Err(Refusal::Exhausted { index, retry_after }) => {
-                Ok(SharedOutcome::Full { index, retry_after })
-            }
+            Err(Refusal::Exhausted {
+                index,
+                retry_after,
+                left,
+            }) => Ok(SharedOutcome::Full {
+                index,
+                retry_after,
+                left,
+            }),
             Err(other) => Err(StoreDown(format!("{other:?}"))),
         }
     }
 
-    async fn release(&self, all: &[&Acquire], last: i64) {
+    async fn release(&self, all: &[&Acquire], admitted: Admission) {
+        let last = admitted.last;
         let what = all
             .iter()
             .map(|a| (a.limit.id.0.to_string(), a.cost))
@@ -72,4 +86,37 @@ impl Shared for FakeShared {
             .unwrap_or_else(|e| e.into_inner())
             .push((what, last));
     }
+}
+
+/// Compiles a policy file's text; every problem fails the test.
+pub(crate) fn set(yaml: &str) -> PolicySet {
+    let (loaded, problems) = parse_text("test.yaml", yaml);
+    assert!(problems.is_empty(), "{}", Problems(problems));
+    compile_set(&loaded).unwrap_or_else(|p| panic!("{}", Problems(p)))
+}
+
+/// Every problem of a policy file's text, as `tollgate check` prints them.
+pub(crate) fn problems(yaml: &str) -> String {
+    let (loaded, mut problems) = parse_text("test.yaml", yaml);
+    if let Err(mut p) = compile_set(&loaded) {
+        problems.append(&mut p);
+    }
+    Problems(problems).to_string()
+}
+
+/// kubernetes-mcp-server 0.0.67's own description of `tool`.
+pub(crate) fn meta(tool: &str) -> ToolMeta {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/peers/fixtures/kubernetes-mcp-server-0.0.67-tools.json"
+    );
+    let list: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    ToolMeta::from_tool(
+        list["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == tool)
+            .unwrap(),
+    )
 }

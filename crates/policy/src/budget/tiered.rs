@@ -23,6 +23,9 @@ pub enum SharedOutcome {
     Admitted {
         /// The store's sequence number of the last admission.
         last: i64,
+        /// The store's clock at admission (ms), to find the entry of a size
+        /// budget's draw when it is taken back.
+        at: i64,
     },
     /// The acquisition at `index` (into those passed) has no room.
     Full {
@@ -30,6 +33,8 @@ pub enum SharedOutcome {
         index: usize,
         /// When it will have room.
         retry_after: Duration,
+        /// For a size budget: how much is left (in its unit).
+        left: Option<u64>,
     },
 }
 
@@ -46,8 +51,17 @@ pub trait Shared: Sync {
         all: &[&Acquire],
         now: Instant,
     ) -> impl Future<Output = Result<SharedOutcome, StoreDown>> + Send;
-    /// Takes back what [`try_acquire`](Self::try_acquire) admitted as `last`.
-    fn release(&self, all: &[&Acquire], last: i64) -> impl Future<Output = ()> + Send;
+    /// Takes back what [`try_acquire`](Self::try_acquire) admitted.
+    fn release(&self, all: &[&Acquire], admitted: Admission) -> impl Future<Output = ()> + Send;
+}
+
+/// What identifies one admission of the shared store, to take it back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Admission {
+    /// The store's sequence number of the last unit admitted.
+    pub last: i64,
+    /// The store's clock at admission, in ms.
+    pub at: i64,
 }
 
 /// Local budgets, and shared ones when a shared store is configured.
@@ -90,11 +104,18 @@ impl<S: Shared> Budgets for Tiered<S> {
             Some(store) => {
                 let shared: Vec<&Acquire> = shared_idx.iter().map(|&i| &all[i]).collect();
                 match store.try_acquire(&shared, now).await {
-                    Ok(SharedOutcome::Admitted { last }) => taken = Some((store, shared, last)),
-                    Ok(SharedOutcome::Full { index, retry_after }) => {
+                    Ok(SharedOutcome::Admitted { last, at }) => {
+                        taken = Some((store, shared, Admission { last, at }))
+                    }
+                    Ok(SharedOutcome::Full {
+                        index,
+                        retry_after,
+                        left,
+                    }) => {
                         return Err(Refusal::Exhausted {
                             index: shared_idx[index.min(shared_idx.len() - 1)],
                             retry_after,
+                            left,
                         });
                     }
                     Err(_) => fall_back(all, &shared_idx, &mut local_idx)?,

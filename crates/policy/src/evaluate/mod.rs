@@ -243,7 +243,7 @@ impl PolicySet {
                     if let Some(rule) = rule {
                         budgets.add_call(p, rule, call);
                     }
-                    budgets.add_objects(p, &objects, call);
+                    budgets.add_objects(p, &objects, call, view);
                 }
             }
         }
