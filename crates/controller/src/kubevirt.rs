@@ -446,9 +446,12 @@ async fn follow(
         }
     }
     tracing::info!(resource = %resource.plural, group = %resource.group, "watching KubeVirt objects");
+    // Cluster instancetypes belong to no namespace, whatever is watched.
     let api: Api<DynamicObject> = match &namespace {
-        Some(ns) => Api::namespaced_with(client, ns, &resource),
-        None => Api::all_with(client, &resource),
+        Some(ns) if kind != Kind::ClusterInstancetype => {
+            Api::namespaced_with(client, ns, &resource)
+        }
+        _ => Api::all_with(client, &resource),
     };
     let (ready, current) = watch::channel(false);
     {
@@ -534,5 +537,78 @@ mod tests {
             !s.state().clones_observed,
             "a clone watch that is re-listing vouches for nothing"
         );
+    }
+
+    fn object(ns: Option<&str>, name: &str, data: serde_json::Value) -> DynamicObject {
+        let mut o = DynamicObject::new(
+            name,
+            &ApiResource::erase::<k8s_openapi::api::core::v1::ConfigMap>(&()),
+        );
+        o.metadata.namespace = ns.map(str::to_owned);
+        o.data = data;
+        o
+    }
+
+    #[test]
+    fn a_vm_weighs_its_instancetype_and_its_disks_from_the_cluster() {
+        let mut s = Seen::default();
+        s.insert(
+            Kind::Vm,
+            &object(
+                Some("vms"),
+                "db",
+                json!({"spec": {
+                    "instancetype": {"kind": "VirtualMachineClusterInstancetype", "name": "u1.large"},
+                    "dataVolumeTemplates": [{"metadata": {"name": "db-root"}, "spec": {"storage": {"resources": {"requests": {"storage": "30Gi"}}}}}],
+                    "template": {"spec": {"volumes": [
+                        {"name": "root", "dataVolume": {"name": "db-root"}},
+                        {"name": "data", "persistentVolumeClaim": {"claimName": "db-data"}},
+                        {"name": "boot", "containerDisk": {"image": "x"}}
+                    ]}}
+                }}),
+            ),
+        );
+        let size = |s: &Seen| s.state().vm_sizes["vms/db"];
+        // Neither the instancetype nor the data claim is known yet.
+        assert_eq!(size(&s).cpu, None);
+        assert_eq!(size(&s).storage, None);
+        s.insert(
+            Kind::ClusterInstancetype,
+            &object(
+                None,
+                "u1.large",
+                json!({"spec": {"cpu": {"guest": 2}, "memory": {"guest": "8Gi"}}}),
+            ),
+        );
+        s.insert(
+            Kind::Pvc,
+            &object(
+                Some("vms"),
+                "db-data",
+                json!({"spec": {"resources": {"requests": {"storage": "100Gi"}}}}),
+            ),
+        );
+        assert_eq!(
+            size(&s),
+            Sizes {
+                cpu: Some(2000),
+                memory: Some(8 * 1024),
+                storage: Some(130 * 1024)
+            }
+        );
+        // A running VMI counts; a finished one does not.
+        s.insert(
+            Kind::Vmi,
+            &object(Some("vms"), "db", json!({"status": {"phase": "Running"}})),
+        );
+        s.insert(
+            Kind::Vmi,
+            &object(
+                Some("vms"),
+                "old",
+                json!({"status": {"phase": "Succeeded"}}),
+            ),
+        );
+        assert_eq!(s.state().clones.running_by_namespace["vms"], 1);
     }
 }

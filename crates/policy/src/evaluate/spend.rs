@@ -189,6 +189,11 @@ impl Spend {
                 "too many objects admitted by this caller are still settling to count them against the cap of {}; retry shortly",
                 o.describe
             )
+        } else if self.claims[full.index].counted == Counted::RunningVms {
+            format!(
+                "the cap of {} is reached ({} running); retry when one stops",
+                o.describe, full.current
+            )
         } else {
             format!(
                 "the cap of {} is reached ({} in flight); retry when one finishes",

@@ -93,6 +93,7 @@ pub fn show(resource: SizeResource, amount: u64) -> String {
             let text = format!("{}.{:03}", amount / 1000, amount % 1000);
             format!("{} vCPU", text.trim_end_matches('0'))
         }
+        _ if amount == 0 => "0".to_owned(),
         _ if amount >= 1 << 20 && amount.is_multiple_of(1 << 20) => format!("{}Ti", amount >> 20),
         _ if amount >= 1 << 10 && amount.is_multiple_of(1 << 10) => format!("{}Gi", amount >> 10),
         _ => format!("{amount}Mi"),
