@@ -24,7 +24,7 @@ fn vm(ns: &str, name: &str, disk: &str, labels: &str) -> String {
 struct Setup {
     ns: String,
     url: String,
-    _sidecar: TollgateProc,
+    sidecar: TollgateProc,
     _controller: ControllerProc,
     _kms: Proc,
     _token: tempfile::TempDir,
@@ -67,7 +67,7 @@ async fn setup(cluster: &'static Cluster, prefix: &str) -> Setup {
     Setup {
         url: format!("http://{}/mcp", sidecar.listen),
         ns,
-        _sidecar: sidecar,
+        sidecar,
         _controller: controller,
         _kms: kms,
         _token: token,
@@ -157,6 +157,26 @@ async fn clones_of_a_big_source_are_refused_before_small_ones_and_instancetypes_
         third.text().contains("this call needs 2 vCPU of cpu; 1 vCPU of the budget of 11 vCPU of cpu per 1h per namespace remain"),
         "{third:?}"
     );
+    // 400 + 5 x 19 + 2 x 1 Gi of 500Gi spent, 3Gi left; 10 of 11 vCPUs.
+    let m = metrics(s.sidecar.admin).await;
+    let gib = f64::from(1u32 << 30);
+    let of = |name: &str, resource: &str| {
+        sample(
+            &m,
+            &[
+                name,
+                "kubevirt-budgets/budgets/",
+                &format!("resource=\"{resource}\""),
+            ],
+        )
+    };
+    assert_eq!(of("tollgate_budget_remaining{", "storage"), Some(3.0 * gib));
+    assert_eq!(
+        of("tollgate_budget_consumed_total{", "storage"),
+        Some(497.0 * gib)
+    );
+    assert_eq!(of("tollgate_budget_consumed_total{", "cpu"), Some(10.0));
+    assert_eq!(of("tollgate_budget_remaining{", "cpu"), Some(1.0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -1161,6 +1161,17 @@ spec:
     );
     assert!(ask(1, "40Gi").await.is_allowed());
     assert_eq!(ask(0, "1Gi").await.reason(), Some("rate_limit"));
+    // Each sidecar counts what it admitted, in bytes.
+    for (s, gib) in sidecars.iter().zip([60.0, 40.0]) {
+        let m = metrics(s.admin).await;
+        assert_eq!(
+            sample(
+                &m,
+                &["tollgate_budget_consumed_total{", "resource=\"storage\""]
+            ),
+            Some(gib * f64::from(1u32 << 30))
+        );
+    }
     // One bucket; admissions within a 64th of the window share one entry
     // of the weighted log; it expires with the window.
     let keys = redis.keys("{tollgate}:rl:*");

@@ -210,7 +210,7 @@ fn an_unknown_source_is_denied_unless_the_budget_allows_it() {
 
 const VM_BUDGETS: &str = r#"
     - name: vms
-      tools: [vm_create]
+      tools: [vm_create, vm_create_from_template]
       action: Allow
     - name: sized
       resources:
@@ -272,6 +272,12 @@ fn manifests_count_their_storage_requests_all_or_nothing() {
     assert_eq!(apply(vm).effect, Effect::Allowed);
     let d = apply(&vm.replace("name: v,", "name: w,"));
     assert_eq!(d.effect, Effect::Denied, "4 + 4 vCPU > 5");
+    // A VM from a template weighs what the server renders: unknown.
+    let d = s.call(
+        "vm_create_from_template",
+        json!({"namespace": "vms", "template_name": "fedora"}),
+    );
+    assert_eq!((d.effect, d.reason), (Effect::Denied, Reason::Arguments));
     // A DataVolume without a size: unknown, denied before anything counts.
     let unsized_dv = "apiVersion: cdi.kubevirt.io/v1beta1\nkind: DataVolume\nmetadata: {name: u, namespace: other}\nspec: {source: {blank: {}}}\n";
     assert_eq!(apply(unsized_dv).reason, Reason::Arguments);

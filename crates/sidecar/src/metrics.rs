@@ -7,12 +7,13 @@
 //! ids and sessions never become labels.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    CounterVec, Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter,
+    IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use tollgate_policy::Decision;
-use tollgate_policy::budget::TableStats;
+use tollgate_policy::budget::{BudgetUsage, TableStats};
+use tollgate_policy::spec::SizeResource;
 use tollgate_runtime::label_values;
 use tollgate_runtime::labels::ByLabel;
 use tollgate_runtime::serve::ConnectionEvent;
@@ -141,6 +142,14 @@ label_values! {
     }
 }
 
+/// A size budget's amount in base units: bytes, or CPU cores.
+fn base_units(resource: SizeResource, amount: u64) -> f64 {
+    match resource {
+        SizeResource::Cpu => amount as f64 / 1000.0,
+        SizeResource::Storage | SizeResource::Memory => (amount as f64) * f64::from(1u32 << 20),
+    }
+}
+
 /// Label value for a decision no policy made (no policies, or malformed).
 pub(crate) const NO_POLICY: &str = "(none)";
 /// Label value for a decision made by `defaultAction`, not a rule.
@@ -224,6 +233,10 @@ pub struct Metrics {
     pub jwks_reload_failing: IntGauge,
     /// `tollgate_log_lines_dropped_total`: audit and log lines lost.
     log_lines_dropped: IntCounter,
+    /// `tollgate_budget_consumed_total{budget,resource}`.
+    budget_consumed: CounterVec,
+    /// `tollgate_budget_remaining{budget,resource}`.
+    budget_remaining: GaugeVec,
 }
 
 impl Metrics {
@@ -368,6 +381,22 @@ impl Metrics {
             &["reason"],
         )?;
         let log_lines_dropped = tollgate_runtime::logging::dropped_lines_counter()?;
+        // Labels: one series per size budget of the policies in force
+        // (bounded by the policies' own size caps), and its resource.
+        let budget_consumed = CounterVec::new(
+            Opts::new(
+                "tollgate_budget_consumed_total",
+                "What size budgets admitted, in base units: bytes of storage or memory, CPU cores.",
+            ),
+            &["budget", "resource"],
+        )?;
+        let budget_remaining = GaugeVec::new(
+            Opts::new(
+                "tollgate_budget_remaining",
+                "What is left of a size budget now, in base units, in its fullest bucket of this sidecar (budgets with scope Pod).",
+            ),
+            &["budget", "resource"],
+        )?;
         let snapshots_rejected = IntCounterVec::new(
             Opts::new(
                 "tollgate_snapshots_rejected_total",
@@ -400,6 +429,8 @@ impl Metrics {
             Box::new(snapshots_rejected.clone()),
             Box::new(identity_failures.clone()),
             Box::new(log_lines_dropped.clone()),
+            Box::new(budget_consumed.clone()),
+            Box::new(budget_remaining.clone()),
         ] {
             registry.register(c)?;
         }
@@ -438,7 +469,24 @@ impl Metrics {
             store_errors,
             identity_failures: ByLabel::new(|l| identity_failures.with_label_values(&[l])),
             log_lines_dropped,
+            budget_consumed,
+            budget_remaining,
         })
+    }
+
+    /// Brings the size-budget series up to `usage` (before a scrape).
+    pub(crate) fn budgets(&self, usage: &[BudgetUsage]) {
+        for u in usage {
+            let labels = [u.id.0.as_ref(), u.resource.as_str()];
+            let counter = self.budget_consumed.with_label_values(&labels);
+            let total = base_units(u.resource, u.consumed);
+            counter.inc_by((total - counter.get()).max(0.0));
+            if let Some(left) = u.remaining {
+                self.budget_remaining
+                    .with_label_values(&labels)
+                    .set(base_units(u.resource, left));
+            }
+        }
     }
 
     /// Counts one decision on a tool whose label value is `tool`.

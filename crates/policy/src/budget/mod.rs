@@ -28,7 +28,7 @@ use inflight::InFlight;
 use ratelimit::{Acquire, MemoryCounter, Refusal};
 
 pub use caller::{CallerKey, TableStats};
-pub use tiered::{Admission, Shared, SharedOutcome, StoreDown, Tiered};
+pub use tiered::{Admission, BudgetUsage, Shared, SharedOutcome, StoreDown, Tiered};
 
 /// Where rate-limit admissions are counted.
 pub trait Budgets: Sync {

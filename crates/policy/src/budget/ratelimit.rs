@@ -203,6 +203,8 @@ struct LimitBuckets {
     owned: HashMap<CallerKey, usize>,
     /// Longest window seen for this limit, for sweeping idle buckets.
     window: Duration,
+    /// For a size budget: its capacity, as last admitted under.
+    capacity: Option<u64>,
 }
 
 /// One bucket's admissions, and the caller who opened it (who it counts
@@ -289,6 +291,30 @@ impl MemoryCounter {
             refused_caller: b.refused_caller,
             refused_total: b.refused_total,
         }
+    }
+
+    /// For each size budget this store holds buckets of: the least any of
+    /// its buckets has left (in the budget's unit), for metrics.
+    pub fn lowest_remaining(&self, now: Instant) -> Vec<(LimitId, u64)> {
+        let mut b = self.lock();
+        let mut out = Vec::new();
+        for (id, limit) in b.limits.iter_mut() {
+            let Some(capacity) = limit.capacity else {
+                continue;
+            };
+            let window = limit.window;
+            let most = limit
+                .logs
+                .values_mut()
+                .map(|bucket| {
+                    bucket.log.expire(window, now);
+                    bucket.log.used()
+                })
+                .max()
+                .unwrap_or(0);
+            out.push((id.clone(), capacity.saturating_sub(most)));
+        }
+        out
     }
 
     /// Drops buckets whose every admission has left the window.
@@ -424,6 +450,9 @@ impl MemoryCounter {
         for a in acquisitions {
             let limit = b.limits.entry(a.limit.id.clone()).or_default();
             limit.window = limit.window.max(a.limit.window);
+            if a.limit.size.is_some() {
+                limit.capacity = Some(u64::from(a.limit.requests));
+            }
             let bucket = limit.logs.entry(a.bucket).or_insert_with(|| {
                 *limit.owned.entry(caller).or_default() += 1;
                 Bucket {

@@ -12,7 +12,10 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use super::ratelimit::{Acquire, MemoryCounter, Refusal};
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use super::ratelimit::{Acquire, LimitId, MemoryCounter, Refusal, SizeResource};
 use super::{Budgets, CallerKey};
 
 /// What the shared store said.
@@ -69,6 +72,26 @@ pub struct Admission {
 pub struct Tiered<S> {
     local: MemoryCounter,
     pub(super) shared: Option<S>,
+    /// What size budgets admitted in total, by budget (for metrics).
+    consumed: Mutex<BTreeMap<LimitId, (SizeResource, u64)>>,
+}
+
+/// The most size budgets whose consumption is kept for metrics; a policy
+/// churning through more keeps its first ones.
+const MAX_CONSUMED: usize = 1024;
+
+/// One size budget, for metrics.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BudgetUsage {
+    /// The budget (policy, rule, resource, window and key shape).
+    pub id: LimitId,
+    /// What it measures.
+    pub resource: SizeResource,
+    /// Everything admitted since start, in the budget's unit.
+    pub consumed: u64,
+    /// The least left in any of this sidecar's buckets of it (`Pod`
+    /// budgets; `None` for budgets kept only in the shared store).
+    pub remaining: Option<u64>,
 }
 
 impl<S: Shared> Tiered<S> {
@@ -78,6 +101,38 @@ impl<S: Shared> Tiered<S> {
         Tiered {
             local: MemoryCounter::new(),
             shared,
+            consumed: Mutex::default(),
+        }
+    }
+
+    /// Consumption and what is left of every size budget used so far.
+    pub fn size_usage(&self, now: Instant) -> Vec<BudgetUsage> {
+        let remaining: BTreeMap<LimitId, u64> =
+            self.local.lowest_remaining(now).into_iter().collect();
+        self.consumed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(id, (resource, consumed))| BudgetUsage {
+                id: id.clone(),
+                resource: *resource,
+                consumed: *consumed,
+                remaining: remaining.get(id).copied(),
+            })
+            .collect()
+    }
+
+    fn record(&self, all: &[Acquire]) {
+        let mut consumed = self.consumed.lock().unwrap_or_else(|e| e.into_inner());
+        for a in all {
+            let Some(resource) = a.limit.size else {
+                continue;
+            };
+            if consumed.len() >= MAX_CONSUMED && !consumed.contains_key(&a.limit.id) {
+                continue;
+            }
+            let entry = consumed.entry(a.limit.id.clone()).or_insert((resource, 0));
+            entry.1 = entry.1.saturating_add(u64::from(a.cost));
         }
     }
 
@@ -89,6 +144,21 @@ impl<S: Shared> Tiered<S> {
 
 impl<S: Shared> Budgets for Tiered<S> {
     async fn acquire(
+        &self,
+        all: &[Acquire],
+        caller: CallerKey,
+        now: Instant,
+    ) -> Result<(), Refusal> {
+        let admitted = self.acquire_all(all, caller, now).await;
+        if admitted.is_ok() {
+            self.record(all);
+        }
+        admitted
+    }
+}
+
+impl<S: Shared> Tiered<S> {
+    async fn acquire_all(
         &self,
         all: &[Acquire],
         caller: CallerKey,

@@ -555,7 +555,23 @@ pub fn extract(
                             _ => {}
                         }
                     }
+                    // vm_create_from_template creates a VM the server
+                    // renders from a template: what it weighs is unknown.
+                    let from_template = tool == "vm_create_from_template"
+                        && op.subresource.as_deref() == Some("create");
+                    let namespace = op.namespace.clone();
                     ops.push(op);
+                    if from_template {
+                        ops.push(Op {
+                            group: VM_GROUP.into(),
+                            kind: Some(VM_KIND.into()),
+                            resource: Some(VM_RESOURCE.into()),
+                            verbs: vec!["create".into()],
+                            namespace,
+                            demand: Some(sizes::Demand::default()),
+                            ..Default::default()
+                        });
+                    }
                 }
                 Target::Gvk {
                     api_version_argument,
