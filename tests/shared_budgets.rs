@@ -1180,3 +1180,49 @@ spec:
     let ttl = redis.pttl(&keys[0]);
     assert!(ttl > 0 && ttl <= 3_600_000, "ttl {ttl} ms");
 }
+
+/// A shared size draw is taken back when a local limit then refuses the
+/// call (the RELEASE script on the weighted log), so the amount stays
+/// available to every sidecar.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_refused_call_gives_its_shared_storage_back() {
+    let redis = Redis::start();
+    let upstream = Upstream::start(Framing::Json).await;
+    let (_dir, policy) = policy_file(
+        r#"
+apiVersion: tollgate.dev/v1alpha1
+kind: McpToolPolicy
+metadata: {name: storage, namespace: vms}
+spec:
+  defaultAction: Deny
+  resourceMappings:
+    - {tools: [vm_clone], manifest: resource}
+  rules:
+    - name: disks
+      resources: [{group: cdi.kubevirt.io, kind: DataVolume}]
+      action: Allow
+      rateLimits:
+        - {requests: 1, window: 1h}
+      budgets:
+        - {resource: storage, amount: 100Gi, window: 1h, scope: Shared}
+"#,
+    );
+    let sidecars: Vec<TollgateProc> = (0..2)
+        .map(|_| sidecar(&policy, &upstream, &redis, &[]))
+        .collect();
+    let disk = |size: &str| json!({"resource": format!("apiVersion: cdi.kubevirt.io/v1beta1\nkind: DataVolume\nmetadata: {{name: d, namespace: vms}}\nspec: {{storage: {{resources: {{requests: {{storage: {size}}}}}}}}}\n")});
+    let ask =
+        |i: usize, size: &str| upstream.through(sidecars[i].listen, &[], "vm_clone", disk(size));
+    assert!(ask(0, "60Gi").await.is_allowed());
+    // The shared budget admits 30Gi, the local limit of 1 then refuses:
+    // the 30Gi go back.
+    let refused = ask(0, "30Gi").await;
+    assert_eq!(refused.reason(), Some("rate_limit"), "{refused:?}");
+    assert!(
+        refused.text().contains("1 DataVolumes per 1h"),
+        "{refused:?}"
+    );
+    // All 40Gi left are there for the other sidecar.
+    let other = ask(1, "40Gi").await;
+    assert!(other.is_allowed(), "{other:?}");
+}
