@@ -20,12 +20,12 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Parser)]
 #[command(name = "tollgate", version, about)]
 struct Cli {
-    /// Log format.
-    #[arg(long, global = true, value_enum, default_value_t = logging::Format::Json, env = "TOLLGATE_LOG_FORMAT")]
-    log_format: logging::Format,
-    /// Log filter, e.g. `info` or `tollgate=debug` (RUST_LOG syntax).
-    #[arg(long, global = true, default_value = "info", env = "TOLLGATE_LOG")]
-    log: String,
+    /// The log flags of `proxy` and `controller`, still accepted before
+    /// the subcommand (`tollgate --log-format json proxy ...`).
+    #[arg(long, value_enum, hide = true)]
+    log_format: Option<logging::Format>,
+    #[arg(long, hide = true)]
+    log: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -34,21 +34,54 @@ struct Cli {
 enum Command {
     /// Run the policy proxy in front of one MCP server.
     Proxy(Box<cli::proxy::ProxyArgs>),
-    /// Validate McpToolPolicy files; print every problem; exit 1 on any.
+    /// Validate policy files; print every problem; exit 1 on any.
     Check(cli::check::CheckArgs),
+    /// Run policy tests: calls and the decisions they must get; exit 1 on any mismatch.
+    Test(cli::test::TestArgs),
+    /// List an MCP server's tools with what each does, or scaffold a policy for them.
+    Scan(cli::scan::ScanArgs),
     /// Watch McpToolPolicies and sidecar pods; push each pod's rules to its sidecar.
     Controller(Box<cli::controller::ControllerArgs>),
-    /// Print the McpToolPolicy CRD (YAML), or write it into a directory.
+    /// Print the CRDs (YAML), or write them into a directory.
     Crdgen(cli::crdgen::CrdgenArgs),
+    /// Run a stdio MCP server behind the policy, on this process's stdio
+    /// (for desktop clients): `tollgate wrap --policy p.yaml -- npx server`.
+    Wrap(Box<cli::wrap::WrapArgs>),
+    /// Print a PolicyLayer or Intercept policy as an equivalent McpToolPolicy (YAML).
+    Import(cli::import::ImportArgs),
+    /// Copy this binary to a path (the init container of in-pod stdio injection).
+    #[command(hide = true)]
+    CopyBinary(cli::copy_binary::CopyBinaryArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let _log_guard = logging::init(cli.log_format, &cli.log);
+    let log = |args: &cli::LogArgs, target| {
+        logging::init_to(
+            cli.log_format.unwrap_or(args.log_format),
+            cli.log.as_deref().unwrap_or(&args.log),
+            target,
+        )
+    };
     match cli.command {
+        Command::Wrap(args) => {
+            // `wrap` speaks MCP on stdout: its logs go to stderr.
+            let _log_guard = log(&args.log, logging::Target::Stderr);
+            cli::wrap::run(*args)
+        }
+        Command::Import(args) => cli::import::run(&args),
+        Command::CopyBinary(args) => cli::copy_binary::run(&args),
         Command::Check(args) => cli::check::run(&args),
+        Command::Test(args) => cli::test::run(&args),
+        Command::Scan(args) => cli::scan::run(&args),
         Command::Crdgen(args) => cli::crdgen::run(&args),
-        Command::Controller(args) => cli::controller::run(*args),
-        Command::Proxy(args) => cli::proxy::run(*args),
+        Command::Controller(args) => {
+            let _log_guard = log(&args.log, logging::Target::Stdout);
+            cli::controller::run(*args)
+        }
+        Command::Proxy(args) => {
+            let _log_guard = log(&args.log, logging::Target::Stdout);
+            cli::proxy::run(*args)
+        }
     }
 }

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::cluster::{Cluster, ControllerProc, token_file};
+use support::cluster::{Cluster, ControllerProc, ManagedSidecar};
 use support::upstream::{Framing, Upstream};
 use support::*;
 
@@ -42,39 +42,22 @@ fn open(ns: &str, tools: &str) -> String {
     )
 }
 
-struct Sidecar {
-    tg: TollgateProc,
-    _dir: tempfile::TempDir,
-}
+struct Sidecar(ManagedSidecar);
 
 impl Sidecar {
     fn start(cluster: &Cluster, ns: &str, controller: &ControllerProc, up: &Upstream) -> Sidecar {
-        let dir = tempfile::tempdir().unwrap();
-        let token = token_file(dir.path(), &cluster.pod_token(ns, "kms-0"));
-        let ca = dir.path().join("ca.crt");
-        std::fs::copy(&controller.ca_file, &ca).unwrap();
-        let (push, upstream) = (format!("https://{}", controller.push), up.url());
-        let tg = tollgate(&[
-            "--controller",
-            &push,
-            "--controller-ca-file",
-            ca.to_str().unwrap(),
-            "--token-file",
-            token.to_str().unwrap(),
-            "--pod-name",
-            "kms-0",
-            "--pod-namespace",
-            ns,
-            "--upstream",
-            &upstream,
-        ]);
-        Sidecar { tg, _dir: dir }
+        Sidecar(ManagedSidecar::start(
+            cluster,
+            (ns, "kms-0"),
+            controller,
+            &up.url(),
+        ))
     }
 
     /// Whether the call reached the MCP server (a denial is a JSON-RPC
     /// error or a result with `isError`).
     async fn allows(&self, tool: &str) -> bool {
-        let v = post_json(self.tg.listen, &[], &call(1, tool, json!({})))
+        let v = post_json(self.0.tg.listen, &[], &call(1, tool, json!({})))
             .await
             .json();
         v["result"].is_object() && v["result"]["isError"].is_null()
@@ -227,7 +210,7 @@ fn rbac(ns: &str, pods: bool) -> String {
         ""
     };
     format!(
-        "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {{name: limited, namespace: {ns}}}\nrules:\n  - {{apiGroups: [tollgate.dev], resources: [mcptoolpolicies], verbs: [get, list, watch]}}\n  - {{apiGroups: [tollgate.dev], resources: [mcptoolpolicies/status], verbs: [patch]}}\n  - {{apiGroups: [\"\"], resources: [configmaps, secrets], verbs: [get, list, watch, create, update, patch]}}\n  - {{apiGroups: [coordination.k8s.io], resources: [leases], verbs: [get, create, update]}}\n  - {{apiGroups: [\"\", events.k8s.io], resources: [events], verbs: [create, patch]}}\n{pods}---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {{name: limited, namespace: {ns}}}\nroleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: limited}}\nsubjects: [{{kind: ServiceAccount, name: limited, namespace: {ns}}}]\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata: {{name: limited-{ns}}}\nroleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: system:auth-delegator}}\nsubjects: [{{kind: ServiceAccount, name: limited, namespace: {ns}}}]\n"
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {{name: limited, namespace: {ns}}}\nrules:\n  - {{apiGroups: [tollgate.dev], resources: [mcptoolpolicies], verbs: [get, list, watch]}}\n  - {{apiGroups: [tollgate.dev], resources: [mcptoolpolicies/status], verbs: [patch]}}\n  - {{apiGroups: [\"\"], resources: [configmaps, secrets], verbs: [get, list, watch, create, update, patch]}}\n  - {{apiGroups: [coordination.k8s.io], resources: [leases], verbs: [get, create, update]}}\n  - {{apiGroups: [\"\", events.k8s.io], resources: [events], verbs: [create, patch]}}\n{pods}---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {{name: limited, namespace: {ns}}}\nroleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: limited}}\nsubjects: [{{kind: ServiceAccount, name: limited, namespace: {ns}}}]\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata: {{name: limited-{ns}}}\nroleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: system:auth-delegator}}\nsubjects: [{{kind: ServiceAccount, name: limited, namespace: {ns}}}]\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {{name: limited-{ns}}}\nrules:\n  - {{apiGroups: [tollgate.dev], resources: [clustermcptoolpolicies], verbs: [get, list, watch]}}\n  - {{apiGroups: [\"\"], resources: [namespaces], verbs: [get, list, watch]}}\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata: {{name: limited-cluster-{ns}}}\nroleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: limited-{ns}}}\nsubjects: [{{kind: ServiceAccount, name: limited, namespace: {ns}}}]\n"
     )
 }
 
@@ -275,7 +258,7 @@ async fn no_snapshot_and_not_ready_until_every_list_is_indexed() {
     assert_eq!(early.header("retry-after"), Some("1"));
     let up = Upstream::start(Framing::Json).await;
     let sidecar = Sidecar::start(cluster, &ns, &controller, &up);
-    let v = post_json(sidecar.tg.listen, &[], &call(1, "vm_clone", json!({})))
+    let v = post_json(sidecar.0.tg.listen, &[], &call(1, "vm_clone", json!({})))
         .await
         .json();
     assert_eq!(v["error"]["code"], -31004, "still fail-closed: {v}");
@@ -296,5 +279,11 @@ async fn no_snapshot_and_not_ready_until_every_list_is_indexed() {
     assert!(ready, "never ready after the permission was granted");
     assert!(eventually(PATIENCE, async || sidecar.allows("vm_clone").await).await);
     assert!(!sidecar.allows("pods_delete").await);
-    let _ = cluster.kubectl(&["delete", "clusterrolebinding", &format!("limited-{ns}")]);
+    let _ = cluster.kubectl(&[
+        "delete",
+        "clusterrolebinding",
+        &format!("limited-{ns}"),
+        &format!("limited-cluster-{ns}"),
+    ]);
+    let _ = cluster.kubectl(&["delete", "clusterrole", &format!("limited-{ns}")]);
 }

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::cluster::{Cluster, ControllerProc, token_file};
+use support::cluster::{Cluster, ControllerProc, ManagedSidecar};
 use support::upstream::{Framing, Upstream};
 use support::*;
 
@@ -63,31 +63,19 @@ impl Sidecar {
         extra: &[&str],
     ) -> Sidecar {
         let dir = tempfile::tempdir().unwrap();
-        let token = token_file(dir.path(), &cluster.pod_token(ns, pod));
         let snapshot = dir.path().join("snapshot.json");
-        // Its own copy of the CA: it outlives the controller process.
-        let ca = dir.path().join("controller-ca.crt");
-        std::fs::copy(ca_file, &ca).unwrap();
-        let args: Vec<String> = [
-            "--controller",
-            &format!("https://{push}"),
-            "--controller-ca-file",
-            ca.to_str().unwrap(),
-            "--token-file",
-            token.to_str().unwrap(),
-            "--pod-name",
-            pod,
-            "--pod-namespace",
-            ns,
-            "--snapshot-file",
-            snapshot.to_str().unwrap(),
-            "--upstream",
+        let mut args = ManagedSidecar::args(
+            dir.path(),
+            cluster,
+            (ns, pod),
+            (push, ca_file),
             &upstream.url(),
-        ]
-        .iter()
-        .chain(extra)
-        .map(|s| s.to_string())
-        .collect();
+        );
+        args.extend([
+            "--snapshot-file".to_owned(),
+            snapshot.to_str().unwrap().to_owned(),
+        ]);
+        args.extend(extra.iter().map(|s| s.to_string()));
         let tg = tollgate(&args.iter().map(String::as_str).collect::<Vec<_>>());
         Sidecar {
             tg,

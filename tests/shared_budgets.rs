@@ -1120,6 +1120,12 @@ fn jwt_identity_settings_are_checked_at_start() {
     }
 }
 
+/// `vm_clone` arguments carrying one DataVolume of `size` (the storage
+/// policies below map vm_clone's `resource` argument to manifests).
+fn data_volume(size: &str) -> serde_json::Value {
+    json!({"resource": format!("apiVersion: cdi.kubevirt.io/v1beta1\nkind: DataVolume\nmetadata: {{name: d, namespace: vms}}\nspec: {{storage: {{resources: {{requests: {{storage: {size}}}}}}}}}\n")})
+}
+
 /// A size budget (`scope: Shared`) is one budget across sidecars, in
 /// amounts: 60Gi through one sidecar leaves 40Gi for the other, and the
 /// refusal says what was asked and what is left.
@@ -1147,9 +1153,9 @@ spec:
     let sidecars: Vec<TollgateProc> = (0..2)
         .map(|_| sidecar(&policy, &upstream, &redis, &[]))
         .collect();
-    let disk = |size: &str| json!({"resource": format!("apiVersion: cdi.kubevirt.io/v1beta1\nkind: DataVolume\nmetadata: {{name: d, namespace: vms}}\nspec: {{storage: {{resources: {{requests: {{storage: {size}}}}}}}}}\n")});
-    let ask =
-        |i: usize, size: &str| upstream.through(sidecars[i].listen, &[], "vm_clone", disk(size));
+    let ask = |i: usize, size: &str| {
+        upstream.through(sidecars[i].listen, &[], "vm_clone", data_volume(size))
+    };
     assert!(ask(0, "60Gi").await.is_allowed());
     let refused = ask(1, "60Gi").await;
     assert_eq!(refused.reason(), Some("rate_limit"), "{refused:?}");
@@ -1210,9 +1216,9 @@ spec:
     let sidecars: Vec<TollgateProc> = (0..2)
         .map(|_| sidecar(&policy, &upstream, &redis, &[]))
         .collect();
-    let disk = |size: &str| json!({"resource": format!("apiVersion: cdi.kubevirt.io/v1beta1\nkind: DataVolume\nmetadata: {{name: d, namespace: vms}}\nspec: {{storage: {{resources: {{requests: {{storage: {size}}}}}}}}}\n")});
-    let ask =
-        |i: usize, size: &str| upstream.through(sidecars[i].listen, &[], "vm_clone", disk(size));
+    let ask = |i: usize, size: &str| {
+        upstream.through(sidecars[i].listen, &[], "vm_clone", data_volume(size))
+    };
     assert!(ask(0, "60Gi").await.is_allowed());
     // The shared budget admits 30Gi, the local limit of 1 then refuses:
     // the 30Gi go back.

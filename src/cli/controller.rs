@@ -12,6 +12,8 @@ use tollgate_policy::snapshot;
 
 #[derive(clap::Args)]
 pub(crate) struct ControllerArgs {
+    #[command(flatten)]
+    pub(crate) log: super::LogArgs,
     /// Address sidecars connect to (HTTPS, with the certificate below).
     #[arg(long, default_value = "0.0.0.0:9443", env = "TOLLGATE_PUSH_LISTEN")]
     push_listen: SocketAddr,

@@ -1,5 +1,5 @@
-//! `tollgate crdgen`: the CRD YAML from the Rust types (`make generate`
-//! writes it into `crds/`; a test fails when the file is stale).
+//! `tollgate crdgen`: the CRDs' YAML from the Rust types (`make generate`
+//! writes them into `crds/`; a test fails when a file is stale).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -7,29 +7,35 @@ use std::process::ExitCode;
 /// Flags of `tollgate crdgen`.
 #[derive(clap::Args)]
 pub(crate) struct CrdgenArgs {
-    /// Write `mcptoolpolicies.tollgate.dev.yaml` into this directory.
+    /// Write `mcptoolpolicies.tollgate.dev.yaml` and
+    /// `clustermcptoolpolicies.tollgate.dev.yaml` into this directory
+    /// (without it, both are printed as one YAML stream).
     #[arg(long)]
     out: Option<PathBuf>,
 }
 
 pub(crate) fn run(args: &CrdgenArgs) -> ExitCode {
-    let yaml = match tollgate_policy::crd::crd_yaml() {
-        Ok(y) => y,
-        Err(e) => {
-            eprintln!("error: cannot render the CRD: {e}");
+    let mut printed = Vec::new();
+    for (file, crd) in tollgate_policy::crd::crds() {
+        let yaml = match tollgate_policy::crd::yaml(&crd) {
+            Ok(y) => y,
+            Err(e) => {
+                eprintln!("error: cannot render {file}: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let Some(dir) = &args.out else {
+            printed.push(yaml);
+            continue;
+        };
+        let path = dir.join(file);
+        if let Err(e) = std::fs::create_dir_all(dir).and_then(|()| std::fs::write(&path, yaml)) {
+            eprintln!("error: cannot write {}: {e}", path.display());
             return ExitCode::FAILURE;
         }
-    };
-    let Some(dir) = &args.out else {
-        print!("{yaml}");
-        return ExitCode::SUCCESS;
-    };
-    let file = dir.join("mcptoolpolicies.tollgate.dev.yaml");
-    match std::fs::create_dir_all(dir).and_then(|()| std::fs::write(&file, yaml)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: cannot write {}: {e}", file.display());
-            ExitCode::FAILURE
-        }
     }
+    if !printed.is_empty() {
+        print!("{}", printed.join("---\n"));
+    }
+    ExitCode::SUCCESS
 }

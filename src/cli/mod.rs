@@ -3,13 +3,119 @@
 
 pub(crate) mod check;
 pub(crate) mod controller;
+pub(crate) mod copy_binary;
 pub(crate) mod crdgen;
+pub(crate) mod import;
 pub(crate) mod proxy;
+pub(crate) mod scan;
+pub(crate) mod test;
+pub(crate) mod wrap;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use tollgate_policy::catalogue::Catalogue;
 use tollgate_policy::duration;
+use tollgate_runtime::logging;
+
+/// Log flags, for the commands that run as services (`proxy`, `controller`).
+#[derive(clap::Args, Debug)]
+pub(crate) struct LogArgs {
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = logging::Format::Json, env = "TOLLGATE_LOG_FORMAT")]
+    pub(crate) log_format: logging::Format,
+    /// Log filter, e.g. `info` or `tollgate=debug` (RUST_LOG syntax).
+    #[arg(long, default_value = "info", env = "TOLLGATE_LOG")]
+    pub(crate) log: String,
+}
+
+/// How a command prints what it found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Output {
+    /// For people.
+    Text,
+    /// One JSON object, for CI.
+    Json,
+}
+
+/// Where a command learns an MCP server's tools: a file holding its
+/// `tools/list` answer, or the server itself.
+#[derive(clap::Args, Debug, Default)]
+pub(crate) struct ToolSource {
+    /// The MCP server's tools: a file with its `tools/list` result (JSON).
+    #[arg(long, value_name = "FILE", conflicts_with = "upstream")]
+    pub(crate) tools: Option<PathBuf>,
+    /// The MCP server's tools, asked from the server at this URL (as MCP
+    /// clients write it, e.g. http://127.0.0.1:8081/mcp).
+    #[arg(long, value_name = "URL")]
+    pub(crate) upstream: Option<http::Uri>,
+}
+
+/// Why the tools of an MCP server could not be had.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ToolSourceError {
+    /// The `--tools` file cannot be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    /// The `--tools` file is not a `tools/list` result.
+    #[error("{path}: {source}")]
+    Parse {
+        path: String,
+        source: tollgate_policy::catalogue::CatalogueError,
+    },
+    /// No async runtime for the request.
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
+    /// The server did not answer `tools/list`.
+    #[error("cannot list the tools of {url}: {source}")]
+    List {
+        url: String,
+        source: Box<tollgate_sidecar::ListToolsError>,
+    },
+}
+
+impl ToolSource {
+    /// The tools, if a source was given.
+    pub(crate) fn read(&self) -> Result<Option<Catalogue>, ToolSourceError> {
+        if let Some(path) = &self.tools {
+            let text = std::fs::read_to_string(path).map_err(|source| ToolSourceError::Read {
+                path: path.display().to_string(),
+                source,
+            })?;
+            return Catalogue::from_json(&text).map(Some).map_err(|source| {
+                ToolSourceError::Parse {
+                    path: path.display().to_string(),
+                    source,
+                }
+            });
+        }
+        let Some(url) = &self.upstream else {
+            return Ok(None);
+        };
+        list_tools(url).map(|tools| Some(Catalogue::from_tools(&tools)))
+    }
+}
+
+/// The tools of the MCP server at `url`, asked the way the sidecar asks.
+pub(crate) fn list_tools(url: &http::Uri) -> Result<Vec<serde_json::Value>, ToolSourceError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(ToolSourceError::Runtime)?;
+    runtime
+        .block_on(tollgate_sidecar::list_tools_at(
+            url.clone(),
+            Duration::from_secs(10),
+        ))
+        .map_err(|source| ToolSourceError::List {
+            url: url.to_string(),
+            source: Box::new(source),
+        })
+}
 
 /// Durations of flags: those of policies (`30s`, `1m`), plus `250ms`.
 pub(crate) fn flag_duration(s: &str) -> Result<Duration, String> {

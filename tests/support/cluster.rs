@@ -71,14 +71,26 @@ impl Cluster {
                     {
                         panic!("the apiserver refused crds/: {e}");
                     }
-                    cluster
-                        .kubectl(&[
+                    // `kubectl wait` fails at once ("<nil> is of the type
+                    // <nil>") on a CRD whose status is not written yet:
+                    // ask again, a bounded number of times.
+                    let mut waited = Err(String::new());
+                    for _ in 0..40 {
+                        waited = cluster.kubectl(&[
                             "wait",
                             "--for=condition=Established",
                             "crd/mcptoolpolicies.tollgate.dev",
+                            "crd/clustermcptoolpolicies.tollgate.dev",
                             "--timeout=30s",
-                        ])
-                        .unwrap();
+                        ]);
+                        if waited.is_ok() {
+                            break;
+                        }
+                        std::thread::sleep(Duration::from_millis(250));
+                    }
+                    if let Err(e) = waited {
+                        panic!("the CRDs never became Established: {e}");
+                    }
                     return cluster;
                 }
                 last_error = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -276,6 +288,31 @@ impl ControllerProc {
         push: &str,
         kubeconfig: &Path,
     ) -> ControllerProc {
+        Self::spawn(cluster, ns, identity, push, kubeconfig, Some(ns))
+    }
+
+    /// Starts a replica that watches every namespace (as the chart's does),
+    /// its Lease and Secret in `ns`. One per cluster: it writes the status
+    /// of every policy.
+    pub fn start_cluster_wide(cluster: &Cluster, ns: &str, identity: &str) -> ControllerProc {
+        Self::spawn(
+            cluster,
+            ns,
+            identity,
+            "127.0.0.1:0",
+            &cluster.kubeconfig,
+            None,
+        )
+    }
+
+    fn spawn(
+        cluster: &Cluster,
+        ns: &str,
+        identity: &str,
+        push: &str,
+        kubeconfig: &Path,
+        watch: Option<&str>,
+    ) -> ControllerProc {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_tollgate"));
         cmd.args([
             "--log-format",
@@ -286,11 +323,14 @@ impl ControllerProc {
             "--admin-listen",
             "127.0.0.1:0",
         ])
+        .args(["--namespace", ns])
+        .args(
+            watch
+                .map(|w| ["--watch-namespace", w])
+                .into_iter()
+                .flatten(),
+        )
         .args([
-            "--namespace",
-            ns,
-            "--watch-namespace",
-            ns,
             "--identity",
             identity,
             "--heartbeat",
@@ -401,6 +441,64 @@ impl Cluster {
             "go-template={{index .data \"ca.crt\" | base64decode}}",
         ])
         .unwrap()
+    }
+}
+
+/// A `tollgate proxy` managed by a controller, as the injected sidecar of
+/// pod `ns/pod` (its token, the controller's CA), in front of `upstream`.
+pub struct ManagedSidecar {
+    pub tg: super::TollgateProc,
+    _dir: tempfile::TempDir,
+}
+
+impl ManagedSidecar {
+    pub fn start(
+        cluster: &Cluster,
+        pod: (&str, &str),
+        controller: &ControllerProc,
+        upstream: &str,
+    ) -> ManagedSidecar {
+        let dir = tempfile::tempdir().unwrap();
+        let args = Self::args(
+            dir.path(),
+            cluster,
+            pod,
+            (controller.push, &controller.ca_file),
+            upstream,
+        );
+        let tg = super::tollgate(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        ManagedSidecar { tg, _dir: dir }
+    }
+
+    /// The flags of the sidecar of pod `ns/pod` following the controller at
+    /// `push`, with the pod's token and its own copy of the controller's CA
+    /// (it may outlive the controller process) written into `dir`.
+    pub fn args(
+        dir: &Path,
+        cluster: &Cluster,
+        (ns, pod): (&str, &str),
+        (push, ca_file): (SocketAddr, &Path),
+        upstream: &str,
+    ) -> Vec<String> {
+        let token = token_file(dir, &cluster.pod_token(ns, pod));
+        let ca = dir.join("controller-ca.crt");
+        std::fs::copy(ca_file, &ca).unwrap();
+        [
+            "--controller",
+            &format!("https://{push}"),
+            "--controller-ca-file",
+            ca.to_str().unwrap(),
+            "--token-file",
+            token.to_str().unwrap(),
+            "--pod-name",
+            pod,
+            "--pod-namespace",
+            ns,
+            "--upstream",
+            upstream,
+        ]
+        .map(str::to_owned)
+        .to_vec()
     }
 }
 

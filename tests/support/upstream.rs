@@ -76,12 +76,19 @@ impl Seen {
     }
 }
 
+/// A server-to-client stream a client holds open.
+type Stream = tokio::sync::mpsc::Sender<Result<Frame<Bytes>, Infallible>>;
+
 /// A running test upstream.
 #[derive(Clone)]
 pub struct Upstream {
     pub addr: SocketAddr,
     seen: Arc<Mutex<Vec<Seen>>>,
     framing: Arc<Mutex<Framing>>,
+    /// What `tools/list` answers ([`tools`] until a test changes it).
+    listed: Arc<Mutex<Value>>,
+    /// The GET streams clients hold open.
+    streams: Arc<Mutex<Vec<Stream>>>,
 }
 
 /// The tools the test upstream lists, with fields a proxy must not touch.
@@ -107,6 +114,8 @@ impl Upstream {
             addr: listener.local_addr().unwrap(),
             seen: Arc::default(),
             framing: Arc::new(Mutex::new(framing)),
+            listed: Arc::new(Mutex::new(tools())),
+            streams: Arc::default(),
         };
         let server = up.clone();
         tokio::spawn(async move {
@@ -220,6 +229,31 @@ impl Upstream {
         *self.framing.lock().unwrap() = f;
     }
 
+    /// Changes what `tools/list` answers from now on (a `tools/list`
+    /// result), without telling anyone.
+    pub fn set_tools(&self, result: Value) {
+        *self.listed.lock().unwrap() = result;
+    }
+
+    /// How many GET streams are open.
+    pub fn open_streams(&self) -> usize {
+        let mut streams = self.streams.lock().unwrap();
+        streams.retain(|s| !s.is_closed());
+        streams.len()
+    }
+
+    /// Sends `notifications/tools/list_changed` on every open GET stream.
+    pub async fn announce_list_changed(&self) {
+        let streams: Vec<Stream> = self.streams.lock().unwrap().clone();
+        let event = format!(
+            "event: message\ndata: {}\n\n",
+            json!({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"})
+        );
+        for s in streams {
+            let _ = s.send(Ok(Frame::data(Bytes::from(event.clone())))).await;
+        }
+    }
+
     async fn handle(
         &self,
         req: Request<Incoming>,
@@ -245,6 +279,7 @@ impl Upstream {
             "GET" => {
                 // A server-to-client stream that stays open until the client goes.
                 let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(4);
+                self.streams.lock().unwrap().push(tx.clone());
                 tokio::spawn(async move {
                     let _ = tx
                         .send(Ok(Frame::data(Bytes::from_static(b": open\n\n"))))
@@ -285,7 +320,7 @@ impl Upstream {
                                 session = Some("session-from-upstream");
                                 json!({"protocolVersion": "2025-11-25", "capabilities": {"tools": {"listChanged": true}}, "serverInfo": {"name": "test-upstream", "version": "1"}})
                             }
-                            "tools/list" => tools(),
+                            "tools/list" => self.listed.lock().unwrap().clone(),
                             "tools/call" => json!({"content": [{"type": "text", "text": format!("called {}", m["params"]["name"])}]}),
                             _ => json!({}),
                         };

@@ -11,9 +11,18 @@
 //! keeps in the policy's `status.accepted`.
 //!
 //! A watcher's re-list is applied as one batch ([`Index::relist_policies`],
-//! [`Index::relist_pods`]): each pod's snapshot is recomputed once, after
-//! every listed object is in, so no sidecar sees a snapshot built from half
-//! a list.
+//! [`Index::relist_pods`], [`Index::relist_namespaces`]): each pod's
+//! snapshot is recomputed once, after every listed object is in, so no
+//! sidecar sees a snapshot built from half a list.
+//!
+//! `ClusterMcpToolPolicy` objects live here under the namespace `""`: they
+//! select the pods of every namespace whose labels their
+//! `namespaceSelector` matches (hence the namespaces' labels), and join
+//! each such pod's namespaced policies in its snapshot under their bare
+//! name; the sidecar combines them all by the same decision order. While
+//! any cluster policy exists, a pod whose namespace has not been seen yet
+//! keeps the snapshot it has (none, for a new pod) instead of one that may
+//! lack a baseline.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -24,18 +33,38 @@ use kube::core::{Selector, SelectorExt};
 use serde_json::Value;
 use tokio::sync::watch;
 
-use tollgate_policy::parse::parse_spec;
+use tollgate_policy::compile::compile_cluster;
+use tollgate_policy::parse::{parse_cluster_spec, parse_spec};
 use tollgate_policy::snapshot::{SIDECAR_LABEL, Snapshot, SnapshotPolicy};
 use tollgate_policy::spec::{AcceptedGeneration, McpToolPolicySpec};
 use tollgate_policy::{Problem, compile};
 
-/// `(namespace, name)`.
+/// `(namespace, name)`; the namespace of a `ClusterMcpToolPolicy` is `""`.
 pub(crate) type Key = (String, String);
+
+/// The name a policy goes by in snapshots, metrics and logs:
+/// `namespace/name`, or the bare name of a cluster policy.
+pub(crate) fn policy_name(namespace: &str, name: &str) -> String {
+    if namespace.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{namespace}/{name}")
+    }
+}
+
+/// A namespace as the index needs it.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct NamespaceInput {
+    /// Name.
+    pub name: String,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+}
 
 /// A policy as the watcher sees it, spec not yet checked.
 #[derive(Clone, Debug)]
 pub(crate) struct PolicyInput {
-    /// Namespace.
+    /// Namespace; `""` for a `ClusterMcpToolPolicy`.
     pub namespace: String,
     /// Name.
     pub name: String,
@@ -78,14 +107,41 @@ impl PodInput {
     }
 }
 
+/// Which pods a policy selects: by their labels, and — for a cluster
+/// policy — by their namespace's labels.
+#[derive(Clone, Debug, Default)]
+struct Selects {
+    pods: Selector,
+    /// `None`: the pod's own namespace only (a `McpToolPolicy`).
+    namespaces: Option<Selector>,
+}
+
+impl Selects {
+    fn pod(
+        &self,
+        policy_namespace: &str,
+        pod: &Key,
+        labels: &BTreeMap<String, String>,
+        namespaces: &BTreeMap<String, BTreeMap<String, String>>,
+    ) -> bool {
+        let in_scope = match &self.namespaces {
+            None => policy_namespace == pod.0,
+            Some(sel) => namespaces.get(&pod.0).is_some_and(|l| sel.matches(l)),
+        };
+        in_scope && self.pods.matches(labels)
+    }
+}
+
 /// The last accepted generation of a policy.
 #[derive(Clone, Debug)]
 struct Accepted {
     generation: i64,
+    /// What the sidecars enforce (a cluster policy's selectors are the
+    /// controller's to use).
     spec: McpToolPolicySpec,
-    /// `spec` as JSON, what `status.accepted` keeps.
+    /// The whole spec as JSON, what `status.accepted` keeps.
     json: Value,
-    selector: Selector,
+    selects: Selects,
     rules: usize,
 }
 
@@ -95,9 +151,9 @@ struct PolicyState {
     /// Problems of `generation`; empty when it was accepted.
     problems: Vec<Problem>,
     accepted: Option<Accepted>,
-    /// The selector of `generation`, when it parses, to count selected pods
-    /// of a policy that was never accepted.
-    selector: Option<Selector>,
+    /// The selectors of `generation`, when they parse, to count selected
+    /// pods of a policy that was never accepted.
+    selects: Option<Selects>,
 }
 
 struct PodState {
@@ -160,6 +216,8 @@ pub(crate) struct SelectedPod {
 pub(crate) struct Index {
     policies: BTreeMap<Key, PolicyState>,
     pods: BTreeMap<Key, PodState>,
+    /// Namespace labels, for cluster policies' `namespaceSelector`.
+    namespaces: BTreeMap<String, BTreeMap<String, String>>,
     changed: watch::Sender<u64>,
 }
 
@@ -168,6 +226,7 @@ impl Default for Index {
         Index {
             policies: BTreeMap::new(),
             pods: BTreeMap::new(),
+            namespaces: BTreeMap::new(),
             changed: watch::Sender::new(0),
         }
     }
@@ -193,10 +252,11 @@ impl Index {
         }
     }
 
-    /// Replaces every policy with `inputs` (a watcher's complete list):
-    /// policies not listed are gone. Snapshots are recomputed once, after
-    /// all of it.
-    pub(crate) fn relist_policies(&mut self, inputs: Vec<PolicyInput>) {
+    /// Replaces every policy of one kind (cluster policies when `cluster`)
+    /// with `inputs` (that kind's watcher's complete list): policies of that
+    /// kind not listed are gone. Snapshots are recomputed once, after all
+    /// of it.
+    pub(crate) fn relist_policies(&mut self, inputs: Vec<PolicyInput>, cluster: bool) {
         let keep: BTreeSet<Key> = inputs
             .iter()
             .map(|i| (i.namespace.clone(), i.name.clone()))
@@ -211,7 +271,7 @@ impl Index {
         let gone: Vec<Key> = self
             .policies
             .keys()
-            .filter(|k| !keep.contains(*k))
+            .filter(|k| k.0.is_empty() == cluster && !keep.contains(*k))
             .cloned()
             .collect();
         for key in gone {
@@ -230,7 +290,8 @@ impl Index {
     /// nothing changed.
     fn upsert_policy(&mut self, input: PolicyInput) -> bool {
         let key = (input.namespace.clone(), input.name.clone());
-        let name = format!("{}/{}", input.namespace, input.name);
+        let name = policy_name(&input.namespace, &input.name);
+        let cluster = input.namespace.is_empty();
         if let Some(p) = self.policies.get_mut(&key)
             && p.generation == input.generation
         {
@@ -240,30 +301,30 @@ impl Index {
             if p.accepted.is_some() {
                 return false;
             }
-            p.accepted = restore(&name, input.generation, input.persisted);
+            p.accepted = restore(&name, cluster, input.generation, input.persisted);
             return p.accepted.is_some();
         }
         let accepted_before = self.policies.get(&key).and_then(|p| p.accepted.clone());
-        let (selector, outcome) = check(&name, input.spec);
+        let (selects, outcome) = check(&name, cluster, input.spec);
         let state = match outcome {
-            Ok((spec, json, selector, rules)) => PolicyState {
+            Ok((spec, json, selects, rules)) => PolicyState {
                 generation: input.generation,
                 problems: Vec::new(),
-                selector: Some(selector.clone()),
+                selects: Some(selects.clone()),
                 accepted: Some(Accepted {
                     generation: input.generation,
                     spec,
                     json,
-                    selector,
+                    selects,
                     rules,
                 }),
             },
             Err(problems) => PolicyState {
                 generation: input.generation,
                 problems,
-                selector,
+                selects,
                 accepted: accepted_before
-                    .or_else(|| restore(&name, input.generation, input.persisted)),
+                    .or_else(|| restore(&name, cluster, input.generation, input.persisted)),
             },
         };
         self.policies.insert(key, state);
@@ -324,6 +385,50 @@ impl Index {
             .remove(&(namespace.to_owned(), name.to_owned()))
             .is_some()
         {
+            self.changed.send_modify(|n| *n += 1);
+        }
+    }
+
+    /// Adds or updates a namespace's labels.
+    pub(crate) fn apply_namespace(&mut self, input: NamespaceInput) {
+        if self.namespaces.get(&input.name) == Some(&input.labels) {
+            return;
+        }
+        let name = input.name.clone();
+        self.namespaces.insert(input.name, input.labels);
+        self.recompute_namespace(&name);
+        self.changed.send_modify(|n| *n += 1);
+    }
+
+    /// Forgets a namespace (its pods leave every cluster policy).
+    pub(crate) fn delete_namespace(&mut self, name: &str) {
+        if self.namespaces.remove(name).is_some() {
+            self.recompute_namespace(name);
+            self.changed.send_modify(|n| *n += 1);
+        }
+    }
+
+    /// Replaces every namespace with `inputs` (a watcher's complete list);
+    /// the pods of each namespace whose labels changed are recomputed once.
+    pub(crate) fn relist_namespaces(&mut self, inputs: Vec<NamespaceInput>) {
+        let fresh: BTreeMap<String, BTreeMap<String, String>> =
+            inputs.into_iter().map(|n| (n.name, n.labels)).collect();
+        let touched: BTreeSet<String> = fresh
+            .iter()
+            .filter(|(name, labels)| self.namespaces.get(*name) != Some(labels))
+            .map(|(name, _)| name.clone())
+            .chain(
+                self.namespaces
+                    .keys()
+                    .filter(|n| !fresh.contains_key(*n))
+                    .cloned(),
+            )
+            .collect();
+        self.namespaces = fresh;
+        for namespace in &touched {
+            self.recompute_namespace(namespace);
+        }
+        if !touched.is_empty() {
             self.changed.send_modify(|n| *n += 1);
         }
     }
@@ -390,15 +495,19 @@ impl Index {
         let state = self
             .policies
             .get(&(namespace.to_owned(), name.to_owned()))?;
-        let selector = state
+        let selects = state
             .accepted
             .as_ref()
-            .map(|a| &a.selector)
-            .or(state.selector.as_ref());
-        let selected = match selector {
-            Some(sel) => self
-                .pods_in(namespace)
-                .filter(|(_, pod)| sel.matches(&pod.labels))
+            .map(|a| &a.selects)
+            .or(state.selects.as_ref());
+        let candidates: Box<dyn Iterator<Item = (&Key, &PodState)>> = if namespace.is_empty() {
+            Box::new(self.pods.iter())
+        } else {
+            Box::new(self.pods_in(namespace))
+        };
+        let selected = match selects {
+            Some(sel) => candidates
+                .filter(|(key, pod)| sel.pod(namespace, key, &pod.labels, &self.namespaces))
                 .map(|(key, pod)| SelectedPod {
                     key: key.clone(),
                     uid: pod.uid.clone(),
@@ -419,6 +528,12 @@ impl Index {
         })
     }
 
+    fn has_cluster_policies(&self) -> bool {
+        self.policies
+            .first_key_value()
+            .is_some_and(|(k, _)| k.0.is_empty())
+    }
+
     fn pods_in<'a>(&'a self, namespace: &'a str) -> impl Iterator<Item = (&'a Key, &'a PodState)> {
         let start = (namespace.to_owned(), String::new());
         self.pods
@@ -426,8 +541,14 @@ impl Index {
             .take_while(move |(k, _)| k.0 == namespace)
     }
 
+    /// Recomputes the pods a change in `namespace` can affect: its own, or
+    /// every pod for a cluster policy (`""`).
     fn recompute_namespace(&mut self, namespace: &str) {
-        let keys: Vec<Key> = self.pods_in(namespace).map(|(k, _)| k.clone()).collect();
+        let keys: Vec<Key> = if namespace.is_empty() {
+            self.pods.keys().cloned().collect()
+        } else {
+            self.pods_in(namespace).map(|(k, _)| k.clone()).collect()
+        };
         for key in keys {
             self.recompute(&key);
         }
@@ -438,18 +559,32 @@ impl Index {
         let Some(pod) = self.pods.get(key) else {
             return;
         };
-        let start = (key.0.clone(), String::new());
-        let policies: Vec<SnapshotPolicy> = self
-            .policies
-            .range(start..)
-            .take_while(|(k, _)| k.0 == key.0)
+        // Which cluster policies select a pod depends on its namespace's
+        // labels: until they are known (the namespace's watch event can
+        // trail its pod's), keep what the pod has — for a new pod, no rules,
+        // which its sidecar refuses calls under — rather than publish rules
+        // that may lack a baseline.
+        if !self.namespaces.contains_key(&key.0) && self.has_cluster_policies() {
+            return;
+        }
+        let in_namespace = |ns: &str| {
+            let start = (ns.to_owned(), String::new());
+            let ns = ns.to_owned();
+            self.policies
+                .range(start..)
+                .take_while(move |(k, _)| k.0 == ns)
+        };
+        // Cluster policies, then the namespace's (the sidecar orders
+        // policies by name itself; the order here only has to be stable).
+        let policies: Vec<SnapshotPolicy> = in_namespace("")
+            .chain(in_namespace(&key.0))
             .filter_map(|((ns, name), state)| {
                 let accepted = state.accepted.as_ref()?;
                 accepted
-                    .selector
-                    .matches(&pod.labels)
+                    .selects
+                    .pod(ns, key, &pod.labels, &self.namespaces)
                     .then(|| SnapshotPolicy {
-                        name: format!("{ns}/{name}"),
+                        name: policy_name(ns, name),
                         generation: accepted.generation,
                         spec: accepted.spec.clone(),
                     })
@@ -472,16 +607,21 @@ impl Index {
 
 /// The generation kept in `status.accepted`, if it is older than the
 /// refused `generation` and still compiles here.
-fn restore(name: &str, generation: i64, persisted: Option<AcceptedGeneration>) -> Option<Accepted> {
+fn restore(
+    name: &str,
+    cluster: bool,
+    generation: i64,
+    persisted: Option<AcceptedGeneration>,
+) -> Option<Accepted> {
     let persisted = persisted.filter(|p| p.generation < generation)?;
-    match check(name, persisted.spec).1 {
-        Ok((spec, json, selector, rules)) => {
+    match check(name, cluster, persisted.spec).1 {
+        Ok((spec, json, selects, rules)) => {
             tracing::info!(policy = %name, generation = persisted.generation, "restored the accepted generation from status.accepted");
             Some(Accepted {
                 generation: persisted.generation,
                 spec,
                 json,
-                selector,
+                selects,
                 rules,
             })
         }
@@ -492,48 +632,59 @@ fn restore(name: &str, generation: i64, persisted: Option<AcceptedGeneration>) -
     }
 }
 
-/// Parses and compiles a spec; also returns the selector when it parses on
-/// its own, for counting the pods an invalid policy would select.
+/// A label selector as the apiserver stores it, if it parses on its own.
+fn selector_at(spec: &Value, field: &str) -> Option<Selector> {
+    let s = spec.get(field).cloned()?;
+    serde_json::from_value::<k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>(s)
+        .ok()
+        .and_then(|s| Selector::try_from(s).ok())
+}
+
+/// Parses and compiles a spec (of a `ClusterMcpToolPolicy` when
+/// `cluster`); also returns the selectors when they parse on their own,
+/// for counting the pods an invalid policy would select.
 #[allow(clippy::type_complexity)]
 fn check(
     name: &str,
+    cluster: bool,
     spec: Value,
 ) -> (
-    Option<Selector>,
-    Result<(McpToolPolicySpec, Value, Selector, usize), Vec<Problem>>,
+    Option<Selects>,
+    Result<(McpToolPolicySpec, Value, Selects, usize), Vec<Problem>>,
 ) {
-    let selector_only = spec
-        .get("selector")
-        .cloned()
-        .and_then(|s| {
-            serde_json::from_value::<k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>(
-                s,
-            )
-            .ok()
+    let selects_only = Some(Selects {
+        pods: selector_at(&spec, "selector").unwrap_or_default(),
+        namespaces: cluster.then(|| selector_at(&spec, "namespaceSelector").unwrap_or_default()),
+    });
+    let parsed = if cluster {
+        parse_cluster_spec(spec).and_then(|c| {
+            let rules = compile_cluster(name, &c)?.rules().len();
+            let json = serde_json::to_value(&c).unwrap_or(Value::Null);
+            let namespaces = c.namespace_selector.or_else(|| Some(Default::default()));
+            Ok((c.policy, json, namespaces, rules))
         })
-        .and_then(|s| Selector::try_from(s).ok());
-    let spec: McpToolPolicySpec = match parse_spec(spec) {
-        Ok(s) => s,
-        Err(problem) => return (selector_only, Err(vec![problem])),
-    };
-    match compile(name, &spec) {
-        Ok(compiled) => {
-            let selector = spec
-                .selector
-                .clone()
-                .map(Selector::try_from)
-                .transpose()
-                .ok()
-                .flatten()
-                .unwrap_or_default();
-            let rules = compiled.rules().len();
+    } else {
+        parse_spec(spec).and_then(|s| {
+            let rules = compile(name, &s)?.rules().len();
             // What the sidecars receive (the parsed spec re-serialised), so
             // a restored copy is exactly what they enforced.
-            let json = serde_json::to_value(&spec).unwrap_or(Value::Null);
-            (Some(selector.clone()), Ok((spec, json, selector, rules)))
-        }
-        Err(problems) => (selector_only, Err(problems)),
-    }
+            let json = serde_json::to_value(&s).unwrap_or(Value::Null);
+            Ok((s, json, None, rules))
+        })
+    };
+    let (spec, json, namespace_selector, rules) = match parsed {
+        Ok(p) => p,
+        Err(problems) => return (selects_only, Err(problems)),
+    };
+    let selects = Selects {
+        pods: spec
+            .selector
+            .clone()
+            .and_then(|s| Selector::try_from(s).ok())
+            .unwrap_or_default(),
+        namespaces: namespace_selector.map(|s| Selector::try_from(s).unwrap_or_default()),
+    };
+    (Some(selects.clone()), Ok((spec, json, selects, rules)))
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
-//! The controller: watches `McpToolPolicy` objects and the pods that run a
-//! tollgate sidecar ([`watch`]), compiles each pod's rules in the [`index`],
+//! The controller: watches `McpToolPolicy` and `ClusterMcpToolPolicy`
+//! objects, namespaces' labels and the pods that run a tollgate sidecar ([`watch`]), compiles each pod's rules in the [`index`],
 //! pushes them to the sidecars ([`push`]), and reports in each policy's
 //! status how many selected sidecars enforce it ([`status`], leader only,
 //! see [`lease`]). It also serves the injection [`webhook`].
@@ -26,6 +26,6 @@ mod watch;
 mod webhook;
 
 pub use config::{ControllerConfig, NativeSidecars, TlsConfig, WebhookConfig};
-pub use object::PolicyObject;
+pub use object::{ClusterPolicyObject, PolicyObject};
 pub use run::{Running, StartError, run, start};
 pub use webhook::inject::InjectConfig;

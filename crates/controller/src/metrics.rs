@@ -20,8 +20,12 @@ label_values! {
     pub enum WatchKind {
         /// An McpToolPolicy.
         Policy => "policy",
+        /// A ClusterMcpToolPolicy.
+        ClusterPolicy => "cluster_policy",
         /// A pod running a sidecar.
         Pod => "pod",
+        /// A namespace (its labels, for cluster policies).
+        Namespace => "namespace",
     }
 }
 

@@ -1,4 +1,5 @@
-//! `McpToolPolicy` as the watcher reads it: the spec left as raw JSON.
+//! `McpToolPolicy` and `ClusterMcpToolPolicy` as the watchers read them:
+//! the spec left as raw JSON.
 //!
 //! A typed spec would make one object the controller cannot parse (a field
 //! from a newer CRD, say) fail the whole list and stall the watch for every
@@ -10,7 +11,7 @@ use kube::Resource;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use tollgate_policy::spec::{McpToolPolicy, McpToolPolicyStatus};
+use tollgate_policy::spec::{ClusterMcpToolPolicy, McpToolPolicy, McpToolPolicyStatus};
 
 /// A policy object with an unparsed spec.
 #[derive(Resource, Clone, Debug, Deserialize, Serialize)]
@@ -25,6 +26,62 @@ pub struct PolicyObject {
     /// simply rewritten.
     #[serde(default, deserialize_with = "lenient_status")]
     pub status: Option<McpToolPolicyStatus>,
+}
+
+/// A cluster policy object with an unparsed spec.
+#[derive(Resource, Clone, Debug, Deserialize, Serialize)]
+#[resource(inherit = "ClusterMcpToolPolicy")]
+pub struct ClusterPolicyObject {
+    /// Metadata.
+    pub metadata: ObjectMeta,
+    /// The spec, unparsed.
+    #[serde(default)]
+    pub spec: Value,
+    /// The status, as for [`PolicyObject`].
+    #[serde(default, deserialize_with = "lenient_status")]
+    pub status: Option<McpToolPolicyStatus>,
+}
+
+/// What the policy watcher needs of either kind.
+pub(crate) trait WatchedPolicy:
+    Resource<DynamicType = ()>
+    + Clone
+    + std::fmt::Debug
+    + serde::de::DeserializeOwned
+    + Send
+    + Sync
+    + 'static
+{
+    /// The kind, for logs.
+    const KIND: &'static str;
+    /// Whether it is cluster-scoped (kept under the namespace `""`).
+    const CLUSTER: bool;
+    /// The spec, unparsed.
+    fn spec(&self) -> &Value;
+    /// The status, if it reads.
+    fn status(&self) -> Option<&McpToolPolicyStatus>;
+}
+
+impl WatchedPolicy for PolicyObject {
+    const KIND: &'static str = "McpToolPolicies";
+    const CLUSTER: bool = false;
+    fn spec(&self) -> &Value {
+        &self.spec
+    }
+    fn status(&self) -> Option<&McpToolPolicyStatus> {
+        self.status.as_ref()
+    }
+}
+
+impl WatchedPolicy for ClusterPolicyObject {
+    const KIND: &'static str = "ClusterMcpToolPolicies";
+    const CLUSTER: bool = true;
+    fn spec(&self) -> &Value {
+        &self.spec
+    }
+    fn status(&self) -> Option<&McpToolPolicyStatus> {
+        self.status.as_ref()
+    }
 }
 
 fn lenient_status<'de, D: serde::Deserializer<'de>>(

@@ -6,11 +6,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::Client;
 use kube::api::Api;
 use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::watcher;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -23,9 +24,9 @@ use crate::certs;
 use crate::config::{ControllerConfig, NativeSidecars, TlsConfig, WebhookConfig};
 use crate::index::Index;
 use crate::metrics::ControllerMetrics;
-use crate::object::PolicyObject;
+use crate::object::{ClusterPolicyObject, PolicyObject};
 use crate::status::{self, Observed};
-use crate::watch::{Synced, watch_pods, watch_policies};
+use crate::watch::{Synced, watch_namespaces, watch_pods, watch_policies};
 use crate::webhook::server as webhook_server;
 use crate::{https, kubevirt, lease, push};
 
@@ -92,6 +93,8 @@ pub async fn start(config: ControllerConfig) -> Result<Running, StartError> {
     let (shutdown, shutdown_rx) = watch::channel(false);
     let (policies_ready, policies_ready_rx) = watch::channel(false);
     let (pods_ready, pods_ready_rx) = watch::channel(false);
+    let (cluster_ready, cluster_ready_rx) = watch::channel(false);
+    let (namespaces_ready, namespaces_ready_rx) = watch::channel(false);
     let (leader, leader_rx) = watch::channel(false);
 
     let (policy_api, pod_api): (Api<PolicyObject>, Api<Pod>) = match &config.watch_namespace {
@@ -100,6 +103,13 @@ pub async fn start(config: ControllerConfig) -> Result<Running, StartError> {
             Api::namespaced(client.clone(), ns),
         ),
         None => (Api::all(client.clone()), Api::all(client.clone())),
+    };
+    // Cluster policies are cluster-scoped: watched whole even by a
+    // controller of one namespace, which applies them to its own pods.
+    let cluster_policy_api: Api<ClusterPolicyObject> = Api::all(client.clone());
+    let namespaces = match &config.watch_namespace {
+        Some(ns) => watcher::Config::default().fields(&format!("metadata.name={ns}")),
+        None => watcher::Config::default(),
     };
     let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), &config.namespace);
     let webhook_listener = match &config.webhook {
@@ -139,6 +149,22 @@ pub async fn start(config: ControllerConfig) -> Result<Running, StartError> {
             policies_ready,
             shutdown_rx.clone(),
         )),
+        tokio::spawn(watch_policies(
+            cluster_policy_api,
+            index.clone(),
+            observed.clone(),
+            metrics.clone(),
+            cluster_ready,
+            shutdown_rx.clone(),
+        )),
+        tokio::spawn(watch_namespaces(
+            Api::<Namespace>::all(client.clone()),
+            namespaces,
+            index.clone(),
+            metrics.clone(),
+            namespaces_ready,
+            shutdown_rx.clone(),
+        )),
         tokio::spawn(watch_pods(
             pod_api,
             index.clone(),
@@ -170,6 +196,7 @@ pub async fn start(config: ControllerConfig) -> Result<Running, StartError> {
         observed,
         acks: acks.clone(),
         metrics: metrics.clone(),
+        cluster_statuses: config.watch_namespace.is_none(),
         recorder: Recorder::new(
             client.clone(),
             Reporter {
@@ -188,7 +215,12 @@ pub async fn start(config: ControllerConfig) -> Result<Running, StartError> {
         cluster_tx,
         shutdown_rx.clone(),
     )));
-    let synced = Synced::new(vec![("policy", policies_ready_rx), ("pod", pods_ready_rx)]);
+    let synced = Synced::new(vec![
+        ("policy", policies_ready_rx),
+        ("cluster policy", cluster_ready_rx),
+        ("namespace", namespaces_ready_rx),
+        ("pod", pods_ready_rx),
+    ]);
     let service = Arc::new(push::PushService {
         synced: synced.clone(),
         cluster: cluster_rx,

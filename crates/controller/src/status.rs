@@ -27,9 +27,9 @@ use tollgate_policy::Problems;
 use tollgate_policy::spec::{AcceptedGeneration, McpToolPolicyStatus};
 
 use crate::acks::{AckBook, AckView};
-use crate::index::{Index, Key, PolicyReport};
+use crate::index::{Index, Key, PolicyReport, policy_name};
 use crate::metrics::{ControllerMetrics, WriteResult};
-use crate::object::PolicyObject;
+use crate::object::{ClusterPolicyObject, PolicyObject};
 
 /// The field manager of status patches.
 pub(crate) const FIELD_MANAGER: &str = "tollgate-controller";
@@ -90,7 +90,12 @@ pub(crate) fn desired(
             "Programmed",
             false,
             "NoSidecars",
-            "no pod running a tollgate sidecar matches spec.selector".to_owned(),
+            if report.namespace.is_empty() {
+                "no pod running a tollgate sidecar matches spec.selector in a namespace spec.namespaceSelector matches"
+            } else {
+                "no pod running a tollgate sidecar matches spec.selector"
+            }
+            .to_owned(),
         )
     } else if synced < selected {
         condition(
@@ -209,6 +214,11 @@ pub(crate) struct Writer {
     pub metrics: ControllerMetrics,
     /// Events.
     pub recorder: Recorder,
+    /// Whether to write the status of `ClusterMcpToolPolicy` objects: only
+    /// a controller that watches every namespace sees every pod they
+    /// select (several `--watch-namespace` controllers would each write
+    /// their own part).
+    pub cluster_statuses: bool,
 }
 
 impl Writer {
@@ -262,6 +272,9 @@ impl Writer {
             .collect();
         written.retain(|k, _| live.contains(k));
         for report in reports {
+            if report.namespace.is_empty() && !self.cluster_statuses {
+                continue;
+            }
             let key = (report.namespace.clone(), report.name.clone());
             let Some((reference, observed)) = self.observed.get(&key) else {
                 continue;
@@ -279,7 +292,7 @@ impl Writer {
                 }
                 Err(e) => {
                     self.metrics.status_written(WriteResult::Error);
-                    tracing::warn!(policy = %format!("{}/{}", report.namespace, report.name), error = %e, "status write failed");
+                    tracing::warn!(policy = %policy_name(&report.namespace, &report.name), error = %e, "status write failed");
                 }
             }
         }
@@ -290,19 +303,28 @@ impl Writer {
         report: &PolicyReport,
         status: &McpToolPolicyStatus,
     ) -> Result<(), kube::Error> {
-        let api: Api<PolicyObject> = Api::namespaced(self.client.clone(), &report.namespace);
-        let body = serde_json::json!({
-            "apiVersion": "tollgate.dev/v1alpha1",
-            "kind": "McpToolPolicy",
-            "status": status,
-        });
-        api.patch_status(
-            &report.name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(body),
-        )
-        .await
-        .map(|_| ())
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        if report.namespace.is_empty() {
+            let body = serde_json::json!({
+                "apiVersion": "tollgate.dev/v1alpha1",
+                "kind": "ClusterMcpToolPolicy",
+                "status": status,
+            });
+            let api: Api<ClusterPolicyObject> = Api::all(self.client.clone());
+            api.patch_status(&report.name, &params, &Patch::Apply(body))
+                .await
+                .map(|_| ())
+        } else {
+            let body = serde_json::json!({
+                "apiVersion": "tollgate.dev/v1alpha1",
+                "kind": "McpToolPolicy",
+                "status": status,
+            });
+            let api: Api<PolicyObject> = Api::namespaced(self.client.clone(), &report.namespace);
+            api.patch_status(&report.name, &params, &Patch::Apply(body))
+                .await
+                .map(|_| ())
+        }
     }
 
     /// An Event when acceptance changes, so `kubectl describe` tells why.
@@ -510,6 +532,20 @@ mod tests {
             ("False", "NoSidecars")
         );
         assert_eq!(s.synced.as_deref(), Some("0/0"));
+    }
+
+    #[test]
+    fn a_cluster_policy_without_sidecars_names_both_selectors() {
+        let mut r = report(1, Some(1), &[]);
+        r.namespace = String::new();
+        let s = desired(&r, &AckView::new(), None, &at(1));
+        let p = cond(&s, "Programmed");
+        assert_eq!(p.reason, "NoSidecars");
+        assert!(
+            p.message.contains("spec.namespaceSelector"),
+            "{}",
+            p.message
+        );
     }
 
     #[test]

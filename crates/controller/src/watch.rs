@@ -1,5 +1,6 @@
-//! The watches the index is built from — `McpToolPolicy` objects and the
-//! pods that run a sidecar — and whether what they delivered is complete.
+//! The watches the index is built from — `McpToolPolicy` and
+//! `ClusterMcpToolPolicy` objects, namespaces (their labels) and the pods
+//! that run a sidecar — and whether what they delivered is complete.
 //!
 //! A watcher lists everything at start and again whenever its watch expires
 //! ("too old resource version", HTTP 410). [`Listing`] buffers a list until
@@ -16,8 +17,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use futures_util::{Stream, StreamExt};
-use k8s_openapi::api::core::v1::Pod;
-use kube::Resource;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::Api;
 use kube::runtime::{WatchStreamExt, watcher};
 use tokio::sync::watch;
@@ -25,9 +26,9 @@ use tokio::sync::watch;
 use tollgate_policy::snapshot::SIDECAR_LABEL;
 
 use crate::acks::AckBook;
-use crate::index::{Index, Key, PodInput, PolicyInput};
+use crate::index::{Index, Key, NamespaceInput, PodInput, PolicyInput, policy_name};
 use crate::metrics::{ControllerMetrics, WatchEvent, WatchKind};
-use crate::object::PolicyObject;
+use crate::object::WatchedPolicy;
 use crate::status::Observed;
 
 /// What a watcher event asks of whoever keeps the objects.
@@ -209,33 +210,40 @@ impl Synced {
     }
 }
 
-pub(crate) async fn watch_policies(
-    api: Api<PolicyObject>,
+/// Follows the policies of one kind (`McpToolPolicy`, or
+/// `ClusterMcpToolPolicy` under the namespace `""`) into the index.
+pub(crate) async fn watch_policies<K: WatchedPolicy>(
+    api: Api<K>,
     index: Arc<Mutex<Index>>,
     observed: Arc<Observed>,
     metrics: ControllerMetrics,
     ready: watch::Sender<bool>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let kind = if K::CLUSTER {
+        WatchKind::ClusterPolicy
+    } else {
+        WatchKind::Policy
+    };
     let events = std::pin::pin!(watcher(api, watcher::Config::default()).default_backoff());
-    let mut watched = Watched::new(events, ready, "McpToolPolicies");
+    let mut watched = Watched::new(events, ready, K::KIND);
     while let Some(step) = watched.next(&mut shutdown).await {
         {
             let mut index = index.lock().unwrap_or_else(|e| e.into_inner());
             match step {
                 Step::Wait => {}
                 Step::Apply(obj) => {
-                    if let Some(input) = policy_input(&obj, &observed, &metrics) {
+                    if let Some(input) = policy_input(&obj, kind, &observed, &metrics) {
                         let started = Instant::now();
                         let key = (input.namespace.clone(), input.name.clone());
                         index.apply_policy(input);
                         log_refusal(&index, &key);
-                        tracing::debug!(policy = %format!("{}/{}", key.0, key.1), elapsed = ?started.elapsed(), "policy indexed");
+                        tracing::debug!(policy = %policy_name(&key.0, &key.1), elapsed = ?started.elapsed(), "policy indexed");
                     }
                 }
                 Step::Delete(obj) => {
-                    if let Some(key) = key_of(&obj.metadata) {
-                        metrics.watch_event(WatchKind::Policy, WatchEvent::Delete);
+                    if let Some(key) = policy_key(obj.meta()) {
+                        metrics.watch_event(kind, WatchEvent::Delete);
                         index.delete_policy(&key.0, &key.1);
                         observed.remove(&key);
                     }
@@ -243,14 +251,16 @@ pub(crate) async fn watch_policies(
                 Step::Relist(objs) => {
                     let inputs: Vec<PolicyInput> = objs
                         .iter()
-                        .filter_map(|o| policy_input(o, &observed, &metrics))
+                        .filter_map(|o| policy_input(o, kind, &observed, &metrics))
                         .collect();
                     let keys: BTreeSet<Key> = inputs
                         .iter()
                         .map(|i| (i.namespace.clone(), i.name.clone()))
                         .collect();
-                    observed.retain(|k| keys.contains(k));
-                    index.relist_policies(inputs);
+                    // Each kind re-lists only its own: namespaced policies
+                    // never have the namespace "", cluster policies always.
+                    observed.retain(|k| k.0.is_empty() != K::CLUSTER || keys.contains(k));
+                    index.relist_policies(inputs, K::CLUSTER);
                     for key in &keys {
                         log_refusal(&index, key);
                     }
@@ -264,21 +274,30 @@ pub(crate) async fn watch_policies(
 }
 
 /// The index's input for a watched policy; records its status for the writer.
-fn policy_input(
-    obj: &PolicyObject,
+fn policy_input<K: WatchedPolicy>(
+    obj: &K,
+    kind: WatchKind,
     observed: &Observed,
     metrics: &ControllerMetrics,
 ) -> Option<PolicyInput> {
-    let key = key_of(&obj.metadata)?;
-    metrics.watch_event(WatchKind::Policy, WatchEvent::Apply);
-    observed.set(key.clone(), obj.object_ref(&()), obj.status.clone());
+    let key = policy_key(obj.meta())?;
+    metrics.watch_event(kind, WatchEvent::Apply);
+    observed.set(key.clone(), obj.object_ref(&()), obj.status().cloned());
     Some(PolicyInput {
         namespace: key.0,
         name: key.1,
-        generation: obj.metadata.generation.unwrap_or(0),
-        spec: obj.spec.clone(),
-        persisted: obj.status.as_ref().and_then(|s| s.accepted.clone()),
+        generation: obj.meta().generation.unwrap_or(0),
+        spec: obj.spec().clone(),
+        persisted: obj.status().and_then(|s| s.accepted.clone()),
     })
+}
+
+/// A policy's key: a cluster-scoped object has no namespace, `""` here.
+fn policy_key(meta: &ObjectMeta) -> Option<Key> {
+    Some((
+        meta.namespace.clone().unwrap_or_default(),
+        meta.name.clone()?,
+    ))
 }
 
 fn log_refusal(index: &Index, key: &Key) {
@@ -287,12 +306,61 @@ fn log_refusal(index: &Index, key: &Key) {
         .filter(|r| !r.problems.is_empty())
     {
         tracing::warn!(
-            policy = %format!("{}/{}", key.0, key.1),
+            policy = %policy_name(&key.0, &key.1),
             generation = report.generation,
             in_force = ?report.accepted_generation,
             problems = %tollgate_policy::Problems(report.problems),
             "policy refused; its last accepted generation stays in force"
         );
+    }
+}
+
+/// Follows namespaces' labels, which cluster policies' `namespaceSelector`
+/// matches, into the index.
+pub(crate) async fn watch_namespaces(
+    api: Api<Namespace>,
+    config: watcher::Config,
+    index: Arc<Mutex<Index>>,
+    metrics: ControllerMetrics,
+    ready: watch::Sender<bool>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let events = std::pin::pin!(watcher(api, config).default_backoff());
+    let mut watched = Watched::new(events, ready, "namespaces");
+    let input = |ns: &Namespace| {
+        Some(NamespaceInput {
+            name: ns.metadata.name.clone()?,
+            labels: ns.metadata.labels.clone().unwrap_or_default(),
+        })
+    };
+    while let Some(step) = watched.next(&mut shutdown).await {
+        {
+            let mut index = index.lock().unwrap_or_else(|e| e.into_inner());
+            match step {
+                Step::Wait => {}
+                Step::Apply(ns) => {
+                    metrics.watch_event(WatchKind::Namespace, WatchEvent::Apply);
+                    if let Some(input) = input(&ns) {
+                        index.apply_namespace(input);
+                    }
+                }
+                Step::Delete(ns) => {
+                    metrics.watch_event(WatchKind::Namespace, WatchEvent::Delete);
+                    if let Some(name) = &ns.metadata.name {
+                        index.delete_namespace(name);
+                    }
+                }
+                Step::Relist(all) => {
+                    let inputs = all
+                        .iter()
+                        .inspect(|_| metrics.watch_event(WatchKind::Namespace, WatchEvent::Apply))
+                        .filter_map(input)
+                        .collect();
+                    index.relist_namespaces(inputs);
+                }
+            }
+        }
+        watched.applied();
     }
 }
 
@@ -350,7 +418,7 @@ pub(crate) async fn watch_pods(
     }
 }
 
-fn key_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Option<Key> {
+fn key_of(meta: &ObjectMeta) -> Option<Key> {
     Some((meta.namespace.clone()?, meta.name.clone()?))
 }
 

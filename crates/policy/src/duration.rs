@@ -75,6 +75,15 @@ pub fn parse(text: &str) -> Result<Duration, DurationError> {
     Ok(window)
 }
 
+/// Parses a point in time written like a window, from a start: the same
+/// syntax as [`parse`], and `0s` for the start itself.
+pub fn parse_offset(text: &str) -> Result<Duration, DurationError> {
+    match parse(text) {
+        Err(DurationError::Zero(_)) => Ok(Duration::ZERO),
+        other => other,
+    }
+}
+
 /// Formats a duration back into the shortest spelling [`parse`] accepts.
 pub struct Human(pub Duration);
 

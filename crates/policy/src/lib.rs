@@ -10,21 +10,30 @@
 //! (a test in the workspace keeps it so): what it decides can be tested and
 //! benchmarked without any of them, on exactly the code production runs.
 
+pub mod behaviour;
 pub mod budget;
+pub mod catalogue;
 pub mod compile;
 pub mod crd;
 pub mod duration;
 pub mod evaluate;
+pub mod import;
 pub mod load;
 pub mod parse;
 pub mod problem;
 pub mod resources;
+pub mod risk;
+pub mod scenario;
 pub mod snapshot;
 pub mod spec;
+pub mod structure;
+pub mod suggest;
 pub mod warnings;
 
 #[cfg(test)]
 mod resource_tests;
+#[cfg(test)]
+mod selector_tests;
 #[cfg(test)]
 mod size_tests;
 #[cfg(test)]

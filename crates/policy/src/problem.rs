@@ -17,6 +17,8 @@ pub struct Problem {
     pub path: String,
     /// What is wrong and what to write instead.
     pub message: String,
+    /// Line and column in the file (1-based), where known.
+    pub location: Option<(u64, u64)>,
 }
 
 impl Problem {
@@ -26,7 +28,14 @@ impl Problem {
             source: String::new(),
             path: path.into(),
             message: message.into(),
+            location: None,
         }
+    }
+
+    /// The same problem, at `line` and `column` of its file.
+    pub fn at_location(mut self, line: u64, column: u64) -> Self {
+        self.location = Some((line, column));
+        self
     }
 
     /// The same problem, attributed to `source`.
@@ -38,6 +47,9 @@ impl Problem {
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let (Some((line, column)), false) = (self.location, self.source.is_empty()) {
+            return write!(f, "{}:{line}:{column}: {}", self.source, self.message);
+        }
         match (self.source.is_empty(), self.path.is_empty()) {
             (false, false) => write!(f, "{}: {}: {}", self.source, self.path, self.message),
             (false, true) => write!(f, "{}: {}", self.source, self.message),

@@ -11,7 +11,7 @@ use crate::budget::inflight::MemoryInFlight;
 use crate::budget::{Stores, Tiered, decide};
 use crate::compile::resource_rules::{ClusterView, NoCluster};
 use crate::resources::{CloneCounts, ToolMeta};
-use crate::testing::{FakeShared, block_on, meta, problems, set};
+use crate::testing::{FakeShared, block_on, kms_meta as meta, problems, set};
 
 /// A sidecar's stores, kept across calls.
 struct Sidecar {
@@ -444,7 +444,7 @@ fn resource_rules_are_checked_strictly() {
     for (rules, want) in [
         (
             "    - {name: a, action: Allow}",
-            "or the objects it governs in `resources`",
+            "or name the objects it governs in `resources`",
         ),
         (
             "    - {name: a, resources: [{group: x}], action: Allow}",

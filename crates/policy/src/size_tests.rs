@@ -13,7 +13,7 @@ use crate::evaluate::{Decision, Effect, PolicySet, Reason, ToolCall};
 use crate::resources::CloneCounts;
 use crate::resources::sizes::Sizes;
 use crate::spec;
-use crate::testing::{FakeShared, block_on, meta, problems, set};
+use crate::testing::{FakeShared, block_on, kms_meta as meta, problems, set};
 
 /// What the controller would have pushed.
 #[derive(Default)]

@@ -52,7 +52,8 @@ pub struct Snapshot {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SnapshotPolicy {
-    /// `namespace/name`.
+    /// `namespace/name` of a `McpToolPolicy`; the name of a
+    /// `ClusterMcpToolPolicy`.
     pub name: String,
     /// The accepted generation.
     pub generation: i64,
@@ -91,10 +92,20 @@ impl Snapshot {
     pub fn loaded(&self) -> Vec<LoadedPolicy> {
         self.policies
             .iter()
-            .map(|p| LoadedPolicy {
-                source: format!("McpToolPolicy {} (generation {})", p.name, p.generation),
-                name: p.name.clone(),
-                spec: p.spec.clone(),
+            .map(|p| {
+                // Cluster policies go by their bare name; what only they
+                // have (the namespace selector) was the controller's to use.
+                let kind = if p.name.contains('/') {
+                    crate::load::KIND
+                } else {
+                    crate::load::CLUSTER_KIND
+                };
+                LoadedPolicy {
+                    source: format!("{kind} {} (generation {})", p.name, p.generation),
+                    name: p.name.clone(),
+                    spec: p.spec.clone(),
+                    scope: crate::load::Scope::Namespaced,
+                }
             })
             .collect()
     }

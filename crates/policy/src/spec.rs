@@ -125,6 +125,60 @@ pub struct McpToolPolicySpec {
     pub strict_arguments: Option<StrictArguments>,
 }
 
+/// What the MCP servers of a whole cluster may do: a `McpToolPolicy` that
+/// selects pods in every namespace `namespaceSelector` matches. Combined with
+/// the namespaced policies on each pod by the same order: every `Enforce`
+/// policy must allow a call. See docs/policy.md.
+// The printer columns are McpToolPolicy's, copied by `crd::cluster_crd`.
+#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, JsonSchema)]
+#[kube(
+    group = "tollgate.dev",
+    version = "v1alpha1",
+    kind = "ClusterMcpToolPolicy",
+    plural = "clustermcptoolpolicies",
+    singular = "clustermcptoolpolicy",
+    shortname = "cmtp",
+    category = "tollgate",
+    status = "McpToolPolicyStatus",
+    doc = "Which tool calls the MCP servers of the whole cluster may make: the pods `spec.selector` selects in the namespaces `spec.namespaceSelector` selects. Combined with each pod's McpToolPolicies; every policy must allow a call."
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterMcpToolPolicySpec {
+    /// The namespaces whose MCP server pods this policy governs, by their
+    /// labels (e.g. `matchLabels: {kubernetes.io/metadata.name: vms}`).
+    /// Absent or empty: every namespace. `spec.selector` then picks pods in
+    /// them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace_selector: Option<LabelSelector>,
+
+    /// Everything a `McpToolPolicy` spec holds.
+    #[serde(flatten)]
+    pub policy: McpToolPolicySpec,
+}
+
+/// Read strictly: `namespaceSelector` here, every other field by
+/// [`McpToolPolicySpec`], which refuses fields it does not know (serde's
+/// own `flatten` would let them through).
+impl<'de> Deserialize<'de> for ClusterMcpToolPolicySpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let mut value = Value::deserialize(d)?;
+        let namespace_selector = match value.as_object_mut() {
+            Some(fields) => fields.remove("namespaceSelector"),
+            None => None,
+        };
+        let namespace_selector = match namespace_selector {
+            Some(Value::Null) | None => None,
+            Some(s) => Some(LabelSelector::deserialize(s).map_err(D::Error::custom)?),
+        };
+        let policy = McpToolPolicySpec::deserialize(value).map_err(D::Error::custom)?;
+        Ok(ClusterMcpToolPolicySpec {
+            namespace_selector,
+            policy,
+        })
+    }
+}
+
 /// When arguments outside the upstream's `inputSchema` are refused.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 pub enum StrictArguments {
@@ -205,7 +259,7 @@ pub enum Action {
 #[x_kube(
     validation = Rule::new("self.action == 'Allow' || !has(self.rateLimits) || size(self.rateLimits) == 0").message("rate limits apply to calls a rule allows; use action: Allow or remove rateLimits"),
     validation = Rule::new("self.action == 'Allow' || !has(self.inFlight) || size(self.inFlight) == 0").message("in-flight limits apply to what a rule allows; use action: Allow or remove inFlight"),
-    validation = Rule::new("(has(self.tools) && size(self.tools) > 0) || (has(self.resources) && size(self.resources) > 0)").message("a rule needs `tools`, `resources`, or both")
+    validation = Rule::new("(has(self.tools) && size(self.tools) > 0) || has(self.toolSelector) || (has(self.resources) && size(self.resources) > 0)").message("a rule needs `tools`, `toolSelector` or `resources`")
 )]
 pub struct Rule {
     /// Unique within the policy; appears in denials, metrics and logs.
@@ -220,6 +274,14 @@ pub struct Rule {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 1000))]
     pub tools: Vec<String>,
+
+    /// Tools this rule matches by what the MCP server says they do, learned
+    /// from the server's own `tools/list`: e.g. `{readOnly: true}`,
+    /// `{destructive: true}`, `{rbacVerbs: [create, delete]}`. With
+    /// `tools`, it narrows them. A tool whose description is unknown is
+    /// matched by a `Deny` rule and allowed by no `Allow` rule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_selector: Option<ToolSelector>,
 
     /// Kubernetes objects a call would create or change that this rule
     /// matches, whichever tool the call uses (see docs/resources.md). A call
@@ -299,6 +361,34 @@ pub struct Rule {
     /// `isError: true` the model can read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deny_with: Option<DenyWith>,
+}
+
+/// Tools by what their server says they do. Every field given must hold.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ToolSelector {
+    /// `readOnlyHint` (default false): the tool does not change anything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_only: Option<bool>,
+    /// `destructiveHint` of a tool that is not read-only (default true):
+    /// it may delete or overwrite. A read-only tool is never destructive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destructive: Option<bool>,
+    /// `idempotentHint` (default false): calling it again with the same
+    /// arguments changes nothing more. A read-only tool always is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotent: Option<bool>,
+    /// `openWorldHint` (default true): the tool reaches beyond a closed set
+    /// of things (the internet, a whole cluster).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_world: Option<bool>,
+    /// Kubernetes verbs the tool needs, as kubernetes-mcp-server's rbac
+    /// `_meta` states them: the tool needs at least one of these, e.g.
+    /// `[create, update, patch, delete]`. A tool whose server states no
+    /// verbs is unknown.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub rbac_verbs: Vec<String>,
 }
 
 /// The two shapes a denial can take.
@@ -405,6 +495,15 @@ pub struct RateLimit {
     /// budget until Redis is back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_store_error: Option<OnStoreError>,
+
+    /// A name that makes this limit one budget with every other limit of
+    /// the policy that gives the same name, in any rule: their calls count
+    /// together (e.g. one clone budget for two tools that clone). Limits
+    /// sharing a budget must agree on `requests`, `window`, `key` and
+    /// `scope`. Without it each limit is a budget of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[A-Za-z0-9._-]{1,63}$"))]
+    pub budget: Option<String>,
 }
 
 /// Where a rate limit's budget lives.
@@ -455,6 +554,15 @@ pub struct LimitKey {
     /// calls without one share a budget).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub subject: bool,
+}
+
+impl LimitKey {
+    /// The same key with its pointers in a canonical order (their order
+    /// does not change what a budget means).
+    pub fn normalized(mut self) -> Self {
+        self.arguments.sort();
+        self
+    }
 }
 
 /// Reads a field that is present as `Some`, even when it is `null`, so

@@ -2,32 +2,17 @@
 //! and a shared store that lives in memory and can be switched off.
 
 use std::future::Future;
-use std::pin::pin;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::task::{Context, Poll, Waker};
 use std::time::Instant;
-
-use serde_json::Value;
 
 use crate::budget::ratelimit::{Acquire, MemoryCounter, Refusal};
 use crate::budget::{Admission, Shared, SharedOutcome, StoreDown};
-use crate::evaluate::PolicySet;
-use crate::load::{compile_set, parse_text};
-use crate::problem::Problems;
-use crate::resources::ToolMeta;
 
 /// Runs `f` to completion. Every budget in these tests answers at once, so
 /// a future that is still pending after many polls is a bug in the test.
 pub(crate) fn block_on<F: Future>(f: F) -> F::Output {
-    let mut f = pin!(f);
-    let mut cx = Context::from_waker(Waker::noop());
-    for _ in 0..1000 {
-        if let Poll::Ready(out) = f.as_mut().poll(&mut cx) {
-            return out;
-        }
-    }
-    panic!("a budget future never completed");
+    crate::scenario::finish_now(f).expect("a budget future never completed")
 }
 
 /// One release: the limit ids and costs taken back, and `last`.
@@ -88,35 +73,37 @@ impl Shared for FakeShared {
     }
 }
 
-/// Compiles a policy file's text; every problem fails the test.
-pub(crate) fn set(yaml: &str) -> PolicySet {
-    let (loaded, problems) = parse_text("test.yaml", yaml);
-    assert!(problems.is_empty(), "{}", Problems(problems));
-    compile_set(&loaded).unwrap_or_else(|p| panic!("{}", Problems(p)))
+/// Loads and compiles `yaml`; panics with every problem if it does not.
+pub(crate) fn set(yaml: &str) -> crate::PolicySet {
+    let (loaded, problems) = crate::load::parse_text("test.yaml", yaml);
+    assert!(problems.is_empty(), "{}", crate::Problems(problems));
+    crate::load::compile_set(&loaded).unwrap_or_else(|p| panic!("{}", crate::Problems(p)))
 }
 
-/// Every problem of a policy file's text, as `tollgate check` prints them.
+/// Every problem of `yaml`, one per line (empty when it is valid).
 pub(crate) fn problems(yaml: &str) -> String {
-    let (loaded, mut problems) = parse_text("test.yaml", yaml);
-    if let Err(mut p) = compile_set(&loaded) {
+    let (loaded, mut problems) = crate::load::parse_text("test.yaml", yaml);
+    if let Err(mut p) = crate::load::compile_set(&loaded) {
         problems.append(&mut p);
     }
-    Problems(problems).to_string()
+    crate::Problems(problems).to_string()
 }
 
-/// kubernetes-mcp-server 0.0.67's own description of `tool`.
-pub(crate) fn meta(tool: &str) -> ToolMeta {
+/// The `tools/list` entry of `tool` in kubernetes-mcp-server 0.0.67's real
+/// answer (`tests/peers/fixtures`), as the sidecar's catalogue reads it.
+pub(crate) fn kms_meta(tool: &str) -> crate::resources::ToolMeta {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../../tests/peers/fixtures/kubernetes-mcp-server-0.0.67-tools.json"
     );
-    let list: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    ToolMeta::from_tool(
+    let list: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    crate::resources::ToolMeta::from_tool(
         list["tools"]
             .as_array()
             .unwrap()
             .iter()
             .find(|t| t["name"] == tool)
-            .unwrap(),
+            .unwrap_or_else(|| panic!("kubernetes-mcp-server 0.0.67 lists no {tool}")),
     )
 }

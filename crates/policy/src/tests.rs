@@ -13,19 +13,19 @@ use crate::load::{compile_set, parse_text, read_paths};
 use crate::testing::{FakeShared, block_on};
 
 /// The budgets production runs: memory, beside a shared store.
-type SidecarBudgets = Tiered<FakeShared>;
+pub(crate) type SidecarBudgets = Tiered<FakeShared>;
 
-fn budgets() -> SidecarBudgets {
+pub(crate) fn budgets() -> SidecarBudgets {
     Tiered::new(Some(FakeShared::default()))
 }
 
-fn set(yaml: &str) -> PolicySet {
+pub(crate) fn set(yaml: &str) -> PolicySet {
     let (loaded, problems) = parse_text("test.yaml", yaml);
     assert!(problems.is_empty(), "{}", Problems(problems));
     compile_set(&loaded).unwrap_or_else(|p| panic!("{}", Problems(p)))
 }
 
-fn problems(yaml: &str) -> String {
+pub(crate) fn problems(yaml: &str) -> String {
     let (loaded, mut problems) = parse_text("test.yaml", yaml);
     if let Err(mut p) = compile_set(&loaded) {
         problems.append(&mut p);
@@ -39,7 +39,12 @@ fn call<'a>(tool: &'a str, args: &'a Value) -> ToolCall<'a> {
 }
 
 /// Decides with fresh in-flight counts and no cluster knowledge.
-fn run(s: &PolicySet, call: &ToolCall<'_>, counter: &SidecarBudgets, now: Instant) -> Decision {
+pub(crate) fn run(
+    s: &PolicySet,
+    call: &ToolCall<'_>,
+    counter: &SidecarBudgets,
+    now: Instant,
+) -> Decision {
     let in_flight = MemoryInFlight::default();
     let stores = Stores {
         budgets: counter,
@@ -507,7 +512,7 @@ fn strict_loading_names_file_path_and_fix() {
         ),
         (
             "spec: {defaultAction: Deny, rules: [{name: a, tools: [x], action: Allow, rateLimit: []}]}",
-            "spec.rules[0].rateLimit: unknown field `rateLimit`, expected one of",
+            "spec.rules[0].rateLimit: unknown field `rateLimit`; did you mean `rateLimits`?",
         ),
         (
             "spec: {defaultAction: Deny, mode: enforce}",
@@ -684,9 +689,13 @@ spec:
     - {name: a, tools: [x], action: Allow, rateLimits: [{requests: 0, window: 1x}]}
     - {name: a, tools: ['{'], action: Allow}
 ---
-apiVersion: v1
-kind: ConfigMap
-metadata: {name: c}
+apiVersion: tollgate.dev/v1alpha1
+kind: McpToolPolicy
+metadata: {name: q}
+spec:
+  defaultAction: deny
+  rules:
+    - {name: b, tools: [x], action: Permit, argument: [], arguments: [{pointer: ns, operator: Exists}]}
 "#,
     );
     for want in [
@@ -694,7 +703,10 @@ metadata: {name: c}
         "spec.rules[0].rateLimits[0].window",
         "spec.rules[1].name",
         "spec.rules[1].tools[0]",
-        "test.yaml (document 2): expected `apiVersion: tollgate.dev/v1alpha1` and `kind: McpToolPolicy`, found v1 ConfigMap",
+        "test.yaml (document 2): spec.defaultAction: unknown variant `deny`",
+        "test.yaml (document 2): spec.rules[0].action: unknown variant `Permit`",
+        "test.yaml (document 2): spec.rules[0].argument: unknown field `argument`; did you mean `arguments`?",
+        "test.yaml (document 2): spec.rules[0].arguments[0].pointer: \"ns\" is not a JSON pointer",
     ] {
         assert!(got.contains(want), "missing {want:?} in\n{got}");
     }
@@ -759,11 +771,12 @@ fn the_version_follows_content_not_layout() {
     assert_ne!(a.version(), c.version());
 }
 
-/// Example directories hold Kubernetes objects of every kind; only the
-/// McpToolPolicy files are policy files.
+/// Example directories hold Kubernetes objects of every kind (skipped when
+/// loaded) and policy tests; the files with a policy in them must load.
 fn is_policy(path: &std::path::Path) -> bool {
-    std::fs::read_to_string(path)
-        .is_ok_and(|t| t.contains("kind: McpToolPolicy") && !t.contains("kind: Deployment"))
+    std::fs::read_to_string(path).is_ok_and(|t| {
+        t.contains("kind: McpToolPolicy\n") || t.contains("kind: ClusterMcpToolPolicy\n")
+    })
 }
 
 #[test]

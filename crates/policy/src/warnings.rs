@@ -1,5 +1,7 @@
 //! What `tollgate check` warns about in a valid policy: calls it would let
-//! through that hand an agent the credentials of the server it talks to.
+//! through that hand an agent the credentials of the server it talks to,
+//! and — given the server's tool list — tool patterns that name no tool of
+//! that server (a `vm_clonee` in a `Deny` rule denies nothing).
 //!
 //! kubernetes-mcp-server's `configuration_view` prints the server's
 //! kubeconfig — in a pod, built from its ServiceAccount token — and its
@@ -7,42 +9,66 @@
 //! a tool catalogue, and both were allowed by tollgate's own first examples.
 //! A warning does not fail `check`: some platforms mean it.
 
+use crate::catalogue::Catalogue;
 use crate::compile::CompiledPolicy;
-use crate::resources::Op;
+use crate::compile::matcher::{compile_glob, is_glob};
+use crate::compile::selector::Selected;
+use crate::load::LoadedPolicy;
+use crate::resources::{Op, ToolMeta};
 use crate::spec::{Action, Mode};
+use crate::suggest::nearest;
 
 /// Tools known to print credentials, and what they reveal.
-const CREDENTIAL_TOOLS: &[(&str, &str)] = &[(
+pub const CREDENTIAL_TOOLS: &[(&str, &str)] = &[(
     "configuration_view",
     "prints the MCP server's kubeconfig, credentials included",
 )];
 
 /// Tools known to read any Kubernetes kind, Secrets included.
-const GENERIC_READS: &[&str] = &["resources_get", "resources_list"];
+pub const GENERIC_READS: &[&str] = &["resources_get", "resources_list"];
 
 /// One warning about one policy.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Warning {
     /// The policy.
     pub policy: String,
+    /// The field it is about, if one (`spec.rules[0].tools[1]`).
+    pub path: String,
     /// What it lets through and why that matters.
     pub message: String,
 }
 
-/// The warnings for `policy`.
+/// The warnings for `policy`, judged without the server's tool list: rules
+/// that select tools by what they do are read the lenient way (so a warning
+/// is not missed), an `Allow` as allowing and a `Deny` as not denying.
 pub fn warnings(policy: &CompiledPolicy) -> Vec<Warning> {
+    warnings_with(policy, None)
+}
+
+/// The warnings for `policy`, judged against `catalogue` when given.
+pub fn warnings_with(policy: &CompiledPolicy, catalogue: Option<&Catalogue>) -> Vec<Warning> {
     let mut out = Vec::new();
     if policy.mode != Mode::Enforce {
         return out;
     }
     let warn = |message: String| Warning {
         policy: policy.name.to_string(),
+        path: String::new(),
         message,
     };
-    for (tool, what) in CREDENTIAL_TOOLS {
-        if allows_unconditionally(policy, tool) {
+    let tool = |name: &'static str| Tool {
+        name,
+        meta: catalogue.and_then(|c| c.meta(name)),
+        known: catalogue.is_some(),
+    };
+    for (name, what) in CREDENTIAL_TOOLS {
+        let tool = tool(name);
+        if catalogue.is_some_and(|c| c.meta(name).is_none()) {
+            continue;
+        }
+        if allows_unconditionally(policy, &tool) {
             out.push(warn(format!(
-                "it allows {tool}, which {what}; leave it out of the allowed tools"
+                "it allows {name}, which {what}; leave it out of the allowed tools"
             )));
         }
     }
@@ -57,29 +83,56 @@ pub fn warnings(policy: &CompiledPolicy) -> Vec<Warning> {
         .rules()
         .iter()
         .any(|r| r.action == Action::Deny && r.resources.iter().any(|s| s.matches(&secret)));
-    for tool in GENERIC_READS {
-        let denied_by_tool_rule = named_by(policy, tool)
+    for name in GENERIC_READS {
+        if catalogue.is_some_and(|c| c.meta(name).is_none()) {
+            continue;
+        }
+        let tool = tool(name);
+        let denied_by_tool_rule = named_by(policy, &tool)
             .into_iter()
             .any(|r| policy.rules()[r as usize].action == Action::Deny);
-        if !secrets_denied && !denied_by_tool_rule && allows_unconditionally(policy, tool) {
+        if !secrets_denied && !denied_by_tool_rule && allows_unconditionally(policy, &tool) {
             out.push(warn(format!(
-                "it allows {tool}, which reads Secrets too; add a Deny rule for them, e.g. resources: [{{group: \"\", kind: Secret, verbs: [get, list, watch]}}]"
+                "it allows {name}, which reads Secrets too; add a Deny rule for them, e.g. resources: [{{group: \"\", kind: Secret, verbs: [get, list, watch]}}]"
             )));
         }
     }
     out
 }
 
-fn named_by(policy: &CompiledPolicy, tool: &str) -> Vec<u32> {
+/// A tool as far as the warnings know it.
+struct Tool<'a> {
+    name: &'a str,
+    meta: Option<&'a ToolMeta>,
+    /// Whether the server's list was given (so `meta: None` means it does
+    /// not list the tool, rather than that nobody asked).
+    known: bool,
+}
+
+/// The rules naming `tool`. Without the server's list, a rule selecting
+/// tools by what they do counts as naming it when it allows (a warning is
+/// better than a miss) and not when it denies.
+fn named_by(policy: &CompiledPolicy, tool: &Tool<'_>) -> Vec<u32> {
     let mut matched = Vec::new();
-    policy.matcher.rules_for(tool, &mut matched);
+    let behaviour = tool.meta.map(ToolMeta::behaviour);
+    policy.matcher.rules_for(tool.name, behaviour, &mut matched);
+    matched.retain(|&i| {
+        let r = &policy.rules()[i as usize];
+        match (&r.tool_selector, tool.known) {
+            (Some(t), false) => {
+                r.action == Action::Allow && t.test(tool.name, None) != Selected::No
+            }
+            (Some(t), true) => t.test(tool.name, behaviour) == Selected::Yes,
+            (None, _) => true,
+        }
+    });
     matched
 }
 
 /// Whether every call of `tool` passes whatever its arguments: no `Deny`
 /// rule without conditions names it, and an `Allow` rule without conditions
 /// does, or nothing names it and the default allows.
-fn allows_unconditionally(policy: &CompiledPolicy, tool: &str) -> bool {
+fn allows_unconditionally(policy: &CompiledPolicy, tool: &Tool<'_>) -> bool {
     let matched = named_by(policy, tool);
     let tool_rules: Vec<_> = matched
         .iter()
@@ -100,6 +153,46 @@ fn allows_unconditionally(policy: &CompiledPolicy, tool: &str) -> bool {
     unconditional(Action::Allow)
 }
 
+/// Tool patterns of `policy` that match none of the server's tools: a
+/// misspelt name in a `Deny` rule denies nothing, one in an `Allow` rule
+/// allows nothing, and neither says so at run time.
+pub fn unmatched_patterns(policy: &LoadedPolicy, catalogue: &Catalogue) -> Vec<Warning> {
+    let mut out = Vec::new();
+    for (i, rule) in policy.spec.rules.iter().enumerate() {
+        for (j, pattern) in rule.tools.iter().enumerate() {
+            let matches = if is_glob(pattern) {
+                let Ok(glob) = compile_glob(pattern) else {
+                    continue;
+                };
+                let glob = glob.compile_matcher();
+                catalogue.names().any(|n| glob.is_match(n))
+            } else {
+                catalogue.meta(pattern).is_some()
+            };
+            if matches {
+                continue;
+            }
+            let mut message = format!(
+                "{pattern:?} matches none of the {} tools the MCP server lists",
+                catalogue.len()
+            );
+            match nearest(pattern, catalogue.names()) {
+                Some(near) => message.push_str(&format!("; did you mean {near:?}?")),
+                None if rule.action == Action::Deny => {
+                    message.push_str("; this rule denies nothing on this server")
+                }
+                None => {}
+            }
+            out.push(Warning {
+                policy: policy.name.clone(),
+                path: format!("spec.rules[{i}].tools[{j}]"),
+                message,
+            });
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,6 +207,54 @@ mod tests {
             .flat_map(|p| warnings(p))
             .map(|w| w.message)
             .collect()
+    }
+
+    fn kms() -> Catalogue {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../tests/peers/fixtures/kubernetes-mcp-server-0.0.67-tools.json"
+        );
+        Catalogue::from_json(&std::fs::read_to_string(path).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn patterns_that_name_no_tool_of_the_server_are_named() {
+        let yaml = format!(
+            "{HEAD}  defaultAction: Allow\n  rules:\n    - {{name: no-clones, tools: [vm_clonee, \"pods_*\", \"secrets_*\"], action: Deny}}\n"
+        );
+        let (loaded, _) = parse_text("t.yaml", &yaml);
+        let w = unmatched_patterns(&loaded[0], &kms());
+        let got: Vec<String> = w
+            .iter()
+            .map(|w| format!("{}: {}", w.path, w.message))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "spec.rules[0].tools[0]: \"vm_clonee\" matches none of the 26 tools the MCP server lists; did you mean \"vm_clone\"?",
+                "spec.rules[0].tools[2]: \"secrets_*\" matches none of the 26 tools the MCP server lists; this rule denies nothing on this server",
+            ]
+        );
+    }
+
+    #[test]
+    fn selector_rules_are_judged_against_the_servers_list_when_given() {
+        let yaml = format!(
+            "{HEAD}  defaultAction: Deny\n  rules:\n    - {{name: reads, toolSelector: {{readOnly: true}}, action: Allow}}\n    - {{name: no-secrets, resources: [{{group: \"\", kind: Secret, verbs: [get, list]}}], action: Deny}}\n"
+        );
+        let (loaded, problems) = parse_text("t.yaml", &yaml);
+        assert!(problems.is_empty(), "{problems:?}");
+        let set = compile_set(&loaded).unwrap();
+        let policy = &set.policies()[0];
+        // configuration_view is read-only on kubernetes-mcp-server: allowed.
+        let with = warnings_with(policy, Some(&kms()));
+        assert_eq!(with.len(), 1, "{with:?}");
+        assert!(with[0].message.contains("configuration_view"));
+        // Without the list the selector is read as allowing it too.
+        assert_eq!(warnings(policy).len(), 1);
+        // A server without configuration_view: nothing to warn about.
+        let other = Catalogue::from_value(&serde_json::json!([{"name": "pods_list"}])).unwrap();
+        assert!(warnings_with(policy, Some(&other)).is_empty());
     }
 
     const HEAD: &str =

@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod body;
+pub mod expiring;
 pub mod kube_client;
 pub mod labels;
 pub mod logging;

@@ -202,6 +202,9 @@ pub struct ProxyConfig {
     pub require_identity: bool,
     /// The Redis for shared budgets, if any.
     pub shared_store: Option<SharedStoreConfig>,
+    /// Run the MCP server as stdio child processes (one per session)
+    /// instead of reaching `upstream` over HTTP.
+    pub stdio: Option<crate::stdio::bridge::StdioUpstream>,
 }
 
 impl ProxyConfig {
@@ -234,6 +237,7 @@ impl ProxyConfig {
             identity: IdentitySource::None,
             require_identity: false,
             shared_store: None,
+            stdio: None,
         }
     }
 }

@@ -85,6 +85,10 @@ label_values! {
         Timeout => "timeout",
         /// The exchange broke or the response could not be read.
         Protocol => "protocol",
+        /// A stdio server ended before it answered.
+        Exited => "exited",
+        /// A stdio server wrote a line that is not JSON-RPC, or one over the limit.
+        Unreadable => "unreadable",
     }
 }
 
@@ -237,6 +241,9 @@ pub struct Metrics {
     budget_consumed: CounterVec,
     /// `tollgate_budget_remaining{budget,resource}`.
     budget_remaining: GaugeVec,
+    /// `tollgate_stdio_servers`: stdio MCP server processes running
+    /// (`--upstream-command`: one per session).
+    pub stdio_servers: IntGauge,
 }
 
 impl Metrics {
@@ -246,6 +253,12 @@ impl Metrics {
     pub fn register_store(&self) {
         let _ = self.registry.register(Box::new(self.store_up.clone()));
         let _ = self.registry.register(Box::new(self.store_errors.clone()));
+    }
+
+    /// Registers the stdio server gauge: only proxies that run their
+    /// servers (`--upstream-command`) have it.
+    pub fn register_stdio(&self) {
+        let _ = self.registry.register(Box::new(self.stdio_servers.clone()));
     }
 
     /// Registers the JWKS metric: only sidecars with `--identity jwt` have it.
@@ -397,6 +410,10 @@ impl Metrics {
             ),
             &["budget", "resource"],
         )?;
+        let stdio_servers = IntGauge::new(
+            "tollgate_stdio_servers",
+            "stdio MCP server processes running (one per MCP session).",
+        )?;
         let snapshots_rejected = IntCounterVec::new(
             Opts::new(
                 "tollgate_snapshots_rejected_total",
@@ -471,6 +488,7 @@ impl Metrics {
             log_lines_dropped,
             budget_consumed,
             budget_remaining,
+            stdio_servers,
         })
     }
 

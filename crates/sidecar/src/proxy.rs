@@ -41,28 +41,50 @@ impl Proxy {
     /// already or tried less than a second ago (a slow or broken upstream
     /// must not slow every call). True once they are known.
     pub async fn ensure_catalog(&self, path: &str) -> bool {
-        if self.gate.catalog().loaded() {
+        let catalog = self.gate.catalog();
+        if catalog.current() {
             return true;
         }
-        let mut last = self.gate.catalog().discovery.lock().await;
-        if self.gate.catalog().loaded() {
+        let mut last = catalog.discovery.lock().await;
+        if catalog.current() {
             return true;
         }
         if last.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
-            return false;
+            return catalog.loaded();
         }
         *last = Some(Instant::now());
+        let generation = catalog.generation();
         match discover::list_tools(&self.upstream, path, Duration::from_secs(5)).await {
             Ok(tools) => {
-                self.gate.catalog().learn(&tools);
+                catalog.replace(&tools, generation, path);
                 tracing::info!(tools = tools.len(), path, "learned the upstream's tools");
                 true
             }
             Err(e) => {
-                tracing::warn!(error = %e, path, "cannot list the upstream's tools yet; calls that rules on created objects or arguments judge are refused until it can");
-                false
+                tracing::warn!(error = %e, path, "cannot list the upstream's tools yet; calls that rules on created objects, arguments or what tools do judge are refused until it can");
+                catalog.loaded()
             }
         }
+    }
+
+    /// The upstream announced that its tool list changed: the catalogue is
+    /// stale until read again, which starts now (and is retried for a
+    /// while), so rules that select tools by what they do judge the new
+    /// list, not the old one.
+    pub(crate) fn tools_changed(self: &Arc<Self>) {
+        self.gate.catalog().invalidate();
+        tracing::info!("the upstream's tool list changed; reading it again");
+        let proxy = self.clone();
+        tokio::spawn(async move {
+            let path = proxy.gate.catalog().path().unwrap_or_else(|| "/mcp".into());
+            for _ in 0..30 {
+                proxy.ensure_catalog(&path).await;
+                if proxy.gate.catalog().current() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
     }
 }
 

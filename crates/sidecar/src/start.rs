@@ -106,11 +106,21 @@ pub async fn start(config: ProxyConfig, audit: AuditConfig) -> Result<Running, S
             Some(follower)
         }
     };
-    let upstream = Upstream::new(
-        config.upstream.clone(),
-        config.upstream_connect_timeout,
-        config.upstream_response_timeout,
-    )?;
+    let bridge = config
+        .stdio
+        .clone()
+        .map(|s| crate::stdio::bridge::Bridge::new(s, metrics.clone()));
+    let upstream = match &bridge {
+        Some(b) => Upstream::stdio(
+            crate::stdio::bridge::Connector::new(b.clone()),
+            config.upstream_response_timeout,
+        ),
+        None => Upstream::new(
+            config.upstream.clone(),
+            config.upstream_connect_timeout,
+            config.upstream_response_timeout,
+        )?,
+    };
     let identities = identities(&config).await?;
     let shared = match &config.shared_store {
         Some(s) => Some(shared::SharedStore::connect(s, metrics.clone())?),
@@ -227,6 +237,9 @@ pub async fn start(config: ProxyConfig, audit: AuditConfig) -> Result<Running, S
         proxy.clone(),
         shutdown_rx.clone(),
     )));
+    if let Some(b) = bridge {
+        tasks.push(tokio::spawn(b.reap(shutdown_rx.clone())));
+    }
     tasks.push(tokio::spawn(sweep(proxy.clone(), shutdown_rx)));
 
     tracing::info!(
@@ -317,12 +330,10 @@ async fn announce_changes(proxy: Arc<Proxy>, mut shutdown: watch::Receiver<bool>
 /// quickly at first (a server starting beside the sidecar answers within
 /// seconds), then every few seconds, until it is known.
 async fn learn_catalog(proxy: Arc<Proxy>, mut shutdown: watch::Receiver<bool>) {
-    let base = proxy.upstream.uri_for(None);
-    let path = if base.path().trim_end_matches('/').is_empty() {
-        "/mcp"
-    } else {
-        "/"
-    };
+    // Where an MCP client would POST: `/mcp` on a bare upstream, the
+    // endpoint itself when `--upstream` names it (`http://h:1/mcp`), and
+    // `/mcp` under a prefix (`http://h:1/api` → `/api/mcp`).
+    let path = "/mcp";
     let mut wait = Duration::from_millis(100);
     while !proxy.ensure_catalog(path).await {
         tokio::select! {

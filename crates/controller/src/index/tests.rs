@@ -205,7 +205,7 @@ fn a_relist_forgets_what_is_gone() {
     index.apply_pod(pod("a", "q", "u2", &[]));
     index.apply_policy(policy("a", "keep", 1, allow("t", None)));
     index.apply_policy(policy("a", "gone", 1, allow("t", None)));
-    index.relist_policies(vec![policy("a", "keep", 1, allow("t", None))]);
+    index.relist_policies(vec![policy("a", "keep", 1, allow("t", None))], false);
     index.relist_pods(vec![pod("a", "p", "u", &[])]);
     assert_eq!(names(&index, "a", "p"), ["a/keep@1"]);
     assert!(index.subscribe("a", "q").is_none());
@@ -221,10 +221,13 @@ fn a_relist_publishes_each_snapshot_once_with_all_of_the_list() {
     sub.rx.borrow_and_update();
     // While the watch was away: "one" changed, "two" appeared, "three" came
     // and went. The sidecar sees the end result in one snapshot.
-    index.relist_policies(vec![
-        policy("a", "one", 2, allow("t2", None)),
-        policy("a", "two", 1, allow("t", None)),
-    ]);
+    index.relist_policies(
+        vec![
+            policy("a", "one", 2, allow("t2", None)),
+            policy("a", "two", 1, allow("t", None)),
+        ],
+        false,
+    );
     assert!(sub.rx.has_changed().unwrap());
     let names: Vec<String> = sub
         .rx
@@ -236,10 +239,13 @@ fn a_relist_publishes_each_snapshot_once_with_all_of_the_list() {
         .collect();
     assert_eq!(names, ["a/one@2", "a/two@1"]);
     // The same list again changes nothing.
-    index.relist_policies(vec![
-        policy("a", "one", 2, allow("t2", None)),
-        policy("a", "two", 1, allow("t", None)),
-    ]);
+    index.relist_policies(
+        vec![
+            policy("a", "one", 2, allow("t2", None)),
+            policy("a", "two", 1, allow("t", None)),
+        ],
+        false,
+    );
     assert!(!sub.rx.has_changed().unwrap());
 }
 
@@ -249,10 +255,13 @@ fn a_restarted_index_restores_the_accepted_generation_from_status() {
     // 2 was refused. A new controller (or leader) sees only this object.
     let mut index = Index::new();
     index.apply_pod(pod("a", "p", "u", &[]));
-    index.relist_policies(vec![
-        persisted(policy("a", "cap", 2, broken()), 1, allow("vm_clone", None)),
-        policy("a", "other", 1, allow("pods_list", None)),
-    ]);
+    index.relist_policies(
+        vec![
+            persisted(policy("a", "cap", 2, broken()), 1, allow("vm_clone", None)),
+            policy("a", "other", 1, allow("pods_list", None)),
+        ],
+        false,
+    );
     assert_eq!(names(&index, "a", "p"), ["a/cap@1", "a/other@1"]);
     let report = index.report("a", "cap").unwrap();
     assert_eq!(
@@ -351,6 +360,135 @@ fn pods_without_the_sidecar_label_are_not_indexed() {
         "true".to_owned(),
     )]));
     assert_eq!(PodInput::from_pod(&p).unwrap().name, "x");
+}
+
+fn namespace(name: &str, labels: &[(&str, &str)]) -> NamespaceInput {
+    NamespaceInput {
+        name: name.into(),
+        labels: labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    }
+}
+
+/// A `ClusterMcpToolPolicy` as its watcher hands it over.
+fn cluster(name: &str, generation: i64, mut spec: Value, team: Option<&str>) -> PolicyInput {
+    if let Some(team) = team {
+        spec["namespaceSelector"] = json!({"matchLabels": {"team": team}});
+    }
+    policy("", name, generation, spec)
+}
+
+#[test]
+fn a_cluster_policy_selects_pods_in_the_namespaces_its_selector_matches() {
+    let mut index = Index::new();
+    index.apply_namespace(namespace("a", &[("team", "vms")]));
+    index.apply_namespace(namespace("b", &[("team", "web")]));
+    index.apply_pod(pod("a", "p", "u1", &[("app", "kms")]));
+    index.apply_pod(pod("a", "q", "u2", &[("app", "web")]));
+    index.apply_pod(pod("b", "p", "u3", &[("app", "kms")]));
+    index.apply_policy(cluster("baseline", 1, allow("t", Some("kms")), Some("vms")));
+    index.apply_policy(policy("a", "own", 1, allow("t", None)));
+    // The cluster policy comes first; both are in force on `a/p`.
+    assert_eq!(names(&index, "a", "p"), ["baseline@1", "a/own@1"]);
+    assert_eq!(names(&index, "a", "q"), ["a/own@1"], "pod selector");
+    assert!(names(&index, "b", "p").is_empty(), "namespace selector");
+    let report = index.report("", "baseline").unwrap();
+    let selected: Vec<&Key> = report.selected.iter().map(|s| &s.key).collect();
+    assert_eq!(selected, [&("a".to_owned(), "p".to_owned())]);
+
+    // Relabelling a namespace moves its pods in or out.
+    index.apply_namespace(namespace("b", &[("team", "vms")]));
+    assert_eq!(names(&index, "b", "p"), ["baseline@1"]);
+    index.apply_namespace(namespace("a", &[]));
+    assert_eq!(names(&index, "a", "p"), ["a/own@1"]);
+    assert_eq!(index.report("", "baseline").unwrap().selected.len(), 1);
+    index.delete_policy("", "baseline");
+    assert!(names(&index, "b", "p").is_empty());
+}
+
+#[test]
+fn a_cluster_policy_without_a_namespace_selector_selects_every_namespace() {
+    let mut index = Index::new();
+    index.relist_namespaces(vec![namespace("a", &[]), namespace("b", &[("x", "y")])]);
+    index.apply_pod(pod("a", "p", "u1", &[]));
+    index.apply_pod(pod("b", "p", "u2", &[]));
+    index.apply_policy(cluster("all", 1, allow("t", None), None));
+    assert_eq!(names(&index, "a", "p"), ["all@1"]);
+    assert_eq!(names(&index, "b", "p"), ["all@1"]);
+    assert_eq!(index.report("", "all").unwrap().selected.len(), 2);
+}
+
+#[test]
+fn a_pod_in_a_namespace_not_yet_seen_gets_no_rules_until_its_labels_are_known() {
+    let mut index = Index::new();
+    index.apply_policy(cluster("baseline", 1, allow("t", None), Some("vms")));
+    index.apply_policy(policy("a", "own", 1, allow("t", None)));
+    index.apply_pod(pod("a", "p", "u1", &[]));
+    assert!(
+        names(&index, "a", "p").is_empty(),
+        "not the namespaced policy alone, which may lack the baseline"
+    );
+    index.apply_namespace(namespace("a", &[("team", "vms")]));
+    assert_eq!(names(&index, "a", "p"), ["baseline@1", "a/own@1"]);
+}
+
+#[test]
+fn each_kind_relists_only_its_own_policies() {
+    let mut index = Index::new();
+    index.apply_namespace(namespace("a", &[]));
+    index.apply_pod(pod("a", "p", "u1", &[]));
+    index.apply_policy(policy("a", "own", 1, allow("t", None)));
+    index.relist_policies(vec![cluster("all", 1, allow("t", None), None)], true);
+    assert_eq!(names(&index, "a", "p"), ["all@1", "a/own@1"]);
+    index.relist_policies(vec![], false);
+    assert_eq!(names(&index, "a", "p"), ["all@1"]);
+    index.relist_policies(vec![], true);
+    assert!(names(&index, "a", "p").is_empty());
+    index.relist_namespaces(vec![]);
+    index.apply_policy(cluster("all", 2, allow("t", None), None));
+    assert!(
+        index.report("", "all").unwrap().selected.is_empty(),
+        "the namespace is gone"
+    );
+}
+
+#[test]
+fn an_invalid_namespace_selector_is_refused_and_keeps_the_accepted_generation() {
+    let mut index = Index::new();
+    index.apply_namespace(namespace("a", &[("team", "vms")]));
+    index.apply_pod(pod("a", "p", "u1", &[]));
+    index.apply_policy(cluster("baseline", 1, allow("t", None), Some("vms")));
+    let mut bad = allow("t", None);
+    bad["namespaceSelector"] =
+        json!({"matchExpressions": [{"key": "team", "operator": "Near", "values": ["x"]}]});
+    index.apply_policy(policy("", "baseline", 2, bad));
+    let report = index.report("", "baseline").unwrap();
+    assert_eq!(report.accepted_generation, Some(1));
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.to_string().contains("namespaceSelector")),
+        "{:?}",
+        report.problems
+    );
+    assert_eq!(names(&index, "a", "p"), ["baseline@1"]);
+    // status.accepted keeps the whole cluster spec, selector included, and
+    // a restarted index restores it.
+    let kept = report.accepted_spec.unwrap();
+    assert_eq!(kept["namespaceSelector"]["matchLabels"]["team"], "vms");
+    let mut fresh = Index::new();
+    fresh.apply_namespace(namespace("a", &[("team", "vms")]));
+    fresh.apply_pod(pod("a", "p", "u1", &[]));
+    let mut refused = policy("", "baseline", 2, json!({"defaultAction": "Maybe"}));
+    refused.persisted = Some(AcceptedGeneration {
+        generation: 1,
+        spec: kept,
+    });
+    fresh.apply_policy(refused);
+    assert_eq!(names(&fresh, "a", "p"), ["baseline@1"]);
 }
 
 trait Closed {

@@ -1,13 +1,20 @@
-//! Tool name → the rules that name it.
+//! Tool name (and what the server says the tool does) → the rules that
+//! name it.
 //!
 //! Exact names go through a hash map and globs through one compiled
 //! [`GlobSet`], so the cost of a lookup does not grow with the number of
 //! rules the way a loop over patterns would (10,000 rules is a supported
-//! size; see `benches/engine.rs`).
+//! size; see `benches/engine.rs`). Rules with a `toolSelector` are asked
+//! one by one, with the tool's [`Behaviour`]; an unknown answer names the
+//! tool (a `Deny` rule fails closed; the evaluator keeps an `Allow` rule
+//! from allowing with it).
 
 use std::collections::HashMap;
 
 use globset::{Glob, GlobBuilder, GlobSet, GlobSetBuilder};
+
+use crate::behaviour::Behaviour;
+use crate::compile::selector::{Selected, ToolTest};
 
 /// Characters that make a tool pattern a glob rather than an exact name.
 const GLOB_META: &[char] = &['*', '?', '[', ']', '{', '}', '\\'];
@@ -34,6 +41,9 @@ pub struct ToolMatcher {
     globs: GlobSet,
     /// Rule index of each glob in `globs`, by glob index.
     glob_rules: Vec<u32>,
+    /// Rules with a `toolSelector`: index, selector, and whether the rule
+    /// also names tools (then the selector narrows them).
+    selectors: Vec<(u32, ToolTest, bool)>,
 }
 
 impl ToolMatcher {
@@ -60,12 +70,28 @@ impl ToolMatcher {
             exact,
             globs: builder.build()?,
             glob_rules,
+            selectors: Vec::new(),
         })
     }
 
+    /// Adds the rules that select tools by what they do: `(rule index,
+    /// selector, whether the rule also has tool patterns)`.
+    pub fn with_selectors(mut self, selectors: Vec<(u32, ToolTest, bool)>) -> Self {
+        self.selectors = selectors;
+        self
+    }
+
+    /// Whether any rule selects tools by what they do (so deciding needs
+    /// the upstream's tool list).
+    pub fn selects_by_behaviour(&self) -> bool {
+        !self.selectors.is_empty()
+    }
+
     /// Writes the indices of the rules matching `tool` into `out`, ascending
-    /// and without duplicates (rule order is evaluation order).
-    pub fn rules_for(&self, tool: &str, out: &mut Vec<u32>) {
+    /// and without duplicates (rule order is evaluation order). `behaviour`
+    /// is what the upstream says the tool does; `None` when it did not list
+    /// it.
+    pub fn rules_for(&self, tool: &str, behaviour: Option<&Behaviour>, out: &mut Vec<u32>) {
         out.clear();
         if let Some(rules) = self.exact.get(tool) {
             out.extend_from_slice(rules);
@@ -76,6 +102,19 @@ impl ToolMatcher {
             out.extend(hits.into_iter().map(|g| self.glob_rules[g]));
             out.sort_unstable();
             out.dedup();
+        }
+        if self.selectors.is_empty() {
+            return;
+        }
+        for (rule, test, has_tools) in &self.selectors {
+            let selected = test.test(tool, behaviour) != Selected::No;
+            match (out.binary_search(rule), selected, has_tools) {
+                (Ok(at), false, _) => {
+                    out.remove(at);
+                }
+                (Err(at), true, false) => out.insert(at, *rule),
+                _ => {}
+            }
         }
     }
 
@@ -91,7 +130,7 @@ mod tests {
 
     fn rules(m: &ToolMatcher, tool: &str) -> Vec<u32> {
         let mut out = Vec::new();
-        m.rules_for(tool, &mut out);
+        m.rules_for(tool, None, &mut out);
         out
     }
 
@@ -123,6 +162,32 @@ mod tests {
     fn a_rule_listing_a_name_twice_appears_once() {
         let m = ToolMatcher::build([(0, "a"), (0, "a"), (0, "a*")]).unwrap();
         assert_eq!(rules(&m, "a"), vec![0]);
+    }
+
+    #[test]
+    fn selectors_add_tools_and_narrow_patterns() {
+        let test = |v| ToolTest::compile(&serde_json::from_value(v).unwrap(), "s").unwrap();
+        let reads = test(serde_json::json!({"readOnly": true}));
+        let m = ToolMatcher::build([(0, "pods_*"), (2, "vm_clone")])
+            .unwrap()
+            .with_selectors(vec![(0, reads.clone(), true), (1, reads, false)]);
+        let read =
+            Behaviour::from_tool(&serde_json::json!({"annotations": {"readOnlyHint": true}}));
+        let write =
+            Behaviour::from_tool(&serde_json::json!({"annotations": {"readOnlyHint": false}}));
+        let mut out = Vec::new();
+        m.rules_for("pods_list", Some(&read), &mut out);
+        assert_eq!(out, vec![0, 1]);
+        m.rules_for("pods_delete", Some(&write), &mut out);
+        assert_eq!(out, Vec::<u32>::new());
+        m.rules_for("vm_clone", Some(&write), &mut out);
+        assert_eq!(out, vec![2]);
+        m.rules_for("events_list", Some(&read), &mut out);
+        assert_eq!(out, vec![1]);
+        // Unknown: named by both selector rules (the evaluator decides what
+        // an unknown answer may do).
+        m.rules_for("pods_new", None, &mut out);
+        assert_eq!(out, vec![0, 1]);
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod caps;
 pub mod condition;
 pub mod matcher;
 pub mod resource_rules;
+pub mod selector;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -23,14 +24,15 @@ use crate::compile::resource_rules::{
     CloneTest, CompiledSelector, InFlightCap, LifecycleTest, NamespaceTest, compile_mappings,
     compile_resource_parts,
 };
+use crate::compile::selector::ToolTest;
 use crate::duration;
 use crate::problem::Problem;
 use crate::resources::Mapping;
 use crate::resources::sizes::{in_unit, show};
 use crate::resources::{VM_GROUP, VM_KIND, VM_RESOURCE};
 use crate::spec::{
-    Action, DenyWith, LimitScope, McpToolPolicySpec, Mode, OnStoreError, RateLimit, Rule,
-    SizeBudget, StrictArguments,
+    Action, ClusterMcpToolPolicySpec, DenyWith, LimitScope, McpToolPolicySpec, Mode, OnStoreError,
+    RateLimit, Rule, SizeBudget, StrictArguments,
 };
 
 /// A problem when `list` is longer than `max`.
@@ -83,8 +85,11 @@ pub struct CompiledRule {
     pub limits: Vec<CompiledLimit>,
     /// How a denial is delivered.
     pub deny_with: DenyWith,
-    /// Whether the rule names tools (else it is a pure resource rule).
+    /// Whether the rule names tools, by pattern or by `toolSelector` (else
+    /// it is a pure resource rule).
     pub has_tools: bool,
+    /// Its `toolSelector`, if any.
+    pub tool_selector: Option<ToolTest>,
     /// The objects it matches.
     pub resources: Vec<CompiledSelector>,
     /// Where they may be.
@@ -173,8 +178,13 @@ impl CompiledPolicy {
             return false;
         }
         let mut matched = Vec::new();
-        self.matcher.rules_for(tool, &mut matched);
+        self.matcher.rules_for(tool, None, &mut matched);
         !self.resource_rules_for(&matched).is_empty()
+    }
+
+    /// Whether a rule selects tools by what the upstream says they do.
+    pub fn selects_by_behaviour(&self) -> bool {
+        self.matcher.selects_by_behaviour()
     }
 
     /// The compiled rules, in evaluation order.
@@ -188,6 +198,38 @@ impl CompiledPolicy {
     }
 }
 
+/// A label selector Kubernetes would refuse, said so.
+fn check_selector(
+    selector: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>,
+    path: &str,
+) -> Option<Problem> {
+    let e = kube::core::Selector::try_from(selector?.clone()).err()?;
+    Some(Problem::at(
+        path,
+        format!(
+            "not a valid label selector ({}); operators are In, NotIn, Exists and DoesNotExist",
+            e.0
+        ),
+    ))
+}
+
+/// Checks a `ClusterMcpToolPolicy` spec: its `namespaceSelector`, and the
+/// rest as [`compile`] does for every policy.
+pub fn compile_cluster(
+    name: &str,
+    spec: &ClusterMcpToolPolicySpec,
+) -> Result<CompiledPolicy, Vec<Problem>> {
+    let selector = check_selector(spec.namespace_selector.as_ref(), "spec.namespaceSelector");
+    match (compile(name, &spec.policy), selector) {
+        (Ok(compiled), None) => Ok(compiled),
+        (Ok(_), Some(p)) => Err(vec![p]),
+        (Err(mut problems), p) => {
+            problems.extend(p);
+            Err(problems)
+        }
+    }
+}
+
 /// Checks `spec` and compiles it under the policy name `name`.
 pub fn compile(name: &str, spec: &McpToolPolicySpec) -> Result<CompiledPolicy, Vec<Problem>> {
     let mut problems = Vec::new();
@@ -198,17 +240,7 @@ pub fn compile(name: &str, spec: &McpToolPolicySpec) -> Result<CompiledPolicy, V
         "rules",
         "Split the policy into several.",
     ));
-    if let Some(selector) = &spec.selector
-        && let Err(e) = kube::core::Selector::try_from(selector.clone())
-    {
-        problems.push(Problem::at(
-            "spec.selector",
-            format!(
-                "not a valid label selector ({}); operators are In, NotIn, Exists and DoesNotExist",
-                e.0
-            ),
-        ));
-    }
+    problems.extend(check_selector(spec.selector.as_ref(), "spec.selector"));
     let policy_deny_with = spec.deny_with.unwrap_or_default();
     let mut names = HashSet::new();
     let mut rules = Vec::with_capacity(spec.rules.len());
@@ -247,6 +279,7 @@ pub fn compile(name: &str, spec: &McpToolPolicySpec) -> Result<CompiledPolicy, V
             format!("{default_namespace:?} is not a namespace name"),
         ));
     }
+    problems.extend(check_budgets(spec));
     if !problems.is_empty() {
         return Err(problems);
     }
@@ -261,14 +294,24 @@ pub fn compile(name: &str, spec: &McpToolPolicySpec) -> Result<CompiledPolicy, V
         .iter()
         .enumerate()
         .flat_map(|(i, r)| r.tools.iter().map(move |t| (i as u32, t.as_str())));
-    let matcher = ToolMatcher::build(patterns).map_err(|e| {
-        // Every glob was validated one by one above; a failure here is a
-        // limit of the combined set (e.g. its size).
-        vec![Problem::at(
-            "spec.rules",
-            format!("the tool patterns cannot be combined: {e}"),
-        )]
-    })?;
+    let selectors = rules
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| {
+            let test = r.tool_selector.clone()?;
+            Some((i as u32, test, !spec.rules[i].tools.is_empty()))
+        })
+        .collect();
+    let matcher = ToolMatcher::build(patterns)
+        .map_err(|e| {
+            // Every glob was validated one by one above; a failure here is a
+            // limit of the combined set (e.g. its size).
+            vec![Problem::at(
+                "spec.rules",
+                format!("the tool patterns cannot be combined: {e}"),
+            )]
+        })?
+        .with_selectors(selectors);
     Ok(CompiledPolicy {
         name: name.into(),
         mode: spec.mode,
@@ -315,12 +358,18 @@ fn compile_rule(
         "rate limits",
         "Split the rule.",
     ));
-    if rule.tools.is_empty() && rule.resources.is_empty() {
+    if rule.tools.is_empty() && rule.tool_selector.is_none() && rule.resources.is_empty() {
         problems.push(Problem::at(
             format!("{path}.tools"),
-            "list at least one tool name or glob, e.g. `tools: [vm_clone]` or `tools: [\"*\"]`, or the objects it governs in `resources`",
+            "list at least one tool name or glob, e.g. `tools: [vm_clone]` or `tools: [\"*\"]`, select tools by what they do in `toolSelector`, or name the objects it governs in `resources`",
         ));
     }
+    let tool_selector = match &rule.tool_selector {
+        Some(s) => ToolTest::compile(s, &format!("{path}.toolSelector"))
+            .map_err(|mut p| problems.append(&mut p))
+            .ok(),
+        None => None,
+    };
     let resource_parts = compile_resource_parts(
         &rule.resources,
         rule.namespaces.as_ref(),
@@ -470,7 +519,8 @@ fn compile_rule(
         conditions,
         limits,
         deny_with: rule.deny_with.unwrap_or(policy_deny_with),
-        has_tools: !rule.tools.is_empty(),
+        has_tools: !rule.tools.is_empty() || tool_selector.is_some(),
+        tool_selector,
         resources,
         namespaces,
         clone,
@@ -523,6 +573,7 @@ fn compile_budget(
         key: b.key.clone(),
         scope: b.scope,
         on_store_error: b.on_store_error,
+        budget: None,
     };
     let compiled = compile_limit(
         policy,
@@ -603,8 +654,23 @@ fn compile_limit(
         ));
         return Err(problems);
     }
+    if let Some(name) = &l.budget
+        && let Err(message) = check_rule_name(name)
+    {
+        problems.push(Problem::at(
+            format!("{path}.budget"),
+            message.replace("rule name", "budget name"),
+        ));
+        return Err(problems);
+    }
+    // A named budget is the policy's, not the rule's: every limit naming
+    // it draws on the same buckets (compile_budgets checks they agree).
+    let owner = match &l.budget {
+        Some(name) => format!("@budget:{name}"),
+        None => rule.to_owned(),
+    };
     let id = format!(
-        "{policy}/{rule}/{}{}{}{}{}{}",
+        "{policy}/{owner}/{}{}{}{}{}{}",
         duration::Human(window),
         serde_json::to_string(&key.arguments).unwrap_or_default(),
         if key.session { "+session" } else { "" },
@@ -628,6 +694,43 @@ fn compile_limit(
         key_subject: key.subject,
         unknown_allowed: false,
     })
+}
+
+/// Limits that name one budget must describe it alike: one size, one
+/// window, one key, one scope.
+fn check_budgets(spec: &McpToolPolicySpec) -> Vec<Problem> {
+    let mut first: std::collections::HashMap<&str, (&RateLimit, String)> = Default::default();
+    let mut problems = Vec::new();
+    for (i, rule) in spec.rules.iter().enumerate() {
+        for (j, l) in rule.rate_limits.iter().enumerate() {
+            let Some(name) = l.budget.as_deref() else {
+                continue;
+            };
+            let path = format!("spec.rules[{i}].rateLimits[{j}]");
+            match first.get(name) {
+                None => {
+                    first.insert(name, (l, path));
+                }
+                Some((other, at)) => {
+                    let same = other.requests == l.requests
+                        && duration::parse(&other.window).ok() == duration::parse(&l.window).ok()
+                        && other.key.clone().unwrap_or_default().normalized()
+                            == l.key.clone().unwrap_or_default().normalized()
+                        && other.scope.unwrap_or_default() == l.scope.unwrap_or_default()
+                        && other.on_store_error == l.on_store_error;
+                    if !same {
+                        problems.push(Problem::at(
+                            format!("{path}.budget"),
+                            format!(
+                                "budget {name:?} is also declared at {at} with another size, window, key or scope; limits that share a budget must declare it alike"
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    problems
 }
 
 /// Rule names appear in metrics labels and denials: keep them short and plain.

@@ -2,6 +2,7 @@
 //! 1–4 of the decision order (see [`super`]).
 
 use crate::compile::resource_rules::ClusterView;
+use crate::compile::selector::Selected;
 use crate::compile::{CompiledPolicy, CompiledRule};
 use crate::duration::Human;
 use crate::resources::sizes::{show, sizes};
@@ -79,7 +80,8 @@ pub(super) fn judge<'p>(
     view: &dyn ClusterView,
     matched: &mut Vec<u32>,
 ) -> Verdict<'p> {
-    p.matcher.rules_for(call.tool, matched);
+    p.matcher
+        .rules_for(call.tool, call.meta.map(ToolMeta::behaviour), matched);
     let tool_rules = || {
         matched
             .iter()
@@ -217,7 +219,17 @@ pub(super) fn judge<'p>(
 }
 
 /// Whether a rule's caller and argument conditions hold; `Err` says why not.
+/// An `Allow` rule whose `toolSelector` cannot tell whether it selects the
+/// tool does not hold: what the server does not state cannot be allowed.
 fn rule_holds(r: &CompiledRule, call: &ToolCall<'_>) -> Result<(), String> {
+    if r.action == Action::Allow
+        && let Some(test) = &r.tool_selector
+        && let Selected::Unknown(why) = test.test(call.tool, call.meta.map(ToolMeta::behaviour))
+    {
+        return Err(format!(
+            "{why}; this rule selects tools by what they do, so it cannot allow the call"
+        ));
+    }
     if let Some(subjects) = &r.subjects {
         subjects.check(call.subject)?;
     }

@@ -38,6 +38,7 @@ use std::sync::Arc;
 use crate::budget::inflight::{Claim, Full};
 use crate::budget::ratelimit::{Acquire, Refusal};
 use crate::compile::resource_rules::ClusterView;
+use crate::compile::selector::Selected;
 use crate::compile::{CompiledPolicy, CompiledRule};
 use crate::resources::{Payloads, ToolMeta, manifest_pointers};
 use crate::spec::{Action, DenyWith, Mode};
@@ -115,10 +116,18 @@ impl PolicySet {
             if p.mode != Mode::Enforce || !p.hide_denied {
                 return false;
             }
-            p.matcher.rules_for(tool, &mut matched);
+            let behaviour = meta.map(ToolMeta::behaviour);
+            p.matcher.rules_for(tool, behaviour, &mut matched);
             let mut any_allow = false;
-            let for_caller =
-                |r: &CompiledRule| r.subjects.as_ref().is_none_or(|s| s.check(subject).is_ok());
+            // An Allow rule that cannot tell whether it selects the tool
+            // allows nothing (see `judge`).
+            let for_caller = |r: &CompiledRule| {
+                r.subjects.as_ref().is_none_or(|s| s.check(subject).is_ok())
+                    && (r.action == Action::Deny
+                        || r.tool_selector.as_ref().is_none_or(|t| {
+                            !matches!(t.test(tool, behaviour), Selected::Unknown(_))
+                        }))
+            };
             for r in matched.iter().map(|&i| &p.rules[i as usize]) {
                 match r.action {
                     Action::Deny
@@ -145,20 +154,21 @@ impl PolicySet {
     }
 
     /// Whether deciding a call of `tool` needs the upstream's tool list: a
-    /// resource rule judges what it creates, or arguments are checked
-    /// against its schema. Until the list is known such calls are refused.
+    /// resource rule judges what it creates, arguments are checked against
+    /// its schema, or rules select tools by what the upstream says they do.
+    /// Until the list is known such calls are refused.
     pub fn needs_catalog(&self, tool: &str) -> bool {
-        self.policies
-            .iter()
-            .any(|p| p.strict_arguments(false) || p.judges_objects_of(tool))
+        self.policies.iter().any(|p| {
+            p.strict_arguments(false) || p.selects_by_behaviour() || p.judges_objects_of(tool)
+        })
     }
 
     /// Whether any call could need the upstream's tool list (see
     /// [`needs_catalog`](Self::needs_catalog)): a readiness question.
     pub fn needs_any_catalog(&self) -> bool {
-        self.policies
-            .iter()
-            .any(|p| p.strict_arguments(false) || !p.resource_rules.is_empty())
+        self.policies.iter().any(|p| {
+            p.strict_arguments(false) || p.selects_by_behaviour() || !p.resource_rules.is_empty()
+        })
     }
 
     /// Reads the manifests of `call` that resource rules judge, once; the

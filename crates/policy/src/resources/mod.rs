@@ -30,8 +30,8 @@ use serde_json::Value;
 
 pub use manifest::{Manifest, ManifestError};
 
-/// The `_meta` key kubernetes-mcp-server describes its tools' RBAC needs in.
-pub const RBAC_META: &str = "io.kubernetes-mcp-server/rbac";
+use crate::behaviour::Behaviour;
+pub use crate::behaviour::RBAC_META;
 
 /// One object a call would create or change.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -157,11 +157,12 @@ struct Requirement {
 }
 
 /// What a server says about one of its tools, from its `tools/list` entry:
-/// the arguments its `inputSchema` lists, and what it needs in Kubernetes
-/// (kubernetes-mcp-server's RBAC block), where it says.
+/// the arguments its `inputSchema` lists, what it needs in Kubernetes
+/// (kubernetes-mcp-server's RBAC block), where it says, and its hints.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ToolMeta {
     requirements: Vec<Requirement>,
+    behaviour: Behaviour,
     /// `inputSchema.properties` names, sorted; `None` without a schema.
     arguments: Option<Vec<String>>,
 }
@@ -180,8 +181,14 @@ impl ToolMeta {
             });
         ToolMeta {
             requirements: Self::requirements(tool).unwrap_or_default(),
+            behaviour: Behaviour::from_tool(tool),
             arguments,
         }
+    }
+
+    /// What the server says the tool does (hints, rbac verbs).
+    pub fn behaviour(&self) -> &Behaviour {
+        &self.behaviour
     }
 
     /// The argument names the tool's schema lists, if it has a schema.

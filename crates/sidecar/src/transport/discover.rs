@@ -25,6 +25,30 @@ const MAX_PAGES: usize = 50;
 /// How the sidecar's own requests introduce themselves.
 pub(crate) const USER_AGENT: &str = concat!("tollgate-discovery/", env!("CARGO_PKG_VERSION"));
 
+/// Why a server's tools could not be listed.
+#[derive(Debug, thiserror::Error)]
+pub enum ListToolsError {
+    /// The URL is unusable.
+    #[error(transparent)]
+    Url(#[from] crate::transport::upstream::UpstreamUrlError),
+    /// The server did not answer as an MCP server.
+    #[error("{0}")]
+    Upstream(String),
+}
+
+/// The tools of the MCP server at `url` (written as an MCP client writes
+/// it, e.g. `http://127.0.0.1:8081/mcp`), every page: what `tollgate scan`
+/// and `tollgate check --upstream` read, the way the sidecar does.
+pub async fn list_tools_at(
+    url: http::Uri,
+    timeout: Duration,
+) -> Result<Vec<Value>, ListToolsError> {
+    let upstream = Upstream::new(url, timeout, timeout)?;
+    list_tools(&upstream, "/mcp", timeout)
+        .await
+        .map_err(ListToolsError::Upstream)
+}
+
 /// The upstream's tools, asked over a session of the sidecar's own.
 pub(crate) async fn list_tools(
     upstream: &Upstream,
@@ -117,7 +141,7 @@ async fn exchange(
     let response = upstream
         .send(crate::transport::headers::upstream_request(
             Method::POST,
-            uri,
+            uri.clone(),
             &headers,
             body,
         ))
@@ -125,8 +149,13 @@ async fn exchange(
         .map_err(|e| e.to_string())?;
     let (parts, body) = response.into_parts();
     if !parts.status.is_success() {
+        let hint = if parts.status == http::StatusCode::NOT_FOUND {
+            "; nothing answers MCP at that path: give --upstream the MCP server's URL as MCP clients write it, e.g. http://127.0.0.1:8081/mcp"
+        } else {
+            ""
+        };
         return Err(format!(
-            "the upstream answered {} to {}",
+            "the upstream answered {} to {} at {uri}{hint}",
             parts.status, message["method"]
         ));
     }

@@ -15,7 +15,7 @@ use tollgate_policy::budget::CallerKey;
 use crate::Proxy;
 use crate::metrics::Rejection;
 use crate::transport::headers;
-use crate::transport::lists::rewrite_lists;
+use crate::transport::lists::{notice_list_changed, rewrite_lists};
 use crate::transport::open_streams::{LegacySession, StreamsFull};
 use crate::transport::relay::Relay;
 use tollgate_runtime::body::{self, Body};
@@ -143,6 +143,7 @@ struct SessionHook {
 
 impl crate::transport::relay::Hook for SessionHook {
     fn on_event(&mut self, event: &sse::Event) -> Option<Bytes> {
+        notice_list_changed(&self.proxy, event);
         if event.event.as_deref() == Some("endpoint") && self.session.is_none() {
             let (endpoint, rewritten) = self.resolve(event.data.trim());
             if let Some(inject) = self.inject.take() {
@@ -160,7 +161,12 @@ impl crate::transport::relay::Hook for SessionHook {
             return None;
         }
         let mut value: Value = serde_json::from_str(&event.data).ok()?;
-        let changed = rewrite_lists(&self.proxy, &mut value, &mut |id| session.take_list(id));
+        let changed = rewrite_lists(
+            &self.proxy.gate,
+            &self.proxy.metrics,
+            &mut value,
+            &mut |id| session.take_list(id),
+        );
         changed.then(|| {
             sse::encode(
                 event.event.as_deref(),

@@ -51,9 +51,16 @@ pub enum UpstreamUrlError {
 /// A pooled HTTP client for one upstream base URL.
 #[derive(Clone)]
 pub(crate) struct Upstream {
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Clients,
     base: Uri,
     response_timeout: Duration,
+}
+
+/// Over TCP, or to stdio servers run by this process.
+#[derive(Clone)]
+enum Clients {
+    Tcp(Client<HttpConnector, Full<Bytes>>),
+    Stdio(Client<crate::stdio::bridge::Connector, Full<Bytes>>),
 }
 
 impl Upstream {
@@ -75,21 +82,46 @@ impl Upstream {
             .pool_max_idle_per_host(256)
             .build(connector);
         Ok(Upstream {
-            client,
+            client: Clients::Tcp(client),
             base,
             response_timeout,
         })
     }
 
+    /// A client for stdio servers behind `connector` (`--upstream-command`).
+    pub(crate) fn stdio(
+        connector: crate::stdio::bridge::Connector,
+        response_timeout: Duration,
+    ) -> Self {
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build(connector);
+        Upstream {
+            client: Clients::Stdio(client),
+            base: Uri::from_static("http://stdio.tollgate"),
+            response_timeout,
+        }
+    }
+
     /// The upstream URL for a client request's path and query.
+    ///
+    /// The upstream's path is a prefix (`--upstream http://h:1/api`: `/mcp`
+    /// goes to `/api/mcp`), unless the client's path already lies under it:
+    /// `--upstream http://h:1/mcp`, written the way MCP clients write the
+    /// endpoint, sends `/mcp` to `/mcp`, not `/mcp/mcp`.
     pub(crate) fn uri_for(&self, path_and_query: Option<&PathAndQuery>) -> Uri {
         let prefix = self.base.path().trim_end_matches('/');
         let mut parts = self.base.clone().into_parts();
+        let under_prefix = |pq: &PathAndQuery| {
+            pq.path()
+                .strip_prefix(prefix)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        };
         parts.path_and_query = match path_and_query {
             // The common case, on every call: no prefix to add, and the
             // client's path and query were validated when the request was
             // parsed, so they are reused rather than formatted and re-parsed.
-            Some(pq) if prefix.is_empty() => Some(pq.clone()),
+            Some(pq) if prefix.is_empty() || under_prefix(pq) => Some(pq.clone()),
             pq => format!("{prefix}{}", pq.map_or("/", PathAndQuery::as_str))
                 .parse()
                 .ok(),
@@ -102,7 +134,11 @@ impl Upstream {
         &self,
         req: Request<Full<Bytes>>,
     ) -> Result<Response<Incoming>, UpstreamError> {
-        match tokio::time::timeout(self.response_timeout, self.client.request(req)).await {
+        let response = match &self.client {
+            Clients::Tcp(c) => c.request(req),
+            Clients::Stdio(c) => c.request(req),
+        };
+        match tokio::time::timeout(self.response_timeout, response).await {
             Err(_) => Err(UpstreamError::Timeout(self.response_timeout)),
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(e)) if e.is_connect() => {
@@ -156,6 +192,24 @@ mod tests {
         );
         assert_eq!(uri("http://h:1/api", None), "http://h:1/api/");
         assert_eq!(uri("http://h:1", None), "http://h:1/");
+    }
+
+    #[test]
+    fn an_endpoint_url_as_mcp_clients_write_it_is_not_prefixed_again() {
+        for base in ["http://h:1/mcp", "http://h:1/mcp/"] {
+            assert_eq!(uri(base, Some("/mcp")), "http://h:1/mcp");
+            assert_eq!(uri(base, Some("/mcp?x=1")), "http://h:1/mcp?x=1");
+            assert_eq!(
+                uri(base, Some("/mcp/message?s=1")),
+                "http://h:1/mcp/message?s=1"
+            );
+        }
+        // A path that only starts with the same letters is still prefixed.
+        assert_eq!(uri("http://h:1/mcp", Some("/mcpx")), "http://h:1/mcp/mcpx");
+        assert_eq!(
+            uri("http://h:1/api", Some("/api/mcp")),
+            "http://h:1/api/mcp"
+        );
     }
 
     #[test]
