@@ -5,7 +5,9 @@ use crate::compile::resource_rules::ClusterView;
 use crate::compile::selector::Selected;
 use crate::compile::{CompiledPolicy, CompiledRule};
 use crate::duration::Human;
-use crate::resources::sizes::{show, sizes};
+use crate::resources::sizes::show;
+
+use super::measure::sizes;
 use crate::resources::{Op, Payloads, ToolMeta, bounded, extract};
 use crate::spec::{Action, SizeResource};
 

@@ -31,6 +31,7 @@
 
 mod decision;
 mod judge;
+mod measure;
 mod spend;
 
 use std::sync::Arc;

@@ -13,7 +13,9 @@ use crate::compile::resource_rules::{ClusterView, InFlightCap};
 use crate::compile::{CompiledLimit, CompiledPolicy, CompiledRule};
 use crate::duration::Human;
 use crate::resources::Op;
-use crate::resources::sizes::{show, sizes};
+use crate::resources::sizes::show;
+
+use super::measure::sizes;
 use crate::spec::{DenyWith, InFlightScope};
 
 use super::decision::{Decision, Effect, Reason, ToolCall, render};

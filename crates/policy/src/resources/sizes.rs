@@ -3,9 +3,9 @@
 //!
 //! Read from the object itself where it says (a DataVolume's or PVC's
 //! storage request, a VM's CPU topology, guest memory and
-//! `dataVolumeTemplates`), and from the cluster where it does not: a VM's
-//! instancetype, a clone's source VM (both from the controller, through
-//! [`ClusterView`]). What cannot be known stays unknown (`None`) — the
+//! `dataVolumeTemplates`); what only the cluster knows — a VM's
+//! instancetype, a clone's source VM — is filled in when the call is judged
+//! (`evaluate::measure`). What cannot be known stays unknown (`None`) — the
 //! budget's `whenUnknown` decides, never a guess of zero.
 //!
 //! Units: CPU in millicores, memory and storage in MiB, rounded up, so a
@@ -14,10 +14,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::compile::resource_rules::ClusterView;
 use crate::spec::SizeResource;
-
-use super::Op;
 
 /// The storage kubernetes-mcp-server's `vm_create` gives a root disk made
 /// from a DataSource when its `storage` argument is absent.
@@ -281,37 +278,6 @@ pub(super) fn vm_create_demand(args: &Value) -> Demand {
         },
         instancetype,
     }
-}
-
-/// What `op` consumes, with what the cluster knows filled in.
-pub fn sizes(op: &Op, view: &dyn ClusterView) -> Sizes {
-    if op.is_clone() {
-        let (Some(ns), Some(source)) = (
-            op.namespace.as_deref(),
-            op.clone.as_ref().and_then(|c| c.source.as_deref()),
-        ) else {
-            return Sizes::default();
-        };
-        return view.vm_size(ns, source).unwrap_or_default();
-    }
-    let Some(demand) = &op.demand else {
-        // Starting a VM (vm_lifecycle) creates nothing new.
-        return Sizes::ZERO;
-    };
-    let mut out = demand.own;
-    if let Some(it) = &demand.instancetype {
-        let ns = if it.cluster {
-            None
-        } else {
-            op.namespace.as_deref()
-        };
-        let (cpu, memory) = view
-            .instancetype(ns, &it.name)
-            .map_or((None, None), |s| (s.cpu, s.memory));
-        out.cpu = cpu;
-        out.memory = memory;
-    }
-    out
 }
 
 /// CPU and memory of an instancetype spec (`spec.cpu.guest`,
