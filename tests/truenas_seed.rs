@@ -81,3 +81,46 @@ fn the_seed_policy_caps_truenas_clones_through_upstream_command() {
         assert!(gone, "{}", metrics(tg.admin).await);
     });
 }
+
+/// `tollgate scan -- COMMAND` starts the real stdio server, reads its tools
+/// first-hand and stops it: the seed's clone tool is there, classed by what
+/// the server says about it; a scaffold comes from the same list.
+#[test]
+fn scan_reads_a_stdio_servers_tools_from_the_server_itself() {
+    let api = TrueNas::start();
+    let server = api.server();
+    let mut args = vec!["scan", "-o", "json", "--"];
+    args.extend(server.iter().map(String::as_str));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(&args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let scanned: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<&str> = scanned["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["tool"].as_str())
+        .collect();
+    assert!(names.len() > 5, "{names:?}");
+    assert!(
+        names.iter().any(|n| n.contains("clone")),
+        "the seed's clone tool: {names:?}"
+    );
+    // A server that cannot start is an error that names it.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["scan", "--", "/nonexistent/truenas-mcp-server"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("/nonexistent/truenas-mcp-server"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

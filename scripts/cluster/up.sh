@@ -12,6 +12,8 @@
 #   --lifetime DURATION     the cluster stops by itself after this long: 600, 90s,
 #                           30m, 2h (default 2h; env TOLLGATE_CLUSTER_LIFETIME)
 #   --parent-pid PID        stop the cluster when PID exits (env TOLLGATE_CLUSTER_PARENT_PID)
+#   --purge-on-exit         with --parent-pid: delete the data dir once the cluster
+#                           has stopped (tests: nothing is left behind in /tmp)
 #   --ready-timeout SECS    how long to wait for /readyz (default 60;
 #                           env TOLLGATE_CLUSTER_READY_TIMEOUT)
 #   --                      the rest goes to kube-apiserver after our flags; a
@@ -47,13 +49,16 @@ if [[ "${1:-}" == __watchdog ]]; then
         done
         if ((!alive)); then
             rm -f "$data/watchdog.pid"
+            if [[ -f "$data/.purge-on-exit" ]]; then exec "$HERE/down.sh" --data-dir "$data" --purge; fi
             exit 0
         fi
         sleep 2
     done
     log "parent $parent is gone; stopping the cluster in $data"
     rm -f "$data/watchdog.pid"
-    exec "$HERE/down.sh" --data-dir "$data"
+    purge=()
+    [[ -f "$data/.purge-on-exit" ]] && purge=(--purge)
+    exec "$HERE/down.sh" --data-dir "$data" "${purge[@]}"
 fi
 
 # --- arguments ------------------------------------------------------------------
@@ -63,6 +68,7 @@ ETCD_PEER_PORT="${TOLLGATE_ETCD_PEER_PORT:-23380}"
 APISERVER_PORT="${TOLLGATE_APISERVER_PORT:-26443}"
 LIFETIME="${TOLLGATE_CLUSTER_LIFETIME:-2h}"
 PARENT_PID="${TOLLGATE_CLUSTER_PARENT_PID:-}"
+PURGE_ON_EXIT=0
 READY_TIMEOUT="${TOLLGATE_CLUSTER_READY_TIMEOUT:-60}"
 EXTRA_ARGS=()
 
@@ -75,6 +81,7 @@ while (($#)); do
         --lifetime) LIFETIME="${2:?}"; shift ;;
         --parent-pid) PARENT_PID="${2:?}"; shift ;;
         --ready-timeout) READY_TIMEOUT="${2:?}"; shift ;;
+        --purge-on-exit) PURGE_ON_EXIT=1 ;;
         --data-dir=* | --etcd-client-port=* | --etcd-peer-port=* | --apiserver-port=* | \
             --lifetime=* | --parent-pid=* | --ready-timeout=*)
             set -- "${1%%=*}" "${1#*=}" "${@:2}"
@@ -108,6 +115,8 @@ esac
 [[ "$READY_TIMEOUT" =~ ^[0-9]+$ ]] || die "bad --ready-timeout: $READY_TIMEOUT"
 if [[ -n "$PARENT_PID" ]]; then
     proc_alive "$PARENT_PID" || die "--parent-pid $PARENT_PID is not a running process"
+elif ((PURGE_ON_EXIT)); then
+    die "--purge-on-exit needs --parent-pid (the data dir goes when that process does)"
 fi
 
 need timeout flock base64 od
@@ -129,6 +138,7 @@ KUBECTL="$BIN/kubectl"
 exec 8>"$DATA_DIR/.up.lock"
 flock -w "$((READY_TIMEOUT + 120))" 8 || die "another up.sh holds $DATA_DIR/.up.lock"
 : >"$DATA_DIR/.tollgate-cluster" # marks the dir as ours, for down.sh --purge
+if ((PURGE_ON_EXIT)); then : >"$DATA_DIR/.purge-on-exit"; fi
 
 running() { # NAME: the process group recorded in NAME.pid has live members of ours
     local pid=""

@@ -48,8 +48,12 @@ pub(crate) struct ToolSource {
     pub(crate) tools: Option<PathBuf>,
     /// The MCP server's tools, asked from the server at this URL (as MCP
     /// clients write it, e.g. http://127.0.0.1:8081/mcp).
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", conflicts_with = "command")]
     pub(crate) upstream: Option<http::Uri>,
+    /// The MCP server's tools, asked from a stdio server started as this
+    /// command (after `--`) and stopped once it has answered.
+    #[arg(last = true, value_name = "COMMAND", conflicts_with = "tools")]
+    pub(crate) command: Vec<std::ffi::OsString>,
 }
 
 /// Why the tools of an MCP server could not be had.
@@ -93,20 +97,65 @@ impl ToolSource {
                 }
             });
         }
+        if !self.command.is_empty() {
+            return list_tools_of_command(&self.command)
+                .map(|tools| Some(Catalogue::from_tools(&tools)));
+        }
         let Some(url) = &self.upstream else {
             return Ok(None);
         };
         list_tools(url).map(|tools| Some(Catalogue::from_tools(&tools)))
     }
+
+    /// Whether a source was given.
+    pub(crate) fn given(&self) -> bool {
+        self.tools.is_some() || self.upstream.is_some() || !self.command.is_empty()
+    }
+
+    /// Where the tools come from, for people.
+    pub(crate) fn describe(&self) -> String {
+        match (&self.upstream, &self.tools) {
+            (Some(url), _) => url.to_string(),
+            (None, Some(path)) => path.display().to_string(),
+            (None, None) => self
+                .command
+                .iter()
+                .map(|a| a.to_string_lossy())
+                .collect::<Vec<_>>()
+                .join(" "),
+        }
+    }
+}
+
+/// A runtime for one question to an MCP server.
+fn one_shot_runtime() -> Result<tokio::runtime::Runtime, ToolSourceError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(ToolSourceError::Runtime)
+}
+
+/// The tools of the stdio MCP server `command`, asked the way `wrap` asks.
+fn list_tools_of_command(
+    command: &[std::ffi::OsString],
+) -> Result<Vec<serde_json::Value>, ToolSourceError> {
+    one_shot_runtime()?
+        .block_on(tollgate_sidecar::list_tools_of_command(
+            command.to_vec(),
+            Duration::from_secs(30),
+        ))
+        .map_err(|source| ToolSourceError::List {
+            url: command
+                .first()
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            source: Box::new(source),
+        })
 }
 
 /// The tools of the MCP server at `url`, asked the way the sidecar asks.
 pub(crate) fn list_tools(url: &http::Uri) -> Result<Vec<serde_json::Value>, ToolSourceError> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(ToolSourceError::Runtime)?;
-    runtime
+    one_shot_runtime()?
         .block_on(tollgate_sidecar::list_tools_at(
             url.clone(),
             Duration::from_secs(10),

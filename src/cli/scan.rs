@@ -35,9 +35,9 @@ pub(crate) struct ScanArgs {
 }
 
 pub(crate) fn run(args: &ScanArgs) -> ExitCode {
-    if args.tools.tools.is_none() && args.tools.upstream.is_none() {
+    if !args.tools.given() {
         eprintln!(
-            "error: say which server: --upstream URL (e.g. http://127.0.0.1:8081/mcp) or --tools FILE (its tools/list answer)"
+            "error: say which server: --upstream URL (e.g. http://127.0.0.1:8081/mcp), -- COMMAND (a stdio server) or --tools FILE (its tools/list answer)"
         );
         return ExitCode::from(2);
     }
@@ -54,11 +54,7 @@ pub(crate) fn run(args: &ScanArgs) -> ExitCode {
         .filter_map(|n| catalogue.entry(n))
         .map(assess)
         .collect();
-    let from = match (&args.tools.upstream, &args.tools.tools) {
-        (Some(url), _) => url.to_string(),
-        (None, Some(path)) => path.display().to_string(),
-        (None, None) => String::new(),
-    };
+    let from = args.tools.describe();
     if args.scaffold {
         print!("{}", scaffold(&assessments, &catalogue, args, &from));
         return ExitCode::SUCCESS;

@@ -56,6 +56,9 @@ impl Cluster {
                         &std::process::id().to_string(),
                         "--lifetime",
                         "60m",
+                        // The TempDir is in a static and never dropped: the
+                        // watchdog removes it once this process is gone.
+                        "--purge-on-exit",
                     ])
                     .output()
                     .unwrap();

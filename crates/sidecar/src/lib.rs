@@ -41,6 +41,7 @@ pub use rules::store::RuleStore;
 pub use start::{Running, StartError, run, start};
 pub use stdio::bridge::StdioUpstream;
 pub use stdio::child::{Exit, SpawnError};
+pub use stdio::discover::list_tools_of_command;
 pub use stdio::wrap::{WrapConfig, WrapError, wrap};
 pub use transport::discover::{ListToolsError, list_tools_at};
 /// The session table, public for its benchmark (`benches/sessions.rs`).

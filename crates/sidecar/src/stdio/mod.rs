@@ -2,6 +2,7 @@
 //! the same gate as HTTP upstreams.
 //!
 //! - [`child`]: one server process, its lines in and out, its exit;
+//! - [`discover`]: a server's tools, asked first-hand (`tollgate scan --`);
 //! - [`pending`]: requests waiting for a server's answer, so none waits
 //!   forever;
 //! - [`wrap`]: `tollgate wrap`, the agent on tollgate's own stdio (desktop
@@ -14,6 +15,7 @@
 
 pub(crate) mod bridge;
 pub(crate) mod child;
+pub(crate) mod discover;
 pub(crate) mod pending;
 pub(crate) mod wrap;
 

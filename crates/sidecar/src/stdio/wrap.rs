@@ -50,14 +50,13 @@ use crate::rules::store::RuleStore;
 use crate::stdio::child::{self, Child, FromChild, SpawnError};
 use crate::stdio::pending::Pending;
 use crate::stdio::{request_id, unavailable};
+use crate::transport::discover::ToolPages;
 use crate::transport::lists::rewrite_lists;
 use crate::transport::plan::{Step, plan_message};
 
 /// Ids of the requests tollgate sends the server itself (its tool list):
 /// agents may not use them.
 const OWN_PREFIX: &str = "tollgate-discovery-";
-/// The most `tools/list` pages read for the catalogue.
-const MAX_PAGES: usize = 50;
 
 /// Everything `tollgate wrap` needs.
 #[derive(Clone, Debug)]
@@ -455,24 +454,15 @@ impl Wrap {
 
     /// The server's tools, every page, asked by tollgate itself.
     async fn list_tools(&self) -> Result<Vec<Value>, String> {
-        let mut tools = Vec::new();
-        let mut cursor: Option<String> = None;
-        for _ in 0..MAX_PAGES {
-            let params = cursor.as_ref().map(|c| json!({ "cursor": c }));
+        let mut pages = ToolPages::default();
+        while let Some((_, params)) = pages.next() {
             let response = self.ask(tools::LIST, params).await?;
             let result = response
                 .get("result")
                 .ok_or_else(|| format!("the server refused tools/list: {}", response["error"]))?;
-            tools.extend(tools::listed(result).cloned().unwrap_or_default());
-            cursor = result
-                .get("nextCursor")
-                .and_then(Value::as_str)
-                .map(str::to_owned);
-            if cursor.is_none() {
-                break;
-            }
+            pages.take(result);
         }
-        Ok(tools)
+        Ok(pages.tools())
     }
 
     /// Sends a request of tollgate's own and waits for its response.

@@ -19,9 +19,52 @@ use tollgate_mcp::{http as mcp_http, sse};
 use crate::transport::upstream::Upstream;
 
 /// The protocol version the sidecar speaks when it asks for itself.
-const PROTOCOL_VERSION: &str = "2025-06-18";
+pub(crate) const PROTOCOL_VERSION: &str = "2025-06-18";
 /// The most `tools/list` pages read.
 const MAX_PAGES: usize = 50;
+
+/// Reading every page of a server's `tools/list`, whatever carries the
+/// requests: ask with [`ToolPages::next`]'s params until it says stop,
+/// handing each result to [`ToolPages::take`]. At most [`MAX_PAGES`] pages.
+#[derive(Default)]
+pub(crate) struct ToolPages {
+    tools: Vec<Value>,
+    cursor: Option<String>,
+    asked: usize,
+    done: bool,
+}
+
+impl ToolPages {
+    /// The number and params of the next page's request, or `None` when
+    /// every page is read.
+    pub(crate) fn next(&mut self) -> Option<(usize, Option<Value>)> {
+        if self.done || self.asked == MAX_PAGES {
+            return None;
+        }
+        self.asked += 1;
+        let params = self.cursor.as_ref().map(|c| json!({ "cursor": c }));
+        Some((self.asked, params))
+    }
+
+    /// Takes one page's result.
+    pub(crate) fn take(&mut self, result: &Value) {
+        self.tools.extend(
+            tollgate_mcp::tools::listed(result)
+                .cloned()
+                .unwrap_or_default(),
+        );
+        self.cursor = result
+            .get("nextCursor")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        self.done = self.cursor.is_none();
+    }
+
+    /// The tools of every page read.
+    pub(crate) fn tools(self) -> Vec<Value> {
+        self.tools
+    }
+}
 /// How the sidecar's own requests introduce themselves.
 pub(crate) const USER_AGENT: &str = concat!("tollgate-discovery/", env!("CARGO_PKG_VERSION"));
 
@@ -34,6 +77,9 @@ pub enum ListToolsError {
     /// The server did not answer as an MCP server.
     #[error("{0}")]
     Upstream(String),
+    /// The stdio server could not be started.
+    #[error(transparent)]
+    Spawn(#[from] crate::stdio::child::SpawnError),
 }
 
 /// The tools of the MCP server at `url` (written as an MCP client writes
@@ -69,32 +115,19 @@ async fn session(upstream: &Upstream, path: &str) -> Result<Vec<Value>, String> 
     let session = headers.get(mcp_http::SESSION_ID).cloned();
     let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
     exchange(upstream, path, session.as_ref(), &initialized).await?;
-    let mut tools = Vec::new();
-    let mut cursor: Option<String> = None;
-    for page in 0..MAX_PAGES {
-        let mut req = json!({"jsonrpc": "2.0", "id": page + 1, "method": "tools/list"});
-        if let Some(c) = &cursor {
-            req["params"] = json!({ "cursor": c });
+    let mut pages = ToolPages::default();
+    while let Some((page, params)) = pages.next() {
+        let mut req = json!({"jsonrpc": "2.0", "id": page, "method": "tools/list"});
+        if let Some(p) = params {
+            req["params"] = p;
         }
         let (_, response) = exchange(upstream, path, session.as_ref(), &req).await?;
         let result = response
             .and_then(|r| r.get("result").cloned())
             .ok_or("the upstream's tools/list had no result")?;
-        tools.extend(
-            result
-                .get("tools")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default(),
-        );
-        cursor = result
-            .get("nextCursor")
-            .and_then(Value::as_str)
-            .map(str::to_owned);
-        if cursor.is_none() {
-            break;
-        }
+        pages.take(&result);
     }
+    let tools = pages.tools();
     if let Some(id) = session {
         let mut headers = HeaderMap::new();
         headers.insert(mcp_http::SESSION_ID, id);
