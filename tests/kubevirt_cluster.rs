@@ -8,7 +8,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::cluster::{Cluster, ControllerProc, token_file};
+use support::cluster::{Cluster, ControllerProc};
 use support::*;
 
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -46,28 +46,14 @@ async fn clones_stay_capped_on_a_real_cluster_and_finished_ones_free_slots() {
         .unwrap();
 
     let (_kms, kms_port) = cluster.kubernetes_mcp_server();
-    cluster.sidecar_pod(
+    let controller = ControllerProc::start(cluster, &ns, "c1");
+    let (sidecar, _token) = controller.managed_sidecar(
+        cluster,
         &ns,
         "kms-0",
         &[("app.kubernetes.io/name", "kubernetes-mcp-server")],
+        &format!("http://127.0.0.1:{kms_port}"),
     );
-    let controller = ControllerProc::start(cluster, &ns, "c1");
-    let dir = tempfile::tempdir().unwrap();
-    let token = token_file(dir.path(), &cluster.pod_token(&ns, "kms-0"));
-    let controller_args = controller.sidecar_args();
-    let mut args: Vec<&str> = controller_args.iter().map(String::as_str).collect();
-    args.extend([
-        "--token-file",
-        token.to_str().unwrap(),
-        "--pod-name",
-        "kms-0",
-        "--pod-namespace",
-        &ns,
-        "--upstream",
-    ]);
-    let upstream = format!("http://127.0.0.1:{kms_port}");
-    args.push(&upstream);
-    let sidecar = tollgate(&args);
     cluster
         .kubectl(&[
             "-n",

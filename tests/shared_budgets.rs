@@ -1119,3 +1119,116 @@ fn jwt_identity_settings_are_checked_at_start() {
         assert!(err.contains(want), "{args:?}: {err}");
     }
 }
+
+/// `vm_clone` arguments carrying one DataVolume of `size` (the storage
+/// policies below map vm_clone's `resource` argument to manifests).
+fn data_volume(size: &str) -> serde_json::Value {
+    json!({"resource": format!("apiVersion: cdi.kubevirt.io/v1beta1\nkind: DataVolume\nmetadata: {{name: d, namespace: vms}}\nspec: {{storage: {{resources: {{requests: {{storage: {size}}}}}}}}}\n")})
+}
+
+/// A size budget (`scope: Shared`) is one budget across sidecars, in
+/// amounts: 60Gi through one sidecar leaves 40Gi for the other, and the
+/// refusal says what was asked and what is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_shared_storage_budget_spans_two_sidecars() {
+    let redis = Redis::start();
+    let upstream = Upstream::start(Framing::Json).await;
+    let (_dir, policy) = policy_file(
+        r#"
+apiVersion: tollgate.dev/v1alpha1
+kind: McpToolPolicy
+metadata: {name: storage, namespace: vms}
+spec:
+  defaultAction: Deny
+  resourceMappings:
+    - {tools: [vm_clone], manifest: resource}
+  rules:
+    - name: disks
+      resources: [{group: cdi.kubevirt.io, kind: DataVolume}]
+      action: Allow
+      budgets:
+        - {resource: storage, amount: 100Gi, window: 1h, scope: Shared, key: {namespace: true}}
+"#,
+    );
+    let sidecars: Vec<TollgateProc> = (0..2)
+        .map(|_| sidecar(&policy, &upstream, &redis, &[]))
+        .collect();
+    let ask = |i: usize, size: &str| {
+        upstream.through(sidecars[i].listen, &[], "vm_clone", data_volume(size))
+    };
+    assert!(ask(0, "60Gi").await.is_allowed());
+    let refused = ask(1, "60Gi").await;
+    assert_eq!(refused.reason(), Some("rate_limit"), "{refused:?}");
+    assert!(
+        refused.text().contains(
+            "this call needs 60Gi of storage; 40Gi of the budget of 100Gi of storage per 1h per namespace remain"
+        ),
+        "{refused:?}"
+    );
+    assert!(ask(1, "40Gi").await.is_allowed());
+    assert_eq!(ask(0, "1Gi").await.reason(), Some("rate_limit"));
+    // Each sidecar counts what it admitted, in bytes.
+    for (s, gib) in sidecars.iter().zip([60.0, 40.0]) {
+        let m = metrics(s.admin).await;
+        assert_eq!(
+            sample(
+                &m,
+                &["tollgate_budget_consumed_total{", "resource=\"storage\""]
+            ),
+            Some(gib * f64::from(1u32 << 30))
+        );
+    }
+    // One bucket; admissions within a 64th of the window share one entry
+    // of the weighted log; it expires with the window.
+    let keys = redis.keys("{tollgate}:rl:*");
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    assert_eq!(redis.llen(&keys[0]), 1);
+    let ttl = redis.pttl(&keys[0]);
+    assert!(ttl > 0 && ttl <= 3_600_000, "ttl {ttl} ms");
+}
+
+/// A shared size draw is taken back when a local limit then refuses the
+/// call (the RELEASE script on the weighted log), so the amount stays
+/// available to every sidecar.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_refused_call_gives_its_shared_storage_back() {
+    let redis = Redis::start();
+    let upstream = Upstream::start(Framing::Json).await;
+    let (_dir, policy) = policy_file(
+        r#"
+apiVersion: tollgate.dev/v1alpha1
+kind: McpToolPolicy
+metadata: {name: storage, namespace: vms}
+spec:
+  defaultAction: Deny
+  resourceMappings:
+    - {tools: [vm_clone], manifest: resource}
+  rules:
+    - name: disks
+      resources: [{group: cdi.kubevirt.io, kind: DataVolume}]
+      action: Allow
+      rateLimits:
+        - {requests: 1, window: 1h}
+      budgets:
+        - {resource: storage, amount: 100Gi, window: 1h, scope: Shared}
+"#,
+    );
+    let sidecars: Vec<TollgateProc> = (0..2)
+        .map(|_| sidecar(&policy, &upstream, &redis, &[]))
+        .collect();
+    let ask = |i: usize, size: &str| {
+        upstream.through(sidecars[i].listen, &[], "vm_clone", data_volume(size))
+    };
+    assert!(ask(0, "60Gi").await.is_allowed());
+    // The shared budget admits 30Gi, the local limit of 1 then refuses:
+    // the 30Gi go back.
+    let refused = ask(0, "30Gi").await;
+    assert_eq!(refused.reason(), Some("rate_limit"), "{refused:?}");
+    assert!(
+        refused.text().contains("1 DataVolumes per 1h"),
+        "{refused:?}"
+    );
+    // All 40Gi left are there for the other sidecar.
+    let other = ask(1, "40Gi").await;
+    assert!(other.is_allowed(), "{other:?}");
+}

@@ -116,6 +116,10 @@ impl Cluster {
                 "--for=condition=Established",
                 "crd/virtualmachineclones.clone.kubevirt.io",
                 "crd/virtualmachines.kubevirt.io",
+                "crd/virtualmachineinstances.kubevirt.io",
+                "crd/virtualmachineinstancetypes.instancetype.kubevirt.io",
+                "crd/virtualmachineclusterinstancetypes.instancetype.kubevirt.io",
+                "crd/datavolumes.cdi.kubevirt.io",
                 "--timeout=30s",
             ])
             .unwrap();
@@ -381,6 +385,38 @@ impl ControllerProc {
     /// [`super::raw`] to the push server over TLS.
     pub async fn raw(&self, request: &[u8]) -> super::Raw {
         super::raw_on(self.connect().await, request).await
+    }
+
+    /// A sidecar of pod `pod` (created here) that follows this controller,
+    /// in front of `upstream`; the token directory lives as long as it.
+    #[allow(dead_code)]
+    pub fn managed_sidecar(
+        &self,
+        cluster: &Cluster,
+        ns: &str,
+        pod: &str,
+        labels: &[(&str, &str)],
+        upstream: &str,
+    ) -> (super::TollgateProc, tempfile::TempDir) {
+        cluster.sidecar_pod(ns, pod, labels);
+        let dir = tempfile::tempdir().unwrap();
+        let token = token_file(dir.path(), &cluster.pod_token(ns, pod));
+        let mut args = self.sidecar_args();
+        args.extend(
+            [
+                "--token-file",
+                token.to_str().unwrap(),
+                "--pod-name",
+                pod,
+                "--pod-namespace",
+                ns,
+                "--upstream",
+                upstream,
+            ]
+            .map(str::to_owned),
+        );
+        let sidecar = super::tollgate(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        (sidecar, dir)
     }
 
     /// `tollgate proxy` flags that follow this controller over TLS.

@@ -229,6 +229,14 @@ impl Redis {
         ::redis::cmd("ZCARD").arg(key).query(&mut conn).unwrap()
     }
 
+    /// How many entries the list `key` holds (a shared size budget's
+    /// weighted log).
+    #[allow(dead_code)]
+    pub fn llen(&self, key: &str) -> u64 {
+        let mut conn = self.connection();
+        ::redis::cmd("LLEN").arg(key).query(&mut conn).unwrap()
+    }
+
     /// The TTL of `key` in milliseconds (-1: none, -2: no key).
     pub fn pttl(&self, key: &str) -> i64 {
         let mut conn = self.connection();

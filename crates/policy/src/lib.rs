@@ -35,6 +35,8 @@ mod resource_tests;
 #[cfg(test)]
 mod selector_tests;
 #[cfg(test)]
+mod size_tests;
+#[cfg(test)]
 mod testing;
 #[cfg(test)]
 mod tests;

@@ -123,8 +123,22 @@ pub struct ClusterReport {
     pub clones_observed: bool,
     /// VirtualMachineClones in flight.
     pub clones: crate::resources::CloneCounts,
+    /// Whether the controller watches VirtualMachineInstances (running VMs);
+    /// until then the running counts mean nothing.
+    #[serde(default)]
+    pub vmis_observed: bool,
     /// VirtualMachine labels by `namespace/name`.
     pub vms: std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>,
+    /// What each VirtualMachine consumes (for clones of it), by
+    /// `namespace/name`.
+    #[serde(default)]
+    pub vm_sizes: std::collections::BTreeMap<String, crate::resources::sizes::Sizes>,
+    /// VirtualMachineInstancetypes' CPU and memory by `namespace/name`.
+    #[serde(default)]
+    pub instancetypes: std::collections::BTreeMap<String, crate::resources::sizes::Sizes>,
+    /// VirtualMachineClusterInstancetypes' CPU and memory by name.
+    #[serde(default)]
+    pub cluster_instancetypes: std::collections::BTreeMap<String, crate::resources::sizes::Sizes>,
     /// When the controller computed this (RFC 3339).
     pub observed_at: String,
 }

@@ -345,6 +345,26 @@ pub struct Rule {
     #[schemars(length(max = 4))]
     pub in_flight: Vec<InFlightLimit>,
 
+    /// For `resources` rules: budgets on the size of what the objects
+    /// create — storage, vCPU or memory per sliding window (see
+    /// docs/resources.md). A call's objects are measured from their
+    /// manifests, and from the cluster (instancetypes, clone sources).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    pub budgets: Vec<SizeBudget>,
+
+    /// For `resources` rules on `VirtualMachine`: at most this many running
+    /// VMs (VirtualMachineInstances) when a call would start one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "runningVMs")]
+    pub running_vms: Option<RunningVmCap>,
+
+    /// For `resources` rules on `VirtualMachine`: which lifecycle actions
+    /// (`vm_lifecycle`'s `start`, `stop`, `restart`, `pause`, `unpause`) on
+    /// which VMs (by label) the rule matches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifecycle: Option<LifecycleCondition>,
+
     /// `Allow` or `Deny`.
     pub action: Action,
 
@@ -701,6 +721,94 @@ pub enum InFlightScope {
     Source,
     /// Everything the sidecar's server can reach.
     Cluster,
+}
+
+/// A budget on what a rule's objects consume: e.g. 500Gi of new storage
+/// per hour per namespace.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(
+    validation = Rule::new("!has(self.onStoreError) || (has(self.scope) && self.scope == 'Shared')").message("onStoreError applies to budgets with scope: Shared")
+)]
+pub struct SizeBudget {
+    /// `storage` (new disks: DataVolumes, PVCs, a VM's dataVolumeTemplates,
+    /// a clone's source disks), `cpu` (vCPUs) or `memory` (guest memory).
+    pub resource: SizeResource,
+    /// The budget per window, as a Kubernetes quantity: `500Gi`, `64`
+    /// (vCPUs), `500m`.
+    #[schemars(length(max = 32))]
+    pub amount: String,
+    /// The window length, as for rate limits: `1h`, `30m`, `1d`.
+    #[schemars(regex(pattern = r"^([0-9]+[smhd])+$"))]
+    pub window: String,
+    /// Separate budgets per namespace, source VM, caller, session or argument.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<LimitKey>,
+    /// `Pod` (default) or `Shared` (Redis), as for rate limits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<LimitScope>,
+    /// For `Shared` budgets, when Redis cannot be reached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_store_error: Option<OnStoreError>,
+    /// When the size of an object cannot be known (no size in the manifest,
+    /// an instancetype or source VM the controller has not seen): `Deny`
+    /// the call (the default) or `Allow` it, counting nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when_unknown: Option<Action>,
+}
+
+/// What a size budget measures.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum SizeResource {
+    /// Storage requested by new disks (counted in MiB).
+    Storage,
+    /// Virtual CPUs (counted in millicores).
+    Cpu,
+    /// Guest memory (counted in MiB).
+    Memory,
+}
+
+impl SizeResource {
+    /// The name users write.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SizeResource::Storage => "storage",
+            SizeResource::Cpu => "cpu",
+            SizeResource::Memory => "memory",
+        }
+    }
+}
+
+/// A cap on running VMs, counted from VirtualMachineInstances.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RunningVmCap {
+    /// At most this many running.
+    #[schemars(range(min = 1, max = 100000))]
+    pub max: i64,
+    /// Counted per `Namespace` or over the whole `Cluster`.
+    pub per: InFlightScope,
+}
+
+/// Which VM lifecycle actions on which VMs a rule matches.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LifecycleCondition {
+    /// `start`, `stop`, `restart`, `pause`, `unpause`; empty means all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 5))]
+    pub actions: Vec<String>,
+    /// Labels the VM carries (known from the controller).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm_labels: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>,
+    /// When the VM's labels are not known: `Deny` rules match it (the
+    /// default, `Deny`), or not (`Allow`). On an `Allow` rule, `Deny`
+    /// refuses the call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when_unknown: Option<Action>,
 }
 
 /// How a server's tool creates objects, for servers that do not describe

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Instant;
 
 use crate::budget::ratelimit::{Acquire, MemoryCounter, Refusal};
-use crate::budget::{Shared, SharedOutcome, StoreDown};
+use crate::budget::{Admission, Shared, SharedOutcome, StoreDown};
 
 /// Runs `f` to completion. Every budget in these tests answers at once, so
 /// a future that is still pending after many polls is a bug in the test.
@@ -44,16 +44,24 @@ impl Shared for FakeShared {
                 let cost: i64 = all.iter().map(|a| i64::from(a.cost)).sum();
                 Ok(SharedOutcome::Admitted {
                     last: self.seq.fetch_add(cost, Ordering::SeqCst) + cost,
+                    at: 0,
                 })
             }
-            Err(Refusal::Exhausted { index, retry_after }) => {
-                Ok(SharedOutcome::Full { index, retry_after })
-            }
+            Err(Refusal::Exhausted {
+                index,
+                retry_after,
+                left,
+            }) => Ok(SharedOutcome::Full {
+                index,
+                retry_after,
+                left,
+            }),
             Err(other) => Err(StoreDown(format!("{other:?}"))),
         }
     }
 
-    async fn release(&self, all: &[&Acquire], last: i64) {
+    async fn release(&self, all: &[&Acquire], admitted: Admission) {
+        let last = admitted.last;
         let what = all
             .iter()
             .map(|a| (a.limit.id.0.to_string(), a.cost))

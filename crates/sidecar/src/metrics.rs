@@ -9,11 +9,12 @@
 use std::sync::Arc;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    CounterVec, Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter,
+    IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use tollgate_policy::budget::TableStats;
+use tollgate_policy::budget::{BudgetUsage, TableStats};
+use tollgate_policy::spec::SizeResource;
 use tollgate_policy::{Decision, Effect};
 use tollgate_runtime::label_values;
 use tollgate_runtime::labels::ByLabel;
@@ -149,6 +150,14 @@ label_values! {
     }
 }
 
+/// A size budget's amount in base units: bytes, or CPU cores.
+fn base_units(resource: SizeResource, amount: u64) -> f64 {
+    match resource {
+        SizeResource::Cpu => amount as f64 / 1000.0,
+        SizeResource::Storage | SizeResource::Memory => (amount as f64) * f64::from(1u32 << 20),
+    }
+}
+
 /// Label value for a decision no policy made (no policies, or malformed).
 pub(crate) const NO_POLICY: &str = "(none)";
 /// Label value for a decision made by `defaultAction`, not a rule.
@@ -237,6 +246,10 @@ pub struct Metrics {
     log_lines_dropped: IntCounter,
     /// Audited calls of the last hour, for the controller's policy status.
     pub(crate) would_deny: Arc<WouldDenyTally>,
+    /// `tollgate_budget_consumed_total{budget,resource}`.
+    budget_consumed: CounterVec,
+    /// `tollgate_budget_remaining{budget,resource}`.
+    budget_remaining: GaugeVec,
     /// `tollgate_stdio_servers`: stdio MCP server processes running
     /// (`--upstream-command`: one per session).
     pub stdio_servers: IntGauge,
@@ -403,6 +416,22 @@ impl Metrics {
             &["reason"],
         )?;
         let log_lines_dropped = tollgate_runtime::logging::dropped_lines_counter()?;
+        // Labels: one series per size budget of the policies in force
+        // (bounded by the policies' own size caps), and its resource.
+        let budget_consumed = CounterVec::new(
+            Opts::new(
+                "tollgate_budget_consumed_total",
+                "What size budgets admitted, in base units: bytes of storage or memory, CPU cores.",
+            ),
+            &["budget", "resource"],
+        )?;
+        let budget_remaining = GaugeVec::new(
+            Opts::new(
+                "tollgate_budget_remaining",
+                "What is left of a size budget now, in base units, in its fullest bucket of this sidecar (budgets with scope Pod).",
+            ),
+            &["budget", "resource"],
+        )?;
         let stdio_servers = IntGauge::new(
             "tollgate_stdio_servers",
             "stdio MCP server processes running (one per MCP session).",
@@ -436,6 +465,8 @@ impl Metrics {
             Box::new(identity_failures.clone()),
             Box::new(log_lines_dropped.clone()),
             Box::new(tollgate_runtime::build_info::gauge()?),
+            Box::new(budget_consumed.clone()),
+            Box::new(budget_remaining.clone()),
         ] {
             registry.register(c)?;
         }
@@ -476,8 +507,25 @@ impl Metrics {
             identity_failures: ByLabel::new(|l| identity_failures.with_label_values(&[l])),
             log_lines_dropped,
             would_deny: Arc::default(),
+            budget_consumed,
+            budget_remaining,
             stdio_servers,
         })
+    }
+
+    /// Brings the size-budget series up to `usage` (before a scrape).
+    pub(crate) fn budgets(&self, usage: &[BudgetUsage]) {
+        for u in usage {
+            let labels = [u.id.0.as_ref(), u.resource.as_str()];
+            let counter = self.budget_consumed.with_label_values(&labels);
+            let total = base_units(u.resource, u.consumed);
+            counter.inc_by((total - counter.get()).max(0.0));
+            if let Some(left) = u.remaining {
+                self.budget_remaining
+                    .with_label_values(&labels)
+                    .set(base_units(u.resource, left));
+            }
+        }
     }
 
     /// Counts one decision on a tool whose label value is `tool`.

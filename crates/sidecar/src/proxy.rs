@@ -95,6 +95,7 @@ impl tollgate_runtime::admin::AdminState for Proxy {
         self.metrics.table(Table::InFlightRecords, records);
         self.metrics.table(Table::Sessions, self.sessions.stats());
         self.metrics.table(Table::Streams, self.streams.stats());
+        self.metrics.budgets(&self.gate.size_usage());
         self.metrics.encode()
     }
 

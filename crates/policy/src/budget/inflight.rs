@@ -45,9 +45,21 @@ pub const MAX_RECORDS: usize = 65_536;
 /// every other caller keeps finding room.
 pub const MAX_RECORDS_PER_CALLER: usize = MAX_RECORDS / 16;
 
+/// What a claim counts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Counted {
+    /// VirtualMachineClones in flight.
+    #[default]
+    Clones,
+    /// Running VMs (VirtualMachineInstances).
+    RunningVms,
+}
+
 /// One object class a call wants to add to.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Claim {
+    /// What is counted.
+    pub counted: Counted,
     /// Counted over.
     pub scope: InFlightScope,
     /// Namespace, `namespace/source`, or `""` for the cluster.
@@ -96,6 +108,7 @@ pub trait InFlight: Send + Sync {
 struct Pending {
     ticket: u64,
     at: SystemTime,
+    counted: Counted,
     scope: InFlightScope,
     key: BucketKey,
     cost: u32,
@@ -108,7 +121,7 @@ struct State {
     /// In ticket order, which is admission order.
     pending: VecDeque<Pending>,
     /// The sum of `pending` costs per scope and key.
-    sums: HashMap<(InFlightScope, BucketKey), u32>,
+    sums: HashMap<(Counted, InFlightScope, BucketKey), u32>,
     /// `pending` records per caller.
     held: HashMap<CallerKey, usize>,
     next: u64,
@@ -154,7 +167,14 @@ impl MemoryInFlight {
     pub fn count(&self, scope: InFlightScope, key: &str, now: SystemTime) -> u32 {
         let mut s = self.lock();
         self.forget_settled(&mut s, now);
-        s.current(scope, key)
+        s.current(Counted::Clones, scope, key)
+    }
+
+    /// Running VMs now under `scope`/`key`, with this sidecar's own starts.
+    pub fn running(&self, scope: InFlightScope, key: &str, now: SystemTime) -> u32 {
+        let mut s = self.lock();
+        self.forget_settled(&mut s, now);
+        s.current(Counted::RunningVms, scope, key)
     }
 
     /// Remembered admissions and refused ones, for metrics.
@@ -191,19 +211,34 @@ impl MemoryInFlight {
 }
 
 impl State {
-    fn current(&self, scope: InFlightScope, key: &str) -> u32 {
-        let base = self.cluster.as_ref().map_or(0, |(c, _)| match scope {
-            InFlightScope::Namespace => c.by_namespace.get(key).copied().unwrap_or(0),
-            InFlightScope::Source => c.by_source.get(key).copied().unwrap_or(0),
-            InFlightScope::Cluster => c.total,
-        });
-        base + self.sums.get(&(scope, digest(key))).copied().unwrap_or(0)
+    fn current(&self, counted: Counted, scope: InFlightScope, key: &str) -> u32 {
+        let base = self
+            .cluster
+            .as_ref()
+            .map_or(0, |(c, _)| match (counted, scope) {
+                (Counted::Clones, InFlightScope::Namespace) => {
+                    c.by_namespace.get(key).copied().unwrap_or(0)
+                }
+                (Counted::Clones, InFlightScope::Source) => {
+                    c.by_source.get(key).copied().unwrap_or(0)
+                }
+                (Counted::Clones, InFlightScope::Cluster) => c.total,
+                (Counted::RunningVms, InFlightScope::Namespace) => {
+                    c.running_by_namespace.get(key).copied().unwrap_or(0)
+                }
+                (Counted::RunningVms, _) => c.running_total,
+            });
+        base + self
+            .sums
+            .get(&(counted, scope, digest(key)))
+            .copied()
+            .unwrap_or(0)
     }
 
     /// The first claim that does not fit, if any.
     fn fits(&self, claims: &[Claim]) -> Result<(), Full> {
         for (index, c) in claims.iter().enumerate() {
-            let current = self.current(c.scope, &c.key);
+            let current = self.current(c.counted, c.scope, &c.key);
             if current + c.cost > c.max {
                 return Err(Full {
                     index,
@@ -231,7 +266,7 @@ impl State {
         match claims.first() {
             Some(c) if crowded => Err(Full {
                 index: 0,
-                current: self.current(c.scope, &c.key),
+                current: self.current(c.counted, c.scope, &c.key),
                 crowded,
             }),
             _ => Ok(()),
@@ -239,10 +274,11 @@ impl State {
     }
 
     fn forget(&mut self, p: &Pending) {
-        if let Some(sum) = self.sums.get_mut(&(p.scope, p.key)) {
+        let k = (p.counted, p.scope, p.key);
+        if let Some(sum) = self.sums.get_mut(&k) {
             *sum = sum.saturating_sub(p.cost);
             if *sum == 0 {
-                self.sums.remove(&(p.scope, p.key));
+                self.sums.remove(&k);
             }
         }
         if let Some(n) = self.held.get_mut(&p.caller) {
@@ -272,11 +308,12 @@ impl InFlight for MemoryInFlight {
         let ticket = s.next;
         for c in claims {
             let key = digest(&c.key);
-            *s.sums.entry((c.scope, key)).or_default() += c.cost;
+            *s.sums.entry((c.counted, c.scope, key)).or_default() += c.cost;
             *s.held.entry(caller).or_default() += 1;
             s.pending.push_back(Pending {
                 ticket,
                 at: now,
+                counted: c.counted,
                 scope: c.scope,
                 key,
                 cost: c.cost,
@@ -316,6 +353,7 @@ mod tests {
 
     fn claim(key: &str, max: u32, cost: u32) -> Claim {
         Claim {
+            counted: Counted::Clones,
             scope: InFlightScope::Namespace,
             key: key.into(),
             max,
@@ -382,6 +420,7 @@ mod tests {
     fn all_or_nothing_and_release() {
         let s = MemoryInFlight::default();
         let cluster = Claim {
+            counted: Counted::Clones,
             scope: InFlightScope::Cluster,
             key: String::new(),
             max: 3,

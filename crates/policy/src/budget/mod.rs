@@ -13,6 +13,7 @@ mod digest;
 pub mod inflight;
 pub mod ratelimit;
 mod tiered;
+pub mod weighted;
 
 #[cfg(test)]
 mod tests;
@@ -27,7 +28,7 @@ use inflight::InFlight;
 use ratelimit::{Acquire, MemoryCounter, Refusal};
 
 pub use caller::{CallerKey, TableStats};
-pub use tiered::{Shared, SharedOutcome, StoreDown, Tiered};
+pub use tiered::{Admission, BudgetUsage, Shared, SharedOutcome, StoreDown, Tiered};
 
 /// Where rate-limit admissions are counted.
 pub trait Budgets: Sync {

@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 
 use super::caller::{CallerKey, TableStats};
 use super::digest::digest;
+use super::weighted::AmountLog;
+pub use crate::spec::SizeResource;
 
 /// The most live buckets one limit keeps. Keys come from call arguments,
 /// which the agent chooses; past this many a limit refuses new keys rather
@@ -42,8 +44,12 @@ pub struct LimitId(pub Arc<str>);
 pub struct Limit {
     /// Identity of the budget.
     pub id: LimitId,
-    /// Calls admitted per window.
+    /// Calls (or objects) admitted per window; for a size budget, the
+    /// budget in the resource's unit (see [`SizeResource::unit`]).
     pub requests: u32,
+    /// `Some` for a size budget (`storage: 500Gi per 1h`): amounts, kept in
+    /// a [`weighted`](super::weighted) log instead of one timestamp per unit.
+    pub size: Option<SizeResource>,
     /// Window length.
     pub window: Duration,
     /// Kept in the shared store (Redis), not in the sidecar.
@@ -92,6 +98,8 @@ pub enum Refusal {
         index: usize,
         /// How long until one slot frees up.
         retry_after: Duration,
+        /// For a size budget: how much of it is left now (in its unit).
+        left: Option<u64>,
     },
     /// The shared store cannot be reached and the limit fails closed.
     StoreUnavailable {
@@ -110,9 +118,14 @@ impl Refusal {
     /// maps positions in the subset to positions in the whole.
     pub fn reindexed(self, indices: &[usize]) -> Refusal {
         match self {
-            Refusal::Exhausted { index, retry_after } => Refusal::Exhausted {
+            Refusal::Exhausted {
+                index,
+                retry_after,
+                left,
+            } => Refusal::Exhausted {
                 index: indices[index],
                 retry_after,
+                left,
             },
             Refusal::TooManyBuckets { index } => Refusal::TooManyBuckets {
                 index: indices[index],
@@ -190,14 +203,73 @@ struct LimitBuckets {
     owned: HashMap<CallerKey, usize>,
     /// Longest window seen for this limit, for sweeping idle buckets.
     window: Duration,
+    /// For a size budget: its capacity, as last admitted under.
+    capacity: Option<u64>,
 }
 
 /// One bucket's admissions, and the caller who opened it (who it counts
 /// against until it empties, whoever else draws on it).
 #[derive(Debug)]
 struct Bucket {
-    log: Log,
+    log: Window,
     owner: CallerKey,
+}
+
+/// What a bucket keeps: one time per admitted unit for counts, entries of
+/// amounts for size budgets.
+#[derive(Debug)]
+enum Window {
+    Count(Log),
+    Amount(AmountLog),
+}
+
+impl Window {
+    fn new(limit: &Limit) -> Window {
+        match limit.size {
+            None => Window::Count(Log::default()),
+            Some(_) => Window::Amount(AmountLog::default()),
+        }
+    }
+
+    fn expire(&mut self, window: Duration, now: Instant) {
+        match self {
+            Window::Count(l) => l.expire(window, now),
+            Window::Amount(l) => l.expire(window, now),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        match self {
+            Window::Count(l) => l.0.is_empty(),
+            Window::Amount(l) => l.is_empty(),
+        }
+    }
+
+    fn used(&self) -> u64 {
+        match self {
+            Window::Count(l) => l.0.len() as u64,
+            Window::Amount(l) => l.used(),
+        }
+    }
+
+    fn wait(&self, limit: &Limit, cost: u32, now: Instant) -> Option<Duration> {
+        match self {
+            Window::Count(l) => l.wait(limit, cost, now),
+            Window::Amount(l) => l.wait(
+                u64::from(limit.requests),
+                limit.window,
+                u64::from(cost),
+                now,
+            ),
+        }
+    }
+
+    fn admit(&mut self, limit: &Limit, cost: u32, now: Instant) {
+        match self {
+            Window::Count(l) => l.admit(limit, cost, now),
+            Window::Amount(l) => l.admit(limit.window, u64::from(cost), now),
+        }
+    }
 }
 
 impl MemoryCounter {
@@ -219,6 +291,30 @@ impl MemoryCounter {
             refused_caller: b.refused_caller,
             refused_total: b.refused_total,
         }
+    }
+
+    /// For each size budget this store holds buckets of: the least any of
+    /// its buckets has left (in the budget's unit), for metrics.
+    pub fn lowest_remaining(&self, now: Instant) -> Vec<(LimitId, u64)> {
+        let mut b = self.lock();
+        let mut out = Vec::new();
+        for (id, limit) in b.limits.iter_mut() {
+            let Some(capacity) = limit.capacity else {
+                continue;
+            };
+            let window = limit.window;
+            let most = limit
+                .logs
+                .values_mut()
+                .map(|bucket| {
+                    bucket.log.expire(window, now);
+                    bucket.log.used()
+                })
+                .max()
+                .unwrap_or(0);
+            out.push((id.clone(), capacity.saturating_sub(most)));
+        }
+        out
     }
 
     /// Drops buckets whose every admission has left the window.
@@ -251,7 +347,7 @@ impl LimitBuckets {
         let owned = &mut self.owned;
         self.logs.retain(|_, bucket| {
             bucket.log.expire(window, now);
-            let live = !bucket.log.0.is_empty();
+            let live = !bucket.log.is_empty();
             if !live && let Some(n) = owned.get_mut(&bucket.owner) {
                 *n -= 1;
                 if *n == 0 {
@@ -311,7 +407,15 @@ impl MemoryCounter {
             if let Some(bucket) = limit.logs.get_mut(&a.bucket) {
                 bucket.log.expire(a.limit.window, now);
                 if let Some(retry_after) = bucket.log.wait(&a.limit, a.cost, now) {
-                    return Err(Refusal::Exhausted { index, retry_after });
+                    let left = a
+                        .limit
+                        .size
+                        .map(|_| u64::from(a.limit.requests).saturating_sub(bucket.log.used()));
+                    return Err(Refusal::Exhausted {
+                        index,
+                        retry_after,
+                        left,
+                    });
                 }
                 continue;
             }
@@ -319,6 +423,7 @@ impl MemoryCounter {
                 return Err(Refusal::Exhausted {
                     index,
                     retry_after: a.limit.window,
+                    left: a.limit.size.map(|_| u64::from(a.limit.requests)),
                 });
             }
             let more = match opening.iter_mut().find(|(id, _)| **id == a.limit.id) {
@@ -345,10 +450,13 @@ impl MemoryCounter {
         for a in acquisitions {
             let limit = b.limits.entry(a.limit.id.clone()).or_default();
             limit.window = limit.window.max(a.limit.window);
+            if a.limit.size.is_some() {
+                limit.capacity = Some(u64::from(a.limit.requests));
+            }
             let bucket = limit.logs.entry(a.bucket).or_insert_with(|| {
                 *limit.owned.entry(caller).or_default() += 1;
                 Bucket {
-                    log: Log::default(),
+                    log: Window::new(&a.limit),
                     owner: caller,
                 }
             });
@@ -369,6 +477,7 @@ mod tests {
             window: Duration::from_secs(secs),
             shared: false,
             local_fallback: false,
+            size: None,
         })
     }
 
@@ -416,7 +525,8 @@ mod tests {
             c.try_acquire(&[acq(&l, "a")], t0 + Duration::from_secs(10)),
             Err(Refusal::Exhausted {
                 index: 0,
-                retry_after: Duration::from_secs(50)
+                retry_after: Duration::from_secs(50),
+                left: None,
             })
         );
         // Another bucket of the same limit has its own budget.

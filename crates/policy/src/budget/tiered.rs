@@ -12,7 +12,10 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use super::ratelimit::{Acquire, MemoryCounter, Refusal};
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use super::ratelimit::{Acquire, LimitId, MemoryCounter, Refusal, SizeResource};
 use super::{Budgets, CallerKey};
 
 /// What the shared store said.
@@ -23,6 +26,9 @@ pub enum SharedOutcome {
     Admitted {
         /// The store's sequence number of the last admission.
         last: i64,
+        /// The store's clock at admission (ms), to find the entry of a size
+        /// budget's draw when it is taken back.
+        at: i64,
     },
     /// The acquisition at `index` (into those passed) has no room.
     Full {
@@ -30,6 +36,8 @@ pub enum SharedOutcome {
         index: usize,
         /// When it will have room.
         retry_after: Duration,
+        /// For a size budget: how much is left (in its unit).
+        left: Option<u64>,
     },
 }
 
@@ -46,8 +54,17 @@ pub trait Shared: Sync {
         all: &[&Acquire],
         now: Instant,
     ) -> impl Future<Output = Result<SharedOutcome, StoreDown>> + Send;
-    /// Takes back what [`try_acquire`](Self::try_acquire) admitted as `last`.
-    fn release(&self, all: &[&Acquire], last: i64) -> impl Future<Output = ()> + Send;
+    /// Takes back what [`try_acquire`](Self::try_acquire) admitted.
+    fn release(&self, all: &[&Acquire], admitted: Admission) -> impl Future<Output = ()> + Send;
+}
+
+/// What identifies one admission of the shared store, to take it back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Admission {
+    /// The store's sequence number of the last unit admitted.
+    pub last: i64,
+    /// The store's clock at admission, in ms.
+    pub at: i64,
 }
 
 /// Local budgets, and shared ones when a shared store is configured.
@@ -55,6 +72,26 @@ pub trait Shared: Sync {
 pub struct Tiered<S> {
     local: MemoryCounter,
     pub(super) shared: Option<S>,
+    /// What size budgets admitted in total, by budget (for metrics).
+    consumed: Mutex<BTreeMap<LimitId, (SizeResource, u64)>>,
+}
+
+/// The most size budgets whose consumption is kept for metrics; a policy
+/// churning through more keeps its first ones.
+const MAX_CONSUMED: usize = 1024;
+
+/// One size budget, for metrics.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BudgetUsage {
+    /// The budget (policy, rule, resource, window and key shape).
+    pub id: LimitId,
+    /// What it measures.
+    pub resource: SizeResource,
+    /// Everything admitted since start, in the budget's unit.
+    pub consumed: u64,
+    /// The least left in any of this sidecar's buckets of it (`Pod`
+    /// budgets; `None` for budgets kept only in the shared store).
+    pub remaining: Option<u64>,
 }
 
 impl<S: Shared> Tiered<S> {
@@ -64,6 +101,38 @@ impl<S: Shared> Tiered<S> {
         Tiered {
             local: MemoryCounter::new(),
             shared,
+            consumed: Mutex::default(),
+        }
+    }
+
+    /// Consumption and what is left of every size budget used so far.
+    pub fn size_usage(&self, now: Instant) -> Vec<BudgetUsage> {
+        let remaining: BTreeMap<LimitId, u64> =
+            self.local.lowest_remaining(now).into_iter().collect();
+        self.consumed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(id, (resource, consumed))| BudgetUsage {
+                id: id.clone(),
+                resource: *resource,
+                consumed: *consumed,
+                remaining: remaining.get(id).copied(),
+            })
+            .collect()
+    }
+
+    fn record(&self, all: &[Acquire]) {
+        let mut consumed = self.consumed.lock().unwrap_or_else(|e| e.into_inner());
+        for a in all {
+            let Some(resource) = a.limit.size else {
+                continue;
+            };
+            if consumed.len() >= MAX_CONSUMED && !consumed.contains_key(&a.limit.id) {
+                continue;
+            }
+            let entry = consumed.entry(a.limit.id.clone()).or_insert((resource, 0));
+            entry.1 = entry.1.saturating_add(u64::from(a.cost));
         }
     }
 
@@ -80,6 +149,21 @@ impl<S: Shared> Budgets for Tiered<S> {
         caller: CallerKey,
         now: Instant,
     ) -> Result<(), Refusal> {
+        let admitted = self.acquire_all(all, caller, now).await;
+        if admitted.is_ok() {
+            self.record(all);
+        }
+        admitted
+    }
+}
+
+impl<S: Shared> Tiered<S> {
+    async fn acquire_all(
+        &self,
+        all: &[Acquire],
+        caller: CallerKey,
+        now: Instant,
+    ) -> Result<(), Refusal> {
         let shared_idx: Vec<usize> = (0..all.len()).filter(|&i| all[i].limit.shared).collect();
         if shared_idx.is_empty() {
             return self.local.try_acquire_as(all, caller, now);
@@ -90,11 +174,18 @@ impl<S: Shared> Budgets for Tiered<S> {
             Some(store) => {
                 let shared: Vec<&Acquire> = shared_idx.iter().map(|&i| &all[i]).collect();
                 match store.try_acquire(&shared, now).await {
-                    Ok(SharedOutcome::Admitted { last }) => taken = Some((store, shared, last)),
-                    Ok(SharedOutcome::Full { index, retry_after }) => {
+                    Ok(SharedOutcome::Admitted { last, at }) => {
+                        taken = Some((store, shared, Admission { last, at }))
+                    }
+                    Ok(SharedOutcome::Full {
+                        index,
+                        retry_after,
+                        left,
+                    }) => {
                         return Err(Refusal::Exhausted {
                             index: shared_idx[index.min(shared_idx.len() - 1)],
                             retry_after,
+                            left,
                         });
                     }
                     Err(_) => fall_back(all, &shared_idx, &mut local_idx)?,

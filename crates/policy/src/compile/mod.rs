@@ -21,16 +21,18 @@ use crate::budget::ratelimit::{Limit, LimitId};
 use crate::compile::condition::{Condition, check_pointer};
 use crate::compile::matcher::{ToolMatcher, compile_glob, is_glob};
 use crate::compile::resource_rules::{
-    CloneTest, CompiledSelector, InFlightCap, NamespaceTest, compile_mappings,
+    CloneTest, CompiledSelector, InFlightCap, LifecycleTest, NamespaceTest, compile_mappings,
     compile_resource_parts,
 };
 use crate::compile::selector::ToolTest;
 use crate::duration;
 use crate::problem::Problem;
 use crate::resources::Mapping;
+use crate::resources::sizes::{in_unit, show};
+use crate::resources::{VM_GROUP, VM_KIND, VM_RESOURCE};
 use crate::spec::{
     Action, ClusterMcpToolPolicySpec, DenyWith, LimitScope, McpToolPolicySpec, Mode, OnStoreError,
-    RateLimit, Rule, StrictArguments,
+    RateLimit, Rule, SizeBudget, StrictArguments,
 };
 
 /// A problem when `list` is longer than `max`.
@@ -98,6 +100,10 @@ pub struct CompiledRule {
     pub in_flight: Vec<InFlightCap>,
     /// Callers it applies to (globs), if restricted.
     pub subjects: Option<SubjectTest>,
+    /// At most this many running VMs when a call starts one.
+    pub running_vms: Option<InFlightCap>,
+    /// Which VM lifecycle actions on which VMs.
+    pub lifecycle: Option<LifecycleTest>,
 }
 
 /// `subjects`, checked.
@@ -139,6 +145,9 @@ pub struct CompiledLimit {
     pub key_source: bool,
     /// Whether the caller's subject selects the bucket.
     pub key_subject: bool,
+    /// For a size budget: whether an object of unknown size is let through
+    /// (counting nothing) rather than denied.
+    pub unknown_allowed: bool,
 }
 
 impl CompiledPolicy {
@@ -428,6 +437,52 @@ fn compile_rule(
             ));
         }
     }
+    for (j, b) in rule.budgets.iter().enumerate() {
+        let at = format!("{path}.budgets[{j}]");
+        if rule.resources.is_empty() {
+            problems.push(Problem::at(
+                at.clone(),
+                "size budgets count what a call's objects consume; add `resources:` to the rule",
+            ));
+        }
+        if rule.action == Action::Deny {
+            problems.push(Problem::at(
+                at.clone(),
+                "budgets apply to what a rule allows; use `action: Allow` or remove `budgets`",
+            ));
+        }
+        match compile_budget(policy, &rule.name, b, &at) {
+            Ok(l) if limits.iter().any(|o| o.limit.id == l.limit.id) => problems.push(Problem::at(
+                at,
+                "another budget of this rule has the same resource, window and key; keep only the stricter one",
+            )),
+            Ok(l) => limits.push(l),
+            Err(mut p) => problems.append(&mut p),
+        }
+    }
+    let running_vms = rule.running_vms.as_ref().and_then(|cap| {
+        let at = format!("{path}.runningVMs");
+        if rule.action == Action::Deny {
+            problems.push(Problem::at(at.clone(), "a running-VM cap applies to what a rule allows; use `action: Allow`"));
+        }
+        if !rule.resources.iter().any(|r| r.group == VM_GROUP && (r.kind.as_deref() == Some(VM_KIND) || r.resource.as_deref() == Some(VM_RESOURCE))) {
+            problems.push(Problem::at(at.clone(), format!("running VMs are counted for {VM_KIND}s; add {{group: {VM_GROUP}, kind: {VM_KIND}}} to `resources`")));
+        }
+        if cap.per == crate::spec::InFlightScope::Source {
+            problems.push(Problem::at(format!("{at}.per"), "running VMs are counted per Namespace or per Cluster"));
+            return None;
+        }
+        if !(1..=100_000).contains(&cap.max) {
+            problems.push(Problem::at(format!("{at}.max"), format!("{} is not between 1 and 100000", cap.max)));
+            return None;
+        }
+        Some(InFlightCap { max: cap.max as u32, scope: cap.per })
+    });
+    let lifecycle = rule.lifecycle.as_ref().and_then(|l| {
+        LifecycleTest::compile(l, &format!("{path}.lifecycle"))
+            .map_err(|mut p| problems.append(&mut p))
+            .ok()
+    });
     let subjects = if rule.subjects.is_empty() {
         None
     } else {
@@ -471,7 +526,70 @@ fn compile_rule(
         clone,
         in_flight,
         subjects,
+        running_vms,
+        lifecycle,
     })
+}
+
+/// A size budget: a rate limit over amounts (see [`crate::budget::weighted`]).
+fn compile_budget(
+    policy: &str,
+    rule: &str,
+    b: &SizeBudget,
+    path: &str,
+) -> Result<CompiledLimit, Vec<Problem>> {
+    let mut problems = Vec::new();
+    let amount = match in_unit(b.resource, &b.amount) {
+        Ok(0) => {
+            problems.push(Problem::at(
+                format!("{path}.amount"),
+                format!(
+                    "{:?} admits nothing; to refuse every object, use `action: Deny`",
+                    b.amount
+                ),
+            ));
+            None
+        }
+        Ok(a) if a > u64::from(u32::MAX) => {
+            problems.push(Problem::at(
+                format!("{path}.amount"),
+                format!(
+                    "{:?} is above the largest budget ({})",
+                    b.amount,
+                    show(b.resource, u64::from(u32::MAX))
+                ),
+            ));
+            None
+        }
+        Ok(a) => Some(a as u32),
+        Err(e) => {
+            problems.push(Problem::at(format!("{path}.amount"), e.to_string()));
+            None
+        }
+    };
+    let as_limit = RateLimit {
+        requests: 1,
+        window: b.window.clone(),
+        key: b.key.clone(),
+        scope: b.scope,
+        on_store_error: b.on_store_error,
+        budget: None,
+    };
+    let compiled = compile_limit(
+        policy,
+        &format!("{rule}/{}", b.resource.as_str()),
+        &as_limit,
+        path,
+    );
+    let (Some(amount), Ok(mut l)) = (amount, compiled.map_err(|mut p| problems.append(&mut p)))
+    else {
+        return Err(problems);
+    };
+    let limit = Arc::make_mut(&mut l.limit);
+    limit.requests = amount;
+    limit.size = Some(b.resource);
+    l.unknown_allowed = b.when_unknown == Some(Action::Allow);
+    Ok(l)
 }
 
 fn compile_limit(
@@ -567,12 +685,14 @@ fn compile_limit(
             window,
             shared,
             local_fallback: l.on_store_error == Some(OnStoreError::LocalFallback),
+            size: None,
         }),
         key_arguments: key.arguments,
         key_session: key.session,
         key_namespace: key.namespace,
         key_source: key.source,
         key_subject: key.subject,
+        unknown_allowed: false,
     })
 }
 

@@ -11,6 +11,7 @@ use kube::core::{Selector, SelectorExt};
 use crate::compile::condition::{Condition, check_pointer};
 use crate::compile::matcher::compile_glob;
 use crate::problem::Problem;
+use crate::resources::sizes::Sizes;
 use crate::resources::{CLONE_GROUP, CLONE_KIND, CLONE_RESOURCE, From, Mapping, Op, plural};
 use crate::spec::{
     Action, CloneCondition, InFlightLimit, InFlightScope, NamespaceCondition, ResourceMapping,
@@ -21,6 +22,19 @@ use crate::spec::{
 pub trait ClusterView: Sync {
     /// The labels of VirtualMachine `namespace/name`, if known.
     fn vm_labels(&self, namespace: &str, name: &str) -> Option<BTreeMap<String, String>>;
+
+    /// What VirtualMachine `namespace/name` consumes — CPU and memory (from
+    /// its template or instancetype) and the storage of its disks — as a
+    /// clone of it would, if known.
+    fn vm_size(&self, _namespace: &str, _name: &str) -> Option<Sizes> {
+        None
+    }
+
+    /// CPU and memory of an instancetype: a VirtualMachineInstancetype in
+    /// `namespace`, or the VirtualMachineClusterInstancetype when `None`.
+    fn instancetype(&self, _namespace: Option<&str>, _name: &str) -> Option<Sizes> {
+        None
+    }
 }
 
 /// A view that knows nothing (file mode without a controller).
@@ -193,6 +207,86 @@ impl CloneTest {
             return Err("the target must not be the source VM itself".into());
         }
         Ok(())
+    }
+}
+
+/// `lifecycle`, checked.
+#[derive(Clone, Debug)]
+pub struct LifecycleTest {
+    actions: Vec<String>,
+    labels: Option<Selector>,
+    unknown_allowed: bool,
+}
+
+/// The actions kubernetes-mcp-server's `vm_lifecycle` takes.
+pub const LIFECYCLE_ACTIONS: &[&str] = &["start", "stop", "restart", "pause", "unpause"];
+
+impl LifecycleTest {
+    /// Checks `lifecycle` at `path`.
+    pub fn compile(
+        l: &crate::spec::LifecycleCondition,
+        path: &str,
+    ) -> Result<LifecycleTest, Vec<Problem>> {
+        let mut problems = Vec::new();
+        for (i, a) in l.actions.iter().enumerate() {
+            if !LIFECYCLE_ACTIONS.contains(&a.as_str()) {
+                problems.push(Problem::at(
+                    format!("{path}.actions[{i}]"),
+                    format!("{a:?} is not one of {}", LIFECYCLE_ACTIONS.join(", ")),
+                ));
+            }
+        }
+        let labels = l
+            .vm_labels
+            .clone()
+            .and_then(|s| match Selector::try_from(s) {
+                Ok(sel) => Some(sel),
+                Err(e) => {
+                    problems.push(Problem::at(
+                        format!("{path}.vmLabels"),
+                        format!("not a valid label selector ({})", e.0),
+                    ));
+                    None
+                }
+            });
+        if problems.is_empty() {
+            Ok(LifecycleTest {
+                actions: l.actions.clone(),
+                labels,
+                unknown_allowed: l.when_unknown == Some(Action::Allow),
+            })
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// Whether the lifecycle action of `op` is one this test names, on a VM
+    /// it names. `Err` says why not; an op that is no lifecycle action never
+    /// matches. For a `Deny` rule, unknown labels match unless
+    /// `whenUnknown: Allow`; for an `Allow` rule they fail unless it.
+    pub fn check(&self, op: &Op, view: &dyn ClusterView, deny: bool) -> Result<(), String> {
+        let Some(action) = op.lifecycle.as_deref() else {
+            return Err("it is no VM lifecycle action".into());
+        };
+        if !self.actions.is_empty() && !self.actions.iter().any(|a| a == action) {
+            return Err(format!(
+                "{action:?} is not one of {}",
+                self.actions.join(", ")
+            ));
+        }
+        let Some(selector) = &self.labels else {
+            return Ok(());
+        };
+        let ns = op.namespace.as_deref().unwrap_or("");
+        let name = op.name.as_deref().unwrap_or("");
+        match view.vm_labels(ns, name) {
+            Some(labels) if selector.matches(&labels) => Ok(()),
+            Some(_) => Err(format!("VM {ns}/{name} does not carry the labels")),
+            None if deny != self.unknown_allowed => Ok(()),
+            None => Err(format!(
+                "the labels of VM {ns}/{name} are not known, so it cannot be checked"
+            )),
+        }
     }
 }
 

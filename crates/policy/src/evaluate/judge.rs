@@ -4,8 +4,12 @@
 use crate::compile::resource_rules::ClusterView;
 use crate::compile::selector::Selected;
 use crate::compile::{CompiledPolicy, CompiledRule};
+use crate::duration::Human;
+use crate::resources::sizes::show;
+
+use super::measure::sizes;
 use crate::resources::{Op, Payloads, ToolMeta, bounded, extract};
-use crate::spec::Action;
+use crate::spec::{Action, SizeResource};
 
 use super::decision::{Decision, Effect, Reason, ToolCall, render};
 
@@ -257,7 +261,52 @@ fn object_conditions(
         cap.key(op)
             .map_err(|why| format!("{why}, so its in-flight cap cannot be counted"))?;
     }
+    if let Some(lifecycle) = &r.lifecycle {
+        lifecycle.check(op, view, r.action == Action::Deny)?;
+    }
+    if op.starts_vm
+        && let Some(cap) = &r.running_vms
+    {
+        cap.key(op)
+            .map_err(|why| format!("{why}, so running VMs cannot be counted"))?;
+    }
+    let budgets = r.limits.iter().filter_map(|l| l.limit.size.map(|s| (s, l)));
+    let mut measured = None;
+    for (resource, l) in budgets {
+        let got = measured.get_or_insert_with(|| sizes(op, view));
+        if got.get(resource).is_none() && !l.unknown_allowed {
+            return Err(format!(
+                "{} (the budget of {} per {} says whenUnknown: Deny)",
+                unknown_size(op, resource),
+                show(resource, u64::from(l.limit.requests)),
+                Human(l.limit.window)
+            ));
+        }
+    }
     Ok(())
+}
+
+/// Why the `resource` of `op` cannot be known.
+fn unknown_size(op: &Op, resource: SizeResource) -> String {
+    let what = resource.as_str();
+    if op.is_clone() {
+        let ns = op.namespace.as_deref().unwrap_or("?");
+        let source = op
+            .clone
+            .as_ref()
+            .and_then(|c| c.source.as_deref())
+            .unwrap_or("?");
+        return format!(
+            "the {what} of source VM {ns}/{source} is not known (the controller has not seen it)"
+        );
+    }
+    match op.demand.as_ref().and_then(|d| d.instancetype.as_ref()) {
+        Some(it) if resource != SizeResource::Storage => format!(
+            "the {what} of instancetype {:?} is not known (the controller has not seen it)",
+            it.name
+        ),
+        _ => format!("the {what} this object asks for cannot be told from the call"),
+    }
 }
 
 /// `VirtualMachineClone in namespace "vms" (from golden-1 to copy)`.

@@ -31,6 +31,7 @@
 
 mod decision;
 mod judge;
+mod measure;
 mod spend;
 
 use std::sync::Arc;
@@ -253,7 +254,7 @@ impl PolicySet {
                     if let Some(rule) = rule {
                         budgets.add_call(p, rule, call);
                     }
-                    budgets.add_objects(p, &objects, call);
+                    budgets.add_objects(p, &objects, call, view);
                 }
             }
         }

@@ -7,11 +7,15 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::budget::inflight::{Claim, Full};
+use crate::budget::inflight::{Claim, Counted, Full};
 use crate::budget::ratelimit::{Acquire, BucketKey, Refusal};
+use crate::compile::resource_rules::{ClusterView, InFlightCap};
 use crate::compile::{CompiledLimit, CompiledPolicy, CompiledRule};
 use crate::duration::Human;
 use crate::resources::Op;
+use crate::resources::sizes::show;
+
+use super::measure::sizes;
 use crate::spec::{DenyWith, InFlightScope};
 
 use super::decision::{Decision, Effect, Reason, ToolCall, render};
@@ -59,13 +63,15 @@ impl Spend {
         }
     }
 
-    /// The rate limits and in-flight caps of the resource rules that
-    /// allowed the call's objects, one unit per object.
+    /// The rate limits, size budgets and in-flight caps of the resource
+    /// rules that allowed the call's objects: one unit per object for rate
+    /// limits, the object's size for budgets.
     pub(super) fn add_objects(
         &mut self,
         p: &CompiledPolicy,
         objects: &[(Op, &CompiledRule)],
         call: &ToolCall<'_>,
+        view: &dyn ClusterView,
     ) {
         for (op, rule) in objects {
             let what = rule
@@ -73,61 +79,106 @@ impl Spend {
                 .first()
                 .map(|s| s.describe())
                 .unwrap_or_else(|| "object".into());
+            let measured = rule
+                .limits
+                .iter()
+                .any(|l| l.limit.size.is_some())
+                .then(|| sizes(op, view));
             for l in &rule.limits {
+                let cost = match (l.limit.size, measured) {
+                    (None, _) => 1,
+                    (Some(resource), Some(m)) => {
+                        // Unknown sizes were refused in judge unless the
+                        // budget lets them through, counting nothing.
+                        let amount = m.get(resource).unwrap_or(0);
+                        u32::try_from(amount).unwrap_or(u32::MAX)
+                    }
+                    (Some(_), None) => 0,
+                };
+                if cost == 0 {
+                    continue;
+                }
                 let bucket = BucketKey::of(key_parts(l, call, Some(op)).iter().map(Vec::as_slice));
                 match self
                     .acquire
                     .iter()
                     .position(|a| a.limit.id == l.limit.id && a.bucket == bucket)
                 {
-                    Some(i) => self.acquire[i].cost += 1,
+                    Some(i) => self.acquire[i].cost = self.acquire[i].cost.saturating_add(cost),
                     None => {
                         self.acquire.push(Acquire {
                             limit: l.limit.clone(),
                             bucket,
-                            cost: 1,
+                            cost,
                         });
-                        self.acquire_owner.push(owner(
-                            p,
-                            rule,
-                            format!(
+                        let describe = match l.limit.size {
+                            None => format!(
                                 "{} {what}s per {}{}",
                                 l.limit.requests,
                                 Human(l.limit.window),
                                 key_scope(l)
                             ),
-                        ));
+                            Some(resource) => format!(
+                                "{} of {} per {}{}",
+                                show(resource, u64::from(l.limit.requests)),
+                                resource.as_str(),
+                                Human(l.limit.window),
+                                key_scope(l)
+                            ),
+                        };
+                        self.acquire_owner.push(owner(p, rule, describe));
                     }
                 }
             }
             for cap in &rule.in_flight {
                 // Checked in judge: every object of an allowing rule has a key.
                 let Ok(key) = cap.key(op) else { continue };
-                match self
-                    .claims
-                    .iter()
-                    .position(|c| c.scope == cap.scope && c.key == key && c.max == cap.max)
-                {
-                    Some(i) => self.claims[i].cost += 1,
-                    None => {
-                        let per = match cap.scope {
-                            InFlightScope::Namespace => format!(" per namespace (in {key:?})"),
-                            InFlightScope::Source => format!(" per source VM (of {key:?})"),
-                            InFlightScope::Cluster => String::new(),
-                        };
-                        self.claims.push(Claim {
-                            scope: cap.scope,
-                            key,
-                            max: cap.max,
-                            cost: 1,
-                        });
-                        self.claim_owner.push(owner(
-                            p,
-                            rule,
-                            format!("{} {what}s in flight{per}", cap.max),
-                        ));
-                    }
-                }
+                self.claim(
+                    p,
+                    rule,
+                    Counted::Clones,
+                    cap,
+                    key,
+                    &format!("{what}s in flight"),
+                );
+            }
+            if op.starts_vm
+                && let Some(cap) = &rule.running_vms
+                && let Ok(key) = cap.key(op)
+            {
+                self.claim(p, rule, Counted::RunningVms, cap, key, "running VMs");
+            }
+        }
+    }
+
+    fn claim(
+        &mut self,
+        p: &CompiledPolicy,
+        rule: &CompiledRule,
+        counted: Counted,
+        cap: &InFlightCap,
+        key: String,
+        what: &str,
+    ) {
+        match self.claims.iter().position(|c| {
+            c.counted == counted && c.scope == cap.scope && c.key == key && c.max == cap.max
+        }) {
+            Some(i) => self.claims[i].cost += 1,
+            None => {
+                let per = match cap.scope {
+                    InFlightScope::Namespace => format!(" per namespace (in {key:?})"),
+                    InFlightScope::Source => format!(" per source VM (of {key:?})"),
+                    InFlightScope::Cluster => String::new(),
+                };
+                self.claims.push(Claim {
+                    counted,
+                    scope: cap.scope,
+                    key,
+                    max: cap.max,
+                    cost: 1,
+                });
+                self.claim_owner
+                    .push(owner(p, rule, format!("{} {what}{per}", cap.max)));
             }
         }
     }
@@ -139,6 +190,11 @@ impl Spend {
             format!(
                 "too many objects admitted by this caller are still settling to count them against the cap of {}; retry shortly",
                 o.describe
+            )
+        } else if self.claims[full.index].counted == Counted::RunningVms {
+            format!(
+                "the cap of {} is reached ({} running); retry when one stops",
+                o.describe, full.current
             )
         } else {
             format!(
@@ -164,14 +220,28 @@ impl Spend {
 
     pub(super) fn refusal(&self, refusal: &Refusal, effect: Effect) -> Decision {
         let (index, retry_after, detail) = match refusal {
-            Refusal::Exhausted { index, retry_after } => (
+            Refusal::Exhausted {
+                index,
+                retry_after,
+                left,
+            } => (
                 *index,
                 Some(*retry_after),
-                format!(
-                    "rate limit of {} reached; retry after {}",
-                    self.acquire_owner[*index].describe,
-                    Human(*retry_after)
-                ),
+                match (self.acquire[*index].limit.size, left) {
+                    (Some(resource), Some(left)) => format!(
+                        "this call needs {} of {resource}; {} of the budget of {} remain; retry after {}",
+                        show(resource, u64::from(self.acquire[*index].cost)),
+                        show(resource, *left),
+                        self.acquire_owner[*index].describe,
+                        Human(*retry_after),
+                        resource = resource.as_str(),
+                    ),
+                    _ => format!(
+                        "rate limit of {} reached; retry after {}",
+                        self.acquire_owner[*index].describe,
+                        Human(*retry_after)
+                    ),
+                },
             ),
             Refusal::StoreUnavailable { index } => (
                 *index,

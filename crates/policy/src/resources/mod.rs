@@ -21,6 +21,7 @@
 
 mod canonical;
 pub mod manifest;
+pub mod sizes;
 mod yaml;
 
 use std::collections::BTreeMap;
@@ -51,6 +52,13 @@ pub struct Op {
     pub name: Option<String>,
     /// For VirtualMachineClones: source and target.
     pub clone: Option<CloneRef>,
+    /// What the object asks for (VMs, DataVolumes, PVCs), for size budgets.
+    pub demand: Option<sizes::Demand>,
+    /// Whether the call starts this VM (a manifest that runs it,
+    /// `vm_create` with `autostart`, `vm_lifecycle` `start`).
+    pub starts_vm: bool,
+    /// `vm_lifecycle`'s action on this VM.
+    pub lifecycle: Option<String>,
 }
 
 /// A clone's source VM and target name, when known.
@@ -63,6 +71,13 @@ pub struct CloneRef {
 }
 
 impl Op {
+    /// Whether this is a KubeVirt VirtualMachine.
+    pub fn is_vm(&self) -> bool {
+        self.group == VM_GROUP
+            && (self.kind.as_deref() == Some(VM_KIND)
+                || self.resource.as_deref() == Some(VM_RESOURCE))
+    }
+
     /// Whether this is a KubeVirt VirtualMachineClone.
     pub fn is_clone(&self) -> bool {
         self.group == CLONE_GROUP
@@ -70,6 +85,13 @@ impl Op {
                 || self.resource.as_deref() == Some(CLONE_RESOURCE))
     }
 }
+
+/// KubeVirt's core API group.
+pub const VM_GROUP: &str = "kubevirt.io";
+/// The VM kind.
+pub const VM_KIND: &str = "VirtualMachine";
+/// The VM resource.
+pub const VM_RESOURCE: &str = "virtualmachines";
 
 /// KubeVirt's clone API group.
 pub const CLONE_GROUP: &str = "clone.kubevirt.io";
@@ -524,7 +546,39 @@ pub fn extract(
                         });
                         op.name = None;
                     }
+                    if op.is_vm() && op.subresource.is_none() {
+                        op.kind = Some(VM_KIND.into());
+                        // kubernetes-mcp-server's own VM tools, in their words.
+                        match tool {
+                            "vm_create" => {
+                                op.demand = Some(sizes::vm_create_demand(args));
+                                op.starts_vm =
+                                    args.get("autostart").and_then(Value::as_bool) == Some(true);
+                            }
+                            "vm_lifecycle" => {
+                                op.lifecycle = Some(arg("action").unwrap_or_default());
+                                op.starts_vm = op.lifecycle.as_deref() == Some("start");
+                            }
+                            _ => {}
+                        }
+                    }
+                    // vm_create_from_template creates a VM the server
+                    // renders from a template: what it weighs is unknown.
+                    let from_template = tool == "vm_create_from_template"
+                        && op.subresource.as_deref() == Some("create");
+                    let namespace = op.namespace.clone();
                     ops.push(op);
+                    if from_template {
+                        ops.push(Op {
+                            group: VM_GROUP.into(),
+                            kind: Some(VM_KIND.into()),
+                            resource: Some(VM_RESOURCE.into()),
+                            verbs: vec!["create".into()],
+                            namespace,
+                            demand: Some(sizes::Demand::default()),
+                            ..Default::default()
+                        });
+                    }
                 }
                 Target::Gvk {
                     api_version_argument,
@@ -605,6 +659,10 @@ fn from_document(
         name: s(metadata.and_then(|m| m.get("name"))),
         ..Default::default()
     };
+    if let (Some(kind), Some(spec)) = (op.kind.as_deref(), doc.get("spec")) {
+        op.demand = sizes::demand_of_document(&op.group, kind, doc);
+        op.starts_vm = op.is_vm() && sizes::vm_runs(spec);
+    }
     if op.is_clone() {
         let spec = doc.get("spec");
         op.clone = Some(CloneRef {
@@ -625,6 +683,12 @@ pub struct CloneCounts {
     pub by_source: BTreeMap<String, u32>,
     /// In flight overall.
     pub total: u32,
+    /// Running VMs (VirtualMachineInstances) per namespace.
+    #[serde(default)]
+    pub running_by_namespace: BTreeMap<String, u32>,
+    /// Running VMs overall.
+    #[serde(default)]
+    pub running_total: u32,
 }
 
 #[cfg(test)]

@@ -111,6 +111,11 @@ impl Gate {
         (self.budgets.local().stats(), self.in_flight.stats())
     }
 
+    /// Size budgets' consumption and what is left, for metrics.
+    pub(crate) fn size_usage(&self) -> Vec<tollgate_policy::budget::BudgetUsage> {
+        self.budgets.size_usage(Instant::now())
+    }
+
     /// Decides one `tools/call`. With the decision comes what to forward
     /// as the call's arguments when it is allowed and the rules read
     /// manifests in it: the manifests as judged, never the agent's text.

@@ -19,57 +19,119 @@ use redis::aio::ConnectionManager;
 use sha2::{Digest, Sha256};
 
 use tollgate_policy::budget::ratelimit::Acquire;
-use tollgate_policy::budget::{Shared, SharedOutcome, StoreDown};
+use tollgate_policy::budget::{Admission, Shared, SharedOutcome, StoreDown};
 
 use crate::config::SharedStoreConfig;
 use crate::metrics::Metrics;
 
 /// Admits every acquisition or none. KEYS: one bucket per acquisition.
 /// ARGV: a key prefix for the sequence, then per acquisition window (ms),
-/// requests, cost. Returns `{0, last_seq}` on admission, or
-/// `{i, retry_after_ms}` for the first full bucket (1-based).
+/// requests, cost, and kind (0: a count, one sorted-set member per unit;
+/// 1: a size budget, a list of `first:last:amount` entries — the weighted
+/// log of `tollgate_policy::budget::weighted`, same rules). Returns `{0,
+/// last_seq, now}` on admission, or `{i, retry_after_ms, left}` for the
+/// first full bucket (1-based; `left` is -1 for counts).
 const ACQUIRE: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local total = 0
 for i = 1, #KEYS do
-  local window = tonumber(ARGV[2 + (i - 1) * 3])
-  local limit = tonumber(ARGV[3 + (i - 1) * 3])
-  local cost = tonumber(ARGV[4 + (i - 1) * 3])
-  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now - window)
-  local count = redis.call('ZCARD', KEYS[i])
-  if count + cost > limit then
-    if cost > limit then
-      return {i, window}
+  local window = tonumber(ARGV[2 + (i - 1) * 4])
+  local limit = tonumber(ARGV[3 + (i - 1) * 4])
+  local cost = tonumber(ARGV[4 + (i - 1) * 4])
+  local kind = tonumber(ARGV[5 + (i - 1) * 4])
+  if kind == 1 then
+    while true do
+      local head = redis.call('LINDEX', KEYS[i], 0)
+      if not head then break end
+      local _, l = string.match(head, '^(%d+):(%d+):(%d+)$')
+      if now - tonumber(l) >= window then redis.call('LPOP', KEYS[i]) else break end
     end
-    local oldest = redis.call('ZRANGE', KEYS[i], count + cost - limit - 1, count + cost - limit - 1, 'WITHSCORES')
-    return {i, tonumber(oldest[2]) + window - now}
+    local entries = redis.call('LRANGE', KEYS[i], 0, -1)
+    local used = 0
+    for _, e in ipairs(entries) do
+      local _, _, a = string.match(e, '^(%d+):(%d+):(%d+)$')
+      used = used + tonumber(a)
+    end
+    if used + cost > limit then
+      local left = math.max(limit - used, 0)
+      if cost > limit then
+        return {i, window, left}
+      end
+      local rest = used
+      for _, e in ipairs(entries) do
+        local _, l, a = string.match(e, '^(%d+):(%d+):(%d+)$')
+        rest = rest - tonumber(a)
+        if rest + cost <= limit then
+          return {i, tonumber(l) + window - now, left}
+        end
+      end
+      return {i, window, left}
+    end
+  else
+    redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now - window)
+    local count = redis.call('ZCARD', KEYS[i])
+    if count + cost > limit then
+      if cost > limit then
+        return {i, window, -1}
+      end
+      local oldest = redis.call('ZRANGE', KEYS[i], count + cost - limit - 1, count + cost - limit - 1, 'WITHSCORES')
+      return {i, tonumber(oldest[2]) + window - now, -1}
+    end
+    total = total + cost
   end
-  total = total + cost
 end
 local last = redis.call('INCRBY', ARGV[1], total)
 local seq = last - total
 for i = 1, #KEYS do
-  local window = tonumber(ARGV[2 + (i - 1) * 3])
-  local cost = tonumber(ARGV[4 + (i - 1) * 3])
-  for c = 1, cost do
-    seq = seq + 1
-    redis.call('ZADD', KEYS[i], now, seq)
+  local window = tonumber(ARGV[2 + (i - 1) * 4])
+  local cost = tonumber(ARGV[4 + (i - 1) * 4])
+  local kind = tonumber(ARGV[5 + (i - 1) * 4])
+  if kind == 1 then
+    local span = math.floor(window / 64)
+    local tail = redis.call('LINDEX', KEYS[i], -1)
+    local f, l, a
+    if tail then f, l, a = string.match(tail, '^(%d+):(%d+):(%d+)$') end
+    if tail and now - tonumber(f) < span then
+      redis.call('LSET', KEYS[i], -1, string.format('%d:%d:%d', tonumber(f), math.max(tonumber(l), now), tonumber(a) + cost))
+    else
+      redis.call('RPUSH', KEYS[i], string.format('%d:%d:%d', now, now, cost))
+    end
+  else
+    for c = 1, cost do
+      seq = seq + 1
+      redis.call('ZADD', KEYS[i], now, seq)
+    end
   end
   redis.call('PEXPIRE', KEYS[i], window)
 end
-return {0, last}
+return {0, last, now}
 ";
 
-/// Takes back an admission: KEYS as for acquire, ARGV the members per key.
+/// Takes back an admission: KEYS as for acquire; ARGV the admission time,
+/// then per key its kind and cost, and for counts the members.
 const RELEASE: &str = r"
-local m = 1
+local at = tonumber(ARGV[1])
+local m = 2
 for i = 1, #KEYS do
-  local cost = tonumber(ARGV[m])
-  for c = 1, cost do
-    redis.call('ZREM', KEYS[i], ARGV[m + c])
+  local kind = tonumber(ARGV[m])
+  local cost = tonumber(ARGV[m + 1])
+  if kind == 1 then
+    local entries = redis.call('LRANGE', KEYS[i], 0, -1)
+    for j = #entries, 1, -1 do
+      local f, l, a = string.match(entries[j], '^(%d+):(%d+):(%d+)$')
+      if tonumber(f) <= at and at <= tonumber(l) then
+        redis.call('LSET', KEYS[i], j - 1, string.format('%d:%d:%d', tonumber(f), tonumber(l), math.max(tonumber(a) - cost, 0)))
+        break
+      end
+    end
+    m = m + 2
+  else
+    for c = 1, cost do
+      redis.call('ZREM', KEYS[i], ARGV[m + 1 + c])
+    end
+    m = m + cost + 2
   end
-  m = m + cost + 1
 end
 return 0
 ";
@@ -279,24 +341,26 @@ impl Shared for SharedStore {
                 .key(Self::key(a))
                 .arg(a.limit.window.as_millis() as u64)
                 .arg(a.limit.requests)
-                .arg(a.cost);
+                .arg(a.cost)
+                .arg(u8::from(a.limit.size.is_some()));
         }
         let mut conn = self.connection.clone();
-        let result: Result<(i64, i64), _> =
+        let result: Result<(i64, i64, i64), _> =
             match tokio::time::timeout(self.timeout, invocation.invoke_async(&mut conn)).await {
                 Ok(r) => r.map_err(|e| e.to_string()),
                 Err(_) => Err(format!("no answer within {:?}", self.timeout)),
             };
         match result {
-            Ok((0, last)) => {
+            Ok((0, last, at)) => {
                 self.mark(true, None);
-                Ok(SharedOutcome::Admitted { last })
+                Ok(SharedOutcome::Admitted { last, at })
             }
-            Ok((index, retry_ms)) => {
+            Ok((index, retry_ms, left)) => {
                 self.mark(true, None);
                 Ok(SharedOutcome::Full {
                     index: (index - 1).max(0) as usize,
                     retry_after: Duration::from_millis(retry_ms.max(0) as u64),
+                    left: u64::try_from(left).ok(),
                 })
             }
             Err(e) => {
@@ -307,12 +371,25 @@ impl Shared for SharedStore {
     }
 
     /// Takes back what [`try_acquire`](Self::try_acquire) admitted.
-    async fn release(&self, acquisitions: &[&Acquire], last: i64) {
-        let total: i64 = acquisitions.iter().map(|a| i64::from(a.cost)).sum();
-        let mut member = last - total;
+    async fn release(&self, acquisitions: &[&Acquire], admitted: Admission) {
+        // Only counts took sequence numbers (see ACQUIRE).
+        let total: i64 = acquisitions
+            .iter()
+            .filter(|a| a.limit.size.is_none())
+            .map(|a| i64::from(a.cost))
+            .sum();
+        let mut member = admitted.last - total;
         let mut invocation = self.release.prepare_invoke();
+        invocation.arg(admitted.at);
         for a in acquisitions {
-            invocation.key(Self::key(a)).arg(a.cost);
+            let sized = a.limit.size.is_some();
+            invocation
+                .key(Self::key(a))
+                .arg(u8::from(sized))
+                .arg(a.cost);
+            if sized {
+                continue;
+            }
             for _ in 0..a.cost {
                 member += 1;
                 invocation.arg(member);

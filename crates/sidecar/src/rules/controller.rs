@@ -359,10 +359,12 @@ impl Follower {
             .and_then(|t| u64::try_from(t.as_millisecond()).ok())
             .map(|ms| UNIX_EPOCH + Duration::from_millis(ms))
             .unwrap_or_else(SystemTime::now);
-        if state.clones_observed {
-            self.in_flight.set_cluster(state.clones, observed);
+        // Running-VM counts ride with the clone counts; either watch being
+        // current makes the counts worth trusting for what it covers.
+        if state.clones_observed || state.vmis_observed {
+            self.in_flight.set_cluster(state.clones.clone(), observed);
         }
-        self.cluster.set_vms(state.vms.into_iter().collect());
+        self.cluster.set_report(state);
     }
 
     /// Compiles and puts a snapshot in force.

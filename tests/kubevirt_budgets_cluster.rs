@@ -1,0 +1,254 @@
+//! Size budgets, running-VM caps and lifecycle rules on a real
+//! kube-apiserver with the KubeVirt CRDs (no KubeVirt): the controller reads
+//! VMs, instancetypes and VMIs from the cluster and pushes what they weigh
+//! to the sidecar, which judges real kubernetes-mcp-server calls under
+//! examples/kubevirt/budgets.yaml.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::cluster::{Cluster, ControllerProc};
+use support::*;
+
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// A VM with one DataVolume template of `disk`, and optional labels.
+fn vm(ns: &str, name: &str, disk: &str, labels: &str) -> String {
+    format!(
+        "apiVersion: kubevirt.io/v1\nkind: VirtualMachine\nmetadata: {{name: {name}, namespace: {ns}, labels: {{{labels}}}}}\nspec:\n  runStrategy: Halted\n  dataVolumeTemplates: [{{metadata: {{name: {name}-disk}}, spec: {{storage: {{resources: {{requests: {{storage: {disk}}}}}}}}}}}]\n  template: {{spec: {{domain: {{cpu: {{cores: 1}}, memory: {{guest: 1Gi}}}}, volumes: [{{name: root, dataVolume: {{name: {name}-disk}}}}]}}}}\n"
+    )
+}
+
+struct Setup {
+    ns: String,
+    url: String,
+    sidecar: TollgateProc,
+    _controller: ControllerProc,
+    _kms: Proc,
+    _token: tempfile::TempDir,
+    _policy: tempfile::TempDir,
+}
+
+/// The example policy (with the vCPU budget at 11 and the running cap at 2,
+/// to reach them in a few calls) enforced by a managed sidecar.
+async fn setup(cluster: &'static Cluster, prefix: &str) -> Setup {
+    cluster.kubevirt_crds();
+    let ns = cluster.namespace(prefix);
+    let (kms, kms_port) = cluster.kubernetes_mcp_server();
+    let controller = ControllerProc::start(cluster, &ns, "c1");
+    let (sidecar, token) = controller.managed_sidecar(
+        cluster,
+        &ns,
+        "kms-0",
+        &[("app.kubernetes.io/name", "kubernetes-mcp-server")],
+        &format!("http://127.0.0.1:{kms_port}"),
+    );
+    let (policy, path) = example_with(
+        "examples/kubevirt/budgets.yaml",
+        "amount: \"64\"",
+        "amount: \"11\"",
+    );
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("{max: 10, per: Namespace}", "{max: 2, per: Namespace}");
+    cluster
+        .kubectl_stdin(&["-n", &ns, "apply", "-f", "-"], Some(&text))
+        .unwrap();
+    assert!(
+        eventually(
+            PATIENCE,
+            async || cluster.policy(&ns, "kubevirt-budgets")["status"]["synced"] == "1/1"
+        )
+        .await,
+        "the sidecar never enforced the policy"
+    );
+    Setup {
+        url: format!("http://{}/mcp", sidecar.listen),
+        ns,
+        sidecar,
+        _controller: controller,
+        _kms: kms,
+        _token: token,
+        _policy: policy,
+    }
+}
+
+fn call(url: &str, tool: &str, args: Value) -> Answer {
+    Answer::of_result(&agent(url, &["call", tool, &args.to_string()])[0])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn clones_of_a_big_source_are_refused_before_small_ones_and_instancetypes_count() {
+    let cluster = Cluster::get();
+    let s = setup(cluster, "sizes").await;
+    let ns = &s.ns;
+    cluster.apply(&vm(ns, "db", "400Gi", "")).unwrap();
+    cluster.apply(&vm(ns, "tiny", "19Gi", "")).unwrap();
+    cluster
+        .apply("apiVersion: instancetype.kubevirt.io/v1beta1\nkind: VirtualMachineClusterInstancetype\nmetadata: {name: sizes-test.large}\nspec: {cpu: {guest: 2}, memory: {guest: 8Gi}}\n")
+        .unwrap();
+    let clone = |source: &str, target: &str| {
+        call(
+            &s.url,
+            "vm_clone",
+            json!({"namespace": ns, "name": source, "targetName": target}),
+        )
+    };
+    // Until the controller has pushed the VM's size, the clone is refused
+    // as unknown (whenUnknown: Deny), never counted as zero.
+    let mut first = Answer::Other("not yet".into());
+    assert!(
+        eventually(PATIENCE, async || {
+            first = clone("db", "db-copy-1");
+            first.reason() != Some("arguments")
+        })
+        .await,
+        "the source VM's size never reached the sidecar: {first:?}"
+    );
+    assert!(first.is_allowed(), "{first:?}");
+    // 400Gi of 500Gi spent: another clone of db does not fit.
+    let big = clone("db", "db-copy-2");
+    assert_eq!(big.reason(), Some("rate_limit"), "{big:?}");
+    assert!(
+        big.text().contains("this call needs 400Gi of storage; 100Gi of the budget of 500Gi of storage per 1h per namespace remain"),
+        "{big:?}"
+    );
+    // Five clones of the 19Gi VM still fit into the 100Gi left, the sixth
+    // does not.
+    for i in 0..5 {
+        let a = clone("tiny", &format!("tiny-copy-{i}"));
+        assert!(a.is_allowed(), "{a:?}");
+    }
+    assert_eq!(clone("tiny", "tiny-copy-5").reason(), Some("rate_limit"));
+    let made = cluster.get_json(&["-n", ns, "virtualmachineclones.clone.kubevirt.io"])["items"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(made, 6, "exactly the admitted clones exist");
+
+    // The six clones drew their sources' vCPUs too (6 of 11). vm_create
+    // with an instancetype counts at the instancetype's 2 vCPU (from the
+    // cluster): two more fit, the third does not.
+    let create = |name: &str| {
+        call(
+            &s.url,
+            "vm_create",
+            json!({"namespace": ns, "name": name, "instancetype": "sizes-test.large", "workload": "quay.io/containerdisks/fedora:latest", "storage": "1Gi"}),
+        )
+    };
+    let mut created = create("new-0");
+    assert!(
+        eventually(PATIENCE, async || {
+            if created.reason() == Some("arguments") {
+                created = create("new-0");
+            }
+            created.reason() != Some("arguments")
+        })
+        .await,
+        "the instancetype never reached the sidecar: {created:?}"
+    );
+    assert!(!created.is_denied(), "{created:?}");
+    assert!(!create("new-1").is_denied());
+    let third = create("new-2");
+    assert_eq!(third.reason(), Some("rate_limit"), "{third:?}");
+    assert!(
+        third.text().contains("this call needs 2 vCPU of cpu; 1 vCPU of the budget of 11 vCPU of cpu per 1h per namespace remain"),
+        "{third:?}"
+    );
+    // 400 + 5 x 19 + 2 x 1 Gi of 500Gi spent, 3Gi left; 10 of 11 vCPUs.
+    let m = metrics(s.sidecar.admin).await;
+    let gib = f64::from(1u32 << 30);
+    let of = |name: &str, resource: &str| {
+        sample(
+            &m,
+            &[
+                name,
+                "kubevirt-budgets/budgets/",
+                &format!("resource=\"{resource}\""),
+            ],
+        )
+    };
+    assert_eq!(of("tollgate_budget_remaining{", "storage"), Some(3.0 * gib));
+    assert_eq!(
+        of("tollgate_budget_consumed_total{", "storage"),
+        Some(497.0 * gib)
+    );
+    assert_eq!(of("tollgate_budget_consumed_total{", "cpu"), Some(10.0));
+    assert_eq!(of("tollgate_budget_remaining{", "cpu"), Some(1.0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn running_vms_are_counted_from_vmis_and_production_vms_are_not_stopped() {
+    let cluster = Cluster::get();
+    let s = setup(cluster, "running").await;
+    let ns = &s.ns;
+    cluster
+        .apply(&vm(ns, "prod-db", "10Gi", "tier: production"))
+        .unwrap();
+    cluster.apply(&vm(ns, "scratch", "10Gi", "")).unwrap();
+    let vmi = |name: &str| {
+        format!(
+            "apiVersion: kubevirt.io/v1\nkind: VirtualMachineInstance\nmetadata: {{name: {name}, namespace: {ns}}}\nspec: {{}}\n"
+        )
+    };
+    cluster.apply(&vmi("running-a")).unwrap();
+    cluster.apply(&vmi("running-b")).unwrap();
+    let lifecycle = |name: &str, action: &str| {
+        call(
+            &s.url,
+            "vm_lifecycle",
+            json!({"namespace": ns, "name": name, "action": action}),
+        )
+    };
+
+    // Two VMIs run and the cap is 2: a start is refused once the
+    // controller's count is in (before it, a start counts on its own).
+    let mut refused = Answer::Other("not yet".into());
+    assert!(
+        eventually(PATIENCE, async || {
+            refused = lifecycle("scratch", "start");
+            refused.reason() == Some("in_flight")
+        })
+        .await,
+        "starts were never refused: {refused:?}"
+    );
+    assert!(
+        refused
+            .text()
+            .contains("the cap of 2 running VMs per namespace"),
+        "{refused:?}"
+    );
+    // The VMIs go away: a start fits again.
+    cluster
+        .kubectl(&[
+            "-n",
+            ns,
+            "delete",
+            "virtualmachineinstance",
+            "running-a",
+            "running-b",
+        ])
+        .unwrap();
+    assert!(
+        eventually(PATIENCE, async || lifecycle("scratch", "start")
+            .is_allowed())
+        .await,
+        "deleted VMIs never freed the cap"
+    );
+
+    // Stopping a production VM is refused by label; a scratch VM is not
+    // (once its labels are known: until then it counts as production).
+    assert!(
+        eventually(PATIENCE, async || !lifecycle("scratch", "stop").is_denied()).await,
+        "the scratch VM's labels never reached the sidecar"
+    );
+    let stop = lifecycle("prod-db", "stop");
+    assert_eq!(stop.reason(), Some("rule"), "{stop:?}");
+    assert!(stop.text().contains("ask a person"), "{stop:?}");
+    assert_eq!(lifecycle("prod-db", "restart").reason(), Some("rule"));
+    assert!(!lifecycle("prod-db", "pause").is_denied());
+    // A VM the controller never saw is treated as production.
+    assert_eq!(lifecycle("ghost", "stop").reason(), Some("rule"));
+}
