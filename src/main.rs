@@ -40,6 +40,12 @@ enum Command {
     Controller(Box<cli::controller::ControllerArgs>),
     /// Print the McpToolPolicy CRD (YAML), or write it into a directory.
     Crdgen(cli::crdgen::CrdgenArgs),
+    /// Approve a held tool call on a sidecar's admin listener (file mode).
+    Approve(cli::approve::DecideArgs),
+    /// Reject a held tool call on a sidecar's admin listener (file mode); final.
+    Reject(cli::approve::DecideArgs),
+    /// List the approvals a sidecar keeps (file mode).
+    Approvals(cli::approve::ListArgs),
 }
 
 fn main() -> ExitCode {
@@ -50,5 +56,8 @@ fn main() -> ExitCode {
         Command::Crdgen(args) => cli::crdgen::run(&args),
         Command::Controller(args) => cli::controller::run(*args),
         Command::Proxy(args) => cli::proxy::run(*args),
+        Command::Approve(args) => cli::approve::decide(&args, "approve"),
+        Command::Reject(args) => cli::approve::decide(&args, "reject"),
+        Command::Approvals(args) => cli::approve::list(&args),
     }
 }

@@ -64,6 +64,9 @@ pub(crate) struct ProxyArgs {
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long, default_value = "127.0.0.1:9901", env = "TOLLGATE_ADMIN_LISTEN")]
     admin_listen: SocketAddr,
+    /// Serve the approval routes (`tollgate approve --admin`) even when --admin-listen is not loopback: whoever reaches them decides.
+    #[arg(long)]
+    approvals_remote: bool,
     /// Largest client message accepted, in bytes.
     #[arg(long, default_value_t = 4 << 20)]
     max_body_bytes: usize,
@@ -242,6 +245,7 @@ impl TryFrom<ProxyArgs> for Proxy {
                     client_key_file: args.redis_client_key,
                 },
             }),
+            approvals_remote: args.approvals_remote,
             ..ProxyConfig::new(rules, args.upstream, args.listen, args.admin_listen)
         };
         Ok(Proxy {

@@ -24,6 +24,8 @@ pub mod spec;
 pub mod warnings;
 
 #[cfg(test)]
+mod approval_tests;
+#[cfg(test)]
 mod resource_tests;
 #[cfg(test)]
 mod testing;
@@ -31,6 +33,7 @@ mod testing;
 mod tests;
 
 pub use compile::{CompiledPolicy, compile};
+pub use evaluate::approval::{Fingerprint, fingerprint};
 pub use evaluate::{Decision, Effect, Evaluation, PolicySet, Reason, ToolCall};
 pub use problem::{Problem, Problems};
 pub use spec::McpToolPolicySpec;

@@ -13,19 +13,19 @@ use crate::load::{compile_set, parse_text, read_paths};
 use crate::testing::{FakeShared, block_on};
 
 /// The budgets production runs: memory, beside a shared store.
-type SidecarBudgets = Tiered<FakeShared>;
+pub(crate) type SidecarBudgets = Tiered<FakeShared>;
 
-fn budgets() -> SidecarBudgets {
+pub(crate) fn budgets() -> SidecarBudgets {
     Tiered::new(Some(FakeShared::default()))
 }
 
-fn set(yaml: &str) -> PolicySet {
+pub(crate) fn set(yaml: &str) -> PolicySet {
     let (loaded, problems) = parse_text("test.yaml", yaml);
     assert!(problems.is_empty(), "{}", Problems(problems));
     compile_set(&loaded).unwrap_or_else(|p| panic!("{}", Problems(p)))
 }
 
-fn problems(yaml: &str) -> String {
+pub(crate) fn problems(yaml: &str) -> String {
     let (loaded, mut problems) = parse_text("test.yaml", yaml);
     if let Err(mut p) = compile_set(&loaded) {
         problems.append(&mut p);
@@ -39,7 +39,12 @@ fn call<'a>(tool: &'a str, args: &'a Value) -> ToolCall<'a> {
 }
 
 /// Decides with fresh in-flight counts and no cluster knowledge.
-fn run(s: &PolicySet, call: &ToolCall<'_>, counter: &SidecarBudgets, now: Instant) -> Decision {
+pub(crate) fn run(
+    s: &PolicySet,
+    call: &ToolCall<'_>,
+    counter: &SidecarBudgets,
+    now: Instant,
+) -> Decision {
     let in_flight = MemoryInFlight::default();
     let stores = Stores {
         budgets: counter,
@@ -393,6 +398,7 @@ spec:
                 meta: None,
                 subject: None,
                 payloads: None,
+                approved: false,
             },
             &counter,
             now,

@@ -202,6 +202,9 @@ pub struct ProxyConfig {
     pub require_identity: bool,
     /// The Redis for shared budgets, if any.
     pub shared_store: Option<SharedStoreConfig>,
+    /// Serve the approval routes (file mode) on an admin listener that is
+    /// not bound to loopback: whoever reaches them decides.
+    pub approvals_remote: bool,
 }
 
 impl ProxyConfig {
@@ -234,6 +237,7 @@ impl ProxyConfig {
             identity: IdentitySource::None,
             require_identity: false,
             shared_store: None,
+            approvals_remote: false,
         }
     }
 }

@@ -235,6 +235,11 @@ impl Metrics {
         let _ = self.registry.register(Box::new(self.store_errors.clone()));
     }
 
+    /// The registry, for metrics registered by their own module.
+    pub(crate) fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     /// Registers the JWKS metric: only sidecars with `--identity jwt` have it.
     pub fn register_jwks(&self) {
         let _ = self

@@ -11,6 +11,8 @@ use tokio::task::JoinHandle;
 use tollgate_mcp::{jsonrpc, sse, tools};
 use tollgate_runtime::serve;
 
+use crate::approvals::metrics::ApprovalMetrics;
+use crate::approvals::{Approvals, admin as approvals_admin};
 use crate::audit::AuditConfig;
 use crate::config::{IdentitySource, JwksSource, ProxyConfig, RuleSource};
 use crate::gate::redis as shared;
@@ -120,6 +122,11 @@ pub async fn start(config: ProxyConfig, audit: AuditConfig) -> Result<Running, S
     let admin_listener = serve::bind(config.admin_listen, "--admin-listen").await?;
     let listen = listener.local_addr().map_err(StartError::LocalAddr)?;
     let admin = admin_listener.local_addr().map_err(StartError::LocalAddr)?;
+    let approvals = Arc::new(Approvals::new(
+        ApprovalMetrics::register(metrics.registry())?,
+        format!("http://{admin}"),
+    ));
+    let serve_approvals = admin.ip().is_loopback() || config.approvals_remote;
 
     let proxy = Arc::new(Proxy {
         gate: Gate::new(GateParts {
@@ -130,6 +137,7 @@ pub async fn start(config: ProxyConfig, audit: AuditConfig) -> Result<Running, S
             metrics: metrics.clone(),
             audit,
             fail_open: matches!(&config.rules, RuleSource::Controller(m) if m.fail_open),
+            approvals,
         }),
         metrics: metrics.clone(),
         identities,
@@ -162,7 +170,7 @@ pub async fn start(config: ProxyConfig, audit: AuditConfig) -> Result<Running, S
     let p = proxy.clone();
     tasks.push(tokio::spawn(serve::serve(
         admin_listener,
-        move |req| tollgate_runtime::admin::route(p.clone(), req),
+        move |req| admin_route(p.clone(), serve_approvals, req),
         64,
         config.header_read_timeout,
         shutdown_rx.clone(),
@@ -242,6 +250,23 @@ pub async fn start(config: ProxyConfig, audit: AuditConfig) -> Result<Running, S
         proxy,
         shutdown,
         tasks,
+    })
+}
+
+/// The admin listener: approvals (when served here), else metrics and
+/// probes.
+async fn admin_route(
+    proxy: Arc<Proxy>,
+    serve_approvals: bool,
+    req: http::Request<hyper::body::Incoming>,
+) -> Result<http::Response<tollgate_runtime::body::Body>, std::convert::Infallible> {
+    if !req.uri().path().starts_with(approvals_admin::PREFIX) {
+        return tollgate_runtime::admin::route(proxy, req).await;
+    }
+    Ok(if serve_approvals {
+        approvals_admin::route(&proxy.gate.approvals, req).await
+    } else {
+        approvals_admin::not_served()
     })
 }
 
@@ -333,13 +358,21 @@ async fn learn_catalog(proxy: Arc<Proxy>, mut shutdown: watch::Receiver<bool>) {
     }
 }
 
-/// Drops idle rate-limit buckets once a minute.
+/// Drops idle rate-limit buckets once a minute; expires approvals every
+/// second (so the pending gauge and the expired count are current).
 async fn sweep(proxy: Arc<Proxy>, mut shutdown: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut last_buckets = Instant::now();
     loop {
         tokio::select! {
             _ = shutdown.changed() => return,
-            _ = tick.tick() => proxy.gate.sweep(Instant::now()),
+            _ = tick.tick() => {
+                proxy.gate.approvals.sweep();
+                if last_buckets.elapsed() >= Duration::from_secs(60) {
+                    last_buckets = Instant::now();
+                    proxy.gate.sweep(last_buckets);
+                }
+            }
         }
     }
 }

@@ -6,6 +6,7 @@
 //! every problem instead of stopping at the first, because a user fixing a
 //! policy wants the whole list in one go.
 
+pub mod approval;
 pub mod caps;
 pub mod condition;
 pub mod matcher;
@@ -28,7 +29,7 @@ use crate::problem::Problem;
 use crate::resources::Mapping;
 use crate::spec::{
     Action, DenyWith, LimitScope, McpToolPolicySpec, Mode, OnStoreError, RateLimit, Rule,
-    StrictArguments,
+    RuleAction, StrictArguments,
 };
 
 /// A problem when `list` is longer than `max`.
@@ -71,8 +72,12 @@ pub struct CompiledPolicy {
 pub struct CompiledRule {
     /// The rule's name.
     pub name: Arc<str>,
-    /// Allow or Deny.
+    /// Allow or Deny (a `RequireApproval` rule is an `Allow` rule with
+    /// [`approval`](Self::approval)).
     pub action: Action,
+    /// For `RequireApproval` rules: the call is allowed only with an
+    /// approval of this exact call.
+    pub approval: Option<Arc<approval::Approval>>,
     /// The user's text for denials.
     pub message: Option<String>,
     /// All must hold.
@@ -312,12 +317,30 @@ fn compile_rule(
             "list at least one tool name or glob, e.g. `tools: [vm_clone]` or `tools: [\"*\"]`, or the objects it governs in `resources`",
         ));
     }
+    let action = match rule.action {
+        RuleAction::Allow | RuleAction::RequireApproval => Action::Allow,
+        RuleAction::Deny => Action::Deny,
+    };
+    let approval = match rule.action {
+        RuleAction::RequireApproval => approval::compile(rule.approval.as_ref(), path)
+            .map_err(|mut p| problems.append(&mut p))
+            .ok()
+            .map(Arc::new),
+        _ if rule.approval.is_some() => {
+            problems.push(Problem::at(
+                format!("{path}.approval"),
+                "approval settings apply to rules with `action: RequireApproval`",
+            ));
+            None
+        }
+        _ => None,
+    };
     let resource_parts = compile_resource_parts(
         &rule.resources,
         rule.namespaces.as_ref(),
         rule.clone.as_ref(),
         &rule.in_flight,
-        rule.action,
+        action,
         path,
     )
     .map_err(|mut p| problems.append(&mut p))
@@ -345,7 +368,7 @@ fn compile_rule(
             format!("the message is longer than {MAX_MESSAGE} characters; shorten it"),
         ));
     }
-    if rule.action == Action::Deny && !rule.rate_limits.is_empty() {
+    if action == Action::Deny && !rule.rate_limits.is_empty() {
         problems.push(Problem::at(
             format!("{path}.rateLimits"),
             "rate limits apply to calls a rule allows; a Deny rule denies every call it matches. Use `action: Allow` or remove `rateLimits`",
@@ -410,7 +433,8 @@ fn compile_rule(
     };
     Ok(CompiledRule {
         name: rule.name.as_str().into(),
-        action: rule.action,
+        action,
+        approval,
         message: rule.message.clone(),
         conditions,
         limits,

@@ -243,14 +243,18 @@ async fn plan_one(
                     return Ok(());
                 }
             };
-            let (decision, arguments) = proxy.gate.decide(&params, caller, &id).await;
-            if decision.forwards() {
-                plan.forward.push(match arguments {
+            let decided = proxy.gate.decide(&params, caller, &id).await;
+            if decided.decision.forwards() {
+                plan.forward.push(match decided.forward {
                     Some(judged) => with_arguments(message, judged),
                     None => message,
                 });
             } else {
-                plan.answers.push(denial_response(&id, &decision));
+                plan.answers.push(denial_response(
+                    &id,
+                    &decided.decision,
+                    decided.approval.as_ref(),
+                ));
             }
         }
         (Kind::Notification, Some(tools::CALL)) => {
