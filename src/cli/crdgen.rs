@@ -1,5 +1,5 @@
-//! `tollgate crdgen`: the CRD YAML from the Rust types (`make generate`
-//! writes it into `crds/`; a test fails when the file is stale).
+//! `tollgate crdgen`: the CRDs' YAML from the Rust types (`make generate`
+//! writes them into `crds/`; a test fails when a file is stale).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -7,29 +7,34 @@ use std::process::ExitCode;
 /// Flags of `tollgate crdgen`.
 #[derive(clap::Args)]
 pub(crate) struct CrdgenArgs {
-    /// Write `mcptoolpolicies.tollgate.dev.yaml` into this directory.
+    /// Write `mcptoolpolicies.tollgate.dev.yaml` and
+    /// `mcptoolcallapprovals.tollgate.dev.yaml` into this directory (without
+    /// it: print both, as one YAML stream).
     #[arg(long)]
     out: Option<PathBuf>,
 }
 
 pub(crate) fn run(args: &CrdgenArgs) -> ExitCode {
-    let yaml = match tollgate_policy::crd::crd_yaml() {
-        Ok(y) => y,
-        Err(e) => {
-            eprintln!("error: cannot render the CRD: {e}");
+    for (i, (name, source, crd)) in tollgate_policy::crd::all().into_iter().enumerate() {
+        let yaml = match tollgate_policy::crd::to_yaml(source, &crd) {
+            Ok(y) => y,
+            Err(e) => {
+                eprintln!("error: cannot render {name}: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let Some(dir) = &args.out else {
+            if i > 0 {
+                println!("---");
+            }
+            print!("{yaml}");
+            continue;
+        };
+        let file = dir.join(name);
+        if let Err(e) = std::fs::create_dir_all(dir).and_then(|()| std::fs::write(&file, yaml)) {
+            eprintln!("error: cannot write {}: {e}", file.display());
             return ExitCode::FAILURE;
         }
-    };
-    let Some(dir) = &args.out else {
-        print!("{yaml}");
-        return ExitCode::SUCCESS;
-    };
-    let file = dir.join("mcptoolpolicies.tollgate.dev.yaml");
-    match std::fs::create_dir_all(dir).and_then(|()| std::fs::write(&file, yaml)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: cannot write {}: {e}", file.display());
-            ExitCode::FAILURE
-        }
     }
+    ExitCode::SUCCESS
 }

@@ -10,6 +10,7 @@
 //! (a test in the workspace keeps it so): what it decides can be tested and
 //! benchmarked without any of them, on exactly the code production runs.
 
+pub mod approval_crd;
 pub mod budget;
 pub mod compile;
 pub mod crd;
