@@ -334,3 +334,132 @@ async fn metrics(admin: SocketAddr) -> String {
     let req = b"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
     raw(admin, req).await.text()
 }
+
+/// A loopback receiver of approval notifications: refuses the first
+/// request of each delivery with 503, accepts the rest, and keeps them all.
+#[derive(Clone, Default)]
+struct Receiver {
+    seen: std::sync::Arc<std::sync::Mutex<Vec<(http::HeaderMap, bytes::Bytes)>>>,
+}
+
+impl Receiver {
+    async fn start(&self) -> SocketAddr {
+        use http_body_util::BodyExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let me = self.clone();
+        tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                let me = me.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(
+                        move |req: http::Request<hyper::body::Incoming>| {
+                            let me = me.clone();
+                            async move {
+                                let (parts, body) = req.into_parts();
+                                let bytes = body
+                                    .collect()
+                                    .await
+                                    .map(|b| b.to_bytes())
+                                    .unwrap_or_default();
+                                let delivery = parts.headers.get("x-tollgate-delivery").cloned();
+                                let mut seen = me.seen.lock().unwrap();
+                                let first = !seen.iter().any(|(h, _)| {
+                                    h.get("x-tollgate-delivery") == delivery.as_ref()
+                                });
+                                seen.push((parts.headers, bytes));
+                                let status = if first { 503 } else { 200 };
+                                Ok::<_, std::convert::Infallible>(
+                                    http::Response::builder()
+                                        .status(status)
+                                        .body(http_body_util::Full::new(bytes::Bytes::new()))
+                                        .unwrap(),
+                                )
+                            }
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(socket), svc)
+                        .await;
+                });
+            }
+        });
+        addr
+    }
+
+    /// The deliveries of `event` so far.
+    fn of(&self, event: &str) -> Vec<(http::HeaderMap, bytes::Bytes)> {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(h, _)| h.get("x-tollgate-event").is_some_and(|e| e == event))
+            .cloned()
+            .collect()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn people_are_notified_with_signed_retried_webhooks() {
+    use hmac::{Hmac, Mac};
+    let receiver = Receiver::default();
+    let at = receiver.start().await;
+    let up = Upstream::start(Framing::Json).await;
+    let (_dir, path) = policy_file(POLICY);
+    let key = b"a key only tollgate and the receiver know".to_vec();
+    let secret = key.clone();
+    let proxy = start_proxy_with(vec![path], &up.url(), move |c| {
+        c.approval_webhook = Some(tollgate_sidecar::NotifyConfig {
+            url: format!("http://{at}/hook").parse().unwrap(),
+            secret,
+        });
+    })
+    .await;
+    let id = approval_id(&ask(&proxy, "vm_clone", json!({"name": "web"})).await);
+    let (ok, out, err) = decide(proxy.admin, "approve", &id, "ann", &[]).await;
+    assert!(ok, "{out}{err}");
+
+    // Each event is refused once by the receiver and delivered on a retry
+    // (backoff 0.5 s); wait for both, bounded.
+    let delivered = |m: &str| {
+        sample(
+            m,
+            &[
+                "tollgate_approval_notifications_total{",
+                "result=\"delivered\"",
+            ],
+        )
+    };
+    for _ in 0..200 {
+        if delivered(&metrics(proxy.admin).await) == Some(2.0) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    for event in ["requested", "approved"] {
+        let got = receiver.of(event);
+        assert_eq!(got.len(), 2, "{event}: refused once, then delivered");
+        for (headers, body) in &got {
+            let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
+            mac.update(body);
+            let expected: String = mac
+                .finalize()
+                .into_bytes()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            assert_eq!(
+                headers["x-tollgate-signature-256"].to_str().unwrap(),
+                format!("sha256={expected}")
+            );
+            let v: Value = serde_json::from_slice(body).unwrap();
+            assert_eq!(
+                (v["event"].as_str(), v["approval"]["id"].as_str()),
+                (Some(event), Some(id.as_str()))
+            );
+        }
+    }
+    let m = metrics(proxy.admin).await;
+    assert_eq!(delivered(&m), Some(2.0), "{m}");
+    proxy.shutdown().await;
+}

@@ -205,6 +205,8 @@ pub struct ProxyConfig {
     /// Serve the approval routes (file mode) on an admin listener that is
     /// not bound to loopback: whoever reaches them decides.
     pub approvals_remote: bool,
+    /// Where approval notifications go, signed, if anywhere.
+    pub approval_webhook: Option<crate::approvals::notify::NotifyConfig>,
 }
 
 impl ProxyConfig {
@@ -238,6 +240,7 @@ impl ProxyConfig {
             require_identity: false,
             shared_store: None,
             approvals_remote: false,
+            approval_webhook: None,
         }
     }
 }

@@ -26,6 +26,7 @@ mod start;
 mod tls;
 mod transport;
 
+pub use approvals::notify::NotifyConfig;
 pub use audit::{AuditConfig, AuditLevel};
 pub use config::{
     CaSource, ControllerTls, IdentityKind, IdentitySource, JwksSource, ManagedConfig, ProxyConfig,

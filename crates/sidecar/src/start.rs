@@ -12,6 +12,7 @@ use tollgate_mcp::{jsonrpc, sse, tools};
 use tollgate_runtime::serve;
 
 use crate::approvals::metrics::ApprovalMetrics;
+use crate::approvals::notify::Notifier;
 use crate::approvals::{Approvals, admin as approvals_admin};
 use crate::audit::AuditConfig;
 use crate::config::{IdentitySource, JwksSource, ProxyConfig, RuleSource};
@@ -54,6 +55,9 @@ pub enum StartError {
     /// A listener could not be opened.
     #[error(transparent)]
     Bind(#[from] serve::BindError),
+    /// The TLS client for approval notifications could not be built.
+    #[error("setting up TLS for --approval-webhook: {0}")]
+    Notifier(#[source] rustls::Error),
     /// The address of a bound listener could not be read.
     #[error("reading a listener's address: {0}")]
     LocalAddr(#[source] std::io::Error),
@@ -122,9 +126,18 @@ pub async fn start(config: ProxyConfig, audit: AuditConfig) -> Result<Running, S
     let admin_listener = serve::bind(config.admin_listen, "--admin-listen").await?;
     let listen = listener.local_addr().map_err(StartError::LocalAddr)?;
     let admin = admin_listener.local_addr().map_err(StartError::LocalAddr)?;
+    let approval_metrics = ApprovalMetrics::register(metrics.registry())?;
+    let notifier = match &config.approval_webhook {
+        Some(n) => Some(
+            Notifier::new(n.clone(), approval_metrics.notifications.clone())
+                .map_err(StartError::Notifier)?,
+        ),
+        None => None,
+    };
     let approvals = Arc::new(Approvals::new(
-        ApprovalMetrics::register(metrics.registry())?,
+        approval_metrics,
         format!("http://{admin}"),
+        notifier,
     ));
     let serve_approvals = admin.ip().is_loopback() || config.approvals_remote;
 

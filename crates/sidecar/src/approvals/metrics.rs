@@ -40,6 +40,8 @@ pub(crate) struct ApprovalMetrics {
     pub(crate) pending: IntGauge,
     /// `tollgate_approval_decision_duration_seconds`.
     pub(crate) decision_seconds: Histogram,
+    /// `tollgate_approval_notifications_total{result}`.
+    pub(crate) notifications: IntCounterVec,
 }
 
 impl ApprovalMetrics {
@@ -63,6 +65,14 @@ impl ApprovalMetrics {
             )
             .buckets(DECISION_BUCKETS.to_vec()),
         )?;
+        let notifications = IntCounterVec::new(
+            Opts::new(
+                "tollgate_approval_notifications_total",
+                "Approval notifications to --approval-webhook, by result (delivered, failed after every retry, dropped).",
+            ),
+            &["result"],
+        )?;
+        registry.register(Box::new(notifications.clone()))?;
         registry.register(Box::new(total.clone()))?;
         registry.register(Box::new(pending.clone()))?;
         registry.register(Box::new(decision_seconds.clone()))?;
@@ -70,6 +80,7 @@ impl ApprovalMetrics {
             total,
             pending,
             decision_seconds,
+            notifications,
         })
     }
 

@@ -17,14 +17,16 @@
 pub(crate) mod admin;
 pub(crate) mod answer;
 pub(crate) mod metrics;
+pub(crate) mod notify;
 pub(crate) mod store;
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::Notify;
 
 use metrics::{ApprovalMetrics, Outcome as Counted};
+use notify::{Event, Notifier};
 use store::{DecideError, Decided, Found, Phase, Record, Request, Store, Verdict};
 
 /// The sidecar's approvals.
@@ -35,6 +37,8 @@ pub(crate) struct Approvals {
     metrics: ApprovalMetrics,
     /// How a person decides, shown to the model (the admin URL).
     pub(crate) admin_url: String,
+    /// Where people are told, if anywhere.
+    notifier: Option<Arc<Notifier>>,
 }
 
 /// What a call waiting for approval ends with.
@@ -52,12 +56,23 @@ pub(crate) enum Waited {
 }
 
 impl Approvals {
-    pub(crate) fn new(metrics: ApprovalMetrics, admin_url: String) -> Self {
+    pub(crate) fn new(
+        metrics: ApprovalMetrics,
+        admin_url: String,
+        notifier: Option<Notifier>,
+    ) -> Self {
         Approvals {
             store: Mutex::new(Store::default()),
             changed: Notify::new(),
             metrics,
             admin_url,
+            notifier: notifier.map(Arc::new),
+        }
+    }
+
+    fn notify(&self, event: Event, r: &Record) {
+        if let Some(n) = &self.notifier {
+            n.send(event, r);
         }
     }
 
@@ -95,6 +110,7 @@ impl Approvals {
                         expires_at = r.expires_at,
                         "approval requested"
                     );
+                    self.notify(Event::Requested, &r);
                     if Instant::now() >= deadline {
                         return Waited::Pending(r);
                     }
@@ -158,10 +174,11 @@ impl Approvals {
             "approval decided"
         );
         if decided.settled {
-            let outcome = match r.phase {
-                Phase::Rejected => Counted::Rejected,
-                _ => Counted::Approved,
+            let (outcome, event) = match r.phase {
+                Phase::Rejected => (Counted::Rejected, Event::Rejected),
+                _ => (Counted::Approved, Event::Approved),
             };
+            self.notify(event, r);
             self.metrics.count(r, outcome);
             let waited = SystemTime::now()
                 .duration_since(r.created)
@@ -194,6 +211,7 @@ impl Approvals {
     fn count_expired(&self, expired: &[Record]) {
         for r in expired {
             self.metrics.count(r, Counted::Expired);
+            self.notify(Event::Expired, r);
             tracing::info!(
                 target: "tollgate::audit",
                 event = "approval_expired",
