@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the integration tests and `make demo` drive besides tollgate
 # itself: the Node.js MCP peers in tests/peers (official MCP SDK,
-# kubernetes-mcp-server binary from its npm package).
+# kubernetes-mcp-server binary from its npm package), and the TrueNAS MCP
+# server from PyPI in a Python venv.
 #
 # Idempotent and quiet: the npm tree lives in a content-addressed cache,
 #   $TOLLGATE_CACHE/npm/<sha256 of tests/peers/package-lock.json>/node_modules
@@ -91,6 +92,39 @@ if (( verbose )); then
   say "tests/peers/node_modules -> $target"
   say "kubernetes-mcp-server: $kms ($kms_version)"
 fi
+
+# --- the TrueNAS MCP server (PyPI), in a venv keyed by its requirements ----
+# tests/peers/truenas/requirements.txt pins every package; the venv lives in
+#   $TOLLGATE_CACHE/venv/<sha256 of requirements.txt>
+# and tests/peers/truenas/venv is a symlink to it (gitignored).
+command -v python3 >/dev/null 2>&1 || die "python3 not found (need Python >= 3.10 with venv; e.g. apt-get install python3-venv)"
+reqs="$peers/truenas/requirements.txt"
+[[ -f "$reqs" ]] || die "missing $reqs"
+vhash="$(sha256sum "$reqs" | cut -d' ' -f1)"
+venv="$TOLLGATE_CACHE/venv/$vhash"
+if [[ ! -f "$venv/.complete" ]]; then
+  mkdir -p "$TOLLGATE_CACHE/venv"
+  vtmp="$(mktemp -d "$TOLLGATE_CACHE/venv/.tmp.$vhash.XXXXXX")"
+  say "installing the TrueNAS MCP server (PyPI) into $venv (one time)"
+  # A venv records its own path: build it where it will live, then mark it.
+  rm -rf "$venv"
+  if ! python3 -m venv "$venv" >"$vtmp/pip.log" 2>&1 \
+     || ! "$venv/bin/pip" install --quiet --disable-pip-version-check --no-deps -r "$reqs" >>"$vtmp/pip.log" 2>&1 \
+     || ! "$venv/bin/pip" check >>"$vtmp/pip.log" 2>&1; then
+    cat "$vtmp/pip.log" >&2
+    rm -rf "$vtmp" "$venv"
+    die "installing $reqs failed"
+  fi
+  rm -rf "$vtmp"
+  touch "$venv/.complete"
+fi
+vlink="$peers/truenas/venv"
+if [[ "$(readlink "$vlink" 2>/dev/null || true)" != "$venv" ]]; then
+  ln -sfn "$venv" "$vlink.tmp.$$"
+  mv -T "$vlink.tmp.$$" "$vlink"
+fi
+[[ -x "$vlink/bin/truenas-mcp-server" ]] || die "truenas-mcp-server missing in $vlink/bin"
+(( verbose )) && say "truenas-mcp-server: $vlink/bin/truenas-mcp-server ($(grep -i '^iflow-mcp' "$reqs"))"
 
 # --- redis-server for shared rate limits (Debian package, unpacked) --------
 "$root/scripts/redis.sh" $( (( verbose )) && echo -v )

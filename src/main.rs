@@ -46,12 +46,28 @@ enum Command {
     Reject(cli::approve::DecideArgs),
     /// List the approvals a sidecar keeps (file mode).
     Approvals(cli::approve::ListArgs),
+    /// Run a stdio MCP server behind the policy, on this process's stdio
+    /// (for desktop clients): `tollgate wrap --policy p.yaml -- npx server`.
+    Wrap(Box<cli::wrap::WrapArgs>),
+    /// Print a PolicyLayer or Intercept policy as an equivalent McpToolPolicy (YAML).
+    Import(cli::import::ImportArgs),
+    /// Copy this binary to a path (the init container of in-pod stdio injection).
+    #[command(hide = true)]
+    CopyBinary(cli::copy_binary::CopyBinaryArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let _log_guard = logging::init(cli.log_format, &cli.log);
+    // `wrap` speaks MCP on stdout: its logs go to stderr.
+    let target = match cli.command {
+        Command::Wrap(_) => logging::Target::Stderr,
+        _ => logging::Target::Stdout,
+    };
+    let _log_guard = logging::init_to(cli.log_format, &cli.log, target);
     match cli.command {
+        Command::Wrap(args) => cli::wrap::run(*args),
+        Command::Import(args) => cli::import::run(&args),
+        Command::CopyBinary(args) => cli::copy_binary::run(&args),
         Command::Check(args) => cli::check::run(&args),
         Command::Crdgen(args) => cli::crdgen::run(&args),
         Command::Controller(args) => cli::controller::run(*args),

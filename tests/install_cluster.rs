@@ -10,31 +10,11 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use support::chart::{ca_bundle_published, controller_as_chart, helm, push_address};
 use support::cluster::{Cluster, token_file};
 use support::*;
 
 const PATIENCE: Duration = Duration::from_secs(30);
-
-fn helm(cluster: &Cluster, args: &[&str]) -> Result<String, String> {
-    let out = Command::new(cluster.bin.join("helm"))
-        .env("KUBECONFIG", &cluster.kubeconfig)
-        .env(
-            "HELM_CACHE_HOME",
-            std::env::temp_dir().join("tollgate-helm-cache"),
-        )
-        .env(
-            "HELM_CONFIG_HOME",
-            std::env::temp_dir().join("tollgate-helm-config"),
-        )
-        .args(args)
-        .output()
-        .unwrap();
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
-}
 
 /// The cluster's kubeconfig, acting as the chart's ServiceAccount.
 fn impersonating(cluster: &Cluster, dir: &Path, ns: &str, sa: &str) -> std::path::PathBuf {
@@ -51,43 +31,6 @@ fn impersonating(cluster: &Cluster, dir: &Path, ns: &str, sa: &str) -> std::path
     let path = dir.join("kubeconfig-as-controller.json");
     std::fs::write(&path, kc.to_string()).unwrap();
     path
-}
-
-/// Starts the controller with the chart Deployment's own arguments, only
-/// the listen addresses moved to loopback.
-fn controller_as_chart(cluster: &Cluster, ns: &str, kubeconfig: &Path, webhook_port: u16) -> Proc {
-    let deploy = cluster.get_json(&["-n", ns, "deployment", "tollgate"]);
-    let container = &deploy["spec"]["template"]["spec"]["containers"][0];
-    let args: Vec<String> = container["args"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| {
-            let a = a.as_str().unwrap();
-            match a.split_once('=') {
-                Some(("--push-listen", _)) => "--push-listen=127.0.0.1:0".to_owned(),
-                Some(("--admin-listen", _)) => "--admin-listen=127.0.0.1:0".to_owned(),
-                Some(("--webhook-listen", _)) => {
-                    format!("--webhook-listen=127.0.0.1:{webhook_port}")
-                }
-                _ => a
-                    .replace("$(POD_NAMESPACE)", ns)
-                    .replace("$(POD_NAME)", "tollgate-test-0"),
-            }
-        })
-        .collect();
-    assert!(
-        args.iter()
-            .any(|a| a.starts_with("--webhook-configuration=")),
-        "{args:?}"
-    );
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tollgate"));
-    cmd.args(["--log-format", "json"])
-        .args(&args)
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .env("POD_NAMESPACE", ns);
-    Proc::spawn(cmd, |l| l.contains("tollgate controller started")).0
 }
 
 fn create_pod(cluster: &Cluster, ns: &str, name: &str, labels: &str) -> Result<Value, String> {
@@ -341,16 +284,10 @@ async fn helm_install_rbac_webhook_upgrade_uninstall() {
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = impersonating(cluster, dir.path(), &ns, "tollgate");
     let mut controller = controller_as_chart(cluster, &ns, &kubeconfig, webhook_port);
-    let ca_published = eventually(PATIENCE, async || {
-        let config = cluster.get_json(&["mutatingwebhookconfiguration", "tollgate"]);
-        config["webhooks"].as_array().unwrap().iter().all(|w| {
-            w["clientConfig"]["caBundle"]
-                .as_str()
-                .is_some_and(|b| !b.is_empty())
-        })
-    })
-    .await;
-    assert!(ca_published, "the controller never published caBundle");
+    assert!(
+        ca_bundle_published(cluster).await,
+        "the controller never published caBundle"
+    );
 
     // The real apiserver calls the webhook.
     let labelled = format!("mcp-{}", std::process::id());
@@ -525,20 +462,7 @@ async fn helm_install_rbac_webhook_upgrade_uninstall() {
             .trim()
             .to_owned()
     });
-    let push: Value = serde_json::from_str(
-        &controller
-            .lines
-            .lock()
-            .unwrap()
-            .iter()
-            .find(|l| l.contains("tollgate controller started"))
-            .cloned()
-            .unwrap_or_default(),
-    )
-    .unwrap_or_default();
-    let push_addr = push["push"]
-        .as_str()
-        .expect("the controller's push address");
+    let push_addr = push_address(&controller);
     // What the webhook injected: the controller's URL (https) and the CA to
     // verify it by. Here the sidecar dials the local process by address,
     // which the certificate names (the chart's webhook.url host).

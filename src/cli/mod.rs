@@ -4,8 +4,11 @@
 pub(crate) mod approve;
 pub(crate) mod check;
 pub(crate) mod controller;
+pub(crate) mod copy_binary;
 pub(crate) mod crdgen;
+pub(crate) mod import;
 pub(crate) mod proxy;
+pub(crate) mod wrap;
 
 use std::process::ExitCode;
 use std::time::Duration;

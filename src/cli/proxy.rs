@@ -1,5 +1,6 @@
 //! `tollgate proxy`: its flags, and the sidecar configuration they make.
 
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,7 +9,7 @@ use std::time::Duration;
 use tollgate_sidecar::{
     AuditConfig, AuditLevel, CaSource, ControllerTls, IdentityKind, IdentitySource, JwksSource,
     ManagedConfig, NotifyConfig, ProxyConfig, RuleSource, SharedStoreConfig, SharedStoreTls,
-    Unselected,
+    StdioUpstream, Unselected,
 };
 
 #[derive(clap::Args)]
@@ -57,8 +58,24 @@ pub(crate) struct ProxyArgs {
     #[arg(long, value_enum, default_value_t = Unselected::Deny)]
     unselected: Unselected,
     /// The MCP server, e.g. http://127.0.0.1:8081.
-    #[arg(long, env = "TOLLGATE_UPSTREAM")]
-    upstream: http::Uri,
+    #[arg(
+        long,
+        env = "TOLLGATE_UPSTREAM",
+        required_unless_present = "upstream_command",
+        conflicts_with = "upstream_command"
+    )]
+    upstream: Option<http::Uri>,
+    /// Run the MCP server given after `--` as stdio processes, one per MCP session
+    /// (docs/stdio.md), instead of reaching --upstream over HTTP.
+    #[arg(long)]
+    upstream_command: bool,
+    /// Most stdio server processes (MCP sessions) at once (--upstream-command).
+    #[arg(long, default_value_t = 16, env = "TOLLGATE_MAX_STDIO_SESSIONS")]
+    max_stdio_sessions: usize,
+    /// End a session, and stop its server process, after this long without a request
+    /// (--upstream-command).
+    #[arg(long, default_value = "10m", value_parser = super::flag_duration)]
+    stdio_idle_timeout: Duration,
     /// Address agents connect to.
     #[arg(long, default_value = "127.0.0.1:8080", env = "TOLLGATE_LISTEN")]
     listen: SocketAddr,
@@ -194,6 +211,9 @@ pub(crate) struct ProxyArgs {
     /// Refuse requests without a bearer token (default: such callers have no subject).
     #[arg(long, env = "TOLLGATE_REQUIRE_IDENTITY")]
     require_identity: bool,
+    /// The stdio MCP server and its arguments, after `--` (with --upstream-command).
+    #[arg(last = true, value_name = "COMMAND")]
+    command: Vec<OsString>,
 }
 
 /// Flags that do not make a working sidecar together.
@@ -217,6 +237,11 @@ pub(crate) enum ArgsError {
         "--controller needs the controller's CA to verify it by: --controller-ca-file, or TOLLGATE_CONTROLLER_CA_PEM (the injection webhook sets it); --controller-insecure with an http:// URL verifies nothing and is for local tests only"
     )]
     NoControllerCa,
+    /// `--upstream-command` without a command, or a command without it.
+    #[error(
+        "--upstream-command runs the MCP server given after `--`, e.g. `tollgate proxy --policy p.yaml --upstream-command -- npx -y my-server`; give both or neither"
+    )]
+    UpstreamCommand,
     /// `--identity jwt` with no way to get keys.
     #[error(
         "--identity jwt needs the key set that signs your agents' tokens: --jwks-file, --jwks-url, or --jwt-issuer to discover it"
@@ -266,6 +291,22 @@ impl TryFrom<ProxyArgs> for Proxy {
             }
             _ => None,
         };
+        let stdio = match (args.upstream_command, args.command.is_empty()) {
+            (true, false) => Some(StdioUpstream {
+                max_sessions: args.max_stdio_sessions,
+                idle_timeout: args.stdio_idle_timeout,
+                response_timeout: args.upstream_timeout,
+                ..StdioUpstream::new(args.command.clone())
+            }),
+            (false, true) => None,
+            _ => return Err(ArgsError::UpstreamCommand),
+        };
+        // With --upstream-command the proxy reaches its servers in-process;
+        // this URL only names them in logs.
+        let upstream = args
+            .upstream
+            .clone()
+            .unwrap_or_else(|| http::Uri::from_static("http://stdio.tollgate"));
         let config = ProxyConfig {
             max_body_bytes: args.max_body_bytes,
             header_read_timeout: args.header_read_timeout,
@@ -291,7 +332,8 @@ impl TryFrom<ProxyArgs> for Proxy {
             }),
             approvals_remote: args.approvals_remote,
             approval_webhook,
-            ..ProxyConfig::new(rules, args.upstream, args.listen, args.admin_listen)
+            stdio,
+            ..ProxyConfig::new(rules, upstream, args.listen, args.admin_listen)
         };
         Ok(Proxy {
             config,

@@ -4,12 +4,17 @@
 // MCP-Protocol-Version, the GET stream, SSE framing) is what the SDK does.
 //
 //   node agent.mjs --url URL [--transport streamable|sse] [options] COMMAND
+//   node agent.mjs --transport stdio [options] COMMAND -- SERVER [ARGS...]
+//                                  (SDK StdioClientTransport: spawns SERVER, e.g.
+//                                  `tollgate wrap --policy p.yaml -- server`, with
+//                                  this process's environment; its stderr is inherited)
 //
 // Commands (each prints exactly one JSON line on stdout per result):
 //   list [--full]                  tool names as a JSON array (--full: the
 //                                  merged tools/list result {"tools":[...]} of all pages)
 //   call NAME ['ARGS_JSON']        the CallToolResult, or {"error":{...}}
 //   repeat N NAME ['ARGS_JSON'] [--concurrency C] [--no-results]
+//                                  ("{i}" in ARGS_JSON strings becomes the call's index, 0..N-1)
 //                                  {"ok":a,"isError":b,"errors":c,"elapsedMs":t,"results":[...]}
 //   script FILE.json               steps, one output line per step:
 //       {"op":"list","full":false} | {"op":"call","name":..,"arguments":{..}}
@@ -43,6 +48,7 @@ import fs from 'node:fs';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport, StreamableHTTPError } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { SSEClientTransport, SseError } from '@modelcontextprotocol/sdk/client/sse.js';
+import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
 import { McpError, ErrorCode, ToolListChangedNotificationSchema, LoggingMessageNotificationSchema } from '@modelcontextprotocol/sdk/types.js';
 
 function usage(msg) {
@@ -58,7 +64,10 @@ function out(obj) {
 }
 
 // ---------------------------------------------------------------- args
-const argv = process.argv.slice(2);
+const all = process.argv.slice(2);
+const dashes = all.indexOf('--');
+const argv = dashes >= 0 ? all.slice(0, dashes) : all;
+const serverCommand = dashes >= 0 ? all.slice(dashes + 1) : [];
 const o = { url: null, transport: 'streamable', headers: {}, timeout: 30000, deleteSession: false, verbose: false, concurrency: 1, full: false, noResults: false };
 const positional = [];
 for (let i = 0; i < argv.length; i++) {
@@ -86,8 +95,9 @@ for (let i = 0; i < argv.length; i++) {
       positional.push(a);
   }
 }
-if (!o.url) usage('--url is required');
-if (!['streamable', 'sse'].includes(o.transport)) usage('--transport must be streamable or sse');
+if (!['streamable', 'sse', 'stdio'].includes(o.transport)) usage('--transport must be streamable, sse or stdio');
+if (o.transport === 'stdio' && serverCommand.length === 0) usage('--transport stdio needs the server command after --');
+if (o.transport !== 'stdio' && !o.url) usage('--url is required');
 if (!(o.concurrency >= 1)) usage('--concurrency must be >= 1');
 const [command, ...rest] = positional;
 if (!command) usage('missing command');
@@ -145,6 +155,10 @@ function noteNotification(n) {
 }
 
 function makeTransport() {
+  if (o.transport === 'stdio') {
+    const [cmd, ...args] = serverCommand;
+    return new StdioClientTransport({ command: cmd, args, env: { ...process.env }, stderr: 'inherit' });
+  }
   const url = new URL(o.url);
   const requestInit = Object.keys(o.headers).length ? { headers: { ...o.headers } } : undefined;
   if (o.transport === 'sse') {
@@ -194,6 +208,11 @@ async function callOnce(name, args) {
   }
 }
 
+// "{i}" in any string of args becomes i: N calls with N distinct targets.
+function withIndex(args, i) {
+  return JSON.parse(JSON.stringify(args).replaceAll('{i}', String(i)));
+}
+
 async function repeat(n, name, args, concurrency, noResults) {
   const results = new Array(n);
   let next = 0;
@@ -202,7 +221,7 @@ async function repeat(n, name, args, concurrency, noResults) {
     for (;;) {
       const i = next++;
       if (i >= n) return;
-      results[i] = await callOnce(name, args);
+      results[i] = await callOnce(name, withIndex(args, i));
     }
   }
   await Promise.all(Array.from({ length: Math.min(concurrency, n) }, worker));

@@ -3,9 +3,11 @@
 //! with the test.
 #![allow(dead_code)]
 
+pub mod chart;
 pub mod cluster;
 pub mod idp;
 pub mod redis;
+pub mod truenas;
 pub mod upstream;
 
 use std::io::{BufRead, BufReader};
@@ -425,6 +427,19 @@ impl Proc {
         let _ = self.child.wait();
     }
 
+    /// Spawns `cmd` without waiting for anything (its readiness is
+    /// checked otherwise); its output goes to the test's.
+    pub fn start(mut cmd: Command) -> Proc {
+        cmd.stdin(Stdio::piped());
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+        Proc {
+            child,
+            lines: Arc::default(),
+        }
+    }
+
     /// Spawns `cmd` and returns it with its first stdout line; later lines
     /// are collected in [`Proc::lines`].
     pub fn spawn(
@@ -531,13 +546,24 @@ impl KubeStack {
 /// transport failure, a JSON-RPC error) or a `repeat` summary with errors
 /// fails here, so no caller can mistake a failed call for an answer.
 pub fn agent(url: &str, args: &[&str]) -> Vec<Value> {
-    let out = Command::new("node")
-        .arg(peers().join("agent.mjs"))
-        .args(["--url", url])
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    agent_on(&["--url", url], args, &[])
+}
+
+/// [`agent`] over stdio: the SDK's StdioClientTransport spawns `server`
+/// (e.g. `tollgate wrap ... -- SERVER`) and speaks to it on its stdio.
+pub fn agent_stdio(args: &[&str], server: &[&str]) -> Vec<Value> {
+    agent_on(&["--transport", "stdio"], args, server)
+}
+
+fn agent_on(transport: &[&str], args: &[&str], server: &[&str]) -> Vec<Value> {
+    let mut cmd = Command::new("node");
+    cmd.arg(peers().join("agent.mjs"))
+        .args(transport)
+        .args(args);
+    if !server.is_empty() {
+        cmd.arg("--").args(server);
+    }
+    let out = cmd.stdin(Stdio::null()).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(

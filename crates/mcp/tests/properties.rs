@@ -12,16 +12,20 @@ mod common;
 use proptest::prelude::*;
 use serde_json::Value;
 
-use tollgate_mcp::json::{Limits, parse_strict, parse_strict_with};
+use tollgate_mcp::json::{Limits, StrictJsonError, parse_strict, parse_strict_with};
 use tollgate_mcp::sse::{self, Event, Parser};
 
-/// Any JSON value, a few levels deep.
+/// The largest integer magnitude a double holds exactly (what MCP servers
+/// read numbers as); strict parsing refuses integers beyond it.
+const EXACT: i64 = 1 << 53;
+
+/// Any JSON value a server reads exactly, a few levels deep.
 fn json_value() -> impl Strategy<Value = Value> {
     let leaf = prop_oneof![
         Just(Value::Null),
         any::<bool>().prop_map(Value::Bool),
-        any::<i64>().prop_map(Value::from),
-        any::<u64>().prop_map(Value::from),
+        (-EXACT..=EXACT).prop_map(Value::from),
+        (0..=EXACT as u64).prop_map(Value::from),
         any::<f64>()
             .prop_filter("JSON has no NaN or infinity", |f| f.is_finite())
             .prop_map(Value::from),
@@ -84,6 +88,18 @@ proptest! {
             let again = serde_json::to_vec(&value).unwrap();
             prop_assert_eq!(parse_strict(&again), Ok(value));
         }
+    }
+
+    /// An integer a double cannot hold is refused, never rounded on the way.
+    #[test]
+    fn integers_beyond_two_to_the_53_are_refused_by_name(
+        n in prop_oneof![
+            (EXACT as u64 + 1..=u64::MAX).prop_map(|n| n.to_string()),
+            (i64::MIN..-EXACT).prop_map(|n| n.to_string()),
+        ],
+    ) {
+        let text = format!("{{\"n\":{n}}}");
+        prop_assert_eq!(parse_strict(text.as_bytes()), Err(StrictJsonError::InexactInteger(n)));
     }
 
     #[test]

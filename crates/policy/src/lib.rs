@@ -16,6 +16,7 @@ pub mod compile;
 pub mod crd;
 pub mod duration;
 pub mod evaluate;
+pub mod import;
 pub mod load;
 pub mod parse;
 pub mod problem;

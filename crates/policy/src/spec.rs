@@ -212,6 +212,15 @@ pub enum RuleAction {
     RequireApproval,
 }
 
+impl From<Action> for RuleAction {
+    fn from(a: Action) -> Self {
+        match a {
+            Action::Allow => RuleAction::Allow,
+            Action::Deny => RuleAction::Deny,
+        }
+    }
+}
+
 /// How a `RequireApproval` rule's approvals work.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -464,6 +473,15 @@ pub struct RateLimit {
     /// budget until Redis is back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_store_error: Option<OnStoreError>,
+
+    /// A name that makes this limit one budget with every other limit of
+    /// the policy that gives the same name, in any rule: their calls count
+    /// together (e.g. one clone budget for two tools that clone). Limits
+    /// sharing a budget must agree on `requests`, `window`, `key` and
+    /// `scope`. Without it each limit is a budget of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[A-Za-z0-9._-]{1,63}$"))]
+    pub budget: Option<String>,
 }
 
 /// Where a rate limit's budget lives.
@@ -514,6 +532,15 @@ pub struct LimitKey {
     /// calls without one share a budget).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub subject: bool,
+}
+
+impl LimitKey {
+    /// The same key with its pointers in a canonical order (their order
+    /// does not change what a budget means).
+    pub fn normalized(mut self) -> Self {
+        self.arguments.sort();
+        self
+    }
 }
 
 /// Reads a field that is present as `Some`, even when it is `null`, so

@@ -10,6 +10,7 @@
 pub mod access_review;
 pub mod admin;
 pub mod body;
+pub mod expiring;
 pub mod kube_client;
 pub mod labels;
 pub mod logging;

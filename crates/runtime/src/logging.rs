@@ -28,17 +28,33 @@ pub enum Format {
 
 static DROPPED: OnceLock<ErrorCounter> = OnceLock::new();
 
+/// Where log lines go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// Standard output (servers: what the kubelet collects).
+    Stdout,
+    /// Standard error (`tollgate wrap`, whose stdout is the MCP protocol).
+    Stderr,
+}
+
 /// Installs the global subscriber writing to stdout. Keep the guard alive
 /// until exit: dropping it flushes what is queued.
 pub fn init(format: Format, filter: &str) -> WorkerGuard {
+    init_to(format, filter, Target::Stdout)
+}
+
+/// Installs the global subscriber writing to `target`.
+pub fn init_to(format: Format, filter: &str, target: Target) -> WorkerGuard {
     // The writer thread flushes after draining its queue, so through this
     // buffer a burst of lines is one `write(2)`, not one per line.
-    let stdout = BufWriter::with_capacity(64 << 10, std::io::stdout());
-    let (writer, guard) = NonBlockingBuilder::default()
+    let builder = NonBlockingBuilder::default()
         .buffered_lines_limit(QUEUE_LINES)
         .lossy(true)
-        .thread_name("tollgate-log")
-        .finish(stdout);
+        .thread_name("tollgate-log");
+    let (writer, guard) = match target {
+        Target::Stdout => builder.finish(BufWriter::with_capacity(64 << 10, std::io::stdout())),
+        Target::Stderr => builder.finish(BufWriter::with_capacity(64 << 10, std::io::stderr())),
+    };
     let _ = DROPPED.set(writer.error_counter());
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));

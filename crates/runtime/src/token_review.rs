@@ -6,7 +6,6 @@
 //! and uid, and a sidecar gets the rules of exactly that pod — never those of
 //! another pod, even one with the same ServiceAccount.
 
-use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -14,12 +13,14 @@ use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec, TokenRe
 use kube::api::{Api, PostParams};
 use sha2::{Digest, Sha256};
 
+use crate::expiring::ExpiringCache;
+
 /// How long a successful review is trusted.
 const CACHE_OK: Duration = Duration::from_secs(60);
 /// How long a refusal is remembered (limits TokenReview load from a
 /// misconfigured sidecar).
 const CACHE_REFUSED: Duration = Duration::from_secs(5);
-/// The most cached reviews.
+/// The most cached reviews; past this the least recently used go.
 const CACHE_MAX: usize = 16_384;
 
 /// The pod a token speaks for.
@@ -80,8 +81,8 @@ crate::label_values! {
     }
 }
 
-/// Reviews by token digest: when, and what came back.
-type Cache = HashMap<[u8; 32], (Instant, Result<TokenReviewStatus, AuthError>)>;
+/// Reviews by token digest: what came back, until it goes stale.
+type Cache = ExpiringCache<[u8; 32], Result<TokenReviewStatus, AuthError>>;
 
 /// Reviews tokens, with a cache.
 pub struct Authenticator {
@@ -96,7 +97,7 @@ impl Authenticator {
         Authenticator {
             api: Api::all(client),
             audience: audience.to_owned(),
-            cache: Mutex::default(),
+            cache: Mutex::new(ExpiringCache::new(CACHE_MAX)),
         }
     }
 
@@ -131,15 +132,8 @@ impl Authenticator {
     async fn review(&self, token: &str) -> Result<TokenReviewStatus, AuthError> {
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let now = Instant::now();
-        if let Some((at, result)) = self.lock().get(&digest)
-            && now.duration_since(*at)
-                < if result.is_ok() {
-                    CACHE_OK
-                } else {
-                    CACHE_REFUSED
-                }
-        {
-            return result.clone();
+        if let Some(result) = self.lock().get(&digest, now) {
+            return result;
         }
         let review = TokenReview {
             spec: TokenReviewSpec {
@@ -159,16 +153,12 @@ impl Authenticator {
             // Not cached: the next request asks again.
             Err(e) => return Err(AuthError::Unavailable(e.to_string())),
         };
-        let mut cache = self.lock();
-        if cache.len() >= CACHE_MAX {
-            cache.retain(|_, (at, r)| {
-                now.duration_since(*at) < if r.is_ok() { CACHE_OK } else { CACHE_REFUSED }
-            });
-            if cache.len() >= CACHE_MAX {
-                cache.clear();
-            }
-        }
-        cache.insert(digest, (now, result.clone()));
+        let keep = if result.is_ok() {
+            CACHE_OK
+        } else {
+            CACHE_REFUSED
+        };
+        self.lock().insert(digest, result.clone(), now + keep);
         result
     }
 

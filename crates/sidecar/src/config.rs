@@ -207,6 +207,9 @@ pub struct ProxyConfig {
     pub approvals_remote: bool,
     /// Where approval notifications go, signed, if anywhere.
     pub approval_webhook: Option<crate::approvals::notify::NotifyConfig>,
+    /// Run the MCP server as stdio child processes (one per session)
+    /// instead of reaching `upstream` over HTTP.
+    pub stdio: Option<crate::stdio::bridge::StdioUpstream>,
 }
 
 impl ProxyConfig {
@@ -241,6 +244,7 @@ impl ProxyConfig {
             shared_store: None,
             approvals_remote: false,
             approval_webhook: None,
+            stdio: None,
         }
     }
 }

@@ -4,6 +4,9 @@
 //!
 //! Rooms, by job:
 //! - [`transport`]: accepting, routing and relaying MCP over HTTP — no policy;
+//! - [`stdio`]: MCP servers that speak stdio, as child processes: `tollgate
+//!   wrap` (the agent on tollgate's own stdio) and the bridge behind
+//!   `--upstream-command` — no policy either;
 //! - [`gate`]: the only place a call meets policy, and the budgets it spends
 //!   (in memory, or shared in Redis);
 //! - [`rules`]: the rules in force and where they come from (files or the
@@ -23,6 +26,7 @@ mod metrics;
 mod proxy;
 mod rules;
 mod start;
+mod stdio;
 mod tls;
 mod transport;
 
@@ -39,5 +43,8 @@ pub use rules::cluster::VmLabels;
 pub use rules::controller::{Follower, FollowerError};
 pub use rules::store::RuleStore;
 pub use start::{Running, StartError, run, start};
+pub use stdio::bridge::StdioUpstream;
+pub use stdio::child::{Exit, SpawnError};
+pub use stdio::wrap::{WrapConfig, WrapError, wrap};
 /// The session table, public for its benchmark (`benches/sessions.rs`).
 pub use transport::sessions::Sessions;

@@ -84,6 +84,10 @@ label_values! {
         Timeout => "timeout",
         /// The exchange broke or the response could not be read.
         Protocol => "protocol",
+        /// A stdio server ended before it answered.
+        Exited => "exited",
+        /// A stdio server wrote a line that is not JSON-RPC, or one over the limit.
+        Unreadable => "unreadable",
     }
 }
 
@@ -224,6 +228,9 @@ pub struct Metrics {
     pub jwks_reload_failing: IntGauge,
     /// `tollgate_log_lines_dropped_total`: audit and log lines lost.
     log_lines_dropped: IntCounter,
+    /// `tollgate_stdio_servers`: stdio MCP server processes running
+    /// (`--upstream-command`: one per session).
+    pub stdio_servers: IntGauge,
 }
 
 impl Metrics {
@@ -238,6 +245,12 @@ impl Metrics {
     /// The registry, for metrics registered by their own module.
     pub(crate) fn registry(&self) -> &Registry {
         &self.registry
+    }
+
+    /// Registers the stdio server gauge: only proxies that run their
+    /// servers (`--upstream-command`) have it.
+    pub fn register_stdio(&self) {
+        let _ = self.registry.register(Box::new(self.stdio_servers.clone()));
     }
 
     /// Registers the JWKS metric: only sidecars with `--identity jwt` have it.
@@ -373,6 +386,10 @@ impl Metrics {
             &["reason"],
         )?;
         let log_lines_dropped = tollgate_runtime::logging::dropped_lines_counter()?;
+        let stdio_servers = IntGauge::new(
+            "tollgate_stdio_servers",
+            "stdio MCP server processes running (one per MCP session).",
+        )?;
         let snapshots_rejected = IntCounterVec::new(
             Opts::new(
                 "tollgate_snapshots_rejected_total",
@@ -443,6 +460,7 @@ impl Metrics {
             store_errors,
             identity_failures: ByLabel::new(|l| identity_failures.with_label_values(&[l])),
             log_lines_dropped,
+            stdio_servers,
         })
     }
 

@@ -112,11 +112,21 @@ pub async fn start(config: ProxyConfig, audit: AuditConfig) -> Result<Running, S
             Some(follower)
         }
     };
-    let upstream = Upstream::new(
-        config.upstream.clone(),
-        config.upstream_connect_timeout,
-        config.upstream_response_timeout,
-    )?;
+    let bridge = config
+        .stdio
+        .clone()
+        .map(|s| crate::stdio::bridge::Bridge::new(s, metrics.clone()));
+    let upstream = match &bridge {
+        Some(b) => Upstream::stdio(
+            crate::stdio::bridge::Connector::new(b.clone()),
+            config.upstream_response_timeout,
+        ),
+        None => Upstream::new(
+            config.upstream.clone(),
+            config.upstream_connect_timeout,
+            config.upstream_response_timeout,
+        )?,
+    };
     let identities = identities(&config).await?;
     let shared = match &config.shared_store {
         Some(s) => Some(shared::SharedStore::connect(s, metrics.clone())?),
@@ -183,7 +193,9 @@ pub async fn start(config: ProxyConfig, audit: AuditConfig) -> Result<Running, S
     let p = proxy.clone();
     tasks.push(tokio::spawn(serve::serve(
         admin_listener,
-        move |req| admin_route(p.clone(), serve_approvals, req),
+        move |req| {
+            approvals_admin::route_or(p.clone(), p.gate.approvals.clone(), serve_approvals, req)
+        },
         64,
         config.header_read_timeout,
         shutdown_rx.clone(),
@@ -248,6 +260,9 @@ pub async fn start(config: ProxyConfig, audit: AuditConfig) -> Result<Running, S
         proxy.clone(),
         shutdown_rx.clone(),
     )));
+    if let Some(b) = bridge {
+        tasks.push(tokio::spawn(b.reap(shutdown_rx.clone())));
+    }
     tasks.push(tokio::spawn(sweep(proxy.clone(), shutdown_rx)));
 
     tracing::info!(
@@ -263,23 +278,6 @@ pub async fn start(config: ProxyConfig, audit: AuditConfig) -> Result<Running, S
         proxy,
         shutdown,
         tasks,
-    })
-}
-
-/// The admin listener: approvals (when served here), else metrics and
-/// probes.
-async fn admin_route(
-    proxy: Arc<Proxy>,
-    serve_approvals: bool,
-    req: http::Request<hyper::body::Incoming>,
-) -> Result<http::Response<tollgate_runtime::body::Body>, std::convert::Infallible> {
-    if !req.uri().path().starts_with(approvals_admin::PREFIX) {
-        return tollgate_runtime::admin::route(proxy, req).await;
-    }
-    Ok(if serve_approvals {
-        approvals_admin::route(&proxy.gate.approvals, req).await
-    } else {
-        approvals_admin::not_served()
     })
 }
 

@@ -50,6 +50,15 @@ pub(crate) const JWT_ISSUER: &str = "tollgate.dev/jwt-issuer";
 pub(crate) const JWT_AUDIENCE: &str = "tollgate.dev/jwt-audience";
 /// `"true"` refuses requests without a bearer token (with [`JWKS_CONFIGMAP`] or [`JWT_ISSUER`]).
 pub(crate) const REQUIRE_IDENTITY: &str = "tollgate.dev/require-identity";
+/// `stdio` runs the MCP server container itself behind tollgate
+/// (`tollgate proxy --upstream-command -- <its command>`) instead of adding
+/// a sidecar in front of its port; `http` (the default) adds the sidecar.
+pub(crate) const TRANSPORT: &str = "tollgate.dev/transport";
+/// With `stdio`: which container speaks stdio (default: the only one).
+pub(crate) const STDIO_CONTAINER: &str = "tollgate.dev/stdio-container";
+/// With `stdio`: the server's command as a JSON array, for a container
+/// whose `command` the pod spec leaves to the image.
+pub(crate) const STDIO_COMMAND: &str = "tollgate.dev/stdio-command";
 /// The environment variable that hands the sidecar the controller's CA.
 pub(crate) const CONTROLLER_CA_ENV: &str = "TOLLGATE_CONTROLLER_CA_PEM";
 /// The name of the port the sidecar owns; Services target it.
@@ -60,6 +69,8 @@ pub(crate) const ADMIN_PORT: i32 = 9901;
 const TOKEN_VOLUME: &str = "tollgate-token";
 const STATE_VOLUME: &str = "tollgate-state";
 const JWKS_VOLUME: &str = "tollgate-jwks";
+const BIN_VOLUME: &str = "tollgate-bin";
+const BIN_DIR: &str = "/var/run/tollgate-bin";
 const TOKEN_DIR: &str = "/var/run/secrets/tollgate";
 const JWKS_DIR: &str = "/etc/tollgate/jwks";
 const STATE_DIR: &str = "/var/run/tollgate";
@@ -132,7 +143,11 @@ pub(crate) fn decide(route: Route, pod: &Pod, cfg: &InjectConfig) -> Result<Outc
         .containers
         .iter()
         .chain(spec.init_containers.iter().flatten());
-    if label(SIDECAR_LABEL) == Some("true") || all_containers.clone().any(|c| c.name == CONTAINER) {
+    if label(SIDECAR_LABEL) == Some("true")
+        || all_containers
+            .clone()
+            .any(|c| c.name == CONTAINER || c.name == stdio::INSTALL_CONTAINER)
+    {
         return Ok(Outcome::Skip("the sidecar is already there"));
     }
     let settings = Settings::read(pod, cfg)?;
@@ -151,6 +166,9 @@ pub(crate) fn decide(route: Route, pod: &Pod, cfg: &InjectConfig) -> Result<Outc
                 ));
             }
         }
+    }
+    if let Some(target) = stdio::target(pod).map_err(|e| e.to_string())? {
+        return Ok(Outcome::Inject(stdio::patch(pod, cfg, &settings, &target)));
     }
     Ok(Outcome::Inject(patch(pod, cfg, &settings)))
 }
@@ -307,6 +325,29 @@ fn jwt_settings<'a>(
 
 fn patch(pod: &Pod, cfg: &InjectConfig, s: &Settings) -> Patch {
     let spec = pod.spec.clone().unwrap_or_default();
+    let mut ops = base_ops(pod, cfg, s, Vec::new());
+    let mut add = |path: &str, value: Value| {
+        ops.push(serde_json::json!({ "op": "add", "path": path, "value": value }))
+    };
+    let container = serde_json::to_value(container(cfg, s)).unwrap_or_default();
+    if cfg.native_sidecars {
+        if spec.init_containers.is_none() {
+            add("/spec/initContainers", Value::Array(Vec::new()));
+        }
+        // First, so it runs before other init containers need the network.
+        add("/spec/initContainers/0", container);
+    } else {
+        add("/spec/containers/-", container);
+    }
+    // Every path above is a literal or an escaped label key.
+    serde_json::from_value(Value::Array(ops)).unwrap_or_else(|_| Patch(Vec::new()))
+}
+
+/// The operations every injection starts with: the sidecar label (which
+/// the controller finds its pods by) and the volumes a `tollgate proxy`
+/// needs, plus `extra`.
+fn base_ops(pod: &Pod, cfg: &InjectConfig, s: &Settings, extra: Vec<Volume>) -> Vec<Value> {
+    let spec = pod.spec.clone().unwrap_or_default();
     let mut ops: Vec<Value> = Vec::new();
     let mut add = |path: &str, value: Value| {
         ops.push(serde_json::json!({ "op": "add", "path": path, "value": value }))
@@ -362,6 +403,7 @@ fn patch(pod: &Pod, cfg: &InjectConfig, s: &Settings) -> Patch {
             ..Default::default()
         });
     }
+    volumes.extend(extra);
     if spec.volumes.is_none() {
         add("/spec/volumes", Value::Array(Vec::new()));
     }
@@ -371,21 +413,98 @@ fn patch(pod: &Pod, cfg: &InjectConfig, s: &Settings) -> Patch {
             serde_json::to_value(v).unwrap_or_default(),
         );
     }
-    let container = serde_json::to_value(container(cfg, s)).unwrap_or_default();
-    if cfg.native_sidecars {
-        if spec.init_containers.is_none() {
-            add("/spec/initContainers", Value::Array(Vec::new()));
-        }
-        // First, so it runs before other init containers need the network.
-        add("/spec/initContainers/0", container);
-    } else {
-        add("/spec/containers/-", container);
-    }
-    // Every path above is a literal or an escaped label key.
-    serde_json::from_value(Value::Array(ops)).unwrap_or_else(|_| Patch(Vec::new()))
+    ops
 }
 
 fn container(cfg: &InjectConfig, s: &Settings) -> Container {
+    let upstream = [
+        "--upstream".to_owned(),
+        format!("http://127.0.0.1:{}{}", s.upstream_port, s.upstream_path),
+    ];
+    let (args, volume_mounts) = proxy_args(cfg, s, &upstream);
+    let probe = |path: &str, period: i32, failures: i32| Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::Int(ADMIN_PORT),
+            ..Default::default()
+        }),
+        period_seconds: Some(period),
+        failure_threshold: Some(failures),
+        ..Default::default()
+    };
+    Container {
+        name: CONTAINER.into(),
+        image: Some(cfg.image.clone()),
+        image_pull_policy: cfg.pull_policy.clone(),
+        args: Some(args),
+        env: Some(proxy_env(cfg)),
+        ports: Some(proxy_ports(s)),
+        // Started once the process serves; Ready only once it has rules, so
+        // Services send no traffic to a sidecar that would refuse it all.
+        startup_probe: Some(probe("/healthz", 1, 30)),
+        liveness_probe: Some(probe("/healthz", 10, 3)),
+        readiness_probe: Some(probe("/readyz", 2, 1)),
+        resources: Some(ResourceRequirements {
+            requests: Some(BTreeMap::from([
+                ("cpu".into(), Quantity(s.cpu.clone())),
+                ("memory".into(), Quantity(s.memory.clone())),
+            ])),
+            limits: Some(BTreeMap::from([(
+                "memory".into(),
+                Quantity(s.memory.clone()),
+            )])),
+            ..Default::default()
+        }),
+        restart_policy: cfg.native_sidecars.then(|| "Always".into()),
+        security_context: Some(restricted()),
+        volume_mounts: Some(volume_mounts),
+        ..Default::default()
+    }
+}
+
+/// The security context of everything tollgate adds: non-root, read-only,
+/// no capabilities, the runtime's seccomp profile.
+fn restricted() -> SecurityContext {
+    SecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(65532),
+        run_as_group: Some(65532),
+        read_only_root_filesystem: Some(true),
+        allow_privilege_escalation: Some(false),
+        privileged: Some(false),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            ..Default::default()
+        }),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The ports a `tollgate proxy` in the pod serves: MCP (the one Services
+/// target) and admin.
+fn proxy_ports(s: &Settings) -> Vec<ContainerPort> {
+    vec![
+        ContainerPort {
+            name: Some(PORT_NAME.into()),
+            container_port: s.listen_port,
+            protocol: Some("TCP".into()),
+            ..Default::default()
+        },
+        ContainerPort {
+            name: Some("tollgate-admin".into()),
+            container_port: ADMIN_PORT,
+            protocol: Some("TCP".into()),
+            ..Default::default()
+        },
+    ]
+}
+
+/// The environment of a `tollgate proxy` in the pod.
+fn proxy_env(cfg: &InjectConfig) -> Vec<EnvVar> {
     let env_from = |name: &str, path: &str| EnvVar {
         name: name.into(),
         value_from: Some(EnvVarSource {
@@ -397,16 +516,34 @@ fn container(cfg: &InjectConfig, s: &Settings) -> Container {
         }),
         ..Default::default()
     };
-    let probe = |path: &str, period: i32, failures: i32| Probe {
-        http_get: Some(HTTPGetAction {
-            path: Some(path.into()),
-            port: IntOrString::Int(ADMIN_PORT),
+    [
+        env_from("POD_NAME", "metadata.name"),
+        env_from("POD_NAMESPACE", "metadata.namespace"),
+        // The CA as text, not a volume: it is public, small, known
+        // when the pod is admitted, and needs no object in the
+        // pod's namespace (nor permission to write one there).
+        EnvVar {
+            name: CONTROLLER_CA_ENV.into(),
+            value: Some(cfg.controller_ca.clone()),
             ..Default::default()
-        }),
-        period_seconds: Some(period),
-        failure_threshold: Some(failures),
+        },
+    ]
+    .into_iter()
+    .chain(cfg.extra_env.iter().map(|(name, value)| EnvVar {
+        name: name.clone(),
+        value: Some(value.clone()),
         ..Default::default()
-    };
+    }))
+    .collect()
+}
+
+/// The arguments of a `tollgate proxy` in the pod, with `upstream` (how it
+/// reaches the server) in its place, and the volumes it mounts.
+fn proxy_args(
+    cfg: &InjectConfig,
+    s: &Settings,
+    upstream: &[String],
+) -> (Vec<String>, Vec<VolumeMount>) {
     let mut args: Vec<String> = [
         "proxy",
         "--controller",
@@ -415,16 +552,17 @@ fn container(cfg: &InjectConfig, s: &Settings) -> Container {
         &format!("{TOKEN_DIR}/token"),
         "--snapshot-file",
         &format!("{STATE_DIR}/snapshot.json"),
-        "--upstream",
-        &format!("http://127.0.0.1:{}{}", s.upstream_port, s.upstream_path),
-        "--listen",
-        &format!("0.0.0.0:{}", s.listen_port),
-        "--admin-listen",
-        &format!("0.0.0.0:{ADMIN_PORT}"),
     ]
     .iter()
     .map(|a| a.to_string())
     .collect();
+    args.extend(upstream.iter().cloned());
+    args.extend([
+        "--listen".to_owned(),
+        format!("0.0.0.0:{}", s.listen_port),
+        "--admin-listen".to_owned(),
+        format!("0.0.0.0:{ADMIN_PORT}"),
+    ]);
     if s.fail_open {
         args.push("--fail-open".into());
     }
@@ -461,84 +599,9 @@ fn container(cfg: &InjectConfig, s: &Settings) -> Container {
         }
     }
     args.extend(cfg.extra_args.iter().cloned());
-    Container {
-        name: CONTAINER.into(),
-        image: Some(cfg.image.clone()),
-        image_pull_policy: cfg.pull_policy.clone(),
-        args: Some(args),
-        env: Some(
-            [
-                env_from("POD_NAME", "metadata.name"),
-                env_from("POD_NAMESPACE", "metadata.namespace"),
-                // The CA as text, not a volume: it is public, small, known
-                // when the pod is admitted, and needs no object in the
-                // pod's namespace (nor permission to write one there).
-                EnvVar {
-                    name: CONTROLLER_CA_ENV.into(),
-                    value: Some(cfg.controller_ca.clone()),
-                    ..Default::default()
-                },
-            ]
-            .into_iter()
-            .chain(cfg.extra_env.iter().map(|(name, value)| EnvVar {
-                name: name.clone(),
-                value: Some(value.clone()),
-                ..Default::default()
-            }))
-            .collect(),
-        ),
-        ports: Some(vec![
-            ContainerPort {
-                name: Some(PORT_NAME.into()),
-                container_port: s.listen_port,
-                protocol: Some("TCP".into()),
-                ..Default::default()
-            },
-            ContainerPort {
-                name: Some("tollgate-admin".into()),
-                container_port: ADMIN_PORT,
-                protocol: Some("TCP".into()),
-                ..Default::default()
-            },
-        ]),
-        // Started once the process serves; Ready only once it has rules, so
-        // Services send no traffic to a sidecar that would refuse it all.
-        startup_probe: Some(probe("/healthz", 1, 30)),
-        liveness_probe: Some(probe("/healthz", 10, 3)),
-        readiness_probe: Some(probe("/readyz", 2, 1)),
-        resources: Some(ResourceRequirements {
-            requests: Some(BTreeMap::from([
-                ("cpu".into(), Quantity(s.cpu.clone())),
-                ("memory".into(), Quantity(s.memory.clone())),
-            ])),
-            limits: Some(BTreeMap::from([(
-                "memory".into(),
-                Quantity(s.memory.clone()),
-            )])),
-            ..Default::default()
-        }),
-        restart_policy: cfg.native_sidecars.then(|| "Always".into()),
-        security_context: Some(SecurityContext {
-            run_as_non_root: Some(true),
-            run_as_user: Some(65532),
-            run_as_group: Some(65532),
-            read_only_root_filesystem: Some(true),
-            allow_privilege_escalation: Some(false),
-            privileged: Some(false),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".into()]),
-                ..Default::default()
-            }),
-            seccomp_profile: Some(SeccompProfile {
-                type_: "RuntimeDefault".into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        volume_mounts: Some(volume_mounts),
-        ..Default::default()
-    }
+    (args, volume_mounts)
 }
 
+mod stdio;
 #[cfg(test)]
 mod tests;

@@ -243,6 +243,7 @@ pub fn compile(name: &str, spec: &McpToolPolicySpec) -> Result<CompiledPolicy, V
             format!("{default_namespace:?} is not a namespace name"),
         ));
     }
+    problems.extend(check_budgets(spec));
     if !problems.is_empty() {
         return Err(problems);
     }
@@ -510,8 +511,23 @@ fn compile_limit(
         ));
         return Err(problems);
     }
+    if let Some(name) = &l.budget
+        && let Err(message) = check_rule_name(name)
+    {
+        problems.push(Problem::at(
+            format!("{path}.budget"),
+            message.replace("rule name", "budget name"),
+        ));
+        return Err(problems);
+    }
+    // A named budget is the policy's, not the rule's: every limit naming
+    // it draws on the same buckets (compile_budgets checks they agree).
+    let owner = match &l.budget {
+        Some(name) => format!("@budget:{name}"),
+        None => rule.to_owned(),
+    };
     let id = format!(
-        "{policy}/{rule}/{}{}{}{}{}{}",
+        "{policy}/{owner}/{}{}{}{}{}{}",
         duration::Human(window),
         serde_json::to_string(&key.arguments).unwrap_or_default(),
         if key.session { "+session" } else { "" },
@@ -533,6 +549,43 @@ fn compile_limit(
         key_source: key.source,
         key_subject: key.subject,
     })
+}
+
+/// Limits that name one budget must describe it alike: one size, one
+/// window, one key, one scope.
+fn check_budgets(spec: &McpToolPolicySpec) -> Vec<Problem> {
+    let mut first: std::collections::HashMap<&str, (&RateLimit, String)> = Default::default();
+    let mut problems = Vec::new();
+    for (i, rule) in spec.rules.iter().enumerate() {
+        for (j, l) in rule.rate_limits.iter().enumerate() {
+            let Some(name) = l.budget.as_deref() else {
+                continue;
+            };
+            let path = format!("spec.rules[{i}].rateLimits[{j}]");
+            match first.get(name) {
+                None => {
+                    first.insert(name, (l, path));
+                }
+                Some((other, at)) => {
+                    let same = other.requests == l.requests
+                        && duration::parse(&other.window).ok() == duration::parse(&l.window).ok()
+                        && other.key.clone().unwrap_or_default().normalized()
+                            == l.key.clone().unwrap_or_default().normalized()
+                        && other.scope.unwrap_or_default() == l.scope.unwrap_or_default()
+                        && other.on_store_error == l.on_store_error;
+                    if !same {
+                        problems.push(Problem::at(
+                            format!("{path}.budget"),
+                            format!(
+                                "budget {name:?} is also declared at {at} with another size, window, key or scope; limits that share a budget must declare it alike"
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    problems
 }
 
 /// Rule names appear in metrics labels and denials: keep them short and plain.

@@ -90,8 +90,26 @@ pub(crate) async fn route(approvals: &Approvals, req: Request<Incoming>) -> Resp
     }
 }
 
+/// The admin listener with these routes: approvals (when `serve`d here),
+/// else metrics and probes of `state`.
+pub(crate) async fn route_or<A: tollgate_runtime::admin::AdminState + ?Sized>(
+    state: std::sync::Arc<A>,
+    approvals: std::sync::Arc<Approvals>,
+    serve: bool,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, std::convert::Infallible> {
+    if !req.uri().path().starts_with(PREFIX) {
+        return tollgate_runtime::admin::route(state, req).await;
+    }
+    Ok(if serve {
+        route(&approvals, req).await
+    } else {
+        not_served()
+    })
+}
+
 /// The answer when these routes are not served on this listener.
-pub(crate) fn not_served() -> Response<Body> {
+fn not_served() -> Response<Body> {
     problem(
         StatusCode::FORBIDDEN,
         "approvals are decided on a loopback admin listener only; bind --admin-listen to 127.0.0.1 or pass --approvals-remote",

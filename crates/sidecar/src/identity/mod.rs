@@ -18,7 +18,6 @@
 
 pub(crate) mod jwks;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -30,12 +29,15 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
 use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 
+use tollgate_runtime::expiring::ExpiringCache;
 use tollgate_runtime::token_review::{AuthError, Authenticator};
 
 use crate::metrics::IdentityFailure;
 
 /// How long a verified JWT's subject is remembered (never past `exp`).
 const JWT_CACHE: Duration = Duration::from_secs(60);
+/// The most verified tokens remembered; past this the least recently used go.
+const JWT_CACHE_MAX: usize = 16_384;
 
 /// Identity settings that cannot work, found at start-up.
 #[derive(Debug, thiserror::Error)]
@@ -115,7 +117,7 @@ pub(crate) struct JwtVerifier {
     seen: Mutex<[u8; 32]>,
     issuer: Option<String>,
     audience: Option<String>,
-    cache: Mutex<HashMap<[u8; 32], (Instant, String)>>,
+    cache: Mutex<ExpiringCache<[u8; 32], String>>,
     /// Woken when a token names a key the fetched set lacks: the IdP may
     /// have rotated, and the fetcher looks again.
     pub wanted: Arc<Notify>,
@@ -166,7 +168,7 @@ impl JwtVerifier {
             seen: Mutex::new(Sha256::digest(&bytes).into()),
             issuer,
             audience,
-            cache: Mutex::default(),
+            cache: Mutex::new(ExpiringCache::new(JWT_CACHE_MAX)),
             wanted: Arc::default(),
         })
     }
@@ -180,7 +182,7 @@ impl JwtVerifier {
             seen: Mutex::new([0; 32]),
             issuer,
             audience,
-            cache: Mutex::default(),
+            cache: Mutex::new(ExpiringCache::new(JWT_CACHE_MAX)),
             wanted: Arc::default(),
         }
     }
@@ -242,14 +244,13 @@ impl JwtVerifier {
 
     fn verify_with(&self, keys: &JwkSet, token: &str) -> Result<String, String> {
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        if let Some((until, sub)) = self
+        if let Some(sub) = self
             .cache
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get(&digest)
-            && Instant::now() < *until
+            .get(&digest, Instant::now())
         {
-            return Ok(sub.clone());
+            return Ok(sub);
         }
         let header = decode_header(token).map_err(|e| format!("not a JWT ({e})"))?;
         let jwk = match &header.kid {
@@ -291,11 +292,11 @@ impl JwtVerifier {
             .map(|d| d.as_secs() as i64)
             .unwrap_or(0);
         let keep = JWT_CACHE.min(Duration::from_secs(exp.saturating_sub(now).max(0) as u64));
-        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        if cache.len() > 16_384 {
-            cache.clear();
-        }
-        cache.insert(digest, (Instant::now() + keep, sub.clone()));
+        self.cache.lock().unwrap_or_else(|e| e.into_inner()).insert(
+            digest,
+            sub.clone(),
+            Instant::now() + keep,
+        );
         Ok(sub)
     }
 }

@@ -160,7 +160,12 @@ impl crate::transport::relay::Hook for SessionHook {
             return None;
         }
         let mut value: Value = serde_json::from_str(&event.data).ok()?;
-        let changed = rewrite_lists(&self.proxy, &mut value, &mut |id| session.take_list(id));
+        let changed = rewrite_lists(
+            &self.proxy.gate,
+            &self.proxy.metrics,
+            &mut value,
+            &mut |id| session.take_list(id),
+        );
         changed.then(|| {
             sse::encode(
                 event.event.as_deref(),

@@ -11,6 +11,8 @@ use serde_json::Value;
 use tollgate_mcp::{sse, tools};
 
 use crate::Proxy;
+use crate::gate::Gate;
+use crate::metrics::Metrics;
 use crate::transport::relay::Hook;
 
 /// Filters `tools/list` results for the requests of one POST, and teaches
@@ -28,7 +30,7 @@ impl ListHook {
     /// Rewrites `value` (a response or a batch of them); true if it changed.
     pub(crate) fn rewrite(&mut self, value: &mut Value) -> bool {
         let (ids, subject) = (&self.ids, &self.subject);
-        rewrite_lists(&self.proxy, value, &mut |id| {
+        rewrite_lists(&self.proxy.gate, &self.proxy.metrics, value, &mut |id| {
             ids.contains(id).then(|| subject.clone())
         })
     }
@@ -54,7 +56,8 @@ impl Hook for ListHook {
 /// subject who asked): learns the tool names and removes the tools hidden
 /// from that caller. True if anything was removed.
 pub(crate) fn rewrite_lists(
-    proxy: &Proxy,
+    gate: &Gate,
+    metrics: &Metrics,
     value: &mut Value,
     is_list: &mut dyn FnMut(&Value) -> Option<Option<String>>,
 ) -> bool {
@@ -72,13 +75,12 @@ pub(crate) fn rewrite_lists(
             continue;
         };
         if let Some(listed) = tools::listed(result) {
-            proxy.gate.catalog().learn(listed);
+            gate.catalog().learn(listed);
         }
-        if proxy.gate.may_hide() {
-            let removed =
-                tools::filter_list(result, |name| proxy.gate.hides(name, subject.as_deref()));
+        if gate.may_hide() {
+            let removed = tools::filter_list(result, |name| gate.hides(name, subject.as_deref()));
             if removed > 0 {
-                proxy.metrics.tools_hidden.inc_by(removed as u64);
+                metrics.tools_hidden.inc_by(removed as u64);
                 changed = true;
             }
         }

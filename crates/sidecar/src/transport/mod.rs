@@ -9,6 +9,7 @@ pub(crate) mod headers;
 pub(crate) mod lists;
 pub(crate) mod open_streams;
 pub(crate) mod parse;
+pub(crate) mod plan;
 pub(crate) mod post;
 pub(crate) mod relay;
 pub(crate) mod route;

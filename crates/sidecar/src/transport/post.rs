@@ -16,17 +16,16 @@ use serde_json::Value;
 
 use tollgate_mcp::http::{self as mcp_http, Mirrored};
 use tollgate_mcp::json::StrictJsonError;
-use tollgate_mcp::jsonrpc::{
-    self, INVALID_REQUEST, Kind, PARSE_ERROR, RpcError, UPSTREAM_UNAVAILABLE,
-};
+use tollgate_mcp::jsonrpc::{self, INVALID_REQUEST, PARSE_ERROR, RpcError, UPSTREAM_UNAVAILABLE};
 use tollgate_mcp::{sse, tools};
 
 use crate::Proxy;
-use crate::gate::{Caller, denial_response};
+use crate::gate::Caller;
 use crate::metrics::{McpMethod, Rejection, UpstreamFailure};
 use crate::transport::headers;
 use crate::transport::lists::ListHook;
 use crate::transport::open_streams::LegacySession;
+use crate::transport::plan::{Step, plan_message};
 use crate::transport::relay::Relay;
 use tollgate_runtime::body::{self, Body, ReadError};
 
@@ -216,79 +215,25 @@ async fn plan_one(
     mirrored: &Mirrored<'_>,
     caller: Caller<'_>,
 ) -> Result<(), RpcError> {
-    let envelope = match jsonrpc::inspect(&message) {
-        Ok(e) => e,
-        Err(e) => {
-            proxy.metrics.reject(Rejection::InvalidRequest);
-            proxy.gate.malformed(&e.message, &e.id);
-            plan.answers.push(e.to_response());
-            plan.refused = true;
-            return Ok(());
-        }
+    let check = |m: &Value, e: &jsonrpc::Envelope<'_>| {
+        if batch { Ok(()) } else { mirrored.check(m, e) }
     };
-    if !batch && let Err(e) = mirrored.check(&message, &envelope) {
-        proxy.metrics.reject(Rejection::HeaderMismatch);
-        proxy.gate.malformed(&e.message, &e.id);
-        return Err(e);
-    }
-    let id = envelope.id.cloned().unwrap_or(Value::Null);
-    match (envelope.kind, envelope.method) {
-        (Kind::Request, Some(tools::CALL)) => {
-            let params = match tools::call_params(&message, envelope.id) {
-                Ok(p) => p,
-                Err(e) => {
-                    proxy.gate.malformed(&e.message, &id);
-                    plan.answers.push(e.to_response());
-                    plan.refused = true;
-                    return Ok(());
-                }
-            };
-            let decided = proxy.gate.decide(&params, caller, &id).await;
-            if decided.decision.forwards() {
-                plan.forward.push(match decided.forward {
-                    Some(judged) => with_arguments(message, judged),
-                    None => message,
-                });
-            } else {
-                plan.answers.push(denial_response(
-                    &id,
-                    &decided.decision,
-                    decided.approval.as_ref(),
-                ));
-            }
-        }
-        (Kind::Notification, Some(tools::CALL)) => {
-            // A call without an id cannot be answered, and must not run
-            // unanswered either.
-            let e = RpcError::new(
-                INVALID_REQUEST,
-                "tools/call must be a request with an \"id\"",
-                None,
-            );
-            proxy.gate.malformed(&e.message, &Value::Null);
-            plan.answers.push(e.to_response());
-            plan.refused = true;
-        }
-        (Kind::Request, Some(tools::LIST)) => {
+    match plan_message(&proxy.gate, &proxy.metrics, message, caller, check).await? {
+        Step::Forward(m) => plan.forward.push(m),
+        Step::ForwardList(m, id) => {
             plan.list_ids.push(id);
-            plan.forward.push(message);
+            plan.forward.push(m);
         }
-        (Kind::Request, Some("initialize")) => {
+        Step::ForwardInitialize(m) => {
             plan.initialize = true;
-            plan.forward.push(message);
+            plan.forward.push(m);
         }
-        _ => plan.forward.push(message),
+        Step::Answer { response, refused } => {
+            plan.answers.push(response);
+            plan.refused |= refused;
+        }
     }
     Ok(())
-}
-
-/// `message` (a `tools/call`) with `arguments` in place of its own: the
-/// manifests inside them exactly as they were judged.
-fn with_arguments(mut message: Value, arguments: Value) -> Value {
-    if let Some(params) = message.get_mut("params").and_then(Value::as_object_mut) {
-        params.insert("arguments".to_owned(), arguments);
-    }
-    message
 }
 
 /// Nothing to forward: every message was answered by the proxy.

@@ -51,9 +51,16 @@ pub enum UpstreamUrlError {
 /// A pooled HTTP client for one upstream base URL.
 #[derive(Clone)]
 pub(crate) struct Upstream {
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Clients,
     base: Uri,
     response_timeout: Duration,
+}
+
+/// Over TCP, or to stdio servers run by this process.
+#[derive(Clone)]
+enum Clients {
+    Tcp(Client<HttpConnector, Full<Bytes>>),
+    Stdio(Client<crate::stdio::bridge::Connector, Full<Bytes>>),
 }
 
 impl Upstream {
@@ -75,10 +82,25 @@ impl Upstream {
             .pool_max_idle_per_host(256)
             .build(connector);
         Ok(Upstream {
-            client,
+            client: Clients::Tcp(client),
             base,
             response_timeout,
         })
+    }
+
+    /// A client for stdio servers behind `connector` (`--upstream-command`).
+    pub(crate) fn stdio(
+        connector: crate::stdio::bridge::Connector,
+        response_timeout: Duration,
+    ) -> Self {
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build(connector);
+        Upstream {
+            client: Clients::Stdio(client),
+            base: Uri::from_static("http://stdio.tollgate"),
+            response_timeout,
+        }
     }
 
     /// The upstream URL for a client request's path and query.
@@ -102,7 +124,11 @@ impl Upstream {
         &self,
         req: Request<Full<Bytes>>,
     ) -> Result<Response<Incoming>, UpstreamError> {
-        match tokio::time::timeout(self.response_timeout, self.client.request(req)).await {
+        let response = match &self.client {
+            Clients::Tcp(c) => c.request(req),
+            Clients::Stdio(c) => c.request(req),
+        };
+        match tokio::time::timeout(self.response_timeout, response).await {
             Err(_) => Err(UpstreamError::Timeout(self.response_timeout)),
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(e)) if e.is_connect() => {

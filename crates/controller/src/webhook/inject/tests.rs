@@ -363,3 +363,247 @@ fn who_is_injected() {
         json!({"tollgate.dev/sidecar": "true"})
     );
 }
+
+fn stdio_pod() -> Value {
+    json!({
+        "metadata": {"name": "truenas", "labels": {"app": "truenas"},
+                     "annotations": {"tollgate.dev/transport": "stdio"}},
+        "spec": {"containers": [{
+            "name": "server", "image": "python:3.12-slim",
+            "command": ["truenas-mcp"], "args": ["--read-only"],
+            "env": [{"name": "TRUENAS_URL", "value": "https://nas"}],
+            "volumeMounts": [{"name": "cfg", "mountPath": "/etc/truenas"}]
+        }], "volumes": [{"name": "cfg", "emptyDir": {}}]}
+    })
+}
+
+#[test]
+fn a_stdio_server_runs_behind_tollgate_from_a_copied_binary() {
+    let out = injected(Route::Namespace, stdio_pod(), true);
+    assert_eq!(out["metadata"]["labels"]["tollgate.dev/sidecar"], "true");
+    // The init container copies the binary from the tollgate image into the
+    // shared emptyDir.
+    let inits = out["spec"]["initContainers"].as_array().unwrap();
+    assert_eq!(
+        inits.len(),
+        1,
+        "no sidecar: tollgate is the server's process"
+    );
+    let install = &inits[0];
+    assert_eq!(install["name"], "tollgate-install");
+    assert_eq!(install["image"], "tollgate:0.1.0");
+    assert!(
+        install["command"].is_null(),
+        "the image's entrypoint is tollgate"
+    );
+    assert_eq!(
+        args_of(install),
+        ["copy-binary", "/var/run/tollgate-bin/tollgate"]
+    );
+    assert_eq!(
+        install["volumeMounts"],
+        json!([{"name": "tollgate-bin", "mountPath": "/var/run/tollgate-bin", "readOnly": false}])
+    );
+    assert!(
+        install["restartPolicy"].is_null(),
+        "it runs once, to completion"
+    );
+    assert_eq!(install["securityContext"]["readOnlyRootFilesystem"], true);
+    let volumes = out["spec"]["volumes"].as_array().unwrap();
+    assert_eq!(
+        volumes
+            .iter()
+            .map(|v| v["name"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        ["cfg", "tollgate-token", "tollgate-state", "tollgate-bin"]
+    );
+    assert_eq!(volumes[3]["emptyDir"]["sizeLimit"], "64Mi");
+
+    // The server container: same image, its command wrapped.
+    let containers = out["spec"]["containers"].as_array().unwrap();
+    assert_eq!(containers.len(), 1);
+    let c = &containers[0];
+    assert_eq!(c["image"], "python:3.12-slim");
+    assert_eq!(c["command"], json!(["/var/run/tollgate-bin/tollgate"]));
+    assert_eq!(
+        args_of(c),
+        [
+            "proxy",
+            "--controller",
+            "https://tollgate.tollgate-system.svc:9443",
+            "--token-file",
+            "/var/run/secrets/tollgate/token",
+            "--snapshot-file",
+            "/var/run/tollgate/snapshot.json",
+            "--listen",
+            "0.0.0.0:8080",
+            "--admin-listen",
+            "0.0.0.0:9901",
+            "--redis-url=redis://redis:6379/0",
+            "--upstream-command",
+            "--",
+            "truenas-mcp",
+            "--read-only"
+        ]
+    );
+    let names = |field: &str, key: &str| -> Vec<String> {
+        c[field]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x[key].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(
+        names("env", "name"),
+        [
+            "TRUENAS_URL",
+            "POD_NAME",
+            "POD_NAMESPACE",
+            "TOLLGATE_CONTROLLER_CA_PEM",
+            "TOLLGATE_REDIS_CA_PEM"
+        ],
+        "the server keeps its environment"
+    );
+    assert_eq!(
+        names("volumeMounts", "mountPath"),
+        [
+            "/etc/truenas",
+            "/var/run/secrets/tollgate",
+            "/var/run/tollgate",
+            "/var/run/tollgate-bin"
+        ]
+    );
+    assert_eq!(c["volumeMounts"][3]["readOnly"], true);
+    assert_eq!(names("ports", "name"), ["mcp", "tollgate-admin"]);
+    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(c["readinessProbe"]["httpGet"]["port"], 9901);
+
+    // A second webhook call (reinvocation) leaves it alone.
+    assert!(matches!(
+        decide(Route::Namespace, &pod(out), &cfg(true)).unwrap(),
+        Outcome::Skip(_)
+    ));
+}
+
+#[test]
+fn the_stdio_command_can_come_from_an_annotation_and_a_named_container() {
+    let mut p = stdio_pod();
+    let spec = &mut p["spec"]["containers"];
+    spec[0]["command"] = Value::Null;
+    spec[0]["args"] = Value::Null;
+    spec.as_array_mut().unwrap().insert(
+        0,
+        json!({"name": "helper", "image": "busybox", "command": ["sleep", "inf"]}),
+    );
+    p["metadata"]["annotations"] = json!({
+        "tollgate.dev/transport": "stdio",
+        "tollgate.dev/stdio-container": "server",
+        "tollgate.dev/stdio-command": r#"["uvx", "truenas-mcp", "--read-only"]"#,
+    });
+    let out = injected(
+        Route::Pod,
+        {
+            p["metadata"]["labels"]["tollgate.dev/inject"] = json!("enabled");
+            p
+        },
+        false,
+    );
+    let containers = out["spec"]["containers"].as_array().unwrap();
+    assert_eq!(
+        containers[0]["command"],
+        json!(["sleep", "inf"]),
+        "untouched"
+    );
+    assert!(containers[0]["args"].is_null());
+    let args = args_of(&containers[1]);
+    assert_eq!(
+        args[args.len() - 5..],
+        [
+            "--upstream-command",
+            "--",
+            "uvx",
+            "truenas-mcp",
+            "--read-only"
+        ]
+    );
+    assert_eq!(containers.len(), 2, "no sidecar container either");
+}
+
+#[test]
+fn stdio_pods_the_webhook_cannot_wrap_are_refused_with_what_to_add() {
+    let no_command = |p: &mut Value| {
+        p["spec"]["containers"][0]["command"] = Value::Null;
+        p["spec"]["containers"][0]["args"] = Value::Null;
+    };
+    let annotate = |p: &mut Value, k: &str, v: &str| {
+        p["metadata"]["annotations"][k] = json!(v);
+    };
+    type Edit = Box<dyn Fn(&mut Value)>;
+    let cases: Vec<(Edit, &str)> = vec![
+        (
+            Box::new(no_command),
+            "set the container's `command` (and `args`) in the pod spec, or the annotation tollgate.dev/stdio-command",
+        ),
+        (
+            Box::new(move |p| {
+                no_command(p);
+                p["spec"]["containers"][0]["args"] = json!(["--read-only"]);
+            }),
+            "its command is left to its image",
+        ),
+        (
+            Box::new(|p| {
+                p["spec"]["containers"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(json!({"name": "b", "image": "b", "command": ["b"]}))
+            }),
+            "the pod has 2 containers: name the one that speaks MCP on stdio with the annotation tollgate.dev/stdio-container",
+        ),
+        (
+            Box::new(move |p| annotate(p, "tollgate.dev/stdio-container", "nope")),
+            "the pod has no container \"nope\"",
+        ),
+        (
+            Box::new(move |p| {
+                no_command(p);
+                annotate(p, "tollgate.dev/stdio-command", "npx my-server")
+            }),
+            "must be a JSON array of strings",
+        ),
+        (
+            Box::new(move |p| {
+                no_command(p);
+                annotate(p, "tollgate.dev/stdio-command", "[]")
+            }),
+            "the command is empty",
+        ),
+        (
+            Box::new(move |p| annotate(p, "tollgate.dev/stdio-command", r#"["srv"]"#)),
+            "keep one of them",
+        ),
+        (
+            Box::new(move |p| annotate(p, "tollgate.dev/upstream-port", "9000")),
+            "a stdio server has none",
+        ),
+        (
+            Box::new(move |p| annotate(p, "tollgate.dev/transport", "grpc")),
+            "must be \"http\"",
+        ),
+        (
+            Box::new(move |p| {
+                annotate(p, "tollgate.dev/transport", "http");
+                annotate(p, "tollgate.dev/stdio-command", r#"["srv"]"#)
+            }),
+            "applies to stdio servers",
+        ),
+    ];
+    for (edit, want) in cases {
+        let mut p = stdio_pod();
+        edit(&mut p);
+        let err = decide(Route::Namespace, &pod(p.clone()), &cfg(true))
+            .expect_err(&format!("refused: {p}"));
+        assert!(err.contains(want), "{p}\n{err}");
+    }
+}
