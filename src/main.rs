@@ -54,6 +54,12 @@ enum Command {
     Crdgen(cli::crdgen::CrdgenArgs),
     /// Check an installation: CRD, webhook, controller and Lease, uninjected pods, policies. Exit 1 on a failure.
     Doctor(cli::doctor::DoctorArgs),
+    /// Approve a held tool call on a sidecar's admin listener (file mode).
+    Approve(cli::approve::DecideArgs),
+    /// Reject a held tool call on a sidecar's admin listener (file mode); final.
+    Reject(cli::approve::DecideArgs),
+    /// List the approvals a sidecar keeps (file mode).
+    Approvals(cli::approve::ListArgs),
     /// Run a stdio MCP server behind the policy, on this process's stdio
     /// (for desktop clients): `tollgate wrap --policy p.yaml -- npx server`.
     Wrap(Box<cli::wrap::WrapArgs>),
@@ -95,5 +101,8 @@ fn main() -> ExitCode {
             let _log_guard = log(&args.log, logging::Target::Stdout);
             cli::proxy::run(*args)
         }
+        Command::Approve(args) => cli::approve::decide(&args, "approve"),
+        Command::Reject(args) => cli::approve::decide(&args, "reject"),
+        Command::Approvals(args) => cli::approve::list(&args),
     }
 }

@@ -86,7 +86,7 @@ spec:
     assert_eq!(out.status.code(), Some(1), "{all}");
     for want in [
         "a.yaml: spec.defaultAction: unknown variant `deny`, expected `Allow` or `Deny`; did you mean `Deny`? (values are case-sensitive)",
-        "a.yaml: spec.rules[0].action: unknown variant `Permit`, expected `Allow` or `Deny`",
+        "a.yaml: spec.rules[0].action: unknown variant `Permit`, expected one of `Allow`, `Deny`, `RequireApproval`",
         "a.yaml: spec.rules[0].argument: unknown field `argument`; did you mean `arguments`?",
         "a.yaml: spec.rules[0].rateLimits[0].requests: invalid type: string \"5\", expected an integer",
         "a.yaml: spec.rules[1].tools[0]: invalid type: boolean `true`",

@@ -218,6 +218,15 @@ scrape_configs:
       - {{source_labels: [__meta_kubernetes_pod_container_port_name], regex: tollgate-admin, action: keep}}
       - {{source_labels: [__meta_kubernetes_namespace], target_label: namespace}}
       - {{source_labels: [__meta_kubernetes_pod_name], target_label: pod}}
+  - job_name: tollgate-controller
+    kubernetes_sd_configs:
+      - role: pod
+        kubeconfig_file: {kubeconfig}
+    relabel_configs:
+      - {{source_labels: [__meta_kubernetes_pod_label_app_kubernetes_io_name], regex: tollgate-controller, action: keep}}
+      - {{source_labels: [__meta_kubernetes_pod_container_port_name], regex: admin, action: keep}}
+      - {{source_labels: [__meta_kubernetes_namespace], target_label: namespace}}
+      - {{source_labels: [__meta_kubernetes_pod_name], target_label: pod}}
 "#,
             kubeconfig = kubeconfig.display()
         )))
@@ -395,6 +404,8 @@ fn helm_install_inject_enforce_scrape_and_survive_faults_on_a_real_node() {
 
     stdio_server_runs_behind_tollgate_in_its_own_container(&node);
 
+    every_dashboard_panel_has_data(&prometheus);
+
     enforcement_survives_faults(&node, &url);
 
     step("helm uninstall: nothing of tollgate is left but the CRDs");
@@ -465,6 +476,35 @@ fn mcp_pod(node: &Node) -> Value {
         .collect();
     assert_eq!(pods.len(), 1, "one MCP server pod");
     pods[0].clone()
+}
+
+/// The shipped Grafana dashboard's queries, against what this run's
+/// Prometheus scraped from the sidecars and the controllers. The Redis
+/// panels alone may be empty: no policy here uses a Shared budget.
+fn every_dashboard_panel_has_data(prometheus: &Prometheus) {
+    step(
+        "every query of the shipped Grafana dashboard returns data (but Redis: no Shared budget here)",
+    );
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let missing: Vec<String> = match support::dashboard::check_over(&prometheus.0.url(), "10m")
+        {
+            Ok(_) => Vec::new(),
+            Err(empty) => empty
+                .into_iter()
+                .filter(|e| !e.contains("tollgate_ratelimit_store"))
+                .collect(),
+        };
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "dashboard panels without data after 90 s:\n{}",
+            missing.join("\n")
+        );
+        std::thread::sleep(Duration::from_secs(3));
+    }
 }
 
 /// In-pod stdio: kubernetes-mcp-server without `--port` speaks stdio; the

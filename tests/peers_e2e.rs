@@ -316,12 +316,11 @@ fn http_get_json(port: u16, path: &str) -> Value {
     serde_json::from_str(&body[start..end]).unwrap_or_else(|e| panic!("{e}: {body}"))
 }
 
-/// The KubeVirt example in file mode, against the Kubernetes API stand-in:
-/// the cap holds whichever tool creates the clones.
-#[test]
-fn the_kubevirt_example_caps_clones_from_every_tool() {
+/// kubernetes-mcp-server on the Kubernetes API stand-in, behind tollgate
+/// with the shipped example `rel`; and the agents' URL.
+fn example_behind_tollgate(rel: &str) -> (KubeStack, TollgateProc, String) {
     let stack = KubeStack::start();
-    let example = repo_file("examples/kubevirt/clone-guard.yaml");
+    let example = repo_file(rel);
     let tg = tollgate(&[
         "--policy",
         example.to_str().unwrap(),
@@ -329,6 +328,14 @@ fn the_kubevirt_example_caps_clones_from_every_tool() {
         &stack.upstream(),
     ]);
     let url = format!("http://{}/mcp", tg.listen);
+    (stack, tg, url)
+}
+
+/// The KubeVirt example in file mode, against the Kubernetes API stand-in:
+/// the cap holds whichever tool creates the clones.
+#[test]
+fn the_kubevirt_example_caps_clones_from_every_tool() {
+    let (stack, tg, url) = example_behind_tollgate("examples/kubevirt/clone-guard.yaml");
     let created = |stack: &KubeStack| {
         stack.stats()["creates"]["virtualmachineclones.clone.kubevirt.io"]
             .as_u64()
@@ -425,5 +432,108 @@ fn the_kubevirt_example_caps_clones_from_every_tool() {
             ]
         ),
         Some(95.0)
+    );
+}
+
+/// The approval example in file mode, with the TypeScript SDK as the agent:
+/// golden clones run at once; another clone waits for a person of
+/// `vm-admins`, and the agent's retry of the same call then runs, once.
+#[test]
+fn an_sdk_agent_retries_a_held_clone_that_a_person_approves() {
+    let (stack, tg, url) = example_behind_tollgate("examples/kubevirt/approve-clones.yaml");
+    let golden = &agent(
+        &url,
+        &[
+            "call",
+            "vm_clone",
+            r#"{"namespace":"vms","name":"golden-fedora","targetName":"g1"}"#,
+        ],
+    )[0];
+    assert!(Answer::of_result(golden).is_allowed(), "{golden}");
+
+    // One agent session: the held call retried until it runs, then the same
+    // call once more.
+    let web = serde_json::json!({"namespace": "vms", "name": "web-1", "targetName": "web-copy"});
+    let script = serde_json::json!([
+        {"op": "retry_until_allowed", "name": "vm_clone", "arguments": web, "intervalMs": 100, "maxTries": 600},
+        {"op": "call", "name": "vm_clone", "arguments": web},
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("script.json");
+    std::fs::write(&path, script.to_string()).unwrap();
+    let child = Command::new("node")
+        .arg(peers().join("agent.mjs"))
+        .args(["--url", &url, "script", path.to_str().unwrap()])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    let mut pending = None;
+    for _ in 0..300 {
+        let listed = http_get_json(tg.admin.port(), "/approvals");
+        if let Some(a) = listed["approvals"].as_array().and_then(|a| a.first()) {
+            pending = Some(a.clone());
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let pending = pending.expect("the agent's clone asked for an approval");
+    assert_eq!(
+        (
+            pending["tool"].as_str(),
+            pending["rule"].as_str(),
+            pending["arguments"]["name"].as_str()
+        ),
+        (Some("vm_clone"), Some("other-clones"), Some("web-1")),
+        "{pending}"
+    );
+    let id = pending["id"].as_str().unwrap();
+    let admin = format!("http://{}", tg.admin);
+    let approve = |by: &str, group: &str| {
+        Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .args([
+                "approve", "--admin", &admin, "--as", by, "--group", group, id,
+            ])
+            .output()
+            .unwrap()
+    };
+    let refused = approve("dev", "developers");
+    assert!(!refused.status.success(), "only vm-admins approve");
+    assert_eq!(
+        stack.stats()["creates"]["virtualmachineclones.clone.kubevirt.io"],
+        1
+    );
+    let approved = approve("ann", "vm-admins");
+    assert!(
+        approved.status.success(),
+        "{}",
+        String::from_utf8_lossy(&approved.stderr)
+    );
+
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert!(lines[0]["tries"].as_u64() > Some(1), "{stdout}");
+    assert!(
+        Answer::of_result(&lines[0]["result"]).is_allowed(),
+        "{stdout}"
+    );
+    let again = &lines[1];
+    assert_eq!(again["isError"], true, "{again}");
+    let next = again["_meta"]["dev.tollgate/approval"]["id"].as_str();
+    assert!(
+        next.is_some() && next != Some(id),
+        "a new approval for the next clone: {again}"
+    );
+    assert_eq!(
+        stack.stats()["creates"]["virtualmachineclones.clone.kubevirt.io"],
+        2,
+        "the golden clone and the approved one, not a third"
     );
 }

@@ -8,8 +8,9 @@ use std::process::ExitCode;
 #[derive(clap::Args)]
 pub(crate) struct CrdgenArgs {
     /// Write `mcptoolpolicies.tollgate.dev.yaml` and
-    /// `clustermcptoolpolicies.tollgate.dev.yaml` into this directory
-    /// (without it, both are printed as one YAML stream).
+    /// `clustermcptoolpolicies.tollgate.dev.yaml` and
+    /// `mcptoolcallapprovals.tollgate.dev.yaml` into this directory (without
+    /// it, all are printed as one YAML stream).
     #[arg(long)]
     out: Option<PathBuf>,
 }

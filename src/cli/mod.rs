@@ -1,6 +1,7 @@
 //! One module per subcommand: its flags, their conversion into the
 //! library's configuration, and how it runs.
 
+pub(crate) mod approve;
 pub(crate) mod check;
 pub(crate) mod controller;
 pub(crate) mod copy_binary;

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use tollgate_sidecar::{
     AuditConfig, AuditLevel, CaSource, ControllerTls, IdentityKind, IdentitySource, JwksSource,
-    ManagedConfig, ProxyConfig, RuleSource, SharedStoreConfig, SharedStoreTls, StdioUpstream,
-    Unselected,
+    ManagedConfig, NotifyConfig, ProxyConfig, RuleSource, SharedStoreConfig, SharedStoreTls,
+    StdioUpstream, Unselected,
 };
 
 #[derive(clap::Args)]
@@ -84,6 +84,23 @@ pub(crate) struct ProxyArgs {
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long, default_value = "127.0.0.1:9901", env = "TOLLGATE_ADMIN_LISTEN")]
     admin_listen: SocketAddr,
+    /// Serve the approval routes (`tollgate approve --admin`) even when --admin-listen is not loopback: whoever reaches them decides.
+    #[arg(long)]
+    approvals_remote: bool,
+    /// POST approval events (requested, approved, rejected, expired) here as JSON, signed (see --approval-webhook-secret-file).
+    #[arg(
+        long,
+        env = "TOLLGATE_APPROVAL_WEBHOOK",
+        requires = "approval_webhook_secret_file"
+    )]
+    approval_webhook: Option<http::Uri>,
+    /// The HMAC-SHA256 key that signs approval notifications (header X-Tollgate-Signature-256).
+    #[arg(
+        long,
+        env = "TOLLGATE_APPROVAL_WEBHOOK_SECRET_FILE",
+        requires = "approval_webhook"
+    )]
+    approval_webhook_secret_file: Option<PathBuf>,
     /// Largest client message accepted, in bytes.
     #[arg(long, default_value_t = 4 << 20)]
     max_body_bytes: usize,
@@ -232,6 +249,18 @@ pub(crate) enum ArgsError {
         "--identity jwt needs the key set that signs your agents' tokens: --jwks-file, --jwks-url, or --jwt-issuer to discover it"
     )]
     NoJwks,
+    /// The approval webhook's key cannot be read.
+    #[error("reading --approval-webhook-secret-file {}: {source}", path.display())]
+    WebhookSecret {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The approval webhook's key is empty.
+    #[error("--approval-webhook-secret-file {} is empty; notifications must be signed with a key", .0.display())]
+    EmptyWebhookSecret(PathBuf),
 }
 
 /// The sidecar's configuration and audit settings from its flags.
@@ -247,6 +276,23 @@ impl TryFrom<ProxyArgs> for Proxy {
     fn try_from(args: ProxyArgs) -> Result<Self, ArgsError> {
         let rules = rule_source(&args)?;
         let identity = identity_source(&args)?;
+        let approval_webhook = match (&args.approval_webhook, &args.approval_webhook_secret_file) {
+            (Some(url), Some(path)) => {
+                let secret = std::fs::read(path).map_err(|source| ArgsError::WebhookSecret {
+                    path: path.clone(),
+                    source,
+                })?;
+                let secret = secret.trim_ascii().to_vec();
+                if secret.is_empty() {
+                    return Err(ArgsError::EmptyWebhookSecret(path.clone()));
+                }
+                Some(NotifyConfig {
+                    url: url.clone(),
+                    secret,
+                })
+            }
+            _ => None,
+        };
         let stdio = match (args.upstream_command, args.command.is_empty()) {
             (true, false) => Some(StdioUpstream {
                 max_sessions: args.max_stdio_sessions,
@@ -286,6 +332,8 @@ impl TryFrom<ProxyArgs> for Proxy {
                     client_key_file: args.redis_client_key,
                 },
             }),
+            approvals_remote: args.approvals_remote,
+            approval_webhook,
             stdio,
             ..ProxyConfig::new(rules, upstream, args.listen, args.admin_listen)
         };

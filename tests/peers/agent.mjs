@@ -21,6 +21,9 @@
 //       {"op":"repeat","n":..,"name":..,"arguments":{..},"concurrency":C}
 //       {"op":"sleep","ms":..}     | {"op":"ping"}
 //       {"op":"wait_notification","method":"notifications/tools/list_changed","timeoutMs":5000}
+//       {"op":"retry_until_allowed","name":..,"arguments":{..},"intervalMs":200,"maxTries":100}
+//                                  {"tries":n,"result":CallToolResult}: the same call again
+//                                  until it is not a tool error (an agent awaiting approval)
 //   info                           server info, capabilities, negotiated protocol version, session id
 //
 // Options:
@@ -247,6 +250,18 @@ async function waitNotification(method, timeoutMs) {
   }
 }
 
+// What an agent told "a person must approve; retry the same call after"
+// does: the same call, in the same session, until it is not a tool error.
+async function retryUntilAllowed(name, args, intervalMs, maxTries) {
+  let last = null;
+  for (let tries = 1; tries <= maxTries; tries++) {
+    last = await callOnce(name, args);
+    if (last.error || !last.isError) return { tries, result: last };
+    await new Promise((r) => setTimeout(r, intervalMs));
+  }
+  return { tries: maxTries, result: last };
+}
+
 async function step(s) {
   switch (s.op) {
     case 'list':
@@ -262,6 +277,8 @@ async function step(s) {
       try { return await client.ping(reqOpts); } catch (e) { return { error: errorJson(e) }; }
     case 'wait_notification':
       return waitNotification(s.method, Number(s.timeoutMs || 5000));
+    case 'retry_until_allowed':
+      return retryUntilAllowed(s.name, s.arguments || {}, Number(s.intervalMs || 200), Number(s.maxTries || 100));
     default:
       return { error: { code: null, message: `unknown script op ${JSON.stringify(s.op)}`, kind: 'usage' } };
   }

@@ -10,6 +10,7 @@
 //! (a test in the workspace keeps it so): what it decides can be tested and
 //! benchmarked without any of them, on exactly the code production runs.
 
+pub mod approval_crd;
 pub mod behaviour;
 pub mod budget;
 pub mod catalogue;
@@ -31,6 +32,8 @@ pub mod suggest;
 pub mod warnings;
 
 #[cfg(test)]
+mod approval_tests;
+#[cfg(test)]
 mod resource_tests;
 #[cfg(test)]
 mod selector_tests;
@@ -42,6 +45,7 @@ mod testing;
 mod tests;
 
 pub use compile::{CompiledPolicy, compile};
+pub use evaluate::approval::{Fingerprint, fingerprint};
 pub use evaluate::{Decision, Effect, Evaluation, PolicySet, Reason, ToolCall};
 pub use problem::{Problem, Problems};
 pub use spec::McpToolPolicySpec;

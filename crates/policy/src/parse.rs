@@ -145,7 +145,7 @@ mod tests {
             got,
             [
                 "spec.defaultAction: unknown variant `deny`, expected `Allow` or `Deny`; did you mean `Deny`? (values are case-sensitive)",
-                "spec.rules[0].action: unknown variant `Permit`, expected `Allow` or `Deny`",
+                "spec.rules[0].action: unknown variant `Permit`, expected one of `Allow`, `Deny`, `RequireApproval`",
                 "spec.rules[0].arguments[0].operator: unknown variant `matches`, expected one of `Equals`, `NotEquals`, `In`, `NotIn`, `Matches`, `Exists`, `NotExists`, `Lt`, `Lte`, `Gt`, `Gte`, `MaxLength`; did you mean `Matches`? (values are case-sensitive)",
                 "spec.rules[1].tools[0]: invalid type: boolean `true` (YAML reads plain yes/no/on/off/y/n as booleans; quote it if you meant a string), expected a string",
                 "spec.rules[1].argument: unknown field `argument`; did you mean `arguments`?",

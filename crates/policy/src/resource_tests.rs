@@ -52,6 +52,7 @@ impl Sidecar {
             meta: self.metas.get(tool),
             subject: None,
             payloads: None,
+            approved: false,
         };
         let stores = Stores {
             budgets: &self.counter,

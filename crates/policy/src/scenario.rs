@@ -286,21 +286,12 @@ fn judge(expect: &Expect, repeat: u32, got: Option<&Decision>) -> (String, Optio
     let Some(d) = got else {
         return (expected, Some("the decision did not complete".to_owned()));
     };
-    if wanted == Expected::ApprovalRequired {
-        return (
-            expected,
-            Some(
-                "no rule of this tollgate can require approval; the call was decided as shown"
-                    .to_owned(),
-            ),
-        );
-    }
     let effect_ok = match wanted {
         Expected::Allowed => d.effect == Effect::Allowed,
         Expected::Denied => d.effect == Effect::Denied && d.reason != Reason::RateLimit,
         Expected::RateLimited => d.effect == Effect::Denied && d.reason == Reason::RateLimit,
         Expected::Audited => d.effect == Effect::Audited,
-        Expected::ApprovalRequired => false,
+        Expected::ApprovalRequired => d.effect == Effect::ApprovalRequired,
     };
     if !effect_ok {
         return (
@@ -339,6 +330,7 @@ fn describe(d: &Decision) -> String {
         (Effect::Denied, Reason::RateLimit) => "rate-limited",
         (Effect::Denied, _) => "denied",
         (Effect::Audited, _) => "audited",
+        (Effect::ApprovalRequired, _) => "approval-required",
     };
     format!(
         "{what} policy={} rule={} reason={}",
@@ -411,10 +403,7 @@ spec:
                 None,
                 None,
                 Some("expected the call to be allowed".to_owned()),
-                Some(
-                    "no rule of this tollgate can require approval; the call was decided as shown"
-                        .to_owned()
-                ),
+                Some("expected approval to be required".to_owned()),
                 Some(
                     "`at: 0s` is earlier than the call before; the clock only moves forward"
                         .to_owned()

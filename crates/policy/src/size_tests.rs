@@ -106,6 +106,7 @@ impl Sidecar {
             meta: Some(&meta),
             subject: None,
             payloads: None,
+            approved: false,
         };
         let stores = Stores {
             budgets: &self.budgets,

@@ -292,12 +292,94 @@ pub enum Action {
     Deny,
 }
 
+/// What a rule does with the calls it matches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum RuleAction {
+    /// Let the call through (subject to the rule's conditions and limits).
+    Allow,
+    /// Refuse the call.
+    Deny,
+    /// Let the call through once a person approved this exact call (same
+    /// tool, arguments and caller), then once only; until then it waits up
+    /// to `approval.holdFor` or is answered with the approval's id.
+    RequireApproval,
+}
+
+impl From<Action> for RuleAction {
+    fn from(a: Action) -> Self {
+        match a {
+            Action::Allow => RuleAction::Allow,
+            Action::Deny => RuleAction::Deny,
+        }
+    }
+}
+
+/// How a `RequireApproval` rule's approvals work.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ApprovalSettings {
+    /// How long a request for approval, and then the approval, stays
+    /// valid: `15m` by default, at most `7d`. After it the approval is
+    /// `Expired` and the call must be asked for again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+[smhd])+$"))]
+    pub timeout: Option<String>,
+
+    /// How long the call itself waits for a decision before it is answered
+    /// "approval pending": `0s` by default (answer at once), at most `10m`
+    /// and never longer than `timeout`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^(0|([0-9]+[smhd])+)$"))]
+    pub hold_for: Option<String>,
+
+    /// Who may approve (Kubernetes users and groups). Empty: whoever RBAC
+    /// allows the `approve` verb on `mcptoolcallapprovals`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approvers: Option<Approvers>,
+
+    /// How many distinct people must approve; 1 by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 10))]
+    pub min_approvals: Option<i64>,
+
+    /// `Show` (default) puts the call's arguments in the approval for the
+    /// approver to read; `Digest` puts only their SHA-256, for arguments
+    /// that must not be copied anywhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arguments: Option<ApprovalArguments>,
+}
+
+/// Who may decide an approval.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Approvers {
+    /// User names, exact.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub users: Vec<String>,
+    /// Group names, exact.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub groups: Vec<String>,
+}
+
+/// What an approval shows of the call's arguments.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum ApprovalArguments {
+    /// The arguments as the agent sent them.
+    #[default]
+    Show,
+    /// Only their SHA-256 (of the canonical JSON).
+    Digest,
+}
+
 /// One named rule.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[x_kube(
-    validation = Rule::new("self.action == 'Allow' || !has(self.rateLimits) || size(self.rateLimits) == 0").message("rate limits apply to calls a rule allows; use action: Allow or remove rateLimits"),
-    validation = Rule::new("self.action == 'Allow' || !has(self.inFlight) || size(self.inFlight) == 0").message("in-flight limits apply to what a rule allows; use action: Allow or remove inFlight"),
+    validation = Rule::new("self.action != 'Deny' || !has(self.rateLimits) || size(self.rateLimits) == 0").message("rate limits apply to calls a rule allows; use action: Allow (or RequireApproval) or remove rateLimits"),
+    validation = Rule::new("self.action != 'Deny' || !has(self.inFlight) || size(self.inFlight) == 0").message("in-flight limits apply to what a rule allows; use action: Allow (or RequireApproval) or remove inFlight"),
+    validation = Rule::new("self.action == 'RequireApproval' || !has(self.approval)").message("approval settings apply to rules with action: RequireApproval"),
     validation = Rule::new("(has(self.tools) && size(self.tools) > 0) || has(self.toolSelector) || (has(self.resources) && size(self.resources) > 0)").message("a rule needs `tools`, `toolSelector` or `resources`")
 )]
 pub struct Rule {
@@ -365,8 +447,14 @@ pub struct Rule {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lifecycle: Option<LifecycleCondition>,
 
-    /// `Allow` or `Deny`.
-    pub action: Action,
+    /// `Allow`, `Deny`, or `RequireApproval`: allow once a person has
+    /// approved this exact call (see `approval` and docs/approvals.md).
+    pub action: RuleAction,
+
+    /// For `RequireApproval` rules: how long an approval stays valid, how
+    /// long a call waits for it, and who must approve.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<ApprovalSettings>,
 
     /// Text added to a denial by this rule, shown to the model.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -398,6 +398,7 @@ spec:
                 meta: None,
                 subject: None,
                 payloads: None,
+                approved: false,
             },
             &counter,
             now,

@@ -15,7 +15,7 @@ use crate::compile::matcher::{compile_glob, is_glob};
 use crate::compile::selector::Selected;
 use crate::load::LoadedPolicy;
 use crate::resources::{Op, ToolMeta};
-use crate::spec::{Action, Mode};
+use crate::spec::{Action, Mode, RuleAction};
 use crate::suggest::nearest;
 
 /// Tools known to print credentials, and what they reveal.
@@ -178,7 +178,7 @@ pub fn unmatched_patterns(policy: &LoadedPolicy, catalogue: &Catalogue) -> Vec<W
             );
             match nearest(pattern, catalogue.names()) {
                 Some(near) => message.push_str(&format!("; did you mean {near:?}?")),
-                None if rule.action == Action::Deny => {
+                None if rule.action == RuleAction::Deny => {
                     message.push_str("; this rule denies nothing on this server")
                 }
                 None => {}

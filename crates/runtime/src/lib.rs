@@ -2,11 +2,13 @@
 //! ([`serve`], [`slots`]), bodies ([`body`]), the admin listener ([`admin`]), build
 //! identity ([`build_info`]), shutdown
 //! ([`shutdown`]), structured logs ([`logging`]), a Kubernetes client
-//! ([`kube_client`]) and the TokenReview authenticator ([`token_review`]).
+//! ([`kube_client`]), the TokenReview authenticator ([`token_review`]) and
+//! SubjectAccessReviews ([`access_review`]).
 //!
 //! Nothing here knows about policies or MCP: the sidecar and the controller
 //! both depend on this crate, and it on neither.
 
+pub mod access_review;
 pub mod admin;
 pub mod body;
 pub mod build_info;

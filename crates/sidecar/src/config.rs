@@ -202,6 +202,11 @@ pub struct ProxyConfig {
     pub require_identity: bool,
     /// The Redis for shared budgets, if any.
     pub shared_store: Option<SharedStoreConfig>,
+    /// Serve the approval routes (file mode) on an admin listener that is
+    /// not bound to loopback: whoever reaches them decides.
+    pub approvals_remote: bool,
+    /// Where approval notifications go, signed, if anywhere.
+    pub approval_webhook: Option<crate::approvals::notify::NotifyConfig>,
     /// Run the MCP server as stdio child processes (one per session)
     /// instead of reaching `upstream` over HTTP.
     pub stdio: Option<crate::stdio::bridge::StdioUpstream>,
@@ -237,6 +242,8 @@ impl ProxyConfig {
             identity: IdentitySource::None,
             require_identity: false,
             shared_store: None,
+            approvals_remote: false,
+            approval_webhook: None,
             stdio: None,
         }
     }

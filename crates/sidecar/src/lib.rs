@@ -12,9 +12,12 @@
 //! - [`rules`]: the rules in force and where they come from (files or the
 //!   controller), plus what the upstream and the cluster say;
 //! - [`identity`]: who is calling (JWTs, TokenReview);
+//! - [`approvals`]: calls a `RequireApproval` rule holds, and the people
+//!   who decide them (file mode, on the admin listener);
 //! - [`tls`]: which CAs a TLS client of the sidecar trusts;
 //! - [`metrics`] and [`audit`]: what happened.
 
+mod approvals;
 mod audit;
 mod config;
 mod gate;
@@ -28,6 +31,7 @@ mod tls;
 mod transport;
 mod would_deny;
 
+pub use approvals::notify::NotifyConfig;
 pub use audit::{AuditConfig, AuditLevel};
 pub use config::{
     CaSource, ControllerTls, IdentityKind, IdentitySource, JwksSource, ManagedConfig, ProxyConfig,

@@ -277,6 +277,11 @@ impl Metrics {
         }
     }
 
+    /// The registry, for metrics registered by their own module.
+    pub(crate) fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     /// Registers the stdio server gauge: only proxies that run their
     /// servers (`--upstream-command`) have it.
     pub fn register_stdio(&self) {

@@ -11,6 +11,9 @@ use tokio::task::JoinHandle;
 use tollgate_mcp::{jsonrpc, sse, tools};
 use tollgate_runtime::serve;
 
+use crate::approvals::metrics::ApprovalMetrics;
+use crate::approvals::notify::Notifier;
+use crate::approvals::{Approvals, admin as approvals_admin};
 use crate::audit::AuditConfig;
 use crate::config::{IdentitySource, JwksSource, ProxyConfig, RuleSource};
 use crate::gate::redis as shared;
@@ -52,6 +55,9 @@ pub enum StartError {
     /// A listener could not be opened.
     #[error(transparent)]
     Bind(#[from] serve::BindError),
+    /// The TLS client for approval notifications could not be built.
+    #[error("setting up TLS for --approval-webhook: {0}")]
+    Notifier(#[source] rustls::Error),
     /// The address of a bound listener could not be read.
     #[error("reading a listener's address: {0}")]
     LocalAddr(#[source] std::io::Error),
@@ -131,6 +137,20 @@ pub async fn start(config: ProxyConfig, audit: AuditConfig) -> Result<Running, S
     let admin_listener = serve::bind(config.admin_listen, "--admin-listen").await?;
     let listen = listener.local_addr().map_err(StartError::LocalAddr)?;
     let admin = admin_listener.local_addr().map_err(StartError::LocalAddr)?;
+    let approval_metrics = ApprovalMetrics::register(metrics.registry())?;
+    let notifier = match &config.approval_webhook {
+        Some(n) => Some(
+            Notifier::new(n.clone(), approval_metrics.notifications.clone())
+                .map_err(StartError::Notifier)?,
+        ),
+        None => None,
+    };
+    let approvals = Arc::new(Approvals::new(
+        approval_metrics,
+        format!("http://{admin}"),
+        notifier,
+    ));
+    let serve_approvals = admin.ip().is_loopback() || config.approvals_remote;
 
     let proxy = Arc::new(Proxy {
         gate: Gate::new(GateParts {
@@ -141,6 +161,7 @@ pub async fn start(config: ProxyConfig, audit: AuditConfig) -> Result<Running, S
             metrics: metrics.clone(),
             audit,
             fail_open: matches!(&config.rules, RuleSource::Controller(m) if m.fail_open),
+            approvals,
         }),
         metrics: metrics.clone(),
         identities,
@@ -173,7 +194,9 @@ pub async fn start(config: ProxyConfig, audit: AuditConfig) -> Result<Running, S
     let p = proxy.clone();
     tasks.push(tokio::spawn(serve::serve(
         admin_listener,
-        move |req| tollgate_runtime::admin::route(p.clone(), req),
+        move |req| {
+            approvals_admin::route_or(p.clone(), p.gate.approvals.clone(), serve_approvals, req)
+        },
         64,
         config.header_read_timeout,
         shutdown_rx.clone(),
@@ -345,13 +368,21 @@ async fn learn_catalog(proxy: Arc<Proxy>, mut shutdown: watch::Receiver<bool>) {
     }
 }
 
-/// Drops idle rate-limit buckets once a minute.
+/// Drops idle rate-limit buckets once a minute; expires approvals every
+/// second (so the pending gauge and the expired count are current).
 async fn sweep(proxy: Arc<Proxy>, mut shutdown: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut last_buckets = Instant::now();
     loop {
         tokio::select! {
             _ = shutdown.changed() => return,
-            _ = tick.tick() => proxy.gate.sweep(Instant::now()),
+            _ = tick.tick() => {
+                proxy.gate.approvals.sweep();
+                if last_buckets.elapsed() >= Duration::from_secs(60) {
+                    last_buckets = Instant::now();
+                    proxy.gate.sweep(last_buckets);
+                }
+            }
         }
     }
 }

@@ -6,6 +6,7 @@
 //! every problem instead of stopping at the first, because a user fixing a
 //! policy wants the whole list in one go.
 
+pub mod approval;
 pub mod caps;
 pub mod condition;
 pub mod matcher;
@@ -32,7 +33,7 @@ use crate::resources::sizes::{in_unit, show};
 use crate::resources::{VM_GROUP, VM_KIND, VM_RESOURCE};
 use crate::spec::{
     Action, ClusterMcpToolPolicySpec, DenyWith, LimitScope, McpToolPolicySpec, Mode, OnStoreError,
-    RateLimit, Rule, SizeBudget, StrictArguments,
+    RateLimit, Rule, RuleAction, SizeBudget, StrictArguments,
 };
 
 /// A problem when `list` is longer than `max`.
@@ -75,8 +76,12 @@ pub struct CompiledPolicy {
 pub struct CompiledRule {
     /// The rule's name.
     pub name: Arc<str>,
-    /// Allow or Deny.
+    /// Allow or Deny (a `RequireApproval` rule is an `Allow` rule with
+    /// [`approval`](Self::approval)).
     pub action: Action,
+    /// For `RequireApproval` rules: the call is allowed only with an
+    /// approval of this exact call.
+    pub approval: Option<Arc<approval::Approval>>,
     /// The user's text for denials.
     pub message: Option<String>,
     /// All must hold.
@@ -370,12 +375,30 @@ fn compile_rule(
             .ok(),
         None => None,
     };
+    let action = match rule.action {
+        RuleAction::Allow | RuleAction::RequireApproval => Action::Allow,
+        RuleAction::Deny => Action::Deny,
+    };
+    let approval = match rule.action {
+        RuleAction::RequireApproval => approval::compile(rule.approval.as_ref(), path)
+            .map_err(|mut p| problems.append(&mut p))
+            .ok()
+            .map(Arc::new),
+        _ if rule.approval.is_some() => {
+            problems.push(Problem::at(
+                format!("{path}.approval"),
+                "approval settings apply to rules with `action: RequireApproval`",
+            ));
+            None
+        }
+        _ => None,
+    };
     let resource_parts = compile_resource_parts(
         &rule.resources,
         rule.namespaces.as_ref(),
         rule.clone.as_ref(),
         &rule.in_flight,
-        rule.action,
+        action,
         path,
     )
     .map_err(|mut p| problems.append(&mut p))
@@ -403,7 +426,7 @@ fn compile_rule(
             format!("the message is longer than {MAX_MESSAGE} characters; shorten it"),
         ));
     }
-    if rule.action == Action::Deny && !rule.rate_limits.is_empty() {
+    if action == Action::Deny && !rule.rate_limits.is_empty() {
         problems.push(Problem::at(
             format!("{path}.rateLimits"),
             "rate limits apply to calls a rule allows; a Deny rule denies every call it matches. Use `action: Allow` or remove `rateLimits`",
@@ -445,7 +468,7 @@ fn compile_rule(
                 "size budgets count what a call's objects consume; add `resources:` to the rule",
             ));
         }
-        if rule.action == Action::Deny {
+        if rule.action == RuleAction::Deny {
             problems.push(Problem::at(
                 at.clone(),
                 "budgets apply to what a rule allows; use `action: Allow` or remove `budgets`",
@@ -462,7 +485,7 @@ fn compile_rule(
     }
     let running_vms = rule.running_vms.as_ref().and_then(|cap| {
         let at = format!("{path}.runningVMs");
-        if rule.action == Action::Deny {
+        if rule.action == RuleAction::Deny {
             problems.push(Problem::at(at.clone(), "a running-VM cap applies to what a rule allows; use `action: Allow`"));
         }
         if !rule.resources.iter().any(|r| r.group == VM_GROUP && (r.kind.as_deref() == Some(VM_KIND) || r.resource.as_deref() == Some(VM_RESOURCE))) {
@@ -514,7 +537,8 @@ fn compile_rule(
     };
     Ok(CompiledRule {
         name: rule.name.as_str().into(),
-        action: rule.action,
+        action,
+        approval,
         message: rule.message.clone(),
         conditions,
         limits,

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::compile::approval::Approval;
 use crate::resources::{Payloads, ToolMeta};
 use crate::spec::DenyWith;
 
@@ -27,6 +28,11 @@ pub struct ToolCall<'a> {
     /// proxy does, so that it forwards exactly what was judged); `None` reads
     /// them during the evaluation.
     pub payloads: Option<&'a Payloads>,
+    /// Whether the caller holds an approval of this exact call (the
+    /// sidecar found an approved, unused approval with the call's
+    /// [`fingerprint`](super::approval::fingerprint)): `RequireApproval`
+    /// rules then allow it like `Allow` rules.
+    pub approved: bool,
 }
 
 impl<'a> ToolCall<'a> {
@@ -39,6 +45,7 @@ impl<'a> ToolCall<'a> {
             meta: None,
             subject: None,
             payloads: None,
+            approved: false,
         }
     }
 }
@@ -52,6 +59,9 @@ pub enum Effect {
     Denied,
     /// An `Audit` policy would have refused it; forwarded.
     Audited,
+    /// A `RequireApproval` rule allows it only once a person approves this
+    /// exact call; not forwarded (yet).
+    ApprovalRequired,
 }
 
 impl Effect {
@@ -61,6 +71,7 @@ impl Effect {
             Effect::Allowed => "allowed",
             Effect::Denied => "denied",
             Effect::Audited => "audited",
+            Effect::ApprovalRequired => "approval_required",
         }
     }
 }
@@ -83,6 +94,9 @@ pub enum Reason {
     /// The proxy cannot judge the call yet (it has not read the upstream's
     /// tool list); retrying shortly succeeds.
     NotReady,
+    /// A `RequireApproval` rule: the call waits for, or was refused, an
+    /// approval.
+    Approval,
 }
 
 impl Reason {
@@ -96,6 +110,7 @@ impl Reason {
             Reason::Default => "default",
             Reason::Malformed => "malformed",
             Reason::NotReady => "not_ready",
+            Reason::Approval => "approval",
         }
     }
 }
@@ -118,12 +133,15 @@ pub struct Decision {
     pub retry_after: Option<Duration>,
     /// How a denial is delivered.
     pub deny_with: DenyWith,
+    /// For [`Effect::ApprovalRequired`]: the deciding rule's approval
+    /// settings.
+    pub approval: Option<Arc<Approval>>,
 }
 
 impl Decision {
     /// Whether the call goes to the upstream.
     pub fn forwards(&self) -> bool {
-        self.effect != Effect::Denied
+        matches!(self.effect, Effect::Allowed | Effect::Audited)
     }
 
     /// An allowance no policy or rule made: nothing restricts the call.
@@ -136,6 +154,7 @@ impl Decision {
             message: None,
             retry_after: None,
             deny_with: DenyWith::default(),
+            approval: None,
         }
     }
 
@@ -149,6 +168,7 @@ impl Decision {
             message: Some(detail.into()),
             retry_after: None,
             deny_with: DenyWith::JsonRpcError,
+            approval: None,
         }
     }
 }

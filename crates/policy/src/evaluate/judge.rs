@@ -352,5 +352,6 @@ pub(super) fn denial(
         )),
         retry_after: None,
         deny_with: rule.map_or(p.deny_with, |r| r.deny_with),
+        approval: None,
     }
 }

@@ -29,6 +29,7 @@
 //! another policy denies never uses up a rate limit. An `Audit` policy's
 //! denial is recorded (`audited`) and the call goes on.
 
+pub mod approval;
 mod decision;
 mod judge;
 mod measure;
@@ -203,6 +204,8 @@ impl PolicySet {
         let mut enforce = Spend::default();
         let mut audit = Spend::default();
         let mut audit_denial: Option<Decision> = None;
+        // The first Enforce policy's rule that asks for an approval.
+        let mut needs_approval: Option<Decision> = None;
         for p in &self.policies {
             match (p.mode, judge(p, call, payloads, view, &mut matched)) {
                 (
@@ -244,7 +247,19 @@ impl PolicySet {
                             message: None,
                             retry_after: None,
                             deny_with: DenyWith::default(),
+                            approval: None,
                         });
+                    }
+                    if mode == Mode::Enforce && !call.approved && needs_approval.is_none() {
+                        needs_approval = rule
+                            .filter(|r| r.approval.is_some())
+                            .or_else(|| {
+                                objects
+                                    .iter()
+                                    .map(|(_, r)| *r)
+                                    .find(|r| r.approval.is_some())
+                            })
+                            .map(|r| approval::required(p, r));
                     }
                     let budgets = if mode == Mode::Enforce {
                         &mut enforce
@@ -257,6 +272,13 @@ impl PolicySet {
                     budgets.add_objects(p, &objects, call, view);
                 }
             }
+        }
+        // Approval comes before budgets: a call waiting for a person spends
+        // nothing; it spends its budgets when it is let through.
+        if let Some(d) = needs_approval {
+            return Evaluation {
+                state: State::Done(d),
+            };
         }
         // No Enforce policy at all: nothing restricts the call.
         let allowed = allowed.unwrap_or_else(Decision::allowed_by_default);

@@ -215,6 +215,7 @@ impl Spend {
             )),
             retry_after: None,
             deny_with: o.deny_with,
+            approval: None,
         }
     }
 
@@ -271,6 +272,7 @@ impl Spend {
             )),
             retry_after,
             deny_with: o.deny_with,
+            approval: None,
         }
     }
 }
@@ -334,7 +336,7 @@ fn key_parts(l: &CompiledLimit, call: &ToolCall<'_>, op: Option<&Op>) -> Vec<Vec
 
 /// A canonical byte encoding of a key value: object keys sorted, integral
 /// numbers written as integers, so `5` and `5.0` share a budget.
-fn canonical(v: &Value) -> Vec<u8> {
+pub(super) fn canonical(v: &Value) -> Vec<u8> {
     fn write(v: &Value, out: &mut Vec<u8>) {
         match v {
             Value::Number(n) => match n.as_f64() {

@@ -7,7 +7,7 @@ use std::fmt::Write;
 use serde_json::Value;
 
 use super::Imported;
-use crate::spec::{Action, ArgumentCondition, RateLimit, Rule};
+use crate::spec::{ArgumentCondition, RateLimit, Rule, RuleAction};
 
 /// The policy as an `McpToolPolicy` YAML document.
 pub fn render(imported: &Imported) -> String {
@@ -24,7 +24,11 @@ pub fn render(imported: &Imported) -> String {
         json(&Value::String(imported.name.clone()))
     );
     let _ = writeln!(out, "spec:");
-    let _ = writeln!(out, "  defaultAction: {}", action(spec.default_action));
+    let _ = writeln!(
+        out,
+        "  defaultAction: {}",
+        action(spec.default_action.into())
+    );
     if spec.hide_denied {
         let _ = writeln!(out, "  hideDenied: true");
     }
@@ -51,6 +55,10 @@ fn write_rule(out: &mut String, rule: &Rule) {
     let tools: Vec<Value> = rule.tools.iter().cloned().map(Value::String).collect();
     let _ = writeln!(out, "      tools: {}", json(&Value::Array(tools)));
     let _ = writeln!(out, "      action: {}", action(rule.action));
+    if let Some(a) = &rule.approval {
+        let approval = serde_json::to_value(a).unwrap_or_default();
+        let _ = writeln!(out, "      approval: {}", json(&approval));
+    }
     if let Some(m) = &rule.message {
         let _ = writeln!(out, "      message: {}", json(&Value::String(m.clone())));
     }
@@ -77,10 +85,11 @@ fn limit(l: &RateLimit) -> String {
     json(&serde_json::to_value(l).unwrap_or_default())
 }
 
-fn action(a: Action) -> &'static str {
+fn action(a: RuleAction) -> &'static str {
     match a {
-        Action::Allow => "Allow",
-        Action::Deny => "Deny",
+        RuleAction::Allow => "Allow",
+        RuleAction::Deny => "Deny",
+        RuleAction::RequireApproval => "RequireApproval",
     }
 }
 

@@ -17,10 +17,13 @@ use tollgate_mcp::tools::CallParams;
 use tollgate_policy::PolicySet;
 use tollgate_policy::budget::inflight::MemoryInFlight;
 use tollgate_policy::budget::{self, Stores, TableStats, Tiered};
+use tollgate_policy::evaluate::approval::{arguments_digest, caller_of};
 use tollgate_policy::resources::{Payloads, ToolMeta};
 use tollgate_policy::spec::DenyWith;
-use tollgate_policy::{Decision, Effect, Reason, ToolCall};
+use tollgate_policy::{Decision, Effect, Reason, ToolCall, fingerprint};
 
+use crate::approvals::store::{Call, Request};
+use crate::approvals::{Approvals, Waited, answer};
 use crate::audit::{AuditConfig, Entry};
 use crate::gate::redis::SharedStore;
 use crate::metrics::{Metrics, UNPARSED_TOOL};
@@ -40,6 +43,19 @@ pub(crate) struct Gate {
     catalog: Catalog,
     audit: AuditConfig,
     fail_open: bool,
+    /// Calls waiting for people.
+    pub(crate) approvals: Arc<Approvals>,
+}
+
+/// What the gate decided about one call.
+pub(crate) struct Decided {
+    /// The decision.
+    pub decision: Decision,
+    /// What to forward as the call's arguments, when the rules read
+    /// manifests in them: the manifests as judged, never the agent's text.
+    pub forward: Option<Value>,
+    /// For a call held for approval: the approval's facts, for `_meta`.
+    pub approval: Option<Value>,
 }
 
 /// What a [`Gate`] is made of.
@@ -58,6 +74,8 @@ pub(crate) struct GateParts {
     pub audit: AuditConfig,
     /// Allow calls while no rules are loaded (managed mode, `--fail-open`).
     pub fail_open: bool,
+    /// Calls waiting for people.
+    pub approvals: Arc<Approvals>,
 }
 
 /// Who is calling, for decisions and the audit log.
@@ -82,6 +100,7 @@ impl Gate {
             catalog: Catalog::new(),
             audit: parts.audit,
             fail_open: parts.fail_open,
+            approvals: parts.approvals,
         }
     }
 
@@ -116,7 +135,8 @@ impl Gate {
         self.budgets.size_usage(Instant::now())
     }
 
-    /// Decides one `tools/call`. With the decision comes what to forward
+    /// Decides one `tools/call` (holding it, if a rule asks for an approval
+    /// and gives it time to arrive). With the decision comes what to forward
     /// as the call's arguments when it is allowed and the rules read
     /// manifests in it: the manifests as judged, never the agent's text.
     pub(crate) async fn decide(
@@ -124,10 +144,14 @@ impl Gate {
         call: &CallParams<'_>,
         caller: Caller<'_>,
         request_id: &Value,
-    ) -> (Decision, Option<Value>) {
+    ) -> Decided {
         let start = Instant::now();
         let rules = self.store.current();
         let mut forward = None;
+        let mut approval = None;
+        let label = self
+            .catalog
+            .label(call.name, rules.as_ref().map(|r| &r.set));
         let decision = match &rules {
             Some(rules) if rules.deny_when_empty && rules.set.policies().is_empty() => unselected(),
             Some(rules) if !self.catalog.loaded() && rules.set.needs_catalog(call.name) => {
@@ -143,8 +167,14 @@ impl Gate {
                     meta: meta.as_deref(),
                     subject: caller.subject,
                     payloads: Some(&payloads),
+                    approved: false,
                 };
-                let decision = self.judge(&rules.set, &tool_call, start).await;
+                let mut decision = self.judge(&rules.set, &tool_call, start).await;
+                if decision.effect == Effect::ApprovalRequired {
+                    (decision, approval) = self
+                        .await_approval(&rules.set, &tool_call, decision, label)
+                        .await;
+                }
                 if decision.forwards() {
                     forward = payloads.forwarded(call.arguments);
                 }
@@ -154,10 +184,10 @@ impl Gate {
             None => no_rules(),
         };
         let elapsed = start.elapsed();
-        self.metrics.decision_seconds.observe(elapsed.as_secs_f64());
-        let label = self
-            .catalog
-            .label(call.name, rules.as_ref().map(|r| &r.set));
+        if approval.is_none() {
+            // A held call's time is a person's, not the engine's.
+            self.metrics.decision_seconds.observe(elapsed.as_secs_f64());
+        }
         self.metrics.count_decision(&decision, label);
         self.audit.record(&Entry {
             decision: &decision,
@@ -168,7 +198,94 @@ impl Gate {
             request_id,
             elapsed,
         });
-        (decision, forward)
+        Decided {
+            decision,
+            forward,
+            approval,
+        }
+    }
+
+    /// A call a `RequireApproval` rule allows only with an approval: finds
+    /// or creates the approval of its fingerprint, waits up to `holdFor`,
+    /// and lets it through (spending its budgets then) if approved.
+    async fn await_approval(
+        &self,
+        set: &PolicySet,
+        call: &ToolCall<'_>,
+        asked: Decision,
+        tool_label: &str,
+    ) -> (Decision, Option<Value>) {
+        let (Some(policy), Some(rule), Some(settings)) = (
+            asked.policy.clone(),
+            asked.rule.clone(),
+            asked.approval.clone(),
+        ) else {
+            // The engine always names them; without, the call stays held.
+            return (asked, None);
+        };
+        let fp = fingerprint(&policy, &rule, call, None);
+        let digest = arguments_digest(call.arguments);
+        let caller = caller_of(call).describe();
+        let make = || Request {
+            fingerprint: fp.clone(),
+            call: Call {
+                policy: policy.to_string(),
+                rule: rule.to_string(),
+                tool: call.tool.to_owned(),
+                arguments: if settings.digest_arguments {
+                    Value::Null
+                } else {
+                    call.arguments.clone()
+                },
+                arguments_sha256: digest.clone(),
+                caller: caller.clone(),
+            },
+            requester: call.subject.map(str::to_owned),
+            settings: settings.clone(),
+            tool_label: tool_label.to_owned(),
+        };
+        match self.approvals.wait(make).await {
+            Waited::Go(record) => {
+                let approved = ToolCall {
+                    approved: true,
+                    ..*call
+                };
+                let decision = self.judge(set, &approved, Instant::now()).await;
+                self.approvals.finish(&record, decision.forwards());
+                (decision, None)
+            }
+            Waited::Pending(record) => {
+                let (text, facts) = answer::pending(&record, &self.approvals.admin_url);
+                (
+                    Decision {
+                        message: Some(text),
+                        ..asked
+                    },
+                    Some(facts),
+                )
+            }
+            Waited::Rejected(record) => {
+                let (text, facts) = answer::rejected(&record);
+                (
+                    Decision {
+                        effect: Effect::Denied,
+                        message: Some(text),
+                        approval: None,
+                        ..asked
+                    },
+                    Some(facts),
+                )
+            }
+            Waited::Full => (
+                Decision {
+                    effect: Effect::Denied,
+                    message: Some(answer::full()),
+                    approval: None,
+                    ..asked
+                },
+                None,
+            ),
+        }
     }
 
     /// The call's manifests, read once. Large ones are read on the blocking
@@ -249,8 +366,9 @@ impl Gate {
     }
 }
 
-/// The JSON-RPC response that carries a denial to the client.
-pub(crate) fn denial_response(id: &Value, d: &Decision) -> Value {
+/// The JSON-RPC response that carries a denial (or a call held for
+/// approval, with `approval`'s facts) to the client.
+pub(crate) fn denial_response(id: &Value, d: &Decision, approval: Option<&Value>) -> Value {
     let text = d.message.as_deref().unwrap_or("Denied by tollgate.");
     let details = json!({
         "policy": d.policy.as_deref(),
@@ -262,9 +380,16 @@ pub(crate) fn denial_response(id: &Value, d: &Decision) -> Value {
         DenyWith::ToolError => {
             let mut response = jsonrpc::tool_error_result(id, text);
             response["result"]["_meta"] = json!({ "dev.tollgate/denial": details });
+            if let Some(facts) = approval {
+                response["result"]["_meta"][answer::META_KEY] = facts.clone();
+            }
             response
         }
         DenyWith::JsonRpcError => {
+            let mut details = details;
+            if let Some(facts) = approval {
+                details["approval"] = facts.clone();
+            }
             let code = match (d.reason, &d.policy) {
                 (Reason::RateLimit, _) => RATE_LIMITED,
                 (_, None) => NO_POLICY,
@@ -289,6 +414,7 @@ fn unselected() -> Decision {
         ),
         retry_after: None,
         deny_with: DenyWith::ToolError,
+        approval: None,
     }
 }
 
@@ -320,6 +446,7 @@ fn catalog_unknown() -> Decision {
         ),
         retry_after: Some(std::time::Duration::from_secs(1)),
         deny_with: DenyWith::ToolError,
+        approval: None,
     }
 }
 
@@ -335,5 +462,6 @@ fn no_rules() -> Decision {
         ),
         retry_after: None,
         deny_with: DenyWith::JsonRpcError,
+        approval: None,
     }
 }

@@ -40,6 +40,8 @@ use tollgate_mcp::stdio::Line;
 use tollgate_mcp::tools;
 use tollgate_runtime::admin::Readiness;
 
+use crate::approvals::metrics::ApprovalMetrics;
+use crate::approvals::{Approvals, admin as approvals_admin};
 use crate::audit::AuditConfig;
 use crate::config::SharedStoreConfig;
 use crate::gate::redis::{SharedStore, StoreConfigError};
@@ -164,6 +166,20 @@ pub async fn wrap(config: WrapConfig, audit: AuditConfig) -> Result<i32, WrapErr
     })?;
     let (out, out_rx) = mpsc::channel(1024);
     let writer = write_stdout(out_rx);
+    let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
+    let approvals = Arc::new(Approvals::new(
+        ApprovalMetrics::register(metrics.registry())?,
+        admin_addr.map_or_else(
+            || {
+                "(no admin listener: start tollgate wrap with --admin-listen 127.0.0.1:PORT)"
+                    .to_owned()
+            },
+            |a| format!("http://{a}"),
+        ),
+        None,
+    ));
+    // Whoever reaches the routes decides: loopback only.
+    let serve_approvals = admin_addr.is_some_and(|a| a.ip().is_loopback());
     let wrap = Arc::new(Wrap {
         gate: Gate::new(GateParts {
             store: store.clone(),
@@ -173,6 +189,7 @@ pub async fn wrap(config: WrapConfig, audit: AuditConfig) -> Result<i32, WrapErr
             metrics: metrics.clone(),
             audit,
             fail_open: false,
+            approvals: approvals.clone(),
         }),
         metrics: metrics.clone(),
         child,
@@ -188,7 +205,9 @@ pub async fn wrap(config: WrapConfig, audit: AuditConfig) -> Result<i32, WrapErr
         let state = wrap.clone();
         tokio::spawn(tollgate_runtime::serve::serve(
             listener,
-            move |req| tollgate_runtime::admin::route(state.clone(), req),
+            move |req| {
+                approvals_admin::route_or(state.clone(), approvals.clone(), serve_approvals, req)
+            },
             16,
             Duration::from_secs(10),
             shutdown_rx.clone(),

@@ -72,15 +72,15 @@ pub(crate) async fn plan_message(
                     });
                 }
             };
-            let (decision, arguments) = gate.decide(&params, caller, &id).await;
-            if decision.forwards() {
-                Step::Forward(match arguments {
+            let decided = gate.decide(&params, caller, &id).await;
+            if decided.decision.forwards() {
+                Step::Forward(match decided.forward {
                     Some(judged) => with_arguments(message, judged),
                     None => message,
                 })
             } else {
                 Step::Answer {
-                    response: denial_response(&id, &decision),
+                    response: denial_response(&id, &decided.decision, decided.approval.as_ref()),
                     refused: false,
                 }
             }

@@ -1,0 +1,159 @@
+//! `approval:` on a `RequireApproval` rule, checked: how long an approval
+//! lives, how long a call waits for one, and who must give it.
+//!
+//! The bounds are there because each of them is state somebody keeps: a
+//! held call keeps a connection open (`holdFor` at most ten minutes), a
+//! pending approval is an object in the cluster or an entry in the sidecar
+//! (`timeout` at most seven days), and `minApprovals` is a count of people
+//! an operator must find.
+
+use std::time::Duration;
+
+use crate::duration;
+use crate::problem::Problem;
+use crate::spec::{ApprovalArguments, ApprovalSettings};
+
+/// How long an approval stays valid when the rule does not say.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+/// The longest an approval may stay valid.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
+/// The longest a call may be held waiting for a decision.
+pub const MAX_HOLD: Duration = Duration::from_secs(10 * 60);
+/// The most distinct approvers a rule may ask for.
+pub const MAX_APPROVALS: i64 = 10;
+/// Users or groups listed as approvers, at most (each).
+pub const APPROVERS: usize = 64;
+
+/// A rule's approval settings, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Approval {
+    /// How long the approval (pending or approved) stays valid.
+    pub timeout: Duration,
+    /// How long the call waits for a decision before it is answered.
+    pub hold_for: Duration,
+    /// Distinct people who must approve.
+    pub min_approvals: u32,
+    /// Users allowed to approve; with `groups` empty too, RBAC alone decides.
+    pub users: Vec<String>,
+    /// Groups allowed to approve.
+    pub groups: Vec<String>,
+    /// Whether the approval carries only a digest of the arguments.
+    pub digest_arguments: bool,
+}
+
+impl Default for Approval {
+    fn default() -> Self {
+        Approval {
+            timeout: DEFAULT_TIMEOUT,
+            hold_for: Duration::ZERO,
+            min_approvals: 1,
+            users: Vec::new(),
+            groups: Vec::new(),
+            digest_arguments: false,
+        }
+    }
+}
+
+impl Approval {
+    /// Whether `user` (a member of `groups`) is among the listed approvers;
+    /// true for everyone when no approvers are listed.
+    pub fn lists(&self, user: &str, groups: &[String]) -> bool {
+        (self.users.is_empty() && self.groups.is_empty())
+            || self.users.iter().any(|u| u == user)
+            || self.groups.iter().any(|g| groups.contains(g))
+    }
+}
+
+/// Checks `settings` (absent: the defaults) of the rule at `path`.
+pub(crate) fn compile(
+    settings: Option<&ApprovalSettings>,
+    path: &str,
+) -> Result<Approval, Vec<Problem>> {
+    let Some(s) = settings else {
+        return Ok(Approval::default());
+    };
+    let mut problems = Vec::new();
+    let at = |field: &str| format!("{path}.approval.{field}");
+    let timeout = match s.timeout.as_deref().map(duration::parse) {
+        None => DEFAULT_TIMEOUT,
+        Some(Ok(t)) if t <= MAX_TIMEOUT => t,
+        Some(Ok(_)) => {
+            problems.push(Problem::at(
+                at("timeout"),
+                "an approval may stay valid for at most 7d",
+            ));
+            DEFAULT_TIMEOUT
+        }
+        Some(Err(e)) => {
+            problems.push(Problem::at(at("timeout"), e.to_string()));
+            DEFAULT_TIMEOUT
+        }
+    };
+    let hold_for = match s.hold_for.as_deref() {
+        None | Some("0") => Duration::ZERO,
+        Some(text) => match duration::parse(text) {
+            Ok(h) if h > MAX_HOLD => {
+                problems.push(Problem::at(
+                    at("holdFor"),
+                    "a call may be held for at most 10m (it keeps the agent's connection open); use a shorter holdFor and let the agent retry",
+                ));
+                Duration::ZERO
+            }
+            Ok(h) if h > timeout => {
+                problems.push(Problem::at(
+                    at("holdFor"),
+                    format!(
+                        "holdFor {text:?} is longer than the approval's timeout ({}); the call could wait for an approval that has expired",
+                        duration::Human(timeout)
+                    ),
+                ));
+                Duration::ZERO
+            }
+            Ok(h) => h,
+            Err(e) => {
+                problems.push(Problem::at(at("holdFor"), e.to_string()));
+                Duration::ZERO
+            }
+        },
+    };
+    let min_approvals = match s.min_approvals {
+        None => 1,
+        Some(n) if (1..=MAX_APPROVALS).contains(&n) => n as u32,
+        Some(n) => {
+            problems.push(Problem::at(
+                at("minApprovals"),
+                format!("{n} is not between 1 and {MAX_APPROVALS}"),
+            ));
+            1
+        }
+    };
+    let approvers = s.approvers.clone().unwrap_or_default();
+    for (list, name) in [(&approvers.users, "users"), (&approvers.groups, "groups")] {
+        if list.len() > APPROVERS {
+            problems.push(Problem::at(
+                at(&format!("approvers.{name}")),
+                format!(
+                    "{} {name}; at most {APPROVERS} are allowed. Use a group.",
+                    list.len()
+                ),
+            ));
+        }
+        if let Some(j) = list.iter().position(String::is_empty) {
+            problems.push(Problem::at(
+                at(&format!("approvers.{name}[{j}]")),
+                "an approver cannot be empty",
+            ));
+        }
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    Ok(Approval {
+        timeout,
+        hold_for,
+        min_approvals,
+        users: approvers.users,
+        groups: approvers.groups,
+        digest_arguments: s.arguments == Some(ApprovalArguments::Digest),
+    })
+}

@@ -1,0 +1,228 @@
+//! Approvals in file mode: a call a `RequireApproval` rule holds waits for
+//! a person, who decides on the sidecar's admin listener
+//! (`tollgate approve --admin URL ID`).
+//!
+//! Rooms: [`store`] is the table and every lifecycle rule (pure, tested
+//! without I/O); [`admin`] serves it on the admin listener; [`answer`] is
+//! what the agent reads while it waits; [`metrics`] counts. This module ties
+//! them together for the gate: find or create the approval of a call's
+//! fingerprint, hold the call up to `holdFor` while watching for a
+//! decision, and say what happened.
+//!
+//! The decider's name in file mode is what the person gives the admin
+//! listener: anyone who can reach that listener (loopback only, unless
+//! `--approvals-remote`) can approve. Who may approve, enforced, is the
+//! Kubernetes design (docs/approvals.md).
+
+pub(crate) mod admin;
+pub(crate) mod answer;
+pub(crate) mod metrics;
+pub(crate) mod notify;
+pub(crate) mod store;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::Notify;
+
+use metrics::{ApprovalMetrics, Outcome as Counted};
+use notify::{Event, Notifier};
+use store::{DecideError, Decided, Found, Phase, Record, Request, Store, Verdict};
+
+/// The sidecar's approvals.
+pub(crate) struct Approvals {
+    store: Mutex<Store>,
+    /// Woken on every decision, for held calls.
+    changed: Notify,
+    metrics: ApprovalMetrics,
+    /// How a person decides, shown to the model (the admin URL).
+    pub(crate) admin_url: String,
+    /// Where people are told, if anywhere.
+    notifier: Option<Arc<Notifier>>,
+}
+
+/// What a call waiting for approval ends with.
+#[derive(Debug)]
+pub(crate) enum Waited {
+    /// Approved: the call goes on, holding the approval until
+    /// [`Approvals::finish`] says whether it was used.
+    Go(Record),
+    /// Still pending (new or reused) when the hold ended.
+    Pending(Record),
+    /// Rejected by a person.
+    Rejected(Record),
+    /// No room for another approval.
+    Full,
+}
+
+impl Approvals {
+    pub(crate) fn new(
+        metrics: ApprovalMetrics,
+        admin_url: String,
+        notifier: Option<Notifier>,
+    ) -> Self {
+        Approvals {
+            store: Mutex::new(Store::default()),
+            changed: Notify::new(),
+            metrics,
+            admin_url,
+            notifier: notifier.map(Arc::new),
+        }
+    }
+
+    fn notify(&self, event: Event, r: &Record) {
+        if let Some(n) = &self.notifier {
+            n.send(event, r);
+        }
+    }
+
+    fn table(&self) -> std::sync::MutexGuard<'_, Store> {
+        self.store.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Finds or creates the approval of `make()`'s fingerprint and, while
+    /// it is pending, waits for a decision up to `hold`.
+    pub(crate) async fn wait(&self, make: impl Fn() -> Request) -> Waited {
+        let deadline = Instant::now() + make().settings.hold_for;
+        loop {
+            // Registered before looking, so a decision in between wakes us.
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let (found, expired) = self.table().request(make(), SystemTime::now());
+            self.count_expired(&expired);
+            match found {
+                Found::Taken(r) => return Waited::Go(r),
+                Found::Rejected(r) => return Waited::Rejected(r),
+                Found::Full => return Waited::Full,
+                Found::Created(r) => {
+                    self.metrics.count(&r, Counted::Requested);
+                    self.metrics.pending.set(self.table().pending() as i64);
+                    tracing::info!(
+                        target: "tollgate::audit",
+                        event = "approval_requested",
+                        approval = %r.id,
+                        policy = %r.call.policy,
+                        rule = %r.call.rule,
+                        tool = %r.call.tool,
+                        caller = %r.call.caller,
+                        arguments_sha256 = %r.call.arguments_sha256,
+                        expires_at = r.expires_at,
+                        "approval requested"
+                    );
+                    self.notify(Event::Requested, &r);
+                    if Instant::now() >= deadline {
+                        return Waited::Pending(r);
+                    }
+                }
+                Found::Pending(r) => {
+                    if Instant::now() >= deadline {
+                        return Waited::Pending(r);
+                    }
+                }
+            }
+            let _ = tokio::time::timeout_at(deadline.into(), notified).await;
+        }
+    }
+
+    /// Settles an approval a call took: `used` if the call went through.
+    pub(crate) fn finish(&self, r: &Record, used: bool) {
+        self.table().finish(&r.id, used, SystemTime::now());
+        if used {
+            self.metrics.count(r, Counted::Used);
+            tracing::info!(
+                target: "tollgate::audit",
+                event = "approval_used",
+                approval = %r.id,
+                policy = %r.call.policy,
+                rule = %r.call.rule,
+                tool = %r.call.tool,
+                caller = %r.call.caller,
+                "approved call let through"
+            );
+        } else {
+            // Approved again: a held call may take it.
+            self.changed.notify_waiters();
+        }
+    }
+
+    /// A person's decision, from the admin listener.
+    pub(crate) fn decide(
+        &self,
+        id: &str,
+        by: &str,
+        groups: &[String],
+        verdict: Verdict,
+        reason: Option<String>,
+    ) -> Result<Decided, DecideError> {
+        let decided = self
+            .table()
+            .decide(id, by, groups, verdict, reason, SystemTime::now())?;
+        let r = &decided.record;
+        tracing::info!(
+            target: "tollgate::audit",
+            event = "approval_decided",
+            approval = %r.id,
+            verdict = ?verdict,
+            by,
+            phase = ?r.phase,
+            approvals = r.approvals.len(),
+            min_approvals = r.min_approvals,
+            policy = %r.call.policy,
+            rule = %r.call.rule,
+            caller = %r.call.caller,
+            "approval decided"
+        );
+        if decided.settled {
+            let (outcome, event) = match r.phase {
+                Phase::Rejected => (Counted::Rejected, Event::Rejected),
+                _ => (Counted::Approved, Event::Approved),
+            };
+            self.notify(event, r);
+            self.metrics.count(r, outcome);
+            let waited = SystemTime::now()
+                .duration_since(r.created)
+                .unwrap_or(Duration::ZERO);
+            self.metrics.decision_seconds.observe(waited.as_secs_f64());
+            self.metrics.pending.set(self.table().pending() as i64);
+            self.changed.notify_waiters();
+        }
+        Ok(decided)
+    }
+
+    /// Every approval kept.
+    pub(crate) fn list(&self) -> Vec<Record> {
+        self.sweep();
+        self.table().list()
+    }
+
+    /// One approval.
+    pub(crate) fn get(&self, id: &str) -> Option<Record> {
+        self.sweep();
+        self.table().get(id)
+    }
+
+    /// Expires overdue approvals (counted), forgets old final ones.
+    pub(crate) fn sweep(&self) {
+        let expired = self.table().expire(SystemTime::now());
+        self.count_expired(&expired);
+    }
+
+    fn count_expired(&self, expired: &[Record]) {
+        for r in expired {
+            self.metrics.count(r, Counted::Expired);
+            self.notify(Event::Expired, r);
+            tracing::info!(
+                target: "tollgate::audit",
+                event = "approval_expired",
+                approval = %r.id,
+                policy = %r.call.policy,
+                rule = %r.call.rule,
+                "approval expired"
+            );
+        }
+        if !expired.is_empty() {
+            self.metrics.pending.set(self.table().pending() as i64);
+        }
+    }
+}
