@@ -180,6 +180,24 @@ fn agent(url: &str, args: &[&str]) -> Value {
         .unwrap_or_else(|_| panic!("agent {args:?} printed {stdout}"))
 }
 
+/// Waits until an MCP client reaches `url`: a new Service answers only once
+/// its endpoints are ready and kube-proxy has programmed them (until then
+/// the node refuses connections to it).
+fn wait_for_service(url: &str) {
+    wait_for(
+        Duration::from_secs(60),
+        &format!("{url} answers an MCP client"),
+        || {
+            Command::new("node")
+                .arg(peers().join("agent.mjs"))
+                .args(["--url", url, "call", "namespaces_list", "{}"])
+                .stdin(Stdio::null())
+                .output()
+                .is_ok_and(|o| o.status.success())
+        },
+    );
+}
+
 /// A tool result that is tollgate's denial naming `why`.
 fn denied(result: &Value, why: &str) {
     let text = result["content"][0]["text"].as_str().unwrap_or_default();
@@ -364,6 +382,7 @@ fn helm_install_inject_enforce_scrape_and_survive_faults_on_a_real_node() {
         service["spec"]["clusterIP"].as_str().unwrap()
     );
     let prometheus = Prometheus::start(&node.kubeconfig);
+    wait_for_service(&url);
 
     step("an agent (the MCP TypeScript SDK) makes 100 vm_clone calls through the Service");
     let args = json!({"namespace": VMS, "name": "golden-fedora", "targetName": "copy"}).to_string();
@@ -574,6 +593,7 @@ fn stdio_server_runs_behind_tollgate_in_its_own_container(node: &Node) {
         "http://{}:80/mcp",
         service["spec"]["clusterIP"].as_str().unwrap()
     );
+    wait_for_service(&url);
     let before = node
         .items(&["-n", VMS, "get", "virtualmachineclones.clone.kubevirt.io"])
         .len();
