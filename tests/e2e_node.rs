@@ -423,7 +423,7 @@ fn helm_install_inject_enforce_scrape_and_survive_faults_on_a_real_node() {
 
     stdio_server_runs_behind_tollgate_in_its_own_container(&node);
 
-    every_dashboard_panel_has_data(&prometheus);
+    every_dashboard_panel_has_data(&prometheus, &url);
 
     enforcement_survives_faults(&node, &url);
 
