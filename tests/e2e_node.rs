@@ -498,14 +498,21 @@ fn mcp_pod(node: &Node) -> Value {
 }
 
 /// The shipped Grafana dashboard's queries, against what this run's
-/// Prometheus scraped from the sidecars and the controllers. The Redis
-/// panels alone may be empty: no policy here uses a Shared budget.
-fn every_dashboard_panel_has_data(prometheus: &Prometheus) {
+/// Prometheus scraped from the sidecars and the controllers while an agent
+/// keeps calling (rates need traffic between two scrapes). The Redis panels
+/// alone may be empty: no policy here uses a Shared budget.
+fn every_dashboard_panel_has_data(prometheus: &Prometheus, url: &str) {
     step(
         "every query of the shipped Grafana dashboard returns data (but Redis: no Shared budget here)",
     );
+    let delete = json!({"namespace": MCP, "name": "x"}).to_string();
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
+        answered(&agent(url, &["call", "namespaces_list", "{}"]));
+        denied(
+            &agent(url, &["call", "pods_delete", &delete]),
+            "clone-guard",
+        );
         let missing: Vec<String> = match support::dashboard::check_over(&prometheus.0.url(), "10m")
         {
             Ok(_) => Vec::new(),
