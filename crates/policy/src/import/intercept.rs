@@ -29,7 +29,7 @@ use std::collections::{BTreeMap, HashSet};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{ImportError, Imported, Options, budget_name, read, rule_name};
+use super::{ImportError, Imported, Options, budget_name, default_action, read, rule_name};
 use crate::spec::{Action, ArgumentCondition, McpToolPolicySpec, Operator, RateLimit, Rule};
 
 #[derive(Deserialize)]
@@ -104,17 +104,11 @@ pub fn import(text: &str, options: &Options) -> Result<Imported, Vec<ImportError
             format!("version {other}; this importer reads version \"1\""),
         )),
     }
-    let default_action = match file.default.as_deref() {
-        None | Some("allow") => Action::Allow,
-        Some("deny") => Action::Deny,
-        Some(other) => {
-            errors.push(ImportError::invalid(
-                "default",
-                format!("{other:?}; use \"allow\" or \"deny\""),
-            ));
-            Action::Allow
-        }
-    };
+    let default_action = default_action(
+        file.default.as_deref(),
+        "use \"allow\" or \"deny\"",
+        &mut errors,
+    );
     let mut notes =
         vec!["Imported from an Intercept policy by `tollgate import intercept`.".into()];
     let mut rule_notes = Vec::new();

@@ -99,6 +99,28 @@ impl ImportError {
     }
 }
 
+/// A policy's `default` (`allow`, the default, or `deny`); anything else is
+/// an error that quotes `expected`, and reads as `allow` so the rest of the
+/// file is still checked.
+fn default_action(
+    default: Option<&str>,
+    expected: &str,
+    errors: &mut Vec<ImportError>,
+) -> crate::spec::Action {
+    use crate::spec::Action;
+    match default {
+        None | Some("allow") => Action::Allow,
+        Some("deny") => Action::Deny,
+        Some(other) => {
+            errors.push(ImportError::invalid(
+                "default",
+                format!("{other:?}; {expected}"),
+            ));
+            Action::Allow
+        }
+    }
+}
+
 /// Every error, one per line.
 pub struct ImportErrors(pub Vec<ImportError>);
 

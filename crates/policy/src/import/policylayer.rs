@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::Deserialize;
 
-use super::{ImportError, Imported, Options, budget_name, read, rule_name};
+use super::{ImportError, Imported, Options, budget_name, default_action, read, rule_name};
 use crate::spec::{Action, LimitKey, McpToolPolicySpec, RateLimit, Rule};
 
 #[derive(Deserialize)]
@@ -62,17 +62,11 @@ pub fn import(text: &str, options: &Options) -> Result<Imported, Vec<ImportError
             format!("version {v:?}; this importer reads version \"1\""),
         ));
     }
-    let default_action = match file.default.as_deref() {
-        None | Some("allow") => Action::Allow,
-        Some("deny") => Action::Deny,
-        Some(other) => {
-            errors.push(ImportError::invalid(
-                "default",
-                format!("{other:?}; PolicyLayer's default is \"allow\" or \"deny\""),
-            ));
-            Action::Allow
-        }
-    };
+    let default_action = default_action(
+        file.default.as_deref(),
+        "PolicyLayer's default is \"allow\" or \"deny\"",
+        &mut errors,
+    );
     let mut notes = vec![
         "Imported from a PolicyLayer policy.json by `tollgate import policylayer`.".to_owned(),
     ];
