@@ -198,6 +198,15 @@ fn wait_for_service(url: &str) {
     );
 }
 
+/// An agent `repeat` summary as (answered, tool errors, failures).
+fn tally(summary: &Value) -> (Option<u64>, Option<u64>, Option<u64>) {
+    (
+        summary["ok"].as_u64(),
+        summary["isError"].as_u64(),
+        summary["errors"].as_u64(),
+    )
+}
+
 /// A tool result that is tollgate's denial naming `why`.
 fn denied(result: &Value, why: &str) {
     let text = result["content"][0]["text"].as_str().unwrap_or_default();
@@ -398,15 +407,7 @@ fn helm_install_inject_enforce_scrape_and_survive_faults_on_a_real_node() {
             "--no-results",
         ],
     );
-    assert_eq!(
-        (
-            summary["ok"].as_u64(),
-            summary["isError"].as_u64(),
-            summary["errors"].as_u64()
-        ),
-        (Some(30), Some(70), Some(0)),
-        "{summary}"
-    );
+    assert_eq!(tally(&summary), (Some(30), Some(70), Some(0)), "{summary}");
     let clones = node.items(&["-n", VMS, "get", "virtualmachineclones.clone.kubevirt.io"]);
     assert_eq!(clones.len(), 30, "exactly 30 VirtualMachineClones exist");
     step("kubectl get virtualmachineclones: 30");
@@ -619,15 +620,7 @@ fn stdio_server_runs_behind_tollgate_in_its_own_container(node: &Node) {
             "--no-results",
         ],
     );
-    assert_eq!(
-        (
-            summary["ok"].as_u64(),
-            summary["isError"].as_u64(),
-            summary["errors"].as_u64()
-        ),
-        (Some(5), Some(5), Some(0)),
-        "{summary}"
-    );
+    assert_eq!(tally(&summary), (Some(5), Some(5), Some(0)), "{summary}");
     let after = node
         .items(&["-n", VMS, "get", "virtualmachineclones.clone.kubevirt.io"])
         .len();
