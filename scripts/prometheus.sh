@@ -27,25 +27,14 @@ verbose=0
 source "$(dirname "${BASH_SOURCE[0]}")/lib/cache.sh"
 TOLLGATE_LOG_NAME=prometheus.sh
 
-dest="$TOLLGATE_CACHE/prometheus/$PROMETHEUS_MODULE_VERSION"
-bin="$dest/prometheus"
-if [[ ! -x "$bin" ]]; then
-    need go flock
-    mkdir -p "$dest"
-    exec 9>"$dest/.lock"
-    flock 9
-    if [[ ! -x "$bin" ]]; then
-        start=$(now_s)
-        log "building prometheus ($PROMETHEUS_MODULE_VERSION, Kubernetes discovery only) from the Go module proxy; a few minutes, once"
-        tmp="$(mktemp -d "$dest/.build.XXXXXX")"
-        trap 'rm -rf "$tmp"' EXIT
-        GOFLAGS=-mod=mod GOBIN="$tmp" CGO_ENABLED=0 go install -trimpath \
-            -tags remove_all_sd,enable_kubernetes_sd -ldflags "-s -w" \
-            "github.com/prometheus/prometheus/cmd/prometheus@$PROMETHEUS_MODULE_VERSION" >&2
-        mv -f "$tmp/prometheus" "$bin"
-        log "built prometheus in $(($(now_s) - start))s: $bin"
-    fi
-fi
+bin="$TOLLGATE_CACHE/prometheus/$PROMETHEUS_MODULE_VERSION/prometheus"
+build() {
+    need go
+    GOFLAGS=-mod=mod GOBIN="$1" CGO_ENABLED=0 go install -trimpath \
+        -tags remove_all_sd,enable_kubernetes_sd -ldflags "-s -w" \
+        "github.com/prometheus/prometheus/cmd/prometheus@$PROMETHEUS_MODULE_VERSION" >&2
+}
+build_once "$bin" "prometheus ($PROMETHEUS_MODULE_VERSION, Kubernetes discovery only) from the Go module proxy" build
 "$bin" --version >/dev/null 2>&1 || die "$bin does not run"
 (( verbose )) && log "$("$bin" --version 2>&1 | head -1)"
 printf '%s\n' "$bin"

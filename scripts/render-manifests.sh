@@ -88,7 +88,8 @@ metadata:
     app.kubernetes.io/part-of: tollgate
     pod-security.kubernetes.io/enforce: restricted
 EOF
-    "$helm" template tollgate "$chart" --namespace "$namespace" --include-crds
+    # --skip-tests: the `helm test` pod is for `helm test`, not an install.
+    "$helm" template tollgate "$chart" --namespace "$namespace" --include-crds --skip-tests
 } >"$tmp/install.yaml"
 
 $check || mkdir -p "$root/manifests"

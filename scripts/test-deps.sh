@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the integration tests and `make demo` drive besides tollgate
 # itself: the Node.js MCP peers in tests/peers (official MCP SDK,
-# kubernetes-mcp-server binary from its npm package), and the TrueNAS MCP
-# server from PyPI in a Python venv.
+# kubernetes-mcp-server binary from its npm package), the TrueNAS MCP
+# server from PyPI in a Python venv, redis-server, and Jaeger (the OTLP
+# receiver of the trace tests, scripts/jaeger.sh).
 #
 # Idempotent and quiet: the npm tree lives in a content-addressed cache,
 #   $TOLLGATE_CACHE/npm/<sha256 of tests/peers/package-lock.json>/node_modules
@@ -128,3 +129,7 @@ fi
 
 # --- redis-server for shared rate limits (Debian package, unpacked) --------
 "$root/scripts/redis.sh" $( (( verbose )) && echo -v )
+
+# --- Jaeger, the OTLP receiver tests/traces.rs reads spans back from -------
+# (built from its Go module once; several minutes the first time)
+"$root/scripts/jaeger.sh" $( (( verbose )) && echo -v ) >/dev/null

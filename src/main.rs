@@ -54,6 +54,10 @@ enum Command {
     Crdgen(cli::crdgen::CrdgenArgs),
     /// Check an installation: CRD, webhook, controller and Lease, uninjected pods, policies. Exit 1 on a failure.
     Doctor(cli::doctor::DoctorArgs),
+    /// Which policies govern a pod, and their rules in the order they are judged. Exit 1 when none does.
+    Explain(cli::explain::ExplainArgs),
+    /// Why a call was denied: the decision record its sidecar keeps. Exit 1 when it keeps none.
+    Why(cli::why::WhyArgs),
     /// Approve a held tool call on a sidecar's admin listener (file mode).
     Approve(cli::approve::DecideArgs),
     /// Reject a held tool call on a sidecar's admin listener (file mode); final.
@@ -65,6 +69,9 @@ enum Command {
     Wrap(Box<cli::wrap::WrapArgs>),
     /// Print a PolicyLayer or Intercept policy as an equivalent McpToolPolicy (YAML).
     Import(cli::import::ImportArgs),
+    /// Probe the controller's readiness and the webhook's TLS endpoint (the chart's `helm test`).
+    #[command(hide = true)]
+    Probe(cli::probe::ProbeArgs),
     /// Copy this binary to a path (the init container of in-pod stdio injection).
     #[command(hide = true)]
     CopyBinary(cli::copy_binary::CopyBinaryArgs),
@@ -93,6 +100,9 @@ fn main() -> ExitCode {
         Command::Scan(args) => cli::scan::run(&args),
         Command::Crdgen(args) => cli::crdgen::run(&args),
         Command::Doctor(args) => cli::doctor::run(&args),
+        Command::Explain(args) => cli::explain::run(&args),
+        Command::Why(args) => cli::why::run(&args),
+        Command::Probe(args) => cli::probe::run(&args),
         Command::Controller(args) => {
             let _log_guard = log(&args.log, logging::Target::Stdout);
             cli::controller::run(*args)

@@ -226,3 +226,88 @@ fn the_chart_ships_the_dashboard_only_when_asked() {
         serde_json::from_str(cm["data"]["tollgate.json"].as_str().unwrap()).unwrap();
     assert_eq!(shipped, serde_json::from_str::<Value>(&file).unwrap());
 }
+
+/// `helm test`: one hook Pod running the controller's own image as
+/// `tollgate probe` against the release's metrics Service (/readyz) and
+/// webhook endpoint, trusting only the webhook Secret's `ca.crt`; the
+/// Services cannot select it; the plain manifest leaves it out.
+#[test]
+fn the_helm_test_pod_probes_the_controller_and_the_webhook_with_the_tollgate_image() {
+    let is_test =
+        |d: &&Value| d["kind"] == "Pod" && d["metadata"]["annotations"]["helm.sh/hook"] == "test";
+    let docs = helm_template(&["networkPolicy.enabled=true"]);
+    let pod = docs.iter().find(is_test).expect("a helm test Pod");
+    let deployment = docs
+        .iter()
+        .find(|d| d["kind"] == "Deployment" && d["metadata"]["name"] == "tollgate")
+        .unwrap();
+    let container = &pod["spec"]["containers"][0];
+    assert_eq!(
+        container["image"], deployment["spec"]["template"]["spec"]["containers"][0]["image"],
+        "the test runs the controller's own image"
+    );
+    let args: Vec<&str> = container["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        args,
+        [
+            "probe",
+            "--ready=http://tollgate.tollgate-system.svc:9902/readyz",
+            "--tls=https://tollgate-webhook.tollgate-system.svc:443/mutate/pod",
+            "--ca-file=/etc/tollgate/webhook-ca/ca.crt",
+        ]
+    );
+    let volume = &pod["spec"]["volumes"][0]["secret"];
+    assert_eq!(volume["secretName"], "tollgate-webhook-tls");
+    assert_eq!(
+        volume["items"],
+        serde_json::json!([{"key": "ca.crt", "path": "ca.crt"}]),
+        "only the CA, never the webhook's private key"
+    );
+    // No Service selects the test pod.
+    let labels = &pod["metadata"]["labels"];
+    for svc in docs.iter().filter(|d| d["kind"] == "Service") {
+        let selector = svc["spec"]["selector"].as_object().unwrap();
+        assert!(
+            !selector.iter().all(|(k, v)| &labels[k] == v),
+            "Service {} would select the test pod",
+            svc["metadata"]["name"]
+        );
+    }
+    // The NetworkPolicy admits it to the admin port.
+    let netpol = docs
+        .iter()
+        .find(|d| d["kind"] == "NetworkPolicy" && d["metadata"]["name"] == "tollgate")
+        .unwrap();
+    let admin = netpol["spec"]["ingress"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["ports"][0]["port"] == 9902)
+        .unwrap();
+    assert!(
+        admin["from"].as_array().unwrap().iter().any(|f| {
+            f["podSelector"]["matchLabels"]
+                .as_object()
+                .is_some_and(|m| m.iter().all(|(k, v)| &labels[k] == v))
+        }),
+        "{admin:#}"
+    );
+    // With webhook.url, the probe dials that URL.
+    let docs = helm_template(&["webhook.url=https://127.0.0.1:9444/"]);
+    let pod = docs.iter().find(is_test).unwrap();
+    assert_eq!(
+        pod["spec"]["containers"][0]["args"][2],
+        "--tls=https://127.0.0.1:9444/mutate/pod"
+    );
+    // The plain manifest (`helm template --skip-tests`) has no test pod.
+    let plain = std::fs::read_to_string(format!("{}/manifests/install.yaml", root())).unwrap();
+    assert!(
+        !plain.contains("helm.sh/hook: test"),
+        "manifests/install.yaml"
+    );
+}

@@ -6,7 +6,6 @@
 
 mod support;
 
-use std::path::Path;
 use std::process::Command;
 
 use support::cluster::Cluster;
@@ -156,6 +155,24 @@ fn doctor_finds_what_is_broken_and_passes_when_it_is_fixed() {
     assert!(injection.contains(&format!("{apps}/bare")), "{injection}");
     assert!(!injection.contains(&format!("{apps}/out")), "{injection}");
     assert!(line(&report, "policy", "no status yet").starts_with("[WARN]"));
+    // The webhook dialled: a dry-run pod in the injected namespace comes
+    // back without its sidecar (the Service has no endpoint to call, and
+    // failurePolicy Ignore lets the pod through).
+    let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args([
+            "doctor",
+            "--namespace",
+            &ns,
+            "--probe-namespace",
+            &apps,
+            "--kubeconfig",
+        ])
+        .arg(&cluster.kubeconfig)
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(line(&report, "admission", "got no sidecar").starts_with("[FAIL]"));
 
     // A refused policy fails.
     cluster
@@ -186,18 +203,7 @@ fn doctor_finds_what_is_broken_and_passes_when_it_is_fixed() {
             r#"{"status":{"conditions":[{"type":"Accepted","status":"True","reason":"Accepted","message":"0 rules compiled","lastTransitionTime":"2026-01-01T00:00:00Z"},{"type":"Programmed","status":"False","reason":"NoSidecars","message":"no pod","lastTransitionTime":"2026-01-01T00:00:00Z"}]}}"#,
         ])
         .unwrap();
-    let plugins = tempfile::tempdir().unwrap();
-    std::os::unix::fs::symlink(
-        env!("CARGO_BIN_EXE_tollgate"),
-        plugins.path().join("kubectl-tollgate"),
-    )
-    .unwrap();
-    let out = Command::new(cluster.bin.join("kubectl"))
-        .env("PATH", path_with(plugins.path()))
-        .args(["tollgate", "doctor", "--namespace", &ns, "--kubeconfig"])
-        .arg(&cluster.kubeconfig)
-        .output()
-        .unwrap();
+    let out = cluster.kubectl_tollgate(&["doctor", "--namespace", &ns]);
     let report = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
         out.status.code(),
@@ -229,12 +235,4 @@ fn doctor_without_an_apiserver_exits_2() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("asking the apiserver"));
-}
-
-fn path_with(dir: &Path) -> String {
-    format!(
-        "{}:{}",
-        dir.display(),
-        std::env::var("PATH").unwrap_or_default()
-    )
 }

@@ -86,6 +86,40 @@ fn pem_der(pem: &str) -> Vec<u8> {
         .to_vec()
 }
 
+/// The `admission` line of `tollgate doctor` for the release in `ns`,
+/// dialling the webhook with a dry-run pod in `probe_ns`.
+fn admission_line(cluster: &Cluster, ns: &str, probe_ns: &str) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args([
+            "doctor",
+            "-n",
+            ns,
+            "--probe-namespace",
+            probe_ns,
+            "--kubeconfig",
+        ])
+        .arg(&cluster.kubeconfig)
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    report
+        .lines()
+        .find(|l| l.contains("] admission: "))
+        .unwrap_or_else(|| panic!("no admission line in:\n{report}"))
+        .to_owned()
+}
+
+/// The admin address (`host:port`) the controller printed at start.
+fn admin_address(controller: &Proc) -> String {
+    let lines = controller.lines.lock().unwrap();
+    let started = lines
+        .iter()
+        .find(|l| l.contains("tollgate controller started"))
+        .expect("the controller's start line");
+    let v: Value = serde_json::from_str(started).unwrap();
+    v["admin"].as_str().expect("its admin address").to_owned()
+}
+
 fn has_sidecar(pod: &Value) -> bool {
     pod["spec"]["initContainers"]
         .as_array()
@@ -359,6 +393,64 @@ async fn helm_install_rbac_webhook_upgrade_uninstall() {
         .unwrap()
     ));
 
+    // `tollgate doctor` dials the webhook (a dry-run pod in `plain` gets the
+    // sidecar), and the `helm test` probe passes against this controller:
+    // /readyz on its admin port, the webhook's TLS under the release CA.
+    let _ = cluster.kubectl(&["-n", &plain, "create", "serviceaccount", "default"]);
+    assert!(
+        admission_line(cluster, &ns, &plain)
+            .starts_with("[ok  ] admission: the apiserver reached the webhook"),
+        "{}",
+        admission_line(cluster, &ns, &plain)
+    );
+    // A key of the webhook's Secret, decoded.
+    let secret = |key: &str| {
+        cluster
+            .kubectl(&[
+                "-n",
+                &ns,
+                "get",
+                "secret",
+                "tollgate-webhook-tls",
+                "-o",
+                &format!("go-template={{{{index .data \"{key}\" | base64decode}}}}"),
+            ])
+            .unwrap()
+    };
+    let ca_pem = secret("ca.crt");
+    let ca_dir = tempfile::tempdir().unwrap();
+    let ca_path = ca_dir.path().join("ca.crt");
+    std::fs::write(&ca_path, &ca_pem).unwrap();
+    let admin = admin_address(&controller);
+    let probe = |ca: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .arg("probe")
+            .arg(format!("--ready=http://{admin}/readyz"))
+            .arg(format!("--tls={webhook_url}/mutate/pod"))
+            .arg("--ca-file")
+            .arg(ca)
+            .output()
+            .unwrap()
+    };
+    assert!(
+        eventually(PATIENCE, async || probe(&ca_path).status.success()).await,
+        "tollgate probe: {:?}",
+        probe(&ca_path)
+    );
+    // A CA that did not sign the webhook's certificate fails the probe.
+    let other_ca = rcgen::KeyPair::generate()
+        .and_then(|k| rcgen::CertificateParams::new(vec!["x".into()])?.self_signed(&k))
+        .unwrap()
+        .pem();
+    let other_path = ca_dir.path().join("other.crt");
+    std::fs::write(&other_path, other_ca).unwrap();
+    let refused = probe(&other_path);
+    assert_eq!(refused.status.code(), Some(1), "{refused:?}");
+    assert!(
+        String::from_utf8_lossy(&refused.stdout).contains("[FAIL] tls:"),
+        "{refused:?}"
+    );
+
     // Per-pod JWT identity: the apiserver stores the pod with the JWKS
     // ConfigMap mounted into the sidecar; a bad annotation is refused with
     // the webhook's reason.
@@ -531,21 +623,14 @@ async fn helm_install_rbac_webhook_upgrade_uninstall() {
 
     // Renewal: a serving certificate near its end is renewed at start-up
     // under the same CA, so the caBundle the apiserver holds stays valid.
-    let secret = |key: &str| {
-        cluster
-            .kubectl(&[
-                "-n",
-                &ns,
-                "get",
-                "secret",
-                "tollgate-webhook-tls",
-                "-o",
-                &format!("go-template={{{{index .data \"{key}\" | base64decode}}}}"),
-            ])
-            .unwrap()
-    };
     let (old_cert, old_ca) = (secret("tls.crt"), secret("ca.crt"));
     controller.terminate();
+    // No webhook listening: doctor's dry-run pod is refused (failurePolicy Fail).
+    let down = admission_line(cluster, &ns, &plain);
+    assert!(
+        down.starts_with("[FAIL] admission: a dry-run pod in") && down.contains("refused"),
+        "{down}"
+    );
     let soon = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()

@@ -67,3 +67,27 @@ proc_group_members() {
     done
     return 0
 }
+
+# build_once BIN WHAT BUILDER : unless BIN is there, run `BUILDER TMPDIR`
+# under a lock (concurrent callers build once), which must leave the binary
+# at TMPDIR/$(basename BIN); it is moved into place whole, so an interrupted
+# build leaves no half binary, and the build time is logged.
+build_once() {
+    local bin=$1 what=$2 builder=$3 dest start
+    [[ -x "$bin" ]] && return 0
+    dest="$(dirname "$bin")"
+    need flock
+    mkdir -p "$dest"
+    exec 9>"$dest/.lock"
+    flock 9
+    if [[ ! -x "$bin" ]]; then
+        start=$(now_s)
+        log "building $what; a few minutes, once"
+        _build_once_tmp="$(mktemp -d "$dest/.build.XXXXXX")"
+        trap 'rm -rf "$_build_once_tmp"' EXIT
+        "$builder" "$_build_once_tmp"
+        mv -f "$_build_once_tmp/$(basename "$bin")" "$bin"
+        log "built $what in $(($(now_s) - start))s: $bin"
+    fi
+    exec 9>&-
+}

@@ -40,7 +40,7 @@ pub(crate) struct ListArgs {
 
 /// Why talking to the admin listener failed.
 #[derive(Debug, thiserror::Error)]
-enum ClientError {
+pub(crate) enum ClientError {
     #[error("{0} is not a URL this can reach: {1}")]
     Url(String, http::Error),
     #[error("cannot reach the admin listener: {0}")]
@@ -93,7 +93,7 @@ fn exchange(admin: &http::Uri, path: &str, body: Option<Value>) -> ExitCode {
     }
 }
 
-async fn send(
+pub(crate) async fn send(
     admin: &http::Uri,
     path: &str,
     body: Option<Value>,

@@ -21,6 +21,11 @@ pub(crate) struct DoctorArgs {
     /// The leader Lease.
     #[arg(long, default_value = "tollgate-controller")]
     lease: String,
+    /// The namespace the webhook is dialled in: a pod labelled
+    /// tollgate.dev/inject=enabled is created there with --dry-run (nothing
+    /// is stored).
+    #[arg(long, default_value = "default")]
+    probe_namespace: String,
     /// A kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or in-cluster).
     #[arg(long, env = "KUBECONFIG")]
     kubeconfig: Option<PathBuf>,
@@ -40,21 +45,15 @@ pub(crate) fn run(args: &DoctorArgs) -> ExitCode {
         namespace: args.namespace.clone(),
         name: args.name.clone(),
         lease: args.lease.clone(),
+        probe_namespace: args.probe_namespace.clone(),
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let findings = runtime.block_on(async {
+    let findings = match super::block_on(async {
         let client = tollgate_runtime::kube_client::client(args.kubeconfig.as_deref()).await?;
         Ok::<_, DoctorError>(diagnose(client, &config).await?)
-    });
+    }) {
+        Ok(f) => f,
+        Err(code) => return code,
+    };
     match findings {
         Ok(findings) => {
             for f in &findings {

@@ -7,10 +7,13 @@ pub(crate) mod controller;
 pub(crate) mod copy_binary;
 pub(crate) mod crdgen;
 pub(crate) mod doctor;
+pub(crate) mod explain;
 pub(crate) mod import;
+pub(crate) mod probe;
 pub(crate) mod proxy;
 pub(crate) mod scan;
 pub(crate) mod test;
+pub(crate) mod why;
 pub(crate) mod wrap;
 
 use std::path::PathBuf;
@@ -129,6 +132,22 @@ impl ToolSource {
     }
 }
 
+/// Runs `fut` on a one-shot current-thread runtime (the read-only commands
+/// that ask one server: doctor, explain, why, probe). `Err` is their exit
+/// code 2, after saying why the runtime could not start.
+pub(crate) fn block_on<F: Future>(fut: F) -> Result<F::Output, ExitCode> {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => Ok(runtime.block_on(fut)),
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            Err(ExitCode::from(2))
+        }
+    }
+}
+
 /// A runtime for one question to an MCP server.
 fn one_shot_runtime() -> Result<tokio::runtime::Runtime, ToolSourceError> {
     tokio::runtime::Builder::new_current_thread()
@@ -215,7 +234,7 @@ pub(crate) fn run_async<E: std::error::Error>(
 
 /// An error and its sources, each once (typed errors often print their
 /// source in their own message already).
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

@@ -255,6 +255,30 @@ impl Cluster {
         .to_owned()
     }
 
+    /// `kubectl tollgate ARGS --kubeconfig K`: the tollgate binary run as
+    /// the kubectl plugin (`kubectl-tollgate` on PATH).
+    pub fn kubectl_tollgate(&self, args: &[&str]) -> std::process::Output {
+        let plugins = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(
+            env!("CARGO_BIN_EXE_tollgate"),
+            plugins.path().join("kubectl-tollgate"),
+        )
+        .unwrap();
+        let path = format!(
+            "{}:{}",
+            plugins.path().display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        std::process::Command::new(self.bin.join("kubectl"))
+            .env("PATH", path)
+            .arg("tollgate")
+            .args(args)
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .output()
+            .unwrap()
+    }
+
     /// The policy object as JSON.
     pub fn policy(&self, ns: &str, name: &str) -> Value {
         self.get_json(&["-n", ns, "mcptoolpolicy", name])

@@ -130,7 +130,7 @@ pub fn instant(prometheus: &str, promql: &str) -> Result<Vec<Value>, String> {
 
 /// A GET over plain HTTP/1.0 (no chunked answers), for a Prometheus on
 /// loopback or reachable without TLS.
-fn get(base: &str, path: &str) -> Result<String, String> {
+pub fn get(base: &str, path: &str) -> Result<String, String> {
     let authority = base
         .strip_prefix("http://")
         .ok_or_else(|| format!("{base}: only http:// is supported"))?

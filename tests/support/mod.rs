@@ -7,6 +7,7 @@ pub mod chart;
 pub mod cluster;
 pub mod dashboard;
 pub mod idp;
+pub mod jaeger;
 pub mod redis;
 pub mod truenas;
 pub mod upstream;
@@ -484,7 +485,15 @@ pub struct TollgateProc {
 
 /// Starts the tollgate binary with `args` plus loopback listeners on free ports.
 pub fn tollgate(args: &[&str]) -> TollgateProc {
+    tollgate_with_env(args, &[]).0
+}
+
+/// [`tollgate`] with environment variables set; also its ready line.
+pub fn tollgate_with_env(args: &[&str], env: &[(&str, String)]) -> (TollgateProc, Value) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tollgate"));
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
     cmd.args([
         "--log-format",
         "json",
@@ -497,11 +506,12 @@ pub fn tollgate(args: &[&str]) -> TollgateProc {
     cmd.args(args);
     let (proc, line) = Proc::spawn(cmd, |l| l.contains("tollgate proxy ready"));
     let v: Value = serde_json::from_str(&line).unwrap();
-    TollgateProc {
+    let started = TollgateProc {
         proc,
         listen: v["listen"].as_str().unwrap().parse().unwrap(),
         admin: v["admin"].as_str().unwrap().parse().unwrap(),
-    }
+    };
+    (started, v)
 }
 
 /// kubernetes-mcp-server on the fake Kubernetes API (tests/peers/kube-stack.mjs).

@@ -2,9 +2,11 @@
 //! before reading logs, answered from the apiserver alone: the CRD, the
 //! webhook's CA bundle and Service, the controller's replicas and leader
 //! Lease, pods that should have a sidecar and do not, and policies that are
-//! refused or not yet enforced everywhere.
+//! refused or not yet enforced everywhere — and whether the apiserver
+//! reaches the webhook, by a dry-run pod create.
 //!
-//! Read-only: it lists and gets, and never changes anything.
+//! Read-only: it lists and gets, and its one create is a dry run (nothing
+//! is stored; RBAC must allow `create pods` in the probe namespace).
 
 use std::fmt;
 
@@ -32,6 +34,9 @@ pub struct DoctorConfig {
     pub name: String,
     /// The leader Lease.
     pub lease: String,
+    /// Where the dry-run probe pod is created (a namespace the webhook
+    /// serves: not the release's, not an excluded one).
+    pub probe_namespace: String,
 }
 
 /// How a check came out.
@@ -88,6 +93,12 @@ pub async fn diagnose(
     let mut out = Vec::new();
     crd(&client, &mut out).await?;
     webhook(&client, config, &mut out).await?;
+    if out
+        .iter()
+        .any(|f| f.check == "webhook" && f.status == Status::Ok)
+    {
+        admission(&client, config, &mut out).await;
+    }
     controller(&client, config, &mut out).await?;
     injection(&client, config, &mut out).await?;
     if out
@@ -196,6 +207,78 @@ async fn webhook(
         }
     }
     Ok(())
+}
+
+/// Dials the webhook the way it is used: a dry-run create of a pod that
+/// asks for a sidecar. The apiserver calls the webhook (it declares no side
+/// effects, so dry runs reach it) and answers with the mutated pod —
+/// nothing is stored. A pod back without the sidecar means the webhook was
+/// not reached (a `failurePolicy: Ignore` hides that from everyone else).
+async fn admission(client: &Client, config: &DoctorConfig, out: &mut Vec<Finding>) {
+    let ns = &config.probe_namespace;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let probe: Pod = match serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "generateName": "tollgate-doctor-probe-",
+            "labels": { INJECT_LABEL: "enabled" },
+        },
+        "spec": {
+            "automountServiceAccountToken": false,
+            "containers": [{ "name": "probe", "image": "tollgate-doctor-probe:none" }],
+        },
+    })) {
+        Ok(p) => p,
+        Err(e) => {
+            out.push(finding(
+                "admission",
+                Status::Fail,
+                format!("building the probe pod: {e}"),
+            ));
+            return;
+        }
+    };
+    let dry_run = kube::api::PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    out.push(match pods.create(&dry_run, &probe).await {
+        Ok(pod) if has_sidecar(&pod) => finding(
+            "admission",
+            Status::Ok,
+            format!("the apiserver reached the webhook: a dry-run pod in {ns} got the sidecar"),
+        ),
+        Ok(_) => finding(
+            "admission",
+            Status::Fail,
+            format!(
+                "a dry-run pod labelled {INJECT_LABEL}=enabled in {ns} got no sidecar: the apiserver did not reach the webhook (is the controller's webhook listener up, does its Service have ready endpoints, does a NetworkPolicy block the apiserver?); failurePolicy Ignore lets such pods start unprotected"
+            ),
+        ),
+        // Reached, and it answered: the probe pod is what it refused.
+        Err(kube::Error::Api(e)) if e.message.contains("denied the request") => finding(
+            "admission",
+            Status::Warn,
+            format!(
+                "the apiserver reached the webhook, which refused the dry-run pod in {ns}: {}",
+                e.message
+            ),
+        ),
+        Err(kube::Error::Api(e)) if e.code == 403 || e.code == 404 => finding(
+            "admission",
+            Status::Warn,
+            format!(
+                "cannot dry-run a pod in {ns} to dial the webhook ({}); pass --probe-namespace with a namespace you may create pods in",
+                e.message
+            ),
+        ),
+        Err(e) => finding(
+            "admission",
+            Status::Fail,
+            format!("a dry-run pod in {ns} was refused: {e} (failurePolicy Fail: no injected pod can start)"),
+        ),
+    });
 }
 
 async fn controller(

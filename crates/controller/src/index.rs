@@ -52,6 +52,14 @@ pub(crate) fn policy_name(namespace: &str, name: &str) -> String {
     }
 }
 
+/// A policy's key: a cluster-scoped object has no namespace, `""` here.
+pub(crate) fn policy_key(meta: &kube::api::ObjectMeta) -> Option<Key> {
+    Some((
+        meta.namespace.clone().unwrap_or_default(),
+        meta.name.clone()?,
+    ))
+}
+
 /// A namespace as the index needs it.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct NamespaceInput {
@@ -76,6 +84,30 @@ pub(crate) struct PolicyInput {
     /// written, restored when `spec` is refused and this index never saw
     /// an accepted generation itself.
     pub persisted: Option<AcceptedGeneration>,
+}
+
+impl NamespaceInput {
+    /// The namespace as the index needs it (`None` without a name).
+    pub(crate) fn of(ns: &k8s_openapi::api::core::v1::Namespace) -> Option<NamespaceInput> {
+        Some(NamespaceInput {
+            name: ns.metadata.name.clone()?,
+            labels: ns.metadata.labels.clone().unwrap_or_default(),
+        })
+    }
+}
+
+impl PolicyInput {
+    /// A policy object as the index takes it (`None` without a name).
+    pub(crate) fn of<K: crate::object::WatchedPolicy>(obj: &K) -> Option<PolicyInput> {
+        let (namespace, name) = policy_key(obj.meta())?;
+        Some(PolicyInput {
+            namespace,
+            name,
+            generation: obj.meta().generation.unwrap_or(0),
+            spec: obj.spec().clone(),
+            persisted: obj.status().and_then(|s| s.accepted.clone()),
+        })
+    }
 }
 
 /// A pod as the index needs it.

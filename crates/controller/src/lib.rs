@@ -15,6 +15,7 @@ mod acks;
 mod certs;
 mod config;
 pub mod doctor;
+pub mod explain;
 mod https;
 mod index;
 mod kubevirt;
@@ -24,6 +25,7 @@ mod object;
 mod push;
 mod run;
 mod status;
+mod traces;
 mod watch;
 mod webhook;
 

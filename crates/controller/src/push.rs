@@ -144,6 +144,7 @@ async fn snapshots(
     }
     tracing::info!(pod = %format!("{ns}/{pod}"), "sidecar connected");
     let stream = SnapshotStream {
+        pod: format!("{ns}/{pod}"),
         rx: sub.rx,
         cluster: svc.cluster.clone(),
         heartbeat: tokio::time::interval(svc.heartbeat),
@@ -218,6 +219,8 @@ async fn ack(
 }
 
 struct SnapshotStream {
+    /// `namespace/name`, for the push span.
+    pod: String,
     rx: watch::Receiver<Arc<Published>>,
     cluster: watch::Receiver<Arc<ClusterReport>>,
     heartbeat: tokio::time::Interval,
@@ -266,9 +269,9 @@ impl SnapshotStream {
         let data = serde_json::to_string(&published.snapshot).unwrap_or_default();
         let metrics = &self.guard.metrics;
         metrics.snapshots_sent.inc();
-        metrics
-            .push_seconds
-            .observe(published.at.elapsed().as_secs_f64());
+        let waited = published.at.elapsed();
+        metrics.push_seconds.observe(waited.as_secs_f64());
+        crate::traces::pushed(&self.pod, &published.snapshot.version, waited);
         sse::encode(
             Some(SNAPSHOT_EVENT),
             Some(&published.snapshot.version),

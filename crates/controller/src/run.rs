@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use tollgate_runtime::admin::{AdminState, Readiness};
+use tollgate_runtime::otel::Telemetry;
 use tollgate_runtime::serve;
 use tollgate_runtime::token_review::Authenticator;
 
@@ -42,6 +43,9 @@ pub enum StartError {
     /// A listener could not be opened.
     #[error(transparent)]
     Bind(#[from] serve::BindError),
+    /// The `OTEL_*` environment asks for traces tollgate cannot export.
+    #[error("traces: {0}")]
+    Traces(#[from] tollgate_runtime::otel::OtelError),
     /// The address of a bound listener could not be read.
     #[error("reading a listener's address: {0}")]
     LocalAddr(#[source] std::io::Error),
@@ -263,10 +267,20 @@ pub async fn start(config: ControllerConfig) -> Result<Running, StartError> {
 
 /// Runs until SIGTERM or Ctrl-C.
 pub async fn run(config: ControllerConfig) -> Result<(), StartError> {
+    // Global, so the watches and the push server reach it without a handle
+    // threaded through; set here, not in `start`, which tests run several
+    // of in one process.
+    let telemetry = Telemetry::from_env("tollgate-controller")?;
+    if let Some(t) = &telemetry {
+        t.install_global();
+    }
     let running = start(config).await?;
     tollgate_runtime::shutdown::signal().await;
     tracing::info!("shutting down");
     running.shutdown().await;
+    if let Some(t) = telemetry {
+        t.shutdown(Duration::from_secs(5)).await;
+    }
     Ok(())
 }
 

@@ -26,10 +26,11 @@ use tokio::sync::watch;
 use tollgate_policy::snapshot::SIDECAR_LABEL;
 
 use crate::acks::AckBook;
-use crate::index::{Index, Key, NamespaceInput, PodInput, PolicyInput, policy_name};
+use crate::index::{Index, Key, NamespaceInput, PodInput, PolicyInput, policy_key, policy_name};
 use crate::metrics::{ControllerMetrics, WatchEvent, WatchKind};
 use crate::object::WatchedPolicy;
 use crate::status::Observed;
+use crate::traces;
 
 /// What a watcher event asks of whoever keeps the objects.
 #[derive(Debug, PartialEq)]
@@ -236,6 +237,8 @@ pub(crate) async fn watch_policies<K: WatchedPolicy>(
                     if let Some(input) = policy_input(&obj, kind, &observed, &metrics) {
                         let started = Instant::now();
                         let key = (input.namespace.clone(), input.name.clone());
+                        let _span =
+                            traces::reconcile(kind, "apply", Some(policy_name(&key.0, &key.1)));
                         index.apply_policy(input);
                         log_refusal(&index, &key);
                         tracing::debug!(policy = %policy_name(&key.0, &key.1), elapsed = ?started.elapsed(), "policy indexed");
@@ -243,12 +246,15 @@ pub(crate) async fn watch_policies<K: WatchedPolicy>(
                 }
                 Step::Delete(obj) => {
                     if let Some(key) = policy_key(obj.meta()) {
+                        let _span =
+                            traces::reconcile(kind, "delete", Some(policy_name(&key.0, &key.1)));
                         metrics.watch_event(kind, WatchEvent::Delete);
                         index.delete_policy(&key.0, &key.1);
                         observed.remove(&key);
                     }
                 }
                 Step::Relist(objs) => {
+                    let _span = traces::reconcile(kind, "relist", None);
                     let inputs: Vec<PolicyInput> = objs
                         .iter()
                         .filter_map(|o| policy_input(o, kind, &observed, &metrics))
@@ -280,24 +286,11 @@ fn policy_input<K: WatchedPolicy>(
     observed: &Observed,
     metrics: &ControllerMetrics,
 ) -> Option<PolicyInput> {
-    let key = policy_key(obj.meta())?;
+    let input = PolicyInput::of(obj)?;
     metrics.watch_event(kind, WatchEvent::Apply);
-    observed.set(key.clone(), obj.object_ref(&()), obj.status().cloned());
-    Some(PolicyInput {
-        namespace: key.0,
-        name: key.1,
-        generation: obj.meta().generation.unwrap_or(0),
-        spec: obj.spec().clone(),
-        persisted: obj.status().and_then(|s| s.accepted.clone()),
-    })
-}
-
-/// A policy's key: a cluster-scoped object has no namespace, `""` here.
-fn policy_key(meta: &ObjectMeta) -> Option<Key> {
-    Some((
-        meta.namespace.clone().unwrap_or_default(),
-        meta.name.clone()?,
-    ))
+    let key = (input.namespace.clone(), input.name.clone());
+    observed.set(key, obj.object_ref(&()), obj.status().cloned());
+    Some(input)
 }
 
 fn log_refusal(index: &Index, key: &Key) {
@@ -327,12 +320,7 @@ pub(crate) async fn watch_namespaces(
 ) {
     let events = std::pin::pin!(watcher(api, config).default_backoff());
     let mut watched = Watched::new(events, ready, "namespaces");
-    let input = |ns: &Namespace| {
-        Some(NamespaceInput {
-            name: ns.metadata.name.clone()?,
-            labels: ns.metadata.labels.clone().unwrap_or_default(),
-        })
-    };
+    let input = NamespaceInput::of;
     while let Some(step) = watched.next(&mut shutdown).await {
         {
             let mut index = index.lock().unwrap_or_else(|e| e.into_inner());

@@ -1,7 +1,7 @@
 //! What both tollgate processes run on: serving HTTP with bounded resources
 //! ([`serve`], [`slots`]), bodies ([`body`]), the admin listener ([`admin`]), build
 //! identity ([`build_info`]), shutdown
-//! ([`shutdown`]), structured logs ([`logging`]), a Kubernetes client
+//! ([`shutdown`]), structured logs ([`logging`]), OpenTelemetry traces ([`otel`]), a Kubernetes client
 //! ([`kube_client`]), the TokenReview authenticator ([`token_review`]) and
 //! SubjectAccessReviews ([`access_review`]).
 //!
@@ -16,6 +16,7 @@ pub mod expiring;
 pub mod kube_client;
 pub mod labels;
 pub mod logging;
+pub mod otel;
 pub mod serve;
 pub mod shutdown;
 pub mod slots;

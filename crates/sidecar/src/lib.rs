@@ -20,6 +20,7 @@
 mod approvals;
 mod audit;
 mod config;
+mod decisions;
 mod gate;
 mod identity;
 mod metrics;
@@ -28,6 +29,7 @@ mod rules;
 mod start;
 mod stdio;
 mod tls;
+mod traces;
 mod transport;
 mod would_deny;
 

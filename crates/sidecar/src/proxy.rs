@@ -34,6 +34,8 @@ pub struct Proxy {
     pub(crate) identities: Identities,
     /// Reads client messages.
     pub(crate) json: JsonReader,
+    /// Makes request spans; `None` (the default) when traces are off.
+    pub(crate) tracer: Option<opentelemetry_sdk::trace::SdkTracer>,
 }
 
 impl Proxy {

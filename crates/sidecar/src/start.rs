@@ -9,6 +9,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use tollgate_mcp::{jsonrpc, sse, tools};
+use tollgate_runtime::otel::Telemetry;
 use tollgate_runtime::serve;
 
 use crate::approvals::metrics::ApprovalMetrics;
@@ -58,6 +59,9 @@ pub enum StartError {
     /// The TLS client for approval notifications could not be built.
     #[error("setting up TLS for --approval-webhook: {0}")]
     Notifier(#[source] rustls::Error),
+    /// The `OTEL_*` environment asks for traces tollgate cannot export.
+    #[error("traces: {0}")]
+    Traces(#[from] tollgate_runtime::otel::OtelError),
     /// The address of a bound listener could not be read.
     #[error("reading a listener's address: {0}")]
     LocalAddr(#[source] std::io::Error),
@@ -73,6 +77,7 @@ pub struct Running {
     pub proxy: Arc<Proxy>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    telemetry: Option<Telemetry>,
 }
 
 impl Running {
@@ -82,6 +87,9 @@ impl Running {
         let _ = self.shutdown.send(true);
         for t in self.tasks {
             let _ = t.await;
+        }
+        if let Some(t) = self.telemetry {
+            t.shutdown(Duration::from_secs(5)).await;
         }
     }
 }
@@ -151,6 +159,7 @@ pub async fn start(config: ProxyConfig, audit: AuditConfig) -> Result<Running, S
         notifier,
     ));
     let serve_approvals = admin.ip().is_loopback() || config.approvals_remote;
+    let telemetry = Telemetry::from_env("tollgate-sidecar")?;
 
     let proxy = Arc::new(Proxy {
         gate: Gate::new(GateParts {
@@ -173,6 +182,7 @@ pub async fn start(config: ProxyConfig, audit: AuditConfig) -> Result<Running, S
         })),
         json: JsonReader::new(config.max_json_values, config.parse_offload_above),
         config: config.clone(),
+        tracer: telemetry.as_ref().map(|t| t.tracer("tollgate-sidecar")),
     });
     let (shutdown, shutdown_rx) = watch::channel(false);
     let mut tasks = Vec::new();
@@ -195,7 +205,14 @@ pub async fn start(config: ProxyConfig, audit: AuditConfig) -> Result<Running, S
     tasks.push(tokio::spawn(serve::serve(
         admin_listener,
         move |req| {
-            approvals_admin::route_or(p.clone(), p.gate.approvals.clone(), serve_approvals, req)
+            let p = p.clone();
+            async move {
+                if req.uri().path().starts_with(crate::decisions::PREFIX) {
+                    return Ok(p.gate.recent.route(&req));
+                }
+                let approvals = p.gate.approvals.clone();
+                approvals_admin::route_or(p, approvals, serve_approvals, req).await
+            }
         },
         64,
         config.header_read_timeout,
@@ -271,6 +288,7 @@ pub async fn start(config: ProxyConfig, audit: AuditConfig) -> Result<Running, S
         %admin,
         upstream = %config.upstream,
         version = store.current().map(|r| r.set.version().to_owned()).unwrap_or_default(),
+        traces = telemetry.is_some(),
         "tollgate proxy ready"
     );
     Ok(Running {
@@ -279,6 +297,7 @@ pub async fn start(config: ProxyConfig, audit: AuditConfig) -> Result<Running, S
         proxy,
         shutdown,
         tasks,
+        telemetry,
     })
 }
 

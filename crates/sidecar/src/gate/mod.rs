@@ -25,6 +25,7 @@ use tollgate_policy::{Decision, Effect, Reason, ToolCall, fingerprint};
 use crate::approvals::store::{Call, Request};
 use crate::approvals::{Approvals, Waited, answer};
 use crate::audit::{AuditConfig, Entry};
+use crate::decisions::Recent;
 use crate::gate::redis::SharedStore;
 use crate::metrics::{Metrics, UNPARSED_TOOL};
 use crate::rules::catalog::Catalog;
@@ -45,6 +46,8 @@ pub(crate) struct Gate {
     fail_open: bool,
     /// Calls waiting for people.
     pub(crate) approvals: Arc<Approvals>,
+    /// The last calls not simply allowed, for `tollgate why`.
+    pub(crate) recent: Recent,
 }
 
 /// What the gate decided about one call.
@@ -85,6 +88,8 @@ pub(crate) struct Caller<'a> {
     pub session: Option<&'a str>,
     /// The verified subject of the caller's token.
     pub subject: Option<&'a str>,
+    /// The request's trace span, when traces are on.
+    pub span: Option<&'a crate::traces::RequestSpan>,
 }
 
 impl Gate {
@@ -101,6 +106,7 @@ impl Gate {
             audit: parts.audit,
             fail_open: parts.fail_open,
             approvals: parts.approvals,
+            recent: Recent::default(),
         }
     }
 
@@ -198,6 +204,8 @@ impl Gate {
             request_id,
             elapsed,
         });
+        self.recent
+            .record(&decision, call.name, request_id, caller.session);
         Decided {
             decision,
             forward,

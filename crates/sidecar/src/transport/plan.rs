@@ -73,6 +73,9 @@ pub(crate) async fn plan_message(
                 }
             };
             let decided = gate.decide(&params, caller, &id).await;
+            if let Some(span) = caller.span {
+                span.decided(&decided.decision, params.name, &id);
+            }
             if decided.decision.forwards() {
                 Step::Forward(match decided.forward {
                     Some(judged) => with_arguments(message, judged),

@@ -22,6 +22,7 @@ use tollgate_mcp::{sse, tools};
 use crate::Proxy;
 use crate::gate::Caller;
 use crate::metrics::{McpMethod, Rejection, UpstreamFailure};
+use crate::traces::RequestSpan;
 use crate::transport::headers;
 use crate::transport::lists::ListHook;
 use crate::transport::open_streams::LegacySession;
@@ -45,12 +46,29 @@ struct Plan {
     initialize: bool,
 }
 
-/// Handles one POST.
+/// Handles one POST, in a span when traces are on (the only place the
+/// data path makes one; with traces off nothing of them is built).
 pub(crate) async fn handle(
     proxy: &Arc<Proxy>,
     parts: Parts,
     body: Incoming,
     subject: Option<String>,
+) -> Response<Body> {
+    let Some(tracer) = &proxy.tracer else {
+        return handle_in(proxy, parts, body, subject, None).await;
+    };
+    let span = RequestSpan::start(tracer, &parts.headers);
+    let response = handle_in(proxy, parts, body, subject, Some(&span)).await;
+    span.answered(response.status());
+    response
+}
+
+async fn handle_in(
+    proxy: &Arc<Proxy>,
+    parts: Parts,
+    body: Incoming,
+    subject: Option<String>,
+    span: Option<&RequestSpan>,
 ) -> Response<Body> {
     if let Some(refused) = check_content_headers(proxy, &parts.headers) {
         return refused;
@@ -157,9 +175,16 @@ pub(crate) async fn handle(
     } else {
         method_label(&messages[0])
     };
+    if let Some(span) = span {
+        span.method(method_label);
+        if let Some(session) = &session {
+            span.session(session);
+        }
+    }
     let caller = Caller {
         session: session.as_deref(),
         subject: subject.as_deref(),
+        span,
     };
     for message in messages {
         if let Err(mismatch) = plan_one(proxy, &mut plan, message, batch, &mirrored, caller).await {
@@ -189,7 +214,10 @@ pub(crate) async fn handle(
     };
     let bytes = Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
     let uri = proxy.upstream.uri_for(parts.uri.path_and_query());
-    let request = headers::upstream_request(Method::POST, uri, &parts.headers, bytes);
+    let mut request = headers::upstream_request(Method::POST, uri, &parts.headers, bytes);
+    if let Some(span) = span {
+        span.inject(request.headers_mut());
+    }
     let started = Instant::now();
     let upstream = match proxy.upstream.send(request).await {
         Ok(resp) => resp,
