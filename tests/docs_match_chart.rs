@@ -311,3 +311,28 @@ fn the_helm_test_pod_probes_the_controller_and_the_webhook_with_the_tollgate_ima
         "manifests/install.yaml"
     );
 }
+
+/// `sidecar.env` reaches every injected sidecar through the controller's
+/// `--sidecar-env` (how traces are turned on in sidecars).
+#[test]
+fn sidecar_env_becomes_the_controllers_sidecar_env_flags() {
+    let docs = helm_template(&[
+        "sidecar.env.OTEL_EXPORTER_OTLP_ENDPOINT=http://otel:4318",
+        "sidecar.env.OTEL_SERVICE_NAME=mcp",
+    ]);
+    let deployment = docs
+        .iter()
+        .find(|d| d["kind"] == "Deployment" && d["metadata"]["name"] == "tollgate")
+        .unwrap();
+    let args = deployment["spec"]["template"]["spec"]["containers"][0]["args"].to_string();
+    assert!(
+        args.contains("\"--sidecar-env=OTEL_EXPORTER_OTLP_ENDPOINT=http://otel:4318\"")
+            && args.contains("\"--sidecar-env=OTEL_SERVICE_NAME=mcp\""),
+        "{args}"
+    );
+    assert!(
+        !helm_template(&[])
+            .iter()
+            .any(|d| d.to_string().contains("--sidecar-env=OTEL"))
+    );
+}
