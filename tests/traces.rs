@@ -4,13 +4,15 @@
 //! tool, continuing the agent's W3C `traceparent` and named as the parent
 //! in the upstream request's. And what must not change: a collector that is
 //! down or never answers fails no call, and with traces off the agent's
-//! `traceparent` reaches the upstream untouched.
+//! `traceparent` reaches the upstream untouched. The controller's
+//! reconcile and push spans, on the real apiserver.
 
 mod support;
 
 use std::net::SocketAddr;
 
 use serde_json::{Value, json};
+use support::cluster::{Cluster, ControllerProc};
 use support::jaeger::{Jaeger, tag};
 use support::upstream::{Framing, Upstream};
 use support::{Proc, call, fresh_id, policy_file, post_json, tollgate_with_env};
@@ -213,4 +215,67 @@ async fn with_traces_off_the_agents_traceparent_passes_untouched() {
     assert_eq!(resp.status, 200, "{}", resp.text());
     assert_eq!(forwarded_traceparent(&upstream, id), parent);
     running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_controller_traces_reconciles_and_pushes() {
+    let jaeger = Jaeger::start();
+    let cluster = Cluster::get();
+    let ns = cluster.namespace("traced");
+    let service = format!("tollgate-controller-test-{}", std::process::id());
+    let controller = ControllerProc::start_with_env(
+        cluster,
+        &ns,
+        "c1",
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", jaeger.otlp_endpoint()),
+            ("OTEL_SERVICE_NAME", service.clone()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100".into()),
+        ],
+    );
+    cluster
+        .apply(&format!(
+            "apiVersion: tollgate.dev/v1alpha1\nkind: McpToolPolicy\nmetadata: {{name: traced, namespace: {ns}}}\nspec:\n  selector: {{matchLabels: {{app: kms}}}}\n  defaultAction: Allow\n"
+        ))
+        .unwrap();
+    let upstream = Upstream::start(Framing::Json).await;
+    let (_sidecar, _token) =
+        controller.managed_sidecar(cluster, &ns, "kms-0", &[("app", "kms")], &upstream.url());
+
+    let policy = format!("{ns}/traced");
+    let pod = format!("{ns}/kms-0");
+    let spans = |traces: &[Value]| -> Vec<Value> {
+        traces
+            .iter()
+            .flat_map(|t| t["spans"].as_array().cloned().unwrap_or_default())
+            .collect()
+    };
+    let has = |spans: &[Value], op: &str, key: &str, value: &str| {
+        spans
+            .iter()
+            .any(|s| s["operationName"] == op && tag(s, key) == Some(&json!(value)))
+    };
+    let traces = jaeger.traces(&service, |t| {
+        let s = spans(t);
+        has(&s, "reconcile", "tollgate.policy", &policy) && has(&s, "push", "tollgate.pod", &pod)
+    });
+    let all = spans(&traces);
+    let reconcile = all
+        .iter()
+        .find(|s| {
+            s["operationName"] == "reconcile" && tag(s, "tollgate.policy") == Some(&json!(policy))
+        })
+        .unwrap_or_else(|| panic!("no reconcile span of {policy}: {all:#?}"));
+    assert_eq!(tag(reconcile, "tollgate.kind"), Some(&json!("policy")));
+    assert_eq!(tag(reconcile, "tollgate.event"), Some(&json!("apply")));
+    let push = all
+        .iter()
+        .find(|s| s["operationName"] == "push" && tag(s, "tollgate.pod") == Some(&json!(pod)))
+        .unwrap_or_else(|| panic!("no push span to {pod}: {all:#?}"));
+    assert!(
+        tag(push, "tollgate.snapshot_version")
+            .is_some_and(|v| v.as_str().is_some_and(|v| !v.is_empty())),
+        "{push:#}"
+    );
+    drop(controller);
 }

@@ -315,7 +315,25 @@ impl ControllerProc {
         push: &str,
         kubeconfig: &Path,
     ) -> ControllerProc {
-        Self::spawn(cluster, ns, identity, push, kubeconfig, Some(ns))
+        Self::spawn(cluster, ns, identity, push, kubeconfig, Some(ns), &[])
+    }
+
+    /// Starts a replica with environment variables set (`OTEL_*`, ...).
+    pub fn start_with_env(
+        cluster: &Cluster,
+        ns: &str,
+        identity: &str,
+        env: &[(&str, String)],
+    ) -> ControllerProc {
+        Self::spawn(
+            cluster,
+            ns,
+            identity,
+            "127.0.0.1:0",
+            &cluster.kubeconfig,
+            Some(ns),
+            env,
+        )
     }
 
     /// Starts a replica that watches every namespace (as the chart's does),
@@ -329,6 +347,7 @@ impl ControllerProc {
             "127.0.0.1:0",
             &cluster.kubeconfig,
             None,
+            &[],
         )
     }
 
@@ -339,8 +358,12 @@ impl ControllerProc {
         push: &str,
         kubeconfig: &Path,
         watch: Option<&str>,
+        env: &[(&str, String)],
     ) -> ControllerProc {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_tollgate"));
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
         cmd.args([
             "--log-format",
             "json",
