@@ -446,7 +446,7 @@ impl AdminState for Admin {
         self.metrics.ready.set(i64::from(synced.is_ok()));
         match synced {
             Ok(()) => Readiness::Ready("policies and pods listed and indexed".into()),
-            Err(why) => Readiness::NotReady(why),
+            Err(why) => Readiness::NotReady(why.to_string()),
         }
     }
 }
