@@ -31,17 +31,38 @@ pub async fn list_tools_of_command(
     let listed = tokio::time::timeout(timeout, session(&child, &mut from)).await;
     child.stop(STOP_GRACE).await;
     match listed {
-        Ok(r) => r.map_err(ListToolsError::Upstream),
-        Err(_) => Err(ListToolsError::Upstream(format!(
-            "the MCP server did not list its tools within {timeout:?}"
-        ))),
+        Ok(r) => Ok(r?),
+        Err(_) => Err(StdioDiscoveryError::Timeout(timeout).into()),
     }
+}
+
+/// Why a stdio server did not list its tools.
+#[derive(Debug, thiserror::Error)]
+pub enum StdioDiscoveryError {
+    /// No full list in time; the server is stopped.
+    #[error("the MCP server did not list its tools within {0:?}")]
+    Timeout(Duration),
+    /// Its stdin is closed.
+    #[error("the MCP server stopped reading its input")]
+    StoppedReading,
+    /// A JSON-RPC error to one of the requests.
+    #[error("the MCP server refused {method}: {error}")]
+    Refused { method: String, error: Value },
+    /// Its stdout closed first; how it ended, if it has.
+    #[error(
+        "the MCP server closed its output before answering {method}{}",
+        .exit.map(|e| format!(" ({e})")).unwrap_or_default()
+    )]
+    Closed {
+        method: String,
+        exit: Option<child::Exit>,
+    },
 }
 
 async fn session(
     child: &Child,
     from: &mut mpsc::Receiver<FromChild>,
-) -> Result<Vec<Value>, String> {
+) -> Result<Vec<Value>, StdioDiscoveryError> {
     let init = json!({
         "protocolVersion": PROTOCOL_VERSION,
         "capabilities": {},
@@ -60,11 +81,11 @@ async fn session(
     Ok(pages.tools())
 }
 
-async fn send(child: &Child, message: &Value) -> Result<(), String> {
+async fn send(child: &Child, message: &Value) -> Result<(), StdioDiscoveryError> {
     child
         .send(message)
         .await
-        .map_err(|_| "the MCP server stopped reading its input".to_owned())
+        .map_err(|_| StdioDiscoveryError::StoppedReading)
 }
 
 /// Sends request `id` and waits for its result; what else the server says
@@ -76,7 +97,7 @@ async fn ask(
     id: u64,
     method: &str,
     params: Option<Value>,
-) -> Result<Value, String> {
+) -> Result<Value, StdioDiscoveryError> {
     let mut request = json!({"jsonrpc": "2.0", "id": id, "method": method});
     if let Some(p) = params {
         request["params"] = p;
@@ -88,17 +109,17 @@ async fn ask(
                 if let Some(result) = m.get("result") {
                     return Ok(result.clone());
                 }
-                return Err(format!("the MCP server refused {method}: {}", m["error"]));
+                return Err(StdioDiscoveryError::Refused {
+                    method: method.to_owned(),
+                    error: m["error"].clone(),
+                });
             }
             Some(FromChild::Message(_) | FromChild::Unreadable(_) | FromChild::TooLong(_)) => {}
             Some(FromChild::Closed) | None => {
-                let how = match child.exited() {
-                    Some(exit) => format!(" ({exit})"),
-                    None => String::new(),
-                };
-                return Err(format!(
-                    "the MCP server closed its output before answering {method}{how}"
-                ));
+                return Err(StdioDiscoveryError::Closed {
+                    method: method.to_owned(),
+                    exit: child.exited(),
+                });
             }
         }
     }

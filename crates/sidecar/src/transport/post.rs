@@ -91,12 +91,12 @@ pub(crate) async fn handle(
     };
     let mirrored = match mirrored(&parts.headers) {
         Ok(m) => m,
-        Err(message) => {
+        Err(bad) => {
             return reject(
                 proxy,
                 StatusCode::BAD_REQUEST,
                 jsonrpc::HEADER_MISMATCH,
-                &message,
+                &bad.to_string(),
                 Rejection::HeaderMismatch,
             );
         }
@@ -401,18 +401,24 @@ fn check_content_headers(proxy: &Proxy, h: &HeaderMap) -> Option<Response<Body>>
     None
 }
 
-fn mirrored(h: &HeaderMap) -> Result<Mirrored<'_>, String> {
-    let get = |name: &str| -> Result<Option<&str>, String> {
+/// Why a mirrored MCP header (`Mcp-Method`, …) cannot be read.
+#[derive(Debug, thiserror::Error)]
+enum BadMirror {
+    #[error("the {0} header is sent more than once")]
+    Repeated(&'static str),
+    #[error("the {0} header is not visible ASCII")]
+    NotAscii(&'static str),
+}
+
+fn mirrored(h: &HeaderMap) -> Result<Mirrored<'_>, BadMirror> {
+    let get = |name: &'static str| -> Result<Option<&str>, BadMirror> {
         let mut values = h.get_all(name).iter();
         let first = values.next();
         if values.next().is_some() {
-            return Err(format!("the {name} header is sent more than once"));
+            return Err(BadMirror::Repeated(name));
         }
         first
-            .map(|v| {
-                v.to_str()
-                    .map_err(|_| format!("the {name} header is not visible ASCII"))
-            })
+            .map(|v| v.to_str().map_err(|_| BadMirror::NotAscii(name)))
             .transpose()
     };
     Ok(Mirrored {
