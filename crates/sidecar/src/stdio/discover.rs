@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 use tollgate_mcp::tools;
 
 use crate::stdio::child::{self, Child, FromChild};
+use crate::stdio::discover_error::StdioDiscoveryError;
 use crate::transport::discover::{ListToolsError, PROTOCOL_VERSION, ToolPages};
 
 /// How long the server gets to exit once asked.
@@ -34,29 +35,6 @@ pub async fn list_tools_of_command(
         Ok(r) => Ok(r?),
         Err(_) => Err(StdioDiscoveryError::Timeout(timeout).into()),
     }
-}
-
-/// Why a stdio server did not list its tools.
-#[derive(Debug, thiserror::Error)]
-pub enum StdioDiscoveryError {
-    /// No full list in time; the server is stopped.
-    #[error("the MCP server did not list its tools within {0:?}")]
-    Timeout(Duration),
-    /// Its stdin is closed.
-    #[error("the MCP server stopped reading its input")]
-    StoppedReading,
-    /// A JSON-RPC error to one of the requests.
-    #[error("the MCP server refused {method}: {error}")]
-    Refused { method: String, error: Value },
-    /// Its stdout closed first; how it ended, if it has.
-    #[error(
-        "the MCP server closed its output before answering {method}{}",
-        .exit.map(|e| format!(" ({e})")).unwrap_or_default()
-    )]
-    Closed {
-        method: String,
-        exit: Option<child::Exit>,
-    },
 }
 
 async fn session(

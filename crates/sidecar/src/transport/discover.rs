@@ -79,7 +79,7 @@ pub enum ListToolsError {
     Http(#[from] HttpDiscoveryError),
     /// The stdio server did not answer as an MCP server.
     #[error(transparent)]
-    Stdio(#[from] crate::stdio::discover::StdioDiscoveryError),
+    Stdio(#[from] crate::stdio::discover_error::StdioDiscoveryError),
     /// The stdio server could not be started.
     #[error(transparent)]
     Spawn(#[from] crate::stdio::child::SpawnError),
