@@ -70,6 +70,23 @@ pub struct Claim {
     pub cost: u32,
 }
 
+/// Which of the controller's counts its watches vouch for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Covers {
+    /// The VirtualMachineClone watch is current.
+    pub clones: bool,
+    /// The VirtualMachineInstance watch is current.
+    pub running: bool,
+}
+
+impl Covers {
+    /// Both watches current.
+    pub const ALL: Covers = Covers {
+        clones: true,
+        running: true,
+    };
+}
+
 /// An admission, to release if the call is refused later.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Ticket(u64);
@@ -118,6 +135,10 @@ struct Pending {
 #[derive(Debug, Default)]
 struct State {
     cluster: Option<(CloneCounts, SystemTime)>,
+    /// Which of the controller's counts are vouched for: each comes from
+    /// its own watch, and a count whose watch is not current must neither
+    /// be used nor settle this sidecar's own admissions.
+    covers: Covers,
     /// In ticket order, which is admission order.
     pending: VecDeque<Pending>,
     /// The sum of `pending` costs per scope and key.
@@ -157,10 +178,19 @@ impl MemoryInFlight {
         }
     }
 
-    /// The controller's latest counts, observed at `observed_at`.
+    /// The controller's latest counts, observed at `observed_at`, both
+    /// clones and running VMs vouched for.
     pub fn set_cluster(&self, counts: CloneCounts, observed_at: SystemTime) {
+        self.set_observed(counts, observed_at, Covers::ALL);
+    }
+
+    /// The controller's latest counts, of which only what `covers` names is
+    /// vouched for (its watch is current); the rest reads as if no
+    /// controller had counted it.
+    pub fn set_observed(&self, counts: CloneCounts, observed_at: SystemTime, covers: Covers) {
         let mut s = self.lock();
         s.cluster = Some((counts, observed_at));
+        s.covers = covers;
     }
 
     /// In flight now under `scope`/`key`.
@@ -192,9 +222,13 @@ impl MemoryInFlight {
     /// looks only at the oldest; should the clock step back, a younger
     /// admission may be kept a little longer, which only counts more.
     fn forget_settled(&self, s: &mut State, now: SystemTime) {
-        let observed = s.cluster.as_ref().map(|(_, at)| *at);
         let keep_for = self.assume_done_after;
-        let settled = |p: &Pending| match observed {
+        let (clones, running) = (s.observed(Counted::Clones), s.observed(Counted::RunningVms));
+        let settled = |p: &Pending| match if p.counted == Counted::Clones {
+            clones
+        } else {
+            running
+        } {
             Some(observed) => observed.duration_since(p.at).is_ok_and(|d| d >= SETTLE),
             None => now.duration_since(p.at).is_ok_and(|d| d >= keep_for),
         };
@@ -211,10 +245,19 @@ impl MemoryInFlight {
 }
 
 impl State {
+    /// When the controller last vouched for its count of `counted`.
+    fn observed(&self, counted: Counted) -> Option<SystemTime> {
+        let covered = match counted {
+            Counted::Clones => self.covers.clones,
+            Counted::RunningVms => self.covers.running,
+        };
+        self.cluster.as_ref().filter(|_| covered).map(|(_, at)| *at)
+    }
+
     fn current(&self, counted: Counted, scope: InFlightScope, key: &str) -> u32 {
         let base = self
-            .cluster
-            .as_ref()
+            .observed(counted)
+            .and(self.cluster.as_ref())
             .map_or(0, |(c, _)| match (counted, scope) {
                 (Counted::Clones, InFlightScope::Namespace) => {
                     c.by_namespace.get(key).copied().unwrap_or(0)
@@ -414,6 +457,47 @@ mod tests {
             s.try_claim(&[claim("other", 5, 5)], anyone(), at(21))
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn a_count_whose_watch_is_not_current_is_not_used() {
+        let s = MemoryInFlight::default();
+        let running = Claim {
+            counted: Counted::RunningVms,
+            ..claim("vms", 3, 1)
+        };
+        // Clone watch current, VMI watch not: the clone count is used and
+        // settles clone admissions; the running count (0) is not trusted,
+        // so this sidecar's own starts keep counting.
+        let counts = CloneCounts {
+            by_namespace: [("vms".to_owned(), 2)].into(),
+            running_by_namespace: [("vms".to_owned(), 0)].into(),
+            total: 2,
+            ..Default::default()
+        };
+        let clones_only = Covers {
+            clones: true,
+            running: false,
+        };
+        s.set_observed(counts.clone(), at(0), clones_only);
+        // (Admissions settle oldest first: the clone is admitted first.)
+        s.try_claim(&[claim("vms", 5, 1)], anyone(), at(1)).unwrap();
+        s.try_claim(&[running], anyone(), at(1)).unwrap();
+        s.set_observed(counts.clone(), at(10), clones_only);
+        assert_eq!(s.count(InFlightScope::Namespace, "vms", at(10)), 2);
+        assert_eq!(
+            s.running(InFlightScope::Namespace, "vms", at(10)),
+            1,
+            "the start is not settled by a count nobody vouched for"
+        );
+        // The reverse: a VMI watch alone says nothing of clones.
+        let running_only = Covers {
+            clones: false,
+            running: true,
+        };
+        s.set_observed(counts, at(20), running_only);
+        assert_eq!(s.count(InFlightScope::Namespace, "vms", at(20)), 0);
+        assert_eq!(s.running(InFlightScope::Namespace, "vms", at(20)), 0);
     }
 
     #[test]
