@@ -25,7 +25,7 @@ struct Setup {
     ns: String,
     url: String,
     sidecar: TollgateProc,
-    _controller: ControllerProc,
+    controller: ControllerProc,
     _kms: Proc,
     _token: tempfile::TempDir,
     _policy: tempfile::TempDir,
@@ -81,7 +81,7 @@ async fn setup_with(cluster: &'static Cluster, prefix: &str, edits: &[(&str, &st
         url: format!("http://{}/mcp", sidecar.listen),
         ns,
         sidecar,
-        _controller: controller,
+        controller,
         _kms: kms,
         _token: token,
         _policy: policy,
@@ -195,8 +195,8 @@ async fn clones_of_a_big_source_are_refused_before_small_ones_and_instancetypes_
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn running_vms_are_counted_from_vmis_and_production_vms_are_not_stopped() {
     let cluster = Cluster::get();
-    let s = setup(cluster, "running").await;
-    let ns = &s.ns;
+    let mut s = setup(cluster, "running").await;
+    let ns = &s.ns.clone();
     cluster
         .apply(&vm(ns, "prod-db", "10Gi", "tier: production"))
         .unwrap();
@@ -265,6 +265,37 @@ async fn running_vms_are_counted_from_vmis_and_production_vms_are_not_stopped() 
     assert!(!lifecycle("prod-db", "pause").is_denied());
     // A VM the controller never saw is treated as production.
     assert_eq!(lifecycle("ghost", "stop").reason(), Some("rule"));
+
+    // The controller goes away: its running count grows stale, and a start
+    // under the cap fails closed instead of trusting it.
+    s.controller.proc.terminate();
+    let probe = probe_start(ns);
+    let mut stale = Answer::Other("not yet".into());
+    assert!(
+        eventually(PATIENCE, async || {
+            stale = ask_sidecar(&s, "resources_create_or_update", json!({"resource": probe})).await;
+            stale.reason() == Some("arguments")
+        })
+        .await,
+        "a stale running count was trusted: {stale:?}"
+    );
+    assert!(
+        stale.text().contains(
+            "the cap of 2 running VMs cannot be checked: the controller's count of running VMs (VirtualMachineInstances) is not current"
+        ),
+        "{stale:?}"
+    );
+}
+
+/// A VM manifest that starts a VM whose 600Gi disk no budget of 500Gi
+/// admits: with room under the running cap it is refused by the budget
+/// (`rate_limit`, its running claim taken back), with the cap full by the
+/// cap (`in_flight`), without a current count as uncountable
+/// (`arguments`) — never forwarded, never spent.
+fn probe_start(ns: &str) -> String {
+    format!(
+        "apiVersion: kubevirt.io/v1\nkind: VirtualMachine\nmetadata: {{name: probe, namespace: {ns}}}\nspec:\n  runStrategy: Always\n  dataVolumeTemplates: [{{metadata: {{name: probe-disk}}, spec: {{storage: {{resources: {{requests: {{storage: 600Gi}}}}}}}}}}]\n  template: {{spec: {{domain: {{cpu: {{cores: 1}}, memory: {{guest: 1Gi}}}}, volumes: [{{name: root, dataVolume: {{name: probe-disk}}}}]}}}}\n"
+    )
 }
 
 /// Asks the sidecar directly (no MCP session: what is measured here is
@@ -338,13 +369,8 @@ async fn the_sidecars_view_follows_vmis_instancetypes_and_source_vms() {
     };
     cluster.apply(&vmi("run-a")).unwrap();
 
-    // Running VMs. The probe starts a VM whose 600Gi disk no budget of
-    // 500Gi admits: with room under the cap of 2 it is refused by the budget
-    // (`rate_limit`, its running claim taken back), with the cap full by
-    // the cap (`in_flight`) — nothing is ever forwarded or spent.
-    let probe_vm = format!(
-        "apiVersion: kubevirt.io/v1\nkind: VirtualMachine\nmetadata: {{name: probe, namespace: {ns}}}\nspec:\n  runStrategy: Always\n  dataVolumeTemplates: [{{metadata: {{name: probe-disk}}, spec: {{storage: {{resources: {{requests: {{storage: 600Gi}}}}}}}}}}]\n  template: {{spec: {{domain: {{cpu: {{cores: 1}}, memory: {{guest: 1Gi}}}}, volumes: [{{name: root, dataVolume: {{name: probe-disk}}}}]}}}}\n"
-    );
+    // Running VMs, by a probe that starts a VM (see `probe_start`).
+    let probe_vm = probe_start(&ns);
     let start_probe = async || {
         ask_sidecar(
             &s,
