@@ -134,11 +134,11 @@ struct Pending {
 
 #[derive(Debug, Default)]
 struct State {
-    cluster: Option<(CloneCounts, SystemTime)>,
-    /// Which of the controller's counts are vouched for: each comes from
-    /// its own watch, and a count whose watch is not current must neither
-    /// be used nor settle this sidecar's own admissions.
-    covers: Covers,
+    /// The controller's counts as last vouched for by the clone watch, and
+    /// by the VMI watch: each count comes from its own watch, and a report
+    /// in which one watch is not current leaves that count as it was.
+    clones: Option<(CloneCounts, SystemTime)>,
+    running: Option<(CloneCounts, SystemTime)>,
     /// In ticket order, which is admission order.
     pending: VecDeque<Pending>,
     /// The sum of `pending` costs per scope and key.
@@ -185,12 +185,19 @@ impl MemoryInFlight {
     }
 
     /// The controller's latest counts, of which only what `covers` names is
-    /// vouched for (its watch is current); the rest reads as if no
-    /// controller had counted it.
+    /// vouched for (its watch is current); for the rest the last vouched
+    /// count stays (or none, which counts only this sidecar's admissions).
     pub fn set_observed(&self, counts: CloneCounts, observed_at: SystemTime, covers: Covers) {
         let mut s = self.lock();
-        s.cluster = Some((counts, observed_at));
-        s.covers = covers;
+        match (covers.clones, covers.running) {
+            (true, true) => {
+                s.running = Some((counts.clone(), observed_at));
+                s.clones = Some((counts, observed_at));
+            }
+            (true, false) => s.clones = Some((counts, observed_at)),
+            (false, true) => s.running = Some((counts, observed_at)),
+            (false, false) => {}
+        }
     }
 
     /// In flight now under `scope`/`key`.
@@ -245,19 +252,22 @@ impl MemoryInFlight {
 }
 
 impl State {
+    /// The controller's counts as last vouched for `counted`, and when.
+    fn vouched(&self, counted: Counted) -> Option<&(CloneCounts, SystemTime)> {
+        match counted {
+            Counted::Clones => self.clones.as_ref(),
+            Counted::RunningVms => self.running.as_ref(),
+        }
+    }
+
     /// When the controller last vouched for its count of `counted`.
     fn observed(&self, counted: Counted) -> Option<SystemTime> {
-        let covered = match counted {
-            Counted::Clones => self.covers.clones,
-            Counted::RunningVms => self.covers.running,
-        };
-        self.cluster.as_ref().filter(|_| covered).map(|(_, at)| *at)
+        self.vouched(counted).map(|(_, at)| *at)
     }
 
     fn current(&self, counted: Counted, scope: InFlightScope, key: &str) -> u32 {
         let base = self
-            .observed(counted)
-            .and(self.cluster.as_ref())
+            .vouched(counted)
             .map_or(0, |(c, _)| match (counted, scope) {
                 (Counted::Clones, InFlightScope::Namespace) => {
                     c.by_namespace.get(key).copied().unwrap_or(0)
@@ -490,13 +500,20 @@ mod tests {
             1,
             "the start is not settled by a count nobody vouched for"
         );
-        // The reverse: a VMI watch alone says nothing of clones.
+        // The reverse: a VMI watch alone says nothing of clones, whose
+        // count stays as the clone watch last vouched for it (2, not the
+        // report's 7).
         let running_only = Covers {
             clones: false,
             running: true,
         };
-        s.set_observed(counts, at(20), running_only);
-        assert_eq!(s.count(InFlightScope::Namespace, "vms", at(20)), 0);
+        let later = CloneCounts {
+            by_namespace: [("vms".to_owned(), 7)].into(),
+            total: 7,
+            ..counts
+        };
+        s.set_observed(later, at(20), running_only);
+        assert_eq!(s.count(InFlightScope::Namespace, "vms", at(20)), 2);
         assert_eq!(s.running(InFlightScope::Namespace, "vms", at(20)), 0);
     }
 

@@ -361,16 +361,14 @@ impl Follower {
             .unwrap_or_else(SystemTime::now);
         // Each count is vouched for by its own watch: a current clone watch
         // says nothing about running VMs, nor a VMI watch about clones.
-        if state.clones_observed || state.vmis_observed {
-            self.in_flight.set_observed(
-                state.clones.clone(),
-                observed,
-                Covers {
-                    clones: state.clones_observed,
-                    running: state.vmis_observed,
-                },
-            );
-        }
+        self.in_flight.set_observed(
+            state.clones.clone(),
+            observed,
+            Covers {
+                clones: state.clones_observed,
+                running: state.vmis_observed,
+            },
+        );
         self.cluster.set_report(state);
     }
 
