@@ -118,6 +118,12 @@ pub enum WhyNot<'a> {
     /// A `runningVMs` cap cannot key the object.
     #[error("{0}, so running VMs cannot be counted")]
     RunningVmsUncounted(NoKey),
+    /// A `runningVMs` cap and a controller count that is not current:
+    /// this sidecar's own starts say nothing about VMs started elsewhere.
+    #[error(
+        "the cap of {max} running VMs cannot be checked: the controller's count of running VMs (VirtualMachineInstances) is not current (no controller, KubeVirt not installed, or its watch is re-listing or not heard from lately); retry shortly"
+    )]
+    RunningVmsNotCurrent { max: u32 },
     /// A size budget with `whenUnknown: Deny` and an object of unknown size.
     #[error(
         "{} (the budget of {} per {} says whenUnknown: Deny)",

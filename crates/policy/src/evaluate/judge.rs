@@ -267,6 +267,9 @@ fn object_conditions<'a>(
         && let Some(cap) = &r.running_vms
     {
         cap.key(op).map_err(WhyNot::RunningVmsUncounted)?;
+        if !view.running_vms_current() {
+            return Err(WhyNot::RunningVmsNotCurrent { max: cap.max });
+        }
     }
     let budgets = r.limits.iter().filter_map(|l| l.limit.size.map(|s| (s, l)));
     let mut measured = None;
