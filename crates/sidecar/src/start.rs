@@ -11,6 +11,7 @@ use tokio::task::JoinHandle;
 use tollgate_mcp::{jsonrpc, sse, tools};
 use tollgate_runtime::serve;
 
+use crate::approvals::cluster::ClusterApprovals;
 use crate::approvals::metrics::ApprovalMetrics;
 use crate::approvals::notify::Notifier;
 use crate::approvals::{Approvals, admin as approvals_admin};
@@ -58,6 +59,9 @@ pub enum StartError {
     /// The TLS client for approval notifications could not be built.
     #[error("setting up TLS for --approval-webhook: {0}")]
     Notifier(#[source] rustls::Error),
+    /// No Kubernetes client for approvals kept in the cluster.
+    #[error("keeping approvals in the cluster (--approvals kubernetes): {0}")]
+    ApprovalsClient(#[source] tollgate_runtime::kube_client::ClientError),
     /// The address of a bound listener could not be read.
     #[error("reading a listener's address: {0}")]
     LocalAddr(#[source] std::io::Error),
@@ -145,11 +149,14 @@ pub async fn start(config: ProxyConfig, audit: AuditConfig) -> Result<Running, S
         ),
         None => None,
     };
-    let approvals = Arc::new(Approvals::new(
-        approval_metrics,
-        format!("http://{admin}"),
-        notifier,
-    ));
+    let mut approvals = Approvals::new(approval_metrics, format!("http://{admin}"), notifier);
+    if let Some(settings) = &config.approvals_in_cluster {
+        let cluster = ClusterApprovals::connect(settings.clone())
+            .await
+            .map_err(StartError::ApprovalsClient)?;
+        approvals = approvals.in_cluster(cluster);
+    }
+    let approvals = Arc::new(approvals);
     let serve_approvals = admin.ip().is_loopback() || config.approvals_remote;
 
     let proxy = Arc::new(Proxy {
@@ -263,6 +270,12 @@ pub async fn start(config: ProxyConfig, audit: AuditConfig) -> Result<Running, S
     )));
     if let Some(b) = bridge {
         tasks.push(tokio::spawn(b.reap(shutdown_rx.clone())));
+    }
+    if config.approvals_in_cluster.is_some() {
+        tasks.push(tokio::spawn(sweep_cluster(
+            proxy.clone(),
+            shutdown_rx.clone(),
+        )));
     }
     tasks.push(tokio::spawn(sweep(proxy.clone(), shutdown_rx)));
 
@@ -383,6 +396,18 @@ async fn sweep(proxy: Arc<Proxy>, mut shutdown: watch::Receiver<bool>) {
                     proxy.gate.sweep(last_buckets);
                 }
             }
+        }
+    }
+}
+
+/// Managed mode: marks overdue approval objects `Expired` every few seconds
+/// (so `kubectl get mtca` shows them so) and refreshes the pending gauge.
+async fn sweep_cluster(proxy: Arc<Proxy>, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = tick.tick() => proxy.gate.approvals.sweep_cluster().await,
         }
     }
 }

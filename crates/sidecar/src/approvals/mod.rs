@@ -16,6 +16,7 @@
 
 pub(crate) mod admin;
 pub(crate) mod answer;
+pub(crate) mod cluster;
 pub(crate) mod metrics;
 pub(crate) mod notify;
 pub(crate) mod store;
@@ -39,6 +40,8 @@ pub(crate) struct Approvals {
     pub(crate) admin_url: String,
     /// Where people are told, if anywhere.
     notifier: Option<Arc<Notifier>>,
+    /// Managed mode: approvals are `McpToolCallApproval` objects.
+    cluster: Option<cluster::ClusterApprovals>,
 }
 
 /// What a call waiting for approval ends with.
@@ -53,6 +56,8 @@ pub(crate) enum Waited {
     Rejected(Record),
     /// No room for another approval.
     Full,
+    /// The apiserver could not keep the approval (managed mode): refused.
+    Unavailable(cluster::ClusterError),
 }
 
 impl Approvals {
@@ -67,6 +72,36 @@ impl Approvals {
             metrics,
             admin_url,
             notifier: notifier.map(Arc::new),
+            cluster: None,
+        }
+    }
+
+    /// Keeps approvals as objects in the cluster instead of in memory.
+    pub(crate) fn in_cluster(self, cluster: cluster::ClusterApprovals) -> Self {
+        Approvals {
+            cluster: Some(cluster),
+            ..self
+        }
+    }
+
+    /// The pod approvals are bound to (managed mode).
+    pub(crate) fn pod(&self) -> Option<&str> {
+        self.cluster.as_ref().map(|c| c.pod())
+    }
+
+    /// How a person decides approval `id`, for the agent's answer.
+    pub(crate) fn how_to_decide(&self, id: &str) -> String {
+        match &self.cluster {
+            Some(c) => c.how_to_decide(id),
+            None => format!("tollgate approve --admin {} {id}", self.admin_url),
+        }
+    }
+
+    /// Managed mode: marks overdue objects `Expired`, refreshes the
+    /// pending gauge.
+    pub(crate) async fn sweep_cluster(&self) {
+        if let Some(c) = &self.cluster {
+            c.sweep(self).await;
         }
     }
 
@@ -83,6 +118,9 @@ impl Approvals {
     /// Finds or creates the approval of `make()`'s fingerprint and, while
     /// it is pending, waits for a decision up to `hold`.
     pub(crate) async fn wait(&self, make: impl Fn() -> Request) -> Waited {
+        if let Some(c) = &self.cluster {
+            return c.wait(self, make()).await;
+        }
         let deadline = Instant::now() + make().settings.hold_for;
         loop {
             // Registered before looking, so a decision in between wakes us.
@@ -127,6 +165,9 @@ impl Approvals {
 
     /// Settles an approval a call took: `used` if the call went through.
     pub(crate) fn finish(&self, r: &Record, used: bool) {
+        if let Some(c) = &self.cluster {
+            return c.finish(self, r, used);
+        }
         self.table().finish(&r.id, used, SystemTime::now());
         if used {
             self.metrics.count(r, Counted::Used);

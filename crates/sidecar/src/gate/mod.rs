@@ -223,7 +223,7 @@ impl Gate {
             // The engine always names them; without, the call stays held.
             return (asked, None);
         };
-        let fp = fingerprint(&policy, &rule, call, None);
+        let fp = fingerprint(&policy, &rule, call, self.approvals.pod());
         let digest = arguments_digest(call.arguments);
         let caller = caller_of(call).describe();
         let make = || Request {
@@ -255,7 +255,8 @@ impl Gate {
                 (decision, None)
             }
             Waited::Pending(record) => {
-                let (text, facts) = answer::pending(&record, &self.approvals.admin_url);
+                let (text, facts) =
+                    answer::pending(&record, &self.approvals.how_to_decide(&record.id));
                 (
                     Decision {
                         message: Some(text),
@@ -285,6 +286,18 @@ impl Gate {
                 },
                 None,
             ),
+            Waited::Unavailable(e) => {
+                tracing::warn!(error = %e, "cannot keep an approval in the cluster; the call is refused");
+                (
+                    Decision {
+                        effect: Effect::Denied,
+                        message: Some(answer::unavailable(&e)),
+                        approval: None,
+                        ..asked
+                    },
+                    None,
+                )
+            }
         }
     }
 
