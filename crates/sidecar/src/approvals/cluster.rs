@@ -110,18 +110,7 @@ fn unique() -> u128 {
 /// A name from the fingerprint: readable (`vm-clone-…`) and the same for
 /// every identical call.
 pub(crate) fn object_name(tool: &str, fingerprint: &str, n: u64) -> String {
-    let mut slug: String = tool
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '-'
-            }
-        })
-        .take(40)
-        .collect();
-    slug = slug.trim_matches('-').to_owned();
+    let mut slug = tollgate_runtime::names::dns_part(tool, 40);
     if slug.is_empty() {
         slug = "call".into();
     }
@@ -486,43 +475,47 @@ impl ClusterApprovals {
         o
     }
 
-    /// Marks an approved object `Used`, on the condition that nobody
-    /// changed it since it was read: true if this call took it.
-    async fn take(&self, o: &McpToolCallApproval) -> Result<bool, ClusterError> {
+    /// Moves the object to `phase`, on the condition that nobody changed
+    /// it since it was read: the new object, or `None` if it changed.
+    async fn transition(
+        &self,
+        o: &McpToolCallApproval,
+        phase: ApprovalPhase,
+    ) -> Result<Option<McpToolCallApproval>, ClusterError> {
         let name = o.metadata.name.clone().unwrap_or_default();
         let patch = json!({
             "metadata": {"resourceVersion": o.metadata.resource_version},
-            "status": {"phase": "Used"},
+            "status": {"phase": phase},
         });
         match self
             .api
             .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
         {
-            Ok(_) => Ok(true),
-            Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
+            Ok(done) => Ok(Some(done)),
+            Err(kube::Error::Api(e)) if e.code == 409 => Ok(None),
             Err(e) => Err(self.api_error(&name)(e)),
         }
     }
 
-    /// Marks an overdue object `Expired` (conditioned like [`Self::take`]).
+    /// Marks an approved object `Used`: true if this call took it (exactly
+    /// one of any number of waiting calls does).
+    async fn take(&self, o: &McpToolCallApproval) -> Result<bool, ClusterError> {
+        Ok(self.transition(o, ApprovalPhase::Used).await?.is_some())
+    }
+
+    /// Marks an overdue object `Expired`.
     async fn expire(&self, parent: &super::Approvals, o: &McpToolCallApproval, req: &Request) {
-        let name = o.metadata.name.clone().unwrap_or_default();
-        let patch = json!({
-            "metadata": {"resourceVersion": o.metadata.resource_version},
-            "status": {"phase": "Expired"},
-        });
-        match self
-            .api
-            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-        {
-            Ok(done) => {
+        match self.transition(o, ApprovalPhase::Expired).await {
+            Ok(Some(done)) => {
                 let record = self.record(&done, req);
                 self.once(parent, done.metadata.uid.clone(), &record, Counted::Expired);
             }
+            Ok(None) => {
+                tracing::debug!(approval = ?o.metadata.name, "not marked Expired: it changed meanwhile")
+            }
             Err(e) => {
-                tracing::debug!(approval = %name, error = %e, "not marked Expired (changed meanwhile)")
+                tracing::warn!(approval = ?o.metadata.name, error = %e, "cannot mark an overdue approval Expired")
             }
         }
     }
