@@ -55,8 +55,14 @@ struct Stage {
 }
 
 /// The chart's ClusterRoles for approvals (manifests/install.yaml), applied
-/// as they ship.
+/// as they ship, once per cluster (tests of this binary run in parallel and
+/// concurrent applies of one object conflict).
 fn chart_roles(cluster: &Cluster) {
+    static APPLIED: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    APPLIED.get_or_init(|| apply_chart_roles(cluster));
+}
+
+fn apply_chart_roles(cluster: &Cluster) {
     let text = std::fs::read_to_string(repo_file("manifests/install.yaml")).unwrap();
     let docs: Vec<Value> = serde_saphyr::from_multiple(&text).unwrap();
     let roles: Vec<&Value> = docs
