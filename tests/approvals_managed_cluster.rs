@@ -612,6 +612,7 @@ async fn two_distinct_people_release_a_held_call_and_expiry_is_final() {
                 &auth,
                 "--timeout",
                 "150000",
+                "--progress",
                 "call",
                 "events_list",
                 &json!({"namespace": ns}).to_string(),
@@ -643,6 +644,14 @@ async fn two_distinct_people_release_a_held_call_and_expiry_is_final() {
     assert_eq!(two["status"]["phase"], "Approved", "{two}");
     let result = held.await.unwrap();
     assert!(result.get("isError").is_none_or(|e| e == false), "{result}");
+    // While held, the SDK received MCP progress notifications on the
+    // call's stream, naming the approval.
+    let progress = result["progressNotifications"].as_array().unwrap();
+    assert!(!progress.is_empty(), "{result}");
+    assert!(
+        progress[0]["message"].as_str().unwrap().contains(&name),
+        "{result}"
+    );
     assert_eq!(stage.get(&name)["status"]["phase"], "Used");
 
     // pods_list's approval lasts 2 s: the sidecar marks it Expired, and

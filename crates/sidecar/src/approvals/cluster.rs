@@ -203,7 +203,12 @@ impl ClusterApprovals {
     }
 
     /// Waits for the approval of `req`'s call up to its `holdFor`.
-    pub(crate) async fn wait(&self, parent: &super::Approvals, req: Request) -> Waited {
+    pub(crate) async fn wait(
+        &self,
+        parent: &super::Approvals,
+        req: Request,
+        progress: Option<&super::Progress>,
+    ) -> Waited {
         let deadline = Instant::now() + req.settings.hold_for;
         loop {
             let o = match self.find_or_create(parent, &req).await {
@@ -231,7 +236,11 @@ impl ClusterApprovals {
                     if Instant::now() >= deadline {
                         return Waited::Pending(record);
                     }
-                    self.changed(&o, deadline).await;
+                    if let Some(p) = progress {
+                        p.tick(&record);
+                    }
+                    let until = deadline.min(Instant::now() + super::PROGRESS_EVERY);
+                    self.changed(&o, until).await;
                 }
             }
         }

@@ -24,11 +24,52 @@ pub(crate) mod store;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use serde_json::Value;
 use tokio::sync::Notify;
 
 use metrics::{ApprovalMetrics, Outcome as Counted};
 use notify::{Event, Notifier};
 use store::{DecideError, Decided, Found, Phase, Record, Request, Store, Verdict};
+
+/// How often a held call tells its client it is still waiting.
+pub(crate) const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+/// A held call's progress notifications (MCP `notifications/progress`):
+/// the client's `progressToken` and the stream the transport relays them
+/// on. Sent when the hold starts and every [`PROGRESS_EVERY`] after.
+#[derive(Debug)]
+pub(crate) struct Progress {
+    pub(crate) token: Value,
+    pub(crate) tx: tokio::sync::mpsc::Sender<Value>,
+    sent: std::sync::atomic::AtomicU64,
+}
+
+impl Progress {
+    pub(crate) fn new(token: Value, tx: tokio::sync::mpsc::Sender<Value>) -> Self {
+        Progress {
+            token,
+            tx,
+            sent: Default::default(),
+        }
+    }
+
+    /// One notification for `r`, still pending; dropped if the client reads
+    /// too slowly (the next says the same, newer).
+    pub(crate) fn tick(&self, r: &Record) {
+        let n = self.sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        let message = format!(
+            "waiting for a person to approve {} ({}/{} approvals)",
+            r.id,
+            r.approvals.len(),
+            r.min_approvals
+        );
+        let _ = self.tx.try_send(serde_json::json!({
+            "jsonrpc": "2.0",
+            "method": "notifications/progress",
+            "params": {"progressToken": self.token, "progress": n, "message": message},
+        }));
+    }
+}
 
 /// The sidecar's approvals.
 pub(crate) struct Approvals {
@@ -117,9 +158,13 @@ impl Approvals {
 
     /// Finds or creates the approval of `make()`'s fingerprint and, while
     /// it is pending, waits for a decision up to `hold`.
-    pub(crate) async fn wait(&self, make: impl Fn() -> Request) -> Waited {
+    pub(crate) async fn wait(
+        &self,
+        make: impl Fn() -> Request,
+        progress: Option<&Progress>,
+    ) -> Waited {
         if let Some(c) = &self.cluster {
-            return c.wait(self, make()).await;
+            return c.wait(self, make(), progress).await;
         }
         let deadline = Instant::now() + make().settings.hold_for;
         loop {
@@ -152,14 +197,21 @@ impl Approvals {
                     if Instant::now() >= deadline {
                         return Waited::Pending(r);
                     }
+                    if let Some(p) = progress {
+                        p.tick(&r);
+                    }
                 }
                 Found::Pending(r) => {
                     if Instant::now() >= deadline {
                         return Waited::Pending(r);
                     }
+                    if let Some(p) = progress {
+                        p.tick(&r);
+                    }
                 }
             }
-            let _ = tokio::time::timeout_at(deadline.into(), notified).await;
+            let until = deadline.min(Instant::now() + PROGRESS_EVERY);
+            let _ = tokio::time::timeout_at(until.into(), notified).await;
         }
     }
 

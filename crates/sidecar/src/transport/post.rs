@@ -89,6 +89,22 @@ pub(crate) async fn handle(
             );
         }
     };
+    if let Some(token) = super::progress::wanted(proxy, &parts, &value) {
+        return super::progress::respond(proxy.clone(), parts, value, subject, token).await;
+    }
+    decide_and_forward(proxy.clone(), parts, value, subject, None).await
+}
+
+/// Plans the messages of a read POST, forwards what is allowed and answers
+/// the rest; `progress` carries a held call's progress notifications.
+pub(crate) async fn decide_and_forward(
+    proxy: Arc<Proxy>,
+    parts: Parts,
+    value: Value,
+    subject: Option<String>,
+    progress: Option<crate::approvals::Progress>,
+) -> Response<Body> {
+    let proxy = &proxy;
     let mirrored = match mirrored(&parts.headers) {
         Ok(m) => m,
         Err(message) => {
@@ -160,6 +176,7 @@ pub(crate) async fn handle(
     let caller = Caller {
         session: session.as_deref(),
         subject: subject.as_deref(),
+        progress: progress.as_ref(),
     };
     for message in messages {
         if let Err(mismatch) = plan_one(proxy, &mut plan, message, batch, &mirrored, caller).await {
