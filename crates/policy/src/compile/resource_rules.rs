@@ -35,6 +35,15 @@ pub trait ClusterView: Sync {
     fn instancetype(&self, _namespace: Option<&str>, _name: &str) -> Option<Sizes> {
         None
     }
+
+    /// Whether the controller's count of running VMs (its
+    /// VirtualMachineInstance watch) is current: listed, not re-listing,
+    /// and heard from lately. A `runningVMs` cap cannot be checked without
+    /// it — this sidecar's own starts say nothing about VMs started
+    /// elsewhere — so starts under such a cap are refused until it is.
+    fn running_vms_current(&self) -> bool {
+        false
+    }
 }
 
 /// A view that knows nothing (file mode without a controller).
@@ -81,6 +90,15 @@ impl CompiledSelector {
                 .verbs
                 .iter()
                 .any(|v| self.verbs.iter().any(|w| w == v || w == "*"))
+    }
+
+    /// Whether every object `other` names, with every verb, this selector
+    /// names too.
+    pub fn covers(&self, other: &CompiledSelector) -> bool {
+        self.group == other.group
+            && self.resource == other.resource
+            && (self.verbs.iter().any(|v| v == "*")
+                || other.verbs.iter().all(|v| self.verbs.contains(v)))
     }
 
     /// Whether this selector names VirtualMachineClones.

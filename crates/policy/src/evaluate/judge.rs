@@ -269,6 +269,12 @@ fn object_conditions(
     {
         cap.key(op)
             .map_err(|why| format!("{why}, so running VMs cannot be counted"))?;
+        if !view.running_vms_current() {
+            return Err(format!(
+                "the cap of {} running VMs cannot be checked: the controller's count of running VMs (VirtualMachineInstances) is not current (no controller, KubeVirt not installed, or its watch is re-listing or not heard from lately); retry shortly",
+                cap.max
+            ));
+        }
     }
     let budgets = r.limits.iter().filter_map(|l| l.limit.size.map(|s| (s, l)));
     let mut measured = None;

@@ -29,7 +29,7 @@ use hyper_util::rt::TokioExecutor;
 use tokio::sync::watch;
 
 use tollgate_mcp::sse;
-use tollgate_policy::budget::inflight::MemoryInFlight;
+use tollgate_policy::budget::inflight::{Covers, MemoryInFlight};
 use tollgate_policy::snapshot::{
     Ack, ClusterReport, HEARTBEAT_EVENT, Heartbeat, SNAPSHOT_EVENT, STATE_EVENT, Snapshot,
     WouldDeny, acks_path, snapshots_path,
@@ -359,11 +359,16 @@ impl Follower {
             .and_then(|t| u64::try_from(t.as_millisecond()).ok())
             .map(|ms| UNIX_EPOCH + Duration::from_millis(ms))
             .unwrap_or_else(SystemTime::now);
-        // Running-VM counts ride with the clone counts; either watch being
-        // current makes the counts worth trusting for what it covers.
-        if state.clones_observed || state.vmis_observed {
-            self.in_flight.set_cluster(state.clones.clone(), observed);
-        }
+        // Each count is vouched for by its own watch: a current clone watch
+        // says nothing about running VMs, nor a VMI watch about clones.
+        self.in_flight.set_observed(
+            state.clones.clone(),
+            observed,
+            Covers {
+                clones: state.clones_observed,
+                running: state.vmis_observed,
+            },
+        );
         self.cluster.set_report(state);
     }
 
