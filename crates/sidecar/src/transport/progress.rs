@@ -8,7 +8,8 @@
 //! event. MCP lets a server send related notifications on a request's SSE
 //! stream before its response (MCP-NOTES.md, Streamable HTTP).
 
-use std::sync::Arc;
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -47,36 +48,36 @@ pub(crate) fn wanted(proxy: &Proxy, parts: &Parts, value: &Value) -> Option<Valu
     .then(|| token.clone())
 }
 
-/// Decides and forwards on a task; streams progress if the call is held.
+/// A held call's progress and the receiving end the response reads.
+pub(crate) fn channel(token: Value) -> (Progress, mpsc::Receiver<Value>) {
+    let (tx, rx) = mpsc::channel(BUFFER);
+    (Progress::new(token, tx), rx)
+}
+
+/// The decision and forwarding of a POST, as [`respond`] runs it.
+pub(crate) type Decided = Pin<Box<dyn Future<Output = Response<Body>> + Send>>;
+
+/// Runs `decided` (which holds the [`Progress`] of `rx`) on a task; streams
+/// progress if the call is held, else answers as it answers.
 pub(crate) async fn respond(
-    proxy: Arc<Proxy>,
-    parts: Parts,
-    value: Value,
-    subject: Option<String>,
-    token: Value,
+    decided: Decided,
+    mut rx: mpsc::Receiver<Value>,
+    limit: usize,
+    timeout: Duration,
 ) -> Response<Body> {
-    let (tx, mut rx) = mpsc::channel(BUFFER);
-    let limit = proxy.config.max_upstream_body_bytes;
-    let timeout = proxy.config.upstream_response_timeout;
-    let progress = Progress::new(token, tx);
-    // Boxed as `dyn Future + Send`: spawning the `async fn` directly trips
-    // the compiler's higher-ranked Send inference.
-    let decided: std::pin::Pin<Box<dyn std::future::Future<Output = Response<Body>> + Send>> =
-        Box::pin(super::post::decide_and_forward(
-            proxy,
-            parts,
-            value,
-            subject,
-            Some(progress),
-        ));
     let mut task = tokio::spawn(decided);
+    let failed = |_| body::status(StatusCode::INTERNAL_SERVER_ERROR);
     let first = tokio::select! {
-        done = &mut task => return done.unwrap_or_else(|_| body::status(StatusCode::INTERNAL_SERVER_ERROR)),
+        done = &mut task => return done.unwrap_or_else(failed),
         first = rx.recv() => first,
+    };
+    // The channel closed with the task, before any progress: not held.
+    let Some(first) = first else {
+        return task.await.unwrap_or_else(failed);
     };
     // Held: from here the client reads a stream.
     let events = futures_util::stream::unfold(
-        (first, rx, Some(task)),
+        (Some(first), rx, Some(task)),
         move |(next, mut rx, task)| async move {
             if let Some(n) = next {
                 let event = sse::encode(Some("message"), None, &n.to_string());
