@@ -59,9 +59,6 @@ pub enum StartError {
     /// The TLS client for approval notifications could not be built.
     #[error("setting up TLS for --approval-webhook: {0}")]
     Notifier(#[source] rustls::Error),
-    /// No Kubernetes client for approvals kept in the cluster.
-    #[error("keeping approvals in the cluster (--approvals kubernetes): {0}")]
-    ApprovalsClient(#[source] tollgate_runtime::kube_client::ClientError),
     /// The address of a bound listener could not be read.
     #[error("reading a listener's address: {0}")]
     LocalAddr(#[source] std::io::Error),
@@ -151,10 +148,15 @@ pub async fn start(config: ProxyConfig, audit: AuditConfig) -> Result<Running, S
     };
     let mut approvals = Approvals::new(approval_metrics, format!("http://{admin}"), notifier);
     if let Some(settings) = &config.approvals_in_cluster {
-        let cluster = ClusterApprovals::connect(settings.clone())
-            .await
-            .map_err(StartError::ApprovalsClient)?;
-        approvals = approvals.in_cluster(cluster);
+        // Not fatal: a pod without a ServiceAccount token still serves the
+        // calls that need no approval; those that do are refused.
+        approvals = match ClusterApprovals::connect(settings.clone()).await {
+            Ok(cluster) => approvals.in_cluster(cluster),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot keep approvals in the cluster; calls that need an approval are refused");
+                approvals.without_client(e)
+            }
+        };
     }
     let approvals = Arc::new(approvals);
     let serve_approvals = admin.ip().is_loopback() || config.approvals_remote;

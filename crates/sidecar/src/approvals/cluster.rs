@@ -71,6 +71,10 @@ pub(crate) enum ClusterError {
         source: kube::Error,
     },
     #[error(
+        "this sidecar has no Kubernetes client to keep approvals with ({0}); give the pod a ServiceAccount token or run with --approvals memory"
+    )]
+    NoClient(#[source] Arc<tollgate_runtime::kube_client::ClientError>),
+    #[error(
         "McpToolCallApproval {0:?} exists but is for another call (its fingerprint differs); refusing rather than guessing"
     )]
     Foreign(String),

@@ -83,6 +83,9 @@ pub(crate) struct Approvals {
     notifier: Option<Arc<Notifier>>,
     /// Managed mode: approvals are `McpToolCallApproval` objects.
     cluster: Option<cluster::ClusterApprovals>,
+    /// Managed mode without a Kubernetes client: calls that need an
+    /// approval are refused with this (fail closed), the rest run.
+    no_client: Option<Arc<tollgate_runtime::kube_client::ClientError>>,
 }
 
 /// What a call waiting for approval ends with.
@@ -114,6 +117,16 @@ impl Approvals {
             admin_url,
             notifier: notifier.map(Arc::new),
             cluster: None,
+            no_client: None,
+        }
+    }
+
+    /// Approvals were to be kept in the cluster but no client could be
+    /// built: every call that needs one is refused, saying why.
+    pub(crate) fn without_client(self, e: tollgate_runtime::kube_client::ClientError) -> Self {
+        Approvals {
+            no_client: Some(Arc::new(e)),
+            ..self
         }
     }
 
@@ -165,6 +178,9 @@ impl Approvals {
     ) -> Waited {
         if let Some(c) = &self.cluster {
             return c.wait(self, make(), progress).await;
+        }
+        if let Some(e) = &self.no_client {
+            return Waited::Unavailable(cluster::ClusterError::NoClient(e.clone()));
         }
         let deadline = Instant::now() + make().settings.hold_for;
         loop {
@@ -317,5 +333,34 @@ impl Approvals {
         if !expired.is_empty() {
             self.metrics.pending.set(self.table().pending() as i64);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A managed sidecar without a ServiceAccount token still starts, and
+    /// refuses (never holds in memory, never lets through) calls that need
+    /// an approval.
+    #[tokio::test]
+    async fn without_a_client_calls_that_need_approval_are_refused() {
+        let metrics = ApprovalMetrics::register(&prometheus::Registry::new()).unwrap();
+        let path = "/nonexistent/tollgate-kubeconfig";
+        let source = kube::config::Kubeconfig::read_from(path).unwrap_err();
+        let e = tollgate_runtime::kube_client::ClientError::Kubeconfig {
+            path: path.into(),
+            source,
+        };
+        let approvals = Approvals::new(metrics, String::new(), None).without_client(e);
+        let settings = store::tests::settings(1, &[]);
+        match approvals
+            .wait(|| store::tests::req("x", settings.clone()), None)
+            .await
+        {
+            Waited::Unavailable(e) => assert!(e.to_string().contains("--approvals memory"), "{e}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(approvals.list().is_empty(), "nothing was kept in memory");
     }
 }

@@ -371,4 +371,4 @@ impl Store {
 }
 
 #[cfg(test)]
-mod tests;
+pub(super) mod tests;
