@@ -399,6 +399,7 @@ async fn start_webhook(
             ..w.inject.clone()
         },
         requests: metrics.webhook_requests(),
+        client: Some(client.clone()),
     });
     tracing::info!(native_sidecars = native, image = %w.inject.image, "injection webhook ready");
     tokio::spawn(webhook_server::serve(

@@ -31,6 +31,7 @@ mod tls;
 mod transport;
 mod would_deny;
 
+pub use approvals::cluster::ClusterSettings as ApprovalsInCluster;
 pub use approvals::notify::NotifyConfig;
 pub use audit::{AuditConfig, AuditLevel};
 pub use config::{

@@ -26,6 +26,7 @@ use crate::transport::headers;
 use crate::transport::lists::ListHook;
 use crate::transport::open_streams::LegacySession;
 use crate::transport::plan::{Step, plan_message};
+use crate::transport::progress;
 use crate::transport::relay::Relay;
 use tollgate_runtime::body::{self, Body, ReadError};
 
@@ -89,6 +90,36 @@ pub(crate) async fn handle(
             );
         }
     };
+    if let Some(token) = progress::wanted(proxy, &parts, &value) {
+        let (progress, rx) = progress::channel(token);
+        let (limit, timeout) = (
+            proxy.config.max_upstream_body_bytes,
+            proxy.config.upstream_response_timeout,
+        );
+        // Boxed as `dyn Future + Send`: spawning the `async fn` directly
+        // trips the compiler's higher-ranked Send inference.
+        let decided: progress::Decided = Box::pin(decide_and_forward(
+            proxy.clone(),
+            parts,
+            value,
+            subject,
+            Some(progress),
+        ));
+        return progress::respond(decided, rx, limit, timeout).await;
+    }
+    decide_and_forward(proxy.clone(), parts, value, subject, None).await
+}
+
+/// Plans the messages of a read POST, forwards what is allowed and answers
+/// the rest; `progress` carries a held call's progress notifications.
+async fn decide_and_forward(
+    proxy: Arc<Proxy>,
+    parts: Parts,
+    value: Value,
+    subject: Option<String>,
+    progress: Option<crate::approvals::Progress>,
+) -> Response<Body> {
+    let proxy = &proxy;
     let mirrored = match mirrored(&parts.headers) {
         Ok(m) => m,
         Err(bad) => {
@@ -160,6 +191,7 @@ pub(crate) async fn handle(
     let caller = Caller {
         session: session.as_deref(),
         subject: subject.as_deref(),
+        progress: progress.as_ref(),
     };
     for message in messages {
         if let Err(mismatch) = plan_one(proxy, &mut plan, message, batch, &mirrored, caller).await {
