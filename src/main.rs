@@ -54,9 +54,9 @@ enum Command {
     Crdgen(cli::crdgen::CrdgenArgs),
     /// Check an installation: CRD, webhook, controller and Lease, uninjected pods, policies. Exit 1 on a failure.
     Doctor(cli::doctor::DoctorArgs),
-    /// Approve a held tool call on a sidecar's admin listener (file mode).
+    /// Approve a held tool call: an McpToolCallApproval in the cluster, or on a sidecar's admin listener (--admin, file mode).
     Approve(cli::approve::DecideArgs),
-    /// Reject a held tool call on a sidecar's admin listener (file mode); final.
+    /// Reject a held tool call (in the cluster, or --admin in file mode); final.
     Reject(cli::approve::DecideArgs),
     /// List the approvals a sidecar keeps (file mode).
     Approvals(cli::approve::ListArgs),
