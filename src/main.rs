@@ -58,9 +58,9 @@ enum Command {
     Explain(cli::explain::ExplainArgs),
     /// Why a call was denied: the decision record its sidecar keeps. Exit 1 when it keeps none.
     Why(cli::why::WhyArgs),
-    /// Approve a held tool call on a sidecar's admin listener (file mode).
+    /// Approve a held tool call: an McpToolCallApproval in the cluster, or on a sidecar's admin listener (--admin, file mode).
     Approve(cli::approve::DecideArgs),
-    /// Reject a held tool call on a sidecar's admin listener (file mode); final.
+    /// Reject a held tool call (in the cluster, or --admin in file mode); final.
     Reject(cli::approve::DecideArgs),
     /// List the approvals a sidecar keeps (file mode).
     Approvals(cli::approve::ListArgs),

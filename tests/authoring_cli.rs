@@ -299,3 +299,42 @@ fn log_flags_are_only_on_the_commands_that_log() {
     let out = tollgate(&["check", "--log-format", "json", "docs/examples/"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
 }
+
+#[test]
+fn check_names_budgets_an_earlier_rule_takes_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let vm = "{group: kubevirt.io, kind: VirtualMachine, verbs: [create, patch]}";
+    let cpu = "budgets: [{resource: cpu, amount: \"64\", window: 1h}]";
+    let check = |name: &str, rules: &str| {
+        write(
+            dir.path(),
+            name,
+            &format!(
+                "apiVersion: tollgate.dev/v1alpha1\nkind: McpToolPolicy\nmetadata: {{name: p}}\nspec:\n  defaultAction: Deny\n  rules:\n{rules}"
+            ),
+        );
+        tollgate(&["check", dir.path().join(name).to_str().unwrap()])
+    };
+    let out = check(
+        "shadowed.yaml",
+        &format!(
+            "    - {{name: vms, resources: [{vm}], action: Allow}}\n    - {{name: cpu, resources: [{vm}], action: Allow, {cpu}}}\n"
+        ),
+    );
+    let all = text(&out);
+    assert!(out.status.success(), "a warning is not a failure: {all}");
+    assert!(
+        all.contains("warning: policy p: spec.rules[1]: the budgets and caps of rule \"cpu\" never apply: rule \"vms\" allows every object first"),
+        "{all}"
+    );
+    // All of the VM's budgets on one rule: nothing to warn about.
+    let out = check(
+        "one-rule.yaml",
+        &format!("    - {{name: vms, resources: [{vm}], action: Allow, {cpu}}}\n"),
+    );
+    assert!(
+        out.status.success() && !text(&out).contains("warning"),
+        "{}",
+        text(&out)
+    );
+}

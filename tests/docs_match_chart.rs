@@ -25,11 +25,18 @@ fn root() -> &'static str {
 
 /// Every (group, resource) pair of the rendered `kind`'s rules, one
 /// [`Rule`] per pair.
-fn rendered(kind: &str) -> BTreeSet<Rule> {
+fn rendered(kind: &str, name: &str) -> BTreeSet<Rule> {
     let text = std::fs::read_to_string(format!("{}/manifests/install.yaml", root())).unwrap();
     let docs: Vec<Value> = serde_saphyr::from_multiple(&text).unwrap();
-    let objects: Vec<&Value> = docs.iter().filter(|d| d["kind"] == kind).collect();
-    assert_eq!(objects.len(), 1, "exactly one {kind} in the manifest");
+    let objects: Vec<&Value> = docs
+        .iter()
+        .filter(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+        .collect();
+    assert_eq!(
+        objects.len(),
+        1,
+        "exactly one {kind} {name} in the manifest"
+    );
     let strings = |v: &Value| -> BTreeSet<String> {
         v.as_array()
             .into_iter()
@@ -99,10 +106,10 @@ fn documented(doc: &str, heading: &str) -> BTreeSet<Rule> {
     rules
 }
 
-fn compare(kind: &str, heading: &str) {
+fn compare(kind: &str, name: &str, heading: &str) {
     let doc = std::fs::read_to_string(format!("{}/docs/install.md", root())).unwrap();
     let documented = documented(&doc, heading);
-    let rendered = rendered(kind);
+    let rendered = rendered(kind, name);
     let undocumented: Vec<_> = rendered.difference(&documented).collect();
     let not_granted: Vec<_> = documented.difference(&rendered).collect();
     assert!(
@@ -113,12 +120,30 @@ fn compare(kind: &str, heading: &str) {
 
 #[test]
 fn the_install_guide_lists_exactly_the_cluster_role_rules() {
-    compare("ClusterRole", "ClusterRole `tollgate`:");
+    compare("ClusterRole", "tollgate", "ClusterRole `tollgate`:");
+}
+
+#[test]
+fn the_install_guide_lists_exactly_the_approval_roles() {
+    compare(
+        "ClusterRole",
+        "tollgate-sidecar-approvals",
+        "ClusterRole `tollgate-sidecar-approvals`",
+    );
+    compare(
+        "ClusterRole",
+        "tollgate-approver",
+        "ClusterRole `tollgate-approver`",
+    );
 }
 
 #[test]
 fn the_install_guide_lists_exactly_the_role_rules() {
-    compare("Role", "Role `tollgate` in the release namespace:");
+    compare(
+        "Role",
+        "tollgate",
+        "Role `tollgate` in the release namespace:",
+    );
 }
 
 /// `helm template` of the chart with `--set` values, by the pinned helm

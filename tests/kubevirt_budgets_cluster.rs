@@ -25,7 +25,7 @@ struct Setup {
     ns: String,
     url: String,
     sidecar: TollgateProc,
-    _controller: ControllerProc,
+    controller: ControllerProc,
     _kms: Proc,
     _token: tempfile::TempDir,
     _policy: tempfile::TempDir,
@@ -34,6 +34,11 @@ struct Setup {
 /// The example policy (with the vCPU budget at 11 and the running cap at 2,
 /// to reach them in a few calls) enforced by a managed sidecar.
 async fn setup(cluster: &'static Cluster, prefix: &str) -> Setup {
+    setup_with(cluster, prefix, &[]).await
+}
+
+/// [`setup`], with further `(from, to)` edits of the example.
+async fn setup_with(cluster: &'static Cluster, prefix: &str, edits: &[(&str, &str)]) -> Setup {
     cluster.kubevirt_crds();
     let ns = cluster.namespace(prefix);
     let (kms, kms_port) = cluster.kubernetes_mcp_server();
@@ -50,9 +55,17 @@ async fn setup(cluster: &'static Cluster, prefix: &str) -> Setup {
         "amount: \"64\"",
         "amount: \"11\"",
     );
-    let text = std::fs::read_to_string(&path)
+    let mut text = std::fs::read_to_string(&path)
         .unwrap()
         .replace("{max: 10, per: Namespace}", "{max: 2, per: Namespace}");
+    for (from, to) in edits {
+        assert_eq!(
+            text.matches(from).count(),
+            1,
+            "{from:?} once in the example"
+        );
+        text = text.replace(from, to);
+    }
     cluster
         .kubectl_stdin(&["-n", &ns, "apply", "-f", "-"], Some(&text))
         .unwrap();
@@ -68,7 +81,7 @@ async fn setup(cluster: &'static Cluster, prefix: &str) -> Setup {
         url: format!("http://{}/mcp", sidecar.listen),
         ns,
         sidecar,
-        _controller: controller,
+        controller,
         _kms: kms,
         _token: token,
         _policy: policy,
@@ -182,8 +195,8 @@ async fn clones_of_a_big_source_are_refused_before_small_ones_and_instancetypes_
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn running_vms_are_counted_from_vmis_and_production_vms_are_not_stopped() {
     let cluster = Cluster::get();
-    let s = setup(cluster, "running").await;
-    let ns = &s.ns;
+    let mut s = setup(cluster, "running").await;
+    let ns = &s.ns.clone();
     cluster
         .apply(&vm(ns, "prod-db", "10Gi", "tier: production"))
         .unwrap();
@@ -204,7 +217,8 @@ async fn running_vms_are_counted_from_vmis_and_production_vms_are_not_stopped() 
     };
 
     // Two VMIs run and the cap is 2: a start is refused once the
-    // controller's count is in (before it, a start counts on its own).
+    // controller's count is in (before it, a start cannot be counted and is
+    // refused as such, reason `arguments`).
     let mut refused = Answer::Other("not yet".into());
     assert!(
         eventually(PATIENCE, async || {
@@ -251,4 +265,343 @@ async fn running_vms_are_counted_from_vmis_and_production_vms_are_not_stopped() 
     assert!(!lifecycle("prod-db", "pause").is_denied());
     // A VM the controller never saw is treated as production.
     assert_eq!(lifecycle("ghost", "stop").reason(), Some("rule"));
+
+    // The controller goes away: its running count grows stale, and a start
+    // under the cap fails closed instead of trusting it.
+    s.controller.proc.terminate();
+    let probe = probe_start(ns);
+    let mut stale = Answer::Other("not yet".into());
+    assert!(
+        eventually(PATIENCE, async || {
+            stale = ask_sidecar(&s, "resources_create_or_update", json!({"resource": probe})).await;
+            stale.reason() == Some("arguments")
+        })
+        .await,
+        "a stale running count was trusted: {stale:?}"
+    );
+    assert!(
+        stale.text().contains(
+            "the cap of 2 running VMs cannot be checked: the controller's count of running VMs (VirtualMachineInstances) is not current"
+        ),
+        "{stale:?}"
+    );
+}
+
+/// A VM manifest that starts a VM whose 600Gi disk no budget of 500Gi
+/// admits: with room under the running cap it is refused by the budget
+/// (`rate_limit`, its running claim taken back), with the cap full by the
+/// cap (`in_flight`), without a current count as uncountable
+/// (`arguments`) — never forwarded, never spent.
+fn probe_start(ns: &str) -> String {
+    format!(
+        "apiVersion: kubevirt.io/v1\nkind: VirtualMachine\nmetadata: {{name: probe, namespace: {ns}}}\nspec:\n  runStrategy: Always\n  dataVolumeTemplates: [{{metadata: {{name: probe-disk}}, spec: {{storage: {{resources: {{requests: {{storage: 600Gi}}}}}}}}}}]\n  template: {{spec: {{domain: {{cpu: {{cores: 1}}, memory: {{guest: 1Gi}}}}, volumes: [{{name: root, dataVolume: {{name: probe-disk}}}}]}}}}\n"
+    )
+}
+
+/// Asks the sidecar directly (no MCP session: what is measured here is
+/// decided by the sidecar itself, never forwarded).
+async fn ask_sidecar(s: &Setup, tool: &str, args: Value) -> Answer {
+    ask(s.sidecar.listen, &[], fresh_id(), tool, args).await
+}
+
+/// Runs `change` (a kubectl call), then polls the sidecar's decision every
+/// 10 ms until `changed` holds (at most 10 s). Returns the time from
+/// kubectl's return to the changed decision.
+async fn time_until(
+    what: &str,
+    change: impl FnOnce(),
+    mut changed: impl AsyncFnMut() -> bool,
+) -> Duration {
+    let started = std::time::Instant::now();
+    change();
+    let stored = started.elapsed();
+    let seen = std::time::Instant::now();
+    let mut observed = false;
+    while seen.elapsed() < Duration::from_secs(10) {
+        if changed().await {
+            observed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let after = seen.elapsed();
+    assert!(observed, "{what}: the sidecar's decision never changed");
+    eprintln!(
+        "view latency: {what}: decision changed {} ms after kubectl returned (kubectl took {} ms)",
+        after.as_millis(),
+        stored.as_millis()
+    );
+    after
+}
+
+/// Creates an object, then deletes it, timing each until the sidecar's
+/// decision (`probe`'s reason) goes from `reasons[0]` (absent) to
+/// `reasons[1]` (present) and back.
+async fn both_ways(
+    what: &str,
+    create: impl FnOnce(),
+    delete: impl FnOnce(),
+    probe: impl AsyncFn() -> Option<String>,
+    reasons: [&str; 2],
+) -> Vec<Duration> {
+    let [absent, present] = reasons.map(|r| Some(r.to_owned()));
+    assert_eq!(probe().await, absent, "{what}: before");
+    let created = time_until(&format!("{what} created"), create, async || {
+        probe().await == present
+    })
+    .await;
+    let deleted = time_until(&format!("{what} deleted"), delete, async || {
+        probe().await == absent
+    })
+    .await;
+    vec![created, deleted]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_sidecars_view_follows_vmis_instancetypes_and_source_vms() {
+    let cluster = Cluster::get();
+    let s = setup(cluster, "latency").await;
+    let ns = s.ns.clone();
+    let vmi = |name: &str| {
+        format!(
+            "apiVersion: kubevirt.io/v1\nkind: VirtualMachineInstance\nmetadata: {{name: {name}, namespace: {ns}}}\nspec: {{}}\n"
+        )
+    };
+    cluster.apply(&vmi("run-a")).unwrap();
+
+    // Running VMs, by a probe that starts a VM (see `probe_start`).
+    let probe_vm = probe_start(&ns);
+    let start_probe = async || {
+        ask_sidecar(
+            &s,
+            "resources_create_or_update",
+            json!({"resource": probe_vm}),
+        )
+        .await
+    };
+    let mut first = Answer::Other("not yet".into());
+    assert!(
+        eventually(PATIENCE, async || {
+            first = start_probe().await;
+            first.reason() == Some("rate_limit")
+        })
+        .await,
+        "the running count never became current: {first:?}"
+    );
+    let reason = |a: Answer| a.reason().map(str::to_owned);
+    let mut latencies = both_ways(
+        "VMI",
+        || {
+            cluster.apply(&vmi("run-b")).unwrap();
+        },
+        || {
+            cluster
+                .kubectl(&["-n", &ns, "delete", "virtualmachineinstance", "run-b"])
+                .unwrap();
+        },
+        async || reason(start_probe().await),
+        ["rate_limit", "in_flight"],
+    )
+    .await;
+
+    // Instancetypes. vm_create with an instancetype of 16 vCPUs, more than
+    // the budget of 11: unknown (`arguments`) until the sidecar has it, then
+    // refused by the budget (`rate_limit`).
+    let it = format!("{ns}.huge");
+    let create = async || {
+        ask_sidecar(
+            &s,
+            "vm_create",
+            json!({"namespace": ns, "name": "big", "instancetype": it, "workload": "fedora"}),
+        )
+        .await
+    };
+    latencies.extend(
+        both_ways(
+            "instancetype",
+            || {
+                cluster
+                    .apply(&format!("apiVersion: instancetype.kubevirt.io/v1beta1\nkind: VirtualMachineClusterInstancetype\nmetadata: {{name: {it}}}\nspec: {{cpu: {{guest: 16}}, memory: {{guest: 8Gi}}}}\n"))
+                    .unwrap();
+            },
+            || {
+                cluster
+                    .kubectl(&["delete", "virtualmachineclusterinstancetype", &it])
+                    .unwrap();
+            },
+            async || reason(create().await),
+            ["arguments", "rate_limit"],
+        )
+        .await,
+    );
+
+    // Source VMs. A clone of a 600Gi VM: unknown until the sidecar has
+    // the VM, then more than the budget.
+    let clone = async || {
+        ask_sidecar(
+            &s,
+            "vm_clone",
+            json!({"namespace": ns, "name": "big-src", "targetName": "copy"}),
+        )
+        .await
+    };
+    latencies.extend(
+        both_ways(
+            "source VM",
+            || {
+                cluster.apply(&vm(&ns, "big-src", "600Gi", "")).unwrap();
+            },
+            || {
+                cluster
+                    .kubectl(&["-n", &ns, "delete", "virtualmachine", "big-src"])
+                    .unwrap();
+            },
+            async || reason(clone().await),
+            ["arguments", "rate_limit"],
+        )
+        .await,
+    );
+    let worst = latencies.iter().max().unwrap();
+    eprintln!(
+        "view latency: worst {} ms over {} changes",
+        worst.as_millis(),
+        latencies.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_re_applied_vm_counts_only_what_it_grows_by() {
+    let cluster = Cluster::get();
+    let s = setup(cluster, "reapply").await;
+    let ns = &s.ns;
+    let manifest = |name: &str, cores: u32| {
+        format!(
+            "apiVersion: kubevirt.io/v1\nkind: VirtualMachine\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  runStrategy: Halted\n  template: {{spec: {{domain: {{cpu: {{cores: {cores}}}, memory: {{guest: 1Gi}}}}, volumes: [{{name: boot, containerDisk: {{image: fedora}}}}]}}}}\n"
+        )
+    };
+    let apply = |name: &str, cores: u32| {
+        call(
+            &s.url,
+            "resources_create_or_update",
+            json!({"resource": manifest(name, cores)}),
+        )
+    };
+    let cpu_spent = async || {
+        sample(
+            &metrics(s.sidecar.admin).await,
+            &[
+                "tollgate_budget_consumed_total{",
+                "kubevirt-budgets/budgets/",
+                "resource=\"cpu\"",
+            ],
+        )
+    };
+    // New: 4 of the 11 vCPUs.
+    let first = apply("grow", 4);
+    assert!(first.is_allowed(), "{first:?}");
+    assert_eq!(cpu_spent().await, Some(4.0));
+    // Once the controller has pushed the VM (its labels travel with its
+    // size: a stop is allowed once they are known)...
+    assert!(
+        eventually(PATIENCE, async || !call(
+            &s.url,
+            "vm_lifecycle",
+            json!({"namespace": ns, "name": "grow", "action": "stop"})
+        )
+        .is_denied())
+        .await,
+        "the VM never reached the sidecar"
+    );
+    // ... re-applying it unchanged is an update that consumes nothing (as
+    // new, the second re-apply would pass the 11 vCPUs).
+    for _ in 0..3 {
+        let again = apply("grow", 4);
+        assert!(again.is_allowed(), "{again:?}");
+    }
+    assert_eq!(cpu_spent().await, Some(4.0));
+    // Growing it by 3 vCPUs consumes 3.
+    let grown = apply("grow", 7);
+    assert!(grown.is_allowed(), "{grown:?}");
+    assert_eq!(cpu_spent().await, Some(7.0));
+    // A new VM counts whole: 5 vCPUs do not fit into the 4 left.
+    let other = apply("other", 5);
+    assert_eq!(other.reason(), Some("rate_limit"), "{other:?}");
+    assert!(
+        other
+            .text()
+            .contains("this call needs 5 vCPU of cpu; 4 vCPU of the budget of 11 vCPU"),
+        "{other:?}"
+    );
+    let cores = cluster.get_json(&["-n", ns, "virtualmachine", "grow"])["spec"]["template"]["spec"]
+        ["domain"]["cpu"]["cores"]
+        .clone();
+    assert_eq!(cores, 7, "the updates reached the cluster");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_refused_clone_passes_once_the_window_slides() {
+    let cluster = Cluster::get();
+    let s = setup_with(
+        cluster,
+        "refill",
+        &[(
+            "{resource: storage, amount: 500Gi, window: 1h,",
+            "{resource: storage, amount: 500Gi, window: 5s,",
+        )],
+    )
+    .await;
+    let ns = &s.ns;
+    cluster.apply(&vm(ns, "db", "400Gi", "")).unwrap();
+    let clone = |target: &str| {
+        call(
+            &s.url,
+            "vm_clone",
+            json!({"namespace": ns, "name": "db", "targetName": target}),
+        )
+    };
+    let mut first = Answer::Other("not yet".into());
+    assert!(
+        eventually(PATIENCE, async || {
+            first = clone("copy-1");
+            first.reason() != Some("arguments")
+        })
+        .await,
+        "the source VM's size never reached the sidecar: {first:?}"
+    );
+    assert!(first.is_allowed(), "{first:?}");
+    // Asked straight away (and directly, a refusal is the sidecar's own):
+    // the agent's round trip above must not outlast the window.
+    let refused_at = std::time::Instant::now();
+    let refused = ask_sidecar(
+        &s,
+        "vm_clone",
+        json!({"namespace": ns, "name": "db", "targetName": "copy-2"}),
+    )
+    .await;
+    assert_eq!(refused.reason(), Some("rate_limit"), "{refused:?}");
+    assert!(
+        refused
+            .text()
+            .contains("100Gi of the budget of 500Gi of storage per 5s"),
+        "{refused:?}"
+    );
+    // The same clone passes once the 400Gi leave the 5 s window.
+    let mut again = Answer::Other("not yet".into());
+    assert!(
+        eventually(PATIENCE, async || {
+            again = clone("copy-2");
+            again.is_allowed()
+        })
+        .await,
+        "the window never slid: {again:?}"
+    );
+    eprintln!(
+        "window refill: the refused clone passed {} ms after its refusal (window 5 s)",
+        refused_at.elapsed().as_millis()
+    );
+    let made = cluster.get_json(&["-n", ns, "virtualmachineclones.clone.kubevirt.io"])["items"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(made, 2, "exactly the admitted clones exist");
 }

@@ -1,11 +1,15 @@
 //! The layering the crates promise, checked: the policy crate pulls in no
-//! async runtime, HTTP stack or Kubernetes client, and no crate's modules
-//! import each other in a loop.
+//! async runtime, HTTP stack or Kubernetes client, no crate's modules
+//! import each other in a loop, and errors are types, not strings.
 //!
 //! Crates cannot depend on each other in a cycle (cargo refuses); modules
 //! inside a crate can, and the first version of tollgate grew such loops
 //! (`acks` <-> `status`, `compile` -> `condition` -> `compile`). A loop
 //! means neither module can be read, tested or moved without the other.
+//!
+//! Errors are typed at the boundaries: no production function returns
+//! `Result<_, String>` (a thiserror enum whose variants carry the data lets
+//! callers match, count and test them), except clap's value parsers.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -246,4 +250,136 @@ fn the_cycle_finder_finds_a_planted_cycle() {
     )
     .unwrap();
     assert_eq!(find_cycle(&module_graph(src)), None);
+}
+
+/// The clap value parsers: clap prints their error after the flag's name,
+/// and a `String` is its convention there. Nothing else returns one.
+const STRING_ERROR_ALLOWED: &[(&str, &str)] = &[
+    ("src/cli/controller.rs", "env_pair"),
+    ("src/cli/mod.rs", "flag_duration"),
+    ("src/cli/import.rs", "rename"),
+];
+
+/// The error type of each `Result<T, E>` in `code` whose `E` is `String`,
+/// as the byte offset where it starts. Generic arguments are split at
+/// the commas of their own level, so `Result<HashMap<String, String>, E>`
+/// is not one.
+fn string_results(code: &str) -> Vec<usize> {
+    let bytes = code.as_bytes();
+    let mut found = Vec::new();
+    let mut from = 0;
+    while let Some(at) = code[from..].find("Result<") {
+        let start = from + at;
+        from = start + "Result<".len();
+        if start > 0 && (bytes[start - 1].is_ascii_alphanumeric() || bytes[start - 1] == b'_') {
+            continue; // `ParseResult<`, `io_Result<`: another type
+        }
+        // The start of the last non-empty argument (a trailing comma ends none).
+        let (mut depth, mut last, mut end) = (1, None, None);
+        let mut comma = None;
+        for (i, c) in code[from..].char_indices() {
+            match c {
+                '<' | '(' | '[' => depth += 1,
+                '>' if code[..from + i].ends_with('-') => {} // `->` in an Fn type
+                '>' | ')' | ']' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        end = Some(from + i);
+                        break;
+                    }
+                }
+                ',' if depth == 1 => comma = Some(from + i + 1),
+                c if depth == 1 && !c.is_whitespace() && comma.is_some() => {
+                    last = comma.take();
+                }
+                ';' | '{' => break,
+                _ => {}
+            }
+        }
+        if let (Some(last), Some(end)) = (last, end)
+            && code[last..end].trim().trim_end_matches(',').trim() == "String"
+        {
+            found.push(start);
+        }
+    }
+    found
+}
+
+/// `path:line (fn name)` of every `Result<_, String>` in the production
+/// code under `root`'s `crates/*/src` and `src`, minus the allowlist.
+fn string_errors(root: &Path) -> Vec<String> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(root.join("crates"))
+        .map(|d| d.map(|e| e.unwrap().path().join("src")).collect())
+        .unwrap_or_default();
+    dirs.push(root.join("src"));
+    let function = regex::Regex::new(r"fn\s+([a-z_][a-z0-9_]*)").unwrap();
+    let mut out = Vec::new();
+    for dir in dirs.iter().filter(|d| d.is_dir()) {
+        let mut files = Vec::new();
+        rust_files(dir, &mut files);
+        files.sort();
+        for file in files {
+            let text = std::fs::read_to_string(&file).unwrap();
+            let Some(code) = production_code(&file, &text) else {
+                continue;
+            };
+            let rel = file
+                .strip_prefix(root)
+                .unwrap()
+                .to_string_lossy()
+                .replace('\\', "/");
+            for at in string_results(&code) {
+                let name = function
+                    .captures_iter(&code[..at])
+                    .last()
+                    .map(|c| c[1].to_owned())
+                    .unwrap_or_default();
+                if STRING_ERROR_ALLOWED.contains(&(rel.as_str(), name.as_str())) {
+                    continue;
+                }
+                let line = code[..at].matches('\n').count() + 1;
+                out.push(format!("{rel}:{line} (fn {name})"));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn no_production_code_returns_a_string_error() {
+    let found = string_errors(&root());
+    assert!(
+        found.is_empty(),
+        "Result<_, String> in production code; return a thiserror enum whose variants carry \
+         the data (the message goes in #[error]) instead:\n{}",
+        found.join("\n")
+    );
+}
+
+#[test]
+fn the_string_error_finder_finds_a_planted_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("crates/demo/src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::create_dir_all(dir.path().join("src/cli")).unwrap();
+    std::fs::write(
+        src.join("lib.rs"),
+        "pub fn typed() -> Result<HashMap<String, String>, Error> { todo!() }\n\
+         pub fn f(\n    x: u8,\n) -> Result<\n    Vec<u8>,\n    String,\n> {\n    todo!()\n}\n\
+         fn g() { let c = |k: &str| -> Result<Option<String>, String> { todo!() }; }\n\
+         #[cfg(test)]\nmod tests {\n    fn h() -> Result<(), String> { Ok(()) }\n}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("src/cli/mod.rs"),
+        "fn flag_duration(s: &str) -> Result<Duration, String> { todo!() }\n",
+    )
+    .unwrap();
+    assert_eq!(
+        string_errors(dir.path()),
+        [
+            "crates/demo/src/lib.rs:4 (fn f)",
+            "crates/demo/src/lib.rs:10 (fn g)"
+        ]
+    );
 }

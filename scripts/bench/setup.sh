@@ -3,10 +3,11 @@
 # tollgate with. Idempotent: when everything is there it prints the paths and
 # takes well under a second.
 #
-#   scripts/bench/setup.sh            # nginx (Debian) + Intercept (Go)
+#   scripts/bench/setup.sh            # nginx, wrk (Debian) + Intercept (Go)
 #
 # - nginx: Debian's package, installed with apt-get when `nginx` is not on
 #   PATH (needs root, as on the project's machines).
+# - wrk: Debian's package, likewise, for scripts/bench/wrk.sh.
 # - Intercept (PolicyLayer), pinned to INTERCEPT_VERSION, built once with
 #   `go install github.com/policylayer/intercept@VERSION` into
 #   $TOLLGATE_CACHE/bench/intercept-VERSION/intercept. It also asks the Go
@@ -51,6 +52,21 @@ if [[ -z "$nginx_bin" ]]; then
 fi
 "$nginx_bin" -v >/dev/null 2>&1 || die "$nginx_bin does not run"
 
+# --- wrk (scripts/bench/wrk.sh: the side by side with stock tools) -------------
+wrk_bin="$(command -v wrk || true)"
+if [[ -z "$wrk_bin" ]]; then
+    if [[ "$(id -u)" == 0 ]]; then
+        log "installing Debian's wrk"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >&2 ||
+            { DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2 &&
+                DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >&2; } ||
+            log "warning: apt-get install wrk failed; wrk.sh is left out"
+        wrk_bin="$(command -v wrk || true)"
+    else
+        log "warning: wrk is missing and installing it needs root (apt-get install wrk); wrk.sh is left out"
+    fi
+fi
+
 # --- Intercept ---------------------------------------------------------------
 dir="$TOLLGATE_CACHE/bench/intercept-$INTERCEPT_VERSION"
 intercept="$dir/intercept"
@@ -87,4 +103,4 @@ else
     intercept=""
 fi
 
-printf 'NGINX=%s\nINTERCEPT=%s\nINTERCEPT_VERSION=%s\n' "$nginx_bin" "$intercept" "$INTERCEPT_VERSION"
+printf 'NGINX=%s\nWRK=%s\nINTERCEPT=%s\nINTERCEPT_VERSION=%s\n' "$nginx_bin" "$wrk_bin" "$intercept" "$INTERCEPT_VERSION"

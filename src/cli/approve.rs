@@ -1,6 +1,11 @@
-//! `tollgate approve|reject --admin URL ID` and `tollgate approvals --admin
-//! URL`: a person deciding a held call on a sidecar's admin listener (file
-//! mode). Prints what the sidecar answers; exits 1 when it refuses.
+//! `tollgate approve|reject NAME` and `tollgate approvals --admin URL`: a
+//! person deciding a held call. Without `--admin`, against the cluster of
+//! the kubeconfig (managed mode): the same status write as `kubectl patch
+//! mtca NAME --subresource=status`, which the apiserver and tollgate's
+//! webhook check ([`cluster`]). With `--admin URL`, on a sidecar's admin
+//! listener (file mode). Prints the answer; exits 1 when it is refused.
+
+mod cluster;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -14,17 +19,26 @@ use serde_json::{Value, json};
 /// Flags of `tollgate approve` and `tollgate reject`.
 #[derive(clap::Args)]
 pub(crate) struct DecideArgs {
-    /// The approval's id, as the agent was told or `tollgate approvals` lists.
+    /// The approval's id (the McpToolCallApproval's name), as the agent was told,
+    /// `kubectl get mtca` or `tollgate approvals` lists.
     id: String,
-    /// The sidecar's admin listener, e.g. http://127.0.0.1:9901.
+    /// File mode: the sidecar's admin listener, e.g. http://127.0.0.1:9901. Without it, the
+    /// McpToolCallApproval is decided in the cluster of the kubeconfig.
     #[arg(long, env = "TOLLGATE_ADMIN")]
-    admin: http::Uri,
-    /// Who decides (recorded; the requester may not approve its own call).
-    #[arg(long = "as", env = "USER")]
-    by: String,
-    /// Groups the decider is in, for rules that list approver groups.
-    #[arg(long = "group")]
+    admin: Option<http::Uri>,
+    /// File mode: who decides (default $USER). In the cluster: a user to impersonate
+    /// (like kubectl --as); otherwise the apiserver records who you are.
+    #[arg(long = "as")]
+    by: Option<String>,
+    /// File mode: groups the decider is in. In the cluster: groups to impersonate (--as-group).
+    #[arg(long = "group", alias = "as-group")]
     groups: Vec<String>,
+    /// In the cluster: the approval's namespace (default: the kubeconfig context's).
+    #[arg(short = 'n', long)]
+    namespace: Option<String>,
+    /// In the cluster: a kubeconfig (default: $KUBECONFIG, ~/.kube/config, in-cluster).
+    #[arg(long)]
+    kubeconfig: Option<std::path::PathBuf>,
     /// Why, recorded with the decision (and shown to the agent on rejection).
     #[arg(long)]
     reason: Option<String>,
@@ -52,9 +66,17 @@ pub(crate) enum ClientError {
 }
 
 pub(crate) fn decide(args: &DecideArgs, verdict: &str) -> ExitCode {
-    let body = json!({ "by": args.by, "groups": args.groups, "reason": args.reason });
+    let Some(admin) = &args.admin else {
+        return cluster::decide(args, verdict);
+    };
+    let by = args
+        .by
+        .clone()
+        .or_else(|| std::env::var("USER").ok())
+        .unwrap_or_default();
+    let body = json!({ "by": by, "groups": args.groups, "reason": args.reason });
     let path = format!("/approvals/{}/{verdict}", args.id);
-    exchange(&args.admin, &path, Some(body))
+    exchange(admin, &path, Some(body))
 }
 
 pub(crate) fn list(args: &ListArgs) -> ExitCode {

@@ -88,6 +88,9 @@ pub(crate) struct ControllerArgs {
 }
 
 /// `NAME=VALUE` with a valid environment variable name.
+/// A clap `value_parser`, which only prints its error after the flag's
+/// name: a `String` error is clap's convention there, and the one place
+/// `tests/layering.rs` allows it.
 fn env_pair(s: &str) -> Result<(String, String), String> {
     let (name, value) = s
         .split_once('=')

@@ -34,6 +34,10 @@ enum Format {
     Intercept,
 }
 
+/// `--rename FROM=TO`, both sides non-empty.
+/// A clap `value_parser`, which only prints its error after the flag's
+/// name: a `String` error is clap's convention there, and the one place
+/// `tests/layering.rs` allows it.
 fn rename(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((from, to)) if !from.is_empty() && !to.is_empty() => Ok((from.into(), to.into())),

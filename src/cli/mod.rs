@@ -188,6 +188,9 @@ pub(crate) fn list_tools(url: &http::Uri) -> Result<Vec<serde_json::Value>, Tool
 }
 
 /// Durations of flags: those of policies (`30s`, `1m`), plus `250ms`.
+/// A clap `value_parser`, which only prints its error after the flag's
+/// name: a `String` error is clap's convention there, and the one place
+/// `tests/layering.rs` allows it.
 pub(crate) fn flag_duration(s: &str) -> Result<Duration, String> {
     if let Some(ms) = s.strip_suffix("ms")
         && let Ok(ms) = ms.parse::<u64>()

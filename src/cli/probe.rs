@@ -112,27 +112,37 @@ async fn probe(args: &ProbeArgs) -> Result<bool, ProbeError> {
     Ok(passed)
 }
 
+/// Why one GET got no answer.
+#[derive(Debug, thiserror::Error)]
+enum GetError {
+    #[error("{0}")]
+    Request(#[from] http::Error),
+    /// The connection, TLS verification or exchange failed (with its causes).
+    #[error("{0}")]
+    Exchange(String),
+    #[error("no answer within 10s")]
+    Timeout,
+}
+
 /// One GET, 10 s at most; the status.
 async fn get<C>(
     client: &Client<C, Empty<Bytes>>,
     url: &http::Uri,
-) -> Result<http::StatusCode, String>
+) -> Result<http::StatusCode, GetError>
 where
     C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
 {
-    let request = http::Request::get(url.clone())
-        .body(Empty::new())
-        .map_err(|e| e.to_string())?;
+    let request = http::Request::get(url.clone()).body(Empty::new())?;
     let exchange = async {
         let response = client
             .request(request)
             .await
-            .map_err(|e| super::error_chain(&e))?;
+            .map_err(|e| GetError::Exchange(super::error_chain(&e)))?;
         let status = response.status();
         let _ = response.into_body().collect().await;
-        Ok::<_, String>(status)
+        Ok::<_, GetError>(status)
     };
     tokio::time::timeout(Duration::from_secs(10), exchange)
         .await
-        .map_err(|_| "no answer within 10s".to_owned())?
+        .map_err(|_| GetError::Timeout)?
 }

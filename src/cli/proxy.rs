@@ -7,9 +7,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use tollgate_sidecar::{
-    AuditConfig, AuditLevel, CaSource, ControllerTls, IdentityKind, IdentitySource, JwksSource,
-    ManagedConfig, NotifyConfig, ProxyConfig, RuleSource, SharedStoreConfig, SharedStoreTls,
-    StdioUpstream, Unselected,
+    ApprovalsInCluster, AuditConfig, AuditLevel, CaSource, ControllerTls, IdentityKind,
+    IdentitySource, JwksSource, ManagedConfig, NotifyConfig, ProxyConfig, RuleSource,
+    SharedStoreConfig, SharedStoreTls, StdioUpstream, Unselected,
 };
 
 #[derive(clap::Args)]
@@ -207,15 +207,55 @@ pub(crate) struct ProxyArgs {
     /// serve more concurrent calls where the pod has the cores.
     #[arg(long, default_value_t = 1, env = "TOLLGATE_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..=256))]
     worker_threads: u16,
-    /// A kubeconfig for TokenReviews (--identity kubernetes; default: $KUBECONFIG or in-cluster).
+    /// A kubeconfig for TokenReviews (--identity kubernetes) and approval objects (--approvals
+    /// kubernetes); default: $KUBECONFIG or in-cluster.
     #[arg(long)]
     kubeconfig: Option<PathBuf>,
+    /// Where calls held for approval wait: `kubernetes` as McpToolCallApproval objects in the
+    /// pod's namespace (needs --controller), `memory` in this process (decided on the admin
+    /// listener); `auto`: kubernetes with --controller in a pod or with --kubeconfig, else memory.
+    #[arg(long, value_enum, default_value_t = ApprovalsArg::Auto, env = "TOLLGATE_APPROVALS")]
+    approvals: ApprovalsArg,
     /// Refuse requests without a bearer token (default: such callers have no subject).
     #[arg(long, env = "TOLLGATE_REQUIRE_IDENTITY")]
     require_identity: bool,
     /// The stdio MCP server and its arguments, after `--` (with --upstream-command).
     #[arg(last = true, value_name = "COMMAND")]
     command: Vec<OsString>,
+}
+
+/// `--approvals`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum ApprovalsArg {
+    Auto,
+    Memory,
+    Kubernetes,
+}
+
+/// Where approvals are kept, from `--approvals` and managed mode.
+fn approvals_in_cluster(
+    args: &ProxyArgs,
+    rules: &RuleSource,
+) -> Result<Option<ApprovalsInCluster>, ArgsError> {
+    let in_pod = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
+    let managed = match rules {
+        RuleSource::Controller(m) => Some(m),
+        RuleSource::Files(_) => None,
+    };
+    let wanted = match args.approvals {
+        ApprovalsArg::Memory => false,
+        ApprovalsArg::Kubernetes => true,
+        ApprovalsArg::Auto => managed.is_some() && (in_pod || args.kubeconfig.is_some()),
+    };
+    match (wanted, managed) {
+        (false, _) => Ok(None),
+        (true, None) => Err(ArgsError::ApprovalsNeedController),
+        (true, Some(m)) => Ok(Some(ApprovalsInCluster {
+            kubeconfig: args.kubeconfig.clone(),
+            namespace: m.namespace.clone(),
+            pod: m.pod.clone(),
+        })),
+    }
 }
 
 /// Flags that do not make a working sidecar together.
@@ -231,6 +271,11 @@ pub(crate) enum ArgsError {
         /// The environment variable's suffix.
         upper: &'static str,
     },
+    /// Approvals in the cluster without managed mode (no pod to bind them to).
+    #[error(
+        "--approvals kubernetes keeps approvals in the pod's namespace and needs managed mode (--controller, --pod-name, --pod-namespace); without a controller use --approvals memory"
+    )]
+    ApprovalsNeedController,
     /// Managed mode without the pod's token.
     #[error("--controller needs --token-file")]
     MissingToken,
@@ -275,6 +320,7 @@ impl TryFrom<ProxyArgs> for Proxy {
 
     fn try_from(args: ProxyArgs) -> Result<Self, ArgsError> {
         let rules = rule_source(&args)?;
+        let approvals_in_cluster = approvals_in_cluster(&args, &rules)?;
         let identity = identity_source(&args)?;
         let approval_webhook = match (&args.approval_webhook, &args.approval_webhook_secret_file) {
             (Some(url), Some(path)) => {
@@ -334,6 +380,7 @@ impl TryFrom<ProxyArgs> for Proxy {
             }),
             approvals_remote: args.approvals_remote,
             approval_webhook,
+            approvals_in_cluster,
             stdio,
             ..ProxyConfig::new(rules, upstream, args.listen, args.admin_listen)
         };

@@ -33,6 +33,8 @@
 //   --timeout MS                   per-request timeout (default 30000)
 //   --delete-session               end with DELETE (transport.terminateSession) — streamable only
 //   --verbose                      transport errors and notifications on stderr
+//   --progress                     calls ask for progress (_meta.progressToken); each
+//                                  result gains "progressNotifications": [{progress, total?, message?}]
 //
 // Error objects: {"error":{"code":C,"message":M,"kind":K,...}} where kind is
 //   "jsonrpc"   a JSON-RPC error response (code is the JSON-RPC code; data if any)
@@ -88,6 +90,7 @@ for (let i = 0; i < argv.length; i++) {
     case '--concurrency': o.concurrency = Number(val()); break;
     case '--full': o.full = true; break;
     case '--no-results': o.noResults = true; break;
+    case '--progress': o.progress = true; break;
     case '-h': case '--help': usage();
     // falls through
     default:
@@ -202,6 +205,13 @@ async function listTools(full) {
 
 async function callOnce(name, args) {
   try {
+    if (o.progress) {
+      // The SDK sends _meta.progressToken and hands each notifications/progress here.
+      const progress = [];
+      const opts = { ...reqOpts, onprogress: (p) => progress.push(p), resetTimeoutOnProgress: true };
+      const result = await client.callTool({ name, arguments: args }, undefined, opts);
+      return { ...result, progressNotifications: progress };
+    }
     return await client.callTool({ name, arguments: args }, undefined, reqOpts);
   } catch (e) {
     return { error: errorJson(e) };

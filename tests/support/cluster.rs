@@ -279,6 +279,33 @@ impl Cluster {
             .unwrap()
     }
 
+    /// A kubeconfig (in `dir`) that authenticates as ServiceAccount
+    /// `ns/sa` with a token for the apiserver.
+    #[allow(dead_code)]
+    pub fn kubeconfig_for(&self, dir: &Path, ns: &str, sa: &str) -> PathBuf {
+        let token = self
+            .kubectl(&["-n", ns, "create", "token", sa, "--duration", "1h"])
+            .unwrap();
+        let raw: Value = serde_json::from_str(
+            &self
+                .kubectl(&["config", "view", "--raw", "--minify", "-o", "json"])
+                .unwrap(),
+        )
+        .unwrap();
+        let cluster = &raw["clusters"][0]["cluster"];
+        let config = serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "test", "cluster": cluster}],
+            "users": [{"name": sa, "user": {"token": token.trim()}}],
+            "contexts": [{"name": "test", "context": {"cluster": "test", "user": sa, "namespace": ns}}],
+            "current-context": "test",
+        });
+        let path = dir.join(format!("kubeconfig-{sa}"));
+        std::fs::write(&path, config.to_string()).unwrap();
+        path
+    }
+
     /// The policy object as JSON.
     pub fn policy(&self, ns: &str, name: &str) -> Value {
         self.get_json(&["-n", ns, "mcptoolpolicy", name])
@@ -290,6 +317,8 @@ pub struct ControllerProc {
     pub proc: Proc,
     pub push: SocketAddr,
     pub admin: SocketAddr,
+    /// Where its admission webhook listens, when started with one.
+    pub webhook: Option<SocketAddr>,
     /// The CA its push certificate chains to (from its Secret), as a file.
     pub ca_file: PathBuf,
     _ca_dir: tempfile::TempDir,
@@ -351,6 +380,33 @@ impl ControllerProc {
         )
     }
 
+    /// Starts a replica of `ns` that also serves the admission webhook on
+    /// loopback, keeping the caBundle of MutatingWebhookConfiguration
+    /// `configuration`.
+    #[allow(dead_code)]
+    pub fn start_with_webhook(
+        cluster: &Cluster,
+        ns: &str,
+        identity: &str,
+        configuration: &str,
+    ) -> ControllerProc {
+        Self::spawn_with(
+            cluster,
+            ns,
+            identity,
+            "127.0.0.1:0",
+            &cluster.kubeconfig,
+            Some(ns),
+            &[
+                "--webhook-listen",
+                "127.0.0.1:0",
+                "--webhook-configuration",
+                configuration,
+            ],
+            &[],
+        )
+    }
+
     fn spawn(
         cluster: &Cluster,
         ns: &str,
@@ -358,6 +414,22 @@ impl ControllerProc {
         push: &str,
         kubeconfig: &Path,
         watch: Option<&str>,
+        env: &[(&str, String)],
+    ) -> ControllerProc {
+        Self::spawn_with(cluster, ns, identity, push, kubeconfig, watch, &[], env)
+    }
+
+    // Every caller above names the same few things; a builder for one test
+    // helper would be more code than the long list.
+    #[allow(clippy::too_many_arguments)]
+    fn spawn_with(
+        cluster: &Cluster,
+        ns: &str,
+        identity: &str,
+        push: &str,
+        kubeconfig: &Path,
+        watch: Option<&str>,
+        extra: &[&str],
         env: &[(&str, String)],
     ) -> ControllerProc {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_tollgate"));
@@ -390,7 +462,8 @@ impl ControllerProc {
             "127.0.0.1",
         ])
         .arg("--kubeconfig")
-        .arg(kubeconfig);
+        .arg(kubeconfig)
+        .args(extra);
         let (proc, line) = Proc::spawn(cmd, |l| l.contains("tollgate controller started"));
         let v: Value = serde_json::from_str(&line).unwrap();
         let ca_dir = tempfile::tempdir().unwrap();
@@ -400,6 +473,7 @@ impl ControllerProc {
             proc,
             push: v["push"].as_str().unwrap().parse().unwrap(),
             admin: v["admin"].as_str().unwrap().parse().unwrap(),
+            webhook: v["webhook"].as_str().and_then(|w| w.parse().ok()),
             ca_file,
             _ca_dir: ca_dir,
         }

@@ -199,18 +199,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// The ConfigMap name of a replica (a valid object name whatever the identity).
 pub(crate) fn configmap_name(identity: &str) -> String {
-    let clean: String = identity
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '-'
-            }
-        })
-        .take(200)
-        .collect();
-    format!("tollgate-acks-{}", clean.trim_matches('-'))
+    format!(
+        "tollgate-acks-{}",
+        tollgate_runtime::names::dns_part(identity, 200)
+    )
 }
 
 /// Publishes this replica's acks until `shutdown`, then removes them.

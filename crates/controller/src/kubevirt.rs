@@ -611,4 +611,23 @@ mod tests {
         );
         assert_eq!(s.state().clones.running_by_namespace["vms"], 1);
     }
+
+    #[test]
+    fn running_counts_are_vouched_for_only_by_a_current_vmi_watch() {
+        let mut s = Seen::default();
+        let (_clones_ready, clones) = watch::channel(true);
+        s.clones_current = Some(clones);
+        let state = s.state();
+        assert!(state.clones_observed);
+        assert!(
+            !state.vmis_observed,
+            "a current clone watch says nothing about running VMs"
+        );
+        let (vmis_ready, vmis) = watch::channel(true);
+        s.vmis_current = Some(vmis);
+        assert!(s.state().vmis_observed);
+        // Re-listing after an expired watch: not current until the list is in.
+        vmis_ready.send_replace(false);
+        assert!(!s.state().vmis_observed);
+    }
 }

@@ -66,6 +66,8 @@ label_values! {
         Namespace => "namespace",
         /// The pod-label webhook.
         Pod => "pod",
+        /// Decisions on held tool calls (`McpToolCallApproval` updates).
+        Approval => "approval",
     }
 }
 
@@ -80,6 +82,8 @@ label_values! {
         Denied => "denied",
         /// The review could not be read.
         Error => "error",
+        /// A person's decision on a held tool call, recorded as their vote.
+        Recorded => "recorded",
     }
 }
 

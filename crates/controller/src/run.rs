@@ -413,6 +413,7 @@ async fn start_webhook(
             ..w.inject.clone()
         },
         requests: metrics.webhook_requests(),
+        client: Some(client.clone()),
     });
     tracing::info!(native_sidecars = native, image = %w.inject.image, "injection webhook ready");
     tokio::spawn(webhook_server::serve(
@@ -460,7 +461,7 @@ impl AdminState for Admin {
         self.metrics.ready.set(i64::from(synced.is_ok()));
         match synced {
             Ok(()) => Readiness::Ready("policies and pods listed and indexed".into()),
-            Err(why) => Readiness::NotReady(why),
+            Err(why) => Readiness::NotReady(why.to_string()),
         }
     }
 }

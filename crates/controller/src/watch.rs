@@ -190,8 +190,8 @@ impl Synced {
     }
 
     /// `Ok` when all are current, else the names of those that are not.
-    pub(crate) fn check(&self) -> Result<(), String> {
-        let stale: Vec<&str> = self
+    pub(crate) fn check(&self) -> Result<(), NotSynced> {
+        let stale: Vec<&'static str> = self
             .watches
             .iter()
             .filter(|(_, r)| !*r.borrow())
@@ -200,16 +200,22 @@ impl Synced {
         if stale.is_empty() {
             Ok(())
         } else {
-            Err(format!(
-                "the {} not been listed and indexed yet (at start, or again after a watch expired)",
-                match stale.as_slice() {
-                    [one] => format!("{one} watch has"),
-                    many => format!("{} watches have", many.join(" and ")),
-                }
-            ))
+            Err(NotSynced(stale))
         }
     }
 }
+
+/// The watches that have not been listed and indexed yet, named in the
+/// readiness answer and in the push server's 503.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the {} not been listed and indexed yet (at start, or again after a watch expired)",
+    match .0.as_slice() {
+        [one] => format!("{one} watch has"),
+        many => format!("{} watches have", many.join(" and ")),
+    }
+)]
+pub(crate) struct NotSynced(Vec<&'static str>);
 
 /// Follows the policies of one kind (`McpToolPolicy`, or
 /// `ClusterMcpToolPolicy` under the namespace `""`) into the index.

@@ -127,6 +127,30 @@ pub struct ApprovalVote {
     pub reason: Option<String>,
 }
 
+/// A person's answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum ApprovalVerdict {
+    /// Let the call run (one vote toward `minApprovals`).
+    Approve,
+    /// Refuse it; final.
+    Reject,
+}
+
+/// What a person writes to decide, with `kubectl patch --subresource=status`:
+/// the controller's webhook checks them (the `approve` verb, not the
+/// requester, a listed approver) and turns this into a vote recorded under
+/// their authenticated name; the field itself is never stored.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ApprovalDecision {
+    /// Approve or Reject.
+    pub verdict: ApprovalVerdict,
+    /// Their words, if any (shown to the agent on rejection).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    pub reason: Option<String>,
+}
+
 /// What was decided.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -134,6 +158,10 @@ pub struct McpToolCallApprovalStatus {
     /// Pending, Approved, Rejected, Expired or Used.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<ApprovalPhase>,
+    /// A decision being made (write-only: the webhook records it as a vote
+    /// and removes it; an object never keeps one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision: Option<ApprovalDecision>,
     /// The approvals given, one per distinct person.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 10))]

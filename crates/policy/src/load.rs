@@ -358,8 +358,8 @@ fn name_of(metadata: &Value, cluster: bool) -> Result<String, Vec<Problem>> {
     };
     let name = text("name").unwrap_or_default();
     let namespace = text("namespace");
-    if let Err(message) = check_dns_name(&name, 253, true) {
-        problems.push(Problem::at("metadata.name", message));
+    if let Err(e) = check_dns_name(&name, ObjectField::Name) {
+        problems.push(Problem::at("metadata.name", e.to_string()));
     }
     match namespace.as_deref() {
         Some(_) if cluster => problems.push(Problem::at(
@@ -367,8 +367,8 @@ fn name_of(metadata: &Value, cluster: bool) -> Result<String, Vec<Problem>> {
             format!("a {CLUSTER_KIND} is cluster-scoped: remove `namespace` (or make it a {KIND})"),
         )),
         Some(ns) => {
-            if let Err(message) = check_dns_name(ns, 63, false) {
-                problems.push(Problem::at("metadata.namespace", message));
+            if let Err(e) = check_dns_name(ns, ObjectField::Namespace) {
+                problems.push(Problem::at("metadata.namespace", e.to_string()));
             }
         }
         None => {}
@@ -617,20 +617,54 @@ fn read_file(path: &Path) -> Result<String, Problem> {
     })
 }
 
+/// Which name of a policy object is checked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ObjectField {
+    /// `metadata.name`: a DNS subdomain (dots allowed), up to 253.
+    Name,
+    /// `metadata.namespace`: a DNS label, up to 63.
+    Namespace,
+}
+
+impl ObjectField {
+    fn max(self) -> usize {
+        match self {
+            ObjectField::Name => 253,
+            ObjectField::Namespace => 63,
+        }
+    }
+
+    fn dots(self) -> bool {
+        self == ObjectField::Name
+    }
+}
+
+/// Why a policy's `metadata.name` or `metadata.namespace` is refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum ObjectNameError {
+    /// No `metadata.name`.
+    #[error("metadata.name is required")]
+    NameMissing,
+    /// `namespace: ""`.
+    #[error("metadata.namespace must not be empty; leave it out or name a namespace")]
+    NamespaceEmpty,
+    /// Too long, or characters Kubernetes does not accept there.
+    #[error(
+        "{value:?} is not a valid Kubernetes name; use at most {} lowercase letters, digits, '-'{} starting and ending with a letter or digit, e.g. \"vm-clone-cap\"",
+        .field.max(),
+        if .field.dots() { " or '.'" } else { "" }
+    )]
+    Invalid { value: String, field: ObjectField },
+}
+
 /// Kubernetes object names: lowercase RFC 1123 (a subdomain for names,
 /// dots allowed; a label for namespaces), so a file policy could be applied
 /// as is and `namespace/name` is never ambiguous.
-fn check_dns_name(value: &str, max: usize, dots: bool) -> Result<(), String> {
-    let what = if dots {
-        "metadata.name"
-    } else {
-        "metadata.namespace"
-    };
+fn check_dns_name(value: &str, field: ObjectField) -> Result<(), ObjectNameError> {
     if value.is_empty() {
-        return Err(if dots {
-            format!("{what} is required")
-        } else {
-            format!("{what} must not be empty; leave it out or name a namespace")
+        return Err(match field {
+            ObjectField::Name => ObjectNameError::NameMissing,
+            ObjectField::Namespace => ObjectNameError::NamespaceEmpty,
         });
     }
     // Each dot-separated label is a DNS label: alphanumerics and '-', not
@@ -643,16 +677,16 @@ fn check_dns_name(value: &str, max: usize, dots: bool) -> Result<(), String> {
             && !label.starts_with('-')
             && !label.ends_with('-')
     };
-    let labels_ok = if dots {
+    let labels_ok = if field.dots() {
         value.split('.').all(label_ok)
     } else {
         label_ok(value)
     };
-    if value.len() > max || !labels_ok {
-        return Err(format!(
-            "{value:?} is not a valid Kubernetes name; use at most {max} lowercase letters, digits, '-'{} starting and ending with a letter or digit, e.g. \"vm-clone-cap\"",
-            if dots { " or '.'" } else { "" }
-        ));
+    if value.len() > field.max() || !labels_ok {
+        return Err(ObjectNameError::Invalid {
+            value: value.to_owned(),
+            field,
+        });
     }
     Ok(())
 }

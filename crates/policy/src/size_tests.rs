@@ -21,6 +21,8 @@ struct View {
     labels: BTreeMap<String, BTreeMap<String, String>>,
     vms: BTreeMap<String, Sizes>,
     cluster_instancetypes: BTreeMap<String, Sizes>,
+    /// Whether the controller's VMI watch is current.
+    running_current: bool,
 }
 
 impl ClusterView for View {
@@ -36,6 +38,9 @@ impl ClusterView for View {
             Some(_) => None,
         }
     }
+    fn running_vms_current(&self) -> bool {
+        self.running_current
+    }
 }
 
 fn gib(n: u64) -> Option<u64> {
@@ -43,7 +48,10 @@ fn gib(n: u64) -> Option<u64> {
 }
 
 fn view() -> View {
-    let mut v = View::default();
+    let mut v = View {
+        running_current: true,
+        ..View::default()
+    };
     v.vms.insert(
         "vms/db".into(),
         Sizes {
@@ -124,6 +132,13 @@ impl Sidecar {
 
     fn call(&self, tool: &str, args: Value) -> Decision {
         self.call_at(tool, args, Duration::ZERO)
+    }
+
+    fn lifecycle(&self, name: &str, action: &str) -> Decision {
+        self.call(
+            "vm_lifecycle",
+            json!({"namespace": "vms", "name": name, "action": action}),
+        )
     }
 
     fn clone_at(&self, source: &str, target: &str, after: Duration) -> Decision {
@@ -284,6 +299,52 @@ fn manifests_count_their_storage_requests_all_or_nothing() {
     assert_eq!(apply(unsized_dv).reason, Reason::Arguments);
 }
 
+#[test]
+fn re_applying_an_existing_vm_counts_only_what_it_grows_by() {
+    let mut s = Sidecar::new(VM_BUDGETS);
+    let vm = |cores: u32, disk: &str| {
+        format!(
+            "apiVersion: kubevirt.io/v1\nkind: VirtualMachine\nmetadata: {{name: v, namespace: vms}}\nspec:\n  runStrategy: Halted\n  template: {{spec: {{domain: {{cpu: {{cores: {cores}}}, memory: {{guest: 4Gi}}}}}}}}\n  dataVolumeTemplates: [{{metadata: {{name: d}}, spec: {{storage: {{resources: {{requests: {{storage: {disk}}}}}}}}}}}]\n"
+        )
+    };
+    let apply =
+        |s: &Sidecar, yaml: &str| s.call("resources_create_or_update", json!({ "resource": yaml }));
+    // New: 4 of 5 vCPUs, 40Gi of 100Gi.
+    assert_eq!(apply(&s, &vm(4, "40Gi")).effect, Effect::Allowed);
+    // The controller now sees the VM.
+    let seen = |s: &mut Sidecar, vcpus: u64, disk_gib: u64| {
+        let size = Sizes {
+            cpu: Some(vcpus * 1000),
+            memory: gib(4),
+            storage: gib(disk_gib),
+        };
+        s.view.vms.insert("vms/v".into(), size);
+    };
+    seen(&mut s, 4, 40);
+    // Unchanged, re-applied three times: nothing counts (counted as new, the
+    // second would already pass the 5 vCPUs).
+    for _ in 0..3 {
+        let d = apply(&s, &vm(4, "40Gi"));
+        assert_eq!(d.effect, Effect::Allowed, "{d:?}");
+    }
+    // Grown by 1 vCPU and 20Gi: exactly what is left of the vCPUs.
+    assert_eq!(apply(&s, &vm(5, "60Gi")).effect, Effect::Allowed);
+    seen(&mut s, 5, 60);
+    // Grown again by 1 vCPU: the budget is spent.
+    let d = apply(&s, &vm(6, "60Gi"));
+    assert_eq!((d.effect, d.reason), (Effect::Denied, Reason::RateLimit));
+    assert!(
+        d.message
+            .as_deref()
+            .unwrap_or("")
+            .contains("this call needs 1 vCPU"),
+        "{d:?}"
+    );
+    // A VM the controller does not know is new: counted whole.
+    let d = apply(&s, &vm(1, "1Gi").replace("name: v,", "name: w,"));
+    assert_eq!((d.effect, d.reason), (Effect::Denied, Reason::RateLimit));
+}
+
 const RUNNING: &str = r#"
     - name: lifecycle
       tools: [vm_lifecycle]
@@ -319,18 +380,51 @@ fn starts_count_against_the_running_vms_seen_in_the_cluster() {
     assert_eq!((d.effect, d.reason), (Effect::Denied, Reason::InFlight));
     assert!(d.message.unwrap().contains("3 running VMs per namespace"));
     // Stopping or pausing starts nothing.
-    assert_eq!(
-        s.call(
-            "vm_lifecycle",
-            json!({"namespace": "vms", "name": "scratch", "action": "stop"})
-        )
-        .effect,
-        Effect::Allowed
-    );
+    assert_eq!(s.lifecycle("scratch", "stop").effect, Effect::Allowed);
     assert_eq!(
         s.in_flight
             .running(spec::InFlightScope::Namespace, "vms", SystemTime::now()),
         3
+    );
+}
+
+/// A VM manifest that starts the VM.
+const RUNNING_VM: &str = "apiVersion: kubevirt.io/v1\nkind: VirtualMachine\nmetadata: {name: a, namespace: vms}\nspec: {running: true, template: {spec: {domain: {cpu: {cores: 1}, memory: {guest: 1Gi}}}}}\n";
+
+#[test]
+fn without_a_current_vmi_watch_starts_under_a_cap_are_refused() {
+    let mut s = Sidecar::new(RUNNING);
+    s.view.running_current = false;
+    // The clone watch vouches for its counts; the VMI watch does not.
+    s.in_flight.set_observed(
+        CloneCounts::default(),
+        SystemTime::now(),
+        crate::budget::inflight::Covers {
+            clones: true,
+            running: false,
+        },
+    );
+    let d = s.call(
+        "resources_create_or_update",
+        json!({ "resource": RUNNING_VM }),
+    );
+    assert_eq!(d.effect, Effect::Denied, "{d:?}");
+    let message = d.message.unwrap();
+    assert!(
+        message.contains("cap of 3 running VMs cannot be checked")
+            && message.contains("not current"),
+        "{message}"
+    );
+    // Stopping starts nothing, so the cap does not apply.
+    assert_eq!(s.lifecycle("scratch", "stop").effect, Effect::Allowed);
+    s.view.running_current = true;
+    assert_eq!(
+        s.call(
+            "resources_create_or_update",
+            json!({ "resource": RUNNING_VM }),
+        )
+        .effect,
+        Effect::Allowed
     );
 }
 

@@ -8,11 +8,17 @@
 //! generic read tools read Secrets like any other kind. Both are "reads" to
 //! a tool catalogue, and both were allowed by tollgate's own first examples.
 //! A warning does not fail `check`: some platforms mean it.
+//!
+//! It also names limits that cannot be spent: an object draws only on the
+//! limits of the first `Allow` rule that allows it (the same first-match
+//! model as rate limits), so the budgets and caps of a later resource rule
+//! whose every object an earlier, condition-free rule already allows are
+//! dead weight a reader would take for protection.
 
 use crate::catalogue::Catalogue;
-use crate::compile::CompiledPolicy;
 use crate::compile::matcher::{compile_glob, is_glob};
 use crate::compile::selector::Selected;
+use crate::compile::{CompiledPolicy, CompiledRule};
 use crate::load::LoadedPolicy;
 use crate::resources::{Op, ToolMeta};
 use crate::spec::{Action, Mode, RuleAction};
@@ -95,6 +101,69 @@ pub fn warnings_with(policy: &CompiledPolicy, catalogue: Option<&Catalogue>) -> 
             out.push(warn(format!(
                 "it allows {name}, which reads Secrets too; add a Deny rule for them, e.g. resources: [{{group: \"\", kind: Secret, verbs: [get, list, watch]}}]"
             )));
+        }
+    }
+    out.extend(shadowed_limits(policy));
+    out
+}
+
+/// Resource `Allow` rules with limits (budgets, rate limits, `inFlight`,
+/// `runningVMs`) whose every object an earlier `Allow` rule without
+/// conditions allows first. The earlier rule can still pass an object on
+/// when it cannot count it (an unknown size under `whenUnknown: Deny`, a
+/// running-VM count that is not current), and only then are the later
+/// rule's limits spent.
+fn shadowed_limits(policy: &CompiledPolicy) -> Vec<Warning> {
+    let rules = policy.rules();
+    let allowing = |r: &CompiledRule| r.action == Action::Allow && !r.resources.is_empty();
+    let mut out = Vec::new();
+    for (j, later) in rules.iter().enumerate() {
+        let limited =
+            !later.limits.is_empty() || !later.in_flight.is_empty() || later.running_vms.is_some();
+        if !allowing(later) || !limited {
+            continue;
+        }
+        let shadow = rules[..j].iter().find(|r| {
+            allowing(r)
+                && !r.has_tools
+                && r.conditions.is_empty()
+                && r.subjects.is_none()
+                && r.namespaces.is_none()
+                && r.clone.is_none()
+                && r.lifecycle.is_none()
+                && later
+                    .resources
+                    .iter()
+                    .all(|s| r.resources.iter().any(|e| e.covers(s)))
+        });
+        if let Some(first) = shadow {
+            // Whether the earlier rule passes some objects on: those it
+            // cannot count.
+            let passes_on = first.running_vms.is_some()
+                || !first.in_flight.is_empty()
+                || first
+                    .limits
+                    .iter()
+                    .any(|l| l.limit.size.is_some() && !l.unknown_allowed);
+            let when = if passes_on {
+                format!(
+                    "apply only to objects rule {:?} cannot count (an unknown size, a running-VM count that is not current)",
+                    first.name
+                )
+            } else {
+                format!(
+                    "never apply: rule {:?} allows every object first",
+                    first.name
+                )
+            };
+            out.push(Warning {
+                policy: policy.name.to_string(),
+                path: format!("spec.rules[{j}]"),
+                message: format!(
+                    "the budgets and caps of rule {:?} {when}; that earlier rule matches every object this one does and has no conditions, and an object draws only on the limits of the first Allow rule that allows it; put all of an object's limits on one rule",
+                    later.name
+                ),
+            });
         }
     }
     out
@@ -270,6 +339,38 @@ mod tests {
         // Allowed by default counts too.
         let w = warnings_of(&format!("{HEAD}  defaultAction: Allow\n"));
         assert_eq!(w.len(), 3, "{w:?}");
+    }
+
+    #[test]
+    fn budgets_an_earlier_rule_shadows_are_named() {
+        let vm = "{group: kubevirt.io, kind: VirtualMachine, verbs: [create]}";
+        let rules = |first: &str| {
+            format!(
+                "{HEAD}  defaultAction: Deny\n  rules:\n    - {{name: storage, resources: [{{group: kubevirt.io, kind: VirtualMachine, verbs: [create, update]}}], action: Allow{first}}}\n    - {{name: cpu, resources: [{vm}], action: Allow, budgets: [{{resource: cpu, amount: \"64\", window: 1h}}]}}\n"
+            )
+        };
+        let w = warnings_of(&rules(""));
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].contains("rule \"cpu\" never apply: rule \"storage\" allows every object first"),
+            "{w:?}"
+        );
+        // An earlier rule with its own budgets passes on what it cannot
+        // measure (whenUnknown: Deny): only those reach the later rule.
+        let w = warnings_of(&rules(
+            ", budgets: [{resource: storage, amount: 500Gi, window: 1h}]",
+        ));
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].contains("rule \"cpu\" apply only to objects rule \"storage\" cannot count"),
+            "{w:?}"
+        );
+        // An earlier rule with conditions lets objects through to the later
+        // one: no warning.
+        assert_eq!(
+            warnings_of(&rules(", namespaces: {include: [dev]}")),
+            Vec::<String>::new()
+        );
     }
 
     #[test]

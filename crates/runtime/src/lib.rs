@@ -16,6 +16,7 @@ pub mod expiring;
 pub mod kube_client;
 pub mod labels;
 pub mod logging;
+pub mod names;
 pub mod otel;
 pub mod serve;
 pub mod shutdown;

@@ -207,6 +207,9 @@ pub struct ProxyConfig {
     pub approvals_remote: bool,
     /// Where approval notifications go, signed, if anywhere.
     pub approval_webhook: Option<crate::approvals::notify::NotifyConfig>,
+    /// Keep approvals as `McpToolCallApproval` objects in the pod's
+    /// namespace (managed mode) instead of in memory.
+    pub approvals_in_cluster: Option<crate::approvals::cluster::ClusterSettings>,
     /// Run the MCP server as stdio child processes (one per session)
     /// instead of reaching `upstream` over HTTP.
     pub stdio: Option<crate::stdio::bridge::StdioUpstream>,
@@ -244,6 +247,7 @@ impl ProxyConfig {
             shared_store: None,
             approvals_remote: false,
             approval_webhook: None,
+            approvals_in_cluster: None,
             stdio: None,
         }
     }

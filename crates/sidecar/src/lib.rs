@@ -33,6 +33,7 @@ mod traces;
 mod transport;
 mod would_deny;
 
+pub use approvals::cluster::ClusterSettings as ApprovalsInCluster;
 pub use approvals::notify::NotifyConfig;
 pub use audit::{AuditConfig, AuditLevel};
 pub use config::{
@@ -49,8 +50,10 @@ pub use start::{Running, StartError, run, start};
 pub use stdio::bridge::StdioUpstream;
 pub use stdio::child::{Exit, SpawnError};
 pub use stdio::discover::list_tools_of_command;
+pub use stdio::discover_error::StdioDiscoveryError;
 pub use stdio::wrap::{WrapConfig, WrapError, wrap};
-pub use transport::discover::{ListToolsError, list_tools_at};
+pub use tls::BadRoots;
+pub use transport::discover::{HttpDiscoveryError, ListToolsError, list_tools_at};
 /// The session table, public for its benchmark (`benches/sessions.rs`).
 pub use transport::sessions::Sessions;
-pub use transport::upstream::UpstreamUrlError;
+pub use transport::upstream::{UpstreamError, UpstreamUrlError};

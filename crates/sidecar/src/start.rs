@@ -12,6 +12,7 @@ use tollgate_mcp::{jsonrpc, sse, tools};
 use tollgate_runtime::otel::Telemetry;
 use tollgate_runtime::serve;
 
+use crate::approvals::cluster::ClusterApprovals;
 use crate::approvals::metrics::ApprovalMetrics;
 use crate::approvals::notify::Notifier;
 use crate::approvals::{Approvals, admin as approvals_admin};
@@ -153,11 +154,19 @@ pub async fn start(config: ProxyConfig, audit: AuditConfig) -> Result<Running, S
         ),
         None => None,
     };
-    let approvals = Arc::new(Approvals::new(
-        approval_metrics,
-        format!("http://{admin}"),
-        notifier,
-    ));
+    let mut approvals = Approvals::new(approval_metrics, format!("http://{admin}"), notifier);
+    if let Some(settings) = &config.approvals_in_cluster {
+        // Not fatal: a pod without a ServiceAccount token still serves the
+        // calls that need no approval; those that do are refused.
+        approvals = match ClusterApprovals::connect(settings.clone()).await {
+            Ok(cluster) => approvals.in_cluster(cluster),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot keep approvals in the cluster; calls that need an approval are refused");
+                approvals.without_client(e)
+            }
+        };
+    }
+    let approvals = Arc::new(approvals);
     let serve_approvals = admin.ip().is_loopback() || config.approvals_remote;
     let telemetry = Telemetry::from_env("tollgate-sidecar")?;
 
@@ -281,6 +290,12 @@ pub async fn start(config: ProxyConfig, audit: AuditConfig) -> Result<Running, S
     if let Some(b) = bridge {
         tasks.push(tokio::spawn(b.reap(shutdown_rx.clone())));
     }
+    if config.approvals_in_cluster.is_some() {
+        tasks.push(tokio::spawn(sweep_cluster(
+            proxy.clone(),
+            shutdown_rx.clone(),
+        )));
+    }
     tasks.push(tokio::spawn(sweep(proxy.clone(), shutdown_rx)));
 
     tracing::info!(
@@ -402,6 +417,18 @@ async fn sweep(proxy: Arc<Proxy>, mut shutdown: watch::Receiver<bool>) {
                     proxy.gate.sweep(last_buckets);
                 }
             }
+        }
+    }
+}
+
+/// Managed mode: marks overdue approval objects `Expired` every few seconds
+/// (so `kubectl get mtca` shows them so) and refreshes the pending gauge.
+async fn sweep_cluster(proxy: Arc<Proxy>, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = tick.tick() => proxy.gate.approvals.sweep_cluster().await,
         }
     }
 }

@@ -8,16 +8,27 @@ use rustls::RootCertStore;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
-/// The certificates of a PEM bundle as a root store; why not, as a
-/// sentence that ends a message such as "… --controller-ca-file x: …".
-pub(crate) fn roots(pem: &[u8]) -> Result<RootCertStore, String> {
+/// Why a PEM bundle gives no root store; its text ends a message such as
+/// "… --controller-ca-file x: …".
+#[derive(Debug, thiserror::Error)]
+pub enum BadRoots {
+    #[error("bad PEM ({0})")]
+    Pem(rustls::pki_types::pem::Error),
+    #[error("unusable CA ({0})")]
+    Unusable(rustls::Error),
+    #[error("holds no PEM certificate (-----BEGIN CERTIFICATE-----)")]
+    Empty,
+}
+
+/// The certificates of a PEM bundle as a root store.
+pub(crate) fn roots(pem: &[u8]) -> Result<RootCertStore, BadRoots> {
     let mut roots = RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(pem) {
-        let cert = cert.map_err(|e| format!("bad PEM ({e})"))?;
-        roots.add(cert).map_err(|e| format!("unusable CA ({e})"))?;
+        let cert = cert.map_err(BadRoots::Pem)?;
+        roots.add(cert).map_err(BadRoots::Unusable)?;
     }
     if roots.is_empty() {
-        return Err("holds no PEM certificate (-----BEGIN CERTIFICATE-----)".into());
+        return Err(BadRoots::Empty);
     }
     Ok(roots)
 }

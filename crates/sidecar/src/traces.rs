@@ -22,7 +22,10 @@ use tollgate_policy::Decision;
 
 use crate::metrics::McpMethod;
 
-/// The span of one request; ended when dropped.
+/// The span of one request. Cloning shares the span (a handle for a
+/// task that outlives the borrow); the SDK ends it when the last clone is
+/// dropped.
+#[derive(Clone)]
 pub(crate) struct RequestSpan {
     cx: Context,
 }
@@ -99,11 +102,5 @@ impl std::fmt::Debug for RequestSpan {
         f.debug_struct("RequestSpan")
             .field("span", self.cx.span().span_context())
             .finish()
-    }
-}
-
-impl Drop for RequestSpan {
-    fn drop(&mut self) {
-        self.cx.span().end();
     }
 }

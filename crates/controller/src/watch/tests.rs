@@ -96,7 +96,13 @@ async fn readiness_follows_the_watch_and_waits_for_the_index() {
         !*ready.borrow(),
         "not ready before the caller has indexed the list"
     );
-    assert!(synced.check().unwrap_err().contains("policy watch has"));
+    assert!(
+        synced
+            .check()
+            .unwrap_err()
+            .to_string()
+            .contains("policy watch has")
+    );
     w.applied();
     assert!(*ready.borrow());
     assert_eq!(synced.check(), Ok(()));
@@ -149,7 +155,7 @@ fn synced_names_every_stale_watch() {
     let (_c, c) = watch::channel(true);
     let s = Synced::new(vec![("policy", a), ("pod", b), ("other", c)]);
     assert_eq!(
-        s.check().unwrap_err(),
+        s.check().unwrap_err().to_string(),
         "the policy and pod watches have not been listed and indexed yet (at start, or again after a watch expired)"
     );
 }

@@ -120,9 +120,73 @@ pub(crate) enum Outcome {
     Inject(Patch),
 }
 
+/// Why the webhook refuses a pod: a bad or clashing annotation or port.
+/// Its text is what the user sees from `kubectl`, so it names the annotation
+/// and what to write instead.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Refusal {
+    #[error(
+        "container {container:?} declares a port named {PORT_NAME:?}, which the tollgate sidecar owns so that Services send traffic through it; rename the container's port and let it listen on 127.0.0.1:{upstream_port}"
+    )]
+    PortNameTaken {
+        container: String,
+        upstream_port: i32,
+    },
+    #[error(
+        "container {container:?} uses port {port}, which the tollgate sidecar needs; set the annotation {LISTEN_PORT} to a free port"
+    )]
+    PortTaken { container: String, port: i32 },
+    #[error(transparent)]
+    Stdio(#[from] stdio::StdioError),
+    #[error("annotation {annotation}: {value:?} is not a port (1-65535)")]
+    NotAPort {
+        annotation: &'static str,
+        value: String,
+    },
+    #[error(
+        "annotation {annotation}: {value:?} is not a Kubernetes quantity such as \"50m\" or \"64Mi\""
+    )]
+    NotAQuantity {
+        annotation: &'static str,
+        value: String,
+    },
+    #[error("annotation {annotation}: {value:?} must be \"true\" or \"false\"")]
+    NotABool {
+        annotation: &'static str,
+        value: String,
+    },
+    #[error("annotation {UPSTREAM_PATH}: {0:?} must be a path such as \"/mcp-prefix\"")]
+    NotAPath(String),
+    #[error(
+        "annotations {LISTEN_PORT} and {UPSTREAM_PORT} must differ from each other and from {ADMIN_PORT} (the sidecar's admin port)"
+    )]
+    PortsClash,
+    #[error(
+        "annotation {0} needs {JWKS_CONFIGMAP} (a ConfigMap in this namespace whose key jwks.json holds the JWKS) or {JWT_ISSUER} (an https issuer whose keys are discovered)"
+    )]
+    NoKeySource(&'static str),
+    #[error(
+        "annotation {JWKS_CONFIGMAP}: {0:?} is not a ConfigMap name (lower-case letters, digits, '-' and '.')"
+    )]
+    NotAConfigMapName(String),
+    #[error(
+        "annotations {JWKS_CONFIGMAP}/{JWT_ISSUER} ask for JWT identity, but every sidecar already runs with {0} (Helm value sidecar.identity.mode): use one or the other"
+    )]
+    IdentityTwice(String),
+    #[error("annotation {annotation}: {value:?} must be a non-empty string")]
+    NotText {
+        annotation: &'static str,
+        value: String,
+    },
+    #[error(
+        "annotation {JWT_ISSUER}: without {JWKS_CONFIGMAP} the keys are discovered from the issuer, which must be an https:// URL"
+    )]
+    IssuerNotHttps,
+}
+
 /// Decides for `pod`; an error is a pod the webhook refuses (a bad
 /// annotation), with the message the user sees from `kubectl`.
-pub(crate) fn decide(route: Route, pod: &Pod, cfg: &InjectConfig) -> Result<Outcome, String> {
+pub(crate) fn decide(route: Route, pod: &Pod, cfg: &InjectConfig) -> Result<Outcome, Refusal> {
     let labels = pod.metadata.labels.clone().unwrap_or_default();
     let label = |k: &str| labels.get(k).map(String::as_str);
     if label(INJECT_LABEL) == Some("disabled") {
@@ -154,20 +218,20 @@ pub(crate) fn decide(route: Route, pod: &Pod, cfg: &InjectConfig) -> Result<Outc
     for c in all_containers {
         for p in c.ports.iter().flatten() {
             if p.name.as_deref() == Some(PORT_NAME) {
-                return Err(format!(
-                    "container {:?} declares a port named {PORT_NAME:?}, which the tollgate sidecar owns so that Services send traffic through it; rename the container's port and let it listen on 127.0.0.1:{}",
-                    c.name, settings.upstream_port
-                ));
+                return Err(Refusal::PortNameTaken {
+                    container: c.name.clone(),
+                    upstream_port: settings.upstream_port,
+                });
             }
             if p.container_port == settings.listen_port || p.container_port == ADMIN_PORT {
-                return Err(format!(
-                    "container {:?} uses port {}, which the tollgate sidecar needs; set the annotation {LISTEN_PORT} to a free port",
-                    c.name, p.container_port
-                ));
+                return Err(Refusal::PortTaken {
+                    container: c.name.clone(),
+                    port: p.container_port,
+                });
             }
         }
     }
-    if let Some(target) = stdio::target(pod).map_err(|e| e.to_string())? {
+    if let Some(target) = stdio::target(pod)? {
         return Ok(Outcome::Inject(stdio::patch(pod, cfg, &settings, &target)));
     }
     Ok(Outcome::Inject(patch(pod, cfg, &settings)))
@@ -194,20 +258,23 @@ struct JwtSettings {
 }
 
 impl Settings {
-    fn read(pod: &Pod, cfg: &InjectConfig) -> Result<Settings, String> {
+    fn read(pod: &Pod, cfg: &InjectConfig) -> Result<Settings, Refusal> {
         let annotations = pod.metadata.annotations.clone().unwrap_or_default();
         let get = |k: &str| annotations.get(k).map(String::as_str);
-        let port = |k: &str, default: i32| -> Result<i32, String> {
+        let port = |k: &'static str, default: i32| -> Result<i32, Refusal> {
             match get(k) {
                 None => Ok(default),
                 Some(v) => v
                     .parse::<i32>()
                     .ok()
                     .filter(|p| (1..=65535).contains(p))
-                    .ok_or_else(|| format!("annotation {k}: {v:?} is not a port (1-65535)")),
+                    .ok_or_else(|| Refusal::NotAPort {
+                        annotation: k,
+                        value: v.to_owned(),
+                    }),
             }
         };
-        let quantity = |k: &str, default: &str| -> Result<String, String> {
+        let quantity = |k: &'static str, default: &str| -> Result<String, Refusal> {
             let v = get(k).unwrap_or(default);
             let ok = regex::Regex::new(r"^[0-9]+(\.[0-9]+)?(m|k|M|G|Ki|Mi|Gi)?$")
                 .map(|re| re.is_match(v))
@@ -215,9 +282,10 @@ impl Settings {
             if ok {
                 Ok(v.to_owned())
             } else {
-                Err(format!(
-                    "annotation {k}: {v:?} is not a Kubernetes quantity such as \"50m\" or \"64Mi\""
-                ))
+                Err(Refusal::NotAQuantity {
+                    annotation: k,
+                    value: v.to_owned(),
+                })
             }
         };
         let settings = Settings {
@@ -228,9 +296,10 @@ impl Settings {
                 None | Some("false") => false,
                 Some("true") => true,
                 Some(v) => {
-                    return Err(format!(
-                        "annotation {FAIL_OPEN}: {v:?} must be \"true\" or \"false\""
-                    ));
+                    return Err(Refusal::NotABool {
+                        annotation: FAIL_OPEN,
+                        value: v.to_owned(),
+                    });
                 }
             },
             cpu: quantity(SIDECAR_CPU, "20m")?,
@@ -242,18 +311,13 @@ impl Settings {
                 .upstream_path
                 .contains(|c: char| c.is_whitespace() || c == '?' || c == '#')
         {
-            return Err(format!(
-                "annotation {UPSTREAM_PATH}: {:?} must be a path such as \"/mcp-prefix\"",
-                settings.upstream_path
-            ));
+            return Err(Refusal::NotAPath(settings.upstream_path));
         }
         if settings.listen_port == settings.upstream_port
             || settings.listen_port == ADMIN_PORT
             || settings.upstream_port == ADMIN_PORT
         {
-            return Err(format!(
-                "annotations {LISTEN_PORT} and {UPSTREAM_PORT} must differ from each other and from {ADMIN_PORT} (the sidecar's admin port)"
-            ));
+            return Err(Refusal::PortsClash);
         }
         Ok(settings)
     }
@@ -264,14 +328,12 @@ impl Settings {
 fn jwt_settings<'a>(
     get: &impl Fn(&str) -> Option<&'a str>,
     cfg: &InjectConfig,
-) -> Result<Option<JwtSettings>, String> {
+) -> Result<Option<JwtSettings>, Refusal> {
     let configmap = get(JWKS_CONFIGMAP);
     if configmap.is_none() && get(JWT_ISSUER).is_none() {
         for k in [JWT_AUDIENCE, REQUIRE_IDENTITY] {
             if get(k).is_some() {
-                return Err(format!(
-                    "annotation {k} needs {JWKS_CONFIGMAP} (a ConfigMap in this namespace whose key jwks.json holds the JWKS) or {JWT_ISSUER} (an https issuer whose keys are discovered)"
-                ));
+                return Err(Refusal::NoKeySource(k));
             }
         }
         return Ok(None);
@@ -282,30 +344,27 @@ fn jwt_settings<'a>(
                 .map(|re| re.is_match(configmap) && configmap.len() <= 253)
                 .unwrap_or(false);
         if !dns_name {
-            return Err(format!(
-                "annotation {JWKS_CONFIGMAP}: {configmap:?} is not a ConfigMap name (lower-case letters, digits, '-' and '.')"
-            ));
+            return Err(Refusal::NotAConfigMapName(configmap.to_owned()));
         }
     }
     if let Some(flag) = cfg.extra_args.iter().find(|a| a.starts_with("--identity")) {
-        return Err(format!(
-            "annotations {JWKS_CONFIGMAP}/{JWT_ISSUER} ask for JWT identity, but every sidecar already runs with {flag} (Helm value sidecar.identity.mode): use one or the other"
-        ));
+        return Err(Refusal::IdentityTwice(flag.clone()));
     }
-    let text = |k: &str| -> Result<Option<String>, String> {
+    let text = |k: &'static str| -> Result<Option<String>, Refusal> {
         match get(k) {
             None => Ok(None),
             Some(v) if !v.trim().is_empty() && !v.chars().any(char::is_control) => {
                 Ok(Some(v.to_owned()))
             }
-            Some(v) => Err(format!("annotation {k}: {v:?} must be a non-empty string")),
+            Some(v) => Err(Refusal::NotText {
+                annotation: k,
+                value: v.to_owned(),
+            }),
         }
     };
     let issuer = text(JWT_ISSUER)?;
     if configmap.is_none() && !issuer.as_deref().is_some_and(|i| i.starts_with("https://")) {
-        return Err(format!(
-            "annotation {JWT_ISSUER}: without {JWKS_CONFIGMAP} the keys are discovered from the issuer, which must be an https:// URL"
-        ));
+        return Err(Refusal::IssuerNotHttps);
     }
     Ok(Some(JwtSettings {
         configmap: configmap.map(str::to_owned),
@@ -315,9 +374,10 @@ fn jwt_settings<'a>(
             None | Some("false") => false,
             Some("true") => true,
             Some(v) => {
-                return Err(format!(
-                    "annotation {REQUIRE_IDENTITY}: {v:?} must be \"true\" or \"false\""
-                ));
+                return Err(Refusal::NotABool {
+                    annotation: REQUIRE_IDENTITY,
+                    value: v.to_owned(),
+                });
             }
         },
     }))

@@ -1,5 +1,6 @@
 //! The HTTPS endpoint the apiserver calls: `/mutate/namespace` and
-//! `/mutate/pod`, each an AdmissionReview in and out.
+//! `/mutate/pod` (injection) and `/mutate/approval` (decisions on held
+//! tool calls), each an AdmissionReview in and out.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -16,6 +17,11 @@ use tollgate_runtime::body::{self, Body};
 
 use crate::metrics::{WebhookCounters, WebhookResult, WebhookRoute};
 
+use k8s_openapi::jiff::Timestamp;
+use tollgate_policy::approval_crd::McpToolCallApproval;
+use tollgate_runtime::access_review::{Access, Person, allowed};
+
+use super::approval;
 use super::inject::{InjectConfig, Outcome, Route, decide};
 use crate::certs::Resolver;
 
@@ -28,6 +34,9 @@ pub(crate) struct Webhook {
     pub config: InjectConfig,
     /// `tollgate_webhook_requests_total{route,result}`.
     pub requests: WebhookCounters,
+    /// Asks the apiserver whether a person may approve (SubjectAccessReview);
+    /// without one, every decision is refused.
+    pub client: Option<kube::Client>,
 }
 
 /// Serves the webhook over TLS on `listener` with the certificate
@@ -54,8 +63,9 @@ async fn route(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let route = match (req.method(), req.uri().path()) {
-        (&Method::POST, "/mutate/namespace") => Route::Namespace,
-        (&Method::POST, "/mutate/pod") => Route::Pod,
+        (&Method::POST, "/mutate/namespace") => Some(Route::Namespace),
+        (&Method::POST, "/mutate/pod") => Some(Route::Pod),
+        (&Method::POST, "/mutate/approval") => None,
         _ => return Ok(body::status(StatusCode::NOT_FOUND)),
     };
     let bytes = match body::read(req.into_body(), MAX_REVIEW_BYTES, Duration::from_secs(10)).await {
@@ -67,7 +77,101 @@ async fn route(
             ));
         }
     };
-    Ok(body::json(StatusCode::OK, &admit(&webhook, route, &bytes)))
+    let answer = match route {
+        Some(route) => admit(&webhook, route, &bytes),
+        None => admit_approval(&webhook, &bytes).await,
+    };
+    Ok(body::json(StatusCode::OK, &answer))
+}
+
+/// Answers one AdmissionReview of an `McpToolCallApproval` update: a
+/// person's decision becomes their vote (or is refused), a sidecar's
+/// transition is checked ([`approval`]).
+pub(crate) async fn admit_approval(webhook: &Webhook, body: &[u8]) -> serde_json::Value {
+    let counters = webhook.requests.get(WebhookRoute::Approval);
+    let count = |result: WebhookResult| counters.get(result).inc();
+    let invalid = |message: String| {
+        serde_json::to_value(AdmissionResponse::invalid(message).into_review()).unwrap_or_default()
+    };
+    let review: AdmissionReview<McpToolCallApproval> = match serde_json::from_slice(body) {
+        Ok(r) => r,
+        Err(e) => {
+            count(WebhookResult::Error);
+            return invalid(format!(
+                "not an AdmissionReview of an McpToolCallApproval: {e}"
+            ));
+        }
+    };
+    let request: AdmissionRequest<McpToolCallApproval> = match review.try_into() {
+        Ok(r) => r,
+        Err(e) => {
+            count(WebhookResult::Error);
+            return invalid(e.to_string());
+        }
+    };
+    let response = AdmissionResponse::from(&request);
+    let (Operation::Update, Some(old), Some(new)) =
+        (&request.operation, &request.old_object, &request.object)
+    else {
+        count(WebhookResult::Skipped);
+        return serde_json::to_value(response.into_review()).unwrap_or_default();
+    };
+    let now = Timestamp::now();
+    let refuse = |refusal: String| {
+        count(WebhookResult::Denied);
+        tracing::info!(target: "tollgate::audit", event = "approval_refused", approval = %old.metadata.name.as_deref().unwrap_or(""), namespace = %request.namespace.as_deref().unwrap_or(""), user = %request.user_info.username.as_deref().unwrap_or(""), reason = %refusal, "decision refused");
+        serde_json::to_value(response.clone().deny(refusal).into_review()).unwrap_or_default()
+    };
+    let decision = match approval::read(old, new, request.sub_resource.as_deref(), now) {
+        Ok(approval::Change::Allowed) => {
+            count(WebhookResult::Skipped);
+            return serde_json::to_value(response.clone().into_review()).unwrap_or_default();
+        }
+        Ok(approval::Change::Decision(d)) => d,
+        Err(refusal) => return refuse(refusal.to_string()),
+    };
+    let person = approval::Person {
+        user: request.user_info.username.clone().unwrap_or_default(),
+        groups: request.user_info.groups.clone().unwrap_or_default(),
+    };
+    let namespace = request.namespace.clone().unwrap_or_default();
+    let name = old.metadata.name.clone().unwrap_or_default();
+    let Some(client) = &webhook.client else {
+        return refuse("tollgate's webhook cannot ask the apiserver who may approve".into());
+    };
+    let access = Access {
+        verb: "approve",
+        group: "tollgate.dev",
+        resource: "mcptoolcallapprovals",
+        namespace: &namespace,
+        name: &name,
+    };
+    let who = Person {
+        user: person.user.clone(),
+        groups: person.groups.clone(),
+    };
+    let may = match allowed(client, &who, &access).await {
+        Ok(may) => may,
+        // Fail closed: no answer is no permission.
+        Err(e) => return refuse(e.to_string()),
+    };
+    let status = match approval::record(old, &decision, &person, may, now) {
+        Ok(s) => s,
+        Err(refusal) => return refuse(refusal.to_string()),
+    };
+    let ops = serde_json::json!([{"op": "replace", "path": "/status", "value": status}]);
+    let patch: Result<json_patch::Patch, _> = serde_json::from_value(ops);
+    match patch
+        .map_err(|e| e.to_string())
+        .and_then(|p| response.clone().with_patch(p).map_err(|e| e.to_string()))
+    {
+        Ok(r) => {
+            count(WebhookResult::Recorded);
+            tracing::info!(target: "tollgate::audit", event = "approval_decided", approval = %name, namespace = %namespace, user = %person.user, verdict = ?decision.verdict, phase = ?status.phase, approvals = status.approvals.len(), tool = %old.spec.tool, rule = %old.spec.rule, policy = %old.spec.policy, "decision recorded");
+            serde_json::to_value(r.into_review()).unwrap_or_default()
+        }
+        Err(e) => refuse(format!("tollgate could not build the status patch: {e}")),
+    }
 }
 
 /// Answers one AdmissionReview.
@@ -151,6 +255,7 @@ mod tests {
                 extra_env: Vec::new(),
             },
             requests: ControllerMetrics::new().unwrap().webhook_requests(),
+            client: None,
         })
     }
 

@@ -70,6 +70,23 @@ pub struct Claim {
     pub cost: u32,
 }
 
+/// Which of the controller's counts its watches vouch for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Covers {
+    /// The VirtualMachineClone watch is current.
+    pub clones: bool,
+    /// The VirtualMachineInstance watch is current.
+    pub running: bool,
+}
+
+impl Covers {
+    /// Both watches current.
+    pub const ALL: Covers = Covers {
+        clones: true,
+        running: true,
+    };
+}
+
 /// An admission, to release if the call is refused later.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Ticket(u64);
@@ -117,7 +134,11 @@ struct Pending {
 
 #[derive(Debug, Default)]
 struct State {
-    cluster: Option<(CloneCounts, SystemTime)>,
+    /// The controller's counts as last vouched for by the clone watch, and
+    /// by the VMI watch: each count comes from its own watch, and a report
+    /// in which one watch is not current leaves that count as it was.
+    clones: Option<(CloneCounts, SystemTime)>,
+    running: Option<(CloneCounts, SystemTime)>,
     /// In ticket order, which is admission order.
     pending: VecDeque<Pending>,
     /// The sum of `pending` costs per scope and key.
@@ -157,10 +178,26 @@ impl MemoryInFlight {
         }
     }
 
-    /// The controller's latest counts, observed at `observed_at`.
+    /// The controller's latest counts, observed at `observed_at`, both
+    /// clones and running VMs vouched for.
     pub fn set_cluster(&self, counts: CloneCounts, observed_at: SystemTime) {
+        self.set_observed(counts, observed_at, Covers::ALL);
+    }
+
+    /// The controller's latest counts, of which only what `covers` names is
+    /// vouched for (its watch is current); for the rest the last vouched
+    /// count stays (or none, which counts only this sidecar's admissions).
+    pub fn set_observed(&self, counts: CloneCounts, observed_at: SystemTime, covers: Covers) {
         let mut s = self.lock();
-        s.cluster = Some((counts, observed_at));
+        match (covers.clones, covers.running) {
+            (true, true) => {
+                s.running = Some((counts.clone(), observed_at));
+                s.clones = Some((counts, observed_at));
+            }
+            (true, false) => s.clones = Some((counts, observed_at)),
+            (false, true) => s.running = Some((counts, observed_at)),
+            (false, false) => {}
+        }
     }
 
     /// In flight now under `scope`/`key`.
@@ -192,9 +229,13 @@ impl MemoryInFlight {
     /// looks only at the oldest; should the clock step back, a younger
     /// admission may be kept a little longer, which only counts more.
     fn forget_settled(&self, s: &mut State, now: SystemTime) {
-        let observed = s.cluster.as_ref().map(|(_, at)| *at);
         let keep_for = self.assume_done_after;
-        let settled = |p: &Pending| match observed {
+        let (clones, running) = (s.observed(Counted::Clones), s.observed(Counted::RunningVms));
+        let settled = |p: &Pending| match if p.counted == Counted::Clones {
+            clones
+        } else {
+            running
+        } {
             Some(observed) => observed.duration_since(p.at).is_ok_and(|d| d >= SETTLE),
             None => now.duration_since(p.at).is_ok_and(|d| d >= keep_for),
         };
@@ -211,10 +252,22 @@ impl MemoryInFlight {
 }
 
 impl State {
+    /// The controller's counts as last vouched for `counted`, and when.
+    fn vouched(&self, counted: Counted) -> Option<&(CloneCounts, SystemTime)> {
+        match counted {
+            Counted::Clones => self.clones.as_ref(),
+            Counted::RunningVms => self.running.as_ref(),
+        }
+    }
+
+    /// When the controller last vouched for its count of `counted`.
+    fn observed(&self, counted: Counted) -> Option<SystemTime> {
+        self.vouched(counted).map(|(_, at)| *at)
+    }
+
     fn current(&self, counted: Counted, scope: InFlightScope, key: &str) -> u32 {
         let base = self
-            .cluster
-            .as_ref()
+            .vouched(counted)
             .map_or(0, |(c, _)| match (counted, scope) {
                 (Counted::Clones, InFlightScope::Namespace) => {
                     c.by_namespace.get(key).copied().unwrap_or(0)
@@ -414,6 +467,54 @@ mod tests {
             s.try_claim(&[claim("other", 5, 5)], anyone(), at(21))
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn a_count_whose_watch_is_not_current_is_not_used() {
+        let s = MemoryInFlight::default();
+        let running = Claim {
+            counted: Counted::RunningVms,
+            ..claim("vms", 3, 1)
+        };
+        // Clone watch current, VMI watch not: the clone count is used and
+        // settles clone admissions; the running count (0) is not trusted,
+        // so this sidecar's own starts keep counting.
+        let counts = CloneCounts {
+            by_namespace: [("vms".to_owned(), 2)].into(),
+            running_by_namespace: [("vms".to_owned(), 0)].into(),
+            total: 2,
+            ..Default::default()
+        };
+        let clones_only = Covers {
+            clones: true,
+            running: false,
+        };
+        s.set_observed(counts.clone(), at(0), clones_only);
+        // (Admissions settle oldest first: the clone is admitted first.)
+        s.try_claim(&[claim("vms", 5, 1)], anyone(), at(1)).unwrap();
+        s.try_claim(&[running], anyone(), at(1)).unwrap();
+        s.set_observed(counts.clone(), at(10), clones_only);
+        assert_eq!(s.count(InFlightScope::Namespace, "vms", at(10)), 2);
+        assert_eq!(
+            s.running(InFlightScope::Namespace, "vms", at(10)),
+            1,
+            "the start is not settled by a count nobody vouched for"
+        );
+        // The reverse: a VMI watch alone says nothing of clones, whose
+        // count stays as the clone watch last vouched for it (2, not the
+        // report's 7).
+        let running_only = Covers {
+            clones: false,
+            running: true,
+        };
+        let later = CloneCounts {
+            by_namespace: [("vms".to_owned(), 7)].into(),
+            total: 7,
+            ..counts
+        };
+        s.set_observed(later, at(20), running_only);
+        assert_eq!(s.count(InFlightScope::Namespace, "vms", at(20)), 2);
+        assert_eq!(s.running(InFlightScope::Namespace, "vms", at(20)), 0);
     }
 
     #[test]

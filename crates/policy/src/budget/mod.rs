@@ -22,7 +22,7 @@ use std::future::{Future, ready};
 use std::time::{Instant, SystemTime};
 
 use crate::compile::resource_rules::ClusterView;
-use crate::evaluate::{Decision, PolicySet, ToolCall};
+use crate::evaluate::{Decision, Evaluation, PolicySet, ToolCall};
 
 use inflight::InFlight;
 use ratelimit::{Acquire, MemoryCounter, Refusal};
@@ -76,9 +76,25 @@ pub async fn decide<B: Budgets + ?Sized>(
     wall: SystemTime,
 ) -> Decision {
     let eval = set.evaluate(call, stores.view);
-    if let Some(d) = eval.decided() {
-        return d.clone();
+    if eval.decided().is_some() || eval.spends_nothing() {
+        // Most calls: denied outright, or allowed by rules without caps or
+        // limits. No store is touched and no caller digest is taken.
+        return eval.finish(Ok(()), Some(Ok(())), Some(Ok(())));
     }
+    // Boxed: the stores' futures (a Redis round trip for shared limits) are
+    // large, and every caller of `decide` would otherwise carry them in its
+    // own future and copy them on every call, budgets or not.
+    Box::pin(spend(eval, call, stores, now, wall)).await
+}
+
+/// The budget half of [`decide`], for a call that needs some.
+async fn spend<B: Budgets + ?Sized>(
+    eval: Evaluation,
+    call: &ToolCall<'_>,
+    stores: Stores<'_, B>,
+    now: Instant,
+    wall: SystemTime,
+) -> Decision {
     // Whose share of the budget tables the call's new entries take.
     let caller = CallerKey::new(call.subject, call.session);
     let ticket = match stores.in_flight.try_claim(eval.claims(), caller, wall) {

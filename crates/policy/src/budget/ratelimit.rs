@@ -394,6 +394,9 @@ impl MemoryCounter {
         caller: CallerKey,
         now: Instant,
     ) -> Result<(), Refusal> {
+        if acquisitions.is_empty() {
+            return Ok(());
+        }
         let mut b = self.lock();
         b.since_sweep += 1;
         if b.since_sweep >= 4096 {

@@ -149,8 +149,11 @@ impl<S: Shared> Budgets for Tiered<S> {
         caller: CallerKey,
         now: Instant,
     ) -> Result<(), Refusal> {
+        if all.is_empty() {
+            return Ok(());
+        }
         let admitted = self.acquire_all(all, caller, now).await;
-        if admitted.is_ok() {
+        if admitted.is_ok() && all.iter().any(|a| a.limit.size.is_some()) {
             self.record(all);
         }
         admitted

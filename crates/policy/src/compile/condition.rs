@@ -45,8 +45,8 @@ impl Condition {
     /// for the problems.
     pub fn compile(spec: &ArgumentCondition, path: &str) -> Result<Condition, Vec<Problem>> {
         let mut problems = Vec::new();
-        if let Err(message) = check_pointer(&spec.pointer) {
-            problems.push(Problem::at(format!("{path}.pointer"), message));
+        if let Err(e) = check_pointer(&spec.pointer) {
+            problems.push(Problem::at(format!("{path}.pointer"), e.to_string()));
         }
         let op = spec.operator;
         let wants_values = matches!(op, Operator::In | Operator::NotIn);
@@ -233,22 +233,29 @@ impl Condition {
     }
 }
 
+/// Why a string is not an RFC 6901 JSON pointer.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PointerError {
+    /// A non-empty pointer must start with '/'.
+    #[error("{0:?} is not a JSON pointer; start it with '/', e.g. \"/{0}\"")]
+    NoLeadingSlash(String),
+    /// '~' escapes only '0' and '1'.
+    #[error("{0:?} has a '~' that is not '~0' (for '~') or '~1' (for '/')")]
+    BadEscape(String),
+}
+
 /// Validates an RFC 6901 JSON pointer.
-pub fn check_pointer(pointer: &str) -> Result<(), String> {
+pub fn check_pointer(pointer: &str) -> Result<(), PointerError> {
     if pointer.is_empty() {
         return Ok(());
     }
     if !pointer.starts_with('/') {
-        return Err(format!(
-            "{pointer:?} is not a JSON pointer; start it with '/', e.g. \"/{pointer}\""
-        ));
+        return Err(PointerError::NoLeadingSlash(pointer.to_owned()));
     }
     let mut chars = pointer.chars();
     while let Some(c) = chars.next() {
         if c == '~' && !matches!(chars.next(), Some('0' | '1')) {
-            return Err(format!(
-                "{pointer:?} has a '~' that is not '~0' (for '~') or '~1' (for '/')"
-            ));
+            return Err(PointerError::BadEscape(pointer.to_owned()));
         }
     }
     Ok(())

@@ -11,6 +11,8 @@
 
 use std::collections::HashMap;
 
+use foldhash::fast::RandomState;
+
 use globset::{Glob, GlobBuilder, GlobSet, GlobSetBuilder};
 
 use crate::behaviour::Behaviour;
@@ -37,7 +39,10 @@ pub fn compile_glob(pattern: &str) -> Result<Glob, globset::Error> {
 /// Maps a tool name to the indices of the rules whose `tools` match it.
 #[derive(Debug, Clone, Default)]
 pub struct ToolMatcher {
-    exact: HashMap<Box<str>, Vec<u32>>,
+    /// foldhash rather than SipHash: one lookup per call and policy, keys
+    /// chosen by the policy (a caller's tool name is only looked up, never
+    /// inserted, so flooding is not a concern), seeded per process.
+    exact: HashMap<Box<str>, Vec<u32>, RandomState>,
     globs: GlobSet,
     /// Rule index of each glob in `globs`, by glob index.
     glob_rules: Vec<u32>,
@@ -52,7 +57,7 @@ impl ToolMatcher {
     pub fn build<'a>(
         patterns: impl IntoIterator<Item = (u32, &'a str)>,
     ) -> Result<Self, globset::Error> {
-        let mut exact: HashMap<Box<str>, Vec<u32>> = HashMap::new();
+        let mut exact: HashMap<Box<str>, Vec<u32>, RandomState> = HashMap::default();
         let mut builder = GlobSetBuilder::new();
         let mut glob_rules = Vec::new();
         for (rule, pattern) in patterns {

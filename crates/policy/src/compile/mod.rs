@@ -12,6 +12,7 @@ pub mod condition;
 pub mod matcher;
 pub mod resource_rules;
 pub mod selector;
+pub mod why_not;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -26,6 +27,7 @@ use crate::compile::resource_rules::{
     compile_resource_parts,
 };
 use crate::compile::selector::ToolTest;
+use crate::compile::why_not::WhyNot;
 use crate::duration;
 use crate::problem::Problem;
 use crate::resources::Mapping;
@@ -120,17 +122,16 @@ pub struct SubjectTest {
 
 impl SubjectTest {
     /// `Err` says why the caller `subject` is not one of these.
-    pub fn check(&self, subject: Option<&str>) -> Result<(), String> {
+    pub fn check<'a>(&'a self, subject: Option<&'a str>) -> Result<(), WhyNot<'a>> {
         match subject {
             Some(s) if self.set.is_match(s) => Ok(()),
-            Some(s) => Err(format!(
-                "caller {s:?} is not one of {}",
-                self.patterns.join(", ")
-            )),
-            None => Err(format!(
-                "this rule is for callers {}, and the call carries no verified identity",
-                self.patterns.join(", ")
-            )),
+            Some(s) => Err(WhyNot::CallerNotListed {
+                caller: s,
+                patterns: &self.patterns,
+            }),
+            None => Err(WhyNot::NoIdentity {
+                patterns: &self.patterns,
+            }),
         }
     }
 }
@@ -339,8 +340,8 @@ fn compile_rule(
     path: &str,
 ) -> Result<CompiledRule, Vec<Problem>> {
     let mut problems = Vec::new();
-    if let Err(message) = check_rule_name(&rule.name) {
-        problems.push(Problem::at(format!("{path}.name"), message));
+    if let Err(e) = check_name(&rule.name, NameOf::Rule) {
+        problems.push(Problem::at(format!("{path}.name"), e.to_string()));
     }
     problems.extend(too_long(
         &rule.tools,
@@ -651,8 +652,11 @@ fn compile_limit(
     ));
     let mut seen = HashSet::new();
     for (k, pointer) in key.arguments.iter().enumerate() {
-        if let Err(message) = check_pointer(pointer) {
-            problems.push(Problem::at(format!("{path}.key.arguments[{k}]"), message));
+        if let Err(e) = check_pointer(pointer) {
+            problems.push(Problem::at(
+                format!("{path}.key.arguments[{k}]"),
+                e.to_string(),
+            ));
         } else if !seen.insert(pointer) {
             problems.push(Problem::at(
                 format!("{path}.key.arguments[{k}]"),
@@ -679,12 +683,9 @@ fn compile_limit(
         return Err(problems);
     }
     if let Some(name) = &l.budget
-        && let Err(message) = check_rule_name(name)
+        && let Err(e) = check_name(name, NameOf::Budget)
     {
-        problems.push(Problem::at(
-            format!("{path}.budget"),
-            message.replace("rule name", "budget name"),
-        ));
+        problems.push(Problem::at(format!("{path}.budget"), e.to_string()));
         return Err(problems);
     }
     // A named budget is the policy's, not the rule's: every limit naming
@@ -757,8 +758,37 @@ fn check_budgets(spec: &McpToolPolicySpec) -> Vec<Problem> {
     problems
 }
 
-/// Rule names appear in metrics labels and denials: keep them short and plain.
-fn check_rule_name(name: &str) -> Result<(), String> {
+/// What a checked name names, for the message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum NameOf {
+    /// `rules[].name`.
+    Rule,
+    /// `rateLimits[].budget`.
+    Budget,
+}
+
+impl std::fmt::Display for NameOf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            NameOf::Rule => "rule name",
+            NameOf::Budget => "budget name",
+        })
+    }
+}
+
+/// A rule or budget name that is empty, too long or has other characters.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{name:?} is not a valid {of}; use 1-63 letters, digits, '-', '_' or '.', e.g. \"allow-reads\""
+)]
+pub(crate) struct InvalidName {
+    name: String,
+    of: NameOf,
+}
+
+/// Rule names appear in metrics labels and denials: keep them short and
+/// plain. Budget names share the rule.
+fn check_name(name: &str, of: NameOf) -> Result<(), InvalidName> {
     let ok = !name.is_empty()
         && name.len() <= 63
         && name
@@ -767,8 +797,9 @@ fn check_rule_name(name: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!(
-            "{name:?} is not a valid rule name; use 1-63 letters, digits, '-', '_' or '.', e.g. \"allow-reads\""
-        ))
+        Err(InvalidName {
+            name: name.to_owned(),
+            of,
+        })
     }
 }

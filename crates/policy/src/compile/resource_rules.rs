@@ -10,6 +10,7 @@ use kube::core::{Selector, SelectorExt};
 
 use crate::compile::condition::{Condition, check_pointer};
 use crate::compile::matcher::compile_glob;
+use crate::compile::why_not::{NoKey, WhyNot};
 use crate::problem::Problem;
 use crate::resources::sizes::Sizes;
 use crate::resources::{CLONE_GROUP, CLONE_KIND, CLONE_RESOURCE, From, Mapping, Op, plural};
@@ -34,6 +35,15 @@ pub trait ClusterView: Sync {
     /// `namespace`, or the VirtualMachineClusterInstancetype when `None`.
     fn instancetype(&self, _namespace: Option<&str>, _name: &str) -> Option<Sizes> {
         None
+    }
+
+    /// Whether the controller's count of running VMs (its
+    /// VirtualMachineInstance watch) is current: listed, not re-listing,
+    /// and heard from lately. A `runningVMs` cap cannot be checked without
+    /// it — this sidecar's own starts say nothing about VMs started
+    /// elsewhere — so starts under such a cap are refused until it is.
+    fn running_vms_current(&self) -> bool {
+        false
     }
 }
 
@@ -83,6 +93,15 @@ impl CompiledSelector {
                 .any(|v| self.verbs.iter().any(|w| w == v || w == "*"))
     }
 
+    /// Whether every object `other` names, with every verb, this selector
+    /// names too.
+    pub fn covers(&self, other: &CompiledSelector) -> bool {
+        self.group == other.group
+            && self.resource == other.resource
+            && (self.verbs.iter().any(|v| v == "*")
+                || other.verbs.iter().all(|v| self.verbs.contains(v)))
+    }
+
     /// Whether this selector names VirtualMachineClones.
     pub fn is_clone(&self) -> bool {
         self.group == CLONE_GROUP && self.resource == CLONE_RESOURCE
@@ -103,25 +122,25 @@ pub struct NamespaceTest {
 
 impl NamespaceTest {
     /// `Err` says why `namespace` is refused.
-    pub fn check(&self, namespace: Option<&str>) -> Result<(), String> {
+    pub fn check<'a>(&'a self, namespace: Option<&'a str>) -> Result<(), WhyNot<'a>> {
         let Some(ns) = namespace else {
-            return Err("its namespace cannot be known (cluster-wide or all namespaces), and this rule only allows some namespaces".into());
+            return Err(WhyNot::NamespaceUnknown);
         };
         if let Some((set, patterns)) = &self.exclude
             && set.is_match(ns)
         {
-            return Err(format!(
-                "namespace {ns:?} is excluded ({})",
-                patterns.join(", ")
-            ));
+            return Err(WhyNot::NamespaceExcluded {
+                namespace: ns,
+                patterns,
+            });
         }
         if let Some((set, patterns)) = &self.include
             && !set.is_match(ns)
         {
-            return Err(format!(
-                "namespace {ns:?} is not one of {}",
-                patterns.join(", ")
-            ));
+            return Err(WhyNot::NamespaceNotListed {
+                namespace: ns,
+                patterns,
+            });
         }
         Ok(())
     }
@@ -140,71 +159,68 @@ pub struct CloneTest {
 
 impl CloneTest {
     /// `Err` says why the clone `op` is refused.
-    pub fn check(&self, op: &Op, view: &dyn ClusterView) -> Result<(), String> {
-        let clone = op.clone.clone().unwrap_or_default();
-        let source = clone.source.as_deref();
+    pub fn check<'a>(&'a self, op: &'a Op, view: &dyn ClusterView) -> Result<(), WhyNot<'a>> {
+        let clone = op.clone.as_ref();
+        let source = clone.and_then(|c| c.source.as_deref());
         if self.sources.is_some()
             || self.exclude_sources.is_some()
             || self.source_labels.is_some()
             || self.differs
         {
             let Some(source) = source else {
-                return Err("its source VM cannot be known".into());
+                return Err(WhyNot::SourceUnknown);
             };
             if let Some((set, patterns)) = &self.exclude_sources
                 && set.is_match(source)
             {
-                return Err(format!(
-                    "source VM {source:?} may not be cloned ({})",
-                    patterns.join(", ")
-                ));
+                return Err(WhyNot::SourceExcluded {
+                    source_vm: source,
+                    patterns,
+                });
             }
             if let Some((set, patterns)) = &self.sources
                 && !set.is_match(source)
             {
-                return Err(format!(
-                    "source VM {source:?} must match {}",
-                    patterns.join(", ")
-                ));
+                return Err(WhyNot::SourceNotListed {
+                    source_vm: source,
+                    patterns,
+                });
             }
             if let Some(selector) = &self.source_labels {
                 let ns = op.namespace.as_deref().unwrap_or("");
                 match view.vm_labels(ns, source) {
                     Some(labels) if selector.matches(&labels) => {}
                     Some(_) => {
-                        return Err(format!(
-                            "source VM {ns}/{source} does not carry the required labels"
-                        ));
+                        return Err(WhyNot::SourceLabelsMismatch {
+                            namespace: ns,
+                            source_vm: source,
+                        });
                     }
                     None if self.unknown_allowed => {}
                     None => {
-                        return Err(format!(
-                            "the labels of source VM {ns}/{source} are not known, so it cannot be checked"
-                        ));
+                        return Err(WhyNot::SourceLabelsUnknown {
+                            namespace: ns,
+                            source_vm: source,
+                        });
                     }
                 }
             }
         }
-        let target = clone.target.as_deref();
+        let target = clone.and_then(|c| c.target.as_deref());
         if let Some((set, patterns)) = &self.targets {
             match target {
                 Some(t) if set.is_match(t) => {}
                 Some(t) => {
-                    return Err(format!(
-                        "target name {t:?} must match {}",
-                        patterns.join(", ")
-                    ));
+                    return Err(WhyNot::TargetNotListed {
+                        target: t,
+                        patterns,
+                    });
                 }
-                None => {
-                    return Err(format!(
-                        "the clone needs a target name matching {}",
-                        patterns.join(", ")
-                    ));
-                }
+                None => return Err(WhyNot::TargetMissing { patterns }),
             }
         }
         if self.differs && target.is_some() && target == source {
-            return Err("the target must not be the source VM itself".into());
+            return Err(WhyNot::TargetIsSource);
         }
         Ok(())
     }
@@ -264,15 +280,20 @@ impl LifecycleTest {
     /// it names. `Err` says why not; an op that is no lifecycle action never
     /// matches. For a `Deny` rule, unknown labels match unless
     /// `whenUnknown: Allow`; for an `Allow` rule they fail unless it.
-    pub fn check(&self, op: &Op, view: &dyn ClusterView, deny: bool) -> Result<(), String> {
+    pub fn check<'a>(
+        &'a self,
+        op: &'a Op,
+        view: &dyn ClusterView,
+        deny: bool,
+    ) -> Result<(), WhyNot<'a>> {
         let Some(action) = op.lifecycle.as_deref() else {
-            return Err("it is no VM lifecycle action".into());
+            return Err(WhyNot::NoLifecycleAction);
         };
         if !self.actions.is_empty() && !self.actions.iter().any(|a| a == action) {
-            return Err(format!(
-                "{action:?} is not one of {}",
-                self.actions.join(", ")
-            ));
+            return Err(WhyNot::ActionNotListed {
+                action,
+                actions: &self.actions,
+            });
         }
         let Some(selector) = &self.labels else {
             return Ok(());
@@ -281,11 +302,15 @@ impl LifecycleTest {
         let name = op.name.as_deref().unwrap_or("");
         match view.vm_labels(ns, name) {
             Some(labels) if selector.matches(&labels) => Ok(()),
-            Some(_) => Err(format!("VM {ns}/{name} does not carry the labels")),
+            Some(_) => Err(WhyNot::VmLabelsMismatch {
+                namespace: ns,
+                name,
+            }),
             None if deny != self.unknown_allowed => Ok(()),
-            None => Err(format!(
-                "the labels of VM {ns}/{name} are not known, so it cannot be checked"
-            )),
+            None => Err(WhyNot::VmLabelsUnknown {
+                namespace: ns,
+                name,
+            }),
         }
     }
 }
@@ -301,19 +326,16 @@ pub struct InFlightCap {
 
 impl InFlightCap {
     /// The counter key of `op` under this cap, or why there is none.
-    pub fn key(&self, op: &Op) -> Result<String, String> {
+    pub fn key(&self, op: &Op) -> Result<String, NoKey> {
         match self.scope {
             InFlightScope::Cluster => Ok(String::new()),
-            InFlightScope::Namespace => op
-                .namespace
-                .clone()
-                .ok_or_else(|| "its namespace cannot be known".to_owned()),
+            InFlightScope::Namespace => op.namespace.clone().ok_or(NoKey::NamespaceUnknown),
             InFlightScope::Source => match (
                 &op.namespace,
                 op.clone.as_ref().and_then(|c| c.source.as_ref()),
             ) {
                 (Some(ns), Some(source)) => Ok(format!("{ns}/{source}")),
-                _ => Err("its source VM cannot be known".to_owned()),
+                _ => Err(NoKey::SourceUnknown),
             },
         }
     }
@@ -517,7 +539,10 @@ pub fn compile_mappings(mappings: &[ResourceMapping]) -> Result<Vec<Mapping>, Ve
                 (Some(p), None) => match check_pointer(p) {
                     Ok(()) => Some(From::Pointer(p.clone())),
                     Err(e) => {
-                        problems.push(Problem::at(format!("{path}.{field}.pointer"), e));
+                        problems.push(Problem::at(
+                            format!("{path}.{field}.pointer"),
+                            e.to_string(),
+                        ));
                         None
                     }
                 },

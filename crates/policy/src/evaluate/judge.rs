@@ -3,13 +3,12 @@
 
 use crate::compile::resource_rules::ClusterView;
 use crate::compile::selector::Selected;
+use crate::compile::why_not::WhyNot;
 use crate::compile::{CompiledPolicy, CompiledRule};
-use crate::duration::Human;
-use crate::resources::sizes::show;
 
 use super::measure::sizes;
 use crate::resources::{Op, Payloads, ToolMeta, bounded, extract};
-use crate::spec::{Action, SizeResource};
+use crate::spec::Action;
 
 use super::decision::{Decision, Effect, Reason, ToolCall, render};
 
@@ -164,7 +163,7 @@ pub(super) fn judge<'p>(
                     break;
                 }
                 Err(why) => {
-                    first.get_or_insert((r, why));
+                    first.get_or_insert_with(|| (r, why.to_string()));
                 }
             }
         }
@@ -203,7 +202,7 @@ pub(super) fn judge<'p>(
             reason: Reason::Arguments,
             detail: rule_holds(r, call)
                 .err()
-                .unwrap_or_else(|| "arguments not allowed".to_owned()),
+                .map_or_else(|| "arguments not allowed".to_owned(), |w| w.to_string()),
         },
         None if p.default_action == Action::Allow => Verdict::Allow {
             rule: None,
@@ -223,31 +222,32 @@ pub(super) fn judge<'p>(
 /// Whether a rule's caller and argument conditions hold; `Err` says why not.
 /// An `Allow` rule whose `toolSelector` cannot tell whether it selects the
 /// tool does not hold: what the server does not state cannot be allowed.
-fn rule_holds(r: &CompiledRule, call: &ToolCall<'_>) -> Result<(), String> {
+fn rule_holds<'a>(r: &'a CompiledRule, call: &'a ToolCall<'_>) -> Result<(), WhyNot<'a>> {
     if r.action == Action::Allow
         && let Some(test) = &r.tool_selector
         && let Selected::Unknown(why) = test.test(call.tool, call.meta.map(ToolMeta::behaviour))
     {
-        return Err(format!(
-            "{why}; this rule selects tools by what they do, so it cannot allow the call"
-        ));
+        return Err(WhyNot::BehaviourUnknown(why));
     }
     if let Some(subjects) = &r.subjects {
         subjects.check(call.subject)?;
     }
     match r.conditions.iter().find(|c| !c.holds(call.arguments)) {
-        Some(c) => Err(c.explain(call.arguments)),
+        Some(condition) => Err(WhyNot::Argument {
+            condition,
+            arguments: call.arguments,
+        }),
         None => Ok(()),
     }
 }
 
 /// Whether `op` meets a resource rule's conditions; `Err` says why not.
-fn object_conditions(
-    r: &CompiledRule,
-    op: &Op,
-    call: &ToolCall<'_>,
+fn object_conditions<'a>(
+    r: &'a CompiledRule,
+    op: &'a Op,
+    call: &'a ToolCall<'_>,
     view: &dyn ClusterView,
-) -> Result<(), String> {
+) -> Result<(), WhyNot<'a>> {
     rule_holds(r, call)?;
     if let Some(ns) = &r.namespaces {
         ns.check(op.namespace.as_deref())?;
@@ -258,8 +258,7 @@ fn object_conditions(
         clone.check(op, view)?;
     }
     for cap in &r.in_flight {
-        cap.key(op)
-            .map_err(|why| format!("{why}, so its in-flight cap cannot be counted"))?;
+        cap.key(op).map_err(WhyNot::InFlightUncounted)?;
     }
     if let Some(lifecycle) = &r.lifecycle {
         lifecycle.check(op, view, r.action == Action::Deny)?;
@@ -267,46 +266,25 @@ fn object_conditions(
     if op.starts_vm
         && let Some(cap) = &r.running_vms
     {
-        cap.key(op)
-            .map_err(|why| format!("{why}, so running VMs cannot be counted"))?;
+        cap.key(op).map_err(WhyNot::RunningVmsUncounted)?;
+        if !view.running_vms_current() {
+            return Err(WhyNot::RunningVmsNotCurrent { max: cap.max });
+        }
     }
     let budgets = r.limits.iter().filter_map(|l| l.limit.size.map(|s| (s, l)));
     let mut measured = None;
     for (resource, l) in budgets {
         let got = measured.get_or_insert_with(|| sizes(op, view));
         if got.get(resource).is_none() && !l.unknown_allowed {
-            return Err(format!(
-                "{} (the budget of {} per {} says whenUnknown: Deny)",
-                unknown_size(op, resource),
-                show(resource, u64::from(l.limit.requests)),
-                Human(l.limit.window)
-            ));
+            return Err(WhyNot::SizeUnknown {
+                op,
+                resource,
+                requests: l.limit.requests,
+                window: l.limit.window,
+            });
         }
     }
     Ok(())
-}
-
-/// Why the `resource` of `op` cannot be known.
-fn unknown_size(op: &Op, resource: SizeResource) -> String {
-    let what = resource.as_str();
-    if op.is_clone() {
-        let ns = op.namespace.as_deref().unwrap_or("?");
-        let source = op
-            .clone
-            .as_ref()
-            .and_then(|c| c.source.as_deref())
-            .unwrap_or("?");
-        return format!(
-            "the {what} of source VM {ns}/{source} is not known (the controller has not seen it)"
-        );
-    }
-    match op.demand.as_ref().and_then(|d| d.instancetype.as_ref()) {
-        Some(it) if resource != SizeResource::Storage => format!(
-            "the {what} of instancetype {:?} is not known (the controller has not seen it)",
-            it.name
-        ),
-        _ => format!("the {what} this object asks for cannot be told from the call"),
-    }
 }
 
 /// `VirtualMachineClone in namespace "vms" (from golden-1 to copy)`.

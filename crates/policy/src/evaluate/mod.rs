@@ -362,6 +362,17 @@ impl Evaluation {
         }
     }
 
+    /// Whether no budget of any policy is involved: no claims and no
+    /// acquisitions, `Enforce` or `Audit`.
+    pub fn spends_nothing(&self) -> bool {
+        self.pending().is_none_or(|p| {
+            p.enforce.acquire.is_empty()
+                && p.enforce.claims.is_empty()
+                && p.audit.acquire.is_empty()
+                && p.audit.claims.is_empty()
+        })
+    }
+
     /// Whether the call is already decided without budgets.
     pub fn decided(&self) -> Option<&Decision> {
         match &self.state {

@@ -337,6 +337,7 @@ fn read_piece(piece: &str, argument: &str, index: usize) -> Result<Value, Manife
         with_snippet: false,
     };
     let docs = super::yaml::documents(piece, options).map_err(|e| {
+        let e = e.to_string();
         if e.contains("budget breached: Anchors") || e.contains("budget breached: Aliases") {
             problem("uses YAML anchors or aliases (`&`, `*`), which are not accepted in manifests: write the values out".into())
         } else {

@@ -18,9 +18,11 @@ use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
 
 /// Reads one document (or none) of `text`.
-pub(crate) fn documents(text: &str, options: serde_saphyr::Options) -> Result<Vec<Value>, String> {
-    let docs: Vec<Document> =
-        serde_saphyr::from_multiple_with_options(text, options).map_err(|e| e.to_string())?;
+pub(crate) fn documents(
+    text: &str,
+    options: serde_saphyr::Options,
+) -> Result<Vec<Value>, serde_saphyr::Error> {
+    let docs: Vec<Document> = serde_saphyr::from_multiple_with_options(text, options)?;
     Ok(docs.into_iter().map(|d| d.0).collect())
 }
 

@@ -13,7 +13,7 @@ use super::store::{Phase, Record};
 pub(crate) const META_KEY: &str = "dev.tollgate/approval";
 
 /// The text and facts for a call whose approval is pending.
-pub(crate) fn pending(r: &Record, admin_url: &str) -> (String, Value) {
+pub(crate) fn pending(r: &Record, how: &str) -> (String, Value) {
     let left = r
         .expires
         .duration_since(SystemTime::now())
@@ -30,10 +30,10 @@ pub(crate) fn pending(r: &Record, admin_url: &str) -> (String, Value) {
     let text = format!(
         "Approval required: tollgate policy {:?}, rule {:?} lets this call run only after a person approves it. \
          Approval {} is pending and stays valid for {left} more seconds.{votes} \
-         Ask a person to approve it (tollgate approve --admin {admin_url} {}). \
+         Ask a person to approve it ({how}). \
          Once approved, retry exactly the same call with the same arguments: it will run once. \
          A call with other arguments needs its own approval. Do not retry before it is approved.",
-        r.call.policy, r.call.rule, r.id, r.id
+        r.call.policy, r.call.rule, r.id
     );
     (text, facts(r, left))
 }
@@ -57,6 +57,14 @@ pub(crate) fn rejected(r: &Record) -> (String, Value) {
 /// The text for a call refused because no more approvals can be kept.
 pub(crate) fn full() -> String {
     "Denied by tollgate: too many approvals are pending on this server to ask for another; retry after some are decided or expire.".to_owned()
+}
+
+/// The text for a call refused because its approval could not be kept in
+/// the cluster (managed mode): fail closed, say why.
+pub(crate) fn unavailable(e: &super::cluster::ClusterError) -> String {
+    format!(
+        "Denied by tollgate: this call needs a person's approval, but the approval could not be recorded ({e}). Retry later."
+    )
 }
 
 fn facts(r: &Record, valid_for: u64) -> Value {

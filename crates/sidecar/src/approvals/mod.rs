@@ -16,6 +16,7 @@
 
 pub(crate) mod admin;
 pub(crate) mod answer;
+pub(crate) mod cluster;
 pub(crate) mod metrics;
 pub(crate) mod notify;
 pub(crate) mod store;
@@ -23,11 +24,52 @@ pub(crate) mod store;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use serde_json::Value;
 use tokio::sync::Notify;
 
 use metrics::{ApprovalMetrics, Outcome as Counted};
 use notify::{Event, Notifier};
 use store::{DecideError, Decided, Found, Phase, Record, Request, Store, Verdict};
+
+/// How often a held call tells its client it is still waiting.
+pub(crate) const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+/// A held call's progress notifications (MCP `notifications/progress`):
+/// the client's `progressToken` and the stream the transport relays them
+/// on. Sent when the hold starts and every [`PROGRESS_EVERY`] after.
+#[derive(Debug)]
+pub(crate) struct Progress {
+    pub(crate) token: Value,
+    pub(crate) tx: tokio::sync::mpsc::Sender<Value>,
+    sent: std::sync::atomic::AtomicU64,
+}
+
+impl Progress {
+    pub(crate) fn new(token: Value, tx: tokio::sync::mpsc::Sender<Value>) -> Self {
+        Progress {
+            token,
+            tx,
+            sent: Default::default(),
+        }
+    }
+
+    /// One notification for `r`, still pending; dropped if the client reads
+    /// too slowly (the next says the same, newer).
+    pub(crate) fn tick(&self, r: &Record) {
+        let n = self.sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        let message = format!(
+            "waiting for a person to approve {} ({}/{} approvals)",
+            r.id,
+            r.approvals.len(),
+            r.min_approvals
+        );
+        let _ = self.tx.try_send(serde_json::json!({
+            "jsonrpc": "2.0",
+            "method": "notifications/progress",
+            "params": {"progressToken": self.token, "progress": n, "message": message},
+        }));
+    }
+}
 
 /// The sidecar's approvals.
 pub(crate) struct Approvals {
@@ -39,6 +81,11 @@ pub(crate) struct Approvals {
     pub(crate) admin_url: String,
     /// Where people are told, if anywhere.
     notifier: Option<Arc<Notifier>>,
+    /// Managed mode: approvals are `McpToolCallApproval` objects.
+    cluster: Option<cluster::ClusterApprovals>,
+    /// Managed mode without a Kubernetes client: calls that need an
+    /// approval are refused with this (fail closed), the rest run.
+    no_client: Option<Arc<tollgate_runtime::kube_client::ClientError>>,
 }
 
 /// What a call waiting for approval ends with.
@@ -53,6 +100,8 @@ pub(crate) enum Waited {
     Rejected(Record),
     /// No room for another approval.
     Full,
+    /// The apiserver could not keep the approval (managed mode): refused.
+    Unavailable(cluster::ClusterError),
 }
 
 impl Approvals {
@@ -67,6 +116,46 @@ impl Approvals {
             metrics,
             admin_url,
             notifier: notifier.map(Arc::new),
+            cluster: None,
+            no_client: None,
+        }
+    }
+
+    /// Approvals were to be kept in the cluster but no client could be
+    /// built: every call that needs one is refused, saying why.
+    pub(crate) fn without_client(self, e: tollgate_runtime::kube_client::ClientError) -> Self {
+        Approvals {
+            no_client: Some(Arc::new(e)),
+            ..self
+        }
+    }
+
+    /// Keeps approvals as objects in the cluster instead of in memory.
+    pub(crate) fn in_cluster(self, cluster: cluster::ClusterApprovals) -> Self {
+        Approvals {
+            cluster: Some(cluster),
+            ..self
+        }
+    }
+
+    /// The pod approvals are bound to (managed mode).
+    pub(crate) fn pod(&self) -> Option<&str> {
+        self.cluster.as_ref().map(|c| c.pod())
+    }
+
+    /// How a person decides approval `id`, for the agent's answer.
+    pub(crate) fn how_to_decide(&self, id: &str) -> String {
+        match &self.cluster {
+            Some(c) => c.how_to_decide(id),
+            None => format!("tollgate approve --admin {} {id}", self.admin_url),
+        }
+    }
+
+    /// Managed mode: marks overdue objects `Expired`, refreshes the
+    /// pending gauge.
+    pub(crate) async fn sweep_cluster(&self) {
+        if let Some(c) = &self.cluster {
+            c.sweep(self).await;
         }
     }
 
@@ -82,7 +171,17 @@ impl Approvals {
 
     /// Finds or creates the approval of `make()`'s fingerprint and, while
     /// it is pending, waits for a decision up to `hold`.
-    pub(crate) async fn wait(&self, make: impl Fn() -> Request) -> Waited {
+    pub(crate) async fn wait(
+        &self,
+        make: impl Fn() -> Request,
+        progress: Option<&Progress>,
+    ) -> Waited {
+        if let Some(c) = &self.cluster {
+            return c.wait(self, make(), progress).await;
+        }
+        if let Some(e) = &self.no_client {
+            return Waited::Unavailable(cluster::ClusterError::NoClient(e.clone()));
+        }
         let deadline = Instant::now() + make().settings.hold_for;
         loop {
             // Registered before looking, so a decision in between wakes us.
@@ -114,19 +213,29 @@ impl Approvals {
                     if Instant::now() >= deadline {
                         return Waited::Pending(r);
                     }
+                    if let Some(p) = progress {
+                        p.tick(&r);
+                    }
                 }
                 Found::Pending(r) => {
                     if Instant::now() >= deadline {
                         return Waited::Pending(r);
                     }
+                    if let Some(p) = progress {
+                        p.tick(&r);
+                    }
                 }
             }
-            let _ = tokio::time::timeout_at(deadline.into(), notified).await;
+            let until = deadline.min(Instant::now() + PROGRESS_EVERY);
+            let _ = tokio::time::timeout_at(until.into(), notified).await;
         }
     }
 
     /// Settles an approval a call took: `used` if the call went through.
     pub(crate) fn finish(&self, r: &Record, used: bool) {
+        if let Some(c) = &self.cluster {
+            return c.finish(self, r, used);
+        }
         self.table().finish(&r.id, used, SystemTime::now());
         if used {
             self.metrics.count(r, Counted::Used);
@@ -224,5 +333,34 @@ impl Approvals {
         if !expired.is_empty() {
             self.metrics.pending.set(self.table().pending() as i64);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A managed sidecar without a ServiceAccount token still starts, and
+    /// refuses (never holds in memory, never lets through) calls that need
+    /// an approval.
+    #[tokio::test]
+    async fn without_a_client_calls_that_need_approval_are_refused() {
+        let metrics = ApprovalMetrics::register(&prometheus::Registry::new()).unwrap();
+        let path = "/nonexistent/tollgate-kubeconfig";
+        let source = kube::config::Kubeconfig::read_from(path).unwrap_err();
+        let e = tollgate_runtime::kube_client::ClientError::Kubeconfig {
+            path: path.into(),
+            source,
+        };
+        let approvals = Approvals::new(metrics, String::new(), None).without_client(e);
+        let settings = store::tests::settings(1, &[]);
+        match approvals
+            .wait(|| store::tests::req("x", settings.clone()), None)
+            .await
+        {
+            Waited::Unavailable(e) => assert!(e.to_string().contains("--approvals memory"), "{e}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(approvals.list().is_empty(), "nothing was kept in memory");
     }
 }

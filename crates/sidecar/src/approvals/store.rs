@@ -93,7 +93,7 @@ pub(crate) struct Record {
     pub(crate) expires: SystemTime,
     /// When it became final, for [`KEEP_FINAL`].
     #[serde(skip)]
-    finished: Option<SystemTime>,
+    pub(crate) finished: Option<SystemTime>,
     /// The requester's verified subject: never an approver of this call.
     #[serde(skip)]
     pub(crate) requester: Option<String>,
@@ -180,7 +180,7 @@ pub(crate) struct Store {
     next: u64,
 }
 
-fn epoch(t: SystemTime) -> u64 {
+pub(crate) fn epoch(t: SystemTime) -> u64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
 }
@@ -371,4 +371,4 @@ impl Store {
 }
 
 #[cfg(test)]
-mod tests;
+pub(super) mod tests;

@@ -88,6 +88,9 @@ pub(crate) struct Caller<'a> {
     pub session: Option<&'a str>,
     /// The verified subject of the caller's token.
     pub subject: Option<&'a str>,
+    /// Where progress goes while the call is held for approval, when the
+    /// client asked for it (`_meta.progressToken`) and can read a stream.
+    pub progress: Option<&'a crate::approvals::Progress>,
     /// The request's trace span, when traces are on.
     pub span: Option<&'a crate::traces::RequestSpan>,
 }
@@ -178,7 +181,7 @@ impl Gate {
                 let mut decision = self.judge(&rules.set, &tool_call, start).await;
                 if decision.effect == Effect::ApprovalRequired {
                     (decision, approval) = self
-                        .await_approval(&rules.set, &tool_call, decision, label)
+                        .await_approval(&rules.set, &tool_call, decision, label, caller.progress)
                         .await;
                 }
                 if decision.forwards() {
@@ -222,6 +225,7 @@ impl Gate {
         call: &ToolCall<'_>,
         asked: Decision,
         tool_label: &str,
+        progress: Option<&crate::approvals::Progress>,
     ) -> (Decision, Option<Value>) {
         let (Some(policy), Some(rule), Some(settings)) = (
             asked.policy.clone(),
@@ -231,7 +235,7 @@ impl Gate {
             // The engine always names them; without, the call stays held.
             return (asked, None);
         };
-        let fp = fingerprint(&policy, &rule, call, None);
+        let fp = fingerprint(&policy, &rule, call, self.approvals.pod());
         let digest = arguments_digest(call.arguments);
         let caller = caller_of(call).describe();
         let make = || Request {
@@ -252,7 +256,7 @@ impl Gate {
             settings: settings.clone(),
             tool_label: tool_label.to_owned(),
         };
-        match self.approvals.wait(make).await {
+        match self.approvals.wait(make, progress).await {
             Waited::Go(record) => {
                 let approved = ToolCall {
                     approved: true,
@@ -263,7 +267,8 @@ impl Gate {
                 (decision, None)
             }
             Waited::Pending(record) => {
-                let (text, facts) = answer::pending(&record, &self.approvals.admin_url);
+                let (text, facts) =
+                    answer::pending(&record, &self.approvals.how_to_decide(&record.id));
                 (
                     Decision {
                         message: Some(text),
@@ -293,6 +298,18 @@ impl Gate {
                 },
                 None,
             ),
+            Waited::Unavailable(e) => {
+                tracing::warn!(error = %e, "cannot keep an approval in the cluster; the call is refused");
+                (
+                    Decision {
+                        effect: Effect::Denied,
+                        message: Some(answer::unavailable(&e)),
+                        approval: None,
+                        ..asked
+                    },
+                    None,
+                )
+            }
         }
     }
 

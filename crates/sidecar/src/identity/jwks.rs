@@ -56,7 +56,7 @@ pub enum FetcherError {
         /// The file.
         path: PathBuf,
         /// What is wrong.
-        problem: String,
+        problem: crate::tls::BadRoots,
     },
     /// TLS could not be set up (a bug in the crypto provider's settings).
     #[error("TLS setup for the JWKS: {0}")]

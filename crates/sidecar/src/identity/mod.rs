@@ -90,10 +90,37 @@ pub(crate) enum IdentityError {
     Missing,
     /// The token does not verify.
     #[error("the bearer token was refused: {0}")]
-    Invalid(String),
+    Invalid(TokenRefused),
     /// The verifier could not be asked (TokenReview unavailable).
     #[error("the bearer token cannot be checked right now: {0}")]
     Unavailable(String),
+}
+
+/// Why a bearer token does not verify.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub(crate) enum TokenRefused {
+    #[error("not a JWT ({0})")]
+    NotJwt(jsonwebtoken::errors::Error),
+    #[error("no key {0:?} in the JWKS")]
+    UnknownKey(String),
+    #[error("the JWT names no key (kid) and the JWKS has several")]
+    NoKeyId,
+    #[error("the JWKS key has an unsupported type")]
+    UnsupportedKey,
+    #[error("the JWT is signed with {0:?}, which its key is not for")]
+    WrongKeyType(Algorithm),
+    #[error("the key is for {named}, the JWT says {alg:?}")]
+    AlgorithmMismatch { named: KeyAlgorithm, alg: Algorithm },
+    #[error("unusable key in the JWKS ({0})")]
+    UnusableKey(jsonwebtoken::errors::Error),
+    /// Signature, expiry, audience or issuer (jsonwebtoken's own words).
+    #[error("{0}")]
+    Claims(jsonwebtoken::errors::Error),
+    #[error("the JWT has no subject")]
+    NoSubject,
+    /// TokenReview said no.
+    #[error(transparent)]
+    Review(AuthError),
 }
 
 impl IdentityError {
@@ -242,7 +269,7 @@ impl JwtVerifier {
             .map_err(IdentityError::Invalid)
     }
 
-    fn verify_with(&self, keys: &JwkSet, token: &str) -> Result<String, String> {
+    fn verify_with(&self, keys: &JwkSet, token: &str) -> Result<String, TokenRefused> {
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         if let Some(sub) = self
             .cache
@@ -252,20 +279,19 @@ impl JwtVerifier {
         {
             return Ok(sub);
         }
-        let header = decode_header(token).map_err(|e| format!("not a JWT ({e})"))?;
+        let header = decode_header(token).map_err(TokenRefused::NotJwt)?;
         let jwk = match &header.kid {
             Some(kid) => keys.find(kid).ok_or_else(|| {
                 if self.path.is_none() {
                     self.wanted.notify_one();
                 }
-                format!("no key {kid:?} in the JWKS")
+                TokenRefused::UnknownKey(kid.clone())
             })?,
             None if keys.keys.len() == 1 => &keys.keys[0],
-            None => return Err("the JWT names no key (kid) and the JWKS has several".into()),
+            None => return Err(TokenRefused::NoKeyId),
         };
         check_algorithm(jwk, header.alg)?;
-        let key =
-            DecodingKey::from_jwk(jwk).map_err(|e| format!("unusable key in the JWKS ({e})"))?;
+        let key = DecodingKey::from_jwk(jwk).map_err(TokenRefused::UnusableKey)?;
         let mut validation = Validation::new(header.alg);
         validation.set_required_spec_claims(&["exp", "sub"]);
         // A token whose `nbf` lies ahead is not valid yet.
@@ -278,13 +304,13 @@ impl JwtVerifier {
             validation.set_issuer(&[iss]);
         }
         let data =
-            decode::<serde_json::Value>(token, &key, &validation).map_err(|e| e.to_string())?;
+            decode::<serde_json::Value>(token, &key, &validation).map_err(TokenRefused::Claims)?;
         let sub = data
             .claims
             .get("sub")
             .and_then(|s| s.as_str())
             .filter(|s| !s.is_empty())
-            .ok_or("the JWT has no subject")?
+            .ok_or(TokenRefused::NoSubject)?
             .to_owned();
         let exp = data.claims.get("exp").and_then(|e| e.as_i64()).unwrap_or(0);
         let now = std::time::SystemTime::now()
@@ -341,23 +367,21 @@ pub(crate) async fn watch_jwks(
 /// The token's `alg` header is the sender's claim: it must be what the key
 /// is for (no RSA public key used as an HMAC secret, no algorithm the key
 /// does not name).
-fn check_algorithm(jwk: &Jwk, alg: Algorithm) -> Result<(), String> {
+fn check_algorithm(jwk: &Jwk, alg: Algorithm) -> Result<(), TokenRefused> {
     use Algorithm::*;
     let fits = match &jwk.algorithm {
         AlgorithmParameters::EllipticCurve(_) => matches!(alg, ES256 | ES384),
         AlgorithmParameters::RSA(_) => matches!(alg, RS256 | RS384 | RS512 | PS256 | PS384 | PS512),
         AlgorithmParameters::OctetKeyPair(_) => alg == EdDSA,
         AlgorithmParameters::OctetKey(_) => matches!(alg, HS256 | HS384 | HS512),
-        _ => return Err("the JWKS key has an unsupported type".into()),
+        _ => return Err(TokenRefused::UnsupportedKey),
     };
     if !fits {
-        return Err(format!(
-            "the JWT is signed with {alg:?}, which its key is not for"
-        ));
+        return Err(TokenRefused::WrongKeyType(alg));
     }
     match jwk.common.key_algorithm {
         Some(named) if KeyAlgorithm::from(alg) != named => {
-            Err(format!("the key is for {named}, the JWT says {alg:?}"))
+            Err(TokenRefused::AlgorithmMismatch { named, alg })
         }
         _ => Ok(()),
     }
@@ -409,7 +433,7 @@ impl Identities {
             Verifier::Kubernetes(a) => match a.service_account(token).await {
                 Ok(user) => Ok(Some(user)),
                 Err(AuthError::Unavailable(e)) => Err(IdentityError::Unavailable(e)),
-                Err(e) => Err(IdentityError::Invalid(e.to_string())),
+                Err(e) => Err(IdentityError::Invalid(TokenRefused::Review(e))),
             },
         }
     }

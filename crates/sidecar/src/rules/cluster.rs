@@ -6,10 +6,17 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::RwLock;
+use std::time::{Duration, Instant};
 
 use tollgate_policy::compile::resource_rules::ClusterView;
 use tollgate_policy::resources::sizes::Sizes;
 use tollgate_policy::snapshot::ClusterReport;
+
+/// How long a report vouching for the running-VM count is trusted. The
+/// controller re-publishes its state every 2 s; a sidecar that has heard
+/// nothing for this long (controller gone, stream stuck) no longer knows how
+/// many VMs run elsewhere.
+pub(crate) const RUNNING_VMS_FRESH_FOR: Duration = Duration::from_secs(10);
 
 /// What is known of VMs and instancetypes, by `namespace/name`.
 #[derive(Debug, Default)]
@@ -23,6 +30,8 @@ struct Known {
     sizes: HashMap<String, Sizes>,
     instancetypes: HashMap<String, Sizes>,
     cluster_instancetypes: HashMap<String, Sizes>,
+    /// When a report whose VirtualMachineInstance watch was current came.
+    running_at: Option<Instant>,
 }
 
 impl VmLabels {
@@ -33,7 +42,13 @@ impl VmLabels {
 
     /// Replaces everything with the controller's report.
     pub fn set_report(&self, report: ClusterReport) {
+        self.set_report_at(report, Instant::now());
+    }
+
+    /// [`Self::set_report`], received at `now`.
+    pub fn set_report_at(&self, report: ClusterReport, now: Instant) {
         *self.write() = Known {
+            running_at: report.vmis_observed.then_some(now),
             labels: report.vms.into_iter().collect(),
             sizes: report.vm_sizes.into_iter().collect(),
             instancetypes: report.instancetypes.into_iter().collect(),
@@ -71,5 +86,53 @@ impl ClusterView for VmLabels {
             Some(ns) => known.instancetypes.get(&format!("{ns}/{name}")).copied(),
             None => known.cluster_instancetypes.get(name).copied(),
         }
+    }
+
+    fn running_vms_current(&self) -> bool {
+        self.running_current_at(Instant::now())
+    }
+}
+
+impl VmLabels {
+    /// Whether the running-VM count is vouched for at `now`.
+    pub fn running_current_at(&self, now: Instant) -> bool {
+        self.read()
+            .running_at
+            .is_some_and(|at| now.saturating_duration_since(at) < RUNNING_VMS_FRESH_FOR)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn running_vms_are_current_only_while_the_vmi_watch_is_and_lately() {
+        let view = VmLabels::default();
+        let t0 = Instant::now();
+        assert!(!view.running_current_at(t0), "nothing heard yet");
+        // The clone watch is current, the VMI watch is not: not enough.
+        let clones_only = ClusterReport {
+            clones_observed: true,
+            observed_at: "2026-01-01T00:00:00Z".into(),
+            ..Default::default()
+        };
+        view.set_report_at(clones_only.clone(), t0);
+        assert!(!view.running_current_at(t0));
+        view.set_report_at(
+            ClusterReport {
+                vmis_observed: true,
+                ..clones_only.clone()
+            },
+            t0,
+        );
+        assert!(view.running_current_at(t0 + Duration::from_secs(1)));
+        assert!(
+            !view.running_current_at(t0 + RUNNING_VMS_FRESH_FOR),
+            "a controller silent this long vouches for nothing"
+        );
+        // A VMI watch that went back to re-listing withdraws it at once.
+        view.set_report_at(clones_only, t0 + Duration::from_secs(2));
+        assert!(!view.running_current_at(t0 + Duration::from_secs(2)));
     }
 }

@@ -29,7 +29,7 @@ use hyper_util::rt::TokioExecutor;
 use tokio::sync::watch;
 
 use tollgate_mcp::sse;
-use tollgate_policy::budget::inflight::MemoryInFlight;
+use tollgate_policy::budget::inflight::{Covers, MemoryInFlight};
 use tollgate_policy::snapshot::{
     Ack, ClusterReport, HEARTBEAT_EVENT, Heartbeat, SNAPSHOT_EVENT, STATE_EVENT, Snapshot,
     WouldDeny, acks_path, snapshots_path,
@@ -83,7 +83,7 @@ pub enum FollowerError {
         /// Where it came from.
         what: String,
         /// What is wrong with it.
-        problem: String,
+        problem: crate::tls::BadRoots,
     },
     /// rustls refused the configuration.
     #[error("configuring TLS to the controller: {0}")]
@@ -105,7 +105,50 @@ enum Refusal {
     #[error("the snapshot is for pod {theirs}, this is {ours}")]
     OtherPod { theirs: String, ours: String },
     #[error("{0}")]
-    Invalid(String),
+    Invalid(Problems),
+}
+
+/// Why one connection to the controller (or one ack) ended; logged, and
+/// the sidecar retries with the rules in force.
+#[derive(Debug, thiserror::Error)]
+enum Lost {
+    #[error("cannot read the token file {path}: {source}")]
+    ReadToken {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the token file {0} is empty")]
+    EmptyToken(std::path::PathBuf),
+    #[error("bad controller URL {base}: {source}")]
+    BadUrl {
+        base: String,
+        source: http::uri::InvalidUri,
+    },
+    #[error(transparent)]
+    Request(#[from] http::Error),
+    #[error("the controller did not answer within 10 s")]
+    NoAnswer,
+    #[error("cannot reach the controller at {controller}: {source}")]
+    Unreachable {
+        controller: Uri,
+        source: Box<hyper_util::client::legacy::Error>,
+    },
+    #[error("the controller answered {status}: {}", .body.trim())]
+    Status { status: StatusCode, body: String },
+    #[error("the controller was silent for {0:?}")]
+    Silent(Duration),
+    #[error("the stream broke: {0}")]
+    Broken(hyper::Error),
+    #[error(transparent)]
+    Sse(#[from] sse::SseError),
+    #[error(transparent)]
+    Encode(#[from] serde_json::Error),
+    #[error("timed out")]
+    AckTimeout,
+    #[error(transparent)]
+    AckSend(Box<hyper_util::client::legacy::Error>),
+    #[error("the controller answered {0}")]
+    AckStatus(StatusCode),
 }
 
 impl Refusal {
@@ -240,7 +283,7 @@ impl Follower {
     }
 
     /// One connection: true if it delivered at least one snapshot.
-    async fn follow_once(&mut self) -> Result<bool, String> {
+    async fn follow_once(&mut self) -> Result<bool, Lost> {
         let token = self.token()?;
         let path = snapshots_path(&self.config.namespace, &self.config.pod);
         let request = Request::builder()
@@ -248,16 +291,13 @@ impl Follower {
             .uri(self.uri(&path)?)
             .header(header::AUTHORIZATION, format!("Bearer {token}"))
             .header(header::ACCEPT, "text/event-stream")
-            .body(Full::new(Bytes::new()))
-            .map_err(|e| e.to_string())?;
+            .body(Full::new(Bytes::new()))?;
         let response = tokio::time::timeout(Duration::from_secs(10), self.client.request(request))
             .await
-            .map_err(|_| "the controller did not answer within 10 s".to_owned())?
-            .map_err(|e| {
-                format!(
-                    "cannot reach the controller at {}: {e}",
-                    self.config.controller
-                )
+            .map_err(|_| Lost::NoAnswer)?
+            .map_err(|source| Lost::Unreachable {
+                controller: self.config.controller.clone(),
+                source: Box::new(source),
             })?;
         let status = response.status();
         let mut body = response.into_body();
@@ -268,7 +308,7 @@ impl Follower {
                 .and_then(|r| r.ok())
                 .map(|c| String::from_utf8_lossy(&c.to_bytes()).into_owned())
                 .unwrap_or_default();
-            return Err(format!("the controller answered {status}: {}", text.trim()));
+            return Err(Lost::Status { status, body: text });
         }
         tracing::info!(controller = %self.config.controller, "connected to the controller");
         self.metrics.controller_connected.set(1);
@@ -278,15 +318,15 @@ impl Follower {
         loop {
             let frame = tokio::time::timeout(self.silence_timeout, body.frame())
                 .await
-                .map_err(|_| format!("the controller was silent for {:?}", self.silence_timeout))?;
+                .map_err(|_| Lost::Silent(self.silence_timeout))?;
             let Some(frame) = frame else {
                 return Ok(delivered);
             };
-            let frame = frame.map_err(|e| format!("the stream broke: {e}"))?;
+            let frame = frame.map_err(Lost::Broken)?;
             let Ok(data) = frame.into_data() else {
                 continue;
             };
-            for event in parser.push(&data).map_err(|e| e.to_string())? {
+            for event in parser.push(&data)? {
                 self.contact();
                 match event.event.as_deref() {
                     Some(SNAPSHOT_EVENT) => {
@@ -359,11 +399,16 @@ impl Follower {
             .and_then(|t| u64::try_from(t.as_millisecond()).ok())
             .map(|ms| UNIX_EPOCH + Duration::from_millis(ms))
             .unwrap_or_else(SystemTime::now);
-        // Running-VM counts ride with the clone counts; either watch being
-        // current makes the counts worth trusting for what it covers.
-        if state.clones_observed || state.vmis_observed {
-            self.in_flight.set_cluster(state.clones.clone(), observed);
-        }
+        // Each count is vouched for by its own watch: a current clone watch
+        // says nothing about running VMs, nor a VMI watch about clones.
+        self.in_flight.set_observed(
+            state.clones.clone(),
+            observed,
+            Covers {
+                clones: state.clones_observed,
+                running: state.vmis_observed,
+            },
+        );
         self.cluster.set_report(state);
     }
 
@@ -376,7 +421,7 @@ impl Follower {
             });
         }
         let set = load::compile_set(&snapshot.loaded())
-            .map_err(|p| Refusal::Invalid(Problems(p).to_string()))?
+            .map_err(|p| Refusal::Invalid(Problems(p)))?
             .with_version(snapshot.version.clone());
         let rules = set.policies().iter().map(|p| p.rules().len()).sum();
         if self
@@ -396,23 +441,21 @@ impl Follower {
             let body = serde_json::to_vec(&Ack {
                 version: version.to_owned(),
                 would_deny: would_deny.clone(),
-            })
-            .map_err(|e| e.to_string())?;
+            })?;
             let request = Request::builder()
                 .method(Method::POST)
                 .uri(self.uri(&acks_path(&self.config.namespace, &self.config.pod))?)
                 .header(header::AUTHORIZATION, format!("Bearer {token}"))
                 .header(header::CONTENT_TYPE, "application/json")
-                .body(Full::new(Bytes::from(body)))
-                .map_err(|e| e.to_string())?;
+                .body(Full::new(Bytes::from(body)))?;
             let response =
                 tokio::time::timeout(Duration::from_secs(10), self.client.request(request))
                     .await
-                    .map_err(|_| "timed out".to_owned())?
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|_| Lost::AckTimeout)?
+                    .map_err(|e| Lost::AckSend(Box::new(e)))?;
             match response.status() {
                 StatusCode::NO_CONTENT | StatusCode::OK => Ok(()),
-                other => Err(format!("the controller answered {other}")),
+                other => Err(Lost::AckStatus(other)),
             }
         }
         .await;
@@ -440,28 +483,24 @@ impl Follower {
         }
     }
 
-    fn token(&self) -> Result<String, String> {
-        let token = std::fs::read_to_string(&self.config.token_file).map_err(|e| {
-            format!(
-                "cannot read the token file {}: {e}",
-                self.config.token_file.display()
-            )
-        })?;
+    fn token(&self) -> Result<String, Lost> {
+        let token =
+            std::fs::read_to_string(&self.config.token_file).map_err(|source| Lost::ReadToken {
+                path: self.config.token_file.clone(),
+                source,
+            })?;
         let token = token.trim();
         if token.is_empty() {
-            return Err(format!(
-                "the token file {} is empty",
-                self.config.token_file.display()
-            ));
+            return Err(Lost::EmptyToken(self.config.token_file.clone()));
         }
         Ok(token.to_owned())
     }
 
-    fn uri(&self, path: &str) -> Result<Uri, String> {
+    fn uri(&self, path: &str) -> Result<Uri, Lost> {
         let base = self.config.controller.to_string();
         format!("{}{path}", base.trim_end_matches('/'))
             .parse()
-            .map_err(|e| format!("bad controller URL {base}: {e}"))
+            .map_err(|source| Lost::BadUrl { base, source })
     }
 
     fn contact(&self) {

@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 use tollgate_mcp::tools;
 
 use crate::stdio::child::{self, Child, FromChild};
+use crate::stdio::discover_error::StdioDiscoveryError;
 use crate::transport::discover::{ListToolsError, PROTOCOL_VERSION, ToolPages};
 
 /// How long the server gets to exit once asked.
@@ -31,17 +32,15 @@ pub async fn list_tools_of_command(
     let listed = tokio::time::timeout(timeout, session(&child, &mut from)).await;
     child.stop(STOP_GRACE).await;
     match listed {
-        Ok(r) => r.map_err(ListToolsError::Upstream),
-        Err(_) => Err(ListToolsError::Upstream(format!(
-            "the MCP server did not list its tools within {timeout:?}"
-        ))),
+        Ok(r) => Ok(r?),
+        Err(_) => Err(StdioDiscoveryError::Timeout(timeout).into()),
     }
 }
 
 async fn session(
     child: &Child,
     from: &mut mpsc::Receiver<FromChild>,
-) -> Result<Vec<Value>, String> {
+) -> Result<Vec<Value>, StdioDiscoveryError> {
     let init = json!({
         "protocolVersion": PROTOCOL_VERSION,
         "capabilities": {},
@@ -60,11 +59,11 @@ async fn session(
     Ok(pages.tools())
 }
 
-async fn send(child: &Child, message: &Value) -> Result<(), String> {
+async fn send(child: &Child, message: &Value) -> Result<(), StdioDiscoveryError> {
     child
         .send(message)
         .await
-        .map_err(|_| "the MCP server stopped reading its input".to_owned())
+        .map_err(|_| StdioDiscoveryError::StoppedReading)
 }
 
 /// Sends request `id` and waits for its result; what else the server says
@@ -76,7 +75,7 @@ async fn ask(
     id: u64,
     method: &str,
     params: Option<Value>,
-) -> Result<Value, String> {
+) -> Result<Value, StdioDiscoveryError> {
     let mut request = json!({"jsonrpc": "2.0", "id": id, "method": method});
     if let Some(p) = params {
         request["params"] = p;
@@ -88,17 +87,17 @@ async fn ask(
                 if let Some(result) = m.get("result") {
                     return Ok(result.clone());
                 }
-                return Err(format!("the MCP server refused {method}: {}", m["error"]));
+                return Err(StdioDiscoveryError::Refused {
+                    method: method.to_owned(),
+                    error: m["error"].clone(),
+                });
             }
             Some(FromChild::Message(_) | FromChild::Unreadable(_) | FromChild::TooLong(_)) => {}
             Some(FromChild::Closed) | None => {
-                let how = match child.exited() {
-                    Some(exit) => format!(" ({exit})"),
-                    None => String::new(),
-                };
-                return Err(format!(
-                    "the MCP server closed its output before answering {method}{how}"
-                ));
+                return Err(StdioDiscoveryError::Closed {
+                    method: method.to_owned(),
+                    exit: child.exited(),
+                });
             }
         }
     }

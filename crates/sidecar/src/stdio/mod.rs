@@ -16,6 +16,7 @@
 pub(crate) mod bridge;
 pub(crate) mod child;
 pub(crate) mod discover;
+pub(crate) mod discover_error;
 pub(crate) mod pending;
 pub(crate) mod wrap;
 

@@ -121,6 +121,21 @@ pub enum WrapError {
     Bind(#[from] tollgate_runtime::serve::BindError),
 }
 
+/// Why a request of tollgate's own (its `tools/list`) got no result;
+/// logged, and asked again before the next call.
+#[derive(Debug, thiserror::Error)]
+enum OwnRequestError {
+    /// The server's stdin is closed.
+    #[error(transparent)]
+    Gone(#[from] child::Gone),
+    /// The server ended before answering.
+    #[error("the MCP server ended")]
+    Ended,
+    /// A JSON-RPC error instead of a result.
+    #[error("the server refused tools/list: {0}")]
+    Refused(Value),
+}
+
 /// What tollgate remembers of a request it forwarded.
 #[derive(Debug)]
 struct Expect {
@@ -472,20 +487,20 @@ impl Wrap {
     }
 
     /// The server's tools, every page, asked by tollgate itself.
-    async fn list_tools(&self) -> Result<Vec<Value>, String> {
+    async fn list_tools(&self) -> Result<Vec<Value>, OwnRequestError> {
         let mut pages = ToolPages::default();
         while let Some((_, params)) = pages.next() {
             let response = self.ask(tools::LIST, params).await?;
             let result = response
                 .get("result")
-                .ok_or_else(|| format!("the server refused tools/list: {}", response["error"]))?;
+                .ok_or_else(|| OwnRequestError::Refused(response["error"].clone()))?;
             pages.take(result);
         }
         Ok(pages.tools())
     }
 
     /// Sends a request of tollgate's own and waits for its response.
-    async fn ask(&self, method: &str, params: Option<Value>) -> Result<Value, String> {
+    async fn ask(&self, method: &str, params: Option<Value>) -> Result<Value, OwnRequestError> {
         let id = json!(format!(
             "{OWN_PREFIX}{}",
             self.next_own.fetch_add(1, Ordering::Relaxed)
@@ -502,8 +517,8 @@ impl Wrap {
         }
         let sent = self.child.send(&request).await;
         let answer = match sent {
-            Ok(()) => rx.await.map_err(|_| "the MCP server ended".to_owned()),
-            Err(e) => Err(e.to_string()),
+            Ok(()) => rx.await.map_err(|_| OwnRequestError::Ended),
+            Err(e) => Err(e.into()),
         };
         self.own
             .lock()

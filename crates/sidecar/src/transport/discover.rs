@@ -74,12 +74,55 @@ pub enum ListToolsError {
     /// The URL is unusable.
     #[error(transparent)]
     Url(#[from] crate::transport::upstream::UpstreamUrlError),
-    /// The server did not answer as an MCP server.
-    #[error("{0}")]
-    Upstream(String),
+    /// The HTTP server did not answer as an MCP server.
+    #[error(transparent)]
+    Http(#[from] HttpDiscoveryError),
+    /// The stdio server did not answer as an MCP server.
+    #[error(transparent)]
+    Stdio(#[from] crate::stdio::discover_error::StdioDiscoveryError),
     /// The stdio server could not be started.
     #[error(transparent)]
     Spawn(#[from] crate::stdio::child::SpawnError),
+}
+
+/// Why an HTTP upstream did not list its tools.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpDiscoveryError {
+    /// No answer in time.
+    #[error("the upstream did not answer within {0:?}")]
+    Timeout(Duration),
+    /// The request did not get through.
+    #[error(transparent)]
+    Send(#[from] crate::transport::upstream::UpstreamError),
+    /// A status other than success; a 404 most likely means a wrong path.
+    #[error(
+        "the upstream answered {status} to {method} at {uri}{}",
+        if *.status == http::StatusCode::NOT_FOUND {
+            "; nothing answers MCP at that path: give --upstream the MCP server's URL as MCP clients write it, e.g. http://127.0.0.1:8081/mcp"
+        } else {
+            ""
+        }
+    )]
+    Status {
+        status: http::StatusCode,
+        method: Value,
+        uri: http::Uri,
+    },
+    /// The response body broke off.
+    #[error("{0}")]
+    Body(hyper::Error),
+    /// The event stream is not SSE.
+    #[error(transparent)]
+    Sse(#[from] sse::SseError),
+    /// The event stream closed before the response came.
+    #[error("the upstream's event stream ended without a response")]
+    StreamEnded,
+    /// The response is not JSON.
+    #[error("the upstream's response is not JSON: {0}")]
+    NotJson(serde_json::Error),
+    /// A `tools/list` response without a `result`.
+    #[error("the upstream's tools/list had no result")]
+    NoResult,
 }
 
 /// The tools of the MCP server at `url` (written as an MCP client writes
@@ -90,9 +133,7 @@ pub async fn list_tools_at(
     timeout: Duration,
 ) -> Result<Vec<Value>, ListToolsError> {
     let upstream = Upstream::new(url, timeout, timeout)?;
-    list_tools(&upstream, "/mcp", timeout)
-        .await
-        .map_err(ListToolsError::Upstream)
+    Ok(list_tools(&upstream, "/mcp", timeout).await?)
 }
 
 /// The upstream's tools, asked over a session of the sidecar's own.
@@ -100,13 +141,13 @@ pub(crate) async fn list_tools(
     upstream: &Upstream,
     path: &str,
     timeout: Duration,
-) -> Result<Vec<Value>, String> {
+) -> Result<Vec<Value>, HttpDiscoveryError> {
     tokio::time::timeout(timeout, session(upstream, path))
         .await
-        .map_err(|_| format!("the upstream did not answer within {timeout:?}"))?
+        .map_err(|_| HttpDiscoveryError::Timeout(timeout))?
 }
 
-async fn session(upstream: &Upstream, path: &str) -> Result<Vec<Value>, String> {
+async fn session(upstream: &Upstream, path: &str) -> Result<Vec<Value>, HttpDiscoveryError> {
     let init = json!({
         "jsonrpc": "2.0", "id": 0, "method": "initialize",
         "params": {"protocolVersion": PROTOCOL_VERSION, "capabilities": {}, "clientInfo": {"name": "tollgate", "version": env!("CARGO_PKG_VERSION")}}
@@ -124,7 +165,7 @@ async fn session(upstream: &Upstream, path: &str) -> Result<Vec<Value>, String> 
         let (_, response) = exchange(upstream, path, session.as_ref(), &req).await?;
         let result = response
             .and_then(|r| r.get("result").cloned())
-            .ok_or("the upstream's tools/list had no result")?;
+            .ok_or(HttpDiscoveryError::NoResult)?;
         pages.take(&result);
     }
     let tools = pages.tools();
@@ -151,7 +192,7 @@ async fn exchange(
     path: &str,
     session: Option<&HeaderValue>,
     message: &Value,
-) -> Result<(HeaderMap, Option<Value>), String> {
+) -> Result<(HeaderMap, Option<Value>), HttpDiscoveryError> {
     let mut headers = HeaderMap::new();
     headers.insert(
         header::CONTENT_TYPE,
@@ -178,19 +219,14 @@ async fn exchange(
             &headers,
             body,
         ))
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
     let (parts, body) = response.into_parts();
     if !parts.status.is_success() {
-        let hint = if parts.status == http::StatusCode::NOT_FOUND {
-            "; nothing answers MCP at that path: give --upstream the MCP server's URL as MCP clients write it, e.g. http://127.0.0.1:8081/mcp"
-        } else {
-            ""
-        };
-        return Err(format!(
-            "the upstream answered {} to {} at {uri}{hint}",
-            parts.status, message["method"]
-        ));
+        return Err(HttpDiscoveryError::Status {
+            status: parts.status,
+            method: message["method"].clone(),
+            uri,
+        });
     }
     if message.get("id").is_none() {
         return Ok((parts.headers, None));
@@ -201,10 +237,10 @@ async fn exchange(
         let mut parser = sse::Parser::new();
         let mut body = body;
         while let Some(frame) = body.frame().await {
-            let Ok(data) = frame.map_err(|e| e.to_string())?.into_data() else {
+            let Ok(data) = frame.map_err(HttpDiscoveryError::Body)?.into_data() else {
                 continue;
             };
-            for event in parser.push(&data).map_err(|e| e.to_string())? {
+            for event in parser.push(&data)? {
                 if let Ok(v) = serde_json::from_str::<Value>(&event.data)
                     && v.get("id") == Some(&id)
                 {
@@ -212,10 +248,13 @@ async fn exchange(
                 }
             }
         }
-        return Err("the upstream's event stream ended without a response".into());
+        return Err(HttpDiscoveryError::StreamEnded);
     }
-    let bytes = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
-    let v: Value = serde_json::from_slice(&bytes)
-        .map_err(|e| format!("the upstream's response is not JSON: {e}"))?;
+    let bytes = body
+        .collect()
+        .await
+        .map_err(HttpDiscoveryError::Body)?
+        .to_bytes();
+    let v: Value = serde_json::from_slice(&bytes).map_err(HttpDiscoveryError::NotJson)?;
     Ok((parts.headers, Some(v)))
 }

@@ -11,6 +11,7 @@ pub(crate) mod open_streams;
 pub(crate) mod parse;
 pub(crate) mod plan;
 pub(crate) mod post;
+pub(crate) mod progress;
 pub(crate) mod relay;
 pub(crate) mod route;
 pub(crate) mod sessions;

@@ -27,6 +27,7 @@ use crate::transport::headers;
 use crate::transport::lists::ListHook;
 use crate::transport::open_streams::LegacySession;
 use crate::transport::plan::{Step, plan_message};
+use crate::transport::progress;
 use crate::transport::relay::Relay;
 use tollgate_runtime::body::{self, Body, ReadError};
 
@@ -107,14 +108,47 @@ async fn handle_in(
             );
         }
     };
+    if let Some(token) = progress::wanted(proxy, &parts, &value) {
+        let (progress, rx) = progress::channel(token);
+        let (limit, timeout) = (
+            proxy.config.max_upstream_body_bytes,
+            proxy.config.upstream_response_timeout,
+        );
+        // Boxed as `dyn Future + Send`: spawning the `async fn` directly
+        // trips the compiler's higher-ranked Send inference.
+        let decided: progress::Decided = Box::pin(decide_and_forward(
+            proxy.clone(),
+            parts,
+            value,
+            subject,
+            Some(progress),
+            span.cloned(),
+        ));
+        return progress::respond(decided, rx, limit, timeout).await;
+    }
+    decide_and_forward(proxy.clone(), parts, value, subject, None, span.cloned()).await
+}
+
+/// Plans the messages of a read POST, forwards what is allowed and answers
+/// the rest; `progress` carries a held call's progress notifications.
+async fn decide_and_forward(
+    proxy: Arc<Proxy>,
+    parts: Parts,
+    value: Value,
+    subject: Option<String>,
+    progress: Option<crate::approvals::Progress>,
+    span: Option<RequestSpan>,
+) -> Response<Body> {
+    let proxy = &proxy;
+    let span = span.as_ref();
     let mirrored = match mirrored(&parts.headers) {
         Ok(m) => m,
-        Err(message) => {
+        Err(bad) => {
             return reject(
                 proxy,
                 StatusCode::BAD_REQUEST,
                 jsonrpc::HEADER_MISMATCH,
-                &message,
+                &bad.to_string(),
                 Rejection::HeaderMismatch,
             );
         }
@@ -184,6 +218,7 @@ async fn handle_in(
     let caller = Caller {
         session: session.as_deref(),
         subject: subject.as_deref(),
+        progress: progress.as_ref(),
         span,
     };
     for message in messages {
@@ -429,18 +464,24 @@ fn check_content_headers(proxy: &Proxy, h: &HeaderMap) -> Option<Response<Body>>
     None
 }
 
-fn mirrored(h: &HeaderMap) -> Result<Mirrored<'_>, String> {
-    let get = |name: &str| -> Result<Option<&str>, String> {
+/// Why a mirrored MCP header (`Mcp-Method`, …) cannot be read.
+#[derive(Debug, thiserror::Error)]
+enum BadMirror {
+    #[error("the {0} header is sent more than once")]
+    Repeated(&'static str),
+    #[error("the {0} header is not visible ASCII")]
+    NotAscii(&'static str),
+}
+
+fn mirrored(h: &HeaderMap) -> Result<Mirrored<'_>, BadMirror> {
+    let get = |name: &'static str| -> Result<Option<&str>, BadMirror> {
         let mut values = h.get_all(name).iter();
         let first = values.next();
         if values.next().is_some() {
-            return Err(format!("the {name} header is sent more than once"));
+            return Err(BadMirror::Repeated(name));
         }
         first
-            .map(|v| {
-                v.to_str()
-                    .map_err(|_| format!("the {name} header is not visible ASCII"))
-            })
+            .map(|v| v.to_str().map_err(|_| BadMirror::NotAscii(name)))
             .transpose()
     };
     Ok(Mirrored {

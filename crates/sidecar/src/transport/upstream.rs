@@ -15,7 +15,7 @@ use crate::metrics::UpstreamFailure;
 
 /// Why the upstream did not answer.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum UpstreamError {
+pub enum UpstreamError {
     /// Nothing accepted the connection (the server is down or starting).
     #[error("cannot connect to the MCP server at {0}: {1}")]
     Connect(Uri, String),

@@ -176,7 +176,9 @@ fn bad_annotations_refuse_the_pod_with_a_reason() {
     ] {
         let mut p = server_pod();
         p["metadata"]["annotations"] = json!({ k: v });
-        let err = decide(Route::Namespace, &pod(p), &cfg(true)).unwrap_err();
+        let err = decide(Route::Namespace, &pod(p), &cfg(true))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains(want), "{k}={v}: {err}");
     }
 }
@@ -272,7 +274,9 @@ fn bad_jwt_annotations_refuse_the_pod_with_a_reason() {
     ] {
         let mut p = server_pod();
         p["metadata"]["annotations"] = annotations.clone();
-        let err = decide(Route::Namespace, &pod(p), &cfg(true)).unwrap_err();
+        let err = decide(Route::Namespace, &pod(p), &cfg(true))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains(want), "{annotations}: {err}");
     }
     // Two identity modes at once would crash the sidecar: refused up front.
@@ -282,7 +286,9 @@ fn bad_jwt_annotations_refuse_the_pod_with_a_reason() {
         .push("--identity=kubernetes".into());
     let mut p = server_pod();
     p["metadata"]["annotations"] = json!({"tollgate.dev/jwks-configmap": "idp"});
-    let err = decide(Route::Namespace, &pod(p), &with_kubernetes).unwrap_err();
+    let err = decide(Route::Namespace, &pod(p), &with_kubernetes)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("sidecar.identity.mode"), "{err}");
 }
 
@@ -293,6 +299,7 @@ fn port_clashes_are_refused() {
     assert!(
         decide(Route::Namespace, &pod(p), &cfg(true))
             .unwrap_err()
+            .to_string()
             .contains("declares a port named \"mcp\"")
     );
     let mut p = server_pod();
@@ -300,6 +307,7 @@ fn port_clashes_are_refused() {
     assert!(
         decide(Route::Namespace, &pod(p), &cfg(true))
             .unwrap_err()
+            .to_string()
             .contains("uses port 8080")
     );
 }
@@ -604,6 +612,6 @@ fn stdio_pods_the_webhook_cannot_wrap_are_refused_with_what_to_add() {
         edit(&mut p);
         let err = decide(Route::Namespace, &pod(p.clone()), &cfg(true))
             .expect_err(&format!("refused: {p}"));
-        assert!(err.contains(want), "{p}\n{err}");
+        assert!(err.to_string().contains(want), "{p}\n{err}");
     }
 }

@@ -10,7 +10,7 @@ use tollgate_policy::{Fingerprint, ToolCall, fingerprint};
 
 use super::*;
 
-fn settings(min: u32, users: &[&str]) -> Arc<Approval> {
+pub(crate) fn settings(min: u32, users: &[&str]) -> Arc<Approval> {
     Arc::new(Approval {
         min_approvals: min,
         users: users.iter().map(|u| u.to_string()).collect(),
@@ -24,7 +24,7 @@ fn fp(name: &str) -> Fingerprint {
     fingerprint("p", "r", &ToolCall::new("vm_clone", &args), None)
 }
 
-fn req(name: &str, settings: Arc<Approval>) -> Request {
+pub(crate) fn req(name: &str, settings: Arc<Approval>) -> Request {
     Request {
         fingerprint: fp(name),
         call: Call {
