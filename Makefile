@@ -2,7 +2,7 @@
 SHELL := bash
 CARGO ?= cargo
 
-.PHONY: all build demo demo-standalone e2e test test-deps differential lint fmt clippy fuzz generate bench bench-data-path bench-policy bench-controller cluster-up cluster-down image clean
+.PHONY: all build demo demo-standalone e2e test test-deps differential lint fmt clippy fuzz generate bench bench-data-path bench-wrk bench-policy bench-controller cluster-up cluster-down image clean
 
 all: build
 
@@ -63,14 +63,18 @@ generate:
 	$(CARGO) run --locked --quiet --bin tollgate -- crdgen --out crds
 	scripts/render-manifests.sh
 
-## bench: data path vs direct/nginx/Intercept, policy engine, controller push (not part of `make test`).
+## bench: data path vs direct/nginx/Intercept (own load generator, and wrk + Lua against a
+## fixed-response nginx), policy engine, controller push (not part of `make test`).
 ## Results: target/bench/*.jsonl and *.md; summarised in docs/benchmarks.md.
 BENCH_ROUNDS ?= 2
-bench: bench-policy bench-controller bench-data-path
+bench: bench-policy bench-controller bench-data-path bench-wrk
 
 bench-data-path:
 	scripts/bench/setup.sh
 	scripts/bench/run.sh --rounds $(BENCH_ROUNDS)
+
+bench-wrk:
+	scripts/bench/wrk.sh
 
 bench-policy:
 	$(CARGO) bench --locked --bench policy_engine

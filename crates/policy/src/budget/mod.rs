@@ -81,10 +81,7 @@ pub async fn decide<B: Budgets + ?Sized>(
         // limits. No store is touched and no caller digest is taken.
         return eval.finish(Ok(()), Some(Ok(())), Some(Ok(())));
     }
-    // Boxed: the stores' futures (a Redis round trip for shared limits) are
-    // large, and every caller of `decide` would otherwise carry them in its
-    // own future and copy them on every call, budgets or not.
-    Box::pin(spend(eval, call, stores, now, wall)).await
+    spend(eval, call, stores, now, wall).await
 }
 
 /// The budget half of [`decide`], for a call that needs some.

@@ -176,7 +176,11 @@ impl<S: Shared> Tiered<S> {
         match &self.shared {
             Some(store) => {
                 let shared: Vec<&Acquire> = shared_idx.iter().map(|&i| &all[i]).collect();
-                match store.try_acquire(&shared, now).await {
+                // Boxed: a shared store's future (a Redis round trip) is
+                // large, and unboxed it would be part of every decision's
+                // future, copied on every call whether it has shared limits
+                // or not.
+                match Box::pin(store.try_acquire(&shared, now)).await {
                     Ok(SharedOutcome::Admitted { last, at }) => {
                         taken = Some((store, shared, Admission { last, at }))
                     }
@@ -202,7 +206,7 @@ impl<S: Shared> Tiered<S> {
             Ok(()) => Ok(()),
             Err(refusal) => {
                 if let Some((store, shared, last)) = taken {
-                    store.release(&shared, last).await;
+                    Box::pin(store.release(&shared, last)).await;
                 }
                 Err(refusal.reindexed(&local_idx))
             }
