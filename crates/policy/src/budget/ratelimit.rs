@@ -186,9 +186,15 @@ pub struct MemoryCounter {
     buckets: Mutex<Buckets>,
 }
 
+/// The counter's maps hash with foldhash, not SipHash: every rate-limited
+/// call looks up its limit and bucket, the limit keys come from the policy
+/// and the bucket keys are SHA-256 digests, so a caller cannot aim keys at
+/// one hash slot; the seed is per process.
+type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 #[derive(Debug, Default)]
 struct Buckets {
-    limits: HashMap<LimitId, LimitBuckets>,
+    limits: Map<LimitId, LimitBuckets>,
     /// Admissions since the last sweep.
     since_sweep: usize,
     /// New buckets refused: the caller's share, or the limit, was full.
@@ -198,9 +204,9 @@ struct Buckets {
 
 #[derive(Debug, Default)]
 struct LimitBuckets {
-    logs: HashMap<BucketKey, Bucket>,
+    logs: Map<BucketKey, Bucket>,
     /// Live buckets each caller opened.
-    owned: HashMap<CallerKey, usize>,
+    owned: Map<CallerKey, usize>,
     /// Longest window seen for this limit, for sweeping idle buckets.
     window: Duration,
     /// For a size budget: its capacity, as last admitted under.

@@ -3,7 +3,7 @@
 //! denial that names that rule when a budget is full.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use serde_json::Value;
 
@@ -49,10 +49,9 @@ impl Spend {
         call: &ToolCall<'_>,
     ) {
         for l in &rule.limits {
-            let parts = key_parts(l, call, None);
             self.acquire.push(Acquire {
                 limit: l.limit.clone(),
-                bucket: BucketKey::of(parts.iter().map(Vec::as_slice)),
+                bucket: bucket_of(l, call, None),
                 cost: 1,
             });
             self.acquire_owner.push(owner(
@@ -98,7 +97,7 @@ impl Spend {
                 if cost == 0 {
                     continue;
                 }
-                let bucket = BucketKey::of(key_parts(l, call, Some(op)).iter().map(Vec::as_slice));
+                let bucket = bucket_of(l, call, Some(op));
                 match self
                     .acquire
                     .iter()
@@ -294,6 +293,21 @@ fn key_scope(l: &CompiledLimit) -> &'static str {
         (false, true) => " per source VM",
         (false, false) => "",
     }
+}
+
+/// The bucket of `l` this call counts in. A limit keyed by nothing has one
+/// bucket, whose digest is taken once per process rather than per call.
+fn bucket_of(l: &CompiledLimit, call: &ToolCall<'_>, op: Option<&Op>) -> BucketKey {
+    static UNKEYED: LazyLock<BucketKey> = LazyLock::new(|| BucketKey::of([]));
+    let keyed = !l.key_arguments.is_empty()
+        || l.key_session
+        || l.key_namespace
+        || l.key_source
+        || l.key_subject;
+    if !keyed {
+        return *UNKEYED;
+    }
+    BucketKey::of(key_parts(l, call, op).iter().map(Vec::as_slice))
 }
 
 /// The parts selecting a limit's bucket, each distinct from every other
