@@ -139,9 +139,6 @@ cp "$BENCH" "$WORK/controller_push"
 TOLLGATE="$WORK/tollgate"
 BENCH="$WORK/controller_push"
 
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
-}
 # One JSON line on stdout, with this run's id and the keys given as KEY=VALUE
 # (values that parse as JSON stay JSON) added to the line read on stdin.
 tag_lines() {

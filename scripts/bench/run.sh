@@ -160,24 +160,6 @@ wait_for_line() { # FILE REGEX PID SECONDS
     done
     log "timed out waiting for /$2/ in $1"; tail -20 "$1" >&2; return 1
 }
-wait_for_port() { # PORT PID SECONDS
-    local i
-    for ((i = 0; i < $3 * 20; i++)); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-        proc_alive "$2" || return 1
-        sleep 0.05
-    done
-    return 1
-}
-child_of() { # PID -> its first child (the real process under `timeout`)
-    local i c
-    for ((i = 0; i < 100; i++)); do
-        c="$(ps -o pid= --ppid "$1" 2>/dev/null | head -1 | tr -d ' ')"
-        [[ -n "$c" ]] && { echo "$c"; return 0; }
-        sleep 0.02
-    done
-    return 1
-}
 descendant_named() { # PID PREFIX -> first descendant whose comm starts with PREFIX
     local p c comm
     for c in $(ps -o pid= --ppid "$1" 2>/dev/null); do
@@ -186,9 +168,6 @@ descendant_named() { # PID PREFIX -> first descendant whose comm starts with PRE
         p="$(descendant_named "$c" "$2")" && { echo "$p"; return 0; }
     done
     return 1
-}
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
 }
 status_kb() { # PID FIELD -> kB
     sed -n "s/^$2:[[:space:]]*\([0-9]*\) kB/\1/p" "/proc/$1/status" 2>/dev/null || echo 0

@@ -91,3 +91,32 @@ build_once() {
     fi
     exec 9>&-
 }
+
+# free_port : a free TCP port on 127.0.0.1 (free when asked; a server should
+# still fail loudly if it loses the race).
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+# wait_for_port PORT PID SECONDS : until 127.0.0.1:PORT accepts, PID dies, or
+# SECONDS pass.
+wait_for_port() {
+    local i
+    for ((i = 0; i < $3 * 20; i++)); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+        proc_alive "$2" || return 1
+        sleep 0.05
+    done
+    return 1
+}
+
+# child_of PID : its first child (the real process under `timeout`).
+child_of() {
+    local i c
+    for ((i = 0; i < 100; i++)); do
+        c="$(ps -o pid= --ppid "$1" 2>/dev/null | head -1 | tr -d ' ')"
+        [[ -n "$c" ]] && { echo "$c"; return 0; }
+        sleep 0.02
+    done
+    return 1
+}
