@@ -26,7 +26,7 @@ e2e: test-deps
 
 ## test: formatting, lints, unit and integration tests (installs the Node test peers first)
 test: test-deps lint
-	$(CARGO) test --locked
+	$(CARGO) test --locked --no-fail-fast
 
 ## fuzz: the property tests of the parsers and policy loading (crates/*/tests/properties.rs)
 ## with many more cases than `make test` runs (a few hundred); FUZZ_CASES per property.

@@ -255,6 +255,7 @@ async fn a_cluster_baseline_joins_namespaced_policies_across_namespaces() {
     controller.proc.terminate();
     let scoped = ControllerProc::start(cluster, &a, "c2");
     let in_a = ManagedSidecar::start(cluster, (&a, "kms-0"), &scoped, &up.url());
+    in_a.until_ready(PATIENCE).await;
     cluster
         .apply(&format!(
             "apiVersion: tollgate.dev/v1alpha1\nkind: ClusterMcpToolPolicy\nmetadata: {{name: scoped}}\nspec:\n  namespaceSelector: {{matchLabels: {{baseline: {label}}}}}\n  defaultAction: Allow\n  rules: [{{name: no-lists, tools: [pods_list], action: Deny}}]\n"

@@ -594,6 +594,27 @@ impl ManagedSidecar {
         ManagedSidecar { tg, _dir: dir }
     }
 
+    /// Waits until the sidecar's `/readyz` answers 200, that is until it holds
+    /// rules from the controller; before that every call is refused with a
+    /// JSON-RPC error rather than judged. Panics after `patience`.
+    pub async fn until_ready(&self, patience: Duration) {
+        let mut last = String::new();
+        let ready = super::eventually(patience, async || {
+            let r = super::raw(
+                self.tg.admin,
+                b"GET /readyz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+            )
+            .await;
+            last = format!("HTTP {}: {}", r.status, r.text());
+            r.status == 200
+        })
+        .await;
+        assert!(
+            ready,
+            "the sidecar never became ready; last /readyz: {last}"
+        );
+    }
+
     /// The flags of the sidecar of pod `ns/pod` following the controller at
     /// `push`, with the pod's token and its own copy of the controller's CA
     /// (it may outlive the controller process) written into `dir`.
