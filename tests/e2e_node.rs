@@ -320,7 +320,7 @@ fn helm_install_inject_enforce_scrape_and_survive_faults_on_a_real_node() {
         "image.repository=tollgate,image.tag=dev,image.pullPolicy=Never",
         "--wait",
         "--timeout",
-        "180s",
+        "600s",
     ]);
     let controllers = node.items(&[
         "-n",
@@ -335,6 +335,15 @@ fn helm_install_inject_enforce_scrape_and_survive_faults_on_a_real_node() {
         assert_eq!(p["status"]["phase"], "Running", "{}", p["metadata"]["name"]);
         assert_eq!(p["spec"]["serviceAccountName"], RELEASE);
     }
+
+    step("helm test tollgate  (the chart's probe Pod: controller /readyz and the webhook's TLS)");
+    let tested = node.helm(&["test", RELEASE, "-n", SYSTEM, "--logs", "--timeout", "600s"]);
+    assert!(
+        tested
+            .lines()
+            .any(|l| l.trim_start().starts_with("Phase:") && l.contains("Succeeded")),
+        "{tested}"
+    );
 
     step(
         "kubectl apply -f examples/kubernetes-mcp-server/  (namespace labelled for injection, the server, its policy)",
@@ -352,7 +361,7 @@ fn helm_install_inject_enforce_scrape_and_survive_faults_on_a_real_node() {
         "rollout",
         "status",
         "deployment/kubernetes-mcp-server",
-        "--timeout=180s",
+        "--timeout=600s",
     ]);
     let pod = mcp_pod(&node);
     let sidecar = pod["spec"]["initContainers"]
@@ -422,6 +431,8 @@ fn helm_install_inject_enforce_scrape_and_survive_faults_on_a_real_node() {
     );
     step(&format!("{denials} = 70"));
 
+    why_reads_a_denial_through_the_pod_proxy(&node);
+
     stdio_server_runs_behind_tollgate_in_its_own_container(&node);
 
     every_dashboard_panel_has_data(&prometheus, &url);
@@ -481,6 +492,55 @@ fn helm_install_inject_enforce_scrape_and_survive_faults_on_a_real_node() {
 }
 
 /// The running MCP server pod.
+/// `tollgate why POD ID` through the apiserver's pod proxy to a sidecar the
+/// kubelet runs: the record of one of the clones the rate limit denied,
+/// printed as the sidecar keeps it.
+fn why_reads_a_denial_through_the_pod_proxy(node: &Node) {
+    let pod = mcp_pod(node);
+    let name = pod["metadata"]["name"].as_str().unwrap();
+    let listing = node.must(&[
+        "get",
+        "--raw",
+        &format!("/api/v1/namespaces/{MCP}/pods/{name}:9901/proxy/decisions/"),
+    ]);
+    let kept: Value = serde_json::from_str(&listing).unwrap();
+    let record = kept["decisions"]
+        .as_array()
+        .and_then(|d| {
+            d.iter()
+                .find(|r| r["tool"] == "vm_clone" && r["decision"] == "denied")
+        })
+        .unwrap_or_else(|| panic!("the sidecar kept no denied vm_clone: {listing}"))
+        .clone();
+    assert_eq!(record["reason"], "rate_limit", "{record}");
+    let id = record["requestId"].as_str().unwrap();
+    step(&format!(
+        "tollgate why {name} {id} -n {MCP}  (through the apiserver's pod proxy)"
+    ));
+    let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["why", name, id, "-n", MCP, "--kubeconfig"])
+        .arg(&node.kubeconfig)
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{printed}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        printed.contains(&format!("request {id}: vm_clone denied (rate_limit)")),
+        "{printed}"
+    );
+    assert!(
+        printed.contains(&format!("policy:  {MCP}/clone-guard"))
+            && printed.contains(&format!("rule:    {}", record["rule"].as_str().unwrap())),
+        "{printed}"
+    );
+    step(&printed);
+}
+
 fn mcp_pod(node: &Node) -> Value {
     let pods: Vec<Value> = node
         .items(&[
@@ -550,7 +610,7 @@ fn stdio_server_runs_behind_tollgate_in_its_own_container(node: &Node) {
         "rollout",
         "status",
         "deployment/kubernetes-mcp-server-stdio",
-        "--timeout=180s",
+        "--timeout=600s",
     ]);
     let pods: Vec<Value> = node
         .items(&[
@@ -667,7 +727,7 @@ fn enforcement_survives_faults(node: &Node, url: &str) {
         "rollout",
         "status",
         "deployment/tollgate",
-        "--timeout=180s",
+        "--timeout=600s",
     ]);
 
     step(
@@ -690,7 +750,7 @@ fn enforcement_survives_faults(node: &Node, url: &str) {
         "rollout",
         "status",
         "deployment/kubernetes-mcp-server",
-        "--timeout=180s",
+        "--timeout=600s",
     ]);
     wait_for(Duration::from_secs(60), "the old pod gone", || {
         mcp_pod_names(node) == 1 && mcp_pod(node)["metadata"]["name"] != old.as_str()
@@ -760,7 +820,7 @@ fn enforcement_survives_faults(node: &Node, url: &str) {
         "controller.logLevel=debug",
         "--wait",
         "--timeout",
-        "180s",
+        "600s",
     ]);
     denied(
         &agent(url, &["call", "pods_delete", &delete]),
