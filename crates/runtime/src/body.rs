@@ -28,8 +28,12 @@ pub fn empty() -> Body {
 }
 
 /// An upstream body passed through as it streams.
-pub fn stream(incoming: Incoming) -> Body {
-    incoming.map_err(BoxError::from).boxed_unsync()
+pub fn stream<B>(upstream: B) -> Body
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    upstream.map_err(Into::into).boxed_unsync()
 }
 
 /// A JSON response.
@@ -79,7 +83,11 @@ pub async fn read_request(
 }
 
 /// Reads a whole body, at most `limit` bytes, within `timeout`.
-pub async fn read(body: Incoming, limit: usize, timeout: Duration) -> Result<Bytes, ReadError> {
+pub async fn read<B>(body: B, limit: usize, timeout: Duration) -> Result<Bytes, ReadError>
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
     let collect = Limited::new(body, limit).collect();
     match tokio::time::timeout(timeout, collect).await {
         Err(_) => Err(ReadError::Timeout(timeout)),

@@ -3,6 +3,7 @@
 //! parsed calls to the [gate](crate::gate) and act on its decisions; they
 //! hold no policy logic.
 
+pub(crate) mod connections;
 pub(crate) mod discover;
 pub(crate) mod get;
 pub(crate) mod headers;

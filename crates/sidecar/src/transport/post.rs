@@ -330,7 +330,7 @@ async fn answer_locally(plan: Plan, batch: bool, legacy: Option<&LegacySession>)
 /// own answers and filtering `tools/list` results.
 async fn respond(
     proxy: &Arc<Proxy>,
-    upstream: Response<hyper::body::Incoming>,
+    upstream: Response<super::connections::UpstreamBody>,
     plan: Plan,
     batch: bool,
     legacy: Option<Arc<LegacySession>>,

@@ -11,12 +11,13 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame};
-use hyper::body::Incoming;
 use tokio::sync::mpsc;
 
 use tollgate_mcp::sse::{Event, Parser};
 
 use tollgate_runtime::body::BoxError;
+
+use super::connections::UpstreamBody;
 
 /// Looks at each upstream event on its way to the client.
 pub(crate) trait Hook: Send + 'static {
@@ -26,7 +27,7 @@ pub(crate) trait Hook: Send + 'static {
 
 /// The relayed stream, as a response body.
 pub(crate) struct Relay {
-    upstream: Incoming,
+    upstream: UpstreamBody,
     parser: Parser,
     hook: Box<dyn Hook>,
     inject: Option<mpsc::Receiver<Bytes>>,
@@ -40,7 +41,7 @@ impl Relay {
     /// Relays `upstream`, sending `first` before anything else and whatever
     /// arrives on `inject` between events.
     pub(crate) fn new(
-        upstream: Incoming,
+        upstream: UpstreamBody,
         hook: Box<dyn Hook>,
         first: Vec<Bytes>,
         inject: Option<mpsc::Receiver<Bytes>>,

@@ -6,10 +6,10 @@ use bytes::Bytes;
 use http::uri::{PathAndQuery, Scheme};
 use http::{Request, Response, Uri};
 use http_body_util::Full;
-use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+
+use super::connections::{Connections, SendError, UpstreamBody};
 
 use crate::metrics::UpstreamFailure;
 
@@ -48,7 +48,7 @@ pub enum UpstreamUrlError {
     NotHttp(Uri),
 }
 
-/// A pooled HTTP client for one upstream base URL.
+/// The HTTP client for one upstream base URL.
 #[derive(Clone)]
 pub(crate) struct Upstream {
     client: Clients,
@@ -59,8 +59,8 @@ pub(crate) struct Upstream {
 /// Over TCP, or to stdio servers run by this process.
 #[derive(Clone)]
 enum Clients {
-    Tcp(Client<HttpConnector, Full<Bytes>>),
-    Stdio(Client<crate::stdio::bridge::Connector, Full<Bytes>>),
+    Tcp(std::sync::Arc<Connections>),
+    Stdio(Box<Client<crate::stdio::bridge::Connector, Full<Bytes>>>),
 }
 
 impl Upstream {
@@ -73,16 +73,18 @@ impl Upstream {
         if base.scheme() != Some(&Scheme::HTTP) || base.authority().is_none() {
             return Err(UpstreamUrlError::NotHttp(base));
         }
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(connect_timeout));
-        connector.set_keepalive(Some(Duration::from_secs(60)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(256)
-            .build(connector);
+        let Some(authority) = base.authority().cloned() else {
+            return Err(UpstreamUrlError::NotHttp(base));
+        };
+        let authority = match authority.port() {
+            Some(_) => authority,
+            // http:// without a port: 80, as the URL means.
+            None => format!("{}:80", authority.host())
+                .parse()
+                .unwrap_or(authority),
+        };
         Ok(Upstream {
-            client: Clients::Tcp(client),
+            client: Clients::Tcp(Connections::new(authority, connect_timeout)),
             base,
             response_timeout,
         })
@@ -97,7 +99,7 @@ impl Upstream {
             .pool_idle_timeout(Duration::from_secs(90))
             .build(connector);
         Upstream {
-            client: Clients::Stdio(client),
+            client: Clients::Stdio(Box::new(client)),
             base: Uri::from_static("http://stdio.tollgate"),
             response_timeout,
         }
@@ -133,18 +135,23 @@ impl Upstream {
     pub(crate) async fn send(
         &self,
         req: Request<Full<Bytes>>,
-    ) -> Result<Response<Incoming>, UpstreamError> {
-        let response = match &self.client {
-            Clients::Tcp(c) => c.request(req),
-            Clients::Stdio(c) => c.request(req),
-        };
-        match tokio::time::timeout(self.response_timeout, response).await {
-            Err(_) => Err(UpstreamError::Timeout(self.response_timeout)),
-            Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(e)) if e.is_connect() => {
-                Err(UpstreamError::Connect(self.base.clone(), source_text(&e)))
-            }
-            Ok(Err(e)) => Err(UpstreamError::Protocol(source_text(&e))),
+    ) -> Result<Response<UpstreamBody>, UpstreamError> {
+        let timeout = self.response_timeout;
+        match &self.client {
+            Clients::Tcp(c) => match tokio::time::timeout(timeout, c.send(req)).await {
+                Err(_) => Err(UpstreamError::Timeout(timeout)),
+                Ok(Ok(resp)) => Ok(resp),
+                Ok(Err(SendError::Connect(e))) => Err(UpstreamError::Connect(self.base.clone(), e)),
+                Ok(Err(SendError::Exchange(e))) => Err(UpstreamError::Protocol(source_text(&e))),
+            },
+            Clients::Stdio(c) => match tokio::time::timeout(timeout, c.request(req)).await {
+                Err(_) => Err(UpstreamError::Timeout(timeout)),
+                Ok(Ok(resp)) => Ok(resp.map(UpstreamBody::unmanaged)),
+                Ok(Err(e)) if e.is_connect() => {
+                    Err(UpstreamError::Connect(self.base.clone(), source_text(&e)))
+                }
+                Ok(Err(e)) => Err(UpstreamError::Protocol(source_text(&e))),
+            },
         }
     }
 }
