@@ -598,12 +598,10 @@ impl Index {
                 problems.push(why);
             }
         }
-        any.then(|| {
-            if problems.is_empty() {
-                Ok(())
-            } else {
-                Err(problems)
-            }
+        any.then_some(if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems)
         })
     }
 
