@@ -540,3 +540,38 @@ spec:
     );
     proxy.shutdown().await;
 }
+
+/// A policy file naming a Kubernetes Secret for its notification key is
+/// refused when the sidecar loads it: only the controller reads Secrets.
+#[tokio::test]
+async fn a_policy_file_naming_a_secret_for_its_key_is_refused_at_load() {
+    let (_dir, path) = policy_file(
+        r#"
+apiVersion: tollgate.dev/v1alpha1
+kind: McpToolPolicy
+metadata: {name: refs}
+spec:
+  defaultAction: Deny
+  rules:
+    - name: clones
+      tools: [vm_clone]
+      action: RequireApproval
+      approval: {notify: {url: "https://hooks.example/a", secretRef: {name: hook, key: hmac}}}
+"#,
+    );
+    let config = tollgate_sidecar::ProxyConfig::new(
+        tollgate_sidecar::RuleSource::Files(vec![path]),
+        "http://127.0.0.1:9".parse().unwrap(),
+        "127.0.0.1:0".parse().unwrap(),
+        "127.0.0.1:0".parse().unwrap(),
+    );
+    let err = tollgate_sidecar::start(config, Default::default())
+        .await
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("approval.notify.secretRef") && err.contains("secretFile"),
+        "{err}"
+    );
+}
