@@ -679,6 +679,72 @@ async fn helm_install_rbac_webhook_upgrade_uninstall() {
     );
     assert!(up.allows(tg.listen, "pods_list").await);
     assert!(up.denies(tg.listen, "vm_clone").await);
+
+    // Notification Secrets, read with exactly the chart's RBAC: the one
+    // listed in approvals.notifySecrets once it exists, never another.
+    cluster
+        .apply(&format!(
+            r#"
+apiVersion: tollgate.dev/v1alpha1
+kind: McpToolPolicy
+metadata: {{name: hooks, namespace: {apps}}}
+spec:
+  defaultAction: Deny
+  rules:
+    - name: listed
+      tools: [vm_clone]
+      action: RequireApproval
+      approval: {{notify: {{url: "https://hooks.example/a", secretRef: {{name: approval-hook, key: hmac}}}}}}
+    - name: unlisted
+      tools: [vm_delete]
+      action: RequireApproval
+      approval: {{notify: {{url: "https://hooks.example/b", secretRef: {{name: other, key: hmac}}}}}}
+"#
+        ))
+        .unwrap();
+    let notifications = || {
+        cluster.policy(&apps, "hooks")["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["type"] == "NotificationsReady")
+            .cloned()
+            .unwrap_or_default()
+    };
+    let says = |parts: &[&str]| {
+        let c = notifications();
+        c["status"] == "False"
+            && parts
+                .iter()
+                .all(|p| c["message"].as_str().unwrap_or("").contains(p))
+    };
+    let missing = format!("Secret {apps}/approval-hook not found");
+    let forbidden = format!("may not read Secret {apps}/other");
+    assert!(
+        eventually(PATIENCE, async || says(&[&missing, &forbidden])).await,
+        "{:#}",
+        notifications()
+    );
+    cluster
+        .kubectl(&[
+            "-n",
+            &apps,
+            "create",
+            "secret",
+            "generic",
+            "approval-hook",
+            "--from-literal=hmac=k",
+        ])
+        .unwrap();
+    // Read again within 30 s (the controller's period): only the unlisted
+    // one is left.
+    assert!(
+        eventually(Duration::from_secs(45), async || says(&[&forbidden])
+            && !says(&[&missing]))
+        .await,
+        "{:#}",
+        notifications()
+    );
     let log = controller.lines.lock().unwrap().join("\n");
     assert!(
         !log.contains("forbidden"),
