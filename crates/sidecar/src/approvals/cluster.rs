@@ -80,7 +80,7 @@ pub struct ClusterSettings {
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ClusterError {
     #[error(
-        "the apiserver refused or failed the request for McpToolCallApproval {name:?} in {namespace:?} ({source}); the pod's ServiceAccount needs create/get/list/watch on mcptoolcallapprovals and get/patch on mcptoolcallapprovals/status (bind ClusterRole tollgate-sidecar-approvals, docs/approvals.md)"
+        "the apiserver refused or failed the request for McpToolCallApproval {name:?} in {namespace:?} ({source}); the pod's ServiceAccount needs create/get/list/watch/delete on mcptoolcallapprovals and get/patch on mcptoolcallapprovals/status (bind ClusterRole tollgate-sidecar-approvals, docs/approvals.md)"
     )]
     Api {
         name: String,
