@@ -270,6 +270,20 @@ impl ClusterApprovals {
 
     /// Counts, tells and records (Event) an outcome this process saw, once.
     fn once(&self, parent: &super::Approvals, uid: Option<String>, r: &Record, outcome: Counted) {
+        self.once_telling(parent, uid, r, outcome, true);
+    }
+
+    /// Like [`Self::once`]; notifies people only when `tell` (not for an
+    /// object whose rule is no longer in force: where its notifications went
+    /// is unknown, and the sidecar's own webhook may be somebody else's).
+    fn once_telling(
+        &self,
+        parent: &super::Approvals,
+        uid: Option<String>,
+        r: &Record,
+        outcome: Counted,
+        tell: bool,
+    ) {
         let name = r.id.clone();
         {
             let mut seen = self.counted.lock().unwrap_or_else(|e| e.into_inner());
@@ -324,7 +338,9 @@ impl ClusterApprovals {
                 .decision_seconds
                 .observe(waited.as_secs_f64());
         }
-        if let Some(event) = event {
+        if let Some(event) = event
+            && tell
+        {
             parent.notify(event, r);
         }
         tracing::info!(
@@ -412,7 +428,7 @@ impl ClusterApprovals {
                 let n = number_of(o.metadata.name.as_deref().unwrap_or(""));
                 match phase_of(&o) {
                     ApprovalPhase::Pending | ApprovalPhase::Approved if expired(&o, now) => {
-                        self.expire(parent, &o, req).await;
+                        self.expire(parent, &o, req, true).await;
                         n + 1
                     }
                     ApprovalPhase::Pending | ApprovalPhase::Approved => return Ok(o),
@@ -553,11 +569,23 @@ impl ClusterApprovals {
     }
 
     /// Marks an overdue object `Expired`.
-    async fn expire(&self, parent: &super::Approvals, o: &McpToolCallApproval, req: &Request) {
+    async fn expire(
+        &self,
+        parent: &super::Approvals,
+        o: &McpToolCallApproval,
+        req: &Request,
+        tell: bool,
+    ) {
         match self.transition(o, ApprovalPhase::Expired).await {
             Ok(Some(done)) => {
                 let record = self.record(&done, req);
-                self.once(parent, done.metadata.uid.clone(), &record, Counted::Expired);
+                self.once_telling(
+                    parent,
+                    done.metadata.uid.clone(),
+                    &record,
+                    Counted::Expired,
+                    tell,
+                );
             }
             Ok(None) => {
                 tracing::debug!(approval = ?o.metadata.name, "not marked Expired: it changed meanwhile")
@@ -639,8 +667,8 @@ impl ClusterApprovals {
         {
             match phase_of(o) {
                 ApprovalPhase::Pending | ApprovalPhase::Approved if expired(o, now) => {
-                    let req = request_of(parent, o);
-                    self.expire(parent, o, &req).await;
+                    let (req, known) = request_of(parent, o);
+                    self.expire(parent, o, &req, known).await;
                 }
                 ApprovalPhase::Pending => pending += 1,
                 ApprovalPhase::Used | ApprovalPhase::Expired | ApprovalPhase::Rejected
@@ -717,14 +745,14 @@ pub(crate) fn past_retention(o: &McpToolCallApproval, now: SystemTime) -> bool {
 }
 
 /// A request rebuilt from an object, for the records of objects no call is
-/// waiting on (the sweep): its notifications go where its rule's go, if
-/// the rule is still in force.
-fn request_of(parent: &super::Approvals, o: &McpToolCallApproval) -> Request {
+/// waiting on (the sweep): its notifications go where its rule's go, and
+/// whether that rule is still in force (if not, nobody is notified).
+fn request_of(parent: &super::Approvals, o: &McpToolCallApproval) -> (Request, bool) {
     let approvers = o.spec.approvers.clone().unwrap_or_default();
-    let notify = parent
-        .settings_of(&o.spec.policy, &o.spec.rule)
-        .and_then(|s| s.notify.clone());
-    Request {
+    let rule = parent.settings_of(&o.spec.policy, &o.spec.rule);
+    let known = rule.is_some();
+    let notify = rule.and_then(|s| s.notify.clone());
+    let request = Request {
         fingerprint: tollgate_policy::Fingerprint::parse(&o.spec.fingerprint).unwrap_or_else(
             || tollgate_policy::Fingerprint::parse(&"0".repeat(32)).expect("32 hex digits"),
         ),
@@ -746,7 +774,8 @@ fn request_of(parent: &super::Approvals, o: &McpToolCallApproval) -> Request {
         }),
         // Bounded: the object's tool name is not this sidecar's catalog.
         tool_label: crate::metrics::UNLISTED_TOOL.to_owned(),
-    }
+    };
+    (request, known)
 }
 
 #[cfg(test)]
