@@ -335,74 +335,9 @@ async fn metrics(admin: SocketAddr) -> String {
     raw(admin, req).await.text()
 }
 
-/// A loopback receiver of approval notifications: refuses the first
-/// request of each delivery with 503, accepts the rest, and keeps them all.
-#[derive(Clone, Default)]
-struct Receiver {
-    seen: std::sync::Arc<std::sync::Mutex<Vec<(http::HeaderMap, bytes::Bytes)>>>,
-}
-
-impl Receiver {
-    async fn start(&self) -> SocketAddr {
-        use http_body_util::BodyExt;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let me = self.clone();
-        tokio::spawn(async move {
-            while let Ok((socket, _)) = listener.accept().await {
-                let me = me.clone();
-                tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(
-                        move |req: http::Request<hyper::body::Incoming>| {
-                            let me = me.clone();
-                            async move {
-                                let (parts, body) = req.into_parts();
-                                let bytes = body
-                                    .collect()
-                                    .await
-                                    .map(|b| b.to_bytes())
-                                    .unwrap_or_default();
-                                let delivery = parts.headers.get("x-tollgate-delivery").cloned();
-                                let mut seen = me.seen.lock().unwrap();
-                                let first = !seen.iter().any(|(h, _)| {
-                                    h.get("x-tollgate-delivery") == delivery.as_ref()
-                                });
-                                seen.push((parts.headers, bytes));
-                                let status = if first { 503 } else { 200 };
-                                Ok::<_, std::convert::Infallible>(
-                                    http::Response::builder()
-                                        .status(status)
-                                        .body(http_body_util::Full::new(bytes::Bytes::new()))
-                                        .unwrap(),
-                                )
-                            }
-                        },
-                    );
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(socket), svc)
-                        .await;
-                });
-            }
-        });
-        addr
-    }
-
-    /// The deliveries of `event` so far.
-    fn of(&self, event: &str) -> Vec<(http::HeaderMap, bytes::Bytes)> {
-        self.seen
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(h, _)| h.get("x-tollgate-event").is_some_and(|e| e == event))
-            .cloned()
-            .collect()
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn people_are_notified_with_signed_retried_webhooks() {
-    use hmac::{Hmac, Mac};
-    let receiver = Receiver::default();
+    let receiver = hooks::Receiver::default();
     let at = receiver.start().await;
     let up = Upstream::start(Framing::Json).await;
     let (_dir, path) = policy_file(POLICY);
@@ -440,18 +375,7 @@ async fn people_are_notified_with_signed_retried_webhooks() {
         let got = receiver.of(event);
         assert_eq!(got.len(), 2, "{event}: refused once, then delivered");
         for (headers, body) in &got {
-            let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
-            mac.update(body);
-            let expected: String = mac
-                .finalize()
-                .into_bytes()
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect();
-            assert_eq!(
-                headers["x-tollgate-signature-256"].to_str().unwrap(),
-                format!("sha256={expected}")
-            );
+            assert!(hooks::signed_with(&key, headers, body), "{headers:?}");
             let v: Value = serde_json::from_slice(body).unwrap();
             assert_eq!(
                 (v["event"].as_str(), v["approval"]["id"].as_str()),
@@ -462,4 +386,192 @@ async fn people_are_notified_with_signed_retried_webhooks() {
     let m = metrics(proxy.admin).await;
     assert_eq!(delivered(&m), Some(2.0), "{m}");
     proxy.shutdown().await;
+}
+
+/// Two policies, each rule with its own webhook and key file: each rule's
+/// events reach only its own receiver, signed with its own key; a rule
+/// without one uses the sidecar's `--approval-webhook`; a rule whose key
+/// file is unreadable sends nothing anywhere (counted `no_key`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_policys_webhook_gets_its_own_signed_notifications() {
+    let (a, b, fallback) = (
+        hooks::Receiver::default(),
+        hooks::Receiver::default(),
+        hooks::Receiver::default(),
+    );
+    let (at_a, at_b, at_fallback) = (a.start().await, b.start().await, fallback.start().await);
+    let dir = tempfile::tempdir().unwrap();
+    let (key_a, key_b) = (b"policy a's key".to_vec(), b"policy b's key".to_vec());
+    std::fs::write(dir.path().join("a.key"), [&key_a[..], b"\n"].concat()).unwrap();
+    std::fs::write(dir.path().join("b.key"), &key_b).unwrap();
+    let write = |name: &str, text: String| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let a_path = write(
+        "a.yaml",
+        format!(
+            r#"
+apiVersion: tollgate.dev/v1alpha1
+kind: McpToolPolicy
+metadata: {{name: hooks-a}}
+spec:
+  defaultAction: Allow
+  rules:
+    - name: clones
+      tools: [vm_clone]
+      action: RequireApproval
+      approval: {{notify: {{url: "http://{at_a}/a", secretFile: "{dir}/a.key"}}}}
+    - name: plain
+      tools: [pods_create]
+      action: RequireApproval
+    - name: lost
+      tools: [pods_exec]
+      action: RequireApproval
+      approval: {{notify: {{url: "http://{at_a}/a", secretFile: "{dir}/missing.key"}}}}
+"#,
+            dir = dir.path().display()
+        ),
+    );
+    let b_path = write(
+        "b.yaml",
+        format!(
+            r#"
+apiVersion: tollgate.dev/v1alpha1
+kind: McpToolPolicy
+metadata: {{name: hooks-b}}
+spec:
+  defaultAction: Allow
+  rules:
+    - name: deletes
+      tools: [pods_delete]
+      action: RequireApproval
+      approval: {{notify: {{url: "http://{at_b}/b", secretFile: "{dir}/b.key"}}}}
+"#,
+            dir = dir.path().display()
+        ),
+    );
+    let fallback_key = b"the sidecar's own key".to_vec();
+    let secret = fallback_key.clone();
+    let up = Upstream::start(Framing::Json).await;
+    let proxy = start_proxy_with(vec![a_path, b_path], &up.url(), move |c| {
+        c.approval_webhook = Some(tollgate_sidecar::NotifyConfig {
+            url: format!("http://{at_fallback}/fallback").parse().unwrap(),
+            secret,
+        });
+    })
+    .await;
+    let clone = approval_id(&ask(&proxy, "vm_clone", json!({"name": "web"})).await);
+    let delete = approval_id(&ask(&proxy, "pods_delete", json!({"name": "db"})).await);
+    let plain = approval_id(&ask(&proxy, "pods_create", json!({"name": "x"})).await);
+    let lost = approval_id(&ask(&proxy, "pods_exec", json!({"name": "y"})).await);
+
+    // Three `requested` events, each refused once then delivered; one not
+    // sent for want of a key.
+    let count = |m: &str, result: &str| {
+        sample(
+            m,
+            &[
+                "tollgate_approval_notifications_total{",
+                &format!("result=\"{result}\""),
+            ],
+        )
+    };
+    for _ in 0..200 {
+        let m = metrics(proxy.admin).await;
+        if count(&m, "delivered") == Some(3.0) && count(&m, "no_key") == Some(1.0) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let m = metrics(proxy.admin).await;
+    assert_eq!(
+        (count(&m, "delivered"), count(&m, "no_key")),
+        (Some(3.0), Some(1.0)),
+        "{m}"
+    );
+    let ids = |r: &hooks::Receiver| -> Vec<(String, String)> {
+        r.all()
+            .iter()
+            .map(|(h, body)| {
+                let v: Value = serde_json::from_slice(body).unwrap();
+                (
+                    h["x-tollgate-event"].to_str().unwrap().to_owned(),
+                    v["approval"]["id"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let requested = |id: &str| vec![("requested".to_owned(), id.to_owned()); 2];
+    assert_eq!(
+        ids(&a),
+        requested(&clone),
+        "policy a's receiver: its clone rule only"
+    );
+    assert_eq!(
+        ids(&b),
+        requested(&delete),
+        "policy b's receiver: its rule only"
+    );
+    assert_eq!(
+        ids(&fallback),
+        requested(&plain),
+        "the sidecar's webhook: the rule without its own, never the one without a key ({lost})"
+    );
+    for (receiver, key, other) in [(&a, &key_a, &key_b), (&b, &key_b, &key_a)] {
+        for (headers, body) in receiver.all() {
+            assert!(
+                hooks::signed_with(key, &headers, &body),
+                "signed with its policy's key"
+            );
+            assert!(!hooks::signed_with(other, &headers, &body));
+            assert!(!hooks::signed_with(&fallback_key, &headers, &body));
+        }
+    }
+    for (headers, body) in fallback.all() {
+        assert!(hooks::signed_with(&fallback_key, &headers, &body));
+    }
+    // The key is in no answer and no record the admin listener shows.
+    let listed = admin_get(proxy.admin, "/approvals").await.to_string();
+    assert!(
+        !listed.contains("policy a's key") && !listed.contains("a.key"),
+        "{listed}"
+    );
+    proxy.shutdown().await;
+}
+
+/// A policy file naming a Kubernetes Secret for its notification key is
+/// refused when the sidecar loads it: only the controller reads Secrets.
+#[tokio::test]
+async fn a_policy_file_naming_a_secret_for_its_key_is_refused_at_load() {
+    let (_dir, path) = policy_file(
+        r#"
+apiVersion: tollgate.dev/v1alpha1
+kind: McpToolPolicy
+metadata: {name: refs}
+spec:
+  defaultAction: Deny
+  rules:
+    - name: clones
+      tools: [vm_clone]
+      action: RequireApproval
+      approval: {notify: {url: "https://hooks.example/a", secretRef: {name: hook, key: hmac}}}
+"#,
+    );
+    let config = tollgate_sidecar::ProxyConfig::new(
+        tollgate_sidecar::RuleSource::Files(vec![path]),
+        "http://127.0.0.1:9".parse().unwrap(),
+        "127.0.0.1:0".parse().unwrap(),
+        "127.0.0.1:0".parse().unwrap(),
+    );
+    let err = tollgate_sidecar::start(config, Default::default())
+        .await
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("approval.notify.secretRef") && err.contains("secretFile"),
+        "{err}"
+    );
 }

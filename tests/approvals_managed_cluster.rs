@@ -47,6 +47,8 @@ struct Stage {
     cluster: &'static Cluster,
     ns: String,
     sidecars: Vec<TollgateProc>,
+    /// The uid of the sidecars' pod `kms-0`.
+    pod_uid: String,
     /// The agent's ServiceAccount token (its caller subject).
     token: String,
     _controller: ControllerProc,
@@ -83,6 +85,11 @@ fn apply_chart_roles(cluster: &Cluster) {
 
 impl Stage {
     fn start(sidecars: usize) -> Stage {
+        Stage::start_with(sidecars, &[POLICY])
+    }
+
+    /// Like [`Stage::start`], with these policies (each `metadata: {name: …}`).
+    fn start_with(sidecars: usize, policies: &[&str]) -> Stage {
         let cluster = Cluster::get();
         chart_roles(cluster);
         let ns = cluster.namespace("mtca");
@@ -155,7 +162,7 @@ subjects:
 "#
             ))
             .unwrap();
-        cluster.sidecar_pod(
+        let pod_uid = cluster.sidecar_pod(
             &ns,
             "kms-0",
             &[("app.kubernetes.io/name", "kubernetes-mcp-server")],
@@ -179,12 +186,13 @@ subjects: [{{kind: ServiceAccount, name: mcp, namespace: {ns}}}]
 "#
             ))
             .unwrap();
-        let mut policy = POLICY.to_owned();
-        policy = policy.replace(
-            "metadata: {name: approvals}",
-            &format!("metadata: {{name: approvals, namespace: {ns}}}"),
-        );
-        cluster.apply(&policy).unwrap();
+        for policy in policies {
+            let policy = policy.replace(
+                "metadata: {name: ",
+                &format!("metadata: {{namespace: {ns}, name: "),
+            );
+            cluster.apply(&policy).unwrap();
+        }
         let (kms, kms_port) = cluster.kubernetes_mcp_server();
         let dir = tempfile::tempdir().unwrap();
         let kubeconfig = cluster.kubeconfig_for(dir.path(), &ns, "mcp");
@@ -207,6 +215,8 @@ subjects: [{{kind: ServiceAccount, name: mcp, namespace: {ns}}}]
                         kubeconfig.to_str().unwrap(),
                         "--identity",
                         "kubernetes",
+                        "--pod-uid",
+                        pod_uid.as_str(),
                     ]
                     .map(str::to_owned),
                 );
@@ -257,6 +267,7 @@ subjects: [{{kind: ServiceAccount, name: mcp, namespace: {ns}}}]
             cluster,
             ns,
             sidecars,
+            pod_uid,
             token,
             _controller: controller,
             _kms: kms,
@@ -673,4 +684,213 @@ async fn two_distinct_people_release_a_held_call_and_expiry_is_final() {
         expiring,
         "a retry after expiry asks again"
     );
+}
+
+/// Two policies with notification webhooks of their own, their keys in
+/// Secrets in the namespace.
+const NOTIFYING: &str = r#"
+apiVersion: tollgate.dev/v1alpha1
+kind: McpToolPolicy
+metadata: {name: approvals}
+spec:
+  selector:
+    matchLabels: {app.kubernetes.io/name: kubernetes-mcp-server}
+  defaultAction: Allow
+  rules:
+    - name: listing
+      tools: [pods_list_in_namespace]
+      action: RequireApproval
+      approval:
+        timeout: 10m
+        retention: 2s
+        notify: {url: "http://RECEIVER_A/a", secretRef: {name: hook-a, key: hmac}}
+"#;
+
+const SECOND: &str = r#"
+apiVersion: tollgate.dev/v1alpha1
+kind: McpToolPolicy
+metadata: {name: second}
+spec:
+  selector:
+    matchLabels: {app.kubernetes.io/name: kubernetes-mcp-server}
+  defaultAction: Allow
+  rules:
+    - name: events
+      tools: [events_list]
+      action: RequireApproval
+      approval:
+        timeout: 10m
+        notify: {url: "http://RECEIVER_B/b", secretRef: {name: hook-b, key: hmac}}
+"#;
+
+fn condition(policy: &Value, type_: &str) -> Value {
+    policy["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["type"] == type_)
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+/// Each policy's approvals are notified at its own URL, signed with the key
+/// in its own Secret, which the controller reads and hands to the sidecar;
+/// a missing Secret is said in the policy's status and nothing is sent
+/// until it exists. Approval objects are owned by the sidecar's pod and
+/// deleted once final for the rule's retention.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn each_policy_notifies_its_own_webhook_with_its_secret_and_final_approvals_are_deleted() {
+    let (a, b) = (hooks::Receiver::default(), hooks::Receiver::default());
+    let (at_a, at_b) = (a.start().await, b.start().await);
+    let first = NOTIFYING.replace("RECEIVER_A", &at_a.to_string());
+    let second = SECOND.replace("RECEIVER_B", &at_b.to_string());
+    let stage = Stage::start_with(1, &[&first, &second]);
+    let ns = stage.ns.clone();
+    let (key_a, key_b) = ("key of policy approvals", "key of policy second");
+    stage
+        .cluster
+        .kubectl(&[
+            "-n",
+            &ns,
+            "create",
+            "secret",
+            "generic",
+            "hook-a",
+            &format!("--from-literal=hmac={key_a}"),
+        ])
+        .unwrap();
+    stage.synced().await;
+
+    // hook-b does not exist: said in the status of `second`, not refused.
+    assert!(
+        eventually(PATIENCE, async || {
+            let p = stage.cluster.policy(&ns, "second");
+            let c = condition(&p, "NotificationsReady");
+            c["status"] == "False"
+                && c["message"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains(&format!("Secret {ns}/hook-b not found"))
+                && condition(&p, "Accepted")["status"] == "True"
+        })
+        .await,
+        "{}",
+        stage.cluster.policy(&ns, "second")["status"]
+    );
+    assert!(
+        eventually(PATIENCE, async || condition(
+            &stage.cluster.policy(&ns, "approvals"),
+            "NotificationsReady"
+        )["status"]
+            == "True")
+        .await,
+        "{}",
+        stage.cluster.policy(&ns, "approvals")["status"]
+    );
+
+    // Policy `approvals`: its receiver, its key.
+    let args = json!({"namespace": ns});
+    let listing = approval_of(&stage.post(0, "pods_list_in_namespace", &args).await);
+    // Policy `second`: no key yet, so nothing is sent.
+    let events = approval_of(&stage.post(0, "events_list", &args).await);
+    assert!(
+        eventually(PATIENCE, async || a.of("requested").len() == 2).await,
+        "refused once, then delivered: {:?}",
+        a.all()
+    );
+    for (headers, body) in a.all() {
+        assert!(hooks::signed_with(key_a.as_bytes(), &headers, &body));
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["approval"]["id"], listing.as_str());
+    }
+
+    // With its Secret, `second`'s approvals go to its own receiver.
+    stage
+        .cluster
+        .kubectl(&[
+            "-n",
+            &ns,
+            "create",
+            "secret",
+            "generic",
+            "hook-b",
+            &format!("--from-literal=hmac={key_b}"),
+        ])
+        .unwrap();
+    assert!(
+        eventually(PATIENCE, async || condition(
+            &stage.cluster.policy(&ns, "second"),
+            "NotificationsReady"
+        )["status"]
+            == "True")
+        .await,
+        "{}",
+        stage.cluster.policy(&ns, "second")["status"]
+    );
+    // The sidecar got the key with the next snapshot; wait for it to enforce it.
+    assert!(
+        eventually(PATIENCE, async || {
+            stage.cluster.policy(&ns, "second")["status"]["synced"] == "1/1"
+        })
+        .await
+    );
+    stage.decide(&events, "Reject", "ann", &[]).unwrap();
+    // The sidecar notices the rejection when the call comes back.
+    let rejected = stage.post(0, "events_list", &args).await;
+    assert_eq!(approval_of(&rejected), events);
+    assert!(
+        eventually(PATIENCE, async || b.of("rejected").len() == 2).await,
+        "{:?}",
+        b.all()
+    );
+    assert!(
+        b.of("requested").is_empty(),
+        "nothing was sent without the key"
+    );
+    for (headers, body) in b.all() {
+        assert!(hooks::signed_with(key_b.as_bytes(), &headers, &body));
+        assert!(!hooks::signed_with(key_a.as_bytes(), &headers, &body));
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["approval"]["id"], events.as_str());
+    }
+    assert!(
+        a.all()
+            .iter()
+            .all(|(_, body)| !String::from_utf8_lossy(body).contains(&events)),
+        "policy approvals' receiver never hears of second's approvals"
+    );
+
+    // The keys appear in no status and no sidecar log line.
+    for name in ["approvals", "second"] {
+        let text = stage.cluster.policy(&ns, name).to_string();
+        assert!(!text.contains(key_a) && !text.contains(key_b), "{text}");
+    }
+    let logs = stage.sidecars[0].proc.lines.lock().unwrap().join("\n");
+    assert!(!logs.contains(key_a) && !logs.contains(key_b));
+
+    // Owned by the pod: deleting the pod would take it (the garbage
+    // collector runs in kube-controller-manager, which this test control
+    // plane has not; only the reference is checked here).
+    let object = stage.get(&listing);
+    assert_eq!(
+        object["metadata"]["ownerReferences"],
+        json!([{"apiVersion": "v1", "kind": "Pod", "name": "kms-0", "uid": stage.pod_uid}]),
+        "{object}"
+    );
+    assert_eq!(object["spec"]["retention"], "2s");
+
+    // Approved, used, then deleted by the sidecar after 2 s of retention.
+    stage.decide(&listing, "Approve", "ann", &[]).unwrap();
+    let passed = stage.call(0, "pods_list_in_namespace", &args);
+    assert!(passed.get("isError").is_none_or(|e| e == false), "{passed}");
+    let used = stage.get(&listing);
+    assert_eq!(used["status"]["phase"], "Used", "{used}");
+    assert!(used["status"]["finishedAt"].is_string(), "{used}");
+    assert!(
+        eventually(PATIENCE, async || !stage.names().contains(&listing)).await,
+        "a used approval past its retention is deleted: {:?}",
+        stage.names()
+    );
+    // The rejected one is kept (a rejection stays at least 15 minutes).
+    assert!(stage.names().contains(&events), "{:?}", stage.names());
 }

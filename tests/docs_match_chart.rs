@@ -361,3 +361,113 @@ fn sidecar_env_becomes_the_controllers_sidecar_env_flags() {
             .any(|d| d.to_string().contains("--sidecar-env=OTEL"))
     );
 }
+
+/// The approval bindings render from the values, each to the right role
+/// and subject, and none by default.
+#[test]
+fn approval_bindings_render_from_the_values_and_only_from_them() {
+    let approvals = |d: &Value| {
+        let role = d["roleRef"]["name"].as_str().unwrap_or("");
+        let kind = d["kind"].as_str().unwrap_or("");
+        (kind.ends_with("Binding")
+            && (role.ends_with("-sidecar-approvals")
+                || role.ends_with("-approver")
+                || role.contains("-notify-")))
+            || (kind == "Role"
+                && d["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("-notify-"))
+    };
+    assert!(
+        !helm_template(&[]).iter().any(approvals),
+        "no approval bindings by default"
+    );
+    let docs = helm_template(&[
+        "approvals.sidecarServiceAccounts[0].namespace=vms",
+        "approvals.sidecarServiceAccounts[0].name=kubevirt-mcp",
+        "approvals.sidecarServiceAccounts[1].namespace=apps",
+        "approvals.sidecarServiceAccounts[1].name=k8s-mcp",
+        "approvals.approvers[0].kind=Group",
+        "approvals.approvers[0].name=vm-admins",
+        "approvals.approvers[0].namespace=vms",
+        "approvals.approvers[1].kind=User",
+        "approvals.approvers[1].name=ann@example.com",
+        "approvals.notifySecrets[0].namespace=vms",
+        "approvals.notifySecrets[0].name=approval-hook",
+    ]);
+    let bindings: Vec<&Value> = docs.iter().filter(|d| approvals(d)).collect();
+    let find = |kind: &str, role: &str, ns: Option<&str>| -> &Value {
+        let hits: Vec<&&Value> = bindings
+            .iter()
+            .filter(|d| {
+                d["kind"] == kind
+                    && d["roleRef"]["name"] == role
+                    && d["metadata"]["namespace"].as_str() == ns
+            })
+            .collect();
+        assert_eq!(
+            hits.len(),
+            1,
+            "one {kind} of {role} in {ns:?}: {bindings:#?}"
+        );
+        hits[0]
+    };
+    for (ns, sa) in [("vms", "kubevirt-mcp"), ("apps", "k8s-mcp")] {
+        let b = find("RoleBinding", "tollgate-sidecar-approvals", Some(ns));
+        assert_eq!(b["roleRef"]["kind"], "ClusterRole");
+        assert_eq!(
+            b["subjects"],
+            serde_json::json!([{"kind": "ServiceAccount", "name": sa, "namespace": ns}])
+        );
+    }
+    let group = find("RoleBinding", "tollgate-approver", Some("vms"));
+    assert_eq!(
+        group["subjects"],
+        serde_json::json!([{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "vm-admins"}])
+    );
+    let user = find("ClusterRoleBinding", "tollgate-approver", None);
+    assert_eq!(user["roleRef"]["kind"], "ClusterRole");
+    assert_eq!(
+        user["subjects"],
+        serde_json::json!([{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "ann@example.com"}])
+    );
+    let role = docs
+        .iter()
+        .find(|d| d["kind"] == "Role" && d["metadata"]["name"] == "tollgate-notify-approval-hook")
+        .expect("a Role for the notification Secret");
+    assert_eq!(role["metadata"]["namespace"], "vms");
+    assert_eq!(
+        role["rules"],
+        serde_json::json!([{"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["approval-hook"], "verbs": ["get"]}]),
+        "get on exactly that Secret"
+    );
+    let rb = find("RoleBinding", "tollgate-notify-approval-hook", Some("vms"));
+    assert_eq!(
+        rb["subjects"],
+        serde_json::json!([{"kind": "ServiceAccount", "name": "tollgate", "namespace": "tollgate-system"}])
+    );
+    assert_eq!(bindings.len(), 6, "{bindings:#?}");
+
+    // A kind other than User or Group is refused by the schema.
+    let bin = std::process::Command::new(format!("{}/scripts/cluster/build.sh", root()))
+        .output()
+        .unwrap();
+    let helm = format!("{}/helm", String::from_utf8_lossy(&bin.stdout).trim());
+    let out = std::process::Command::new(helm)
+        .args([
+            "template",
+            "tollgate",
+            &format!("{}/charts/tollgate", root()),
+        ])
+        .args(["--set", "approvals.approvers[0].kind=ServiceAccount"])
+        .args(["--set", "approvals.approvers[0].name=x"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("kind"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

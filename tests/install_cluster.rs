@@ -232,30 +232,44 @@ async fn helm_install_rbac_webhook_upgrade_uninstall() {
         refused.contains("sidecar.identity.mode jwt needs"),
         "{refused}"
     );
-    helm(
-        cluster,
-        &[
-            "install",
-            "tollgate",
-            chart,
-            "-n",
-            &ns,
-            "--create-namespace",
-            "--set",
-            &format!("webhook.url={webhook_url}"),
-            "--set",
-            "redis.enabled=true",
-            "--wait=false",
-        ],
-    )
-    .expect("helm install");
+    // A namespace of MCP servers with approvals: its sidecars, its
+    // approvers and its notification Secret are bound from values.
+    let apps = format!("{ns}-apps");
+    let webhook_set = format!("webhook.url={webhook_url}");
+    cluster.kubectl(&["create", "namespace", &apps]).unwrap();
+    let approvals = [
+        format!("approvals.sidecarServiceAccounts[0].namespace={apps}"),
+        "approvals.sidecarServiceAccounts[0].name=mcp".to_owned(),
+        format!("approvals.approvers[0].namespace={apps}"),
+        "approvals.approvers[0].kind=Group".to_owned(),
+        "approvals.approvers[0].name=vm-admins".to_owned(),
+        format!("approvals.notifySecrets[0].namespace={apps}"),
+        "approvals.notifySecrets[0].name=approval-hook".to_owned(),
+    ];
+    let mut install = vec![
+        "install",
+        "tollgate",
+        chart,
+        "-n",
+        &ns,
+        "--create-namespace",
+        "--set",
+        &webhook_set,
+        "--set",
+        "redis.enabled=true",
+        "--wait=false",
+    ];
+    for a in &approvals {
+        install.extend(["--set", a]);
+    }
+    helm(cluster, &install).expect("helm install");
 
     // The chart's ServiceAccount may do exactly what the controller needs.
     let as_controller = format!("system:serviceaccount:{ns}:tollgate");
     // `kubectl auth can-i` answers "yes" (exit 0) or "no" (exit 1); anything
     // else is kubectl failing, which must not pass as "no".
-    let can = |args: &[&str]| {
-        let mut all = vec!["auth", "can-i", "--as", &as_controller];
+    let can_as = |who: &str, args: &[&str]| {
+        let mut all = vec!["auth", "can-i", "--as", who];
         all.extend_from_slice(args);
         let out = Command::new(cluster.bin.join("kubectl"))
             .env("KUBECONFIG", &cluster.kubeconfig)
@@ -302,8 +316,55 @@ async fn helm_install_rbac_webhook_upgrade_uninstall() {
             "mutatingwebhookconfigurations.admissionregistration.k8s.io/tollgate",
         ],
     ] {
-        assert!(can(&allowed), "the controller needs: {allowed:?}");
+        assert!(
+            can_as(&as_controller, &allowed),
+            "the controller needs: {allowed:?}"
+        );
     }
+    // The approval bindings, as the apiserver authorizes them.
+    let sidecar = format!("system:serviceaccount:{apps}:mcp");
+    for (who, allowed) in [
+        (
+            &as_controller,
+            vec!["get", "secrets/approval-hook", "-n", &apps],
+        ),
+        (
+            &sidecar,
+            vec!["create", "mcptoolcallapprovals.tollgate.dev", "-n", &apps],
+        ),
+        (
+            &sidecar,
+            vec!["delete", "mcptoolcallapprovals.tollgate.dev", "-n", &apps],
+        ),
+    ] {
+        assert!(can_as(who, &allowed), "{who} needs: {allowed:?}");
+    }
+    for (who, denied) in [
+        (&as_controller, vec!["get", "secrets/other", "-n", &apps]),
+        (&as_controller, vec!["list", "secrets", "-n", &apps]),
+        (
+            &sidecar,
+            vec!["create", "mcptoolcallapprovals.tollgate.dev", "-n", &ns],
+        ),
+    ] {
+        assert!(!can_as(who, &denied), "{who} must not: {denied:?}");
+    }
+    let approver = |namespace: &str| {
+        can_as(
+            "ann",
+            &[
+                "approve",
+                "mcptoolcallapprovals.tollgate.dev",
+                "-n",
+                namespace,
+                "--as-group",
+                "vm-admins",
+            ],
+        )
+    };
+    assert!(approver(&apps), "vm-admins approve in {apps}");
+    assert!(!approver(&ns), "and only there");
+
     for denied in [
         vec!["get", "secrets", "-n", "default"],
         vec!["list", "secrets", "-A"],
@@ -320,7 +381,10 @@ async fn helm_install_rbac_webhook_upgrade_uninstall() {
         ],
         vec!["*", "*"],
     ] {
-        assert!(!can(&denied), "the controller must not: {denied:?}");
+        assert!(
+            !can_as(&as_controller, &denied),
+            "the controller must not: {denied:?}"
+        );
     }
 
     // The controller as a local process with exactly those permissions.
@@ -615,6 +679,72 @@ async fn helm_install_rbac_webhook_upgrade_uninstall() {
     );
     assert!(up.allows(tg.listen, "pods_list").await);
     assert!(up.denies(tg.listen, "vm_clone").await);
+
+    // Notification Secrets, read with exactly the chart's RBAC: the one
+    // listed in approvals.notifySecrets once it exists, never another.
+    cluster
+        .apply(&format!(
+            r#"
+apiVersion: tollgate.dev/v1alpha1
+kind: McpToolPolicy
+metadata: {{name: hooks, namespace: {apps}}}
+spec:
+  defaultAction: Deny
+  rules:
+    - name: listed
+      tools: [vm_clone]
+      action: RequireApproval
+      approval: {{notify: {{url: "https://hooks.example/a", secretRef: {{name: approval-hook, key: hmac}}}}}}
+    - name: unlisted
+      tools: [vm_delete]
+      action: RequireApproval
+      approval: {{notify: {{url: "https://hooks.example/b", secretRef: {{name: other, key: hmac}}}}}}
+"#
+        ))
+        .unwrap();
+    let notifications = || {
+        cluster.policy(&apps, "hooks")["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["type"] == "NotificationsReady")
+            .cloned()
+            .unwrap_or_default()
+    };
+    let says = |parts: &[&str]| {
+        let c = notifications();
+        c["status"] == "False"
+            && parts
+                .iter()
+                .all(|p| c["message"].as_str().unwrap_or("").contains(p))
+    };
+    let missing = format!("Secret {apps}/approval-hook not found");
+    let forbidden = format!("may not read Secret {apps}/other");
+    assert!(
+        eventually(PATIENCE, async || says(&[&missing, &forbidden])).await,
+        "{:#}",
+        notifications()
+    );
+    cluster
+        .kubectl(&[
+            "-n",
+            &apps,
+            "create",
+            "secret",
+            "generic",
+            "approval-hook",
+            "--from-literal=hmac=k",
+        ])
+        .unwrap();
+    // Read again within 30 s (the controller's period): only the unlisted
+    // one is left.
+    assert!(
+        eventually(Duration::from_secs(45), async || says(&[&forbidden])
+            && !says(&[&missing]))
+        .await,
+        "{:#}",
+        notifications()
+    );
     let log = controller.lines.lock().unwrap().join("\n");
     assert!(
         !log.contains("forbidden"),

@@ -170,6 +170,7 @@ impl FakeController {
                 name: format!("{namespace}/fake"),
                 generation: 1,
                 spec,
+                notify_keys: Default::default(),
             }],
         );
         let data = serde_json::to_string(&snapshot).unwrap();

@@ -50,6 +50,9 @@ pub(crate) struct ProxyArgs {
     /// This pod's namespace (managed mode; the Downward API sets it).
     #[arg(long, env = "POD_NAMESPACE")]
     pod_namespace: Option<String>,
+    /// This pod's uid (the Downward API sets it): approval objects name the pod as their owner, so they go with it.
+    #[arg(long, env = "POD_UID")]
+    pod_uid: Option<String>,
     /// Keep the last snapshot here so a restarted sidecar enforces it at once (managed mode).
     #[arg(long, env = "TOLLGATE_SNAPSHOT_FILE")]
     snapshot_file: Option<PathBuf>,
@@ -254,6 +257,7 @@ fn approvals_in_cluster(
             kubeconfig: args.kubeconfig.clone(),
             namespace: m.namespace.clone(),
             pod: m.pod.clone(),
+            pod_uid: args.pod_uid.clone(),
         })),
     }
 }

@@ -6,6 +6,7 @@
 pub mod chart;
 pub mod cluster;
 pub mod dashboard;
+pub mod hooks;
 pub mod idp;
 pub mod jaeger;
 pub mod redis;

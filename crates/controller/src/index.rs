@@ -35,8 +35,10 @@ use tokio::sync::watch;
 
 use tollgate_policy::compile::compile_cluster;
 use tollgate_policy::parse::{parse_cluster_spec, parse_spec};
-use tollgate_policy::snapshot::{SIDECAR_LABEL, Snapshot, SnapshotPolicy};
-use tollgate_policy::spec::{AcceptedGeneration, McpToolPolicySpec};
+use tollgate_policy::snapshot::{
+    NotifyKey, SIDECAR_LABEL, Snapshot, SnapshotPolicy, notify_key_name,
+};
+use tollgate_policy::spec::{AcceptedGeneration, McpToolPolicySpec, SecretKeyRef};
 use tollgate_policy::{Problem, compile};
 
 /// `(namespace, name)`; the namespace of a `ClusterMcpToolPolicy` is `""`.
@@ -108,6 +110,23 @@ impl PolicyInput {
             persisted: obj.status().and_then(|s| s.accepted.clone()),
         })
     }
+}
+
+/// A Secret a policy's `approval.notify.secretRef` names, as the
+/// controller last read it.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum SecretRead {
+    /// Read: each key of its `data` (the resourceVersion with each).
+    Found(BTreeMap<String, NotifyKey>),
+    /// Not readable, and why, said so in the policy's status.
+    Unreadable(String),
+}
+
+/// The Secrets a spec's rules name for their notifications.
+pub(crate) fn notify_refs(spec: &McpToolPolicySpec) -> impl Iterator<Item = &SecretKeyRef> {
+    spec.rules
+        .iter()
+        .filter_map(|r| r.approval.as_ref()?.notify.as_ref()?.secret_ref.as_ref())
 }
 
 /// A pod as the index needs it.
@@ -231,6 +250,9 @@ pub(crate) struct PolicyReport {
     pub rules: Option<usize>,
     /// Selected sidecar pods and the snapshot version each must enforce.
     pub selected: Vec<SelectedPod>,
+    /// For a policy in force whose rules name Secrets for their
+    /// notifications: `Ok` when every one was read, else why not.
+    pub notify: Option<Result<(), Vec<String>>>,
 }
 
 /// One selected pod.
@@ -250,6 +272,9 @@ pub(crate) struct Index {
     pods: BTreeMap<Key, PodState>,
     /// Namespace labels, for cluster policies' `namespaceSelector`.
     namespaces: BTreeMap<String, BTreeMap<String, String>>,
+    /// The Secrets policies name for their notifications, by
+    /// `(namespace, name)`.
+    secrets: BTreeMap<Key, SecretRead>,
     changed: watch::Sender<u64>,
 }
 
@@ -259,6 +284,7 @@ impl Default for Index {
             policies: BTreeMap::new(),
             pods: BTreeMap::new(),
             namespaces: BTreeMap::new(),
+            secrets: BTreeMap::new(),
             changed: watch::Sender::new(0),
         }
     }
@@ -483,6 +509,102 @@ impl Index {
         }
     }
 
+    /// The Secrets the policies in force name for their notifications:
+    /// what the controller reads (and nothing else).
+    pub(crate) fn secret_refs(&self) -> BTreeSet<Key> {
+        self.policies
+            .iter()
+            .filter(|((ns, _), _)| !ns.is_empty())
+            .filter_map(|((ns, _), p)| Some((ns, p.accepted.as_ref()?)))
+            .flat_map(|(ns, a)| notify_refs(&a.spec).map(|r| (ns.clone(), r.name.clone())))
+            .collect()
+    }
+
+    /// Replaces what was read of the Secrets [`Self::secret_refs`] named;
+    /// the pods of each namespace whose Secrets changed get new snapshots.
+    pub(crate) fn apply_secrets(&mut self, read: BTreeMap<Key, SecretRead>) {
+        let touched: BTreeSet<String> = read
+            .iter()
+            .filter(|(k, v)| self.secrets.get(*k) != Some(v))
+            .map(|(k, _)| k.0.clone())
+            .chain(
+                self.secrets
+                    .keys()
+                    .filter(|k| !read.contains_key(*k))
+                    .map(|k| k.0.clone()),
+            )
+            .collect();
+        self.secrets = read;
+        for namespace in &touched {
+            self.recompute_namespace(namespace);
+        }
+        if !touched.is_empty() {
+            self.changed.send_modify(|n| *n += 1);
+        }
+    }
+
+    /// The keys of the Secrets `spec` (in `namespace`) names that were read.
+    fn notify_keys(
+        &self,
+        namespace: &str,
+        spec: &McpToolPolicySpec,
+    ) -> BTreeMap<String, NotifyKey> {
+        notify_refs(spec)
+            .filter_map(|r| {
+                let key = (namespace.to_owned(), r.name.clone());
+                match self.secrets.get(&key)? {
+                    SecretRead::Found(data) => {
+                        Some((notify_key_name(r), data.get(&r.key)?.clone()))
+                    }
+                    SecretRead::Unreadable(_) => None,
+                }
+            })
+            .collect()
+    }
+
+    /// Why the Secrets `spec` (in `namespace`) names are not all usable;
+    /// `None` when it names none.
+    fn notify_report(
+        &self,
+        namespace: &str,
+        spec: &McpToolPolicySpec,
+    ) -> Option<Result<(), Vec<String>>> {
+        let mut any = false;
+        let mut problems: Vec<String> = Vec::new();
+        for r in notify_refs(spec) {
+            any = true;
+            let why = match self.secrets.get(&(namespace.to_owned(), r.name.clone())) {
+                None => format!("Secret {namespace}/{} has not been read yet", r.name),
+                Some(SecretRead::Unreadable(why)) => why.clone(),
+                Some(SecretRead::Found(data)) if !data.contains_key(&r.key) => format!(
+                    "Secret {namespace}/{} has no key {:?} (it has: {})",
+                    r.name,
+                    r.key,
+                    data.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+                Some(SecretRead::Found(data))
+                    if data
+                        .get(&r.key)
+                        .is_some_and(|k| k.key.0.trim_ascii().is_empty()) =>
+                {
+                    format!(
+                        "Secret {namespace}/{} key {:?} is empty; notifications must be signed with a key",
+                        r.name, r.key
+                    )
+                }
+                Some(SecretRead::Found(_)) => continue,
+            };
+            if !problems.contains(&why) {
+                problems.push(why);
+            }
+        }
+        any.then_some(if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems)
+        })
+    }
+
     /// A pod's snapshot stream, if the pod is known.
     pub(crate) fn subscribe(&self, namespace: &str, name: &str) -> Option<Subscription> {
         let pod = self.pods.get(&(namespace.to_owned(), name.to_owned()))?;
@@ -557,6 +679,10 @@ impl Index {
             problems: state.problems.clone(),
             rules: state.accepted.as_ref().map(|a| a.rules),
             selected,
+            notify: state
+                .accepted
+                .as_ref()
+                .and_then(|a| self.notify_report(namespace, &a.spec)),
         })
     }
 
@@ -619,6 +745,7 @@ impl Index {
                         name: policy_name(ns, name),
                         generation: accepted.generation,
                         spec: accepted.spec.clone(),
+                        notify_keys: self.notify_keys(ns, &accepted.spec),
                     })
             })
             .collect();
@@ -662,6 +789,33 @@ fn restore(
             None
         }
     }
+}
+
+/// What a policy object may not say about notification keys: a file on
+/// the sidecar's disk (any policy author could make a sidecar sign with
+/// whatever file it can read), or — in a cluster policy, which has no
+/// namespace — a Secret.
+fn notify_in_cluster(spec: &McpToolPolicySpec, cluster: bool) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    for (i, rule) in spec.rules.iter().enumerate() {
+        let Some(n) = rule.approval.as_ref().and_then(|a| a.notify.as_ref()) else {
+            continue;
+        };
+        let at = format!("spec.rules[{i}].approval.notify");
+        if n.secret_file.is_some() {
+            problems.push(Problem::at(
+                format!("{at}.secretFile"),
+                "secretFile is for policy files; in a policy object name a Secret in the policy's namespace with secretRef: {name, key}",
+            ));
+        }
+        if cluster && n.secret_ref.is_some() {
+            problems.push(Problem::at(
+                format!("{at}.secretRef"),
+                "a ClusterMcpToolPolicy has no namespace to hold the Secret; put rules with their own notification webhook in a McpToolPolicy",
+            ));
+        }
+    }
+    problems
 }
 
 /// A label selector as the apiserver stores it, if it parses on its own.
@@ -708,6 +862,10 @@ fn check(
         Ok(p) => p,
         Err(problems) => return (selects_only, Err(problems)),
     };
+    let problems = notify_in_cluster(&spec, cluster);
+    if !problems.is_empty() {
+        return (selects_only, Err(problems));
+    }
     let selects = Selects {
         pods: spec
             .selector

@@ -21,6 +21,7 @@ mod index;
 mod kubevirt;
 mod lease;
 mod metrics;
+mod notify_secrets;
 mod object;
 mod push;
 mod run;

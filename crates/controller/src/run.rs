@@ -210,6 +210,11 @@ pub async fn start(config: ControllerConfig) -> Result<Running, StartError> {
         ),
     };
     tasks.push(tokio::spawn(writer.run(leader_rx, shutdown_rx.clone())));
+    tasks.push(tokio::spawn(crate::notify_secrets::run(
+        client.clone(),
+        index.clone(),
+        shutdown_rx.clone(),
+    )));
 
     let (cluster_tx, cluster_rx) =
         watch::channel(Arc::new(tollgate_policy::snapshot::ClusterReport::default()));

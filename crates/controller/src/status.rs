@@ -113,8 +113,9 @@ pub(crate) fn desired(
             format!("all {selected} selected sidecars enforce generation {generation}"),
         )
     };
-    let conditions = [accepted, programmed]
+    let conditions = [Some(accepted), Some(programmed), notifications(report)]
         .into_iter()
+        .flatten()
         .map(|mut c| {
             c.observed_generation = Some(generation);
             c.message
@@ -140,6 +141,34 @@ pub(crate) fn desired(
             .map(|(generation, spec)| AcceptedGeneration { generation, spec }),
         audit: None,
     }
+}
+
+/// `NotificationsReady`, for a policy in force whose rules name Secrets
+/// for their notification webhooks: whether the controller could read
+/// them. An unreadable key does not refuse the policy — it holds its calls
+/// for approval all the same, nothing passes unapproved — but that rule's
+/// notifications are not sent (never unsigned, and never to the sidecar's
+/// own `--approval-webhook`, which is somebody else's receiver), and this
+/// says so.
+fn notifications(report: &PolicyReport) -> Option<Condition> {
+    Some(match report.notify.as_ref()? {
+        Ok(()) => condition(
+            "NotificationsReady",
+            true,
+            "SecretsRead",
+            "the notification keys the rules name were read and sent to the selected sidecars"
+                .into(),
+        ),
+        Err(problems) => condition(
+            "NotificationsReady",
+            false,
+            "SecretUnreadable",
+            format!(
+                "notifications of the rules naming these Secrets are not sent (approvals still wait for people; see kubectl get mtca): {}",
+                problems.join("; ")
+            ),
+        ),
+    })
 }
 
 /// For an `Audit`-mode policy in force, the calls its selected sidecars
@@ -458,7 +487,37 @@ mod tests {
                     version: version.to_string(),
                 })
                 .collect(),
+            notify: None,
         }
+    }
+
+    #[test]
+    fn an_unreadable_notification_secret_is_said_without_refusing_the_policy() {
+        let mut r = report(3, Some(3), &[("a", "v1")]);
+        let plain = desired(&r, &acks(&[("a", "v1")]), None, &at(1));
+        assert!(
+            plain
+                .conditions
+                .iter()
+                .all(|c| c.type_ != "NotificationsReady"),
+            "no condition for a policy naming no Secret"
+        );
+        r.notify = Some(Err(vec!["Secret ns/hook not found".into()]));
+        let s = desired(&r, &acks(&[("a", "v1")]), None, &at(1));
+        let n = cond(&s, "NotificationsReady");
+        assert_eq!(
+            (n.status.as_str(), n.reason.as_str()),
+            ("False", "SecretUnreadable")
+        );
+        assert!(
+            n.message.contains("Secret ns/hook not found"),
+            "{}",
+            n.message
+        );
+        assert_eq!(cond(&s, "Accepted").status, "True");
+        r.notify = Some(Ok(()));
+        let s = desired(&r, &acks(&[("a", "v1")]), None, &at(2));
+        assert_eq!(cond(&s, "NotificationsReady").status, "True");
     }
 
     fn acks(entries: &[(&str, &str)]) -> AckView {

@@ -97,6 +97,13 @@ pub struct McpToolCallApprovalSpec {
     pub approvers: Option<Approvers>,
     /// When the approval stops being valid (RFC 3339).
     pub expires_at: String,
+    /// How long the object is kept once final before the sidecar deletes
+    /// it (the rule's `approval.retention`, e.g. `86400s`), copied like the
+    /// other settings so a later policy change does not shorten the life of
+    /// an object already asked for. Absent: kept until its pod is gone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+[smhd])+$"))]
+    pub retention: Option<String>,
 }
 
 /// Where an approval stands.
@@ -172,6 +179,10 @@ pub struct McpToolCallApprovalStatus {
     /// `given/needed`, for `kubectl get`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub summary: Option<String>,
+    /// When the sidecar marked it `Used` or `Expired` (RFC 3339): where
+    /// `spec.retention` counts from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
     /// `Decided`: whether the approval reached a final answer.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]

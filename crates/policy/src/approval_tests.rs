@@ -260,3 +260,70 @@ fn fingerprints_are_refused_unless_well_formed() {
     assert_eq!(d, arguments_digest(&json!({"a": [1], "b": 1})));
     assert_eq!(d.len(), 64);
 }
+
+#[test]
+fn a_rules_own_webhook_is_checked_and_names_its_key_never_holds_it() {
+    let with = |notify: Value, retention: Option<&str>| {
+        let mut approval = json!({"notify": notify});
+        if let Some(r) = retention {
+            approval["retention"] = json!(r);
+        }
+        let spec = json!({"defaultAction": "Deny", "rules": [
+            {"name": "r", "tools": ["x"], "action": "RequireApproval", "approval": approval}]});
+        crate::parse::parse_spec(spec).and_then(|s| crate::compile("ns/p", &s))
+    };
+    let ok = with(
+        json!({"url": "https://hooks.example/tollgate", "secretRef": {"name": "hook", "key": "hmac"}}),
+        Some("2h"),
+    )
+    .unwrap();
+    let a = ok.rules()[0].approval.clone().unwrap();
+    assert_eq!(
+        a.notify,
+        Some(crate::compile::approval::Notify {
+            url: "https://hooks.example/tollgate".into(),
+            secret: crate::compile::approval::NotifySecret::Secret(crate::spec::SecretKeyRef {
+                name: "hook".into(),
+                key: "hmac".into()
+            }),
+        })
+    );
+    assert_eq!(a.retention, Duration::from_secs(7200));
+    let default = with(
+        json!({"url": "http://127.0.0.1:9/h", "secretFile": "/k"}),
+        None,
+    )
+    .unwrap();
+    assert_eq!(
+        default.rules()[0].approval.as_ref().unwrap().retention,
+        crate::compile::approval::DEFAULT_RETENTION
+    );
+    for (notify, retention, says) in [
+        (
+            json!({"url": "ftp://x/h", "secretFile": "/k"}),
+            None,
+            "is not an http:// or https:// URL",
+        ),
+        (
+            json!({"url": "https://x/h"}),
+            None,
+            "exactly one of secretRef",
+        ),
+        (
+            json!({"url": "https://x/h", "secretFile": "/k", "secretRef": {"name": "a", "key": "b"}}),
+            None,
+            "exactly one of secretRef",
+        ),
+        (
+            json!({"url": "https://x/h", "secretFile": "/k"}),
+            Some("31d"),
+            "between 1s and 30d",
+        ),
+    ] {
+        let p = with(notify.clone(), retention).unwrap_err();
+        assert!(
+            p.iter().any(|p| p.to_string().contains(says)),
+            "{notify} {retention:?}: {p:?}"
+        );
+    }
+}

@@ -16,6 +16,8 @@
 //! passes through any HTTP proxy, can be read with `curl`, and the sidecar
 //! already parses SSE for MCP.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -59,6 +61,41 @@ pub struct SnapshotPolicy {
     pub generation: i64,
     /// The spec at that generation.
     pub spec: McpToolPolicySpec,
+    /// The keys of the Secrets the policy's `approval.notify.secretRef`s
+    /// name, by `secretName/key`, as the controller read them: a policy
+    /// carries only the Secret's name, the key travels on this
+    /// authenticated channel to the pods the policy selects and nowhere
+    /// else. A name missing here was not readable (the policy's status
+    /// says why); its rule's notifications are not sent.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub notify_keys: BTreeMap<String, NotifyKey>,
+}
+
+/// One signing key read from a Secret.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NotifyKey {
+    /// The Secret's `resourceVersion`: what the snapshot version is made
+    /// of, so a rotated key is pushed again without the key itself going
+    /// into a version string anyone can read.
+    pub resource_version: String,
+    /// The key (base64 on the wire).
+    pub key: k8s_openapi::ByteString,
+}
+
+/// Never the key.
+impl std::fmt::Debug for NotifyKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NotifyKey")
+            .field("resource_version", &self.resource_version)
+            .field("key", &format_args!("<{} bytes>", self.key.0.len()))
+            .finish()
+    }
+}
+
+/// The `notify_keys` name of a Secret's key.
+pub fn notify_key_name(secret: &crate::spec::SecretKeyRef) -> String {
+    format!("{}/{}", secret.name, secret.key)
 }
 
 impl Snapshot {
@@ -72,6 +109,12 @@ impl Snapshot {
             h.update(p.generation.to_le_bytes());
             h.update(serde_json::to_vec(&p.spec).unwrap_or_default());
             h.update([0]);
+            for (name, k) in &p.notify_keys {
+                h.update(name.as_bytes());
+                h.update([0]);
+                h.update(k.resource_version.as_bytes());
+                h.update([0]);
+            }
         }
         let version = h
             .finalize()

@@ -347,6 +347,58 @@ pub struct ApprovalSettings {
     /// that must not be copied anywhere.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub arguments: Option<ApprovalArguments>,
+
+    /// Where people are told about this rule's approvals (requested,
+    /// approved, rejected, expired): a signed JSON POST. Without it, the
+    /// sidecar's `--approval-webhook`, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify: Option<ApprovalNotify>,
+
+    /// How long an approval object is kept once it is final (`Used`,
+    /// `Expired`, `Rejected`) before the sidecar deletes it: `24h` by
+    /// default, between `1s` and `30d`. A rejection is kept at least 15
+    /// minutes whatever this says, so retries keep reading it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+[smhd])+$"))]
+    pub retention: Option<String>,
+}
+
+/// A rule's own notification webhook and the key that signs for it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(
+    validation = Rule::new("has(self.secretRef) != has(self.secretFile)").message("notify needs exactly one of secretRef (a Secret in the policy's namespace) or secretFile (policy files)")
+)]
+pub struct ApprovalNotify {
+    /// The receiver, `http://` or `https://`.
+    #[schemars(length(min = 1, max = 2048))]
+    pub url: String,
+
+    /// The HMAC-SHA256 key, in a Secret in the policy's namespace (the
+    /// controller reads it and hands it to the sidecars; it needs `get` on
+    /// that Secret, see docs/approvals.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<SecretKeyRef>,
+
+    /// The HMAC-SHA256 key, in a file the sidecar reads (policy files
+    /// only; refused in a `McpToolPolicy`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 4096))]
+    pub secret_file: Option<String>,
+}
+
+/// One key of a Secret in the policy's namespace.
+#[derive(
+    Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SecretKeyRef {
+    /// The Secret's name.
+    #[schemars(regex(pattern = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"))]
+    pub name: String,
+    /// The key in its `data`.
+    #[schemars(regex(pattern = r"^[-._a-zA-Z0-9]{1,253}$"))]
+    pub key: String,
 }
 
 /// Who may decide an approval.

@@ -14,7 +14,7 @@ use tollgate_runtime::serve;
 
 use crate::approvals::cluster::ClusterApprovals;
 use crate::approvals::metrics::ApprovalMetrics;
-use crate::approvals::notify::Notifier;
+use crate::approvals::notify::{Notifier, NotifyKeys};
 use crate::approvals::{Approvals, admin as approvals_admin};
 use crate::audit::AuditConfig;
 use crate::config::{IdentitySource, JwksSource, ProxyConfig, RuleSource};
@@ -58,7 +58,7 @@ pub enum StartError {
     #[error(transparent)]
     Bind(#[from] serve::BindError),
     /// The TLS client for approval notifications could not be built.
-    #[error("setting up TLS for --approval-webhook: {0}")]
+    #[error("setting up TLS for approval webhooks: {0}")]
     Notifier(#[source] rustls::Error),
     /// The `OTEL_*` environment asks for traces tollgate cannot export.
     #[error("traces: {0}")]
@@ -102,6 +102,8 @@ pub async fn start(config: ProxyConfig, audit: AuditConfig) -> Result<Running, S
     // Shared by the gate and, in managed mode, fed by the controller.
     let in_flight = Arc::new(tollgate_policy::budget::inflight::MemoryInFlight::default());
     let cluster = Arc::new(cluster::VmLabels::default());
+    // Rules' own notification keys: handed over by the controller.
+    let notify_keys = Arc::new(NotifyKeys::default());
     let follower = match &config.rules {
         RuleSource::Files(paths) => {
             if let reload::Outcome::Refused(problems) = reload::reload(paths, &store, &metrics) {
@@ -117,7 +119,8 @@ pub async fn start(config: ProxyConfig, audit: AuditConfig) -> Result<Running, S
                 metrics.clone(),
                 in_flight.clone(),
                 cluster.clone(),
-            )?;
+            )?
+            .with_notify_keys(notify_keys.clone());
             follower.restore();
             Some(follower)
         }
@@ -147,14 +150,14 @@ pub async fn start(config: ProxyConfig, audit: AuditConfig) -> Result<Running, S
     let listen = listener.local_addr().map_err(StartError::LocalAddr)?;
     let admin = admin_listener.local_addr().map_err(StartError::LocalAddr)?;
     let approval_metrics = ApprovalMetrics::register(metrics.registry())?;
-    let notifier = match &config.approval_webhook {
-        Some(n) => Some(
-            Notifier::new(n.clone(), approval_metrics.notifications.clone())
-                .map_err(StartError::Notifier)?,
-        ),
-        None => None,
-    };
-    let mut approvals = Approvals::new(approval_metrics, format!("http://{admin}"), notifier);
+    let notifier = Notifier::new(
+        config.approval_webhook.clone(),
+        notify_keys,
+        approval_metrics.notifications.clone(),
+    )
+    .map_err(StartError::Notifier)?;
+    let mut approvals = Approvals::new(approval_metrics, format!("http://{admin}"), Some(notifier))
+        .with_rules(store.clone());
     if let Some(settings) = &config.approvals_in_cluster {
         // Not fatal: a pod without a ServiceAccount token still serves the
         // calls that need no approval; those that do are refused.

@@ -504,3 +504,126 @@ impl<F: std::future::Future<Output = Result<(), watch::error::RecvError>>> Close
         matches!(fut.as_mut().poll(&mut cx), std::task::Poll::Ready(Err(_)))
     }
 }
+
+fn notifying(secret: &str) -> Value {
+    json!({"defaultAction": "Deny", "rules": [{"name": "r", "tools": ["x"], "action": "RequireApproval",
+        "approval": {"notify": {"url": "https://hooks.example/a", "secretRef": {"name": secret, "key": "hmac"}}}}]})
+}
+
+fn found(version: &str, keys: &[(&str, &[u8])]) -> SecretRead {
+    SecretRead::Found(
+        keys.iter()
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    NotifyKey {
+                        resource_version: version.into(),
+                        key: k8s_openapi::ByteString(v.to_vec()),
+                    },
+                )
+            })
+            .collect(),
+    )
+}
+
+#[test]
+fn a_named_secrets_key_reaches_only_the_selected_pods_and_a_rotation_is_pushed() {
+    let mut index = Index::new();
+    index.apply_pod(pod("a", "p", "u1", &[]));
+    index.apply_pod(pod("b", "q", "u2", &[]));
+    index.apply_policy(policy("a", "pol", 1, notifying("hook")));
+    index.apply_policy(policy("b", "other", 1, allow("x", None)));
+    assert_eq!(
+        index.secret_refs(),
+        BTreeSet::from([("a".to_owned(), "hook".to_owned())]),
+        "only the Secrets accepted policies name"
+    );
+    let report = |index: &Index| index.report("a", "pol").unwrap().notify;
+    assert!(
+        matches!(report(&index), Some(Err(ref p)) if p[0].contains("not been read yet")),
+        "{:?}",
+        report(&index)
+    );
+    let before = index.snapshot("a", "p").unwrap().snapshot.version.clone();
+    index.apply_secrets(BTreeMap::from([(
+        ("a".into(), "hook".into()),
+        found("7", &[("hmac", b"k1"), ("other", b"x")]),
+    )]));
+    let snap = index.snapshot("a", "p").unwrap().snapshot.clone();
+    let keys = &snap.policies[0].notify_keys;
+    assert_eq!(
+        keys.keys().collect::<Vec<_>>(),
+        ["hook/hmac"],
+        "the named key only"
+    );
+    assert_eq!(keys["hook/hmac"].key.0, b"k1");
+    assert_ne!(snap.version, before);
+    assert_eq!(report(&index), Some(Ok(())));
+    let elsewhere = index.snapshot("b", "q").unwrap().snapshot.clone();
+    assert!(elsewhere.policies.iter().all(|p| p.notify_keys.is_empty()));
+    // Neither the version nor Debug carries the key.
+    let debug = format!("{snap:?}");
+    assert!(
+        debug.contains("<2 bytes>") && !debug.contains("107, 49"),
+        "{debug}"
+    );
+
+    // Rotated: a new resourceVersion, a new snapshot.
+    index.apply_secrets(BTreeMap::from([(
+        ("a".into(), "hook".into()),
+        found("8", &[("hmac", b"k2")]),
+    )]));
+    let rotated = index.snapshot("a", "p").unwrap().snapshot.clone();
+    assert_ne!(rotated.version, snap.version);
+    assert_eq!(rotated.policies[0].notify_keys["hook/hmac"].key.0, b"k2");
+
+    // The key gone: said in the report, and no key in the snapshot.
+    index.apply_secrets(BTreeMap::from([(
+        ("a".into(), "hook".into()),
+        found("9", &[("other", b"x")]),
+    )]));
+    assert!(
+        matches!(report(&index), Some(Err(ref p)) if p[0].contains("has no key \"hmac\"")),
+        "{:?}",
+        report(&index)
+    );
+    let gone = index.snapshot("a", "p").unwrap().snapshot.clone();
+    assert!(gone.policies[0].notify_keys.is_empty());
+    index.apply_secrets(BTreeMap::from([(
+        ("a".into(), "hook".into()),
+        SecretRead::Unreadable("Secret a/hook not found".into()),
+    )]));
+    assert_eq!(
+        report(&index),
+        Some(Err(vec!["Secret a/hook not found".into()]))
+    );
+    assert_eq!(index.report("b", "other").unwrap().notify, None);
+}
+
+#[test]
+fn policy_objects_may_not_name_key_files_nor_cluster_policies_secrets() {
+    let mut index = Index::new();
+    let mut spec = notifying("hook");
+    spec["rules"][0]["approval"]["notify"] = json!({"url": "https://hooks.example/a", "secretFile": "/var/run/secrets/kubernetes.io/serviceaccount/token"});
+    index.apply_policy(policy("a", "files", 1, spec));
+    let r = index.report("a", "files").unwrap();
+    assert_eq!(r.accepted_generation, None);
+    assert!(
+        r.problems[0]
+            .to_string()
+            .contains("secretFile is for policy files"),
+        "{:?}",
+        r.problems
+    );
+    index.apply_policy(policy("", "baseline", 1, notifying("hook")));
+    let r = index.report("", "baseline").unwrap();
+    assert_eq!(r.accepted_generation, None);
+    assert!(
+        r.problems[0]
+            .to_string()
+            .contains("ClusterMcpToolPolicy has no namespace"),
+        "{:?}",
+        r.problems
+    );
+    assert!(index.secret_refs().is_empty());
+}

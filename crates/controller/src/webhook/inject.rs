@@ -579,6 +579,8 @@ fn proxy_env(cfg: &InjectConfig) -> Vec<EnvVar> {
     [
         env_from("POD_NAME", "metadata.name"),
         env_from("POD_NAMESPACE", "metadata.namespace"),
+        // Approval objects name the pod as their owner by uid.
+        env_from("POD_UID", "metadata.uid"),
         // The CA as text, not a volume: it is public, small, known
         // when the pod is admitted, and needs no object in the
         // pod's namespace (nor permission to write one there).

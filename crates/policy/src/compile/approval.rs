@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use crate::duration;
 use crate::problem::Problem;
-use crate::spec::{ApprovalArguments, ApprovalSettings};
+use crate::spec::{ApprovalArguments, ApprovalNotify, ApprovalSettings, SecretKeyRef};
 
 /// How long an approval stays valid when the rule does not say.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15 * 60);
@@ -23,6 +23,35 @@ pub const MAX_HOLD: Duration = Duration::from_secs(10 * 60);
 pub const MAX_APPROVALS: i64 = 10;
 /// Users or groups listed as approvers, at most (each).
 pub const APPROVERS: usize = 64;
+/// How long a final approval object is kept when the rule does not say.
+///
+/// A day: long enough that the people who decided (and whoever audits
+/// them the next morning) still find the object with `kubectl get mtca`,
+/// short enough that a busy rule's objects do not pile up in etcd. The
+/// audit log and the Events keep the record past it.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(24 * 3600);
+/// The longest a final approval object may be kept.
+pub const MAX_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// Where a rule's approvals are notified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notify {
+    /// The receiver, `http://` or `https://`.
+    pub url: String,
+    /// Where the signing key is.
+    pub secret: NotifySecret,
+}
+
+/// Where a rule's signing key is: named here, read by whoever may read it
+/// (the controller for a Secret, the sidecar for a file). The key itself is
+/// never part of a compiled policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotifySecret {
+    /// A key of a Secret in the policy's namespace.
+    Secret(SecretKeyRef),
+    /// A file on the sidecar's disk (policy files).
+    File(std::path::PathBuf),
+}
 
 /// A rule's approval settings, checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +68,10 @@ pub struct Approval {
     pub groups: Vec<String>,
     /// Whether the approval carries only a digest of the arguments.
     pub digest_arguments: bool,
+    /// The rule's own notification webhook, if it has one.
+    pub notify: Option<Notify>,
+    /// How long a final approval object is kept before it is deleted.
+    pub retention: Duration,
 }
 
 impl Default for Approval {
@@ -50,6 +83,8 @@ impl Default for Approval {
             users: Vec::new(),
             groups: Vec::new(),
             digest_arguments: false,
+            notify: None,
+            retention: DEFAULT_RETENTION,
         }
     }
 }
@@ -145,6 +180,25 @@ pub(crate) fn compile(
             ));
         }
     }
+    let notify = s
+        .notify
+        .as_ref()
+        .and_then(|n| notify(n, &at("notify"), &mut problems));
+    let retention = match s.retention.as_deref().map(duration::parse) {
+        None => DEFAULT_RETENTION,
+        Some(Ok(r)) if !r.is_zero() && r <= MAX_RETENTION => r,
+        Some(Ok(_)) => {
+            problems.push(Problem::at(
+                at("retention"),
+                "a final approval may be kept between 1s and 30d",
+            ));
+            DEFAULT_RETENTION
+        }
+        Some(Err(e)) => {
+            problems.push(Problem::at(at("retention"), e.to_string()));
+            DEFAULT_RETENTION
+        }
+    };
     if !problems.is_empty() {
         return Err(problems);
     }
@@ -155,5 +209,41 @@ pub(crate) fn compile(
         users: approvers.users,
         groups: approvers.groups,
         digest_arguments: s.arguments == Some(ApprovalArguments::Digest),
+        notify,
+        retention,
     })
+}
+
+/// Checks a rule's `notify`: an `http(s)://` URL with a host, and exactly
+/// one place for the key.
+fn notify(n: &ApprovalNotify, at: &str, problems: &mut Vec<Problem>) -> Option<Notify> {
+    let rest = n
+        .url
+        .strip_prefix("https://")
+        .or_else(|| n.url.strip_prefix("http://"));
+    let host = rest.map(|r| r.split(['/', '?', '#']).next().unwrap_or(""));
+    let mut ok = true;
+    if host.is_none_or(|h| h.is_empty() || h.contains(char::is_whitespace)) {
+        problems.push(Problem::at(
+            format!("{at}.url"),
+            format!("{:?} is not an http:// or https:// URL with a host", n.url),
+        ));
+        ok = false;
+    }
+    let secret = match (&n.secret_ref, &n.secret_file) {
+        (Some(r), None) => Some(NotifySecret::Secret(r.clone())),
+        (None, Some(f)) if !f.is_empty() => Some(NotifySecret::File(f.into())),
+        _ => {
+            problems.push(Problem::at(
+                at,
+                "notify needs exactly one of secretRef (a Secret in the policy's namespace) or secretFile (policy files): notifications are always signed",
+            ));
+            None
+        }
+    };
+    Some(Notify {
+        url: n.url.clone(),
+        secret: secret?,
+    })
+    .filter(|_| ok)
 }

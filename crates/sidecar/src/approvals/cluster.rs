@@ -16,6 +16,16 @@
 //! the losers of the create reuse it. Taking an approval is a status write
 //! conditioned on the object's resourceVersion, so exactly one call rides
 //! on it however many wait.
+//!
+//! Cleaning up: every object is owned by the sidecar's pod (an
+//! ownerReference, when the pod's uid is known), so the garbage collector
+//! deletes a pod's approvals with the pod; and the sidecar deletes its own
+//! pod's final objects (`Used`, `Expired`, `Rejected`) once they are older
+//! than the rule's `approval.retention` (copied into `spec.retention`).
+//! Retention is the rule's, not a controller flag, because the sidecar
+//! already lists and owns these objects with the pod's own RBAC (no
+//! controller-wide delete on every namespace's approvals) and because how
+//! long a decision must stay readable is a property of what was approved.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -24,9 +34,12 @@ use std::time::{Duration, Instant, SystemTime};
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::events::v1::Event as KubeEvent;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, OwnerReference};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
+use kube::api::{
+    Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions, WatchEvent,
+    WatchParams,
+};
 use serde_json::json;
 
 use tollgate_policy::approval_crd::{
@@ -56,13 +69,18 @@ pub struct ClusterSettings {
     pub namespace: String,
     /// The pod's name: part of every fingerprint, recorded in `spec.pod`.
     pub pod: String,
+    /// The pod's uid (`POD_UID`, which the injection webhook sets from the
+    /// Downward API): each object names the pod as its owner, so deleting
+    /// the pod garbage-collects its approvals. Without it the objects have
+    /// no owner and only their retention deletes them.
+    pub pod_uid: Option<String>,
 }
 
 /// Why the apiserver could not hold a call's approval; the call is refused.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ClusterError {
     #[error(
-        "the apiserver refused or failed the request for McpToolCallApproval {name:?} in {namespace:?} ({source}); the pod's ServiceAccount needs create/get/list/watch on mcptoolcallapprovals and get/patch on mcptoolcallapprovals/status (bind ClusterRole tollgate-sidecar-approvals, docs/approvals.md)"
+        "the apiserver refused or failed the request for McpToolCallApproval {name:?} in {namespace:?} ({source}); the pod's ServiceAccount needs create/get/list/watch/delete on mcptoolcallapprovals and get/patch on mcptoolcallapprovals/status (bind ClusterRole tollgate-sidecar-approvals, docs/approvals.md)"
     )]
     Api {
         name: String,
@@ -252,6 +270,20 @@ impl ClusterApprovals {
 
     /// Counts, tells and records (Event) an outcome this process saw, once.
     fn once(&self, parent: &super::Approvals, uid: Option<String>, r: &Record, outcome: Counted) {
+        self.once_telling(parent, uid, r, outcome, true);
+    }
+
+    /// Like [`Self::once`]; notifies people only when `tell` (not for an
+    /// object whose rule is no longer in force: where its notifications went
+    /// is unknown, and the sidecar's own webhook may be somebody else's).
+    fn once_telling(
+        &self,
+        parent: &super::Approvals,
+        uid: Option<String>,
+        r: &Record,
+        outcome: Counted,
+        tell: bool,
+    ) {
         let name = r.id.clone();
         {
             let mut seen = self.counted.lock().unwrap_or_else(|e| e.into_inner());
@@ -306,7 +338,9 @@ impl ClusterApprovals {
                 .decision_seconds
                 .observe(waited.as_secs_f64());
         }
-        if let Some(event) = event {
+        if let Some(event) = event
+            && tell
+        {
             parent.notify(event, r);
         }
         tracing::info!(
@@ -394,7 +428,7 @@ impl ClusterApprovals {
                 let n = number_of(o.metadata.name.as_deref().unwrap_or(""));
                 match phase_of(&o) {
                     ApprovalPhase::Pending | ApprovalPhase::Approved if expired(&o, now) => {
-                        self.expire(parent, &o, req).await;
+                        self.expire(parent, &o, req, true).await;
                         n + 1
                     }
                     ApprovalPhase::Pending | ApprovalPhase::Approved => return Ok(o),
@@ -472,9 +506,11 @@ impl ClusterApprovals {
                 min_approvals: i64::from(s.min_approvals),
                 approvers,
                 expires_at: now_rfc3339(now + s.timeout),
+                retention: Some(format!("{}s", s.retention.as_secs().max(1))),
             },
         );
         o.metadata.namespace = Some(self.settings.namespace.clone());
+        o.metadata.owner_references = self.owner();
         o.metadata.labels = Some(
             [
                 (FINGERPRINT_LABEL.to_owned(), req.fingerprint.to_string()),
@@ -488,6 +524,21 @@ impl ClusterApprovals {
         o
     }
 
+    /// The pod, as the owner of every object it asks for: not a
+    /// controller, and not blocking the pod's deletion (which would need
+    /// permission on the pod the sidecar does not have).
+    fn owner(&self) -> Option<Vec<OwnerReference>> {
+        let uid = self.settings.pod_uid.clone().filter(|u| !u.is_empty())?;
+        Some(vec![OwnerReference {
+            api_version: "v1".into(),
+            kind: "Pod".into(),
+            name: self.settings.pod.clone(),
+            uid,
+            controller: None,
+            block_owner_deletion: None,
+        }])
+    }
+
     /// Moves the object to `phase`, on the condition that nobody changed
     /// it since it was read: the new object, or `None` if it changed.
     async fn transition(
@@ -498,7 +549,7 @@ impl ClusterApprovals {
         let name = o.metadata.name.clone().unwrap_or_default();
         let patch = json!({
             "metadata": {"resourceVersion": o.metadata.resource_version},
-            "status": {"phase": phase},
+            "status": {"phase": phase, "finishedAt": now_rfc3339(SystemTime::now())},
         });
         match self
             .api
@@ -518,11 +569,23 @@ impl ClusterApprovals {
     }
 
     /// Marks an overdue object `Expired`.
-    async fn expire(&self, parent: &super::Approvals, o: &McpToolCallApproval, req: &Request) {
+    async fn expire(
+        &self,
+        parent: &super::Approvals,
+        o: &McpToolCallApproval,
+        req: &Request,
+        tell: bool,
+    ) {
         match self.transition(o, ApprovalPhase::Expired).await {
             Ok(Some(done)) => {
                 let record = self.record(&done, req);
-                self.once(parent, done.metadata.uid.clone(), &record, Counted::Expired);
+                self.once_telling(
+                    parent,
+                    done.metadata.uid.clone(),
+                    &record,
+                    Counted::Expired,
+                    tell,
+                );
             }
             Ok(None) => {
                 tracing::debug!(approval = ?o.metadata.name, "not marked Expired: it changed meanwhile")
@@ -559,8 +622,38 @@ impl ClusterApprovals {
         )
     }
 
+    /// Deletes a final object whose retention has passed, on the condition
+    /// that it did not change since it was read.
+    async fn forget(&self, o: &McpToolCallApproval) {
+        let name = o.metadata.name.clone().unwrap_or_default();
+        let params = DeleteParams {
+            preconditions: Some(Preconditions {
+                uid: o.metadata.uid.clone(),
+                resource_version: o.metadata.resource_version.clone(),
+            }),
+            ..Default::default()
+        };
+        match self.api.delete(&name, &params).await {
+            Ok(_) => tracing::info!(
+                target: "tollgate::audit",
+                event = "approval_deleted",
+                approval = %name,
+                namespace = %self.settings.namespace,
+                phase = ?phase_of(o),
+                policy = %o.spec.policy,
+                rule = %o.spec.rule,
+                "final approval deleted after its retention"
+            ),
+            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
+            Err(e) => {
+                tracing::warn!(approval = %name, error = %e, "cannot delete a final approval past its retention (the pod's ServiceAccount needs delete on mcptoolcallapprovals)")
+            }
+        }
+    }
+
     /// Marks this pod's overdue objects `Expired`, so the queue shows them
-    /// as such even when no call comes back for them.
+    /// as such even when no call comes back for them, and deletes its final
+    /// objects past their retention.
     pub(crate) async fn sweep(&self, parent: &super::Approvals) {
         let Ok(list) = self.api.list(&ListParams::default()).await else {
             return;
@@ -574,10 +667,15 @@ impl ClusterApprovals {
         {
             match phase_of(o) {
                 ApprovalPhase::Pending | ApprovalPhase::Approved if expired(o, now) => {
-                    let req = request_of(o);
-                    self.expire(parent, o, &req).await;
+                    let (req, known) = request_of(parent, o);
+                    self.expire(parent, o, &req, known).await;
                 }
                 ApprovalPhase::Pending => pending += 1,
+                ApprovalPhase::Used | ApprovalPhase::Expired | ApprovalPhase::Rejected
+                    if past_retention(o, now) =>
+                {
+                    self.forget(o).await;
+                }
                 _ => {}
             }
         }
@@ -614,11 +712,47 @@ impl ClusterApprovals {
     }
 }
 
+/// Whether a final object has been kept for its `spec.retention`, counted
+/// from when it became final: `finishedAt` for `Used` and `Expired`
+/// (`expiresAt` for objects written before it was recorded, which no use or
+/// expiry can be later than), the rejection for `Rejected` — kept at least
+/// [`KEEP_REJECTED`] so a retry still reads it was rejected.
+pub(crate) fn past_retention(o: &McpToolCallApproval, now: SystemTime) -> bool {
+    let Some(retention) = o
+        .spec
+        .retention
+        .as_deref()
+        .and_then(|r| tollgate_policy::duration::parse(r).ok())
+    else {
+        return false;
+    };
+    let status = o.status.clone().unwrap_or_default();
+    let (since, keep) = match phase_of(o) {
+        ApprovalPhase::Rejected => (
+            status.rejection.as_ref().map_or(0, |v| epoch_of(&v.time)),
+            retention.max(KEEP_REJECTED),
+        ),
+        ApprovalPhase::Used | ApprovalPhase::Expired => (
+            status
+                .finished_at
+                .as_deref()
+                .map_or_else(|| epoch_of(&o.spec.expires_at), epoch_of),
+            retention,
+        ),
+        ApprovalPhase::Pending | ApprovalPhase::Approved => return false,
+    };
+    since > 0 && since + keep.as_secs() <= super::store::epoch(now)
+}
+
 /// A request rebuilt from an object, for the records of objects no call is
-/// waiting on (the sweep).
-fn request_of(o: &McpToolCallApproval) -> Request {
+/// waiting on (the sweep): its notifications go where its rule's go, and
+/// whether that rule is still in force (if not, nobody is notified).
+fn request_of(parent: &super::Approvals, o: &McpToolCallApproval) -> (Request, bool) {
     let approvers = o.spec.approvers.clone().unwrap_or_default();
-    Request {
+    let rule = parent.settings_of(&o.spec.policy, &o.spec.rule);
+    let known = rule.is_some();
+    let notify = rule.and_then(|s| s.notify.clone());
+    let request = Request {
         fingerprint: tollgate_policy::Fingerprint::parse(&o.spec.fingerprint).unwrap_or_else(
             || tollgate_policy::Fingerprint::parse(&"0".repeat(32)).expect("32 hex digits"),
         ),
@@ -635,16 +769,67 @@ fn request_of(o: &McpToolCallApproval) -> Request {
             min_approvals: o.spec.min_approvals.max(1) as u32,
             users: approvers.users,
             groups: approvers.groups,
+            notify,
             ..Default::default()
         }),
         // Bounded: the object's tool name is not this sidecar's catalog.
         tool_label: crate::metrics::UNLISTED_TOOL.to_owned(),
-    }
+    };
+    (request, known)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn object(phase: ApprovalPhase, retention: Option<&str>) -> McpToolCallApproval {
+        let mut o: McpToolCallApproval = serde_json::from_value(json!({
+            "apiVersion": "tollgate.dev/v1alpha1", "kind": "McpToolCallApproval",
+            "metadata": {"name": "x-1"},
+            "spec": {"policy": "ns/p", "rule": "r", "pod": "p", "tool": "x",
+                "argumentsSha256": "00", "caller": "anonymous",
+                "fingerprint": "0123456789abcdef0123456789abcdef", "minApprovals": 1,
+                "expiresAt": "2026-01-01T00:10:00Z"},
+        }))
+        .unwrap();
+        o.spec.retention = retention.map(str::to_owned);
+        o.status = Some(serde_json::from_value(json!({"phase": phase})).unwrap());
+        o
+    }
+
+    fn at(rfc3339: &str) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(epoch_of(rfc3339))
+    }
+
+    #[test]
+    fn final_objects_are_kept_for_their_retention_from_when_they_became_final() {
+        let mut used = object(ApprovalPhase::Used, Some("60s"));
+        used.status.as_mut().unwrap().finished_at = Some("2026-01-01T00:01:00Z".into());
+        assert!(!past_retention(&used, at("2026-01-01T00:01:59Z")));
+        assert!(past_retention(&used, at("2026-01-01T00:02:00Z")));
+        // Without finishedAt (an older sidecar's object): from expiresAt.
+        let old = object(ApprovalPhase::Expired, Some("60s"));
+        assert!(!past_retention(&old, at("2026-01-01T00:10:59Z")));
+        assert!(past_retention(&old, at("2026-01-01T00:11:00Z")));
+        // A rejection is kept at least 15 minutes.
+        let mut rejected = object(ApprovalPhase::Rejected, Some("60s"));
+        rejected.status.as_mut().unwrap().rejection = Some(
+            serde_json::from_value(json!({"user": "ann", "time": "2026-01-01T00:00:00Z"})).unwrap(),
+        );
+        assert!(!past_retention(&rejected, at("2026-01-01T00:14:59Z")));
+        assert!(past_retention(&rejected, at("2026-01-01T00:15:00Z")));
+        // Never a live one, nor one without a retention.
+        for phase in [ApprovalPhase::Pending, ApprovalPhase::Approved] {
+            assert!(!past_retention(
+                &object(phase, Some("1s")),
+                at("2027-01-01T00:00:00Z")
+            ));
+        }
+        assert!(!past_retention(
+            &object(ApprovalPhase::Used, None),
+            at("2027-01-01T00:00:00Z")
+        ));
+    }
 
     #[test]
     fn names_are_readable_deterministic_and_numbered() {

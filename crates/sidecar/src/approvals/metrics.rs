@@ -68,7 +68,7 @@ impl ApprovalMetrics {
         let notifications = IntCounterVec::new(
             Opts::new(
                 "tollgate_approval_notifications_total",
-                "Approval notifications to --approval-webhook, by result (delivered, failed after every retry, dropped).",
+                "Approval notifications to a rule's own webhook or --approval-webhook, by result (delivered, failed after every retry, dropped, no_key: the rule's key could not be read).",
             ),
             &["result"],
         )?;

@@ -86,6 +86,9 @@ pub(crate) struct Approvals {
     /// Managed mode without a Kubernetes client: calls that need an
     /// approval are refused with this (fail closed), the rest run.
     no_client: Option<Arc<tollgate_runtime::kube_client::ClientError>>,
+    /// The rules in force: the settings of an approval object no call is
+    /// waiting on (its notifications, its retention) are its rule's.
+    rules: Option<Arc<crate::rules::store::RuleStore>>,
 }
 
 /// What a call waiting for approval ends with.
@@ -118,7 +121,31 @@ impl Approvals {
             notifier: notifier.map(Arc::new),
             cluster: None,
             no_client: None,
+            rules: None,
         }
+    }
+
+    /// Looks up rules' approval settings in `rules`.
+    pub(crate) fn with_rules(self, rules: Arc<crate::rules::store::RuleStore>) -> Self {
+        Approvals {
+            rules: Some(rules),
+            ..self
+        }
+    }
+
+    /// The approval settings of rule `rule` of policy `policy` in force.
+    pub(crate) fn settings_of(
+        &self,
+        policy: &str,
+        rule: &str,
+    ) -> Option<Arc<tollgate_policy::compile::approval::Approval>> {
+        let rules = self.rules.as_ref()?.current()?;
+        let p = rules.set.policies().iter().find(|p| &*p.name == policy)?;
+        p.rules()
+            .iter()
+            .find(|r| &*r.name == rule)?
+            .approval
+            .clone()
     }
 
     /// Approvals were to be kept in the cluster but no client could be

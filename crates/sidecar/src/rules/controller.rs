@@ -60,6 +60,8 @@ pub struct Follower {
     pub in_flight: Arc<MemoryInFlight>,
     /// Where the controller's VM labels go.
     pub cluster: Arc<VmLabels>,
+    /// Where the keys of rules' own notification webhooks go.
+    notify_keys: Arc<crate::approvals::notify::NotifyKeys>,
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     acked: Option<String>,
     /// The would-be denials the controller last accepted with an ack.
@@ -227,10 +229,19 @@ impl Follower {
             silence_timeout: Duration::from_secs(35),
             in_flight,
             cluster,
+            notify_keys: Default::default(),
             client,
             acked: None,
             reported: Vec::new(),
         })
+    }
+
+    /// Hands the keys of rules' own notification webhooks to `keys`.
+    pub fn with_notify_keys(self, keys: Arc<crate::approvals::notify::NotifyKeys>) -> Self {
+        Follower {
+            notify_keys: keys,
+            ..self
+        }
     }
 
     /// Puts the snapshot kept on disk in force, if there is one for this pod.
@@ -380,7 +391,17 @@ impl Follower {
             return;
         }
         tracing::info!(version = %snapshot.version, policies = snapshot.policies.len(), "rules from the controller in force");
-        self.persist(data);
+        if snapshot.policies.iter().any(|p| !p.notify_keys.is_empty()) {
+            // Keys stay in memory: the copy on disk goes without them (a
+            // restarted sidecar signs again once the controller answers).
+            let mut bare = snapshot.clone();
+            for p in &mut bare.policies {
+                p.notify_keys.clear();
+            }
+            self.persist(&serde_json::to_string(&bare).unwrap_or_default());
+        } else {
+            self.persist(data);
+        }
         self.ack(&snapshot.version).await;
     }
 
@@ -424,6 +445,7 @@ impl Follower {
             .map_err(|p| Refusal::Invalid(Problems(p)))?
             .with_version(snapshot.version.clone());
         let rules = set.policies().iter().map(|p| p.rules().len()).sum();
+        self.notify_keys.replace(snapshot);
         if self
             .store
             .replace_with(set, self.config.unselected == Unselected::Deny)

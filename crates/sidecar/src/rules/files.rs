@@ -32,7 +32,10 @@ pub(crate) enum Outcome {
 
 /// Loads `paths` and puts the result in force if it is new and valid.
 pub(crate) fn reload(paths: &[PathBuf], store: &RuleStore, metrics: &Metrics) -> Outcome {
-    match load::load(paths) {
+    match load::load(paths).and_then(|(set, w)| match secret_refs(&set) {
+        problems if problems.is_empty() => Ok((set, w)),
+        problems => Err(problems),
+    }) {
         Ok((set, _)) => {
             metrics.reload_failing.set(0);
             let version = set.version().to_owned();
@@ -51,6 +54,30 @@ pub(crate) fn reload(paths: &[PathBuf], store: &RuleStore, metrics: &Metrics) ->
             Outcome::Refused(Problems(problems).to_string())
         }
     }
+}
+
+/// Rules of policy files that name a Kubernetes Secret for their
+/// notification key: only the controller reads Secrets, so in file mode
+/// that key could never be had; said at load rather than discovered when a
+/// notification is not sent.
+fn secret_refs(set: &tollgate_policy::PolicySet) -> Vec<tollgate_policy::Problem> {
+    use tollgate_policy::compile::approval::NotifySecret;
+    set.policies()
+        .iter()
+        .flat_map(|p| p.rules().iter().map(move |r| (p, r)))
+        .filter(|(_, r)| {
+            r.approval
+                .as_ref()
+                .and_then(|a| a.notify.as_ref())
+                .is_some_and(|n| matches!(n.secret, NotifySecret::Secret(_)))
+        })
+        .map(|(p, r)| {
+            tollgate_policy::Problem::at(
+                format!("{} rule {}: approval.notify.secretRef", p.name, r.name),
+                "names a Kubernetes Secret, which only the controller reads (managed mode); in a policy file give the key's file with secretFile",
+            )
+        })
+        .collect()
 }
 
 /// Reloads on file changes and every `interval` until `shutdown`.

@@ -119,6 +119,9 @@ pub enum WrapError {
     /// The admin listener could not be opened.
     #[error(transparent)]
     Bind(#[from] tollgate_runtime::serve::BindError),
+    /// TLS for rules' notification webhooks could not be set up.
+    #[error("setting up TLS for approval webhooks: {0}")]
+    Notifier(#[source] rustls::Error),
 }
 
 /// Why a request of tollgate's own (its `tools/list`) got no result;
@@ -182,8 +185,16 @@ pub async fn wrap(config: WrapConfig, audit: AuditConfig) -> Result<i32, WrapErr
     let (out, out_rx) = mpsc::channel(1024);
     let writer = write_stdout(out_rx);
     let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
+    let approval_metrics = ApprovalMetrics::register(metrics.registry())?;
+    // Rules' own webhooks (their keys in files); no sidecar-wide one here.
+    let notifier = crate::approvals::notify::Notifier::new(
+        None,
+        Default::default(),
+        approval_metrics.notifications.clone(),
+    )
+    .map_err(WrapError::Notifier)?;
     let approvals = Arc::new(Approvals::new(
-        ApprovalMetrics::register(metrics.registry())?,
+        approval_metrics,
         admin_addr.map_or_else(
             || {
                 "(no admin listener: start tollgate wrap with --admin-listen 127.0.0.1:PORT)"
@@ -191,7 +202,7 @@ pub async fn wrap(config: WrapConfig, audit: AuditConfig) -> Result<i32, WrapErr
             },
             |a| format!("http://{a}"),
         ),
-        None,
+        Some(notifier),
     ));
     // Whoever reaches the routes decides: loopback only.
     let serve_approvals = admin_addr.is_some_and(|a| a.ip().is_loopback());

@@ -101,12 +101,16 @@ fn a_native_sidecar_with_everything_it_needs() {
         "metadata.namespace"
     );
     assert_eq!(
-        c["env"][2],
+        c["env"][2]["valueFrom"]["fieldRef"]["fieldPath"], "metadata.uid",
+        "approval objects name the pod as their owner"
+    );
+    assert_eq!(
+        c["env"][3],
         json!({"name": "TOLLGATE_CONTROLLER_CA_PEM", "value": "-----BEGIN CERTIFICATE-----\nCA\n-----END CERTIFICATE-----\n"}),
         "the sidecar trusts exactly the controller's CA for the push channel"
     );
     assert_eq!(
-        c["env"][3],
+        c["env"][4],
         json!({"name": "TOLLGATE_REDIS_CA_PEM", "value": "-----BEGIN CERTIFICATE-----\n..."}),
         "the controller's --sidecar-env values follow its own"
     );
@@ -468,6 +472,7 @@ fn a_stdio_server_runs_behind_tollgate_from_a_copied_binary() {
             "TRUENAS_URL",
             "POD_NAME",
             "POD_NAMESPACE",
+            "POD_UID",
             "TOLLGATE_CONTROLLER_CA_PEM",
             "TOLLGATE_REDIS_CA_PEM"
         ],
