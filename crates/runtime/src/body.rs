@@ -62,7 +62,7 @@ pub enum ReadError {
     Timeout(Duration),
     /// The connection failed mid-body.
     #[error("the request body could not be read: {0}")]
-    Io(String),
+    Io(#[source] BoxError),
 }
 
 /// Reads a whole request body like [`read`]; while it arrives, a stalled
@@ -85,6 +85,6 @@ pub async fn read(body: Incoming, limit: usize, timeout: Duration) -> Result<Byt
         Err(_) => Err(ReadError::Timeout(timeout)),
         Ok(Ok(collected)) => Ok(collected.to_bytes()),
         Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(ReadError::TooLarge(limit)),
-        Ok(Err(e)) => Err(ReadError::Io(e.to_string())),
+        Ok(Err(e)) => Err(ReadError::Io(e)),
     }
 }

@@ -398,12 +398,26 @@ pub(crate) enum Verifier {
 /// Identifies callers.
 pub(crate) struct Identities {
     /// How tokens are verified; `None` ignores tokens.
-    pub verifier: Option<Verifier>,
+    verifier: Option<Verifier>,
     /// Refuse calls without a token.
-    pub required: bool,
+    required: bool,
 }
 
 impl Identities {
+    /// Callers identified by `verifier` (`None` ignores tokens); with
+    /// `required`, a request without a token is refused.
+    pub(crate) fn new(verifier: Option<Verifier>, required: bool) -> Self {
+        Identities { verifier, required }
+    }
+
+    /// The JWT verifier, whose keys a task keeps fresh, when tokens are JWTs.
+    pub(crate) fn jwt(&self) -> Option<&Arc<JwtVerifier>> {
+        match &self.verifier {
+            Some(Verifier::Jwt(jwt)) => Some(jwt),
+            _ => None,
+        }
+    }
+
     /// The caller's subject, `None` for anonymous.
     pub(crate) async fn identify(
         &self,

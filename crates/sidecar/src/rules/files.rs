@@ -34,7 +34,7 @@ pub(crate) enum Outcome {
 pub(crate) fn reload(paths: &[PathBuf], store: &RuleStore, metrics: &Metrics) -> Outcome {
     match load::load(paths) {
         Ok((set, _)) => {
-            metrics.reload_failing.set(0);
+            metrics.reload_failing(false);
             let version = set.version().to_owned();
             let rules = set.policies().iter().map(|p| p.rules().len()).sum();
             if store.replace(set) {
@@ -47,7 +47,7 @@ pub(crate) fn reload(paths: &[PathBuf], store: &RuleStore, metrics: &Metrics) ->
         }
         Err(problems) => {
             metrics.reloaded(ReloadResult::Failure);
-            metrics.reload_failing.set(1);
+            metrics.reload_failing(true);
             Outcome::Refused(Problems(problems).to_string())
         }
     }

@@ -135,7 +135,7 @@ impl Drop for StreamGuard {
         if let Some(endpoint) = &self.legacy {
             self.streams.lock_legacy().remove(endpoint);
         }
-        self.metrics.streams.dec();
+        self.metrics.stream_closed();
     }
 }
 
@@ -201,7 +201,7 @@ impl Streams {
         let (tx, rx) = mpsc::channel(INJECT_BUFFER);
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         self.lock_open().insert(id, tx.clone());
-        metrics.streams.inc();
+        metrics.stream_opened();
         let guard = StreamGuard {
             streams: self.clone(),
             id,
