@@ -26,13 +26,13 @@ pub use crate::spec::SizeResource;
 /// than letting memory grow without bound (or forgetting admissions, which
 /// would let calls through). The cap is per limit, so an agent spraying one
 /// keyed argument cannot exhaust the buckets of other limits.
-pub const MAX_BUCKETS_PER_LIMIT: usize = 10_000;
+pub(crate) const MAX_BUCKETS_PER_LIMIT: usize = 10_000;
 
 /// The most live buckets one caller ([`CallerKey`]) may open in one limit:
 /// a caller spraying keys is refused new ones once it holds this many,
 /// while every other caller keeps finding room. Filling a limit takes ten
 /// callers each holding their whole share within one window.
-pub const MAX_BUCKETS_PER_CALLER: usize = MAX_BUCKETS_PER_LIMIT / 10;
+pub(crate) const MAX_BUCKETS_PER_CALLER: usize = MAX_BUCKETS_PER_LIMIT / 10;
 
 /// The stable identity of one compiled limit: policy, rule, position and key
 /// shape. Budgets survive a policy reload as long as this stays the same.

@@ -87,11 +87,11 @@ impl Op {
 }
 
 /// KubeVirt's core API group.
-pub const VM_GROUP: &str = "kubevirt.io";
+pub(crate) const VM_GROUP: &str = "kubevirt.io";
 /// The VM kind.
-pub const VM_KIND: &str = "VirtualMachine";
+pub(crate) const VM_KIND: &str = "VirtualMachine";
 /// The VM resource.
-pub const VM_RESOURCE: &str = "virtualmachines";
+pub(crate) const VM_RESOURCE: &str = "virtualmachines";
 
 /// KubeVirt's clone API group.
 pub const CLONE_GROUP: &str = "clone.kubevirt.io";
@@ -417,7 +417,7 @@ impl Payloads {
 
 /// The JSON pointer of a manifest argument named in server metadata
 /// (`resource`) or a mapping (`resource` or `/spec/resource`).
-pub fn argument_pointer(argument: &str) -> String {
+pub(crate) fn argument_pointer(argument: &str) -> String {
     if argument.starts_with('/') {
         argument.to_owned()
     } else {
@@ -470,7 +470,7 @@ fn source_name(value: Option<String>) -> Result<Option<String>, ExtractError> {
 }
 
 /// A DNS-1123 label: what a namespace name is.
-pub fn is_label(s: &str) -> bool {
+pub(crate) fn is_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
         && s.bytes()
@@ -480,7 +480,7 @@ pub fn is_label(s: &str) -> bool {
 }
 
 /// A DNS-1123 subdomain: what most object names are.
-pub fn is_subdomain(s: &str) -> bool {
+pub(crate) fn is_subdomain(s: &str) -> bool {
     !s.is_empty() && s.len() <= 253 && s.split('.').all(is_label)
 }
 
