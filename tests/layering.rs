@@ -396,6 +396,12 @@ const ENCAPSULATED: &[(&str, &str)] = &[
     ("crates/sidecar/src/rules/controller.rs", "Follower"),
     ("crates/sidecar/src/metrics.rs", "Metrics"),
     ("crates/sidecar/src/approvals/metrics.rs", "ApprovalMetrics"),
+    ("crates/controller/src/metrics.rs", "ControllerMetrics"),
+    (
+        "crates/sidecar/src/transport/open_streams.rs",
+        "LegacySession",
+    ),
+    ("crates/sidecar/src/identity/mod.rs", "JwtVerifier"),
 ];
 
 /// The fields of `struct name { .. }` in `code` that have any `pub`

@@ -35,7 +35,7 @@ pub enum StartError {
     Metrics(#[from] prometheus::Error),
     /// The policy files do not load.
     #[error("the policy files are invalid:\n{0}")]
-    Policies(String),
+    Policies(#[source] tollgate_policy::Problems),
     /// The upstream URL is unusable.
     #[error(transparent)]
     Upstream(#[from] crate::transport::upstream::UpstreamUrlError),
@@ -264,7 +264,7 @@ pub async fn start(config: ProxyConfig, audit: AuditConfig) -> Result<Running, S
                     jwt.clone(),
                     fetcher,
                     *refresh,
-                    jwt.wanted.clone(),
+                    jwt.wanted(),
                     failing,
                     shutdown_rx.clone(),
                 ))

@@ -158,7 +158,7 @@ pub(crate) struct JwtVerifier {
     cache: Mutex<ExpiringCache<[u8; 32], String>>,
     /// Woken when a token names a key the fetched set lacks: the IdP may
     /// have rotated, and the fetcher looks again.
-    pub wanted: Arc<Notify>,
+    wanted: Arc<Notify>,
 }
 
 /// What a [`JwtVerifier::reload`] or [`JwtVerifier::install`] found.
@@ -192,6 +192,12 @@ fn read_jwks(path: &Path) -> Result<Vec<u8>, JwksError> {
 }
 
 impl JwtVerifier {
+    /// What the key fetcher waits on besides its timer: woken when a token
+    /// names a key the fetched set lacks.
+    pub(crate) fn wanted(&self) -> Arc<Notify> {
+        self.wanted.clone()
+    }
+
     /// Reads the JWKS (RFC 7517 JSON) at `path`.
     pub(crate) fn from_file(
         path: &Path,

@@ -109,7 +109,7 @@ pub enum WrapError {
     Metrics(#[from] prometheus::Error),
     /// The policy files do not load.
     #[error("the policy files are invalid:\n{0}")]
-    Policies(String),
+    Policies(#[source] tollgate_policy::Problems),
     /// The shared store (Redis) settings are unusable.
     #[error(transparent)]
     SharedStore(#[from] StoreConfigError),

@@ -148,7 +148,7 @@ async fn decide_and_forward(
     // Legacy sessions are keyed apart from Streamable HTTP ones, so a
     // client cannot name one in an `Mcp-Session-Id` header.
     let session = match &legacy {
-        Some(l) => Some(format!("legacy:{}", l.endpoint)),
+        Some(l) => Some(format!("legacy:{}", l.endpoint())),
         None => parts
             .headers
             .get(mcp_http::SESSION_ID)
@@ -286,8 +286,7 @@ async fn plan_one(
 async fn answer_locally(plan: Plan, batch: bool, legacy: Option<&LegacySession>) -> Response<Body> {
     if let Some(session) = legacy {
         for answer in &plan.answers {
-            let event = sse::encode(Some("message"), None, &answer.to_string());
-            if session.inject.send(event).await.is_err() {
+            if !session.answer(answer).await {
                 return body::status(StatusCode::GONE);
             }
         }
@@ -333,10 +332,7 @@ async fn respond(
     if let Some(session) = legacy {
         // Legacy: the upstream's answers travel on the SSE stream; so do ours.
         for answer in &plan.answers {
-            let _ = session
-                .inject
-                .send(sse::encode(Some("message"), None, &answer.to_string()))
-                .await;
+            session.answer(answer).await;
         }
         return Response::from_parts(parts, body::stream(incoming));
     }
