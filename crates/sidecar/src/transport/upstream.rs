@@ -17,21 +17,28 @@ use crate::metrics::UpstreamFailure;
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
     /// Nothing accepted the connection (the server is down or starting).
-    #[error("cannot connect to the MCP server at {0}: {1}")]
-    Connect(Uri, String),
+    /// Messages show the whole chain of causes: hyper's own words alone
+    /// ("client error (Connect)") name none.
+    #[error("cannot connect to the MCP server at {uri}: {}", source_text(.source))]
+    Connect {
+        /// The upstream.
+        uri: Uri,
+        /// Why.
+        source: hyper_util::client::legacy::Error,
+    },
     /// It accepted but did not start answering in time.
     #[error("the MCP server did not answer within {0:?}")]
     Timeout(Duration),
     /// The exchange broke.
-    #[error("the MCP server's response failed: {0}")]
-    Protocol(String),
+    #[error("the MCP server's response failed: {}", source_text(.0))]
+    Protocol(#[source] hyper_util::client::legacy::Error),
 }
 
 impl UpstreamError {
     /// The metric label value.
     pub(crate) fn kind(&self) -> UpstreamFailure {
         match self {
-            UpstreamError::Connect(..) => UpstreamFailure::Connect,
+            UpstreamError::Connect { .. } => UpstreamFailure::Connect,
             UpstreamError::Timeout(_) => UpstreamFailure::Timeout,
             UpstreamError::Protocol(_) => UpstreamFailure::Protocol,
         }
@@ -141,10 +148,11 @@ impl Upstream {
         match tokio::time::timeout(self.response_timeout, response).await {
             Err(_) => Err(UpstreamError::Timeout(self.response_timeout)),
             Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(e)) if e.is_connect() => {
-                Err(UpstreamError::Connect(self.base.clone(), source_text(&e)))
-            }
-            Ok(Err(e)) => Err(UpstreamError::Protocol(source_text(&e))),
+            Ok(Err(source)) if source.is_connect() => Err(UpstreamError::Connect {
+                uri: self.base.clone(),
+                source,
+            }),
+            Ok(Err(e)) => Err(UpstreamError::Protocol(e)),
         }
     }
 }
