@@ -116,7 +116,7 @@ pub enum Refusal {
 impl Refusal {
     /// The same refusal for a list that was a subset of another: `indices`
     /// maps positions in the subset to positions in the whole.
-    pub fn reindexed(self, indices: &[usize]) -> Refusal {
+    pub(crate) fn reindexed(self, indices: &[usize]) -> Refusal {
         match self {
             Refusal::Exhausted {
                 index,
@@ -301,7 +301,7 @@ impl MemoryCounter {
 
     /// For each size budget this store holds buckets of: the least any of
     /// its buckets has left (in the budget's unit), for metrics.
-    pub fn lowest_remaining(&self, now: Instant) -> Vec<(LimitId, u64)> {
+    pub(crate) fn lowest_remaining(&self, now: Instant) -> Vec<(LimitId, u64)> {
         let mut b = self.lock();
         let mut out = Vec::new();
         for (id, limit) in b.limits.iter_mut() {
@@ -394,7 +394,7 @@ impl MemoryCounter {
 
     /// Admits one call of `caller` in every acquisition, or in none of
     /// them. Buckets the call opens count against `caller`'s share.
-    pub fn try_acquire_as(
+    pub(crate) fn try_acquire_as(
         &self,
         acquisitions: &[Acquire],
         caller: CallerKey,

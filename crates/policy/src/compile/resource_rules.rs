@@ -103,7 +103,7 @@ impl CompiledSelector {
     }
 
     /// Whether this selector names VirtualMachineClones.
-    pub fn is_clone(&self) -> bool {
+    pub(crate) fn is_clone(&self) -> bool {
         self.group == CLONE_GROUP && self.resource == CLONE_RESOURCE
     }
 

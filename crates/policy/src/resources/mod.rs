@@ -72,14 +72,14 @@ pub struct CloneRef {
 
 impl Op {
     /// Whether this is a KubeVirt VirtualMachine.
-    pub fn is_vm(&self) -> bool {
+    pub(crate) fn is_vm(&self) -> bool {
         self.group == VM_GROUP
             && (self.kind.as_deref() == Some(VM_KIND)
                 || self.resource.as_deref() == Some(VM_RESOURCE))
     }
 
     /// Whether this is a KubeVirt VirtualMachineClone.
-    pub fn is_clone(&self) -> bool {
+    pub(crate) fn is_clone(&self) -> bool {
         self.group == CLONE_GROUP
             && (self.kind.as_deref() == Some(CLONE_KIND)
                 || self.resource.as_deref() == Some(CLONE_RESOURCE))
@@ -197,7 +197,7 @@ impl ToolMeta {
     }
 
     /// The first argument of `args` the schema does not list.
-    pub fn unknown_argument<'a>(&self, args: &'a Value) -> Option<&'a str> {
+    pub(crate) fn unknown_argument<'a>(&self, args: &'a Value) -> Option<&'a str> {
         let known = self.arguments.as_ref()?;
         args.as_object()?
             .keys()
@@ -264,7 +264,7 @@ impl ToolMeta {
     }
 
     /// Whether any requirement carries manifests (so any object could come).
-    pub fn carries_manifests(&self) -> bool {
+    pub(crate) fn carries_manifests(&self) -> bool {
         self.requirements
             .iter()
             .any(|r| matches!(r.target, Target::Manifest { .. } | Target::Gvk { .. }))
@@ -272,7 +272,7 @@ impl ToolMeta {
 
     /// The objects the tool could touch, whatever its arguments (for
     /// deciding whether to hide it).
-    pub fn potential_ops(&self) -> Vec<Op> {
+    pub(crate) fn potential_ops(&self) -> Vec<Op> {
         self.requirements
             .iter()
             .filter_map(|r| match &r.target {
