@@ -383,3 +383,82 @@ fn the_string_error_finder_finds_a_planted_one() {
         ]
     );
 }
+
+/// The state types every handler shares, by file: their fields are private,
+/// reached through methods named for what callers do, so the rules that
+/// tie fields together (a session table and its gauge, a body and its
+/// limits, approvals and their sweeps) live in one place.
+const ENCAPSULATED: &[(&str, &str)] = &[
+    ("crates/sidecar/src/gate/mod.rs", "Gate"),
+    ("crates/sidecar/src/proxy.rs", "Proxy"),
+    ("crates/sidecar/src/identity/mod.rs", "Identities"),
+    ("crates/sidecar/src/rules/catalog.rs", "Catalog"),
+    ("crates/sidecar/src/rules/controller.rs", "Follower"),
+    ("crates/sidecar/src/metrics.rs", "Metrics"),
+    ("crates/sidecar/src/approvals/metrics.rs", "ApprovalMetrics"),
+    ("crates/controller/src/metrics.rs", "ControllerMetrics"),
+    (
+        "crates/sidecar/src/transport/open_streams.rs",
+        "LegacySession",
+    ),
+    ("crates/sidecar/src/identity/mod.rs", "JwtVerifier"),
+];
+
+/// The fields of `struct name { .. }` in `code` that have any `pub`
+/// visibility (`pub`, `pub(crate)`, `pub(super)`, `pub(in ..)`), or `None`
+/// when `code` defines no such struct.
+fn public_fields(code: &str, name: &str) -> Option<Vec<String>> {
+    let head = regex::Regex::new(&format!(r"\bstruct\s+{name}\b[^;{{]*\{{")).unwrap();
+    let start = head.find(code)?.end();
+    let field = regex::Regex::new(r"^pub(\s|\()").unwrap();
+    let ident = regex::Regex::new(r"([a-z_][a-z0-9_]*)\s*:").unwrap();
+    let mut depth = 1;
+    let mut found = Vec::new();
+    for line in code[start..].lines() {
+        let line = line.split("//").next().unwrap_or("").trim();
+        if depth == 1 && field.is_match(line) {
+            let name = ident
+                .captures(line)
+                .map_or(line.to_owned(), |c| c[1].to_owned());
+            found.push(name);
+        }
+        depth += line.matches('{').count() as i32 - line.matches('}').count() as i32;
+        if depth <= 0 {
+            return Some(found);
+        }
+    }
+    Some(found)
+}
+
+#[test]
+fn shared_state_types_keep_their_fields_private() {
+    for (file, name) in ENCAPSULATED {
+        let text = std::fs::read_to_string(root().join(file)).unwrap();
+        let fields = public_fields(&text, name).unwrap_or_else(|| {
+            panic!("{file} no longer defines struct {name}; update ENCAPSULATED")
+        });
+        assert!(
+            fields.is_empty(),
+            "{name} in {file} has public fields {fields:?}; keep them private and give \
+             callers a method named for what they need"
+        );
+    }
+}
+
+#[test]
+fn the_public_field_finder_finds_planted_ones() {
+    let code = "/// doc\npub(crate) struct Gate {\n    store: Arc<Store>,\n    /// pub in a comment\n    \
+                inner: Inner<{ 3 }>,\n    pub(crate) approvals: Arc<Approvals>,\n    #[allow(dead_code)]\n    \
+                pub recent: Recent, // why\n    pub(super)\n        split: u8,\n}\n\
+                struct Other {\n    pub x: u8,\n}\n";
+    assert_eq!(
+        public_fields(code, "Gate").unwrap(),
+        ["approvals", "recent", "pub(super)"]
+    );
+    assert_eq!(public_fields(code, "Other").unwrap(), ["x"]);
+    assert_eq!(
+        public_fields("pub struct Proxy {\n    gate: Gate,\n}\n", "Proxy").unwrap(),
+        Vec::<String>::new()
+    );
+    assert_eq!(public_fields(code, "Proxy"), None);
+}

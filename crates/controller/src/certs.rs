@@ -68,9 +68,21 @@ pub enum CertError {
     /// The Kubernetes API failed.
     #[error("{0}")]
     Api(#[from] kube::Error),
-    /// PEM that rustls cannot use.
+    /// PEM that does not read.
     #[error("the certificate or key cannot be used: {0}")]
-    Pem(String),
+    Pem(#[from] rustls::pki_types::pem::Error),
+    /// PEM without a certificate.
+    #[error("the certificate or key cannot be used: no certificate in the PEM")]
+    NoCertificate,
+    /// A key rustls cannot sign with.
+    #[error("the certificate or key cannot be used: {0}")]
+    Key(#[source] rustls::Error),
+    /// The Secret lacks the certificate, the key or the CA.
+    #[error("the certificate or key cannot be used: Secret {secret} is incomplete")]
+    Incomplete {
+        /// The Secret's name.
+        secret: String,
+    },
 }
 
 fn ca_params() -> Result<CertificateParams, rcgen::Error> {
@@ -163,16 +175,13 @@ impl ResolvesServerCert for Resolver {
 }
 
 fn certified(cert: &str, key: &str) -> Result<CertifiedKey, CertError> {
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert.as_bytes())
-        .collect::<Result<_, _>>()
-        .map_err(|e| CertError::Pem(e.to_string()))?;
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(cert.as_bytes()).collect::<Result<_, _>>()?;
     if chain.is_empty() {
-        return Err(CertError::Pem("no certificate in the PEM".into()));
+        return Err(CertError::NoCertificate);
     }
-    let key =
-        PrivateKeyDer::from_pem_slice(key.as_bytes()).map_err(|e| CertError::Pem(e.to_string()))?;
-    let signing = rustls::crypto::ring::sign::any_supported_type(&key)
-        .map_err(|e| CertError::Pem(e.to_string()))?;
+    let key = PrivateKeyDer::from_pem_slice(key.as_bytes())?;
+    let signing = rustls::crypto::ring::sign::any_supported_type(&key).map_err(CertError::Key)?;
     Ok(CertifiedKey::new(chain, signing))
 }
 
@@ -260,7 +269,9 @@ impl Keeper {
 
     async fn read_back(&self) -> Result<Bundle, CertError> {
         let secret = self.secrets.get(&self.secret).await?;
-        read(&secret).ok_or_else(|| CertError::Pem(format!("Secret {} is incomplete", self.secret)))
+        read(&secret).ok_or_else(|| CertError::Incomplete {
+            secret: self.secret.clone(),
+        })
     }
 
     /// Puts the CA into every webhook's `caBundle` of the configuration.

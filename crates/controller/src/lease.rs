@@ -52,7 +52,7 @@ impl Elector {
                     tracing::info!(identity = %self.identity, "not leader: serving sidecars only");
                 }
                 let _ = leader.send(is_leader);
-                metrics.leader.set(i64::from(is_leader));
+                metrics.leader(is_leader);
             }
             let pause = if is_leader {
                 self.duration / 3
@@ -64,7 +64,7 @@ impl Elector {
                     if *leader.borrow() {
                         self.release().await;
                         let _ = leader.send(false);
-                        metrics.leader.set(0);
+                        metrics.leader(false);
                     }
                     return;
                 }
@@ -380,7 +380,7 @@ mod tests {
         let (leader_tx, mut leader) = watch::channel(false);
         let (stop, stop_rx) = watch::channel(false);
         let metrics = ControllerMetrics::new().unwrap();
-        let gauge = metrics.leader.clone();
+        let gauge = metrics.leader_gauge();
         let run = tokio::spawn(e.run(leader_tx, metrics, stop_rx));
         expect(api, Method::GET, not_found()).await;
         expect(

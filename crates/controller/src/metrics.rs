@@ -1,5 +1,7 @@
 //! The controller's Prometheus metrics (`tollgate_controller_*`).
 
+use std::time::Duration;
+
 use tollgate_runtime::label_values;
 use tollgate_runtime::labels::ByLabel;
 use tollgate_runtime::token_review::AuthFailure;
@@ -99,25 +101,25 @@ pub(crate) struct ControllerMetrics {
     /// `tollgate_controller_policies{state}`: accepted and invalid policies.
     policies: ByLabel<PolicyState, IntGauge>,
     /// `tollgate_controller_sidecar_pods`: pods with a sidecar the index knows.
-    pub sidecar_pods: IntGauge,
+    sidecar_pods: IntGauge,
     /// `tollgate_controller_streams`: sidecars connected to this replica.
-    pub streams: IntGauge,
+    streams: IntGauge,
     /// `tollgate_controller_snapshots_sent_total`.
-    pub snapshots_sent: IntCounter,
+    snapshots_sent: IntCounter,
     /// `tollgate_controller_push_seconds`: snapshot produced → sent.
-    pub push_seconds: Histogram,
+    push_seconds: Histogram,
     /// `tollgate_controller_ack_seconds`: snapshot produced → acknowledged.
-    pub ack_seconds: Histogram,
+    ack_seconds: Histogram,
     /// `tollgate_controller_acks_total`.
-    pub acks: IntCounter,
+    acks: IntCounter,
     /// `tollgate_controller_auth_failures_total{reason}`.
     auth_failures: ByLabel<AuthFailure, IntCounter>,
     /// `tollgate_controller_status_writes_total{result}`.
     status_writes: ByLabel<WriteResult, IntCounter>,
     /// `tollgate_controller_leader`: 1 while this replica writes status.
-    pub leader: IntGauge,
+    leader: IntGauge,
     /// `tollgate_controller_ready`: 1 once the watches have listed everything.
-    pub ready: IntGauge,
+    ready: IntGauge,
     /// `tollgate_webhook_requests_total{route,result}`: admission reviews
     /// answered (`injected`, `skipped`, `denied`, `error`).
     webhook_requests: WebhookCounters,
@@ -126,6 +128,53 @@ pub(crate) struct ControllerMetrics {
 }
 
 impl ControllerMetrics {
+    /// Pods with a sidecar the index knows, now.
+    pub(crate) fn sidecar_pods(&self, n: usize) {
+        self.sidecar_pods.set(n as i64);
+    }
+
+    /// A sidecar's stream to this replica opened.
+    pub(crate) fn stream_opened(&self) {
+        self.streams.inc();
+    }
+
+    /// A sidecar's stream to this replica closed.
+    pub(crate) fn stream_closed(&self) {
+        self.streams.dec();
+    }
+
+    /// A snapshot went out `waited` after it was produced.
+    pub(crate) fn snapshot_sent(&self, waited: Duration) {
+        self.snapshots_sent.inc();
+        self.push_seconds.observe(waited.as_secs_f64());
+    }
+
+    /// A sidecar acknowledged a snapshot; `delivered` is how long after the
+    /// snapshot was produced, for the first ack of the current snapshot
+    /// (a repeated ack is not a new delivery).
+    pub(crate) fn acked(&self, delivered: Option<Duration>) {
+        self.acks.inc();
+        if let Some(d) = delivered {
+            self.ack_seconds.observe(d.as_secs_f64());
+        }
+    }
+
+    /// Whether this replica holds the Lease (and writes status).
+    pub(crate) fn leader(&self, leading: bool) {
+        self.leader.set(i64::from(leading));
+    }
+
+    /// Whether the watches have listed everything.
+    pub(crate) fn ready(&self, ready: bool) {
+        self.ready.set(i64::from(ready));
+    }
+
+    /// The leader gauge itself, for tests that watch it change.
+    #[cfg(test)]
+    pub(crate) fn leader_gauge(&self) -> IntGauge {
+        self.leader.clone()
+    }
+
     /// Registers every metric.
     pub(crate) fn new() -> Result<Self, prometheus::Error> {
         let registry = Registry::new();

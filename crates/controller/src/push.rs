@@ -207,13 +207,10 @@ async fn ack(
         &ack.version,
         ack.would_deny,
     );
-    svc.metrics.acks.inc();
     // A repeated ack (new would-be denial counts) is not a new delivery.
-    if first && ack.version == published.snapshot.version {
-        svc.metrics
-            .ack_seconds
-            .observe(published.at.elapsed().as_secs_f64());
-    }
+    let delivered =
+        (first && ack.version == published.snapshot.version).then(|| published.at.elapsed());
+    svc.metrics.acked(delivered);
     tracing::debug!(pod = %format!("{ns}/{pod}"), version = %ack.version, "sidecar acknowledged");
     body::status(StatusCode::NO_CONTENT)
 }
@@ -268,9 +265,8 @@ impl SnapshotStream {
         let published = self.rx.borrow_and_update().clone();
         let data = serde_json::to_string(&published.snapshot).unwrap_or_default();
         let metrics = &self.guard.metrics;
-        metrics.snapshots_sent.inc();
         let waited = published.at.elapsed();
-        metrics.push_seconds.observe(waited.as_secs_f64());
+        metrics.snapshot_sent(waited);
         crate::traces::pushed(&self.pod, &published.snapshot.version, waited);
         sse::encode(
             Some(SNAPSHOT_EVENT),
@@ -288,7 +284,7 @@ struct Connected {
 
 impl Connected {
     fn new(metrics: ControllerMetrics) -> Self {
-        metrics.streams.inc();
+        metrics.stream_opened();
         Connected {
             metrics,
             since: Instant::now(),
@@ -298,7 +294,7 @@ impl Connected {
 
 impl Drop for Connected {
     fn drop(&mut self) {
-        self.metrics.streams.dec();
+        self.metrics.stream_closed();
         tracing::debug!(connected_for = ?self.since.elapsed(), "sidecar stream closed");
     }
 }

@@ -463,7 +463,7 @@ impl AdminState for Admin {
 
     fn readiness(&self) -> Readiness {
         let synced = self.synced.check();
-        self.metrics.ready.set(i64::from(synced.is_ok()));
+        self.metrics.ready(synced.is_ok());
         match synced {
             Ok(()) => Readiness::Ready("policies and pods listed and indexed".into()),
             Err(why) => Readiness::NotReady(why.to_string()),

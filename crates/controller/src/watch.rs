@@ -406,7 +406,7 @@ pub(crate) async fn watch_pods(
                     acks.retain(|k| keys.contains(k));
                 }
             }
-            metrics.sidecar_pods.set(index.pod_count() as i64);
+            metrics.sidecar_pods(index.pod_count());
         }
         watched.applied();
     }

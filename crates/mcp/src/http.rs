@@ -20,7 +20,7 @@ pub const METHOD: &str = "mcp-method";
 pub const NAME: &str = "mcp-name";
 
 /// The first protocol version that requires the mirrored headers.
-pub const MIRRORED_HEADERS_SINCE: &str = "2026-07-28";
+pub(crate) const MIRRORED_HEADERS_SINCE: &str = "2026-07-28";
 
 /// Protocol versions whose transports the proxy speaks.
 pub const KNOWN_VERSIONS: &[&str] = &[

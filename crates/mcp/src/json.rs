@@ -130,7 +130,7 @@ const INEXACT_PREFIX: &str = "inexact integer ";
 /// numbers as IEEE doubles (Go's encoding/json, JavaScript), and above 2^53
 /// a double rounds — the server would act on another number than the one
 /// judged. Larger integers are refused; send them as strings.
-pub const MAX_EXACT_INTEGER: u64 = 1 << 53;
+pub(crate) const MAX_EXACT_INTEGER: u64 = 1 << 53;
 const TOO_DEEP: &str = "nesting too deep";
 const TOO_MANY: &str = "too many values";
 

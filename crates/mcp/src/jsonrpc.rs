@@ -8,7 +8,7 @@ pub const PARSE_ERROR: i64 = -32700;
 /// Not a valid JSON-RPC message.
 pub const INVALID_REQUEST: i64 = -32600;
 /// Invalid method parameters (e.g. a tool name that is not a string).
-pub const INVALID_PARAMS: i64 = -32602;
+pub(crate) const INVALID_PARAMS: i64 = -32602;
 /// `Mcp-Method`/`Mcp-Name` headers disagree with the body (MCP 2026-07-28).
 pub const HEADER_MISMATCH: i64 = -32020;
 /// A policy denied the call (when a rule asks for JSON-RPC errors).

@@ -8,7 +8,7 @@
 use bytes::{Bytes, BytesMut};
 
 /// The largest single event accepted from an upstream.
-pub const MAX_EVENT_BYTES: usize = 16 << 20;
+pub(crate) const MAX_EVENT_BYTES: usize = 16 << 20;
 
 /// One parsed event.
 #[derive(Clone, Debug, PartialEq, Eq)]

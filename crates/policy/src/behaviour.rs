@@ -64,7 +64,7 @@ impl Behaviour {
     }
 
     /// The hints as written.
-    pub fn hints(&self) -> &Hints {
+    pub(crate) fn hints(&self) -> &Hints {
         &self.hints
     }
 
@@ -82,19 +82,19 @@ impl Behaviour {
 
     /// Whether calling it again with the same arguments changes nothing
     /// more: a read-only tool always; else `idempotentHint`, default false.
-    pub fn idempotent(&self) -> bool {
+    pub(crate) fn idempotent(&self) -> bool {
         self.read_only() || self.hints.idempotent.unwrap_or(false)
     }
 
     /// Whether the tool reaches beyond a closed set of things
     /// (`openWorldHint`, default true).
-    pub fn open_world(&self) -> bool {
+    pub(crate) fn open_world(&self) -> bool {
         self.hints.open_world.unwrap_or(true)
     }
 
     /// The Kubernetes verbs the server says the tool needs, sorted; `None`
     /// when it does not say.
-    pub fn rbac_verbs(&self) -> Option<&[String]> {
+    pub(crate) fn rbac_verbs(&self) -> Option<&[String]> {
         self.rbac_verbs.as_deref()
     }
 }

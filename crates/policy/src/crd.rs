@@ -25,7 +25,7 @@ pub fn crd() -> CustomResourceDefinition {
 }
 
 /// The `ClusterMcpToolPolicy` CRD object, with `McpToolPolicy`'s columns.
-pub fn cluster_crd() -> CustomResourceDefinition {
+pub(crate) fn cluster_crd() -> CustomResourceDefinition {
     let mut cluster = ClusterMcpToolPolicy::crd();
     let columns = crd().spec.versions[0].additional_printer_columns.clone();
     for version in &mut cluster.spec.versions {
@@ -66,13 +66,13 @@ pub fn yaml(crd: &CustomResourceDefinition) -> Result<String, serde_saphyr::ser:
 
 /// The schema of `McpToolPolicy.spec` the apiserver checks, which
 /// `tollgate check` checks the shape of documents against.
-pub fn spec_schema() -> &'static Value {
+pub(crate) fn spec_schema() -> &'static Value {
     static SCHEMA: OnceLock<Value> = OnceLock::new();
     SCHEMA.get_or_init(|| spec_schema_of(&crd()))
 }
 
 /// The schema of `ClusterMcpToolPolicy.spec`.
-pub fn cluster_spec_schema() -> &'static Value {
+pub(crate) fn cluster_spec_schema() -> &'static Value {
     static SCHEMA: OnceLock<Value> = OnceLock::new();
     SCHEMA.get_or_init(|| spec_schema_of(&cluster_crd()))
 }

@@ -9,7 +9,7 @@ use std::fmt;
 use std::time::Duration;
 
 /// The longest window accepted; beyond a year a "rate" is a quota.
-pub const MAX_WINDOW: Duration = Duration::from_secs(366 * 24 * 3600);
+pub(crate) const MAX_WINDOW: Duration = Duration::from_secs(366 * 24 * 3600);
 
 /// The regex the CRD schema uses for the same syntax.
 pub const PATTERN: &str = "^([0-9]+[smhd])+$";
@@ -77,7 +77,7 @@ pub fn parse(text: &str) -> Result<Duration, DurationError> {
 
 /// Parses a point in time written like a window, from a start: the same
 /// syntax as [`parse`], and `0s` for the start itself.
-pub fn parse_offset(text: &str) -> Result<Duration, DurationError> {
+pub(crate) fn parse_offset(text: &str) -> Result<Duration, DurationError> {
     match parse(text) {
         Err(DurationError::Zero(_)) => Ok(Duration::ZERO),
         other => other,

@@ -34,11 +34,11 @@ pub const API_VERSION: &str = "tollgate.dev/v1alpha1";
 /// The kind of a namespaced policy.
 pub const KIND: &str = "McpToolPolicy";
 /// The kind of a cluster-scoped policy.
-pub const CLUSTER_KIND: &str = "ClusterMcpToolPolicy";
+pub(crate) const CLUSTER_KIND: &str = "ClusterMcpToolPolicy";
 /// The kind of a policy test file (`tollgate test`), which `check` skips.
-pub const TEST_KIND: &str = "McpToolPolicyTest";
+pub(crate) const TEST_KIND: &str = "McpToolPolicyTest";
 /// The largest policy file read.
-pub const MAX_FILE_BYTES: u64 = 4 << 20;
+pub(crate) const MAX_FILE_BYTES: u64 = 4 << 20;
 
 /// Which of the two kinds a policy is.
 #[derive(Clone, Debug, PartialEq)]
@@ -173,7 +173,7 @@ pub fn parse_text(label: &str, text: &str) -> (Vec<LoadedPolicy>, Vec<Problem>) 
 }
 
 /// [`parse_text`], saying what to do with other kinds, with notes.
-pub fn parse_text_with(label: &str, text: &str, other_kinds: OtherKinds) -> Read {
+pub(crate) fn parse_text_with(label: &str, text: &str, other_kinds: OtherKinds) -> Read {
     let mut read = Read::default();
     let values: Vec<Value> = match serde_saphyr::from_multiple(text) {
         Ok(values) => values,
@@ -508,7 +508,7 @@ pub fn load_with(paths: &[PathBuf], options: ReadOptions) -> Result<Loaded, Vec<
 
 /// A short digest of the policies' names and specs: equal content, equal
 /// version, whatever the file layout.
-pub fn version_of(loaded: &[LoadedPolicy]) -> String {
+pub(crate) fn version_of(loaded: &[LoadedPolicy]) -> String {
     let mut entries: Vec<(&str, String)> = loaded
         .iter()
         .map(|p| {

@@ -33,7 +33,7 @@ impl Problem {
     }
 
     /// The same problem, at `line` and `column` of its file.
-    pub fn at_location(mut self, line: u64, column: u64) -> Self {
+    pub(crate) fn at_location(mut self, line: u64, column: u64) -> Self {
         self.location = Some((line, column));
         self
     }

@@ -738,7 +738,7 @@ pub struct LimitKey {
 impl LimitKey {
     /// The same key with its pointers in a canonical order (their order
     /// does not change what a budget means).
-    pub fn normalized(mut self) -> Self {
+    pub(crate) fn normalized(mut self) -> Self {
         self.arguments.sort();
         self
     }

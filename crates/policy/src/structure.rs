@@ -18,7 +18,7 @@ use crate::suggest::nearest;
 
 /// What the pass found, and the document with every problem taken out.
 #[derive(Debug)]
-pub struct Walked {
+pub(crate) struct Walked {
     /// The problems, in document order.
     pub problems: Vec<Problem>,
     /// The document with unknown fields removed and wrong values replaced.
@@ -32,7 +32,7 @@ pub struct Walked {
 
 /// Walks `value` (at `path`) against `schema`, an OpenAPI v3 schema as the
 /// CRD holds it.
-pub fn walk(value: &Value, schema: &Value, path: &str) -> Walked {
+pub(crate) fn walk(value: &Value, schema: &Value, path: &str) -> Walked {
     let mut walker = Walked {
         problems: Vec::new(),
         repaired: Value::Null,
@@ -44,7 +44,7 @@ pub fn walk(value: &Value, schema: &Value, path: &str) -> Walked {
 }
 
 /// Whether `path` is `prefix` or lies below it (`a.b[0]` is below `a.b`).
-pub fn is_under(path: &str, prefix: &str) -> bool {
+pub(crate) fn is_under(path: &str, prefix: &str) -> bool {
     path.strip_prefix(prefix)
         .is_some_and(|rest| rest.is_empty() || rest.starts_with('.') || rest.starts_with('['))
 }

@@ -36,7 +36,7 @@ impl Shared for FakeShared {
         now: Instant,
     ) -> Result<SharedOutcome, StoreDown> {
         if self.down.load(Ordering::SeqCst) {
-            return Err(StoreDown("switched off by the test".into()));
+            return Err(StoreDown::new("switched off by the test"));
         }
         let owned: Vec<Acquire> = all.iter().map(|a| (*a).clone()).collect();
         match self.counter.try_acquire(&owned, now) {
@@ -56,7 +56,7 @@ impl Shared for FakeShared {
                 retry_after,
                 left,
             }),
-            Err(other) => Err(StoreDown(format!("{other:?}"))),
+            Err(other) => Err(StoreDown::new(format!("{other:?}"))),
         }
     }
 

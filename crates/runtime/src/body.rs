@@ -66,7 +66,7 @@ pub enum ReadError {
     Timeout(Duration),
     /// The connection failed mid-body.
     #[error("the request body could not be read: {0}")]
-    Io(String),
+    Io(#[source] BoxError),
 }
 
 /// Reads a whole request body like [`read`]; while it arrives, a stalled
@@ -93,6 +93,6 @@ where
         Err(_) => Err(ReadError::Timeout(timeout)),
         Ok(Ok(collected)) => Ok(collected.to_bytes()),
         Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(ReadError::TooLarge(limit)),
-        Ok(Err(e)) => Err(ReadError::Io(e.to_string())),
+        Ok(Err(e)) => Err(ReadError::Io(e)),
     }
 }

@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 use prometheus::{IntGaugeVec, Opts};
 
 /// The commit when nobody said which.
-pub const UNKNOWN_COMMIT: &str = "unknown";
+pub(crate) const UNKNOWN_COMMIT: &str = "unknown";
 
 static COMMIT: OnceLock<String> = OnceLock::new();
 

@@ -15,7 +15,7 @@ use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGua
 /// Lines queued for the writer thread at most. At ~400 bytes per audit line
 /// this is ~3 MB of backlog in the worst case, and the queue itself costs
 /// ~0.3 MB up front (the library's default, 128,000, costs 4 MB).
-pub const QUEUE_LINES: usize = 8192;
+pub(crate) const QUEUE_LINES: usize = 8192;
 
 /// How lines are formatted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -73,7 +73,7 @@ pub fn init_to(format: Format, filter: &str, target: Target) -> WorkerGuard {
 }
 
 /// Lines dropped because the writer could not keep up (0 before [`init`]).
-pub fn dropped_lines() -> u64 {
+pub(crate) fn dropped_lines() -> u64 {
     DROPPED.get().map_or(0, |c| c.dropped_lines() as u64)
 }
 

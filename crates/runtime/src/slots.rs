@@ -95,7 +95,7 @@ impl Phase {
 /// listener. Requests find it in their extensions (see
 /// [`crate::body::read_request`]).
 #[derive(Clone, Debug)]
-pub struct Slot(Arc<SlotState>);
+pub(crate) struct Slot(Arc<SlotState>);
 
 #[derive(Debug)]
 struct SlotState {
@@ -138,7 +138,7 @@ impl Slot {
 
     /// The request's body is being received until the guard is dropped; a
     /// stalled sender may lose the slot meanwhile.
-    pub fn receiving(&self) -> Receiving {
+    pub(crate) fn receiving(&self) -> Receiving {
         if self.phase() == Phase::Busy {
             self.set(Phase::Receiving);
         }
@@ -165,7 +165,7 @@ impl Drop for InUse {
 
 /// A request body being received on a slot.
 #[derive(Debug)]
-pub struct Receiving(Slot);
+pub(crate) struct Receiving(Slot);
 
 impl Drop for Receiving {
     fn drop(&mut self) {

@@ -37,7 +37,7 @@ pub struct Identity {
 }
 
 /// Why a request was refused.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum AuthError {
     /// No bearer token.
     #[error(
@@ -52,7 +52,7 @@ pub enum AuthError {
     Forbidden(String),
     /// The apiserver could not be asked.
     #[error("cannot review the token right now: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] std::sync::Arc<kube::Error>),
 }
 
 impl AuthError {
@@ -151,7 +151,7 @@ impl Authenticator {
                 None => Err(AuthError::Refused("the TokenReview has no status".into())),
             },
             // Not cached: the next request asks again.
-            Err(e) => return Err(AuthError::Unavailable(e.to_string())),
+            Err(e) => return Err(AuthError::Unavailable(std::sync::Arc::new(e))),
         };
         let keep = if result.is_ok() {
             CACHE_OK

@@ -42,7 +42,6 @@ pub use config::{
 };
 pub use gate::redis::SharedStore;
 pub use metrics::Metrics;
-pub use proxy::Proxy;
 pub use rules::cluster::VmLabels;
 pub use rules::controller::{Follower, FollowerError};
 pub use rules::store::RuleStore;

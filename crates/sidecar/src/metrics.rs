@@ -7,6 +7,7 @@
 //! ids and sessions never become labels.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use prometheus::{
     CounterVec, Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter,
@@ -181,9 +182,9 @@ const UPSTREAM_BUCKETS: &[f64] = &[
 pub struct Metrics {
     registry: Registry,
     /// `tollgate_tool_calls_total{policy,rule,tool,decision,reason}`.
-    pub tool_calls: IntCounterVec,
+    tool_calls: IntCounterVec,
     /// `tollgate_decision_duration_seconds`.
-    pub decision_seconds: Histogram,
+    decision_seconds: Histogram,
     /// `tollgate_upstream_request_duration_seconds{method}`.
     upstream_seconds: ByLabel<McpMethod, Histogram>,
     /// `tollgate_upstream_errors_total{kind}`.
@@ -191,24 +192,24 @@ pub struct Metrics {
     /// `tollgate_requests_rejected_total{reason}`.
     rejected: ByLabel<Rejection, IntCounter>,
     /// `tollgate_tools_hidden_total`.
-    pub tools_hidden: IntCounter,
+    tools_hidden: IntCounter,
     /// `tollgate_policy_reloads_total{result}`.
     reloads: ByLabel<ReloadResult, IntCounter>,
     /// `tollgate_policy_reload_failing`: 1 while the newest policy files are
     /// refused and older rules stay in force.
-    pub reload_failing: IntGauge,
+    reload_failing: IntGauge,
     /// `tollgate_policy_info{version}`: 1 for the rules in force.
-    pub policy_info: IntGaugeVec,
+    policy_info: IntGaugeVec,
     /// `tollgate_policy_rules`: rules in force, over all policies.
-    pub policy_rules: IntGauge,
+    policy_rules: IntGauge,
     /// `tollgate_policy_last_reload_timestamp_seconds`.
-    pub last_reload: IntGauge,
+    last_reload: IntGauge,
     /// `tollgate_sessions`: MCP sessions the proxy knows of.
-    pub sessions: IntGauge,
+    sessions: IntGauge,
     /// `tollgate_streams`: open server-to-client event streams.
-    pub streams: IntGauge,
+    streams: IntGauge,
     /// `tollgate_connections`: open client connections.
-    pub connections: IntGauge,
+    connections: IntGauge,
     /// `tollgate_connections_reclaimed_total{reason}`: connections closed
     /// to free their slot.
     connections_reclaimed: ByLabel<Reclaim, IntCounter>,
@@ -222,37 +223,37 @@ pub struct Metrics {
     /// `tollgate_sidecar_controller_connected`: 1 while the sidecar holds
     /// a stream to the controller (managed mode). Named for the sidecar:
     /// `tollgate_controller_*` are the controller's own metrics.
-    pub controller_connected: IntGauge,
+    controller_connected: IntGauge,
     /// `tollgate_sidecar_controller_last_contact_timestamp_seconds`: when
     /// the controller was last heard from; alert on `time() - this`.
-    pub controller_last_contact: IntGauge,
+    controller_last_contact: IntGauge,
     /// `tollgate_sidecar_controller_reconnects_total`.
-    pub controller_reconnects: IntCounter,
+    controller_reconnects: IntCounter,
     /// `tollgate_snapshots_rejected_total{reason}`: controller snapshots
     /// refused, the rules in force kept.
     snapshots_rejected: ByLabel<SnapshotRejection, IntCounter>,
     /// The same, for registration in managed mode.
     snapshots_rejected_vec: IntCounterVec,
     /// `tollgate_ratelimit_store_up`: 1 while Redis answers (shared limits).
-    pub store_up: IntGauge,
+    store_up: IntGauge,
     /// `tollgate_ratelimit_store_errors_total`: Redis operations that failed.
-    pub store_errors: IntCounter,
+    store_errors: IntCounter,
     /// `tollgate_identity_failures_total{reason}`: tokens refused.
     identity_failures: ByLabel<IdentityFailure, IntCounter>,
     /// `tollgate_jwks_reload_failing`: 1 while a changed JWKS file is
     /// refused and the previous keys stay in force (`--identity jwt`).
-    pub jwks_reload_failing: IntGauge,
+    jwks_reload_failing: IntGauge,
     /// `tollgate_log_lines_dropped_total`: audit and log lines lost.
     log_lines_dropped: IntCounter,
     /// Audited calls of the last hour, for the controller's policy status.
-    pub(crate) would_deny: Arc<WouldDenyTally>,
+    would_deny: Arc<WouldDenyTally>,
     /// `tollgate_budget_consumed_total{budget,resource}`.
     budget_consumed: CounterVec,
     /// `tollgate_budget_remaining{budget,resource}`.
     budget_remaining: GaugeVec,
     /// `tollgate_stdio_servers`: stdio MCP server processes running
     /// (`--upstream-command`: one per session).
-    pub stdio_servers: IntGauge,
+    stdio_servers: IntGauge,
 }
 
 impl Metrics {
@@ -534,6 +535,78 @@ impl Metrics {
     }
 
     /// Counts one decision on a tool whose label value is `tool`.
+    /// A decision took `elapsed` (for a call held for approval: the time
+    /// people took to decide).
+    pub(crate) fn decision_took(&self, elapsed: Duration) {
+        self.decision_seconds.observe(elapsed.as_secs_f64());
+    }
+
+    /// `n` tools were left out of a `tools/list` answer.
+    pub(crate) fn tools_hidden(&self, n: u64) {
+        self.tools_hidden.inc_by(n);
+    }
+
+    /// Whether the newest policy files are refused (older rules in force).
+    pub(crate) fn reload_failing(&self, failing: bool) {
+        self.reload_failing.set(i64::from(failing));
+    }
+
+    /// The upstream's sessions the proxy knows of now.
+    pub(crate) fn sessions(&self, n: usize) {
+        self.sessions.set(n as i64);
+    }
+
+    /// A server-to-client event stream opened.
+    pub(crate) fn stream_opened(&self) {
+        self.streams.inc();
+    }
+
+    /// A server-to-client event stream closed.
+    pub(crate) fn stream_closed(&self) {
+        self.streams.dec();
+    }
+
+    /// The sidecar holds a stream to the controller.
+    pub(crate) fn controller_connected(&self) {
+        self.controller_connected.set(1);
+    }
+
+    /// The stream to the controller ended; the sidecar connects again.
+    pub(crate) fn controller_lost(&self) {
+        self.controller_connected.set(0);
+        self.controller_reconnects.inc();
+    }
+
+    /// The controller was heard from at `unix_seconds`.
+    pub(crate) fn controller_heard(&self, unix_seconds: i64) {
+        self.controller_last_contact.set(unix_seconds);
+    }
+
+    /// Whether the shared store (Redis) answers.
+    pub(crate) fn store_reachable(&self, up: bool) {
+        self.store_up.set(i64::from(up));
+    }
+
+    /// One operation on the shared store failed.
+    pub(crate) fn store_failed(&self) {
+        self.store_errors.inc();
+    }
+
+    /// The gauge the JWKS watch sets while a changed key set is refused.
+    pub(crate) fn jwks_reload_failing(&self) -> IntGauge {
+        self.jwks_reload_failing.clone()
+    }
+
+    /// Audited calls of the last hour, for the controller's policy status.
+    pub(crate) fn would_deny(&self) -> &WouldDenyTally {
+        &self.would_deny
+    }
+
+    /// The stdio MCP server processes running now.
+    pub(crate) fn stdio_servers(&self, n: usize) {
+        self.stdio_servers.set(n as i64);
+    }
+
     pub fn count_decision(&self, d: &Decision, tool: &str) {
         if d.effect == Effect::Audited {
             self.would_deny.record(

@@ -22,12 +22,9 @@ use crate::gate::redis as shared;
 use crate::gate::{Gate, GateParts};
 use crate::identity::{self, jwks};
 use crate::metrics::Metrics;
-use crate::proxy::Proxy;
+use crate::proxy::{Proxy, ProxyParts};
 use crate::rules::store::RuleStore;
 use crate::rules::{cluster, controller as managed, files as reload};
-use crate::transport::open_streams::{StreamLimits, Streams};
-use crate::transport::parse::JsonReader;
-use crate::transport::sessions::Sessions;
 use crate::transport::upstream::Upstream;
 
 /// Why a sidecar could not start, said so the operator knows what to change.
@@ -38,7 +35,7 @@ pub enum StartError {
     Metrics(#[from] prometheus::Error),
     /// The policy files do not load.
     #[error("the policy files are invalid:\n{0}")]
-    Policies(String),
+    Policies(#[source] tollgate_policy::Problems),
     /// The upstream URL is unusable.
     #[error(transparent)]
     Upstream(#[from] crate::transport::upstream::UpstreamUrlError),
@@ -74,8 +71,6 @@ pub struct Running {
     pub listen: SocketAddr,
     /// Where the admin endpoints are.
     pub admin: SocketAddr,
-    /// The shared state.
-    pub proxy: Arc<Proxy>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     telemetry: Option<Telemetry>,
@@ -153,7 +148,7 @@ pub async fn start(config: ProxyConfig, audit: AuditConfig) -> Result<Running, S
     let notifier = Notifier::new(
         config.approval_webhook.clone(),
         notify_keys,
-        approval_metrics.notifications.clone(),
+        approval_metrics.notifications(),
     )
     .map_err(StartError::Notifier)?;
     let mut approvals = Approvals::new(approval_metrics, format!("http://{admin}"), Some(notifier))
@@ -173,7 +168,8 @@ pub async fn start(config: ProxyConfig, audit: AuditConfig) -> Result<Running, S
     let serve_approvals = admin.ip().is_loopback() || config.approvals_remote;
     let telemetry = Telemetry::from_env("tollgate-sidecar")?;
 
-    let proxy = Arc::new(Proxy {
+    let jwt = identities.jwt().cloned();
+    let proxy = Arc::new(Proxy::new(ProxyParts {
         gate: Gate::new(GateParts {
             store: store.clone(),
             shared,
@@ -187,15 +183,9 @@ pub async fn start(config: ProxyConfig, audit: AuditConfig) -> Result<Running, S
         metrics: metrics.clone(),
         identities,
         upstream,
-        sessions: Sessions::new(),
-        streams: Arc::new(Streams::new(StreamLimits {
-            total: config.max_streams,
-            per_caller: config.max_streams_per_caller,
-        })),
-        json: JsonReader::new(config.max_json_values, config.parse_offload_above),
         config: config.clone(),
         tracer: telemetry.as_ref().map(|t| t.tracer("tollgate-sidecar")),
-    });
+    }));
     let (shutdown, shutdown_rx) = watch::channel(false);
     let mut tasks = Vec::new();
 
@@ -220,9 +210,9 @@ pub async fn start(config: ProxyConfig, audit: AuditConfig) -> Result<Running, S
             let p = p.clone();
             async move {
                 if req.uri().path().starts_with(crate::decisions::PREFIX) {
-                    return Ok(p.gate.recent.route(&req));
+                    return Ok(p.gate().recent_route(&req));
                 }
-                let approvals = p.gate.approvals.clone();
+                let approvals = p.gate().approvals().clone();
                 approvals_admin::route_or(p, approvals, serve_approvals, req).await
             }
         },
@@ -250,11 +240,9 @@ pub async fn start(config: ProxyConfig, audit: AuditConfig) -> Result<Running, S
         proxy.clone(),
         shutdown_rx.clone(),
     )));
-    if let (Some(identity::Verifier::Jwt(jwt)), IdentitySource::Jwt { keys, issuer, .. }) =
-        (&proxy.identities.verifier, &config.identity)
-    {
+    if let (Some(jwt), IdentitySource::Jwt { keys, issuer, .. }) = (jwt, &config.identity) {
         metrics.register_jwks();
-        let failing = metrics.jwks_reload_failing.clone();
+        let failing = metrics.jwks_reload_failing();
         tasks.push(match keys {
             JwksSource::File(_) => tokio::spawn(identity::watch_jwks(
                 jwt.clone(),
@@ -279,7 +267,7 @@ pub async fn start(config: ProxyConfig, audit: AuditConfig) -> Result<Running, S
                     jwt.clone(),
                     fetcher,
                     *refresh,
-                    jwt.wanted.clone(),
+                    jwt.wanted(),
                     failing,
                     shutdown_rx.clone(),
                 ))
@@ -312,7 +300,6 @@ pub async fn start(config: ProxyConfig, audit: AuditConfig) -> Result<Running, S
     Ok(Running {
         listen,
         admin,
-        proxy,
         shutdown,
         tasks,
         telemetry,
@@ -350,10 +337,7 @@ async fn identities(config: &ProxyConfig) -> Result<identity::Identities, identi
     if config.require_identity && verifier.is_none() {
         return Err(identity::SetupError::RequireWithoutVerifier);
     }
-    Ok(identity::Identities {
-        verifier,
-        required: config.require_identity,
-    })
+    Ok(identity::Identities::new(verifier, config.require_identity))
 }
 
 /// Runs until SIGTERM or Ctrl-C.
@@ -368,7 +352,7 @@ pub async fn run(config: ProxyConfig, audit: AuditConfig) -> Result<(), StartErr
 /// Tells clients with an open stream to re-list tools when the rules
 /// change, since what `tools/list` hides may have changed.
 async fn announce_changes(proxy: Arc<Proxy>, mut shutdown: watch::Receiver<bool>) {
-    let mut changes = proxy.gate.rules().subscribe();
+    let mut changes = proxy.gate().rules().subscribe();
     let event = sse::encode(
         Some("message"),
         None,
@@ -381,7 +365,7 @@ async fn announce_changes(proxy: Arc<Proxy>, mut shutdown: watch::Receiver<bool>
                 if changed.is_err() {
                     return;
                 }
-                proxy.streams.broadcast(event.clone());
+                proxy.streams().broadcast(event.clone());
             }
         }
     }
@@ -414,10 +398,10 @@ async fn sweep(proxy: Arc<Proxy>, mut shutdown: watch::Receiver<bool>) {
         tokio::select! {
             _ = shutdown.changed() => return,
             _ = tick.tick() => {
-                proxy.gate.approvals.sweep();
+                proxy.gate().approvals().sweep();
                 if last_buckets.elapsed() >= Duration::from_secs(60) {
                     last_buckets = Instant::now();
-                    proxy.gate.sweep(last_buckets);
+                    proxy.gate().sweep(last_buckets);
                 }
             }
         }
@@ -431,7 +415,7 @@ async fn sweep_cluster(proxy: Arc<Proxy>, mut shutdown: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             _ = shutdown.changed() => return,
-            _ = tick.tick() => proxy.gate.approvals.sweep_cluster().await,
+            _ = tick.tick() => proxy.gate().approvals().sweep_cluster().await,
         }
     }
 }

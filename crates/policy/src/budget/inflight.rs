@@ -33,17 +33,17 @@ use super::ratelimit::BucketKey;
 
 /// How long after an admission the controller's count is trusted to
 /// include it.
-pub const SETTLE: Duration = Duration::from_secs(3);
+pub(crate) const SETTLE: Duration = Duration::from_secs(3);
 
 /// The most admissions remembered at once. Each is one claim of one
 /// admitted call, kept until the cluster count includes it (or, without
 /// one, for `assume_done_after`); its key is kept as a 16-byte digest.
-pub const MAX_RECORDS: usize = 65_536;
+pub(crate) const MAX_RECORDS: usize = 65_536;
 
 /// The most admissions one caller ([`CallerKey`]) may have remembered: a
 /// caller spraying namespaces is refused once it holds this many, and
 /// every other caller keeps finding room.
-pub const MAX_RECORDS_PER_CALLER: usize = MAX_RECORDS / 16;
+pub(crate) const MAX_RECORDS_PER_CALLER: usize = MAX_RECORDS / 16;
 
 /// What a claim counts.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]

@@ -26,13 +26,13 @@ pub use crate::spec::SizeResource;
 /// than letting memory grow without bound (or forgetting admissions, which
 /// would let calls through). The cap is per limit, so an agent spraying one
 /// keyed argument cannot exhaust the buckets of other limits.
-pub const MAX_BUCKETS_PER_LIMIT: usize = 10_000;
+pub(crate) const MAX_BUCKETS_PER_LIMIT: usize = 10_000;
 
 /// The most live buckets one caller ([`CallerKey`]) may open in one limit:
 /// a caller spraying keys is refused new ones once it holds this many,
 /// while every other caller keeps finding room. Filling a limit takes ten
 /// callers each holding their whole share within one window.
-pub const MAX_BUCKETS_PER_CALLER: usize = MAX_BUCKETS_PER_LIMIT / 10;
+pub(crate) const MAX_BUCKETS_PER_CALLER: usize = MAX_BUCKETS_PER_LIMIT / 10;
 
 /// The stable identity of one compiled limit: policy, rule, position and key
 /// shape. Budgets survive a policy reload as long as this stays the same.
@@ -116,7 +116,7 @@ pub enum Refusal {
 impl Refusal {
     /// The same refusal for a list that was a subset of another: `indices`
     /// maps positions in the subset to positions in the whole.
-    pub fn reindexed(self, indices: &[usize]) -> Refusal {
+    pub(crate) fn reindexed(self, indices: &[usize]) -> Refusal {
         match self {
             Refusal::Exhausted {
                 index,
@@ -301,7 +301,7 @@ impl MemoryCounter {
 
     /// For each size budget this store holds buckets of: the least any of
     /// its buckets has left (in the budget's unit), for metrics.
-    pub fn lowest_remaining(&self, now: Instant) -> Vec<(LimitId, u64)> {
+    pub(crate) fn lowest_remaining(&self, now: Instant) -> Vec<(LimitId, u64)> {
         let mut b = self.lock();
         let mut out = Vec::new();
         for (id, limit) in b.limits.iter_mut() {
@@ -394,7 +394,7 @@ impl MemoryCounter {
 
     /// Admits one call of `caller` in every acquisition, or in none of
     /// them. Buckets the call opens count against `caller`'s share.
-    pub fn try_acquire_as(
+    pub(crate) fn try_acquire_as(
         &self,
         acquisitions: &[Acquire],
         caller: CallerKey,

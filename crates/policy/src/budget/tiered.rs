@@ -41,10 +41,18 @@ pub enum SharedOutcome {
     },
 }
 
-/// The shared store did not answer; the text says why, for logs.
+/// The shared store did not answer. The store's own error is its source,
+/// typed: this crate knows no store, so it travels boxed.
 #[derive(Debug, thiserror::Error)]
 #[error("the shared rate-limit store is unavailable: {0}")]
-pub struct StoreDown(pub String);
+pub struct StoreDown(#[source] Box<dyn std::error::Error + Send + Sync>);
+
+impl StoreDown {
+    /// The store is down because of `why` (the store's own error type).
+    pub fn new(why: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        StoreDown(why.into())
+    }
+}
 
 /// A store of rate-limit budgets shared by every replica.
 pub trait Shared: Sync {

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 /// A window is cut into this many spans at most: admissions within one span
 /// of an entry's start share the entry.
-pub const SLOT_DIVISOR: u32 = 64;
+pub(crate) const SLOT_DIVISOR: u32 = 64;
 
 /// The most entries one bucket can hold (see the module docs).
 pub const MAX_ENTRIES: usize = SLOT_DIVISOR as usize + 2;

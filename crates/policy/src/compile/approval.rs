@@ -16,13 +16,13 @@ use crate::spec::{ApprovalArguments, ApprovalNotify, ApprovalSettings, SecretKey
 /// How long an approval stays valid when the rule does not say.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 /// The longest an approval may stay valid.
-pub const MAX_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
+pub(crate) const MAX_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
 /// The longest a call may be held waiting for a decision.
-pub const MAX_HOLD: Duration = Duration::from_secs(10 * 60);
+pub(crate) const MAX_HOLD: Duration = Duration::from_secs(10 * 60);
 /// The most distinct approvers a rule may ask for.
-pub const MAX_APPROVALS: i64 = 10;
+pub(crate) const MAX_APPROVALS: i64 = 10;
 /// Users or groups listed as approvers, at most (each).
-pub const APPROVERS: usize = 64;
+pub(crate) const APPROVERS: usize = 64;
 /// How long a final approval object is kept when the rule does not say.
 ///
 /// A day: long enough that the people who decided (and whoever audits

@@ -5,7 +5,7 @@
 
 /// The most calls one window may admit; the in-memory store keeps one
 /// timestamp per admission per bucket.
-pub const MAX_REQUESTS: i64 = 100_000;
+pub(crate) const MAX_REQUESTS: i64 = 100_000;
 
 /// The longest rule message, so a denial stays readable.
 pub const MAX_MESSAGE: usize = 1024;
@@ -15,10 +15,10 @@ pub const RULES: usize = 2000;
 /// Tool patterns per rule.
 pub const TOOLS: usize = 1000;
 /// Argument conditions per rule.
-pub const ARGUMENTS: usize = 64;
+pub(crate) const ARGUMENTS: usize = 64;
 /// Rate limits per rule.
-pub const RATE_LIMITS: usize = 16;
+pub(crate) const RATE_LIMITS: usize = 16;
 /// Key pointers per limit.
-pub const KEY_ARGUMENTS: usize = 8;
+pub(crate) const KEY_ARGUMENTS: usize = 8;
 /// Operands of `In`/`NotIn`.
-pub const VALUES: usize = 1000;
+pub(crate) const VALUES: usize = 1000;

@@ -235,7 +235,7 @@ impl Condition {
 
 /// Why a string is not an RFC 6901 JSON pointer.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum PointerError {
+pub(crate) enum PointerError {
     /// A non-empty pointer must start with '/'.
     #[error("{0:?} is not a JSON pointer; start it with '/', e.g. \"/{0}\"")]
     NoLeadingSlash(String),
@@ -245,7 +245,7 @@ pub enum PointerError {
 }
 
 /// Validates an RFC 6901 JSON pointer.
-pub fn check_pointer(pointer: &str) -> Result<(), PointerError> {
+pub(crate) fn check_pointer(pointer: &str) -> Result<(), PointerError> {
     if pointer.is_empty() {
         return Ok(());
     }
@@ -262,7 +262,7 @@ pub fn check_pointer(pointer: &str) -> Result<(), PointerError> {
 }
 
 /// JSON equality where numbers compare by value, so `5` equals `5.0`.
-pub fn json_eq(a: &Value, b: &Value) -> bool {
+pub(crate) fn json_eq(a: &Value, b: &Value) -> bool {
     match (a, b) {
         (Value::Number(x), Value::Number(y)) => {
             if let (Some(x), Some(y)) = (x.as_i64(), y.as_i64()) {

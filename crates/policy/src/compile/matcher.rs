@@ -22,13 +22,13 @@ use crate::compile::selector::{Selected, ToolTest};
 const GLOB_META: &[char] = &['*', '?', '[', ']', '{', '}', '\\'];
 
 /// Whether `pattern` is matched as a glob.
-pub fn is_glob(pattern: &str) -> bool {
+pub(crate) fn is_glob(pattern: &str) -> bool {
     pattern.contains(GLOB_META)
 }
 
 /// Compiles one glob the way the matcher will use it, so a pattern can be
 /// validated on its own (to report *which* pattern is broken).
-pub fn compile_glob(pattern: &str) -> Result<Glob, globset::Error> {
+pub(crate) fn compile_glob(pattern: &str) -> Result<Glob, globset::Error> {
     GlobBuilder::new(pattern)
         .literal_separator(false)
         .backslash_escape(true)
@@ -38,7 +38,7 @@ pub fn compile_glob(pattern: &str) -> Result<Glob, globset::Error> {
 
 /// Maps a tool name to the indices of the rules whose `tools` match it.
 #[derive(Debug, Clone, Default)]
-pub struct ToolMatcher {
+pub(crate) struct ToolMatcher {
     /// foldhash rather than SipHash: one lookup per call and policy, keys
     /// chosen by the policy (a caller's tool name is only looked up, never
     /// inserted, so flooding is not a concern), seeded per process.
@@ -54,7 +54,7 @@ pub struct ToolMatcher {
 impl ToolMatcher {
     /// Builds the matcher from `(rule index, pattern)` pairs whose globs have
     /// already been validated with [`compile_glob`].
-    pub fn build<'a>(
+    pub(crate) fn build<'a>(
         patterns: impl IntoIterator<Item = (u32, &'a str)>,
     ) -> Result<Self, globset::Error> {
         let mut exact: HashMap<Box<str>, Vec<u32>, RandomState> = HashMap::default();
@@ -81,14 +81,14 @@ impl ToolMatcher {
 
     /// Adds the rules that select tools by what they do: `(rule index,
     /// selector, whether the rule also has tool patterns)`.
-    pub fn with_selectors(mut self, selectors: Vec<(u32, ToolTest, bool)>) -> Self {
+    pub(crate) fn with_selectors(mut self, selectors: Vec<(u32, ToolTest, bool)>) -> Self {
         self.selectors = selectors;
         self
     }
 
     /// Whether any rule selects tools by what they do (so deciding needs
     /// the upstream's tool list).
-    pub fn selects_by_behaviour(&self) -> bool {
+    pub(crate) fn selects_by_behaviour(&self) -> bool {
         !self.selectors.is_empty()
     }
 
@@ -96,7 +96,7 @@ impl ToolMatcher {
     /// and without duplicates (rule order is evaluation order). `behaviour`
     /// is what the upstream says the tool does; `None` when it did not list
     /// it.
-    pub fn rules_for(&self, tool: &str, behaviour: Option<&Behaviour>, out: &mut Vec<u32>) {
+    pub(crate) fn rules_for(&self, tool: &str, behaviour: Option<&Behaviour>, out: &mut Vec<u32>) {
         out.clear();
         if let Some(rules) = self.exact.get(tool) {
             out.extend_from_slice(rules);
@@ -124,7 +124,7 @@ impl ToolMatcher {
     }
 
     /// Whether `name` is one of the exact (non-glob) tool names in the rules.
-    pub fn names_exactly(&self, name: &str) -> bool {
+    pub(crate) fn names_exactly(&self, name: &str) -> bool {
         self.exact.contains_key(name)
     }
 }

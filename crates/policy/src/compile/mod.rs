@@ -189,7 +189,7 @@ impl CompiledPolicy {
     }
 
     /// Whether a rule selects tools by what the upstream says they do.
-    pub fn selects_by_behaviour(&self) -> bool {
+    pub(crate) fn selects_by_behaviour(&self) -> bool {
         self.matcher.selects_by_behaviour()
     }
 

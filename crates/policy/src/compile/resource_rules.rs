@@ -103,7 +103,7 @@ impl CompiledSelector {
     }
 
     /// Whether this selector names VirtualMachineClones.
-    pub fn is_clone(&self) -> bool {
+    pub(crate) fn is_clone(&self) -> bool {
         self.group == CLONE_GROUP && self.resource == CLONE_RESOURCE
     }
 
@@ -235,7 +235,7 @@ pub struct LifecycleTest {
 }
 
 /// The actions kubernetes-mcp-server's `vm_lifecycle` takes.
-pub const LIFECYCLE_ACTIONS: &[&str] = &["start", "stop", "restart", "pause", "unpause"];
+pub(crate) const LIFECYCLE_ACTIONS: &[&str] = &["start", "stop", "restart", "pause", "unpause"];
 
 impl LifecycleTest {
     /// Checks `lifecycle` at `path`.
@@ -369,7 +369,7 @@ fn globs(
 
 /// Compiles the resource parts of a rule at `path`.
 #[allow(clippy::type_complexity)]
-pub fn compile_resource_parts(
+pub(crate) fn compile_resource_parts(
     resources: &[ResourceSelector],
     namespaces: Option<&NamespaceCondition>,
     clone: Option<&CloneCondition>,
@@ -511,7 +511,7 @@ pub fn compile_resource_parts(
 }
 
 /// Compiles the policy's `resourceMappings`.
-pub fn compile_mappings(mappings: &[ResourceMapping]) -> Result<Vec<Mapping>, Vec<Problem>> {
+pub(crate) fn compile_mappings(mappings: &[ResourceMapping]) -> Result<Vec<Mapping>, Vec<Problem>> {
     let mut problems = Vec::new();
     let mut out = Vec::new();
     for (i, m) in mappings.iter().enumerate() {

@@ -151,7 +151,7 @@ impl PolicySet {
     /// Whether any policy judges the objects `tool` creates: then its
     /// manifests must be read, its arguments may be checked against the
     /// upstream's schema, and the upstream's tool list must be known.
-    pub fn judges_objects_of(&self, tool: &str) -> bool {
+    pub(crate) fn judges_objects_of(&self, tool: &str) -> bool {
         self.policies.iter().any(|p| p.judges_objects_of(tool))
     }
 
@@ -309,7 +309,7 @@ impl Evaluation {
 
     /// The admissions `Audit` policies' limits would need. Spend them only
     /// once the call is known to go through.
-    pub fn audit_acquisitions(&self) -> &[Acquire] {
+    pub(crate) fn audit_acquisitions(&self) -> &[Acquire] {
         self.pending().map_or(&[], |p| &p.audit.acquire)
     }
 
@@ -320,12 +320,12 @@ impl Evaluation {
 
     /// The in-flight claims of `Audit` policies: checked, never taken
     /// (an audited call blocks nothing, so it holds no slot).
-    pub fn audit_claims(&self) -> &[Claim] {
+    pub(crate) fn audit_claims(&self) -> &[Claim] {
         self.pending().map_or(&[], |p| &p.audit.claims)
     }
 
     /// The denial for a full in-flight cap.
-    pub fn in_flight_refusal(self, full: &Full) -> Decision {
+    pub(crate) fn in_flight_refusal(self, full: &Full) -> Decision {
         match self.state {
             State::Done(d) => d,
             State::Pending(p) => p.enforce.in_flight_refusal(full, Effect::Denied),
@@ -364,7 +364,7 @@ impl Evaluation {
 
     /// Whether no budget of any policy is involved: no claims and no
     /// acquisitions, `Enforce` or `Audit`.
-    pub fn spends_nothing(&self) -> bool {
+    pub(crate) fn spends_nothing(&self) -> bool {
         self.pending().is_none_or(|p| {
             p.enforce.acquire.is_empty()
                 && p.enforce.claims.is_empty()

@@ -26,7 +26,7 @@ use super::canonical::manifest_text;
 /// The largest manifest text accepted, in bytes: far above any real set of
 /// manifests an agent sends in one call, and small enough that reading it
 /// costs milliseconds, not seconds.
-pub const MAX_MANIFEST_BYTES: usize = 1 << 20;
+pub(crate) const MAX_MANIFEST_BYTES: usize = 1 << 20;
 /// The most objects one call may carry.
 pub const MAX_OBJECTS: usize = 500;
 /// The deepest nesting of mappings and sequences accepted.

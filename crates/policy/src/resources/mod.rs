@@ -72,14 +72,14 @@ pub struct CloneRef {
 
 impl Op {
     /// Whether this is a KubeVirt VirtualMachine.
-    pub fn is_vm(&self) -> bool {
+    pub(crate) fn is_vm(&self) -> bool {
         self.group == VM_GROUP
             && (self.kind.as_deref() == Some(VM_KIND)
                 || self.resource.as_deref() == Some(VM_RESOURCE))
     }
 
     /// Whether this is a KubeVirt VirtualMachineClone.
-    pub fn is_clone(&self) -> bool {
+    pub(crate) fn is_clone(&self) -> bool {
         self.group == CLONE_GROUP
             && (self.kind.as_deref() == Some(CLONE_KIND)
                 || self.resource.as_deref() == Some(CLONE_RESOURCE))
@@ -87,11 +87,11 @@ impl Op {
 }
 
 /// KubeVirt's core API group.
-pub const VM_GROUP: &str = "kubevirt.io";
+pub(crate) const VM_GROUP: &str = "kubevirt.io";
 /// The VM kind.
-pub const VM_KIND: &str = "VirtualMachine";
+pub(crate) const VM_KIND: &str = "VirtualMachine";
 /// The VM resource.
-pub const VM_RESOURCE: &str = "virtualmachines";
+pub(crate) const VM_RESOURCE: &str = "virtualmachines";
 
 /// KubeVirt's clone API group.
 pub const CLONE_GROUP: &str = "clone.kubevirt.io";
@@ -197,7 +197,7 @@ impl ToolMeta {
     }
 
     /// The first argument of `args` the schema does not list.
-    pub fn unknown_argument<'a>(&self, args: &'a Value) -> Option<&'a str> {
+    pub(crate) fn unknown_argument<'a>(&self, args: &'a Value) -> Option<&'a str> {
         let known = self.arguments.as_ref()?;
         args.as_object()?
             .keys()
@@ -264,7 +264,7 @@ impl ToolMeta {
     }
 
     /// Whether any requirement carries manifests (so any object could come).
-    pub fn carries_manifests(&self) -> bool {
+    pub(crate) fn carries_manifests(&self) -> bool {
         self.requirements
             .iter()
             .any(|r| matches!(r.target, Target::Manifest { .. } | Target::Gvk { .. }))
@@ -272,7 +272,7 @@ impl ToolMeta {
 
     /// The objects the tool could touch, whatever its arguments (for
     /// deciding whether to hide it).
-    pub fn potential_ops(&self) -> Vec<Op> {
+    pub(crate) fn potential_ops(&self) -> Vec<Op> {
         self.requirements
             .iter()
             .filter_map(|r| match &r.target {
@@ -417,7 +417,7 @@ impl Payloads {
 
 /// The JSON pointer of a manifest argument named in server metadata
 /// (`resource`) or a mapping (`resource` or `/spec/resource`).
-pub fn argument_pointer(argument: &str) -> String {
+pub(crate) fn argument_pointer(argument: &str) -> String {
     if argument.starts_with('/') {
         argument.to_owned()
     } else {
@@ -470,7 +470,7 @@ fn source_name(value: Option<String>) -> Result<Option<String>, ExtractError> {
 }
 
 /// A DNS-1123 label: what a namespace name is.
-pub fn is_label(s: &str) -> bool {
+pub(crate) fn is_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
         && s.bytes()
@@ -480,7 +480,7 @@ pub fn is_label(s: &str) -> bool {
 }
 
 /// A DNS-1123 subdomain: what most object names are.
-pub fn is_subdomain(s: &str) -> bool {
+pub(crate) fn is_subdomain(s: &str) -> bool {
     !s.is_empty() && s.len() <= 253 && s.split('.').all(is_label)
 }
 

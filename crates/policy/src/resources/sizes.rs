@@ -18,7 +18,7 @@ use crate::spec::SizeResource;
 
 /// The storage kubernetes-mcp-server's `vm_create` gives a root disk made
 /// from a DataSource when its `storage` argument is absent.
-pub const VM_CREATE_DEFAULT_STORAGE: &str = "30Gi";
+pub(crate) const VM_CREATE_DEFAULT_STORAGE: &str = "30Gi";
 
 /// A quantity that cannot be read.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -29,7 +29,7 @@ pub struct QuantityError(pub String);
 
 /// A Kubernetes quantity in thousandths of its unit (`1Gi` → 1073741824000,
 /// `500m` → 500). Exponent forms (`1e3`) are not accepted.
-pub fn parse_milli(text: &str) -> Result<u128, QuantityError> {
+pub(crate) fn parse_milli(text: &str) -> Result<u128, QuantityError> {
     let err = || QuantityError(super::bounded(text));
     let t = text.trim();
     let split = t

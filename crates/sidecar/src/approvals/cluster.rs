@@ -333,10 +333,7 @@ impl ClusterApprovals {
             let waited = SystemTime::now()
                 .duration_since(r.created)
                 .unwrap_or(Duration::ZERO);
-            parent
-                .metrics
-                .decision_seconds
-                .observe(waited.as_secs_f64());
+            parent.metrics.decision_took(waited);
         }
         if let Some(event) = event
             && tell
@@ -679,7 +676,7 @@ impl ClusterApprovals {
                 _ => {}
             }
         }
-        parent.metrics.pending.set(pending);
+        parent.metrics.pending(pending);
     }
 
     /// Returns when the object changes or at `deadline`.

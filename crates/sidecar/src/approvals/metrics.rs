@@ -37,11 +37,11 @@ const DECISION_BUCKETS: &[f64] = &[
 pub(crate) struct ApprovalMetrics {
     total: IntCounterVec,
     /// `tollgate_approvals_pending`.
-    pub(crate) pending: IntGauge,
+    pending: IntGauge,
     /// `tollgate_approval_decision_duration_seconds`.
-    pub(crate) decision_seconds: Histogram,
+    decision_seconds: Histogram,
     /// `tollgate_approval_notifications_total{result}`.
-    pub(crate) notifications: IntCounterVec,
+    notifications: IntCounterVec,
 }
 
 impl ApprovalMetrics {
@@ -82,6 +82,22 @@ impl ApprovalMetrics {
             decision_seconds,
             notifications,
         })
+    }
+
+    /// `n` approvals wait for a person now.
+    pub(crate) fn pending(&self, n: usize) {
+        self.pending.set(n as i64);
+    }
+
+    /// A person (or all of `minApprovals`) decided `waited` after the call
+    /// asked.
+    pub(crate) fn decision_took(&self, waited: std::time::Duration) {
+        self.decision_seconds.observe(waited.as_secs_f64());
+    }
+
+    /// The counter the notifier counts its deliveries in.
+    pub(crate) fn notifications(&self) -> IntCounterVec {
+        self.notifications.clone()
     }
 
     /// Counts `outcome` for the approval `r`.

@@ -39,8 +39,8 @@ pub(crate) const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 /// on. Sent when the hold starts and every [`PROGRESS_EVERY`] after.
 #[derive(Debug)]
 pub(crate) struct Progress {
-    pub(crate) token: Value,
-    pub(crate) tx: tokio::sync::mpsc::Sender<Value>,
+    token: Value,
+    tx: tokio::sync::mpsc::Sender<Value>,
     sent: std::sync::atomic::AtomicU64,
 }
 
@@ -78,7 +78,7 @@ pub(crate) struct Approvals {
     changed: Notify,
     metrics: ApprovalMetrics,
     /// How a person decides, shown to the model (the admin URL).
-    pub(crate) admin_url: String,
+    admin_url: String,
     /// Where people are told, if anywhere.
     notifier: Option<Arc<Notifier>>,
     /// Managed mode: approvals are `McpToolCallApproval` objects.
@@ -223,7 +223,7 @@ impl Approvals {
                 Found::Full => return Waited::Full,
                 Found::Created(r) => {
                     self.metrics.count(&r, Counted::Requested);
-                    self.metrics.pending.set(self.table().pending() as i64);
+                    self.metrics.pending(self.table().pending());
                     tracing::info!(
                         target: "tollgate::audit",
                         event = "approval_requested",
@@ -319,8 +319,8 @@ impl Approvals {
             let waited = SystemTime::now()
                 .duration_since(r.created)
                 .unwrap_or(Duration::ZERO);
-            self.metrics.decision_seconds.observe(waited.as_secs_f64());
-            self.metrics.pending.set(self.table().pending() as i64);
+            self.metrics.decision_took(waited);
+            self.metrics.pending(self.table().pending());
             self.changed.notify_waiters();
         }
         Ok(decided)
@@ -358,7 +358,7 @@ impl Approvals {
             );
         }
         if !expired.is_empty() {
-            self.metrics.pending.set(self.table().pending() as i64);
+            self.metrics.pending(self.table().pending());
         }
     }
 }

@@ -45,9 +45,9 @@ pub(crate) struct Gate {
     audit: AuditConfig,
     fail_open: bool,
     /// Calls waiting for people.
-    pub(crate) approvals: Arc<Approvals>,
+    approvals: Arc<Approvals>,
     /// The last calls not simply allowed, for `tollgate why`.
-    pub(crate) recent: Recent,
+    recent: Recent,
 }
 
 /// What the gate decided about one call.
@@ -123,6 +123,21 @@ impl Gate {
         &self.catalog
     }
 
+    /// Calls waiting for people: served on the admin listener and swept
+    /// as they expire.
+    pub(crate) fn approvals(&self) -> &Arc<Approvals> {
+        &self.approvals
+    }
+
+    /// Answers an admin request for the last calls not simply allowed
+    /// (what `tollgate why` reads).
+    pub(crate) fn recent_route<B>(
+        &self,
+        req: &http::Request<B>,
+    ) -> http::Response<tollgate_runtime::body::Body> {
+        self.recent.route(req)
+    }
+
     /// Whether calls are allowed while no rules are loaded.
     pub(crate) fn fails_open(&self) -> bool {
         self.fail_open
@@ -195,7 +210,7 @@ impl Gate {
         let elapsed = start.elapsed();
         if approval.is_none() {
             // A held call's time is a person's, not the engine's.
-            self.metrics.decision_seconds.observe(elapsed.as_secs_f64());
+            self.metrics.decision_took(elapsed);
         }
         self.metrics.count_decision(&decision, label);
         self.audit.record(&Entry {

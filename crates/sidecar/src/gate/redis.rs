@@ -298,7 +298,7 @@ impl SharedStore {
         let connection = ConnectionManager::new_lazy_with_config(client, config)
             .map_err(|source| StoreConfigError::Setup { url, source })?;
         metrics.register_store();
-        metrics.store_up.set(1);
+        metrics.store_reachable(true);
         Ok(SharedStore {
             connection,
             acquire: Script::new(ACQUIRE),
@@ -322,6 +322,22 @@ impl SharedStore {
     }
 }
 
+/// Why Redis did not answer a call's admission (logged once when the store
+/// goes down; the limits then follow their `onStoreError`).
+#[derive(Debug, thiserror::Error)]
+enum Unreachable {
+    /// It failed within the last [`BACKOFF`]: not asked again yet, so an
+    /// outage does not cost every call a timeout.
+    #[error("it failed moments ago; trying again shortly")]
+    Resting,
+    /// It did not answer within `--redis-timeout`.
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    /// It answered with an error, or the connection failed.
+    #[error(transparent)]
+    Redis(#[from] redis::RedisError),
+}
+
 impl Shared for SharedStore {
     /// Admits one unit per cost in every acquisition, or none.
     async fn try_acquire(
@@ -330,9 +346,7 @@ impl Shared for SharedStore {
         _now: Instant,
     ) -> Result<SharedOutcome, StoreDown> {
         if self.millis() < self.quiet_until.load(Ordering::Acquire) {
-            return Err(StoreDown(
-                "it failed moments ago; trying again shortly".into(),
-            ));
+            return Err(StoreDown::new(Unreachable::Resting));
         }
         let mut invocation = self.acquire.prepare_invoke();
         invocation.arg("{tollgate}:seq");
@@ -345,10 +359,10 @@ impl Shared for SharedStore {
                 .arg(u8::from(a.limit.size.is_some()));
         }
         let mut conn = self.connection.clone();
-        let result: Result<(i64, i64, i64), _> =
+        let result: Result<(i64, i64, i64), Unreachable> =
             match tokio::time::timeout(self.timeout, invocation.invoke_async(&mut conn)).await {
-                Ok(r) => r.map_err(|e| e.to_string()),
-                Err(_) => Err(format!("no answer within {:?}", self.timeout)),
+                Ok(r) => r.map_err(Unreachable::Redis),
+                Err(_) => Err(Unreachable::Timeout(self.timeout)),
             };
         match result {
             Ok((0, last, at)) => {
@@ -365,7 +379,7 @@ impl Shared for SharedStore {
             }
             Err(e) => {
                 self.mark(false, Some(&e));
-                Err(StoreDown(e))
+                Err(StoreDown::new(e))
             }
         }
     }
@@ -414,16 +428,16 @@ impl SharedStore {
     }
 
     /// Records reachability; logs only when it changes.
-    fn mark(&self, up: bool, error: Option<&str>) {
+    fn mark(&self, up: bool, error: Option<&Unreachable>) {
         if !up {
-            self.metrics.store_errors.inc();
+            self.metrics.store_failed();
             self.quiet_until.store(
                 self.millis() + BACKOFF.as_millis() as u64,
                 Ordering::Release,
             );
         }
         if self.up.swap(up, Ordering::AcqRel) != up {
-            self.metrics.store_up.set(i64::from(up));
+            self.metrics.store_reachable(up);
             match error {
                 Some(e) => {
                     tracing::error!(error = %e, "the shared rate-limit store is unreachable; shared limits now follow their onStoreError")

@@ -94,19 +94,73 @@ pub enum UrlError {
 /// Why one fetch of the keys failed; the previous keys stay in force.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum FetchError {
-    /// The discovery document or `jwks_uri` is unusable.
-    #[error("{0}")]
-    Discovery(String),
+    /// The discovery document is not JSON.
+    #[error("{url} is not an OpenID configuration: {source}")]
+    NotDiscovery {
+        /// Where it was read.
+        url: String,
+        /// Why.
+        source: serde_json::Error,
+    },
+    /// The discovery document speaks for another issuer.
+    #[error("{url} names issuer {named}, not {expected:?}")]
+    OtherIssuer {
+        /// Where it was read.
+        url: String,
+        /// The `issuer` it names (JSON, `null` if none).
+        named: serde_json::Value,
+        /// The configured issuer.
+        expected: String,
+    },
+    /// The discovery document names no key set.
+    #[error("{url} has no jwks_uri")]
+    NoJwksUri {
+        /// Where it was read.
+        url: String,
+    },
     /// A URL named by the discovery document is unusable.
     #[error(transparent)]
     Url(#[from] UrlError),
-    /// The GET failed.
-    #[error("GET {uri}: {problem}")]
-    Get {
+    /// The request could not be made.
+    #[error("GET {uri}: {source}")]
+    Request {
         /// What was fetched.
         uri: Uri,
-        /// What went wrong.
-        problem: String,
+        /// Why.
+        source: http::Error,
+    },
+    /// The identity provider could not be reached (the whole chain of
+    /// causes is shown: hyper's own words alone name none).
+    #[error("GET {uri}: {}", source_text(.source))]
+    Send {
+        /// What was fetched.
+        uri: Uri,
+        /// Why.
+        source: hyper_util::client::legacy::Error,
+    },
+    /// It answered with an error status.
+    #[error("GET {uri}: HTTP {status}")]
+    Status {
+        /// What was fetched.
+        uri: Uri,
+        /// The status.
+        status: http::StatusCode,
+    },
+    /// The body could not be read, or is larger than [`MAX_BYTES`].
+    #[error("GET {uri}: {source} (at most {MAX_BYTES} bytes)")]
+    Body {
+        /// What was fetched.
+        uri: Uri,
+        /// Why.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// No answer in time.
+    #[error("GET {uri}: no answer within {timeout:?}")]
+    Timeout {
+        /// What was fetched.
+        uri: Uri,
+        /// How long it had.
+        timeout: Duration,
     },
 }
 
@@ -194,50 +248,63 @@ impl Fetcher {
             issuer.trim_end_matches('/')
         );
         let doc = self.get(&https(&url, "--jwt-issuer")?).await?;
-        let doc: serde_json::Value = serde_json::from_slice(&doc).map_err(|e| {
-            FetchError::Discovery(format!("{url} is not an OpenID configuration: {e}"))
-        })?;
+        let doc: serde_json::Value = match serde_json::from_slice(&doc) {
+            Ok(doc) => doc,
+            Err(source) => return Err(FetchError::NotDiscovery { url, source }),
+        };
         if doc.get("issuer").and_then(|i| i.as_str()) != Some(issuer) {
-            return Err(FetchError::Discovery(format!(
-                "{url} names issuer {}, not {issuer:?}",
-                doc.get("issuer").unwrap_or(&serde_json::Value::Null)
-            )));
+            return Err(FetchError::OtherIssuer {
+                named: doc.get("issuer").cloned().unwrap_or_default(),
+                expected: issuer.to_owned(),
+                url,
+            });
         }
         let jwks_uri = doc
             .get("jwks_uri")
             .and_then(|u| u.as_str())
-            .ok_or_else(|| FetchError::Discovery(format!("{url} has no jwks_uri")))?;
+            .ok_or_else(|| FetchError::NoJwksUri { url: url.clone() })?;
         Ok(https(jwks_uri, "jwks_uri")?)
     }
 
     async fn get(&self, uri: &Uri) -> Result<Bytes, FetchError> {
-        let failed = |problem: String| FetchError::Get {
-            uri: uri.clone(),
-            problem,
-        };
         let request = http::Request::get(uri.clone())
             .header(http::header::ACCEPT, "application/json")
             .header(http::header::USER_AGENT, "tollgate")
             .body(Empty::new())
-            .map_err(|e| failed(e.to_string()))?;
+            .map_err(|source| FetchError::Request {
+                uri: uri.clone(),
+                source,
+            })?;
         tokio::time::timeout(self.timeout, async {
-            let response = self
-                .client
-                .request(request)
-                .await
-                .map_err(|e| failed(source_text(&e)))?;
+            let response =
+                self.client
+                    .request(request)
+                    .await
+                    .map_err(|source| FetchError::Send {
+                        uri: uri.clone(),
+                        source,
+                    })?;
             let status = response.status();
             if !status.is_success() {
-                return Err(failed(format!("HTTP {status}")));
+                return Err(FetchError::Status {
+                    uri: uri.clone(),
+                    status,
+                });
             }
             Limited::new(response.into_body(), MAX_BYTES)
                 .collect()
                 .await
                 .map(|b| b.to_bytes())
-                .map_err(|e| failed(format!("{e} (at most {MAX_BYTES} bytes)")))
+                .map_err(|source| FetchError::Body {
+                    uri: uri.clone(),
+                    source,
+                })
         })
         .await
-        .map_err(|_| failed(format!("no answer within {:?}", self.timeout)))?
+        .map_err(|_| FetchError::Timeout {
+            uri: uri.clone(),
+            timeout: self.timeout,
+        })?
     }
 }
 

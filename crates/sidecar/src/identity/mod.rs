@@ -83,7 +83,7 @@ pub enum JwksError {
 }
 
 /// Why a caller was refused.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, thiserror::Error)]
 pub(crate) enum IdentityError {
     /// No token, and one is required.
     #[error("a bearer token is required: send `Authorization: Bearer <token>`")]
@@ -93,11 +93,22 @@ pub(crate) enum IdentityError {
     Invalid(TokenRefused),
     /// The verifier could not be asked (TokenReview unavailable).
     #[error("the bearer token cannot be checked right now: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] CannotCheck),
+}
+
+/// Why a token cannot be checked now (the caller may retry).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CannotCheck {
+    /// `--jwks-url`: the first fetch of the keys has not succeeded yet.
+    #[error("the keys that sign agents' tokens have not been fetched yet")]
+    NoKeysYet,
+    /// The apiserver could not be asked for a TokenReview.
+    #[error("{0}")]
+    Review(#[source] Arc<kube::Error>),
 }
 
 /// Why a bearer token does not verify.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, thiserror::Error)]
 pub(crate) enum TokenRefused {
     #[error("not a JWT ({0})")]
     NotJwt(jsonwebtoken::errors::Error),
@@ -147,7 +158,7 @@ pub(crate) struct JwtVerifier {
     cache: Mutex<ExpiringCache<[u8; 32], String>>,
     /// Woken when a token names a key the fetched set lacks: the IdP may
     /// have rotated, and the fetcher looks again.
-    pub wanted: Arc<Notify>,
+    wanted: Arc<Notify>,
 }
 
 /// What a [`JwtVerifier::reload`] or [`JwtVerifier::install`] found.
@@ -181,6 +192,12 @@ fn read_jwks(path: &Path) -> Result<Vec<u8>, JwksError> {
 }
 
 impl JwtVerifier {
+    /// What the key fetcher waits on besides its timer: woken when a token
+    /// names a key the fetched set lacks.
+    pub(crate) fn wanted(&self) -> Arc<Notify> {
+        self.wanted.clone()
+    }
+
     /// Reads the JWKS (RFC 7517 JSON) at `path`.
     pub(crate) fn from_file(
         path: &Path,
@@ -261,9 +278,7 @@ impl JwtVerifier {
     pub(crate) fn verify(&self, token: &str) -> Result<String, IdentityError> {
         let keys = self.keys.load();
         if keys.keys.is_empty() {
-            return Err(IdentityError::Unavailable(
-                "the keys that sign agents' tokens have not been fetched yet".into(),
-            ));
+            return Err(IdentityError::Unavailable(CannotCheck::NoKeysYet));
         }
         self.verify_with(&keys, token)
             .map_err(IdentityError::Invalid)
@@ -398,12 +413,26 @@ pub(crate) enum Verifier {
 /// Identifies callers.
 pub(crate) struct Identities {
     /// How tokens are verified; `None` ignores tokens.
-    pub verifier: Option<Verifier>,
+    verifier: Option<Verifier>,
     /// Refuse calls without a token.
-    pub required: bool,
+    required: bool,
 }
 
 impl Identities {
+    /// Callers identified by `verifier` (`None` ignores tokens); with
+    /// `required`, a request without a token is refused.
+    pub(crate) fn new(verifier: Option<Verifier>, required: bool) -> Self {
+        Identities { verifier, required }
+    }
+
+    /// The JWT verifier, whose keys a task keeps fresh, when tokens are JWTs.
+    pub(crate) fn jwt(&self) -> Option<&Arc<JwtVerifier>> {
+        match &self.verifier {
+            Some(Verifier::Jwt(jwt)) => Some(jwt),
+            _ => None,
+        }
+    }
+
     /// The caller's subject, `None` for anonymous.
     pub(crate) async fn identify(
         &self,
@@ -432,7 +461,9 @@ impl Identities {
             Verifier::Jwt(v) => v.verify(token).map(Some),
             Verifier::Kubernetes(a) => match a.service_account(token).await {
                 Ok(user) => Ok(Some(user)),
-                Err(AuthError::Unavailable(e)) => Err(IdentityError::Unavailable(e)),
+                Err(AuthError::Unavailable(e)) => {
+                    Err(IdentityError::Unavailable(CannotCheck::Review(e)))
+                }
                 Err(e) => Err(IdentityError::Invalid(TokenRefused::Review(e))),
             },
         }
@@ -500,8 +531,8 @@ mod tests {
     fn a_valid_token_yields_its_subject() {
         let i = issuer();
         assert_eq!(
-            i.verifier.verify(&sign(&i.key, claims("agent-a"))),
-            Ok("agent-a".into())
+            i.verifier.verify(&sign(&i.key, claims("agent-a"))).unwrap(),
+            "agent-a"
         );
     }
 
@@ -510,7 +541,7 @@ mod tests {
         let i = issuer();
         let path = i._dir.path().join("jwks.json");
         let old_token = sign(&i.key, claims("agent-a"));
-        assert_eq!(i.verifier.verify(&old_token), Ok("agent-a".into()));
+        assert_eq!(i.verifier.verify(&old_token).unwrap(), "agent-a");
         assert_eq!(i.verifier.reload(), JwksReload::Unchanged);
 
         // Rotation: a new key under the same kid. Tokens of the old key,
@@ -524,7 +555,7 @@ mod tests {
         let err = i.verifier.verify(&old_token).unwrap_err().to_string();
         assert!(err.contains("InvalidSignature"), "{err}");
         let new_token = sign(&new_key, claims("agent-b"));
-        assert_eq!(i.verifier.verify(&new_token), Ok("agent-b".into()));
+        assert_eq!(i.verifier.verify(&new_token).unwrap(), "agent-b");
 
         // Unusable files are refused once each; the new keys stay.
         for (content, problem) in [
@@ -541,7 +572,7 @@ mod tests {
                 other => panic!("{problem}: {other:?}"),
             }
             assert_eq!(i.verifier.reload(), JwksReload::Unchanged, "{problem}");
-            assert_eq!(i.verifier.verify(&new_token), Ok("agent-b".into()));
+            assert_eq!(i.verifier.verify(&new_token).unwrap(), "agent-b");
         }
         // And the good file again is taken back.
         std::fs::write(&path, &jwks).unwrap();
@@ -570,7 +601,7 @@ mod tests {
             JwksReload::Replaced(1)
         );
         assert_eq!(v.install(&jwks, "https://idp/keys"), JwksReload::Unchanged);
-        assert_eq!(v.verify(&token), Ok("agent-a".into()));
+        assert_eq!(v.verify(&token).unwrap(), "agent-a");
 
         // A kid the set lacks wakes the fetcher (fetched keys only).
         let mut header = Header::new(Algorithm::ES256);
@@ -685,23 +716,25 @@ mod tests {
             h
         };
         assert_eq!(
-            ids.identify(&headers(&format!("Bearer {token}"))).await,
-            Ok(Some("agent-b".into()))
+            ids.identify(&headers(&format!("Bearer {token}")))
+                .await
+                .unwrap(),
+            Some("agent-b".into())
         );
-        assert_eq!(ids.identify(&HeaderMap::new()).await, Ok(None));
+        assert_eq!(ids.identify(&HeaderMap::new()).await.unwrap(), None);
         assert!(matches!(
             ids.identify(&headers("Bearer x.y.z")).await,
             Err(IdentityError::Invalid(_))
         ));
         ids.required = true;
-        assert_eq!(
+        assert!(matches!(
             ids.identify(&HeaderMap::new()).await,
             Err(IdentityError::Missing)
-        );
-        assert_eq!(
+        ));
+        assert!(matches!(
             ids.identify(&headers("Basic dXNlcjpwYXNz")).await,
             Err(IdentityError::Missing)
-        );
+        ));
     }
 
     fn base64url(bytes: &[u8]) -> String {

@@ -44,13 +44,19 @@ pub(crate) struct Catalog {
     /// The path the sidecar's own discovery last succeeded on.
     path: Mutex<Option<String>>,
     /// Serialises the sidecar's own discovery; when it last tried.
-    pub(crate) discovery: tokio::sync::Mutex<Option<Instant>>,
+    discovery: tokio::sync::Mutex<Option<Instant>>,
 }
 
 impl Catalog {
     /// An empty catalog.
     pub(crate) fn new() -> Self {
         Self::default()
+    }
+
+    /// Takes the sidecar's turn to ask the upstream for its tools (one at
+    /// a time); the guard holds when it last tried, to space out retries.
+    pub(crate) async fn discovering(&self) -> tokio::sync::MutexGuard<'_, Option<Instant>> {
+        self.discovery.lock().await
     }
 
     /// Whether the upstream's tools are known.

@@ -48,18 +48,18 @@ const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// Follows the controller.
 pub struct Follower {
     /// Settings.
-    pub config: ManagedConfig,
+    config: ManagedConfig,
     /// Where snapshots go into force.
-    pub store: Arc<RuleStore>,
+    store: Arc<RuleStore>,
     /// Metrics.
-    pub metrics: Metrics,
+    metrics: Metrics,
     /// Reconnect when the stream is silent this long (heartbeats come every
     /// 10 s by default).
-    pub silence_timeout: Duration,
+    silence_timeout: Duration,
     /// Where the controller's in-flight clone counts go.
-    pub in_flight: Arc<MemoryInFlight>,
+    in_flight: Arc<MemoryInFlight>,
     /// Where the controller's VM labels go.
-    pub cluster: Arc<VmLabels>,
+    cluster: Arc<VmLabels>,
     /// Where the keys of rules' own notification webhooks go.
     notify_keys: Arc<crate::approvals::notify::NotifyKeys>,
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
@@ -275,8 +275,7 @@ impl Follower {
                 _ = shutdown.changed() => return,
                 o = self.follow_once() => o,
             };
-            self.metrics.controller_connected.set(0);
-            self.metrics.controller_reconnects.inc();
+            self.metrics.controller_lost();
             match outcome {
                 Ok(true) => backoff = BACKOFF_MIN,
                 Ok(false) => {}
@@ -322,7 +321,7 @@ impl Follower {
             return Err(Lost::Status { status, body: text });
         }
         tracing::info!(controller = %self.config.controller, "connected to the controller");
-        self.metrics.controller_connected.set(1);
+        self.metrics.controller_connected();
         self.contact();
         let mut parser = sse::Parser::new();
         let mut delivered = false;
@@ -351,7 +350,7 @@ impl Follower {
                         let current = serde_json::from_str::<Heartbeat>(&event.data)
                             .ok()
                             .map(|h| h.version);
-                        let tally = self.metrics.would_deny.summary(unix_now());
+                        let tally = self.metrics.would_deny().summary(unix_now());
                         if let Some(version) = current
                             .filter(|v| self.acked.as_ref() != Some(v) || self.reported != tally)
                             && self
@@ -457,7 +456,7 @@ impl Follower {
     }
 
     async fn ack(&mut self, version: &str) {
-        let would_deny = self.metrics.would_deny.summary(unix_now());
+        let would_deny = self.metrics.would_deny().summary(unix_now());
         let result = async {
             let token = self.token()?;
             let body = serde_json::to_vec(&Ack {
@@ -530,7 +529,7 @@ impl Follower {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
             .unwrap_or_default();
-        self.metrics.controller_last_contact.set(now);
+        self.metrics.controller_heard(now);
     }
 }
 

@@ -27,7 +27,7 @@ pub(crate) enum Outcome {
     /// The files load to the version already in force.
     Unchanged,
     /// The files do not load; the previous rules stay.
-    Refused(String),
+    Refused(Problems),
 }
 
 /// Loads `paths` and puts the result in force if it is new and valid.
@@ -37,7 +37,7 @@ pub(crate) fn reload(paths: &[PathBuf], store: &RuleStore, metrics: &Metrics) ->
         problems => Err(problems),
     }) {
         Ok((set, _)) => {
-            metrics.reload_failing.set(0);
+            metrics.reload_failing(false);
             let version = set.version().to_owned();
             let rules = set.policies().iter().map(|p| p.rules().len()).sum();
             if store.replace(set) {
@@ -50,8 +50,8 @@ pub(crate) fn reload(paths: &[PathBuf], store: &RuleStore, metrics: &Metrics) ->
         }
         Err(problems) => {
             metrics.reloaded(ReloadResult::Failure);
-            metrics.reload_failing.set(1);
-            Outcome::Refused(Problems(problems).to_string())
+            metrics.reload_failing(true);
+            Outcome::Refused(Problems(problems))
         }
     }
 }
@@ -117,7 +117,7 @@ pub(crate) async fn watch_files(
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
-    let mut last_refusal = String::new();
+    let mut last_refusal: Option<Problems> = None;
     loop {
         tokio::select! {
             _ = shutdown.changed() => return,
@@ -132,17 +132,17 @@ pub(crate) async fn watch_files(
         let outcome = tokio::task::spawn_blocking(move || reload(&paths, &store, &metrics)).await;
         match outcome {
             Ok(Outcome::Applied(version)) => {
-                last_refusal.clear();
+                last_refusal = None;
                 tracing::info!(%version, "policy reloaded");
             }
-            Ok(Outcome::Unchanged) => last_refusal.clear(),
+            Ok(Outcome::Unchanged) => last_refusal = None,
             Ok(Outcome::Refused(problems)) => {
-                if problems != last_refusal {
+                if last_refusal.as_ref() != Some(&problems) {
                     tracing::error!(
                         problems = %problems,
                         "the changed policy files are invalid; the previous rules stay in force until they are fixed"
                     );
-                    last_refusal = problems;
+                    last_refusal = Some(problems);
                 }
             }
             Err(e) => tracing::error!(error = %e, "policy reload task failed"),

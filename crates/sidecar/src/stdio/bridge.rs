@@ -279,7 +279,7 @@ impl Bridge {
             sessions.insert(session.id.clone(), session.clone());
             sessions.len()
         };
-        self.metrics.stdio_servers.set(count as i64);
+        self.metrics.stdio_servers(count);
         tracing::info!(
             sessions = count,
             "started an MCP server process for a new session"
@@ -331,7 +331,7 @@ impl Bridge {
             let s = sessions.remove(id);
             (s, sessions.len())
         };
-        self.metrics.stdio_servers.set(count as i64);
+        self.metrics.stdio_servers(count);
         if let Some(s) = session {
             let grace = self.config.stop_grace;
             tokio::spawn(async move {
@@ -372,7 +372,7 @@ impl Bridge {
             }
         }
         let sessions: Vec<Arc<Session>> = self.lock().drain().map(|(_, s)| s).collect();
-        self.metrics.stdio_servers.set(0);
+        self.metrics.stdio_servers(0);
         let grace = self.config.stop_grace;
         futures_util::future::join_all(sessions.iter().map(|s| s.child.stop(grace))).await;
     }

@@ -109,7 +109,7 @@ pub enum WrapError {
     Metrics(#[from] prometheus::Error),
     /// The policy files do not load.
     #[error("the policy files are invalid:\n{0}")]
-    Policies(String),
+    Policies(#[source] tollgate_policy::Problems),
     /// The shared store (Redis) settings are unusable.
     #[error(transparent)]
     SharedStore(#[from] StoreConfigError),
@@ -190,7 +190,7 @@ pub async fn wrap(config: WrapConfig, audit: AuditConfig) -> Result<i32, WrapErr
     let notifier = crate::approvals::notify::Notifier::new(
         None,
         Default::default(),
-        approval_metrics.notifications.clone(),
+        approval_metrics.notifications(),
     )
     .map_err(WrapError::Notifier)?;
     let approvals = Arc::new(Approvals::new(

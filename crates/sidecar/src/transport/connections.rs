@@ -34,6 +34,8 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+use super::upstream::Cause;
+
 /// Idle connections kept at most; more are closed when handed back.
 const MAX_IDLE: usize = 256;
 /// An idle connection older than this is closed instead of reused.
@@ -45,14 +47,12 @@ const READY_WAIT: Duration = Duration::from_secs(1);
 type Sender = SendRequest<Full<Bytes>>;
 
 /// Why a request got no response head.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug)]
 pub(crate) enum SendError {
     /// No connection could be made.
-    #[error("{0}")]
-    Connect(String),
+    Connect(Cause),
     /// A connection was made but the exchange failed.
-    #[error("{0}")]
-    Exchange(#[source] hyper::Error),
+    Exchange(Cause),
 }
 
 /// The idle connections to one upstream address.
@@ -108,9 +108,9 @@ impl Connections {
                     sender
                         .send_request(req)
                         .await
-                        .map_err(SendError::Exchange)?
+                        .map_err(|e| SendError::Exchange(e.into()))?
                 }
-                _ => return Err(SendError::Exchange(failed.into_error())),
+                _ => return Err(SendError::Exchange(failed.into_error().into())),
             },
         };
         let (parts, body) = response.into_parts();
@@ -170,14 +170,12 @@ impl Connections {
         let address = self.authority.as_str();
         let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(address))
             .await
-            .map_err(|_| {
-                SendError::Connect(format!("no connection within {:?}", self.connect_timeout))
-            })?
-            .map_err(|e| SendError::Connect(e.to_string()))?;
+            .map_err(|_| SendError::Connect(Cause::ConnectTimeout(self.connect_timeout)))?
+            .map_err(|e| SendError::Connect(e.into()))?;
         let _ = stream.set_nodelay(true);
         let (mut sender, connection) = http1::handshake(TokioIo::new(stream))
             .await
-            .map_err(|e| SendError::Connect(super::upstream::source_text(&e)))?;
+            .map_err(|e| SendError::Connect(e.into()))?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "upstream connection ended");
@@ -186,7 +184,7 @@ impl Connections {
         sender
             .ready()
             .await
-            .map_err(|e| SendError::Connect(super::upstream::source_text(&e)))?;
+            .map_err(|e| SendError::Connect(e.into()))?;
         Ok(sender)
     }
 }

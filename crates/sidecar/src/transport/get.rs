@@ -2,7 +2,6 @@
 //! session teardown and anything else that is not a client message.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::Bytes;
 use http::{Method, Response, StatusCode, header, request::Parts};
@@ -12,8 +11,8 @@ use tollgate_mcp::http as mcp_http;
 use tollgate_mcp::sse;
 use tollgate_policy::budget::CallerKey;
 
-use crate::Proxy;
 use crate::metrics::Rejection;
+use crate::proxy::Proxy;
 use crate::transport::headers;
 use crate::transport::lists::{notice_list_changed, rewrite_lists};
 use crate::transport::open_streams::{LegacySession, StreamsFull};
@@ -36,7 +35,7 @@ pub(crate) async fn handle(
             .headers
             .get(mcp_http::SESSION_ID)
             .and_then(|v| v.to_str().ok())
-            .filter(|id| proxy.sessions.touch(id, Instant::now()));
+            .filter(|id| proxy.session_known(id));
         CallerKey::new(subject, session)
     };
     let wants_stream = parts
@@ -46,18 +45,18 @@ pub(crate) async fn handle(
         .any(|v| v.to_str().is_ok_and(|a| a.contains("text/event-stream")));
     let mut permit = None;
     if parts.method == Method::GET && wants_stream {
-        match proxy.streams.reserve(caller()) {
+        match proxy.streams().reserve(caller()) {
             Ok(p) => permit = Some(p),
             Err(full) => return too_many_streams(proxy, &full),
         }
     }
-    let uri = proxy.upstream.uri_for(parts.uri.path_and_query());
+    let uri = proxy.upstream().uri_for(parts.uri.path_and_query());
     let request =
         headers::upstream_request(parts.method.clone(), uri, &parts.headers, Bytes::new());
-    let upstream = match proxy.upstream.send(request).await {
+    let upstream = match proxy.upstream().send(request).await {
         Ok(r) => r,
         Err(e) => {
-            proxy.metrics.upstream_failed(e.kind());
+            proxy.metrics().upstream_failed(e.kind());
             tracing::warn!(error = %e, method = %parts.method, "upstream request failed");
             let message = format!("tollgate could not reach the MCP server: {e}");
             return body::json(
@@ -80,8 +79,7 @@ pub(crate) async fn handle(
             .get(mcp_http::SESSION_ID)
             .and_then(|v| v.to_str().ok())
     {
-        proxy.sessions.remove(id);
-        proxy.metrics.sessions.set(proxy.sessions.len() as i64);
+        proxy.session_closed(id);
     }
     if parts.method != Method::GET
         || !resp.status.is_success()
@@ -91,7 +89,7 @@ pub(crate) async fn handle(
     }
     let permit = match permit {
         Some(p) => p,
-        None => match proxy.streams.reserve(caller()) {
+        None => match proxy.streams().reserve(caller()) {
             Ok(p) => p,
             // Dropping the upstream's answer closes its stream.
             Err(full) => return too_many_streams(proxy, &full),
@@ -100,7 +98,7 @@ pub(crate) async fn handle(
     resp.headers.remove(header::CONTENT_LENGTH);
     // The hook owns the stream's registration: it turns it into a legacy
     // session if an `endpoint` event comes, and drops it with the stream.
-    let (guard, rx, tx) = proxy.streams.open(&proxy.metrics, permit);
+    let (guard, rx, tx) = proxy.streams().open(proxy.metrics(), permit);
     let hook = SessionHook {
         proxy: proxy.clone(),
         request_path: parts.uri.path().to_owned(),
@@ -114,7 +112,7 @@ pub(crate) async fn handle(
 
 /// Refuses a stream past its caller's share or the proxy's total.
 fn too_many_streams(proxy: &Proxy, full: &StreamsFull) -> Response<Body> {
-    proxy.metrics.reject(Rejection::TooManyStreams);
+    proxy.metrics().reject(Rejection::TooManyStreams);
     tracing::debug!(error = %full, "event stream refused");
     let mut resp = body::json(
         StatusCode::TOO_MANY_REQUESTS,
@@ -147,7 +145,7 @@ impl crate::transport::relay::Hook for SessionHook {
         if event.event.as_deref() == Some("endpoint") && self.session.is_none() {
             let (endpoint, rewritten) = self.resolve(event.data.trim());
             if let Some(inject) = self.inject.take() {
-                self.session = Some(self.proxy.streams.register_legacy(
+                self.session = Some(self.proxy.streams().register_legacy(
                     &mut self.guard,
                     endpoint.clone(),
                     inject,
@@ -162,8 +160,8 @@ impl crate::transport::relay::Hook for SessionHook {
         }
         let mut value: Value = serde_json::from_str(&event.data).ok()?;
         let changed = rewrite_lists(
-            &self.proxy.gate,
-            &self.proxy.metrics,
+            self.proxy.gate(),
+            self.proxy.metrics(),
             &mut value,
             &mut |id| session.take_list(id),
         );
@@ -183,7 +181,7 @@ impl SessionHook {
     fn resolve(&self, data: &str) -> (String, bool) {
         let prefix = self
             .proxy
-            .upstream
+            .upstream()
             .uri_for(None)
             .path()
             .trim_end_matches('/')

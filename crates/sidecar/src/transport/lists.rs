@@ -11,9 +11,9 @@ use serde_json::Value;
 
 use tollgate_mcp::{sse, tools};
 
-use crate::Proxy;
 use crate::gate::Gate;
 use crate::metrics::Metrics;
+use crate::proxy::Proxy;
 use crate::transport::relay::Hook;
 
 /// Filters `tools/list` results for the requests of one POST, and teaches
@@ -31,7 +31,7 @@ impl ListHook {
     /// Rewrites `value` (a response or a batch of them); true if it changed.
     pub(crate) fn rewrite(&mut self, value: &mut Value) -> bool {
         let (ids, subject) = (&self.ids, &self.subject);
-        rewrite_lists(&self.proxy.gate, &self.proxy.metrics, value, &mut |id| {
+        rewrite_lists(self.proxy.gate(), self.proxy.metrics(), value, &mut |id| {
             ids.contains(id).then(|| subject.clone())
         })
     }
@@ -100,7 +100,7 @@ pub(crate) fn rewrite_lists(
         if gate.may_hide() {
             let removed = tools::filter_list(result, |name| gate.hides(name, subject.as_deref()));
             if removed > 0 {
-                metrics.tools_hidden.inc_by(removed as u64);
+                metrics.tools_hidden(removed as u64);
                 changed = true;
             }
         }

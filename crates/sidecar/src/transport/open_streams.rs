@@ -83,9 +83,9 @@ impl Drop for StreamPermit {
 pub(crate) struct LegacySession {
     /// The endpoint URL (path and query) the client POSTs to; also the
     /// session's identity for rate-limit keys.
-    pub endpoint: String,
+    endpoint: String,
     /// Feeds the session's SSE stream.
-    pub inject: mpsc::Sender<Bytes>,
+    inject: mpsc::Sender<Bytes>,
     /// Pending `tools/list` requests by a digest of their id, with who asked.
     pending_lists: Mutex<HashMap<BucketKey, Option<String>>>,
 }
@@ -96,6 +96,19 @@ fn id_key(id: &serde_json::Value) -> BucketKey {
 }
 
 impl LegacySession {
+    /// The endpoint (path and query) the client POSTs to: the session's
+    /// identity, for rate-limit keys.
+    pub(crate) fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// Sends `message` to the client as a `message` event on the session's
+    /// stream; false when the stream is gone.
+    pub(crate) async fn answer(&self, message: &serde_json::Value) -> bool {
+        let event = tollgate_mcp::sse::encode(Some("message"), None, &message.to_string());
+        self.inject.send(event).await.is_ok()
+    }
+
     /// Notes that the responses to requests `ids` are `tools/list` results,
     /// asked for by `subject` (what it may see depends on who asks). False,
     /// noting none, when the session has too many lists pending.
@@ -135,7 +148,7 @@ impl Drop for StreamGuard {
         if let Some(endpoint) = &self.legacy {
             self.streams.lock_legacy().remove(endpoint);
         }
-        self.metrics.streams.dec();
+        self.metrics.stream_closed();
     }
 }
 
@@ -201,7 +214,7 @@ impl Streams {
         let (tx, rx) = mpsc::channel(INJECT_BUFFER);
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         self.lock_open().insert(id, tx.clone());
-        metrics.streams.inc();
+        metrics.stream_opened();
         let guard = StreamGuard {
             streams: self.clone(),
             id,

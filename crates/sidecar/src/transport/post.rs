@@ -19,9 +19,9 @@ use tollgate_mcp::json::StrictJsonError;
 use tollgate_mcp::jsonrpc::{self, INVALID_REQUEST, PARSE_ERROR, RpcError, UPSTREAM_UNAVAILABLE};
 use tollgate_mcp::{sse, tools};
 
-use crate::Proxy;
 use crate::gate::Caller;
 use crate::metrics::{McpMethod, Rejection, UpstreamFailure};
+use crate::proxy::Proxy;
 use crate::traces::RequestSpan;
 use crate::transport::headers;
 use crate::transport::lists::ListHook;
@@ -55,7 +55,7 @@ pub(crate) async fn handle(
     body: Incoming,
     subject: Option<String>,
 ) -> Response<Body> {
-    let Some(tracer) = &proxy.tracer else {
+    let Some(tracer) = proxy.tracer() else {
         return handle_in(proxy, parts, body, subject, None).await;
     };
     let span = RequestSpan::start(tracer, &parts.headers);
@@ -74,14 +74,7 @@ async fn handle_in(
     if let Some(refused) = check_content_headers(proxy, &parts.headers) {
         return refused;
     }
-    let bytes = match body::read_request(
-        &parts,
-        body,
-        proxy.config.max_body_bytes,
-        proxy.config.body_read_timeout,
-    )
-    .await
-    {
+    let bytes = match proxy.read_request(&parts, body).await {
         Ok(b) => b,
         Err(e) => {
             let (status, reason) = match e {
@@ -92,7 +85,7 @@ async fn handle_in(
             return reject(proxy, status, PARSE_ERROR, &e.to_string(), reason);
         }
     };
-    let value = match proxy.json.parse(bytes).await {
+    let value = match proxy.parse(bytes).await {
         Ok(v) => v,
         Err(e) => {
             let reason = match e {
@@ -110,10 +103,7 @@ async fn handle_in(
     };
     if let Some(token) = progress::wanted(proxy, &parts, &value) {
         let (progress, rx) = progress::channel(token);
-        let (limit, timeout) = (
-            proxy.config.max_upstream_body_bytes,
-            proxy.config.upstream_response_timeout,
-        );
+        let (limit, timeout) = proxy.upstream_limits();
         // Boxed as `dyn Future + Send`: spawning the `async fn` directly
         // trips the compiler's higher-ranked Send inference.
         let decided: progress::Decided = Box::pin(decide_and_forward(
@@ -154,23 +144,16 @@ async fn decide_and_forward(
         }
     };
     let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let legacy = proxy.streams.legacy(path_and_query);
+    let legacy = proxy.streams().legacy(path_and_query);
     // Legacy sessions are keyed apart from Streamable HTTP ones, so a
     // client cannot name one in an `Mcp-Session-Id` header.
     let session = match &legacy {
-        Some(l) => Some(format!("legacy:{}", l.endpoint)),
+        Some(l) => Some(format!("legacy:{}", l.endpoint())),
         None => parts
             .headers
             .get(mcp_http::SESSION_ID)
             .and_then(|v| v.to_str().ok())
-            .filter(|id| {
-                let known = proxy.sessions.touch(id, Instant::now());
-                if !known {
-                    // An expired session may just have been forgotten.
-                    proxy.metrics.sessions.set(proxy.sessions.len() as i64);
-                }
-                known
-            })
+            .filter(|id| proxy.session_known(id))
             .map(str::to_owned),
     };
 
@@ -248,22 +231,22 @@ async fn decide_and_forward(
         plan.forward.pop().unwrap_or_default()
     };
     let bytes = Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
-    let uri = proxy.upstream.uri_for(parts.uri.path_and_query());
+    let uri = proxy.upstream().uri_for(parts.uri.path_and_query());
     let mut request = headers::upstream_request(Method::POST, uri, &parts.headers, bytes);
     if let Some(span) = span {
         span.inject(request.headers_mut());
     }
     let started = Instant::now();
-    let upstream = match proxy.upstream.send(request).await {
+    let upstream = match proxy.upstream().send(request).await {
         Ok(resp) => resp,
         Err(e) => {
-            proxy.metrics.upstream_failed(e.kind());
+            proxy.metrics().upstream_failed(e.kind());
             tracing::warn!(error = %e, "upstream request failed");
             return upstream_failed(&body, &e.to_string(), plan.answers);
         }
     };
     proxy
-        .metrics
+        .metrics()
         .upstream_answered(method_label, started.elapsed().as_secs_f64());
     respond(proxy, upstream, plan, batch, legacy, subject).await
 }
@@ -281,7 +264,7 @@ async fn plan_one(
     let check = |m: &Value, e: &jsonrpc::Envelope<'_>| {
         if batch { Ok(()) } else { mirrored.check(m, e) }
     };
-    match plan_message(&proxy.gate, &proxy.metrics, message, caller, check).await? {
+    match plan_message(proxy.gate(), proxy.metrics(), message, caller, check).await? {
         Step::Forward(m) => plan.forward.push(m),
         Step::ForwardList(m, id) => {
             plan.list_ids.push(id);
@@ -303,8 +286,7 @@ async fn plan_one(
 async fn answer_locally(plan: Plan, batch: bool, legacy: Option<&LegacySession>) -> Response<Body> {
     if let Some(session) = legacy {
         for answer in &plan.answers {
-            let event = sse::encode(Some("message"), None, &answer.to_string());
-            if session.inject.send(event).await.is_err() {
+            if !session.answer(answer).await {
                 return body::status(StatusCode::GONE);
             }
         }
@@ -345,18 +327,12 @@ async fn respond(
             .get(mcp_http::SESSION_ID)
             .and_then(|v| v.to_str().ok())
     {
-        proxy
-            .sessions
-            .insert(id, subject.as_deref(), Instant::now());
-        proxy.metrics.sessions.set(proxy.sessions.len() as i64);
+        proxy.session_opened(id, subject.as_deref());
     }
     if let Some(session) = legacy {
         // Legacy: the upstream's answers travel on the SSE stream; so do ours.
         for answer in &plan.answers {
-            let _ = session
-                .inject
-                .send(sse::encode(Some("message"), None, &answer.to_string()))
-                .await;
+            session.answer(answer).await;
         }
         return Response::from_parts(parts, body::stream(incoming));
     }
@@ -388,16 +364,10 @@ async fn respond(
     if !headers::is_json(&parts.headers) {
         return Response::from_parts(parts, body::stream(incoming));
     }
-    let bytes = match body::read(
-        incoming,
-        proxy.config.max_upstream_body_bytes,
-        proxy.config.upstream_response_timeout,
-    )
-    .await
-    {
+    let bytes = match proxy.read_upstream(incoming).await {
         Ok(b) => b,
         Err(e) => {
-            proxy.metrics.upstream_failed(UpstreamFailure::Protocol);
+            proxy.metrics().upstream_failed(UpstreamFailure::Protocol);
             return body::json(
                 StatusCode::BAD_GATEWAY,
                 &jsonrpc::error_response(
@@ -499,8 +469,8 @@ fn reject(
     message: &str,
     reason: Rejection,
 ) -> Response<Body> {
-    proxy.metrics.reject(reason);
-    proxy.gate.malformed(message, &Value::Null);
+    proxy.metrics().reject(reason);
+    proxy.gate().malformed(message, &Value::Null);
     tracing::debug!(%status, %reason, message, "request refused");
     body::json(
         status,

@@ -23,8 +23,8 @@ use tokio::sync::mpsc;
 use tollgate_mcp::{sse, tools};
 use tollgate_runtime::body::{self, Body, BoxError};
 
-use crate::Proxy;
 use crate::approvals::Progress;
+use crate::proxy::Proxy;
 use crate::transport::headers;
 
 /// Notifications waiting for a slow reader, at most (then ticks drop).
@@ -44,7 +44,7 @@ pub(crate) fn wanted(proxy: &Proxy, parts: &Parts, value: &Value) -> Option<Valu
     (is_call
         && accepts_stream
         && (token.is_string() || token.is_i64() || token.is_u64())
-        && proxy.streams.legacy(path).is_none())
+        && proxy.streams().legacy(path).is_none())
     .then(|| token.clone())
 }
 

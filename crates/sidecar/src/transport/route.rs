@@ -13,9 +13,9 @@ use serde_json::Value;
 use tollgate_mcp::jsonrpc;
 
 use super::{get, post};
-use crate::Proxy;
 use crate::identity::IdentityError;
 use crate::metrics::Rejection;
+use crate::proxy::Proxy;
 use tollgate_runtime::body::{self, Body};
 
 /// Routes one client request.
@@ -29,7 +29,7 @@ pub(crate) async fn route(
     let subject = if parts.method == Method::OPTIONS {
         None
     } else {
-        match proxy.identities.identify(&parts.headers).await {
+        match proxy.identify(&parts.headers).await {
             Ok(subject) => subject,
             Err(e) => return Ok(identity_refused(&proxy, &e)),
         }
@@ -41,7 +41,7 @@ pub(crate) async fn route(
         }
         _ => {
             // Any other method could carry a message past the decision.
-            proxy.metrics.reject(Rejection::Method);
+            proxy.metrics().reject(Rejection::Method);
             let mut resp = body::json(
                 StatusCode::METHOD_NOT_ALLOWED,
                 &jsonrpc::error_response(
@@ -64,7 +64,7 @@ pub(crate) async fn route(
 /// A request whose caller could not be identified: 401 for a missing or
 /// refused token (RFC 6750), 503 while the verifier cannot be asked.
 fn identity_refused(proxy: &Proxy, e: &IdentityError) -> Response<Body> {
-    proxy.metrics.identity_failed(e.reason());
+    proxy.metrics().identity_failed(e.reason());
     tracing::info!(reason = %e.reason(), error = %e, "request refused: caller not identified");
     let (status, challenge) = match e {
         IdentityError::Missing => (StatusCode::UNAUTHORIZED, "Bearer"),

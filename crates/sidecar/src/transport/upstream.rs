@@ -17,21 +17,45 @@ use crate::metrics::UpstreamFailure;
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
     /// Nothing accepted the connection (the server is down or starting).
-    #[error("cannot connect to the MCP server at {0}: {1}")]
-    Connect(Uri, String),
+    /// Messages show the whole chain of causes: hyper's own words alone
+    /// ("client error (Connect)") name none.
+    #[error("cannot connect to the MCP server at {uri}: {source}")]
+    Connect {
+        /// The upstream.
+        uri: Uri,
+        /// Why.
+        source: Cause,
+    },
     /// It accepted but did not start answering in time.
     #[error("the MCP server did not answer within {0:?}")]
     Timeout(Duration),
     /// The exchange broke.
     #[error("the MCP server's response failed: {0}")]
-    Protocol(String),
+    Protocol(#[source] Cause),
+}
+
+/// What failed underneath an [`UpstreamError`], shown with its whole chain.
+#[derive(Debug, thiserror::Error)]
+pub enum Cause {
+    /// The TCP connection did not open in time.
+    #[error("no connection within {0:?}")]
+    ConnectTimeout(Duration),
+    /// The TCP connection did not open.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// HTTP on the connection failed.
+    #[error("{}", source_text(.0))]
+    Http(#[from] hyper::Error),
+    /// The stdio upstream's client failed.
+    #[error("{}", source_text(.0))]
+    Stdio(#[from] hyper_util::client::legacy::Error),
 }
 
 impl UpstreamError {
     /// The metric label value.
     pub(crate) fn kind(&self) -> UpstreamFailure {
         match self {
-            UpstreamError::Connect(..) => UpstreamFailure::Connect,
+            UpstreamError::Connect { .. } => UpstreamFailure::Connect,
             UpstreamError::Timeout(_) => UpstreamFailure::Timeout,
             UpstreamError::Protocol(_) => UpstreamFailure::Protocol,
         }
@@ -137,21 +161,27 @@ impl Upstream {
         req: Request<Full<Bytes>>,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
         let timeout = self.response_timeout;
-        match &self.client {
-            Clients::Tcp(c) => match tokio::time::timeout(timeout, c.send(req)).await {
-                Err(_) => Err(UpstreamError::Timeout(timeout)),
-                Ok(Ok(resp)) => Ok(resp),
-                Ok(Err(SendError::Connect(e))) => Err(UpstreamError::Connect(self.base.clone(), e)),
-                Ok(Err(SendError::Exchange(e))) => Err(UpstreamError::Protocol(source_text(&e))),
-            },
-            Clients::Stdio(c) => match tokio::time::timeout(timeout, c.request(req)).await {
-                Err(_) => Err(UpstreamError::Timeout(timeout)),
-                Ok(Ok(resp)) => Ok(resp.map(UpstreamBody::unmanaged)),
-                Ok(Err(e)) if e.is_connect() => {
-                    Err(UpstreamError::Connect(self.base.clone(), source_text(&e)))
-                }
-                Ok(Err(e)) => Err(UpstreamError::Protocol(source_text(&e))),
-            },
+        let sent = match &self.client {
+            Clients::Tcp(c) => tokio::time::timeout(timeout, c.send(req)).await,
+            Clients::Stdio(c) => {
+                tokio::time::timeout(timeout, async {
+                    match c.request(req).await {
+                        Ok(resp) => Ok(resp.map(UpstreamBody::unmanaged)),
+                        Err(e) if e.is_connect() => Err(SendError::Connect(e.into())),
+                        Err(e) => Err(SendError::Exchange(e.into())),
+                    }
+                })
+                .await
+            }
+        };
+        match sent {
+            Err(_) => Err(UpstreamError::Timeout(timeout)),
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(SendError::Connect(source))) => Err(UpstreamError::Connect {
+                uri: self.base.clone(),
+                source,
+            }),
+            Ok(Err(SendError::Exchange(e))) => Err(UpstreamError::Protocol(e)),
         }
     }
 }
