@@ -73,8 +73,11 @@ bench-data-path:
 	scripts/bench/setup.sh
 	scripts/bench/run.sh --rounds $(BENCH_ROUNDS)
 
+# --managed: also tollgate following a controller on a test control plane
+# (file mode and managed mode side by side; builds the control plane once).
 bench-wrk:
-	scripts/bench/wrk.sh
+	scripts/cluster/build.sh >/dev/null
+	scripts/bench/wrk.sh --managed
 
 bench-policy:
 	$(CARGO) bench --locked --bench policy_engine

@@ -6,7 +6,7 @@
 # generator.
 #
 #   scripts/bench/wrk.sh [--duration S] [--warmup S] [--out DIR] [--no-build]
-#                        [--threads LIST]
+#                        [--threads LIST] [--managed]
 #
 #   --duration S   measured seconds per point (default 10; BENCH_DURATION)
 #   --warmup S     unmeasured seconds of the same load before each point (default 2)
@@ -14,12 +14,22 @@
 #                  proxy given every core (default "1 2"; "" skips the scaling rows)
 #   --out DIR      results directory (default target/bench; BENCH_OUT)
 #   --no-build     use target/release/tollgate as it is
+#   --managed      also measure tollgate-managed (below): starts a test control
+#                  plane (etcd + kube-apiserver, scripts/cluster/up.sh) and a
+#                  `tollgate controller`, kept up for the whole run so every
+#                  row sees the same background load
 #
 # Configurations (each alone, each stopped before the next):
 #   direct          wrk -> nginx-fixed
 #   nginx           wrk -> nginx (nginx.conf.tmpl, a plain reverse proxy) -> nginx-fixed
 #   tollgate        wrk -> tollgate --audit-log off (tollgate-policy.yaml) -> nginx-fixed
-#   tollgate-audit  the same with --audit-log all (the default), to a file
+#   tollgate-managed  (--managed) wrk -> tollgate --audit-log off following a
+#                   `tollgate controller`, the same rules pushed to it: the
+#                   file is applied as an McpToolPolicy that selects the
+#                   sidecar's Pod object (no kubelet: the pod only exists, with
+#                   its labels and a pod-bound ServiceAccount token); measured
+#                   once /readyz is 200 and the policy is Programmed
+#   tollgate-audit  the same as tollgate with --audit-log all (the default), to a file
 # Points: concurrency 1 and 64 (one wrk thread). The proxy and the upstream are
 # pinned to CPU 0 and wrk to CPU 1, so "CPU per call" is one core's work: the
 # proxy's utime+stime over the measured window (/proc/PID/stat) divided by
@@ -29,11 +39,12 @@
 # machine it shares them with wrk and nginx-fixed.
 #
 # Writes target/bench/wrk.jsonl (one JSON line per point, with this run's
-# run_id) and target/bench/wrk.md (the table and the ratios of the data-path
-# targets). Everything listens on 127.0.0.1; servers run under `timeout` and
-# are killed on exit.
+# run_id) and target/bench/wrk.md (the table, the ratios of the data-path
+# targets, and with --managed the managed / file CPU per call). Everything
+# listens on 127.0.0.1; servers run under `timeout` and are killed on exit,
+# the control plane also stops when this script does (--parent-pid).
 set -euo pipefail
-# shellcheck source=../lib/cache.sh
+# shellcheck source=scripts/lib/cache.sh
 . "$(dirname "${BASH_SOURCE[0]}")/../lib/cache.sh"
 export TOLLGATE_LOG_NAME=bench-wrk
 cd "$TOLLGATE_REPO_ROOT"
@@ -44,6 +55,8 @@ WARMUP=2
 OUT="${BENCH_OUT:-target/bench}"
 NO_BUILD=""
 THREADS="1 2"
+MANAGED=""
+ARGS="$*"
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --duration) DURATION="$2"; shift 2 ;;
@@ -51,6 +64,7 @@ while [[ $# -gt 0 ]]; do
         --threads) THREADS="$2"; shift 2 ;;
         --out) OUT="$2"; shift 2 ;;
         --no-build) NO_BUILD=1; shift ;;
+        --managed) MANAGED=1; shift ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown argument $1 (see --help)" ;;
     esac
@@ -75,15 +89,21 @@ MD="$OUT/wrk.md"
 RUN_ID="$(date -u +%Y%m%dT%H%M%SZ)"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/tollgate-wrk.XXXXXX")"
 PIDS=()
+CLUSTER_DIR=""
 cleanup() {
     local p
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
+    if [[ -n "$CLUSTER_DIR" && -d "$CLUSTER_DIR" ]]; then
+        scripts/cluster/down.sh --data-dir "$CLUSTER_DIR" --grace 10 >&2 || true
+    fi
     rm -rf "$WORK"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 LIFE=$(( (DURATION + WARMUP + 10) * 20 + 120 ))
+# The control plane's start (and, at worst, its three attempts) comes first.
+[[ -z "$MANAGED" ]] || LIFE=$((LIFE + 300))
 
 cpu_ticks() { # PID -> utime+stime in clock ticks
     local line rest
@@ -109,6 +129,91 @@ wait_for_port "$UP_PORT" "$UP_WRAP" 10 || { cat "$WORK/fixed/error.log" >&2; die
 UP_PID="$(child_of "$UP_WRAP")"
 taskset -a -p -c 0 "$UP_PID" >/dev/null
 
+# --- the control plane (--managed) ----------------------------------------------
+# One namespace, one Pod object standing for the sidecar's pod, the benchmark's
+# rules applied from the same file file mode reads, and one controller.
+M_NS=tollgate-bench M_POD=mcp-bench
+CTRL_WRAP="" CTRL_PID="" PUSH_URL="" KUBECONFIG_FILE="" KUBECTL=""
+kubectl() { "$KUBECTL" --kubeconfig "$KUBECONFIG_FILE" "$@"; }
+start_control_plane() {
+    local attempt line i
+    KUBECTL="$(scripts/cluster/build.sh)/kubectl"
+    CLUSTER_DIR="$WORK/cluster"
+    for attempt in 1 2 3; do
+        if KUBECONFIG_FILE="$(scripts/cluster/up.sh --data-dir "$CLUSTER_DIR" \
+            --etcd-client-port "$(free_port)" --etcd-peer-port "$(free_port)" \
+            --apiserver-port "$(free_port)" --parent-pid $$ --lifetime "$LIFE")"; then
+            break
+        fi
+        log "the cluster did not start (attempt $attempt; ports are picked free and may be taken in between)"
+        KUBECONFIG_FILE=""
+        scripts/cluster/down.sh --data-dir "$CLUSTER_DIR" --purge >&2 || true
+    done
+    [[ -n "$KUBECONFIG_FILE" ]] || die "the test cluster did not start"
+    kubectl apply -f crds/ >/dev/null
+    kubectl wait --for=condition=Established crd/mcptoolpolicies.tollgate.dev --timeout=60s >/dev/null
+    kubectl create namespace "$M_NS" >/dev/null
+    kubectl -n "$M_NS" create serviceaccount mcp >/dev/null
+    # What the injection webhook leaves on a pod: the sidecar label; `app`
+    # is what the policy's selector picks.
+    kubectl apply -f - >/dev/null <<POD
+apiVersion: v1
+kind: Pod
+metadata:
+  name: $M_POD
+  namespace: $M_NS
+  labels:
+    app: tollgate-bench
+    tollgate.dev/sidecar: "true"
+spec:
+  serviceAccountName: mcp
+  containers: [{name: mcp, image: example.invalid/mcp}]
+POD
+    kubectl -n "$M_NS" apply -f "$here/tollgate-policy.yaml" >/dev/null
+    # The projected token the sidecar would have: bound to the pod, for the
+    # controller's audience.
+    kubectl -n "$M_NS" create token mcp --audience tollgate --bound-object-kind Pod \
+        --bound-object-name "$M_POD" --duration "$(( LIFE > 3600 ? LIFE : 3600 ))s" >"$WORK/token"
+    timeout -k 5 "$LIFE" "$TOLLGATE" --log-format json controller \
+        --push-listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
+        --namespace "$M_NS" --watch-namespace "$M_NS" --identity bench-wrk \
+        --tls-dns-name 127.0.0.1 --kubeconfig "$KUBECONFIG_FILE" \
+        </dev/null >"$WORK/controller.log" 2>&1 &
+    CTRL_WRAP=$!
+    PIDS+=("$CTRL_WRAP")
+    line=""
+    for ((i = 0; i < 600; i++)); do
+        line="$(grep -m1 'tollgate controller started' "$WORK/controller.log" 2>/dev/null || true)"
+        [[ -n "$line" ]] && break
+        proc_alive "$CTRL_WRAP" || { tail -20 "$WORK/controller.log" >&2; die "the controller exited"; }
+        sleep 0.05
+    done
+    [[ -n "$line" ]] || { tail -20 "$WORK/controller.log" >&2; die "the controller did not start within 30 s"; }
+    PUSH_URL="https://$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["push"])' "$line")"
+    # The push channel is TLS: trust the CA the controller keeps in its Secret.
+    kubectl -n "$M_NS" get secret tollgate-tls -o go-template='{{index .data "ca.crt" | base64decode}}' >"$WORK/controller-ca.crt"
+    CTRL_PID="$(child_of "$CTRL_WRAP")"
+}
+# until_ready ADMIN_PORT PID SECONDS : until GET /readyz answers 200 (a managed
+# sidecar holds rules from the controller), PID dies, or SECONDS pass.
+until_ready() {
+    local i
+    for ((i = 0; i < $3 * 10; i++)); do
+        if python3 -c '
+import sys, urllib.request
+sys.exit(urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/readyz", timeout=2).status != 200)
+' "$1" 2>/dev/null; then return 0; fi
+        proc_alive "$2" || return 1
+        sleep 0.1
+    done
+    return 1
+}
+if [[ -n "$MANAGED" ]]; then
+    log "starting the test control plane and a controller (--managed)"
+    start_control_plane
+    log "controller at $PUSH_URL"
+fi
+
 # --- proxies --------------------------------------------------------------------
 P_URL="" P_WRAP="" P_PID=""
 start_proxy() { # NAME [WORKER_THREADS]
@@ -124,6 +229,26 @@ start_proxy() { # NAME [WORKER_THREADS]
             P_WRAP=$!
             wait_for_port "$port" "$P_WRAP" 10 || { cat "$WORK/nginx/error.log" >&2; return 1; }
             P_URL="http://127.0.0.1:$port/mcp" ;;
+        tollgate-managed)
+            local admin
+            port="$(free_port)" admin="$(free_port)"
+            timeout -k 5 "$LIFE" "$TOLLGATE" --log-format json proxy \
+                --controller "$PUSH_URL" --controller-ca-file "$WORK/controller-ca.crt" \
+                --token-file "$WORK/token" --pod-name "$M_POD" --pod-namespace "$M_NS" \
+                --upstream "http://127.0.0.1:$UP_PORT" --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin" \
+                --audit-log off --worker-threads 1 \
+                </dev/null >"$log_file" 2>&1 &
+            P_WRAP=$!
+            PIDS+=("$P_WRAP")
+            wait_for_port "$port" "$P_WRAP" 20 || { tail -20 "$log_file" >&2; return 1; }
+            until_ready "$admin" "$P_WRAP" 60 || { tail -20 "$log_file" >&2; log "the sidecar never became ready"; return 1; }
+            # Ready means it holds a snapshot; Programmed means that snapshot
+            # carries this policy's current generation.
+            kubectl -n "$M_NS" wait --for=condition=Programmed mcptoolpolicy/bench --timeout=60s >/dev/null ||
+                { kubectl -n "$M_NS" get mcptoolpolicy bench -o yaml >&2; return 1; }
+            P_URL="http://127.0.0.1:$port/mcp"
+            P_PID="$(child_of "$P_WRAP")"
+            return 0 ;;
         tollgate*)
             local audit=off
             [[ "$name" == tollgate-audit ]] && audit=all
@@ -149,7 +274,7 @@ stop_proxy() {
 
 # --- one point ------------------------------------------------------------------
 measure() { # CONFIG CONCURRENCY PIN(yes|no) WORKERS
-    local config="$1" conc="$2" pin="$3" workers="$4" before after out
+    local config="$1" conc="$2" pin="$3" workers="$4" before after out cbefore=0 cafter=0
     if [[ -n "$P_PID" ]]; then
         if [[ "$pin" == yes ]]; then
             taskset -a -p -c 0 "$P_PID" >/dev/null
@@ -159,10 +284,12 @@ measure() { # CONFIG CONCURRENCY PIN(yes|no) WORKERS
     fi
     taskset -c 1 "$WRK" -t1 -c"$conc" -d"${WARMUP}s" -s "$here/wrk-call.lua" "$P_URL" >/dev/null 2>&1 || true
     before="$( [[ -n "$P_PID" ]] && cpu_ticks "$P_PID" || echo 0)"
+    [[ -z "$CTRL_PID" ]] || cbefore="$(cpu_ticks "$CTRL_PID")"
     out="$(taskset -c 1 "$WRK" -t1 -c"$conc" -d"${DURATION}s" -s "$here/wrk-call.lua" "$P_URL" 2>&1 | grep -m1 '^{' || true)"
     after="$( [[ -n "$P_PID" ]] && cpu_ticks "$P_PID" || echo 0)"
+    [[ -z "$CTRL_PID" ]] || cafter="$(cpu_ticks "$CTRL_PID")"
     [[ -n "$out" ]] || out='{"error":"wrk printed no result line"}'
-    python3 - "$out" "$before" "$after" "$(getconf CLK_TCK)" >>"$JSONL" <<EOF
+    python3 - "$out" "$before" "$after" "$(getconf CLK_TCK)" "$cbefore" "$cafter" >>"$JSONL" <<EOF
 import json, sys
 r = json.loads(sys.argv[1])
 ticks = int(sys.argv[3]) - int(sys.argv[2])
@@ -173,6 +300,10 @@ r.update({
     "proxy_cpu_us_per_call": round(ticks / int(sys.argv[4]) * 1e6 / n, 2) if n and "$config" != "direct" else None,
     "loadavg": open("/proc/loadavg").read().split()[:3],
 })
+if "$CTRL_PID":
+    # The controller's CPU over the same window: the data path should not need it.
+    r["controller_cpu_ms"] = round((int(sys.argv[6]) - int(sys.argv[5])) / int(sys.argv[4]) * 1e3, 1)
+
 print(json.dumps(r))
 EOF
     python3 -c '
@@ -184,7 +315,10 @@ print("%-16s c=%-3s %9s calls/s  p50 %5s us  p99 %6s us  proxy cpu %s us/call  e
 }
 
 log "run $RUN_ID: ${DURATION}s per point after ${WARMUP}s warm-up; work dir $WORK"
-for config in direct nginx tollgate tollgate-audit; do
+configs=(direct nginx tollgate)
+[[ -z "$MANAGED" ]] || configs+=(tollgate-managed)
+configs+=(tollgate-audit)
+for config in "${configs[@]}"; do
     start_proxy "$config" || { stop_proxy; die "$config did not start"; }
     for c in 1 64; do measure "$config" "$c" yes 1; done
     stop_proxy
@@ -195,14 +329,14 @@ for n in $THREADS; do
     stop_proxy
 done
 
-python3 - "$JSONL" "$RUN_ID" "$DURATION" >"$MD" <<'EOF'
+python3 - "$JSONL" "$RUN_ID" "$DURATION" "$ARGS" >"$MD" <<'EOF'
 import json, sys
-path, run_id, duration = sys.argv[1], sys.argv[2], sys.argv[3]
+path, run_id, duration, args = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
 rows = [r for r in map(json.loads, open(path)) if r.get("run_id") == run_id]
 at = {(r["config"], r["concurrency"], r["pinned"]): r for r in rows}
 print(f"# wrk side by side, run {run_id}\n")
 print(f"wrk -t1 + wrk-call.lua, {duration} s per point; upstream nginx-fixed. Pinned rows: proxy and "
-      "upstream on CPU 0, wrk on CPU 1. Command: `scripts/bench/wrk.sh`.\n")
+      f"upstream on CPU 0, wrk on CPU 1. Command: `{' '.join(['scripts/bench/wrk.sh', args]).strip()}`.\n")
 print("| configuration | c | calls/s | p50 µs | p99 µs | proxy CPU µs/call | errors |")
 print("|---|---|---|---|---|---|---|")
 for r in rows:
@@ -224,6 +358,16 @@ if None not in (d1, n1, t1):
 if t64 and a64:
     print(f"- the default audit log (all) costs **{(1 - a64 / t64) * 100:.1f} %** of throughput at c=64 "
           f"({t64} → {a64} calls/s; target ≤ 10 %)")
+m64, m1 = get("tollgate-managed", 64, "proxy_cpu_us_per_call"), get("tollgate-managed", 1, "proxy_cpu_us_per_call")
+t1cpu = get("tollgate", 1, "proxy_cpu_us_per_call")
+if m64 and tcpu:
+    line = f"- managed / file CPU per call (audit off): **{m64 / tcpu:.2f}×** at c=64 ({m64} / {tcpu} µs)"
+    if m1 and t1cpu:
+        line += f", {m1 / t1cpu:.2f}× at c=1 ({m1} / {t1cpu} µs)"
+    mt64 = get("tollgate-managed", 64, "calls_per_s")
+    if mt64 and t64:
+        line += f"; calls/s at c=64 {mt64 / t64:.2f}× ({mt64} / {t64})"
+    print(line + " (target: the same cost)")
 w = {r["worker_threads"]: r for r in rows if r["config"].startswith("tollgate-w")}
 if len(w) > 1:
     base = w[min(w)]["calls_per_s"]
