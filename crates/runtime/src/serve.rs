@@ -255,9 +255,12 @@ where
         let service = service_fn(move |mut req: Request<Incoming>| {
             let in_use = slot.request();
             req.extensions_mut().insert(slot.clone());
-            let response = handler(req);
+            // The handler's future is made inside this one, not captured by
+            // it: a captured future is stored beside the one being awaited,
+            // doubling what hyper moves for every request.
+            let handler = handler.clone();
             async move {
-                let response = response.await?;
+                let response = handler(req).await?;
                 // The body holds the slot in use until it is sent (or dropped).
                 let held = move |frame| {
                     let _ = &in_use;

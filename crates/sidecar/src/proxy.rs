@@ -191,10 +191,17 @@ impl Proxy {
     /// already or tried less than a second ago (a slow or broken upstream
     /// must not slow every call). True once they are known.
     pub(crate) async fn ensure_catalog(&self, path: &str) -> bool {
-        let catalog = self.gate.catalog();
-        if catalog.current() {
+        if self.gate.catalog().current() {
             return true;
         }
+        // Boxed for the same reason as approvals in `Gate::decide`: the
+        // discovery's HTTP exchange would otherwise size every call's future.
+        Box::pin(self.discover_catalog(path)).await
+    }
+
+    /// [`Self::ensure_catalog`] when the tools are not known yet.
+    async fn discover_catalog(&self, path: &str) -> bool {
+        let catalog = self.gate.catalog();
         let mut last = catalog.discovering().await;
         if catalog.current() {
             return true;

@@ -195,9 +195,18 @@ impl Gate {
                 };
                 let mut decision = self.judge(&rules.set, &tool_call, start).await;
                 if decision.effect == Effect::ApprovalRequired {
-                    (decision, approval) = self
-                        .await_approval(&rules.set, &tool_call, decision, label, caller.progress)
-                        .await;
+                    // Boxed: its state (the approval store, the hold, the
+                    // progress notifications) is most of a call's future,
+                    // and every call's future is moved whole a few times
+                    // on its way through hyper. Rare calls pay the box.
+                    (decision, approval) = Box::pin(self.await_approval(
+                        &rules.set,
+                        &tool_call,
+                        decision,
+                        label,
+                        caller.progress,
+                    ))
+                    .await;
                 }
                 if decision.forwards() {
                     forward = payloads.forwarded(call.arguments);

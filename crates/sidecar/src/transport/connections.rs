@@ -95,16 +95,18 @@ impl Connections {
         req.headers_mut()
             .entry(header::HOST)
             .or_insert_with(|| self.host.clone());
+        // Connecting is boxed: rare once warm, and its state would size
+        // every call's future.
         let (mut sender, reused) = match self.ready_idle().await {
             Some(sender) => (sender, true),
-            None => (self.connect().await?, false),
+            None => (Box::pin(self.connect()).await?, false),
         };
         let response = match sender.try_send_request(req).await {
             Ok(response) => response,
             Err(mut failed) => match failed.take_message() {
                 // Never written: the idle connection was closed under us.
                 Some(req) if reused => {
-                    sender = self.connect().await?;
+                    sender = Box::pin(self.connect()).await?;
                     sender
                         .send_request(req)
                         .await
