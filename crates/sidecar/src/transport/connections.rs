@@ -34,8 +34,6 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use super::upstream::Cause;
-
 /// Idle connections kept at most; more are closed when handed back.
 const MAX_IDLE: usize = 256;
 /// An idle connection older than this is closed instead of reused.
@@ -45,6 +43,35 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 const READY_WAIT: Duration = Duration::from_secs(1);
 
 type Sender = SendRequest<Full<Bytes>>;
+
+/// What failed underneath an a request to the upstream, shown with its whole chain.
+#[derive(Debug, thiserror::Error)]
+pub enum Cause {
+    /// The TCP connection did not open in time.
+    #[error("no connection within {0:?}")]
+    ConnectTimeout(Duration),
+    /// The TCP connection did not open.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// HTTP on the connection failed.
+    #[error("{}", source_text(.0))]
+    Http(#[from] hyper::Error),
+    /// The stdio upstream's client failed.
+    #[error("{}", source_text(.0))]
+    Stdio(#[from] hyper_util::client::legacy::Error),
+}
+
+/// An error and its sources, e.g. "client error (Connect): connection refused".
+pub(crate) fn source_text(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        cur = s.source();
+    }
+    text
+}
 
 /// Why a request got no response head.
 #[derive(Debug)]

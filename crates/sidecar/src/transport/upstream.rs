@@ -9,7 +9,8 @@ use http_body_util::Full;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-use super::connections::{Connections, SendError, UpstreamBody};
+pub(crate) use super::connections::source_text;
+use super::connections::{Cause, Connections, SendError, UpstreamBody};
 
 use crate::metrics::UpstreamFailure;
 
@@ -32,23 +33,6 @@ pub enum UpstreamError {
     /// The exchange broke.
     #[error("the MCP server's response failed: {0}")]
     Protocol(#[source] Cause),
-}
-
-/// What failed underneath an [`UpstreamError`], shown with its whole chain.
-#[derive(Debug, thiserror::Error)]
-pub enum Cause {
-    /// The TCP connection did not open in time.
-    #[error("no connection within {0:?}")]
-    ConnectTimeout(Duration),
-    /// The TCP connection did not open.
-    #[error("{0}")]
-    Io(#[from] std::io::Error),
-    /// HTTP on the connection failed.
-    #[error("{}", source_text(.0))]
-    Http(#[from] hyper::Error),
-    /// The stdio upstream's client failed.
-    #[error("{}", source_text(.0))]
-    Stdio(#[from] hyper_util::client::legacy::Error),
 }
 
 impl UpstreamError {
@@ -184,18 +168,6 @@ impl Upstream {
             Ok(Err(SendError::Exchange(e))) => Err(UpstreamError::Protocol(e)),
         }
     }
-}
-
-/// An error and its sources, e.g. "client error (Connect): connection refused".
-pub(crate) fn source_text(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        cur = s.source();
-    }
-    text
 }
 
 #[cfg(test)]
