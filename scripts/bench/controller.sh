@@ -168,18 +168,7 @@ printf '{"kind":"machine"}\n' | tag_lines "cpu=$cpu_model" "cores=$(nproc)" \
 
 # --- the cluster ---------------------------------------------------------------
 BIN="$(scripts/cluster/build.sh)"
-KUBECONFIG_FILE=""
-for attempt in 1 2 3; do
-    if KUBECONFIG_FILE="$(scripts/cluster/up.sh --data-dir "$CLUSTER_DIR" \
-        --etcd-client-port "$(free_port)" --etcd-peer-port "$(free_port)" \
-        --apiserver-port "$(free_port)" --parent-pid $$ --lifetime "$LIFE_S")"; then
-        break
-    fi
-    log "the cluster did not start (attempt $attempt; ports are picked free and may be taken in between)"
-    KUBECONFIG_FILE=""
-    scripts/cluster/down.sh --data-dir "$CLUSTER_DIR" --purge >&2 || true
-done
-[[ -n "$KUBECONFIG_FILE" ]] || die "the test cluster did not start"
+KUBECONFIG_FILE="$(start_test_cluster "$CLUSTER_DIR" "$LIFE_S")"
 kubectl() { "$BIN/kubectl" --kubeconfig "$KUBECONFIG_FILE" "$@"; }
 kubectl apply -f crds/ >&2
 kubectl wait --for=condition=Established crd/mcptoolpolicies.tollgate.dev --timeout=60s >&2

@@ -136,20 +136,10 @@ M_NS=tollgate-bench M_POD=mcp-bench
 CTRL_WRAP="" CTRL_PID="" PUSH_URL="" KUBECONFIG_FILE="" KUBECTL=""
 kubectl() { "$KUBECTL" --kubeconfig "$KUBECONFIG_FILE" "$@"; }
 start_control_plane() {
-    local attempt line i
+    local line i
     KUBECTL="$(scripts/cluster/build.sh)/kubectl"
     CLUSTER_DIR="$WORK/cluster"
-    for attempt in 1 2 3; do
-        if KUBECONFIG_FILE="$(scripts/cluster/up.sh --data-dir "$CLUSTER_DIR" \
-            --etcd-client-port "$(free_port)" --etcd-peer-port "$(free_port)" \
-            --apiserver-port "$(free_port)" --parent-pid $$ --lifetime "$LIFE")"; then
-            break
-        fi
-        log "the cluster did not start (attempt $attempt; ports are picked free and may be taken in between)"
-        KUBECONFIG_FILE=""
-        scripts/cluster/down.sh --data-dir "$CLUSTER_DIR" --purge >&2 || true
-    done
-    [[ -n "$KUBECONFIG_FILE" ]] || die "the test cluster did not start"
+    KUBECONFIG_FILE="$(start_test_cluster "$CLUSTER_DIR" "$LIFE")"
     kubectl apply -f crds/ >/dev/null
     kubectl wait --for=condition=Established crd/mcptoolpolicies.tollgate.dev --timeout=60s >/dev/null
     kubectl create namespace "$M_NS" >/dev/null

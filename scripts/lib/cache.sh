@@ -120,3 +120,22 @@ child_of() {
     done
     return 1
 }
+
+# start_test_cluster DATA_DIR LIFETIME : starts etcd + kube-apiserver
+# (scripts/cluster/up.sh) on free loopback ports, stopped with this shell
+# ($$) or after LIFETIME, and prints its kubeconfig path. Ports are picked
+# free and may be taken in between: three attempts.
+start_test_cluster() {
+    local attempt kubeconfig
+    for attempt in 1 2 3; do
+        if kubeconfig="$(scripts/cluster/up.sh --data-dir "$1" \
+            --etcd-client-port "$(free_port)" --etcd-peer-port "$(free_port)" \
+            --apiserver-port "$(free_port)" --parent-pid $$ --lifetime "$2")"; then
+            echo "$kubeconfig"
+            return 0
+        fi
+        log "the cluster did not start (attempt $attempt; ports are picked free and may be taken in between)"
+        scripts/cluster/down.sh --data-dir "$1" --purge >&2 || true
+    done
+    die "the test cluster did not start"
+}
