@@ -539,6 +539,105 @@ async fn a_re_applied_vm_counts_only_what_it_grows_by() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_re_applied_disk_draws_its_growth_and_a_running_vm_starts_nothing() {
+    let cluster = Cluster::get();
+    let s = setup(cluster, "again").await;
+    let ns = &s.ns;
+    let gib = |n: f64| n * 1024.0 * 1024.0 * 1024.0;
+    let data_volume = |size: &str| {
+        format!(
+            "apiVersion: cdi.kubevirt.io/v1beta1\nkind: DataVolume\nmetadata: {{name: data, namespace: {ns}}}\nspec: {{source: {{blank: {{}}}}, storage: {{resources: {{requests: {{storage: {size}}}}}}}}}\n"
+        )
+    };
+    let apply = |yaml: String| {
+        call(
+            &s.url,
+            "resources_create_or_update",
+            json!({"resource": yaml}),
+        )
+    };
+    let storage_spent = async || {
+        sample(
+            &metrics(s.sidecar.admin).await,
+            &[
+                "tollgate_budget_consumed_total{",
+                "kubevirt-budgets/budgets/",
+                "resource=\"storage\"",
+            ],
+        )
+    };
+
+    // A new DataVolume draws its 300Gi of the 500Gi.
+    let first = apply(data_volume("300Gi"));
+    assert!(first.is_allowed(), "{first:?}");
+    assert_eq!(storage_spent().await, Some(gib(300.0)));
+    // Re-applied unchanged it is an update: once the controller has pushed
+    // its size it draws nothing (drawn whole, 600Gi would not fit, which is
+    // what the sidecar answers until then, spending nothing).
+    assert!(
+        eventually(PATIENCE, async || apply(data_volume("300Gi")).is_allowed()).await,
+        "the DataVolume's size never reached the sidecar"
+    );
+    assert!(apply(data_volume("300Gi")).is_allowed());
+    assert_eq!(storage_spent().await, Some(gib(300.0)));
+    // Grown to 350Gi, it draws the 50Gi.
+    assert!(
+        eventually(PATIENCE, async || apply(data_volume("350Gi")).is_allowed()).await,
+        "a grown DataVolume never passed"
+    );
+    assert_eq!(storage_spent().await, Some(gib(350.0)));
+    let stored = cluster.get_json(&["-n", ns, "datavolume", "data"])["spec"]["storage"]["resources"]
+        ["requests"]["storage"]
+        .clone();
+    assert_eq!(stored, "350Gi", "the updates reached the cluster");
+
+    // Two VMIs run and the cap is 2: a start of a stopped VM is refused,
+    // while starting "live" — it runs — starts nothing and passes, by name
+    // or by re-applying it with `runStrategy: Always`.
+    let live = format!(
+        "apiVersion: kubevirt.io/v1\nkind: VirtualMachine\nmetadata: {{name: live, namespace: {ns}}}\nspec:\n  runStrategy: Always\n  template: {{spec: {{domain: {{cpu: {{cores: 1}}, memory: {{guest: 1Gi}}}}, volumes: [{{name: boot, containerDisk: {{image: fedora}}}}]}}}}\n"
+    );
+    cluster.apply(&live).unwrap();
+    cluster.apply(&vm(ns, "scratch", "10Gi", "")).unwrap();
+    for name in ["live", "other"] {
+        cluster
+            .apply(&format!(
+                "apiVersion: kubevirt.io/v1\nkind: VirtualMachineInstance\nmetadata: {{name: {name}, namespace: {ns}}}\nspec: {{}}\n"
+            ))
+            .unwrap();
+    }
+    let start = |name: &str| {
+        call(
+            &s.url,
+            "vm_lifecycle",
+            json!({"namespace": ns, "name": name, "action": "start"}),
+        )
+    };
+    let mut refused = Answer::Other("not yet".into());
+    assert!(
+        eventually(PATIENCE, async || {
+            refused = start("scratch");
+            refused.reason() == Some("in_flight")
+        })
+        .await,
+        "the cap was never reached: {refused:?}"
+    );
+    assert!(
+        eventually(PATIENCE, async || start("live").is_allowed()).await,
+        "starting a running VM was counted as a start"
+    );
+    for _ in 0..3 {
+        let again = start("live");
+        assert!(again.is_allowed(), "{again:?}");
+        let applied = apply(live.clone());
+        assert!(applied.is_allowed(), "{applied:?}");
+    }
+    // None of those took a place under the cap.
+    let still = start("scratch");
+    assert_eq!(still.reason(), Some("in_flight"), "{still:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_refused_clone_passes_once_the_window_slides() {
     let cluster = Cluster::get();
     let s = setup_with(

@@ -221,6 +221,12 @@ impl Seen {
                 .collect(),
             instancetypes: self.instancetypes.clone(),
             cluster_instancetypes: self.cluster_instancetypes.clone(),
+            running_vms: self.vmis.clone(),
+            disk_sizes: self
+                .disks
+                .iter()
+                .filter_map(|(k, size)| Some((k.clone(), (*size)?)))
+                .collect(),
             observed_at: Timestamp::now().to_string(),
         }
     }
@@ -610,6 +616,21 @@ mod tests {
             ),
         );
         assert_eq!(s.state().clones.running_by_namespace["vms"], 1);
+        // Sidecars learn which VM runs (a start of it is no new start) and
+        // what each known disk requests (a re-apply draws its growth).
+        let state = s.state();
+        assert_eq!(
+            state.running_vms.iter().collect::<Vec<_>>(),
+            ["vms/db"],
+            "only the running VMI"
+        );
+        assert_eq!(state.disk_sizes["vms/db-data"], 100 * 1024);
+        // A VMI that finishes stops the VM running.
+        s.insert(
+            Kind::Vmi,
+            &object(Some("vms"), "db", json!({"status": {"phase": "Failed"}})),
+        );
+        assert!(s.state().running_vms.is_empty());
     }
 
     #[test]

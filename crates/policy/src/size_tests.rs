@@ -1,7 +1,7 @@
 //! Size budgets, running-VM caps and lifecycle rules end to end in the
 //! engine, through [`decide`] — the sequence the sidecar runs.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{Value, json};
@@ -23,6 +23,10 @@ struct View {
     cluster_instancetypes: BTreeMap<String, Sizes>,
     /// Whether the controller's VMI watch is current.
     running_current: bool,
+    /// VMs with a VirtualMachineInstance.
+    running: BTreeSet<String>,
+    /// DataVolumes' and PVCs' storage.
+    disks: BTreeMap<String, u64>,
 }
 
 impl ClusterView for View {
@@ -40,6 +44,12 @@ impl ClusterView for View {
     }
     fn running_vms_current(&self) -> bool {
         self.running_current
+    }
+    fn vm_running(&self, namespace: &str, name: &str) -> bool {
+        self.running_current && self.running.contains(&format!("{namespace}/{name}"))
+    }
+    fn disk_size(&self, namespace: &str, name: &str) -> Option<u64> {
+        self.disks.get(&format!("{namespace}/{name}")).copied()
     }
 }
 
@@ -345,6 +355,48 @@ fn re_applying_an_existing_vm_counts_only_what_it_grows_by() {
     assert_eq!((d.effect, d.reason), (Effect::Denied, Reason::RateLimit));
 }
 
+#[test]
+fn re_applying_an_existing_disk_counts_only_what_it_grows_by() {
+    let mut s = Sidecar::new(VM_BUDGETS);
+    let dv = |name: &str, size: &str| {
+        format!(
+            "apiVersion: cdi.kubevirt.io/v1beta1\nkind: DataVolume\nmetadata: {{name: {name}, namespace: vms}}\nspec: {{storage: {{resources: {{requests: {{storage: {size}}}}}}}}}\n"
+        )
+    };
+    let pvc = |name: &str, size: &str| {
+        format!(
+            "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {{name: {name}, namespace: vms}}\nspec: {{resources: {{requests: {{storage: {size}}}}}}}\n"
+        )
+    };
+    let apply =
+        |s: &Sidecar, yaml: &str| s.call("resources_create_or_update", json!({ "resource": yaml }));
+    // New: 60Gi and 30Gi of the 100Gi.
+    assert_eq!(apply(&s, &dv("a", "60Gi")).effect, Effect::Allowed);
+    assert_eq!(apply(&s, &pvc("p", "30Gi")).effect, Effect::Allowed);
+    // The controller now sees both.
+    s.view.disks.insert("vms/a".into(), 60 * 1024);
+    s.view.disks.insert("vms/p".into(), 30 * 1024);
+    // Unchanged, re-applied three times: nothing counts (counted whole, the
+    // first would already pass the 100Gi).
+    for _ in 0..3 {
+        let d = apply(&s, &format!("{}---\n{}", dv("a", "60Gi"), pvc("p", "30Gi")));
+        assert_eq!(d.effect, Effect::Allowed, "{d:?}");
+    }
+    // The claim grown by 10Gi: exactly what is left.
+    assert_eq!(apply(&s, &pvc("p", "40Gi")).effect, Effect::Allowed);
+    s.view.disks.insert("vms/p".into(), 40 * 1024);
+    // Grown by 1Gi more: the budget is spent, and the denial names the 1Gi.
+    let d = apply(&s, &pvc("p", "41Gi"));
+    assert_eq!((d.effect, d.reason), (Effect::Denied, Reason::RateLimit));
+    assert!(
+        d.message.as_deref().unwrap_or("").contains("needs 1Gi"),
+        "{d:?}"
+    );
+    // A disk the controller does not know is new: counted whole.
+    let d = apply(&s, &dv("b", "1Gi"));
+    assert_eq!((d.effect, d.reason), (Effect::Denied, Reason::RateLimit));
+}
+
 const RUNNING: &str = r#"
     - name: lifecycle
       tools: [vm_lifecycle]
@@ -482,4 +534,44 @@ spec:
     ] {
         assert!(p.contains(expected), "missing {expected:?} in\n{p}");
     }
+}
+
+#[test]
+fn starting_a_vm_that_already_runs_is_no_new_start() {
+    let mut s = Sidecar::new(RUNNING);
+    let mut counts = CloneCounts::default();
+    counts.running_by_namespace.insert("vms".into(), 3);
+    counts.running_total = 3;
+    s.in_flight.set_cluster(counts, SystemTime::now());
+    s.view.running.insert("vms/a".into());
+    let start = |s: &Sidecar, name: &str| {
+        s.call(
+            "vm_lifecycle",
+            json!({"namespace": "vms", "name": name, "action": "start"}),
+        )
+    };
+    // At the cap of 3, starting a stopped VM is refused...
+    let d = start(&s, "b");
+    assert_eq!((d.effect, d.reason), (Effect::Denied, Reason::InFlight));
+    // ...but starting, or re-applying with `running: true`, the running
+    // "a" starts nothing: allowed, and nothing is claimed.
+    for _ in 0..3 {
+        assert_eq!(start(&s, "a").effect, Effect::Allowed);
+        let d = s.call(
+            "resources_create_or_update",
+            json!({ "resource": RUNNING_VM }),
+        );
+        assert_eq!(d.effect, Effect::Allowed, "{d:?}");
+    }
+    assert_eq!(
+        s.in_flight
+            .running(spec::InFlightScope::Namespace, "vms", SystemTime::now()),
+        3
+    );
+    // Whether "a" runs is known only from a current VMI watch: without one
+    // its start is a start again, and refused as uncountable.
+    s.view.running_current = false;
+    let d = start(&s, "a");
+    assert_eq!(d.effect, Effect::Denied, "{d:?}");
+    assert!(d.message.unwrap().contains("cannot be checked"));
 }

@@ -182,6 +182,15 @@ pub struct ClusterReport {
     /// VirtualMachineClusterInstancetypes' CPU and memory by name.
     #[serde(default)]
     pub cluster_instancetypes: std::collections::BTreeMap<String, crate::resources::sizes::Sizes>,
+    /// Running VMs (those with a VirtualMachineInstance) by
+    /// `namespace/name`, while `vmis_observed`: starting one of these again
+    /// is no new start.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
+    pub running_vms: std::collections::BTreeSet<String>,
+    /// Storage requested (MiB) by DataVolumes and PersistentVolumeClaims
+    /// whose request is known, by `namespace/name`.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub disk_sizes: std::collections::BTreeMap<String, u64>,
     /// When the controller computed this (RFC 3339).
     pub observed_at: String,
 }

@@ -45,6 +45,21 @@ pub trait ClusterView: Sync {
     fn running_vms_current(&self) -> bool {
         false
     }
+
+    /// Whether VirtualMachine `namespace/name` runs now (it has a
+    /// VirtualMachineInstance), as a current VMI watch vouches. `false`
+    /// when that is not known: starting it then counts as a start, so a
+    /// `runningVMs` cap never undercounts for want of knowledge.
+    fn vm_running(&self, _namespace: &str, _name: &str) -> bool {
+        false
+    }
+
+    /// The storage a DataVolume or PersistentVolumeClaim `namespace/name`
+    /// requests now (MiB), if known: re-applying one consumes only what it
+    /// grows by.
+    fn disk_size(&self, _namespace: &str, _name: &str) -> Option<u64> {
+        None
+    }
 }
 
 /// A view that knows nothing (file mode without a controller).

@@ -6,7 +6,7 @@ use crate::compile::selector::Selected;
 use crate::compile::why_not::WhyNot;
 use crate::compile::{CompiledPolicy, CompiledRule};
 
-use super::measure::sizes;
+use super::measure::{sizes, starts_vm};
 use crate::resources::{Op, Payloads, ToolMeta, bounded, extract};
 use crate::spec::Action;
 
@@ -263,7 +263,7 @@ fn object_conditions<'a>(
     if let Some(lifecycle) = &r.lifecycle {
         lifecycle.check(op, view, r.action == Action::Deny)?;
     }
-    if op.starts_vm
+    if starts_vm(op, view)
         && let Some(cap) = &r.running_vms
     {
         cap.key(op).map_err(WhyNot::RunningVmsUncounted)?;

@@ -2,12 +2,14 @@
 //! in: an instancetype's CPU and memory, a clone source's size (both from
 //! the controller, through [`ClusterView`]).
 //!
-//! Re-applying a VirtualMachine that exists (`resources_create_or_update`
-//! of the same namespace and name) is an update, not new consumption: it
-//! consumes only what it grows by over the VM as the controller last saw it,
-//! and nothing when unchanged. Where the controller does not know the
-//! existing VM's amount of a resource, the whole new amount counts (a
-//! budget never undercounts for want of knowledge).
+//! Re-applying an object that exists (`resources_create_or_update` of the
+//! same namespace and name) is an update, not new consumption: a
+//! VirtualMachine, DataVolume or PersistentVolumeClaim consumes only what it
+//! grows by over the object as the controller last saw it, and nothing when
+//! unchanged. Where the controller does not know the existing object's
+//! amount of a resource, the whole new amount counts (a budget never
+//! undercounts for want of knowledge). Likewise re-applying a running VM
+//! with `running: true`, or `vm_lifecycle start` of one, starts nothing.
 
 use crate::compile::resource_rules::ClusterView;
 use crate::resources::Op;
@@ -41,7 +43,7 @@ pub(super) fn sizes(op: &Op, view: &dyn ClusterView) -> Sizes {
         out.cpu = cpu;
         out.memory = memory;
     }
-    if let Some(old) = existing_vm(op, view) {
+    if let Some(old) = existing(op, view) {
         out = Sizes {
             cpu: growth(out.cpu, old.cpu),
             memory: growth(out.memory, old.memory),
@@ -51,13 +53,33 @@ pub(super) fn sizes(op: &Op, view: &dyn ClusterView) -> Sizes {
     out
 }
 
-/// What the VirtualMachine `op` updates consumes now, if the call may
-/// update one (a create-or-update manifest) and the controller knows it.
-fn existing_vm(op: &Op, view: &dyn ClusterView) -> Option<Sizes> {
-    if !op.is_vm() || !op.verbs.iter().any(|v| v == "patch" || v == "update") {
+/// Whether the call starts VM `op`: it asks to run it, and the cluster does
+/// not already run it.
+pub(super) fn starts_vm(op: &Op, view: &dyn ClusterView) -> bool {
+    op.starts_vm
+        && !matches!(
+            (op.namespace.as_deref(), op.name.as_deref()),
+            (Some(ns), Some(name)) if view.vm_running(ns, name)
+        )
+}
+
+/// What the object `op` updates consumes now, if the call may update one (a
+/// create-or-update manifest) and the controller knows it.
+fn existing(op: &Op, view: &dyn ClusterView) -> Option<Sizes> {
+    if !op.verbs.iter().any(|v| v == "patch" || v == "update") {
         return None;
     }
-    view.vm_size(op.namespace.as_deref()?, op.name.as_deref()?)
+    let (ns, name) = (op.namespace.as_deref()?, op.name.as_deref()?);
+    if op.is_vm() {
+        view.vm_size(ns, name)
+    } else if op.is_disk() {
+        view.disk_size(ns, name).map(|storage| Sizes {
+            storage: Some(storage),
+            ..Sizes::ZERO
+        })
+    } else {
+        None
+    }
 }
 
 /// What `new` adds over `old`; all of `new` when `old` is unknown.

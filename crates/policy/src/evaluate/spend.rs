@@ -15,7 +15,7 @@ use crate::duration::Human;
 use crate::resources::Op;
 use crate::resources::sizes::show;
 
-use super::measure::sizes;
+use super::measure::{sizes, starts_vm};
 use crate::spec::{DenyWith, InFlightScope};
 
 use super::decision::{Decision, Effect, Reason, ToolCall, render};
@@ -141,7 +141,7 @@ impl Spend {
                     &format!("{what}s in flight"),
                 );
             }
-            if op.starts_vm
+            if starts_vm(op, view)
                 && let Some(cap) = &rule.running_vms
                 && let Ok(key) = cap.key(op)
             {

@@ -78,6 +78,18 @@ impl Op {
                 || self.resource.as_deref() == Some(VM_RESOURCE))
     }
 
+    /// Whether this is a DataVolume or a PersistentVolumeClaim: an object
+    /// whose size is its storage request.
+    pub(crate) fn is_disk(&self) -> bool {
+        let is = |group: &str, kind: &str, resource: &str| {
+            self.group == group
+                && (self.kind.as_deref() == Some(kind)
+                    || self.resource.as_deref() == Some(resource))
+        };
+        is("", "PersistentVolumeClaim", "persistentvolumeclaims")
+            || is("cdi.kubevirt.io", "DataVolume", "datavolumes")
+    }
+
     /// Whether this is a KubeVirt VirtualMachineClone.
     pub(crate) fn is_clone(&self) -> bool {
         self.group == CLONE_GROUP

@@ -4,7 +4,7 @@
 //! budgets). In-flight clone and running-VM counts go straight into the
 //! gate's in-flight store.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
@@ -30,6 +30,11 @@ struct Known {
     sizes: HashMap<String, Sizes>,
     instancetypes: HashMap<String, Sizes>,
     cluster_instancetypes: HashMap<String, Sizes>,
+    /// Running VMs, by `namespace/name`: meant only while `running_at` is
+    /// fresh.
+    running: HashSet<String>,
+    /// DataVolumes' and PVCs' storage (MiB).
+    disks: HashMap<String, u64>,
     /// When a report whose VirtualMachineInstance watch was current came.
     running_at: Option<Instant>,
 }
@@ -53,6 +58,8 @@ impl VmLabels {
             sizes: report.vm_sizes.into_iter().collect(),
             instancetypes: report.instancetypes.into_iter().collect(),
             cluster_instancetypes: report.cluster_instancetypes.into_iter().collect(),
+            running: report.running_vms.into_iter().collect(),
+            disks: report.disk_sizes.into_iter().collect(),
         };
     }
 
@@ -90,6 +97,18 @@ impl ClusterView for VmLabels {
 
     fn running_vms_current(&self) -> bool {
         self.running_current_at(Instant::now())
+    }
+
+    fn vm_running(&self, namespace: &str, name: &str) -> bool {
+        self.running_current_at(Instant::now())
+            && self.read().running.contains(&format!("{namespace}/{name}"))
+    }
+
+    fn disk_size(&self, namespace: &str, name: &str) -> Option<u64> {
+        self.read()
+            .disks
+            .get(&format!("{namespace}/{name}"))
+            .copied()
     }
 }
 
@@ -134,5 +153,30 @@ mod tests {
         // A VMI watch that went back to re-listing withdraws it at once.
         view.set_report_at(clones_only, t0 + Duration::from_secs(2));
         assert!(!view.running_current_at(t0 + Duration::from_secs(2)));
+    }
+
+    #[test]
+    fn a_vm_reads_as_running_only_while_the_vmi_watch_vouches_for_it() {
+        let view = VmLabels::default();
+        let report = ClusterReport {
+            vmis_observed: true,
+            running_vms: ["vms/a".to_owned()].into(),
+            disk_sizes: [("vms/d".to_owned(), 2048)].into(),
+            observed_at: "2026-01-01T00:00:00Z".into(),
+            ..Default::default()
+        };
+        view.set_report(report.clone());
+        assert!(view.vm_running("vms", "a"));
+        assert!(!view.vm_running("vms", "b"));
+        assert_eq!(view.disk_size("vms", "d"), Some(2048));
+        assert_eq!(view.disk_size("vms", "a"), None);
+        // The same names from a report whose VMI watch is not current say
+        // nothing: a start of "a" is a start again.
+        view.set_report(ClusterReport {
+            vmis_observed: false,
+            ..report
+        });
+        assert!(!view.vm_running("vms", "a"));
+        assert_eq!(view.disk_size("vms", "d"), Some(2048));
     }
 }
