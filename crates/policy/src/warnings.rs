@@ -108,11 +108,13 @@ pub fn warnings_with(policy: &CompiledPolicy, catalogue: Option<&Catalogue>) -> 
 }
 
 /// Resource `Allow` rules with limits (budgets, rate limits, `inFlight`,
-/// `runningVMs`) whose every object an earlier `Allow` rule without
-/// conditions allows first. The earlier rule can still pass an object on
-/// when it cannot count it (an unknown size under `whenUnknown: Deny`, a
-/// running-VM count that is not current), and only then are the later
-/// rule's limits spent.
+/// `runningVMs`) whose objects an earlier `Allow` rule without conditions
+/// allows first. The earlier rule can still pass an object on when it
+/// cannot count it (an unknown size under `whenUnknown: Deny`, a running-VM
+/// count that is not current), and only then are the later rule's limits
+/// spent. An earlier rule that names tools does this for the calls of those
+/// tools only — which is how a budget meant for every tool quietly stops
+/// applying to one of them.
 fn shadowed_limits(policy: &CompiledPolicy) -> Vec<Warning> {
     let rules = policy.rules();
     let allowing = |r: &CompiledRule| r.action == Action::Allow && !r.resources.is_empty();
@@ -123,9 +125,12 @@ fn shadowed_limits(policy: &CompiledPolicy) -> Vec<Warning> {
         if !allowing(later) || !limited {
             continue;
         }
+        // An earlier rule naming tools shadows the later one for those
+        // tools' calls; when the later rule names tools too, whether theirs
+        // overlap is not known here, so it is not named.
         let shadow = rules[..j].iter().find(|r| {
             allowing(r)
-                && !r.has_tools
+                && (!r.has_tools || !later.has_tools)
                 && r.conditions.is_empty()
                 && r.subjects.is_none()
                 && r.namespaces.is_none()
@@ -145,14 +150,19 @@ fn shadowed_limits(policy: &CompiledPolicy) -> Vec<Warning> {
                     .limits
                     .iter()
                     .any(|l| l.limit.size.is_some() && !l.unknown_allowed);
+            let calls = if first.has_tools {
+                format!(" for calls of the tools rule {:?} names", first.name)
+            } else {
+                String::new()
+            };
             let when = if passes_on {
                 format!(
-                    "apply only to objects rule {:?} cannot count (an unknown size, a running-VM count that is not current)",
+                    "apply{calls} only to objects rule {:?} cannot count (an unknown size, a running-VM count that is not current)",
                     first.name
                 )
             } else {
                 format!(
-                    "never apply: rule {:?} allows every object first",
+                    "never apply{calls}: rule {:?} allows every object first",
                     first.name
                 )
             };
@@ -364,6 +374,23 @@ mod tests {
         assert!(
             w[0].contains("rule \"cpu\" apply only to objects rule \"storage\" cannot count"),
             "{w:?}"
+        );
+        // An earlier rule naming tools takes the objects of those tools'
+        // calls: the later rule's budgets do not apply to them.
+        let w = warnings_of(&format!(
+            "{HEAD}  defaultAction: Deny\n  rules:\n    - {{name: creates, tools: [resources_create_or_update], resources: [{vm}], action: Allow}}\n    - {{name: cpu, resources: [{vm}], action: Allow, budgets: [{{resource: cpu, amount: \"64\", window: 1h}}]}}\n"
+        ));
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].contains("rule \"cpu\" never apply for calls of the tools rule \"creates\" names"),
+            "{w:?}"
+        );
+        // Both naming tools: whether they overlap is not judged here.
+        assert_eq!(
+            warnings_of(&format!(
+                "{HEAD}  defaultAction: Deny\n  rules:\n    - {{name: creates, tools: [resources_create_or_update], resources: [{vm}], action: Allow}}\n    - {{name: cpu, tools: [vm_create], resources: [{vm}], action: Allow, budgets: [{{resource: cpu, amount: \"64\", window: 1h}}]}}\n"
+            )),
+            Vec::<String>::new()
         );
         // An earlier rule with conditions lets objects through to the later
         // one: no warning.
