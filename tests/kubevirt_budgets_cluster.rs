@@ -2,7 +2,8 @@
 //! kube-apiserver with the KubeVirt CRDs (no KubeVirt): the controller reads
 //! VMs, instancetypes and VMIs from the cluster and pushes what they weigh
 //! to the sidecar, which judges real kubernetes-mcp-server calls under
-//! examples/kubevirt/budgets.yaml.
+//! examples/kubevirt/budgets.yaml. Shared budgets go through a real
+//! redis-server.
 
 mod support;
 
@@ -25,6 +26,9 @@ struct Setup {
     ns: String,
     url: String,
     sidecar: TollgateProc,
+    /// Sidecars of further pods in front of the same server, with their
+    /// token directories.
+    more: Vec<(TollgateProc, tempfile::TempDir)>,
     controller: ControllerProc,
     _kms: Proc,
     _token: tempfile::TempDir,
@@ -39,17 +43,34 @@ async fn setup(cluster: &'static Cluster, prefix: &str) -> Setup {
 
 /// [`setup`], with further `(from, to)` edits of the example.
 async fn setup_with(cluster: &'static Cluster, prefix: &str, edits: &[(&str, &str)]) -> Setup {
+    setup_pods(cluster, prefix, edits, 1, &[]).await
+}
+
+/// [`setup_with`], with `pods` sidecars (each its own pod) started with
+/// `flags` in front of one kubernetes-mcp-server.
+async fn setup_pods(
+    cluster: &'static Cluster,
+    prefix: &str,
+    edits: &[(&str, &str)],
+    pods: usize,
+    flags: &[&str],
+) -> Setup {
     cluster.kubevirt_crds();
     let ns = cluster.namespace(prefix);
     let (kms, kms_port) = cluster.kubernetes_mcp_server();
     let controller = ControllerProc::start(cluster, &ns, "c1");
-    let (sidecar, token) = controller.managed_sidecar(
-        cluster,
-        &ns,
-        "kms-0",
-        &[("app.kubernetes.io/name", "kubernetes-mcp-server")],
-        &format!("http://127.0.0.1:{kms_port}"),
-    );
+    let mut sidecars = (0..pods).map(|i| {
+        controller.managed_sidecar(
+            cluster,
+            &ns,
+            &format!("kms-{i}"),
+            &[("app.kubernetes.io/name", "kubernetes-mcp-server")],
+            &format!("http://127.0.0.1:{kms_port}"),
+            flags,
+        )
+    });
+    let (sidecar, token) = sidecars.next().expect("at least one pod");
+    let more: Vec<_> = sidecars.collect();
     let (policy, path) = example_with(
         "examples/kubevirt/budgets.yaml",
         "amount: \"64\"",
@@ -72,15 +93,17 @@ async fn setup_with(cluster: &'static Cluster, prefix: &str, edits: &[(&str, &st
     assert!(
         eventually(
             PATIENCE,
-            async || cluster.policy(&ns, "kubevirt-budgets")["status"]["synced"] == "1/1"
+            async || cluster.policy(&ns, "kubevirt-budgets")["status"]["synced"]
+                == format!("{pods}/{pods}")
         )
         .await,
-        "the sidecar never enforced the policy"
+        "the sidecars never enforced the policy"
     );
     Setup {
         url: format!("http://{}/mcp", sidecar.listen),
         ns,
         sidecar,
+        more,
         controller,
         _kms: kms,
         _token: token,
@@ -635,6 +658,64 @@ async fn a_re_applied_disk_draws_its_growth_and_a_running_vm_starts_nothing() {
     // None of those took a place under the cap.
     let still = start("scratch");
     assert_eq!(still.reason(), Some("in_flight"), "{still:?}");
+}
+
+/// A `scope: Shared` storage budget is one budget for two pods' sidecars
+/// (through real redis-server), in front of the real kubernetes-mcp-server:
+/// what one admits, the other cannot, and what is refused never reaches the
+/// cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_shared_storage_budget_spans_two_pods_sidecars() {
+    let cluster = Cluster::get();
+    let redis = support::redis::Redis::start();
+    let s = setup_pods(
+        cluster,
+        "shared",
+        &[(
+            "{resource: storage, amount: 500Gi, window: 1h,",
+            "{resource: storage, amount: 500Gi, window: 1h, scope: Shared,",
+        )],
+        2,
+        &["--redis-url", &redis.url()],
+    )
+    .await;
+    let ns = &s.ns;
+    let urls = [s.url.clone(), format!("http://{}/mcp", s.more[0].0.listen)];
+    let create = |via: usize, name: &str, size: &str| {
+        call(
+            &urls[via],
+            "resources_create_or_update",
+            json!({"resource": format!(
+                "apiVersion: cdi.kubevirt.io/v1beta1\nkind: DataVolume\nmetadata: {{name: {name}, namespace: {ns}}}\nspec: {{source: {{blank: {{}}}}, storage: {{resources: {{requests: {{storage: {size}}}}}}}}}\n"
+            )}),
+        )
+    };
+    let first = create(0, "one", "300Gi");
+    assert!(first.is_allowed(), "{first:?}");
+    let refused = create(1, "two", "300Gi");
+    assert_eq!(refused.reason(), Some("rate_limit"), "{refused:?}");
+    assert!(
+        refused.text().contains(
+            "this call needs 300Gi of storage; 200Gi of the budget of 500Gi of storage per 1h per namespace remain"
+        ),
+        "{refused:?}"
+    );
+    let rest = create(1, "three", "200Gi");
+    assert!(rest.is_allowed(), "{rest:?}");
+    assert_eq!(create(0, "four", "1Gi").reason(), Some("rate_limit"));
+    let names = cluster
+        .kubectl(&["-n", ns, "get", "datavolumes", "-o", "name"])
+        .unwrap();
+    let mut names: Vec<_> = names.lines().collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "datavolume.cdi.kubevirt.io/one",
+            "datavolume.cdi.kubevirt.io/three"
+        ],
+        "only what was admitted reached the cluster"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

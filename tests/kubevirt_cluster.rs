@@ -53,6 +53,7 @@ async fn clones_stay_capped_on_a_real_cluster_and_finished_ones_free_slots() {
         "kms-0",
         &[("app.kubernetes.io/name", "kubernetes-mcp-server")],
         &format!("http://127.0.0.1:{kms_port}"),
+        &[],
     );
     cluster
         .kubectl(&[

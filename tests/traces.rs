@@ -239,8 +239,14 @@ async fn the_controller_traces_reconciles_and_pushes() {
         ))
         .unwrap();
     let upstream = Upstream::start(Framing::Json).await;
-    let (_sidecar, _token) =
-        controller.managed_sidecar(cluster, &ns, "kms-0", &[("app", "kms")], &upstream.url());
+    let (_sidecar, _token) = controller.managed_sidecar(
+        cluster,
+        &ns,
+        "kms-0",
+        &[("app", "kms")],
+        &upstream.url(),
+        &[],
+    );
 
     let policy = format!("{ns}/traced");
     let pod = format!("{ns}/kms-0");

@@ -509,7 +509,8 @@ impl ControllerProc {
     }
 
     /// A sidecar of pod `pod` (created here) that follows this controller,
-    /// in front of `upstream`; the token directory lives as long as it.
+    /// in front of `upstream`, with further `tollgate proxy` flags `extra`;
+    /// the token directory lives as long as it.
     #[allow(dead_code)]
     pub fn managed_sidecar(
         &self,
@@ -518,6 +519,7 @@ impl ControllerProc {
         pod: &str,
         labels: &[(&str, &str)],
         upstream: &str,
+        extra: &[&str],
     ) -> (super::TollgateProc, tempfile::TempDir) {
         cluster.sidecar_pod(ns, pod, labels);
         let dir = tempfile::tempdir().unwrap();
@@ -536,6 +538,7 @@ impl ControllerProc {
             ]
             .map(str::to_owned),
         );
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
         let sidecar = super::tollgate(&args.iter().map(String::as_str).collect::<Vec<_>>());
         (sidecar, dir)
     }
