@@ -660,6 +660,148 @@ async fn a_re_applied_disk_draws_its_growth_and_a_running_vm_starts_nothing() {
     assert_eq!(still.reason(), Some("in_flight"), "{still:?}");
 }
 
+/// `runningVMs: {per: Caller}`: each caller, identified by its
+/// ServiceAccount token (TokenReview), may run its own number of VMs —
+/// those it was let start that still have a VirtualMachineInstance. The test
+/// stands in for KubeVirt by creating and deleting the VMIs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn running_vms_per_caller_count_what_each_caller_started() {
+    let cluster = Cluster::get();
+    let kubeconfig = cluster.kubeconfig.to_str().unwrap().to_owned();
+    let s = setup_pods(
+        cluster,
+        "percaller",
+        &[("{max: 2, per: Namespace}", "{max: 2, per: Caller}")],
+        1,
+        &[
+            "--identity",
+            "kubernetes",
+            "--token-audience",
+            "tollgate-agents",
+            "--kubeconfig",
+            &kubeconfig,
+        ],
+    )
+    .await;
+    let ns = &s.ns;
+    // kubernetes-mcp-server acts with the caller's bearer token: the agents
+    // may start VMs in this namespace, and their tokens are for tollgate
+    // and the apiserver both.
+    cluster
+        .kubectl(&[
+            "-n",
+            ns,
+            "create",
+            "role",
+            "vm-starter",
+            "--verb=get,list,patch,update",
+            "--resource=virtualmachines.kubevirt.io",
+        ])
+        .unwrap();
+    for sa in ["agent-a", "agent-b"] {
+        cluster
+            .kubectl(&["-n", ns, "create", "serviceaccount", sa])
+            .unwrap();
+        cluster
+            .kubectl(&[
+                "-n",
+                ns,
+                "create",
+                "rolebinding",
+                sa,
+                "--role=vm-starter",
+                &format!("--serviceaccount={ns}:{sa}"),
+            ])
+            .unwrap();
+    }
+    let header = |sa: &str| {
+        let token = cluster
+            .kubectl(&[
+                "-n",
+                ns,
+                "create",
+                "token",
+                sa,
+                "--audience",
+                "tollgate-agents",
+                "--audience",
+                "https://kubernetes.default.svc.cluster.local",
+                "--duration",
+                "1h",
+            ])
+            .unwrap();
+        format!("Authorization: Bearer {}", token.trim())
+    };
+    let (a, b) = (header("agent-a"), header("agent-b"));
+    for i in 1..=4 {
+        cluster
+            .apply(&vm(ns, &format!("vm-{i}"), "1Gi", ""))
+            .unwrap();
+    }
+    let start = |auth: &str, name: &str| {
+        let args = json!({"namespace": ns, "name": name, "action": "start"}).to_string();
+        let mut flags = vec![];
+        if !auth.is_empty() {
+            flags.extend(["--header", auth]);
+        }
+        flags.extend(["call", "vm_lifecycle", &args]);
+        Answer::of_result(&agent(&s.url, &flags)[0])
+    };
+    let vmi = |name: &str| {
+        format!(
+            "apiVersion: kubevirt.io/v1\nkind: VirtualMachineInstance\nmetadata: {{name: {name}, namespace: {ns}}}\nspec: {{}}\n"
+        )
+    };
+
+    // Without an identity a caller cannot be counted: refused, saying so.
+    let mut anonymous = Answer::Other("not yet".into());
+    assert!(
+        eventually(PATIENCE, async || {
+            anonymous = start("", "vm-1");
+            anonymous.text().contains("no verified identity")
+        })
+        .await,
+        "{anonymous:?}"
+    );
+    // agent-a starts two VMs (once the controller's running view is
+    // current); KubeVirt would make their VMIs.
+    let mut first = Answer::Other("not yet".into());
+    assert!(
+        eventually(PATIENCE, async || {
+            first = start(&a, "vm-1");
+            first.is_allowed()
+        })
+        .await,
+        "agent-a's first start never passed: {first:?}"
+    );
+    let second = start(&a, "vm-2");
+    assert!(second.is_allowed(), "{second:?}");
+    cluster.apply(&vmi("vm-1")).unwrap();
+    cluster.apply(&vmi("vm-2")).unwrap();
+    // A third is over agent-a's cap; agent-b has a cap of its own.
+    let third = start(&a, "vm-3");
+    assert_eq!(third.reason(), Some("in_flight"), "{third:?}");
+    assert!(
+        third.text().contains(&format!(
+            "2 running VMs per caller (\"system:serviceaccount:{ns}:agent-a\")"
+        )),
+        "{third:?}"
+    );
+    let other = start(&b, "vm-3");
+    assert!(other.is_allowed(), "{other:?}");
+    // vm-1 stops: once the controller has seen it go, agent-a may start
+    // another.
+    cluster
+        .kubectl(&["-n", ns, "delete", "virtualmachineinstance", "vm-1"])
+        .unwrap();
+    assert!(
+        eventually(PATIENCE, async || start(&a, "vm-4").is_allowed()).await,
+        "a stopped VM never freed its caller's cap"
+    );
+    let again = start(&a, "vm-1");
+    assert_eq!(again.reason(), Some("in_flight"), "{again:?}");
+}
+
 /// A `scope: Shared` storage budget is one budget for two pods' sidecars
 /// (through real redis-server), in front of the real kubernetes-mcp-server:
 /// what one admits, the other cannot, and what is refused never reaches the

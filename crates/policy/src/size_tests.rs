@@ -116,13 +116,18 @@ impl Sidecar {
     }
 
     fn call_at(&self, tool: &str, args: Value, after: Duration) -> Decision {
+        self.call_by(None, tool, args, after)
+    }
+
+    /// A call by the verified caller `subject`.
+    fn call_by(&self, subject: Option<&str>, tool: &str, args: Value, after: Duration) -> Decision {
         let meta = meta(tool);
         let call = ToolCall {
             tool,
             arguments: &args,
             session: None,
             meta: Some(&meta),
-            subject: None,
+            subject,
             payloads: None,
             approved: false,
         };
@@ -574,4 +579,48 @@ fn starting_a_vm_that_already_runs_is_no_new_start() {
     let d = start(&s, "a");
     assert_eq!(d.effect, Effect::Denied, "{d:?}");
     assert!(d.message.unwrap().contains("cannot be checked"));
+}
+
+#[test]
+fn running_vms_per_caller_count_the_vms_each_caller_started() {
+    let s = Sidecar::new(&RUNNING.replace("per: Namespace", "per: Caller"));
+    s.in_flight
+        .set_cluster(CloneCounts::default(), SystemTime::now());
+    s.in_flight.set_running_vms([], SystemTime::now());
+    let start = |who: Option<&str>, name: &str| {
+        s.call_by(
+            who,
+            "vm_lifecycle",
+            json!({"namespace": "vms", "name": name, "action": "start"}),
+            Duration::ZERO,
+        )
+    };
+    // A session is no identity: a new one would be a new caller.
+    let d = start(None, "a");
+    assert_eq!((d.effect, d.reason), (Effect::Denied, Reason::Arguments));
+    assert!(
+        d.message.unwrap().contains("no verified identity"),
+        "names the missing identity"
+    );
+    for name in ["a", "b", "c"] {
+        assert_eq!(start(Some("ann"), name).effect, Effect::Allowed);
+    }
+    let d = start(Some("ann"), "d");
+    assert_eq!((d.effect, d.reason), (Effect::Denied, Reason::InFlight));
+    assert!(
+        d.message
+            .unwrap()
+            .contains("3 running VMs per caller (\"ann\")"),
+        "names the caller's cap"
+    );
+    // Bob's cap is his own.
+    assert_eq!(start(Some("bob"), "e").effect, Effect::Allowed);
+    // Per caller is for running VMs: clones in flight are not attributed.
+    let problems = problems(
+        "apiVersion: tollgate.dev/v1alpha1\nkind: McpToolPolicy\nmetadata: {name: p}\nspec:\n  rules:\n    - name: c\n      resources: [{group: clone.kubevirt.io, kind: VirtualMachineClone}]\n      action: Allow\n      inFlight: [{max: 1, per: Caller}]\n",
+    );
+    assert!(
+        problems.contains("per Caller is for `runningVMs`"),
+        "{problems:?}"
+    );
 }

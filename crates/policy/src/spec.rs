@@ -845,8 +845,8 @@ pub struct InFlightLimit {
     /// At most this many in flight.
     #[schemars(range(min = 1, max = 100000))]
     pub max: i64,
-    /// Counted per `Namespace`, per source VM (`Source`), or over the whole
-    /// `Cluster`.
+    /// Counted per `Namespace`, per source VM (`Source`), over the whole
+    /// `Cluster`, or (for `runningVMs`) per `Caller`.
     pub per: InFlightScope,
 }
 
@@ -861,6 +861,9 @@ pub enum InFlightScope {
     Source,
     /// Everything the sidecar's server can reach.
     Cluster,
+    /// Each caller, by its verified identity (`runningVMs` only): the VMs
+    /// this sidecar let the caller start that still run.
+    Caller,
 }
 
 /// A budget on what a rule's objects consume: e.g. 500Gi of new storage

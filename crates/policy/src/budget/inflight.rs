@@ -14,6 +14,13 @@
 //! Time is wall-clock time, since the controller's observations come from
 //! another machine; [`SETTLE`] absorbs ordinary clock skew.
 //!
+//! Running VMs per caller cannot be counted from the cluster: nothing there
+//! says who started a VM. So the store also remembers which VMs it let each
+//! caller start (`per: Caller` claims name them), and counts those that the
+//! controller's running set (VirtualMachineInstances) still holds; a VM
+//! seen not running [`SETTLE`] after its start is forgotten. This is the
+//! sidecar's own knowledge: calls through another replica are not seen.
+//!
 //! What the store remembers is bounded: each admission keeps a 16-byte
 //! digest of its key (never the agent's namespace text), at most
 //! [`MAX_RECORDS`] are kept, and one caller may hold at most
@@ -21,7 +28,7 @@
 //! refused (`crowded`), never admitted unremembered: an admission the store
 //! forgot would let the next call past the cap.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
@@ -68,6 +75,9 @@ pub struct Claim {
     pub max: u32,
     /// How many the call adds.
     pub cost: u32,
+    /// For running VMs: which (`namespace/name`), to count a caller's VMs
+    /// while they run.
+    pub vms: Vec<String>,
 }
 
 /// Which of the controller's counts its watches vouch for.
@@ -132,6 +142,14 @@ struct Pending {
     caller: CallerKey,
 }
 
+/// Who was let start a VM.
+#[derive(Debug)]
+struct Started {
+    caller: BucketKey,
+    ticket: u64,
+    at: SystemTime,
+}
+
 #[derive(Debug, Default)]
 struct State {
     /// The controller's counts as last vouched for by the clone watch, and
@@ -139,6 +157,12 @@ struct State {
     /// in which one watch is not current leaves that count as it was.
     clones: Option<(CloneCounts, SystemTime)>,
     running: Option<(CloneCounts, SystemTime)>,
+    /// The running VMs (`namespace/name`) as last vouched for by the VMI
+    /// watch.
+    running_vms: HashSet<String>,
+    /// VMs a caller was let start: `namespace/name` → who, by which ticket,
+    /// when.
+    started: HashMap<String, Started>,
     /// In ticket order, which is admission order.
     pending: VecDeque<Pending>,
     /// The sum of `pending` costs per scope and key.
@@ -198,6 +222,23 @@ impl MemoryInFlight {
             (false, true) => s.running = Some((counts, observed_at)),
             (false, false) => {}
         }
+    }
+
+    /// The VMs the controller's current VMI watch sees running, observed at
+    /// `observed_at`. A VM started through this store that is not among
+    /// them [`SETTLE`] after its start no longer counts for its caller.
+    pub fn set_running_vms(&self, vms: impl IntoIterator<Item = String>, observed_at: SystemTime) {
+        let mut s = self.lock();
+        s.running_vms = vms.into_iter().collect();
+        let State {
+            running_vms,
+            started,
+            ..
+        } = &mut *s;
+        started.retain(|vm, st| {
+            running_vms.contains(vm)
+                || !observed_at.duration_since(st.at).is_ok_and(|d| d >= SETTLE)
+        });
     }
 
     /// In flight now under `scope`/`key`.
@@ -276,8 +317,19 @@ impl State {
                     c.by_source.get(key).copied().unwrap_or(0)
                 }
                 (Counted::Clones, InFlightScope::Cluster) => c.total,
+                // Refused when compiled: clones are not attributed to callers.
+                (Counted::Clones, InFlightScope::Caller) => 0,
                 (Counted::RunningVms, InFlightScope::Namespace) => {
                     c.running_by_namespace.get(key).copied().unwrap_or(0)
+                }
+                (Counted::RunningVms, InFlightScope::Caller) => {
+                    let caller = digest(key);
+                    let running = self
+                        .started
+                        .iter()
+                        .filter(|(vm, st)| st.caller == caller && self.running_vms.contains(*vm))
+                        .count();
+                    u32::try_from(running).unwrap_or(u32::MAX)
                 }
                 (Counted::RunningVms, _) => c.running_total,
             });
@@ -310,7 +362,9 @@ impl State {
         let crowded = if held + more > MAX_RECORDS_PER_CALLER {
             self.refused_caller += 1;
             true
-        } else if self.pending.len() + more > MAX_RECORDS {
+        } else if self.pending.len() + more > MAX_RECORDS
+            || self.started.len() + claims.iter().map(|c| c.vms.len()).sum::<usize>() > MAX_RECORDS
+        {
             self.refused_total += 1;
             true
         } else {
@@ -372,6 +426,16 @@ impl InFlight for MemoryInFlight {
                 cost: c.cost,
                 caller,
             });
+            if c.scope == InFlightScope::Caller {
+                for vm in &c.vms {
+                    let started = Started {
+                        caller: key,
+                        ticket,
+                        at: now,
+                    };
+                    s.started.insert(vm.clone(), started);
+                }
+            }
         }
         Ok(Ticket(ticket))
     }
@@ -388,6 +452,7 @@ impl InFlight for MemoryInFlight {
         for p in &released {
             s.forget(p);
         }
+        s.started.retain(|_, st| st.ticket != ticket.0);
     }
 
     fn check(&self, claims: &[Claim], now: SystemTime) -> Result<(), Full> {
@@ -411,6 +476,7 @@ mod tests {
             key: key.into(),
             max,
             cost,
+            vms: Vec::new(),
         }
     }
 
@@ -526,6 +592,7 @@ mod tests {
             key: String::new(),
             max: 3,
             cost: 2,
+            vms: Vec::new(),
         };
         let t = s
             .try_claim(&[claim("a", 10, 2), cluster.clone()], anyone(), at(0))
@@ -618,5 +685,60 @@ mod tests {
         s.release(first);
         s.release(third);
         assert_eq!(s.stats().entries, 0);
+    }
+
+    /// A per-caller claim starting `vm`.
+    fn start(caller: &str, vm: &str, max: u32) -> Claim {
+        Claim {
+            counted: Counted::RunningVms,
+            scope: InFlightScope::Caller,
+            key: caller.into(),
+            max,
+            cost: 1,
+            vms: vec![vm.into()],
+        }
+    }
+
+    #[test]
+    fn a_callers_running_vms_are_those_it_started_that_still_run() {
+        let s = MemoryInFlight::default();
+        let counts = CloneCounts::default();
+        s.set_cluster(counts.clone(), at(0));
+        s.set_running_vms(["vms/other".to_owned()], at(0));
+        let running = |who: &str, t: u64| s.running(InFlightScope::Caller, who, at(t));
+        // VMs running that nobody started here are nobody's.
+        assert_eq!(running("ann", 0), 0);
+        s.try_claim(&[start("ann", "vms/a", 2)], anyone(), at(1))
+            .unwrap();
+        s.try_claim(&[start("ann", "vms/b", 2)], anyone(), at(1))
+            .unwrap();
+        let full = s.try_claim(&[start("ann", "vms/c", 2)], anyone(), at(1));
+        assert_eq!(full.unwrap_err().current, 2);
+        // Another caller has a cap of its own.
+        s.try_claim(&[start("bob", "vms/d", 2)], anyone(), at(1))
+            .unwrap();
+        // The controller sees a and d run, and b never started: once its
+        // count includes the starts, ann runs one VM and may start another.
+        s.set_cluster(counts.clone(), at(5));
+        s.set_running_vms(["vms/a".to_owned(), "vms/d".to_owned()], at(5));
+        assert_eq!(running("ann", 5), 1);
+        assert_eq!(running("bob", 5), 1);
+        s.try_claim(&[start("ann", "vms/c", 2)], anyone(), at(6))
+            .unwrap();
+        assert_eq!(running("ann", 6), 2);
+        // a stops: it no longer counts for ann.
+        s.set_cluster(counts, at(10));
+        s.set_running_vms(["vms/c".to_owned(), "vms/d".to_owned()], at(10));
+        assert_eq!(running("ann", 10), 1);
+        // A released start is not ann's.
+        let t = s
+            .try_claim(&[start("ann", "vms/e", 2)], anyone(), at(11))
+            .unwrap();
+        s.release(t);
+        s.set_running_vms(
+            ["vms/c".to_owned(), "vms/d".to_owned(), "vms/e".to_owned()],
+            at(11),
+        );
+        assert_eq!(running("ann", 11), 1);
     }
 }

@@ -493,7 +493,7 @@ fn compile_rule(
             problems.push(Problem::at(at.clone(), format!("running VMs are counted for {VM_KIND}s; add {{group: {VM_GROUP}, kind: {VM_KIND}}} to `resources`")));
         }
         if cap.per == crate::spec::InFlightScope::Source {
-            problems.push(Problem::at(format!("{at}.per"), "running VMs are counted per Namespace or per Cluster"));
+            problems.push(Problem::at(format!("{at}.per"), "running VMs are counted per Namespace, per Caller or per Cluster"));
             return None;
         }
         if !(1..=100_000).contains(&cap.max) {

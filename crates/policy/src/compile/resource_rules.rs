@@ -340,9 +340,15 @@ pub struct InFlightCap {
 }
 
 impl InFlightCap {
-    /// The counter key of `op` under this cap, or why there is none.
-    pub fn key(&self, op: &Op) -> Result<String, NoKey> {
+    /// The counter key of `op`, in a call by `subject`, under this cap, or
+    /// why there is none.
+    pub fn key(&self, op: &Op, subject: Option<&str>) -> Result<String, NoKey> {
         match self.scope {
+            InFlightScope::Caller => match (subject, &op.name) {
+                (None, _) => Err(NoKey::CallerUnknown),
+                (_, None) => Err(NoKey::VmUnknown),
+                (Some(subject), Some(_)) => Ok(subject.to_owned()),
+            },
             InFlightScope::Cluster => Ok(String::new()),
             InFlightScope::Namespace => op.namespace.clone().ok_or(NoKey::NamespaceUnknown),
             InFlightScope::Source => match (
@@ -495,6 +501,13 @@ pub(crate) fn compile_resource_parts(
         }
         if !all_clones {
             problems.push(Problem::at(at.clone(), format!("in-flight counts are kept for {CLONE_KIND}s only; make `resources` exactly {CLONE_KIND}")));
+        }
+        if f.per == InFlightScope::Caller {
+            problems.push(Problem::at(
+                format!("{at}.per"),
+                "clones in flight are counted per Namespace, Source or Cluster; per Caller is for `runningVMs`",
+            ));
+            continue;
         }
         if !(1..=100_000).contains(&f.max) {
             problems.push(Problem::at(

@@ -148,6 +148,16 @@ pub enum NoKey {
     /// The cap counts per source VM.
     #[error("its source VM cannot be known")]
     SourceUnknown,
+    /// The cap counts per caller, and the caller has no verified identity
+    /// (an MCP session is not one: a new session would be a new caller).
+    #[error(
+        "the caller has no verified identity (run the sidecar with --identity jwt or kubernetes)"
+    )]
+    CallerUnknown,
+    /// The cap counts per caller, by the VMs it started: the VM must be
+    /// named.
+    #[error("its VM's name cannot be known")]
+    VmUnknown,
 }
 
 /// Why the `resource` of `op` cannot be known.

@@ -258,7 +258,8 @@ fn object_conditions<'a>(
         clone.check(op, view)?;
     }
     for cap in &r.in_flight {
-        cap.key(op).map_err(WhyNot::InFlightUncounted)?;
+        cap.key(op, call.subject)
+            .map_err(WhyNot::InFlightUncounted)?;
     }
     if let Some(lifecycle) = &r.lifecycle {
         lifecycle.check(op, view, r.action == Action::Deny)?;
@@ -266,7 +267,8 @@ fn object_conditions<'a>(
     if starts_vm(op, view)
         && let Some(cap) = &r.running_vms
     {
-        cap.key(op).map_err(WhyNot::RunningVmsUncounted)?;
+        cap.key(op, call.subject)
+            .map_err(WhyNot::RunningVmsUncounted)?;
         if !view.running_vms_current() {
             return Err(WhyNot::RunningVmsNotCurrent { max: cap.max });
         }

@@ -131,11 +131,13 @@ impl Spend {
             }
             for cap in &rule.in_flight {
                 // Checked in judge: every object of an allowing rule has a key.
-                let Ok(key) = cap.key(op) else { continue };
+                let Ok(key) = cap.key(op, call.subject) else {
+                    continue;
+                };
                 self.claim(
                     p,
                     rule,
-                    Counted::Clones,
+                    (Counted::Clones, None),
                     cap,
                     key,
                     &format!("{what}s in flight"),
@@ -143,18 +145,23 @@ impl Spend {
             }
             if starts_vm(op, view)
                 && let Some(cap) = &rule.running_vms
-                && let Ok(key) = cap.key(op)
+                && let Ok(key) = cap.key(op, call.subject)
             {
-                self.claim(p, rule, Counted::RunningVms, cap, key, "running VMs");
+                let vm = match (&op.namespace, &op.name) {
+                    (Some(ns), Some(name)) => Some(format!("{ns}/{name}")),
+                    _ => None,
+                };
+                self.claim(p, rule, (Counted::RunningVms, vm), cap, key, "running VMs");
             }
         }
     }
 
+    /// One more of `counted` (and, for running VMs, which VM) under `cap`.
     fn claim(
         &mut self,
         p: &CompiledPolicy,
         rule: &CompiledRule,
-        counted: Counted,
+        (counted, vm): (Counted, Option<String>),
         cap: &InFlightCap,
         key: String,
         what: &str,
@@ -162,11 +169,15 @@ impl Spend {
         match self.claims.iter().position(|c| {
             c.counted == counted && c.scope == cap.scope && c.key == key && c.max == cap.max
         }) {
-            Some(i) => self.claims[i].cost += 1,
+            Some(i) => {
+                self.claims[i].cost += 1;
+                self.claims[i].vms.extend(vm);
+            }
             None => {
                 let per = match cap.scope {
                     InFlightScope::Namespace => format!(" per namespace (in {key:?})"),
                     InFlightScope::Source => format!(" per source VM (of {key:?})"),
+                    InFlightScope::Caller => format!(" per caller ({key:?})"),
                     InFlightScope::Cluster => String::new(),
                 };
                 self.claims.push(Claim {
@@ -175,6 +186,7 @@ impl Spend {
                     key,
                     max: cap.max,
                     cost: 1,
+                    vms: vm.into_iter().collect(),
                 });
                 self.claim_owner
                     .push(owner(p, rule, format!("{} {what}{per}", cap.max)));

@@ -429,6 +429,10 @@ impl Follower {
                 running: state.vmis_observed,
             },
         );
+        if state.vmis_observed {
+            self.in_flight
+                .set_running_vms(state.running_vms.iter().cloned(), observed);
+        }
         self.cluster.set_report(state);
     }
 
