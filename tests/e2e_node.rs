@@ -307,7 +307,7 @@ fn helm_install_inject_enforce_scrape_and_survive_faults_on_a_real_node() {
     node.must(&["create", "namespace", VMS]);
 
     step(
-        "helm install tollgate charts/tollgate --set image.repository=tollgate,image.tag=dev,image.pullPolicy=Never",
+        "helm install tollgate charts/tollgate --set image.repository=tollgate,image.tag=dev,image.pullPolicy=Never --set approvals.sidecarServiceAccounts[0].namespace=mcp,approvals.sidecarServiceAccounts[0].name=kubernetes-mcp-server",
     );
     node.helm(&[
         "install",
@@ -318,6 +318,10 @@ fn helm_install_inject_enforce_scrape_and_survive_faults_on_a_real_node() {
         "--create-namespace",
         "--set",
         "image.repository=tollgate,image.tag=dev,image.pullPolicy=Never",
+        "--set",
+        &format!(
+            "approvals.sidecarServiceAccounts[0].namespace={MCP},approvals.sidecarServiceAccounts[0].name=kubernetes-mcp-server"
+        ),
         "--wait",
         "--timeout",
         "600s",
@@ -439,7 +443,19 @@ fn helm_install_inject_enforce_scrape_and_survive_faults_on_a_real_node() {
 
     every_dashboard_panel_has_data(&prometheus, &url);
 
+    let approval = a_held_call_is_kept_as_an_approval_its_pod_owns(&node, &url);
+
     enforcement_survives_faults(&node, &url);
+
+    step("the restarted pod's approval: kube-controller-manager's garbage collector deletes it");
+    wait_for(
+        Duration::from_secs(120),
+        "the approval deleted with the pod that owned it",
+        || {
+            node.kubectl(&["-n", MCP, "get", "mtca", &approval])
+                .is_err_and(|e| e.contains("NotFound"))
+        },
+    );
 
     step("helm uninstall: nothing of tollgate is left but the CRDs");
     node.helm(&["uninstall", RELEASE, "-n", SYSTEM, "--wait"]);
@@ -703,6 +719,55 @@ fn stdio_server_runs_behind_tollgate_in_its_own_container(node: &Node) {
     denied(&denied_call, "stdio-clone-cap");
     answered(&agent(&url, &["call", "namespaces_list", "{}"]));
     node.must(&["delete", "-f", example, "--wait=true"]);
+}
+
+/// A second policy holds `events_list` for a person's approval: the call is
+/// answered at once with the McpToolCallApproval the sidecar created, owned
+/// by the sidecar's pod (its uid from the Downward API, set by the
+/// injection webhook). Returns the approval's name; the pod is restarted
+/// later, and the approval must go with it.
+fn a_held_call_is_kept_as_an_approval_its_pod_owns(node: &Node, url: &str) -> String {
+    step("kubectl apply an McpToolPolicy holding events_list for approval; the agent calls it");
+    let policy = format!(
+        "apiVersion: tollgate.dev/v1alpha1\nkind: McpToolPolicy\nmetadata: {{name: approve-events, namespace: {MCP}}}\nspec:\n  selector: {{matchLabels: {{app.kubernetes.io/name: kubernetes-mcp-server}}}}\n  defaultAction: Allow\n  rules:\n    - name: ask-first\n      tools: [events_list]\n      action: RequireApproval\n"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("approve-events.yaml");
+    std::fs::write(&file, policy).unwrap();
+    node.must(&["apply", "-f", file.to_str().unwrap()]);
+    wait_for(
+        Duration::from_secs(60),
+        "approve-events: 1/1 synced",
+        || node.json(&["-n", MCP, "get", "mtp", "approve-events"])["status"]["synced"] == "1/1",
+    );
+    let held = agent(url, &["call", "events_list", "{}"]);
+    let text = held["content"][0]["text"].as_str().unwrap_or_default();
+    assert!(
+        held["isError"] == true && text.contains("Approval required"),
+        "{held}"
+    );
+    let pod = mcp_pod(node);
+    let approvals = node.items(&["-n", MCP, "get", "mtca"]);
+    assert_eq!(approvals.len(), 1, "one approval: {approvals:?}");
+    let approval = &approvals[0];
+    let name = approval["metadata"]["name"].as_str().unwrap().to_owned();
+    assert!(text.contains(&name), "the agent is told its name: {text}");
+    assert_eq!(approval["spec"]["tool"], "events_list", "{approval}");
+    let owner = &approval["metadata"]["ownerReferences"][0];
+    assert_eq!(
+        (&owner["kind"], &owner["name"], &owner["uid"]),
+        (
+            &json!("Pod"),
+            &pod["metadata"]["name"],
+            &pod["metadata"]["uid"]
+        ),
+        "owned by the sidecar's pod: {approval}"
+    );
+    step(&format!(
+        "kubectl get mtca -n {MCP}: {name}, owned by pod {}",
+        pod["metadata"]["name"].as_str().unwrap()
+    ));
+    name
 }
 
 fn enforcement_survives_faults(node: &Node, url: &str) {
