@@ -660,6 +660,38 @@ async fn a_re_applied_disk_draws_its_growth_and_a_running_vm_starts_nothing() {
     assert_eq!(still.reason(), Some("in_flight"), "{still:?}");
 }
 
+/// The controller re-publishes its state every 2 s; unchanged, it goes to
+/// the sidecar as a re-observation of a few hundred bytes, not the whole
+/// state again. That must keep the running count current: past the 10 s a
+/// count is trusted without news, a start is still counted, not refused as
+/// uncountable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unchanged_state_keeps_the_running_count_current() {
+    let cluster = Cluster::get();
+    let s = setup(cluster, "fresh").await;
+    let ns = &s.ns;
+    cluster.apply(&vm(ns, "quiet", "1Gi", "")).unwrap();
+    let start = || {
+        call(
+            &s.url,
+            "vm_lifecycle",
+            json!({"namespace": ns, "name": "quiet", "action": "start"}),
+        )
+    };
+    assert!(
+        eventually(PATIENCE, async || start().is_allowed()).await,
+        "the running count never became current"
+    );
+    // Nothing changes in the cluster for longer than a count is trusted
+    // without news (the admitted start settles meanwhile).
+    tokio::time::sleep(Duration::from_secs(13)).await;
+    let still = start();
+    assert!(
+        still.is_allowed(),
+        "a quiet cluster's count went stale: {still:?}"
+    );
+}
+
 /// `runningVMs: {per: Caller}`: each caller, identified by its
 /// ServiceAccount token (TokenReview), may run its own number of VMs —
 /// those it was let start that still have a VirtualMachineInstance. The test

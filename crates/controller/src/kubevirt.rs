@@ -24,6 +24,7 @@ use tollgate_policy::resources::{CLONE_GROUP, CLONE_KIND, CLONE_RESOURCE, CloneC
 use tollgate_policy::snapshot::ClusterReport;
 use tollgate_policy::spec::SizeResource;
 
+use crate::cluster_state::ClusterState;
 use crate::watch::{Step, Watched};
 
 /// How often the state is re-published without changes.
@@ -311,7 +312,7 @@ fn vm_entry(o: &DynamicObject, spec: &serde_json::Value) -> VmSeen {
 pub(crate) async fn run(
     client: Client,
     namespace: Option<String>,
-    tx: watch::Sender<Arc<ClusterReport>>,
+    tx: watch::Sender<Arc<ClusterState>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let seen = Arc::new(Mutex::new(Seen::default()));
@@ -413,8 +414,9 @@ pub(crate) async fn run(
                 changes.borrow_and_update();
             }
         }
-        let state = seen.lock().unwrap_or_else(|e| e.into_inner()).state();
-        tx.send_replace(Arc::new(state));
+        let report = seen.lock().unwrap_or_else(|e| e.into_inner()).state();
+        let next = ClusterState::next(report, &tx.borrow());
+        tx.send_replace(next);
     }
     for t in tasks {
         t.abort();

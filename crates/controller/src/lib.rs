@@ -13,6 +13,7 @@
 
 mod acks;
 mod certs;
+mod cluster_state;
 mod config;
 pub mod doctor;
 pub mod explain;

@@ -14,11 +14,13 @@ use tokio::sync::watch;
 
 use tollgate_mcp::sse;
 use tollgate_policy::snapshot::{
-    Ack, ClusterReport, HEARTBEAT_EVENT, Heartbeat, SIDECAR_LABEL, SNAPSHOT_EVENT, STATE_EVENT,
+    Ack, FEATURE_STATE_FRESH, HEARTBEAT_EVENT, Heartbeat, SIDECAR_LABEL, SNAPSHOT_EVENT,
+    STREAM_FEATURES_HEADER,
 };
 use tollgate_runtime::body::{self, Body, BoxError};
 
 use crate::acks::AckBook;
+use crate::cluster_state::{ClusterState, StateSender};
 use crate::index::{Index, Published};
 use crate::metrics::ControllerMetrics;
 use crate::watch::Synced;
@@ -41,7 +43,7 @@ pub(crate) struct PushService {
     /// How often a quiet stream carries a heartbeat.
     pub heartbeat: Duration,
     /// KubeVirt state for the sidecars.
-    pub cluster: watch::Receiver<Arc<ClusterReport>>,
+    pub cluster: watch::Receiver<Arc<ClusterState>>,
     /// Whether the index holds complete lists: no snapshot is served before.
     pub synced: Synced,
 }
@@ -104,6 +106,17 @@ fn refuse(svc: &PushService, e: &AuthError) -> Response<Body> {
     error(status, &e.to_string())
 }
 
+/// Whether the sidecar named `feature` among the stream features it
+/// understands.
+fn understands(req: &Request<Incoming>, feature: &str) -> bool {
+    req.headers()
+        .get_all(STREAM_FEATURES_HEADER)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|f| f.trim().eq_ignore_ascii_case(feature))
+}
+
 async fn snapshots(
     svc: &Arc<PushService>,
     req: &Request<Incoming>,
@@ -147,6 +160,7 @@ async fn snapshots(
         pod: format!("{ns}/{pod}"),
         rx: sub.rx,
         cluster: svc.cluster.clone(),
+        sent: StateSender::new(understands(req, FEATURE_STATE_FRESH)),
         heartbeat: tokio::time::interval(svc.heartbeat),
         first: true,
         queued: None,
@@ -219,7 +233,9 @@ struct SnapshotStream {
     /// `namespace/name`, for the push span.
     pod: String,
     rx: watch::Receiver<Arc<Published>>,
-    cluster: watch::Receiver<Arc<ClusterReport>>,
+    cluster: watch::Receiver<Arc<ClusterState>>,
+    /// What this stream's sidecar was sent of the cluster state.
+    sent: StateSender,
     heartbeat: tokio::time::Interval,
     first: bool,
     queued: Option<Bytes>,
@@ -233,7 +249,7 @@ impl SnapshotStream {
             self.first = false;
             // The interval's first tick is immediate; skip it.
             self.heartbeat.tick().await;
-            if !self.cluster.borrow().observed_at.is_empty() {
+            if !self.cluster.borrow().report().observed_at.is_empty() {
                 self.queued = Some(self.state());
             }
             return Some(self.snapshot());
@@ -254,11 +270,7 @@ impl SnapshotStream {
 
     fn state(&mut self) -> Bytes {
         let state = self.cluster.borrow_and_update().clone();
-        sse::encode(
-            Some(STATE_EVENT),
-            None,
-            &serde_json::to_string(&*state).unwrap_or_default(),
-        )
+        self.sent.event(&state)
     }
 
     fn snapshot(&mut self) -> Bytes {

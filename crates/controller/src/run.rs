@@ -217,7 +217,7 @@ pub async fn start(config: ControllerConfig) -> Result<Running, StartError> {
     )));
 
     let (cluster_tx, cluster_rx) =
-        watch::channel(Arc::new(tollgate_policy::snapshot::ClusterReport::default()));
+        watch::channel(Arc::new(crate::cluster_state::ClusterState::default()));
     tasks.push(tokio::spawn(kubevirt::run(
         client.clone(),
         config.watch_namespace.clone(),

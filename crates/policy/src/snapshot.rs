@@ -30,6 +30,16 @@ pub const SNAPSHOT_EVENT: &str = "snapshot";
 pub const HEARTBEAT_EVENT: &str = "heartbeat";
 /// The SSE event name of cluster state (KubeVirt counts and labels).
 pub const STATE_EVENT: &str = "state";
+/// The SSE event name of a re-observation of the state last sent on this
+/// stream, unchanged but for when it was observed ([`StateFresh`]). Sent
+/// only to sidecars that ask for it with [`STREAM_FEATURES_HEADER`]
+/// carrying [`FEATURE_STATE_FRESH`]; others get the whole state each time.
+pub const STATE_FRESH_EVENT: &str = "state-fresh";
+/// The request header in which a sidecar names the stream features it
+/// understands (comma-separated).
+pub const STREAM_FEATURES_HEADER: &str = "tollgate-stream-features";
+/// The feature: unchanged cluster state comes as [`STATE_FRESH_EVENT`].
+pub const FEATURE_STATE_FRESH: &str = "state-fresh";
 /// The audience sidecar tokens are issued for (`--audience` changes it).
 pub const DEFAULT_AUDIENCE: &str = "tollgate";
 /// The label that marks a pod as running a tollgate sidecar.
@@ -193,6 +203,55 @@ pub struct ClusterReport {
     pub disk_sizes: std::collections::BTreeMap<String, u64>,
     /// When the controller computed this (RFC 3339).
     pub observed_at: String,
+}
+
+/// The state last sent on this stream, observed again unchanged: its
+/// counts, VMs and sizes stand, vouched for as of `observed_at`. A cluster
+/// of 10,000 VMs is a state of megabytes; re-sending it every few seconds
+/// to every sidecar only to say "still so" is what this replaces.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StateFresh {
+    /// Whether the clone watch is current (see [`ClusterReport`]).
+    pub clones_observed: bool,
+    /// Whether the VirtualMachineInstance watch is current.
+    pub vmis_observed: bool,
+    /// When the controller observed it (RFC 3339).
+    pub observed_at: String,
+}
+
+impl ClusterReport {
+    /// This report's freshness, to send when only that changed.
+    pub fn freshness(&self) -> StateFresh {
+        StateFresh {
+            clones_observed: self.clones_observed,
+            vmis_observed: self.vmis_observed,
+            observed_at: self.observed_at.clone(),
+        }
+    }
+
+    /// Whether `other` says the same as this one but for its freshness.
+    pub fn same_content(&self, other: &ClusterReport) -> bool {
+        let Self {
+            clones_observed: _,
+            clones,
+            vmis_observed: _,
+            vms,
+            vm_sizes,
+            instancetypes,
+            cluster_instancetypes,
+            running_vms,
+            disk_sizes,
+            observed_at: _,
+        } = self;
+        *clones == other.clones
+            && *vms == other.vms
+            && *vm_sizes == other.vm_sizes
+            && *instancetypes == other.instancetypes
+            && *cluster_instancetypes == other.cluster_instancetypes
+            && *running_vms == other.running_vms
+            && *disk_sizes == other.disk_sizes
+    }
 }
 
 /// A heartbeat: the version the controller last sent this sidecar.

@@ -63,6 +63,17 @@ impl VmLabels {
         };
     }
 
+    /// The last report, observed again unchanged: only whether the running
+    /// VMs are vouched for, and since when, moves.
+    pub fn set_freshness(&self, vmis_observed: bool) {
+        self.set_freshness_at(vmis_observed, Instant::now());
+    }
+
+    /// [`Self::set_freshness`], received at `now`.
+    pub fn set_freshness_at(&self, vmis_observed: bool, now: Instant) {
+        self.write().running_at = vmis_observed.then_some(now);
+    }
+
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Known> {
         self.known.write().unwrap_or_else(|e| e.into_inner())
     }
@@ -153,6 +164,28 @@ mod tests {
         // A VMI watch that went back to re-listing withdraws it at once.
         view.set_report_at(clones_only, t0 + Duration::from_secs(2));
         assert!(!view.running_current_at(t0 + Duration::from_secs(2)));
+    }
+
+    #[test]
+    fn a_re_observation_keeps_the_running_count_current_and_the_vms_known() {
+        let view = VmLabels::default();
+        let t0 = Instant::now();
+        view.set_report_at(
+            ClusterReport {
+                vmis_observed: true,
+                running_vms: ["vms/a".to_owned()].into(),
+                observed_at: "2026-01-01T00:00:00Z".into(),
+                ..Default::default()
+            },
+            t0,
+        );
+        let later = t0 + RUNNING_VMS_FRESH_FOR + Duration::from_secs(5);
+        assert!(!view.running_current_at(later), "stale without news");
+        view.set_freshness_at(true, t0 + Duration::from_secs(8));
+        assert!(view.running_current_at(later), "vouched for again at 8 s");
+        assert!(view.read().running.contains("vms/a"), "what it knew stands");
+        view.set_freshness_at(false, t0 + Duration::from_secs(9));
+        assert!(!view.running_current_at(t0 + Duration::from_secs(9)));
     }
 
     #[test]

@@ -16,6 +16,7 @@
 //! is refused like one that does not compile: counted, logged, not
 //! acknowledged, and the rules in force stay.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -30,9 +31,11 @@ use tokio::sync::watch;
 
 use tollgate_mcp::sse;
 use tollgate_policy::budget::inflight::{Covers, MemoryInFlight};
+use tollgate_policy::resources::CloneCounts;
 use tollgate_policy::snapshot::{
-    Ack, ClusterReport, HEARTBEAT_EVENT, Heartbeat, SNAPSHOT_EVENT, STATE_EVENT, Snapshot,
-    WouldDeny, acks_path, snapshots_path,
+    Ack, ClusterReport, FEATURE_STATE_FRESH, HEARTBEAT_EVENT, Heartbeat, SNAPSHOT_EVENT,
+    STATE_EVENT, STATE_FRESH_EVENT, STREAM_FEATURES_HEADER, Snapshot, StateFresh, WouldDeny,
+    acks_path, snapshots_path,
 };
 use tollgate_policy::{Problems, load};
 
@@ -66,6 +69,9 @@ pub struct Follower {
     acked: Option<String>,
     /// The would-be denials the controller last accepted with an ack.
     reported: Vec<WouldDeny>,
+    /// The counts and running VMs of the last whole state on this stream,
+    /// which a `state-fresh` event vouches for again.
+    last_state: Option<(CloneCounts, BTreeSet<String>)>,
 }
 
 /// Why a follower cannot be set up; said so the operator knows what to change.
@@ -233,6 +239,7 @@ impl Follower {
             client,
             acked: None,
             reported: Vec::new(),
+            last_state: None,
         })
     }
 
@@ -294,6 +301,8 @@ impl Follower {
 
     /// One connection: true if it delivered at least one snapshot.
     async fn follow_once(&mut self) -> Result<bool, Lost> {
+        // A re-observation vouches for what its own stream sent.
+        self.last_state = None;
         let token = self.token()?;
         let path = snapshots_path(&self.config.namespace, &self.config.pod);
         let request = Request::builder()
@@ -301,6 +310,7 @@ impl Follower {
             .uri(self.uri(&path)?)
             .header(header::AUTHORIZATION, format!("Bearer {token}"))
             .header(header::ACCEPT, "text/event-stream")
+            .header(STREAM_FEATURES_HEADER, FEATURE_STATE_FRESH)
             .body(Full::new(Bytes::new()))?;
         let response = tokio::time::timeout(Duration::from_secs(10), self.client.request(request))
             .await
@@ -344,6 +354,7 @@ impl Follower {
                         self.on_snapshot(&event.data).await;
                     }
                     Some(STATE_EVENT) => self.on_state(&event.data),
+                    Some(STATE_FRESH_EVENT) => self.on_fresh(&event.data),
                     Some(HEARTBEAT_EVENT) => {
                         // Re-send an ack that did not get through, or one
                         // whose would-be denials changed.
@@ -404,15 +415,35 @@ impl Follower {
         self.ack(&snapshot.version).await;
     }
 
-    fn on_state(&self, data: &str) {
-        let state: ClusterReport = match serde_json::from_str(data) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "ignoring cluster state this sidecar cannot read");
-                return;
-            }
+    fn on_state(&mut self, data: &str) {
+        let Some(state) = read_state::<ClusterReport>(data) else {
+            return;
         };
-        let observed = state
+        let last = (state.clones.clone(), state.running_vms.clone());
+        self.observe(&state.freshness(), &last);
+        self.last_state = Some(last);
+        self.cluster.set_report(state);
+    }
+
+    /// The last whole state, observed again unchanged.
+    fn on_fresh(&mut self, data: &str) {
+        let Some(fresh) = read_state::<StateFresh>(data) else {
+            return;
+        };
+        // The controller sends it only after a whole state on this stream.
+        let Some(last) = self.last_state.take() else {
+            tracing::warn!("ignoring a state re-observation before any state");
+            return;
+        };
+        self.observe(&fresh, &last);
+        self.last_state = Some(last);
+        self.cluster.set_freshness(fresh.vmis_observed);
+    }
+
+    /// Puts counts and running VMs observed as `fresh` says into the
+    /// in-flight store.
+    fn observe(&self, fresh: &StateFresh, (clones, running): &(CloneCounts, BTreeSet<String>)) {
+        let observed = fresh
             .observed_at
             .parse::<k8s_openapi::jiff::Timestamp>()
             .ok()
@@ -422,18 +453,17 @@ impl Follower {
         // Each count is vouched for by its own watch: a current clone watch
         // says nothing about running VMs, nor a VMI watch about clones.
         self.in_flight.set_observed(
-            state.clones.clone(),
+            clones.clone(),
             observed,
             Covers {
-                clones: state.clones_observed,
-                running: state.vmis_observed,
+                clones: fresh.clones_observed,
+                running: fresh.vmis_observed,
             },
         );
-        if state.vmis_observed {
+        if fresh.vmis_observed {
             self.in_flight
-                .set_running_vms(state.running_vms.iter().cloned(), observed);
+                .set_running_vms(running.iter().cloned(), observed);
         }
-        self.cluster.set_report(state);
     }
 
     /// Compiles and puts a snapshot in force.
@@ -538,6 +568,16 @@ impl Follower {
 }
 
 /// ±25 % so a restarted controller is not hit by every sidecar at once.
+/// A cluster state event's data, or `None` (logged) if it cannot be read:
+/// the sidecar then keeps what it knew, which grows stale and fails closed.
+fn read_state<T: serde::de::DeserializeOwned>(data: &str) -> Option<T> {
+    serde_json::from_str(data)
+        .inspect_err(
+            |e| tracing::warn!(error = %e, "ignoring cluster state this sidecar cannot read"),
+        )
+        .ok()
+}
+
 fn jitter(d: Duration) -> Duration {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
