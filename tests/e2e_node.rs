@@ -305,6 +305,9 @@ fn helm_install_inject_enforce_scrape_and_survive_faults_on_a_real_node() {
             .unwrap(),
     ]);
     node.must(&["create", "namespace", VMS]);
+    // The chart binds the MCP server's ServiceAccount to keep approvals in
+    // its namespace: the RoleBinding needs the namespace to exist.
+    node.must(&["create", "namespace", MCP]);
 
     step(
         "helm install tollgate charts/tollgate --set image.repository=tollgate,image.tag=dev,image.pullPolicy=Never --set approvals.sidecarServiceAccounts[0].namespace=mcp,approvals.sidecarServiceAccounts[0].name=kubernetes-mcp-server",
