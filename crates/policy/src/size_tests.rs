@@ -534,7 +534,7 @@ spec:
         "spec.rules[0].budgets[0]: size budgets count what a call's objects consume",
         "spec.rules[1].budgets[0].amount: \"lots\" is not a Kubernetes quantity",
         "spec.rules[1].budgets[1].amount: \"0\" admits nothing",
-        "spec.rules[1].runningVMs.per: running VMs are counted per Namespace or per Cluster",
+        "spec.rules[1].runningVMs.per: running VMs are counted per Namespace, per Caller or per Cluster",
         "spec.rules[1].lifecycle.actions[0]: \"reboot\" is not one of start, stop, restart, pause, unpause",
     ] {
         assert!(p.contains(expected), "missing {expected:?} in\n{p}");
