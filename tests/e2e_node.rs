@@ -770,6 +770,9 @@ fn a_held_call_is_kept_as_an_approval_its_pod_owns(node: &Node, url: &str) -> St
         "kubectl get mtca -n {MCP}: {name}, owned by pod {}",
         pod["metadata"]["name"].as_str().unwrap()
     ));
+    // The steps after this one expect clone-guard alone to select the pod
+    // (its deletion must leave the pod unselected, refusing everything).
+    node.must(&["-n", MCP, "delete", "mtp", "approve-events", "--wait=true"]);
     name
 }
 
