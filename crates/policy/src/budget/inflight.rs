@@ -17,9 +17,11 @@
 //! Running VMs per caller cannot be counted from the cluster: nothing there
 //! says who started a VM. So the store also remembers which VMs it let each
 //! caller start (`per: Caller` claims name them), and counts those that the
-//! controller's running set (VirtualMachineInstances) still holds; a VM
-//! seen not running [`SETTLE`] after its start is forgotten. This is the
-//! sidecar's own knowledge: calls through another replica are not seen.
+//! controller's running set (VirtualMachineInstances) still holds. A VM is
+//! forgotten once it was seen running and then not, or when it was never
+//! seen running [`STARTING_FOR`] after its start: KubeVirt may take a while
+//! to make the VMI, and a VM forgotten before would run uncounted. This is
+//! the sidecar's own knowledge: calls through another replica are not seen.
 //!
 //! What the store remembers is bounded: each admission keeps a 16-byte
 //! digest of its key (never the agent's namespace text), at most
@@ -41,6 +43,10 @@ use super::ratelimit::BucketKey;
 /// How long after an admission the controller's count is trusted to
 /// include it.
 pub(crate) const SETTLE: Duration = Duration::from_secs(3);
+
+/// How long a VM a caller was let start is remembered without being seen
+/// running (its VMI may come late, or never if the start failed).
+pub(crate) const STARTING_FOR: Duration = Duration::from_secs(600);
 
 /// The most admissions remembered at once. Each is one claim of one
 /// admitted call, kept until the cluster count includes it (or, without
@@ -148,6 +154,8 @@ struct Started {
     caller: BucketKey,
     ticket: u64,
     at: SystemTime,
+    /// Whether the controller has seen it run since.
+    seen_running: bool,
 }
 
 #[derive(Debug, Default)]
@@ -225,8 +233,9 @@ impl MemoryInFlight {
     }
 
     /// The VMs the controller's current VMI watch sees running, observed at
-    /// `observed_at`. A VM started through this store that is not among
-    /// them [`SETTLE`] after its start no longer counts for its caller.
+    /// `observed_at`. A VM started through this store is forgotten once it
+    /// ran and stopped, or when it never ran [`STARTING_FOR`] after its
+    /// start.
     pub fn set_running_vms(&self, vms: impl IntoIterator<Item = String>, observed_at: SystemTime) {
         let mut s = self.lock();
         s.running_vms = vms.into_iter().collect();
@@ -236,8 +245,14 @@ impl MemoryInFlight {
             ..
         } = &mut *s;
         started.retain(|vm, st| {
-            running_vms.contains(vm)
-                || !observed_at.duration_since(st.at).is_ok_and(|d| d >= SETTLE)
+            if running_vms.contains(vm) {
+                st.seen_running = true;
+                return true;
+            }
+            let starting = observed_at
+                .duration_since(st.at)
+                .map_or(true, |d| d < STARTING_FOR);
+            !st.seen_running && starting
         });
     }
 
@@ -432,6 +447,7 @@ impl InFlight for MemoryInFlight {
                         caller: key,
                         ticket,
                         at: now,
+                        seen_running: false,
                     };
                     s.started.insert(vm.clone(), started);
                 }
@@ -740,5 +756,21 @@ mod tests {
             at(11),
         );
         assert_eq!(running("ann", 11), 1);
+        // b's VMI comes late, long after its start settled: still ann's.
+        s.set_cluster(CloneCounts::default(), at(60));
+        s.set_running_vms(["vms/b".to_owned(), "vms/c".to_owned()], at(60));
+        assert_eq!(running("ann", 60), 2);
+        // A start that never ran is forgotten after STARTING_FOR.
+        s.try_claim(&[start("bob", "vms/f", 2)], anyone(), at(61))
+            .unwrap();
+        let late = 61 + STARTING_FOR.as_secs() + 1;
+        s.set_cluster(CloneCounts::default(), at(late));
+        s.set_running_vms([], at(late));
+        s.set_running_vms(["vms/f".to_owned()], at(late));
+        assert_eq!(
+            running("bob", late),
+            0,
+            "forgotten: f runs, but not as bob's"
+        );
     }
 }
