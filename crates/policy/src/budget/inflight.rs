@@ -17,11 +17,9 @@
 //! Running VMs per caller cannot be counted from the cluster: nothing there
 //! says who started a VM. So the store also remembers which VMs it let each
 //! caller start (`per: Caller` claims name them), and counts those that the
-//! controller's running set (VirtualMachineInstances) still holds. A VM is
-//! forgotten once it was seen running and then not, or when it was never
-//! seen running [`STARTING_FOR`] after its start: KubeVirt may take a while
-//! to make the VMI, and a VM forgotten before would run uncounted. This is
-//! the sidecar's own knowledge: calls through another replica are not seen.
+//! controller's running set (VirtualMachineInstances) still holds
+//! ([`super::starters`]). This is the sidecar's own knowledge: calls
+//! through another replica are not seen.
 //!
 //! What the store remembers is bounded: each admission keeps a 16-byte
 //! digest of its key (never the agent's namespace text), at most
@@ -39,14 +37,11 @@ use crate::spec::InFlightScope;
 
 use super::caller::{CallerKey, TableStats};
 use super::ratelimit::BucketKey;
+use super::starters::Starters;
 
 /// How long after an admission the controller's count is trusted to
 /// include it.
 pub(crate) const SETTLE: Duration = Duration::from_secs(3);
-
-/// How long a VM a caller was let start is remembered without being seen
-/// running (its VMI may come late, or never if the start failed).
-pub(crate) const STARTING_FOR: Duration = Duration::from_secs(600);
 
 /// The most admissions remembered at once. Each is one claim of one
 /// admitted call, kept until the cluster count includes it (or, without
@@ -148,16 +143,6 @@ struct Pending {
     caller: CallerKey,
 }
 
-/// Who was let start a VM.
-#[derive(Debug)]
-struct Started {
-    caller: BucketKey,
-    ticket: u64,
-    at: SystemTime,
-    /// Whether the controller has seen it run since.
-    seen_running: bool,
-}
-
 #[derive(Debug, Default)]
 struct State {
     /// The controller's counts as last vouched for by the clone watch, and
@@ -168,9 +153,8 @@ struct State {
     /// The running VMs (`namespace/name`) as last vouched for by the VMI
     /// watch.
     running_vms: HashSet<String>,
-    /// VMs a caller was let start: `namespace/name` → who, by which ticket,
-    /// when.
-    started: HashMap<String, Started>,
+    /// Which caller was let start which VM.
+    started: Starters,
     /// In ticket order, which is admission order.
     pending: VecDeque<Pending>,
     /// The sum of `pending` costs per scope and key.
@@ -233,9 +217,7 @@ impl MemoryInFlight {
     }
 
     /// The VMs the controller's current VMI watch sees running, observed at
-    /// `observed_at`. A VM started through this store is forgotten once it
-    /// ran and stopped, or when it never ran [`STARTING_FOR`] after its
-    /// start.
+    /// `observed_at`: what callers' running counts are read against.
     pub fn set_running_vms(&self, vms: impl IntoIterator<Item = String>, observed_at: SystemTime) {
         let mut s = self.lock();
         s.running_vms = vms.into_iter().collect();
@@ -244,16 +226,7 @@ impl MemoryInFlight {
             started,
             ..
         } = &mut *s;
-        started.retain(|vm, st| {
-            if running_vms.contains(vm) {
-                st.seen_running = true;
-                return true;
-            }
-            let starting = observed_at
-                .duration_since(st.at)
-                .map_or(true, |d| d < STARTING_FOR);
-            !st.seen_running && starting
-        });
+        started.observe(running_vms, observed_at);
     }
 
     /// In flight now under `scope`/`key`.
@@ -338,12 +311,7 @@ impl State {
                     c.running_by_namespace.get(key).copied().unwrap_or(0)
                 }
                 (Counted::RunningVms, InFlightScope::Caller) => {
-                    let caller = digest(key);
-                    let running = self
-                        .started
-                        .iter()
-                        .filter(|(vm, st)| st.caller == caller && self.running_vms.contains(*vm))
-                        .count();
+                    let running = self.started.running(&digest(key), &self.running_vms);
                     u32::try_from(running).unwrap_or(u32::MAX)
                 }
                 (Counted::RunningVms, _) => c.running_total,
@@ -374,11 +342,19 @@ impl State {
     fn room(&mut self, claims: &[Claim], caller: CallerKey) -> Result<(), Full> {
         let more = claims.len();
         let held = self.held.get(&caller).copied().unwrap_or(0);
-        let crowded = if held + more > MAX_RECORDS_PER_CALLER {
+        // Starts per caller are remembered by the caller the cap counts
+        // (the verified subject), for as long as their VMs run.
+        let starts = |c: &Claim| (c.scope == InFlightScope::Caller).then_some(c.vms.len());
+        let started = claims.iter().filter_map(starts).sum::<usize>();
+        let starters_full = claims.iter().any(|c| {
+            starts(c).is_some()
+                && self.started.of(&digest(&c.key)) + c.vms.len() > MAX_RECORDS_PER_CALLER
+        });
+        let crowded = if held + more > MAX_RECORDS_PER_CALLER || starters_full {
             self.refused_caller += 1;
             true
         } else if self.pending.len() + more > MAX_RECORDS
-            || self.started.len() + claims.iter().map(|c| c.vms.len()).sum::<usize>() > MAX_RECORDS
+            || self.started.len() + started > MAX_RECORDS
         {
             self.refused_total += 1;
             true
@@ -443,13 +419,7 @@ impl InFlight for MemoryInFlight {
             });
             if c.scope == InFlightScope::Caller {
                 for vm in &c.vms {
-                    let started = Started {
-                        caller: key,
-                        ticket,
-                        at: now,
-                        seen_running: false,
-                    };
-                    s.started.insert(vm.clone(), started);
+                    s.started.insert(vm, key, ticket, now);
                 }
             }
         }
@@ -468,7 +438,7 @@ impl InFlight for MemoryInFlight {
         for p in &released {
             s.forget(p);
         }
-        s.started.retain(|_, st| st.ticket != ticket.0);
+        s.started.release(ticket.0);
     }
 
     fn check(&self, claims: &[Claim], now: SystemTime) -> Result<(), Full> {
@@ -760,17 +730,5 @@ mod tests {
         s.set_cluster(CloneCounts::default(), at(60));
         s.set_running_vms(["vms/b".to_owned(), "vms/c".to_owned()], at(60));
         assert_eq!(running("ann", 60), 2);
-        // A start that never ran is forgotten after STARTING_FOR.
-        s.try_claim(&[start("bob", "vms/f", 2)], anyone(), at(61))
-            .unwrap();
-        let late = 61 + STARTING_FOR.as_secs() + 1;
-        s.set_cluster(CloneCounts::default(), at(late));
-        s.set_running_vms([], at(late));
-        s.set_running_vms(["vms/f".to_owned()], at(late));
-        assert_eq!(
-            running("bob", late),
-            0,
-            "forgotten: f runs, but not as bob's"
-        );
     }
 }

@@ -12,6 +12,7 @@ mod caller;
 mod digest;
 pub mod inflight;
 pub mod ratelimit;
+mod starters;
 mod tiered;
 pub mod weighted;
 
