@@ -10,6 +10,7 @@ use std::fmt::Write as _;
 use regex::Regex;
 use serde_json::Value;
 
+use super::pointer::Pointer;
 use crate::problem::Problem;
 use crate::spec::{ArgumentCondition, Operator};
 
@@ -20,7 +21,7 @@ const REGEX_SIZE_LIMIT: usize = 1 << 20;
 /// A checked, ready-to-evaluate [`ArgumentCondition`].
 #[derive(Debug, Clone)]
 pub struct Condition {
-    pointer: String,
+    pointer: Pointer,
     test: Test,
 }
 
@@ -45,9 +46,9 @@ impl Condition {
     /// for the problems.
     pub fn compile(spec: &ArgumentCondition, path: &str) -> Result<Condition, Vec<Problem>> {
         let mut problems = Vec::new();
-        if let Err(e) = check_pointer(&spec.pointer) {
-            problems.push(Problem::at(format!("{path}.pointer"), e.to_string()));
-        }
+        let pointer = Pointer::parse(&spec.pointer)
+            .map_err(|e| problems.push(Problem::at(format!("{path}.pointer"), e.to_string())))
+            .ok();
         let op = spec.operator;
         let wants_values = matches!(op, Operator::In | Operator::NotIn);
         let wants_value = !wants_values && !matches!(op, Operator::Exists | Operator::NotExists);
@@ -141,13 +142,10 @@ impl Condition {
                 })
             }),
         };
-        match test {
-            Ok(test) if problems.is_empty() => Ok(Condition {
-                pointer: spec.pointer.clone(),
-                test,
-            }),
-            Ok(_) => Err(problems),
-            Err(p) => {
+        match (test, pointer) {
+            (Ok(test), Some(pointer)) if problems.is_empty() => Ok(Condition { pointer, test }),
+            (Ok(_), _) => Err(problems),
+            (Err(p), _) => {
                 problems.push(p);
                 Err(problems)
             }
@@ -156,7 +154,7 @@ impl Condition {
 
     /// Whether the condition holds for these call arguments.
     pub fn holds(&self, arguments: &Value) -> bool {
-        let found = arguments.pointer(&self.pointer);
+        let found = self.pointer.get(arguments);
         match (&self.test, found) {
             (Test::NotExists, found) => found.is_none(),
             (_, None) => false,
@@ -186,7 +184,7 @@ impl Condition {
         } else {
             self.pointer.as_str()
         };
-        let found = arguments.pointer(&self.pointer);
+        let found = self.pointer.get(arguments);
         let mut out = String::new();
         let _ = match &self.test {
             Test::Exists => write!(out, "argument {at} is required"),
@@ -231,34 +229,6 @@ impl Condition {
         }
         out
     }
-}
-
-/// Why a string is not an RFC 6901 JSON pointer.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum PointerError {
-    /// A non-empty pointer must start with '/'.
-    #[error("{0:?} is not a JSON pointer; start it with '/', e.g. \"/{0}\"")]
-    NoLeadingSlash(String),
-    /// '~' escapes only '0' and '1'.
-    #[error("{0:?} has a '~' that is not '~0' (for '~') or '~1' (for '/')")]
-    BadEscape(String),
-}
-
-/// Validates an RFC 6901 JSON pointer.
-pub(crate) fn check_pointer(pointer: &str) -> Result<(), PointerError> {
-    if pointer.is_empty() {
-        return Ok(());
-    }
-    if !pointer.starts_with('/') {
-        return Err(PointerError::NoLeadingSlash(pointer.to_owned()));
-    }
-    let mut chars = pointer.chars();
-    while let Some(c) = chars.next() {
-        if c == '~' && !matches!(chars.next(), Some('0' | '1')) {
-            return Err(PointerError::BadEscape(pointer.to_owned()));
-        }
-    }
-    Ok(())
 }
 
 /// JSON equality where numbers compare by value, so `5` equals `5.0`.

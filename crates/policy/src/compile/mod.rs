@@ -10,6 +10,7 @@ pub mod approval;
 pub mod caps;
 pub mod condition;
 pub mod matcher;
+pub mod pointer;
 pub mod resource_rules;
 pub mod selector;
 pub mod why_not;
@@ -20,8 +21,9 @@ use std::sync::Arc;
 use caps::{MAX_MESSAGE, MAX_REQUESTS};
 
 use crate::budget::ratelimit::{Limit, LimitId};
-use crate::compile::condition::{Condition, check_pointer};
+use crate::compile::condition::Condition;
 use crate::compile::matcher::{ToolMatcher, compile_glob, is_glob};
+use crate::compile::pointer::check_pointer;
 use crate::compile::resource_rules::{
     CloneTest, CompiledSelector, InFlightCap, LifecycleTest, NamespaceTest, compile_mappings,
     compile_resource_parts,
@@ -142,7 +144,7 @@ pub struct CompiledLimit {
     /// The budget.
     pub limit: Arc<Limit>,
     /// Pointers whose values select the bucket.
-    pub key_arguments: Vec<String>,
+    pub key_arguments: Vec<pointer::Pointer>,
     /// Whether the session selects the bucket.
     pub key_session: bool,
     /// Whether the object's namespace selects the bucket.
@@ -712,7 +714,12 @@ fn compile_limit(
             local_fallback: l.on_store_error == Some(OnStoreError::LocalFallback),
             size: None,
         }),
-        key_arguments: key.arguments,
+        // Checked above: every one parses.
+        key_arguments: key
+            .arguments
+            .iter()
+            .filter_map(|p| pointer::Pointer::parse(p).ok())
+            .collect(),
         key_session: key.session,
         key_namespace: key.namespace,
         key_source: key.source,

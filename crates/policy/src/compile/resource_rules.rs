@@ -8,8 +8,9 @@ use std::collections::BTreeMap;
 use globset::{GlobSet, GlobSetBuilder};
 use kube::core::{Selector, SelectorExt};
 
-use crate::compile::condition::{Condition, check_pointer};
+use crate::compile::condition::Condition;
 use crate::compile::matcher::compile_glob;
+use crate::compile::pointer::check_pointer;
 use crate::compile::why_not::{NoKey, WhyNot};
 use crate::problem::Problem;
 use crate::resources::sizes::Sizes;

@@ -327,7 +327,7 @@ fn bucket_of(l: &CompiledLimit, call: &ToolCall<'_>, op: Option<&Op>) -> BucketK
 fn key_parts(l: &CompiledLimit, call: &ToolCall<'_>, op: Option<&Op>) -> Vec<Vec<u8>> {
     let mut parts: Vec<Vec<u8>> = Vec::with_capacity(l.key_arguments.len() + 3);
     for pointer in &l.key_arguments {
-        parts.push(match call.arguments.pointer(pointer) {
+        parts.push(match pointer.get(call.arguments) {
             Some(v) => canonical(v),
             // Distinct from every JSON encoding.
             None => b"\0missing".to_vec(),
