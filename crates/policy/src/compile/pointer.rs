@@ -147,7 +147,11 @@ mod tests {
     /// Small JSON documents with keys drawn from a few names, so pointers
     /// hit as often as they miss.
     fn document() -> impl Strategy<Value = Value> {
-        let key = prop::sample::select(vec!["a", "b", "0", "1", "a/b", "~", "", "10"]);
+        // More names than SCAN_UP_TO, so objects are both scanned and
+        // hashed.
+        let key = prop::sample::select(vec![
+            "a", "b", "0", "1", "a/b", "~", "", "10", "c", "d", "e", "f", "g", "h",
+        ]);
         let leaf = prop_oneof![
             Just(Value::Null),
             any::<i32>().prop_map(Value::from),
@@ -156,7 +160,7 @@ mod tests {
         leaf.prop_recursive(4, 40, 12, move |inner| {
             prop_oneof![
                 prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
-                prop::collection::vec((key.clone(), inner), 0..12).prop_map(|kv| Value::Object(
+                prop::collection::vec((key.clone(), inner), 0..20).prop_map(|kv| Value::Object(
                     kv.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
                 )),
             ]
@@ -164,8 +168,9 @@ mod tests {
     }
 
     fn pointer_text() -> impl Strategy<Value = String> {
-        let token =
-            prop::sample::select(vec!["a", "b", "0", "1", "a~1b", "~0", "", "10", "01", "+1"]);
+        let token = prop::sample::select(vec![
+            "a", "b", "0", "1", "a~1b", "~0", "", "10", "01", "+1", "g", "h",
+        ]);
         prop::collection::vec(token, 0..4)
             .prop_map(|ts| ts.iter().map(|t| format!("/{t}")).collect())
     }
