@@ -175,7 +175,7 @@ kubectl wait --for=condition=Established crd/mcptoolpolicies.tollgate.dev --time
 
 # --- one scenario ----------------------------------------------------------------
 start_controller() { # NAMESPACE
-    local ns="$1" log_file="$WORK/controller-$1.log" line i
+    local ns="$1" log_file="$WORK/controller-$1.log"
     kubectl create namespace "$ns" >/dev/null 2>&1 || true
     timeout -k 5 "$LIFE_S" "$TOLLGATE" --log-format json controller \
         --push-listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
@@ -183,20 +183,9 @@ start_controller() { # NAMESPACE
         --tls-dns-name 127.0.0.1 \
         --kubeconfig "$KUBECONFIG_FILE" </dev/null >"$log_file" 2>&1 &
     CTRL_WRAP=$!
-    for ((i = 0; i < 600; i++)); do
-        line="$(grep -m1 'tollgate controller started' "$log_file" 2>/dev/null || true)"
-        [[ -n "$line" ]] && break
-        proc_alive "$CTRL_WRAP" || { tail -20 "$log_file" >&2; die "the controller exited"; }
-        sleep 0.05
-    done
-    [[ -n "$line" ]] || { tail -20 "$log_file" >&2; die "the controller did not start within 30 s"; }
-    PUSH_URL="https://$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["push"])' "$line")"
-    # The push channel is TLS: trust the CA the controller keeps in its Secret.
-    kubectl -n "$ns" get secret tollgate-tls -o go-template='{{index .data "ca.crt" | base64decode}}' >"$WORK/ca-$ns.crt"
     CA_FILE="$WORK/ca-$ns.crt"
-    ADMIN_URL="http://$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["admin"])' "$line")"
-    CTRL_PID="$(ps -o pid= --ppid "$CTRL_WRAP" | head -1 | tr -d ' ')"
-    [[ -n "$CTRL_PID" ]] || die "cannot find the controller process under timeout ($CTRL_WRAP)"
+    await_controller "$log_file" "$CTRL_WRAP" "$ns" "$CA_FILE"
+    ADMIN_URL="http://$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["admin"])' "$CONTROLLER_LINE")"
 }
 stop_controller() {
     [[ -n "$CTRL_WRAP" ]] || return 0

@@ -136,7 +136,6 @@ M_NS=tollgate-bench M_POD=mcp-bench
 CTRL_WRAP="" CTRL_PID="" PUSH_URL="" KUBECONFIG_FILE="" KUBECTL=""
 kubectl() { "$KUBECTL" --kubeconfig "$KUBECONFIG_FILE" "$@"; }
 start_control_plane() {
-    local line i
     KUBECTL="$(scripts/cluster/build.sh)/kubectl"
     CLUSTER_DIR="$WORK/cluster"
     KUBECONFIG_FILE="$(start_test_cluster "$CLUSTER_DIR" "$LIFE")"
@@ -171,18 +170,7 @@ POD
         </dev/null >"$WORK/controller.log" 2>&1 &
     CTRL_WRAP=$!
     PIDS+=("$CTRL_WRAP")
-    line=""
-    for ((i = 0; i < 600; i++)); do
-        line="$(grep -m1 'tollgate controller started' "$WORK/controller.log" 2>/dev/null || true)"
-        [[ -n "$line" ]] && break
-        proc_alive "$CTRL_WRAP" || { tail -20 "$WORK/controller.log" >&2; die "the controller exited"; }
-        sleep 0.05
-    done
-    [[ -n "$line" ]] || { tail -20 "$WORK/controller.log" >&2; die "the controller did not start within 30 s"; }
-    PUSH_URL="https://$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["push"])' "$line")"
-    # The push channel is TLS: trust the CA the controller keeps in its Secret.
-    kubectl -n "$M_NS" get secret tollgate-tls -o go-template='{{index .data "ca.crt" | base64decode}}' >"$WORK/controller-ca.crt"
-    CTRL_PID="$(child_of "$CTRL_WRAP")"
+    await_controller "$WORK/controller.log" "$CTRL_WRAP" "$M_NS" "$WORK/controller-ca.crt"
 }
 # until_ready ADMIN_PORT PID SECONDS : until GET /readyz answers 200 (a managed
 # sidecar holds rules from the controller), PID dies, or SECONDS pass.

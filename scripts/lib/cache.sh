@@ -139,3 +139,25 @@ start_test_cluster() {
     done
     die "the test cluster did not start"
 }
+
+# await_controller LOG WRAP_PID NAMESPACE CA_OUT : waits (30 s) for the
+# controller started under `timeout` as WRAP_PID to log that it started, then
+# sets CONTROLLER_LINE (that JSON log line), PUSH_URL and CTRL_PID, and writes
+# the CA of its push channel (the Secret it keeps in NAMESPACE) to CA_OUT.
+# Needs the calling script's `kubectl` function.
+# shellcheck disable=SC2034 # CONTROLLER_LINE, PUSH_URL, CTRL_PID are for the caller
+await_controller() {
+    local log_file="$1" wrap="$2" ns="$3" ca_out="$4" i
+    CONTROLLER_LINE=""
+    for ((i = 0; i < 600; i++)); do
+        CONTROLLER_LINE="$(grep -m1 'tollgate controller started' "$log_file" 2>/dev/null || true)"
+        [[ -n "$CONTROLLER_LINE" ]] && break
+        proc_alive "$wrap" || { tail -20 "$log_file" >&2; die "the controller exited"; }
+        sleep 0.05
+    done
+    [[ -n "$CONTROLLER_LINE" ]] || { tail -20 "$log_file" >&2; die "the controller did not start within 30 s"; }
+    PUSH_URL="https://$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["push"])' "$CONTROLLER_LINE")"
+    # The push channel is TLS: trust the CA the controller keeps in its Secret.
+    kubectl -n "$ns" get secret tollgate-tls -o go-template='{{index .data "ca.crt" | base64decode}}' >"$ca_out"
+    CTRL_PID="$(child_of "$wrap")" || die "cannot find the controller process under timeout ($wrap)"
+}
