@@ -219,8 +219,20 @@ impl MemoryInFlight {
     /// The VMs the controller's current VMI watch sees running, observed at
     /// `observed_at`: what callers' running counts are read against.
     pub fn set_running_vms(&self, vms: impl IntoIterator<Item = String>, observed_at: SystemTime) {
+        self.running_vms_are(vms);
+        self.observe_running_vms(observed_at);
+    }
+
+    /// The VMs the controller reports running, not yet vouched for.
+    pub fn running_vms_are(&self, vms: impl IntoIterator<Item = String>) {
+        self.lock().running_vms = vms.into_iter().collect();
+    }
+
+    /// The running VMs held are vouched for as of `observed_at` (by a
+    /// current VMI watch): starts are forgotten as [`super::starters`]
+    /// says.
+    pub fn observe_running_vms(&self, observed_at: SystemTime) {
         let mut s = self.lock();
-        s.running_vms = vms.into_iter().collect();
         let State {
             running_vms,
             started,

@@ -16,7 +16,6 @@
 //! is refused like one that does not compile: counted, logged, not
 //! acknowledged, and the rules in force stay.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -69,9 +68,9 @@ pub struct Follower {
     acked: Option<String>,
     /// The would-be denials the controller last accepted with an ack.
     reported: Vec<WouldDeny>,
-    /// The counts and running VMs of the last whole state on this stream,
-    /// which a `state-fresh` event vouches for again.
-    last_state: Option<(CloneCounts, BTreeSet<String>)>,
+    /// The counts of the last whole state on this stream, which a
+    /// `state-fresh` event vouches for again.
+    last_clones: Option<CloneCounts>,
 }
 
 /// Why a follower cannot be set up; said so the operator knows what to change.
@@ -239,7 +238,7 @@ impl Follower {
             client,
             acked: None,
             reported: Vec::new(),
-            last_state: None,
+            last_clones: None,
         })
     }
 
@@ -302,7 +301,7 @@ impl Follower {
     /// One connection: true if it delivered at least one snapshot.
     async fn follow_once(&mut self) -> Result<bool, Lost> {
         // A re-observation vouches for what its own stream sent.
-        self.last_state = None;
+        self.last_clones = None;
         let token = self.token()?;
         let path = snapshots_path(&self.config.namespace, &self.config.pod);
         let request = Request::builder()
@@ -419,9 +418,12 @@ impl Follower {
         let Some(state) = read_state::<ClusterReport>(data) else {
             return;
         };
-        let last = (state.clones.clone(), state.running_vms.clone());
-        self.observe(&state.freshness(), &last);
-        self.last_state = Some(last);
+        // The running set is kept by the in-flight store; a re-observation
+        // only vouches for it again.
+        self.in_flight
+            .running_vms_are(state.running_vms.iter().cloned());
+        self.observe(&state.freshness(), &state.clones);
+        self.last_clones = Some(state.clones.clone());
         self.cluster.set_report(state);
     }
 
@@ -431,18 +433,18 @@ impl Follower {
             return;
         };
         // The controller sends it only after a whole state on this stream.
-        let Some(last) = self.last_state.take() else {
+        let Some(clones) = self.last_clones.take() else {
             tracing::warn!("ignoring a state re-observation before any state");
             return;
         };
-        self.observe(&fresh, &last);
-        self.last_state = Some(last);
+        self.observe(&fresh, &clones);
+        self.last_clones = Some(clones);
         self.cluster.set_freshness(fresh.vmis_observed);
     }
 
-    /// Puts counts and running VMs observed as `fresh` says into the
-    /// in-flight store.
-    fn observe(&self, fresh: &StateFresh, (clones, running): &(CloneCounts, BTreeSet<String>)) {
+    /// Puts the counts, and the running VMs the store holds, observed as
+    /// `fresh` says into the in-flight store.
+    fn observe(&self, fresh: &StateFresh, clones: &CloneCounts) {
         let observed = fresh
             .observed_at
             .parse::<k8s_openapi::jiff::Timestamp>()
@@ -461,8 +463,7 @@ impl Follower {
             },
         );
         if fresh.vmis_observed {
-            self.in_flight
-                .set_running_vms(running.iter().cloned(), observed);
+            self.in_flight.observe_running_vms(observed);
         }
     }
 
